@@ -1,0 +1,480 @@
+"""The in-process bus: a lifecycle state machine with publish/subscribe.
+
+Semantics are those of CherryPy's ``wspbus`` so that code written against
+``cherrypy.engine`` runs unchanged; no sockets and no processes here.
+
+States and the transitions the bus allows::
+
+                 start()             (listeners ok)
+     STOPPED ------------> STARTING ---------------> STARTED
+      ^  |  ^                 |   ^                    |  |
+      |  |  |                 |   +---- start() -------+  |
+      |  |  |   stop()        v stop()   (failure: exit)  | stop()
+      |  |  +------------- STOPPING <---------------------+
+      |  |                    ^
+      |  +--- stop() ---------+
+      |
+      +--(exit(): stop(), then)--> EXITING   (terminal)
+
+Every change goes through one choke point, :meth:`Bus._transition`, which
+checks the table, logs ``Bus <STATE>`` once, wakes every waiter and calls
+:meth:`Bus._state_changed` (the hook a relaying bus overrides).
+"""
+
+from __future__ import annotations
+
+import atexit
+import collections
+import enum
+import itertools
+import logging
+import os
+import sys
+import threading
+import time
+import traceback as _traceback
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+from busd.errors import ChannelFailures, IllegalTransition, WaitTimeout
+
+__all__ = ["Bus", "State", "states"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+logger = logging.getLogger("busd")
+
+DEFAULT_PRIORITY = 50
+BUILTIN_CHANNELS = ("start", "stop", "exit", "graceful", "log", "main")
+
+
+class State(enum.Enum):
+    """A lifecycle state of a bus."""
+
+    STOPPED = "STOPPED"
+    STARTING = "STARTING"
+    STARTED = "STARTED"
+    STOPPING = "STOPPING"
+    EXITING = "EXITING"
+
+    def __repr__(self) -> str:
+        return f"states.{self.name}"
+
+    __str__ = __repr__
+
+
+#: The wspbus name for the state namespace: ``states.STARTED``.
+states = State
+
+TRANSITIONS: dict[State, frozenset[State]] = {
+    State.STOPPED: frozenset({State.STARTING, State.STOPPING, State.EXITING}),
+    State.STARTING: frozenset({State.STARTED, State.STOPPING}),
+    State.STARTED: frozenset({State.STARTING, State.STOPPING}),
+    State.STOPPING: frozenset({State.STOPPED}),
+    State.EXITING: frozenset(),
+}
+
+# The startup working directory, for re-exec: taken at import, as wspbus does,
+# because the application may chdir later.
+_STARTUP_CWD = os.path.abspath(os.getcwd())
+
+
+def _bridge_log(msg: str, level: int = logging.INFO) -> None:
+    """Forward the bus's 'log' channel to the stdlib logger 'busd'."""
+    logger.log(level, "%s", msg)
+
+
+_bridge_log.priority = 100  # type: ignore[attr-defined]
+
+
+class Bus:
+    """A process bus: states, channels and their listeners (wspbus-compatible).
+
+    ``listeners`` maps a channel name to the set of its callbacks; adding a
+    key declares a channel, as CherryPy code does.  Listeners of a channel run
+    in ascending priority, ties in subscription order.
+    """
+
+    states = State
+    execv = False
+    max_cloexec_files: int | None = 4096
+
+    def __init__(self) -> None:
+        self.listeners: dict[str, set[Callable[..., Any]]] = {
+            channel: set() for channel in BUILTIN_CHANNELS
+        }
+        self._priorities: dict[tuple[str, Callable[..., Any]], int] = {}
+        self._order: dict[tuple[str, Callable[..., Any]], int] = {}
+        self._counter = itertools.count()
+        self._lock = threading.RLock()
+        self._cond = threading.Condition(threading.RLock())
+        self._state = State.STOPPED
+        self._deferred: collections.deque[Callable[[], object]] = collections.deque()
+        self._blockers = 0
+        self._exit_pending = False
+        self._atexit_registered = False
+        self.subscribe("log", _bridge_log)
+
+    # -- state ---------------------------------------------------------
+
+    @property
+    def state(self) -> State:
+        """The current state."""
+        return self._state
+
+    @state.setter
+    def state(self, new: State) -> None:
+        self._transition(new)
+
+    def _transition(self, new: State) -> bool:
+        """Move to ``new`` if the table allows it; the only place state changes.
+
+        Returns False, changing nothing, when the bus is already in ``new``
+        (another thread or an outer call is doing the same transition).
+        """
+        with self._cond:
+            old = self._state
+            if new is old and new is not State.STARTED:
+                return False
+            if new not in TRANSITIONS[old]:
+                raise IllegalTransition(f"bus cannot go from {old.name} to {new.name}")
+            self._state = new
+            self._cond.notify_all()
+        self.log(f"Bus {new.name}")
+        self._state_changed(old, new)
+        return True
+
+    def _state_changed(self, old: State, new: State) -> None:
+        """Called after every transition, outside the lock; for subclasses."""
+
+    # -- pub/sub -------------------------------------------------------
+
+    def subscribe(self, channel: str, callback: Callable[..., Any] | None = None,
+                  priority: int | None = None) -> Any:
+        """Add ``callback`` to ``channel``; without a callback, return a decorator.
+
+        The priority is the argument, else ``callback.priority``, else 50.
+        Subscribing again updates the priority and keeps the original order.
+        """
+        if callback is None:
+            def decorator(func: F) -> F:
+                self.subscribe(channel, func, priority)
+                return func
+            return decorator
+        if priority is None:
+            priority = getattr(callback, "priority", DEFAULT_PRIORITY)
+        key = (channel, callback)
+        with self._lock:
+            self.listeners.setdefault(channel, set()).add(callback)
+            self._priorities[key] = int(priority)  # type: ignore[arg-type]
+            if key not in self._order:
+                self._order[key] = next(self._counter)
+        return None
+
+    def unsubscribe(self, channel: str, callback: Callable[..., Any]) -> None:
+        """Remove ``callback`` from ``channel``; nothing happens if it is absent."""
+        key = (channel, callback)
+        with self._lock:
+            self.listeners.get(channel, set()).discard(callback)
+            self._priorities.pop(key, None)
+            self._order.pop(key, None)
+
+    def _sorted_listeners(self, channel: str) -> list[Callable[..., Any]]:
+        with self._lock:
+            callbacks = list(self.listeners.get(channel, ()))
+            keyed = [
+                (self._priorities.get((channel, cb), DEFAULT_PRIORITY),
+                 self._order.get((channel, cb), sys.maxsize), cb)
+                for cb in callbacks
+            ]
+        keyed.sort(key=lambda item: (item[0], item[1]))
+        return [cb for _, _, cb in keyed]
+
+    def publish(self, channel: str, *args: Any, **kwargs: Any) -> list[Any]:
+        """Run every listener of ``channel``; return their results in order.
+
+        All listeners run even when some raise; their failures are then raised
+        together as :class:`ChannelFailures`.  KeyboardInterrupt and SystemExit
+        propagate at once (a ``SystemExit(0)`` after a failure becomes code 1).
+        """
+        if channel not in self.listeners:
+            return []
+        failures = ChannelFailures(channel=channel)
+        output = []
+        for listener in self._sorted_listeners(channel):
+            try:
+                output.append(listener(*args, **kwargs))
+            except KeyboardInterrupt:
+                raise
+            except SystemExit as exc:
+                if failures and exc.code == 0:
+                    exc.code = 1
+                raise
+            except Exception:
+                failures.handle_exception()
+                if channel != "log":
+                    self.log(f"Error in {channel!r} listener {listener!r}",
+                             level=40, traceback=True)
+        if failures:
+            raise failures
+        return output
+
+    def log(self, msg: str = "", level: int = logging.INFO, traceback: bool = False) -> None:
+        """Publish ``(msg, level)`` on the 'log' channel, with the traceback if asked."""
+        if traceback:
+            msg += "\n" + "".join(_traceback.format_exception(*sys.exc_info()))
+        self.publish("log", msg, level)
+
+    # -- lifecycle -----------------------------------------------------
+
+    def start(self) -> None:
+        """Start: STARTING, run the start listeners, STARTED.
+
+        If a start listener fails, the bus logs it, exits (stop and exit
+        listeners run) and raises the failure to the caller.
+        """
+        self._register_atexit()
+        if not self._transition(State.STARTING):
+            return
+        try:
+            self.publish("start")
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException:
+            self.log("Shutting down due to error in start listener:", level=40, traceback=True)
+            try:
+                self.exit()
+            except ChannelFailures:
+                self.log("Error while exiting after a failed start", level=40, traceback=True)
+            raise
+        if self._state is State.STARTING:
+            self._transition(State.STARTED)
+
+    def stop(self) -> None:
+        """Stop: STOPPING, run the stop listeners, STOPPED (even if some fail)."""
+        if not self._transition(State.STOPPING):
+            return
+        try:
+            self.publish("stop")
+        finally:
+            self._transition(State.STOPPED)
+            with self._cond:
+                exit_pending, self._exit_pending = self._exit_pending, False
+            if exit_pending:
+                self.exit()
+
+    def exit(self) -> None:
+        """Stop, then EXITING and run the exit listeners; EXITING is final.
+
+        Failures of stop or exit listeners are raised together after both ran.
+        """
+        if self._state is State.EXITING:
+            return
+        failures: list[BaseException] = []
+        try:
+            self.stop()
+        except ChannelFailures as exc:
+            failures.extend(exc.get_instances())
+        with self._cond:
+            if self._state is State.STOPPING:
+                # Another thread (or an outer call) is stopping: it finishes the exit.
+                self._exit_pending = True
+                return
+        if not self._transition(State.EXITING):
+            return
+        try:
+            self.publish("exit")
+        except ChannelFailures as exc:
+            failures.extend(exc.get_instances())
+        self.log("Bus EXITED")
+        if failures:
+            raise ChannelFailures(channel="exit", exceptions=failures)
+
+    def graceful(self) -> None:
+        """Advise every listener to reload."""
+        self.log("Bus graceful")
+        self.publish("graceful")
+
+    def restart(self) -> None:
+        """Exit, then re-execute the process from :meth:`block` in the main thread."""
+        self.execv = True
+        self.exit()
+
+    # -- waiting -------------------------------------------------------
+
+    def wait(self, state: State | Iterable[State], interval: float = 0.1,
+             channel: str | None = None, timeout: float | None = None) -> None:
+        """Wait until the bus is in ``state`` (or one of several states).
+
+        Wakes at once on a state change.  While waiting, publishes ``channel``
+        (if given) every ``interval`` seconds, and runs work handed over with
+        :meth:`defer`.  Raises :class:`WaitTimeout` past ``timeout``.
+        """
+        wanted = frozenset([state] if isinstance(state, State) else state)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        next_tick = time.monotonic() + interval
+        while True:
+            with self._cond:
+                if self._state in wanted:
+                    return
+                now = time.monotonic()
+                if deadline is not None and now >= deadline:
+                    names = ", ".join(sorted(s.name for s in wanted))
+                    raise WaitTimeout(
+                        f"bus still {self._state.name} after {timeout}s waiting for {names}")
+                limit = next_tick if deadline is None else min(next_tick, deadline)
+                if not self._deferred:
+                    self._cond.wait(max(0.0, limit - now))
+            self._run_deferred()
+            if time.monotonic() >= next_tick:
+                next_tick = time.monotonic() + interval
+                if channel is not None and self._state not in wanted:
+                    self.publish(channel)
+
+    def defer(self, func: Callable[[], object]) -> None:
+        """Run ``func`` in the thread blocked in :meth:`block`, or now if none is.
+
+        This is how a signal's action leaves the signal handler: the handler
+        records, a plugin thread calls ``defer``, the main thread acts.
+        """
+        with self._cond:
+            if self._blockers:
+                self._deferred.append(func)
+                self._cond.notify_all()
+                return
+        func()
+
+    def _run_deferred(self) -> None:
+        while True:
+            try:
+                func = self._deferred.popleft()
+            except IndexError:
+                return
+            try:
+                func()
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except Exception:
+                self.log(f"Error in deferred call {func!r}", level=40, traceback=True)
+
+    def block(self, interval: float = 0.1, timeout: float | None = None) -> None:
+        """Wait for EXITING, join the other non-daemon threads, re-exec if asked.
+
+        KeyboardInterrupt exits the bus; SystemExit exits it and is re-raised.
+        ``timeout`` bounds the join of each child thread.
+        """
+        with self._cond:
+            self._blockers += 1
+        try:
+            self.wait(State.EXITING, interval=interval, channel="main")
+        except (KeyboardInterrupt, OSError):
+            self.log("Keyboard Interrupt: shutting down bus")
+            self.exit()
+        except SystemExit:
+            self.log("SystemExit raised: shutting down bus")
+            self.exit()
+            raise
+        finally:
+            with self._cond:
+                self._blockers -= 1
+        self._run_deferred()
+        self.log("Waiting for child threads to terminate...")
+        self._join_threads(timeout)
+        if self.execv:
+            self._do_execv()
+
+    @staticmethod
+    def _join_threads(timeout: float | None) -> None:
+        current = threading.current_thread()
+        for thread in threading.enumerate():
+            if (thread is current or thread.daemon
+                    or thread is threading.main_thread()
+                    or isinstance(thread, threading._DummyThread)):
+                continue
+            thread.join(timeout)
+
+    def start_with_callback(self, func: Callable[..., Any], args: Iterable[Any] | None = None,
+                            kwargs: dict[str, Any] | None = None) -> threading.Thread:
+        """Start the bus, and call ``func`` in a new thread once it is STARTED."""
+        call_args = tuple(args or ())
+        call_kwargs = dict(kwargs or {})
+
+        def _callback() -> None:
+            self.wait(State.STARTED)
+            func(*call_args, **call_kwargs)
+
+        thread = threading.Thread(target=_callback)
+        thread.name = f"Bus Callback {thread.name}"
+        thread.start()
+        self.start()
+        return thread
+
+    # -- exit and re-exec ----------------------------------------------
+
+    def _register_atexit(self) -> None:
+        with self._cond:
+            if self._atexit_registered:
+                return
+            self._atexit_registered = True
+        atexit.register(self._clean_exit)
+
+    def _clean_exit(self) -> None:
+        """At interpreter exit, exit a bus that was left running."""
+        if self._state is not State.EXITING:
+            self.log("busd.Bus was not exited before the interpreter ended; exiting now",
+                     level=30)
+            self.exit()
+
+    def _do_execv(self) -> None:
+        """Replace this process with a fresh run of the same command line."""
+        args = true_argv()
+        self.log(f"Re-spawning {' '.join(args)}")
+        extend_pythonpath(os.environ)
+        if self.max_cloexec_files:
+            set_cloexec(self.max_cloexec_files)
+        os.chdir(_STARTUP_CWD)
+        os.execv(sys.executable, args)
+
+    def statistics(self) -> dict[str, Any]:
+        """The state and the number of listeners per channel."""
+        with self._lock:
+            counts = {ch: len(cbs) for ch, cbs in self.listeners.items()}
+        return {"state": self._state.name, "listeners": counts}
+
+
+def true_argv() -> list[str]:
+    """The command line that started this interpreter, flags and ``-m`` included."""
+    orig = list(getattr(sys, "orig_argv", []) or [])
+    if not orig:
+        return [sys.executable, *sys.argv]
+    return [sys.executable, *orig[1:]]
+
+
+def extend_pythonpath(env: dict[str, str] | os._Environ[str]) -> None:
+    """Keep the startup directory importable after re-exec under ``-m`` or ``-c``.
+
+    The interpreter puts the working directory first on ``sys.path`` for
+    ``-m`` and ``-c``; after ``chdir`` and ``execv`` that must still hold.
+    """
+    orig = getattr(sys, "orig_argv", [])
+    if not any(arg in ("-m", "-c") for arg in orig[1:]):
+        return
+    existing = env.get("PYTHONPATH", "")
+    parts = existing.split(os.pathsep) if existing else []
+    if _STARTUP_CWD not in parts:
+        env["PYTHONPATH"] = os.pathsep.join([_STARTUP_CWD, *parts])
+
+
+def set_cloexec(max_fd: int) -> None:
+    """Mark every descriptor above stderr close-on-exec."""
+    try:
+        fds = [int(name) for name in os.listdir("/proc/self/fd")]
+    except OSError:
+        fds = list(range(3, max_fd))
+    for fd in fds:
+        if fd < 3 or fd >= max_fd:
+            continue
+        try:
+            os.set_inheritable(fd, False)
+        except OSError:
+            continue
