@@ -14,7 +14,7 @@ States and the transitions the bus allows::
       |  |                    ^
       |  +--- stop() ---------+
       |
-      +--(exit(): stop(), then)--> EXITING   (terminal)
+      +--(exit(): stop() unless STOPPED, then)--> EXITING   (terminal)
 
 Every change goes through one choke point, :meth:`Bus._transition`, which
 checks the table, logs ``Bus <STATE>`` once, wakes every waiter and calls
@@ -166,7 +166,7 @@ class Bus:
         key = (channel, callback)
         with self._lock:
             self.listeners.setdefault(channel, set()).add(callback)
-            self._priorities[key] = int(priority)  # type: ignore[arg-type]
+            self._priorities[key] = int(priority)
             if key not in self._order:
                 self._order[key] = next(self._counter)
         return None
@@ -210,7 +210,7 @@ class Bus:
                 if failures and exc.code == 0:
                     exc.code = 1
                 raise
-            except Exception:
+            except Exception:  # noqa: BLE001 - a listener is a boundary; all failures collected
                 failures.handle_exception()
                 if channel != "log":
                     self.log(f"Error in {channel!r} listener {listener!r}",
@@ -233,6 +233,28 @@ class Bus:
         If a start listener fails, the bus logs it, exits (stop and exit
         listeners run) and raises the failure to the caller.
         """
+        self._do_start()
+
+    def stop(self) -> None:
+        """Stop: STOPPING, run the stop listeners, STOPPED (even if some fail)."""
+        self._do_stop()
+
+    def exit(self) -> None:
+        """Stop (unless STOPPED), then EXITING and run the exit listeners; EXITING is final.
+
+        Failures of stop or exit listeners are raised together after both ran.
+        """
+        self._do_exit()
+
+    def graceful(self) -> None:
+        """Advise every listener to reload."""
+        self._do_graceful()
+
+    # The _do_* methods are the local transitions.  Subclasses that forward
+    # the public methods elsewhere (a client forwards them to its master)
+    # still mirror through these, and they call only each other.
+
+    def _do_start(self) -> None:
         self._register_atexit()
         if not self._transition(State.STARTING):
             return
@@ -242,16 +264,19 @@ class Bus:
             raise
         except BaseException:
             self.log("Shutting down due to error in start listener:", level=40, traceback=True)
-            try:
-                self.exit()
-            except ChannelFailures:
-                self.log("Error while exiting after a failed start", level=40, traceback=True)
+            self._abort_start()
             raise
         if self._state is State.STARTING:
             self._transition(State.STARTED)
 
-    def stop(self) -> None:
-        """Stop: STOPPING, run the stop listeners, STOPPED (even if some fail)."""
+    def _abort_start(self) -> None:
+        """After a failed start: exit, logging (not raising) further failures."""
+        try:
+            self._do_exit()
+        except ChannelFailures:
+            self.log("Error while exiting after a failed start", level=40, traceback=True)
+
+    def _do_stop(self) -> None:
         if not self._transition(State.STOPPING):
             return
         try:
@@ -261,18 +286,15 @@ class Bus:
             with self._cond:
                 exit_pending, self._exit_pending = self._exit_pending, False
             if exit_pending:
-                self.exit()
+                self._do_exit()
 
-    def exit(self) -> None:
-        """Stop, then EXITING and run the exit listeners; EXITING is final.
-
-        Failures of stop or exit listeners are raised together after both ran.
-        """
+    def _do_exit(self) -> None:
         if self._state is State.EXITING:
             return
         failures: list[BaseException] = []
         try:
-            self.stop()
+            if self._state is not State.STOPPED:
+                self._do_stop()
         except ChannelFailures as exc:
             failures.extend(exc.get_instances())
         with self._cond:
@@ -290,8 +312,7 @@ class Bus:
         if failures:
             raise ChannelFailures(channel="exit", exceptions=failures)
 
-    def graceful(self) -> None:
-        """Advise every listener to reload."""
+    def _do_graceful(self) -> None:
         self.log("Bus graceful")
         self.publish("graceful")
 
@@ -354,7 +375,7 @@ class Bus:
                 func()
             except (KeyboardInterrupt, SystemExit):
                 raise
-            except Exception:
+            except Exception:  # noqa: BLE001 - a deferred call is a boundary, logged
                 self.log(f"Error in deferred call {func!r}", level=40, traceback=True)
 
     def block(self, interval: float = 0.1, timeout: float | None = None) -> None:
@@ -423,7 +444,7 @@ class Bus:
         if self._state is not State.EXITING:
             self.log("busd.Bus was not exited before the interpreter ended; exiting now",
                      level=30)
-            self.exit()
+            self._do_exit()
 
     def _do_execv(self) -> None:
         """Replace this process with a fresh run of the same command line."""

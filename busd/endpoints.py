@@ -1,0 +1,199 @@
+"""Where busd's sockets live, and how they are made.
+
+The runtime dir is ``$BUSD_RUNTIME_DIR``, else ``$XDG_RUNTIME_DIR/busd/<name>``,
+else ``/tmp/busd-<uid>/<name>``; it is mode 0700 and holds two ipc sockets
+(mode 0600)::
+
+    <runtime dir>/pub.sock   master PUB  (XPUB)  <- clients SUB
+    <runtime dir>/ctl.sock   master ROUTER       <- clients DEALER, busctl
+
+Clients find them from ``BUSD_PUB_ENDPOINT`` / ``BUSD_CTL_ENDPOINT`` when
+set (the pool sets them for its workers), else from the runtime dir.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import ipaddress
+import os
+import select
+import stat
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import zmq
+
+from busd.errors import BusError
+from busd.wire import MAX_MESSAGE_SIZE
+
+DEFAULT_NAME = "busd"
+PUB_FILE = "pub.sock"
+CTL_FILE = "ctl.sock"
+#: sockaddr_un holds 108 bytes with the terminating NUL.
+MAX_IPC_PATH = 107
+#: Queue limits: a subscriber that never reads costs at most this many messages.
+PUB_HWM = 100_000
+CTL_HWM = 10_000
+
+
+class EndpointError(BusError):
+    """An endpoint or runtime dir is unusable (too long, unsafe, not allowed)."""
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """The two endpoints of a master: where it publishes and where it takes commands."""
+
+    pub: str
+    ctl: str
+
+
+def runtime_dir(name: str | None = None, env: Mapping[str, str] | None = None) -> Path:
+    """The runtime dir for master ``name`` (not created)."""
+    env = os.environ if env is None else env
+    name = name or env.get("BUSD_NAME") or DEFAULT_NAME
+    if "/" in name or name in (".", ".."):
+        raise EndpointError(f"bad busd name {name!r}: it becomes a directory name")
+    if env.get("BUSD_RUNTIME_DIR"):
+        return Path(env["BUSD_RUNTIME_DIR"])
+    if env.get("XDG_RUNTIME_DIR"):
+        return Path(env["XDG_RUNTIME_DIR"]) / "busd" / name
+    return Path(f"/tmp/busd-{os.getuid()}") / name
+
+
+def ensure_runtime_dir(path: Path) -> Path:
+    """Create ``path`` (and parents) mode 0700; refuse one another user owns."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = path.stat()
+    if info.st_uid != os.getuid():
+        raise EndpointError(f"runtime dir {path} belongs to uid {info.st_uid}, not to us")
+    if stat.S_IMODE(info.st_mode) != 0o700:
+        os.chmod(path, 0o700)
+    return path
+
+
+def ipc_endpoint(path: Path) -> str:
+    """``ipc://path``, refusing a path the kernel cannot bind."""
+    text = str(path)
+    if len(text.encode()) > MAX_IPC_PATH:
+        raise EndpointError(f"ipc path {text!r} is {len(text.encode())} bytes, "
+                            f"over the {MAX_IPC_PATH} a unix socket allows; "
+                            "choose a shorter --runtime-dir")
+    return f"ipc://{text}"
+
+
+def default_endpoints(directory: Path) -> Endpoints:
+    """The ipc endpoints inside a runtime dir."""
+    return Endpoints(pub=ipc_endpoint(directory / PUB_FILE), ctl=ipc_endpoint(directory / CTL_FILE))
+
+
+def client_endpoints(name: str | None = None, runtime: str | Path | None = None,
+                     env: Mapping[str, str] | None = None) -> Endpoints:
+    """Where a client finds a master: explicit env endpoints, else the runtime dir."""
+    env = os.environ if env is None else env
+    directory = Path(runtime) if runtime else runtime_dir(name, env)
+    defaults = default_endpoints(directory)
+    if runtime or name:
+        return defaults
+    return Endpoints(pub=env.get("BUSD_PUB_ENDPOINT") or defaults.pub,
+                     ctl=env.get("BUSD_CTL_ENDPOINT") or defaults.ctl)
+
+
+def check_bind(endpoint: str, insecure: bool = False) -> None:
+    """Refuse a TCP endpoint off loopback unless ``insecure`` is set."""
+    parts = urlsplit(endpoint)
+    if parts.scheme in ("ipc", "inproc"):
+        return
+    if parts.scheme != "tcp":
+        raise EndpointError(f"unsupported endpoint {endpoint!r}: use ipc:// or tcp://")
+    host = parts.hostname or ""
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback and not insecure:
+        raise EndpointError(f"{endpoint}: plain TCP is allowed only on loopback "
+                            "(or with --insecure)")
+
+
+def secure_ipc(endpoint: str) -> None:
+    """Make a bound ipc socket file mode 0600."""
+    if endpoint.startswith("ipc://"):
+        path = endpoint[len("ipc://"):]
+        if os.path.exists(path):
+            os.chmod(path, 0o600)
+
+
+def configure(sock: zmq.Socket[Any], hwm: int, outside: bool = True) -> None:
+    """Linger 0, deliberate high-water marks, and a size cap on what comes in."""
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.SNDHWM, hwm)
+    sock.setsockopt(zmq.RCVHWM, hwm)
+    if outside:
+        sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_SIZE)
+
+
+class Outbox:
+    """Frames handed to an I/O thread from any thread, with a pipe to wake it.
+
+    ``put`` appends and writes one byte to the pipe only when the I/O thread
+    is not already due to drain, so a burst costs one wake-up.
+    """
+
+    def __init__(self) -> None:
+        self._items: collections.deque[tuple[Any, ...]] = collections.deque()
+        self._rfd, self._wfd = os.pipe()
+        os.set_blocking(self._rfd, False)
+        os.set_blocking(self._wfd, False)
+        self._lock = threading.Lock()
+        self._signalled = False
+        self._closed = False
+
+    @property
+    def fileno(self) -> int:
+        """The descriptor the I/O thread polls for POLLIN."""
+        return self._rfd
+
+    def put(self, *item: Any) -> None:
+        """Queue one item and wake the I/O thread."""
+        with self._lock:
+            if self._closed:
+                return
+            self._items.append(item)
+            if self._signalled:
+                return
+            self._signalled = True
+            with contextlib.suppress(BlockingIOError):  # the pipe is full: already awake
+                os.write(self._wfd, b"\0")
+
+    def drain(self) -> list[tuple[Any, ...]]:
+        """Everything queued so far; clears the wake-up."""
+        with self._lock:
+            self._signalled = False
+            try:
+                while os.read(self._rfd, 4096):
+                    pass
+            except BlockingIOError:
+                pass
+            items = list(self._items)
+            self._items.clear()
+        return items
+
+    def wait_readable(self, timeout: float) -> bool:
+        """Block until something is queued or ``timeout`` passes (for tests and tools)."""
+        ready, _, _ = select.select([self._rfd], [], [], timeout)
+        return bool(ready)
+
+    def close(self) -> None:
+        """Close the pipe; later puts are dropped."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            os.close(self._rfd)
+            os.close(self._wfd)

@@ -1,0 +1,421 @@
+"""MasterBus: the authoritative bus, relaying its states and channels to clients.
+
+::
+
+    caller threads ---+                          +--> XPUB  (STATE, PUBLISH, EVENT, HEARTBEAT)
+    signals (defer) --+--> command queue --> [busd-commands] --Outbox--> [busd-hub]
+    busctl, clients --+     (one at a time,       runs listeners          <-- ROUTER (requests,
+                             in order)                                         acks, pongs)
+
+Every lifecycle call (start, stop, exit, graceful, restart), wherever it
+comes from, runs on the one command thread, in order; none is refused or
+dropped and each remote one gets one reply.  Read-only requests (ping,
+status, clients, snapshot) are answered by the hub at once.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+from busd import endpoints as ep
+from busd.bus import Bus, State
+from busd.errors import BusError, ChannelFailures, ProtocolError
+from busd.hub import Hub
+from busd.registry import AckReport, ClientInfo
+from busd.wire import (
+    HEARTBEAT_INTERVAL,
+    HEARTBEAT_LIVENESS,
+    ErrorCode,
+    Kind,
+    encode,
+    error_to_wire,
+    wire_error,
+)
+
+#: Channels whose meaning travels as STATE messages, never as PUBLISH.
+LIFECYCLE_CHANNELS = frozenset({"start", "stop", "exit"})
+DEFAULT_ACK_TIMEOUT = 30.0
+
+Handler = Callable[[dict[str, Any]], Any]
+
+
+class MasterBus(Bus):
+    """A Bus whose state changes and publishes are relayed to every client.
+
+    ``name`` and ``runtime_dir`` choose the default ipc endpoints; each
+    ``bind`` endpoint adds a control (ROUTER) endpoint, with the PUB endpoint
+    beside it (``<path>.pub`` for ipc, the next port for tcp).  Channels in
+    ``no_relay`` (default: 'log' and 'main') stay local.
+    """
+
+    def __init__(self, name: str | None = None, runtime_dir: str | Path | None = None,
+                 bind: Iterable[str] | None = None, *, heartbeat: float = HEARTBEAT_INTERVAL,
+                 liveness: int = HEARTBEAT_LIVENESS, no_relay: Iterable[str] = ("log", "main"),
+                 insecure: bool = False, ack_timeout: float = DEFAULT_ACK_TIMEOUT) -> None:
+        super().__init__()
+        self.name = name or os.environ.get("BUSD_NAME") or ep.DEFAULT_NAME
+        directory = Path(runtime_dir) if runtime_dir else ep.runtime_dir(self.name)
+        self.runtime_dir = ep.ensure_runtime_dir(directory)
+        endpoints = [ep.default_endpoints(self.runtime_dir)]
+        for extra in bind or ():
+            ep.check_bind(extra, insecure)
+            endpoints.append(pub_beside(extra))
+        self.epoch = int.from_bytes(os.urandom(6), "big")
+        self.pid = os.getpid()
+        self.started_at = time.time()
+        self.ack_timeout = ack_timeout
+        self.no_relay = frozenset(no_relay) | LIFECYCLE_CHANNELS
+        self._seq = 0
+        self._relayed_state = State.STOPPED.name
+        self._seq_lock = threading.Lock()
+        self._state_seqs: list[int] = []
+        self._commands: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
+        self._closed = threading.Event()
+        self.commands: dict[str, Handler] = self._default_commands()
+        self.quick_commands: dict[str, Handler] = {
+            "ping": lambda body: {"pong": True, "pid": self.pid, "epoch": self.epoch},
+            "status": lambda body: self.status(),
+            "clients": lambda body: [c.as_dict() for c in self.clients()],
+            "snapshot": lambda body: dict(zip(("seq", "state"), self.snapshot(), strict=True)),
+        }
+        self.hub = Hub(self, endpoints, heartbeat, liveness)
+        self._command_thread = threading.Thread(target=self._run_commands,
+                                                name="busd-commands", daemon=True)
+        self.hub.start()
+        self._command_thread.start()
+
+    # -- relaying -------------------------------------------------------
+
+    def _send_sequenced(self, kind: Kind, *items: Any, state: str | None = None) -> int:
+        with self._seq_lock:
+            seq = self._seq + 1
+            frame = encode(kind, self.epoch, seq, *items)
+            self._seq = seq
+            if state is not None:
+                self._relayed_state = state
+            self.hub.send_pub(frame)
+        return seq
+
+    def snapshot(self) -> tuple[int, str]:
+        """The last sequence number and the state it leaves clients in."""
+        with self._seq_lock:
+            return self._seq, self._relayed_state
+
+    def _state_changed(self, old: State, new: State) -> None:
+        self._state_seqs.append(self._send_sequenced(Kind.STATE, new.name, state=new.name))
+
+    def _relay(self, channel: str, args: Iterable[Any], kwargs: dict[str, Any],
+               ack: bool) -> int:
+        return self._send_sequenced(Kind.PUBLISH, channel, list(args), kwargs, ack)
+
+    def publish(self, channel: str, *args: Any, **kwargs: Any) -> list[Any]:
+        """Relay to every client (unless the channel is local), then run local listeners."""
+        if channel not in self.no_relay and not self._closed.is_set():
+            try:
+                self._relay(channel, args, kwargs, ack=False)
+            except ProtocolError as exc:
+                self.log(f"not relaying {channel!r}: {exc}", level=30)
+        return super().publish(channel, *args, **kwargs)
+
+    def event(self, name: str, data: dict[str, Any]) -> int:
+        """Send an EVENT (worker spawned, client lost, ...) to every client."""
+        return self._send_sequenced(Kind.EVENT, name, data)
+
+    def hub_event(self, event: str, data: dict[str, Any]) -> None:
+        """Called by the hub thread when a client joins, leaves or is lost."""
+        self.event(event, data)
+
+    # -- the command thread ----------------------------------------------
+
+    def _on_commands(self, func: Callable[..., Any], *args: Any) -> Any:
+        """Run ``func`` on the command thread (inline if already there) and return its result."""
+        if threading.current_thread() is self._command_thread or self._closed.is_set():
+            return func(*args)
+        future: Future[Any] = Future()
+        self._commands.put(("local", func, args, future))
+        return future.result()
+
+    def _run_commands(self) -> None:
+        while True:
+            item = self._commands.get()
+            if item is None:
+                return
+            self._run_one(item)
+            if self._state is State.EXITING:
+                self._finish_exit()
+                return
+
+    def _run_one(self, item: tuple[Any, ...]) -> None:
+        if item[0] == "local":
+            _, func, args, future = item
+            try:
+                future.set_result(func(*args))
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+                future.set_exception(exc)
+            return
+        _, identity, req_id, body = item
+        try:
+            result = self._execute(body)
+        except Exception as exc:  # noqa: BLE001 - a request handler is a boundary
+            if not isinstance(exc, BusError):
+                self.log(f"command {body.get('cmd')!r} failed", level=40, traceback=True)
+            self.hub.reply(identity, req_id, False, error_to_wire(exc))
+        else:
+            self.hub.reply(identity, req_id, True, result)
+
+    def _finish_exit(self) -> None:
+        """Answer what is still queued, then close the sockets."""
+        while True:
+            try:
+                item = self._commands.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:
+                continue
+            if item[0] == "local":
+                self._run_one(item)
+            else:
+                exc = wire_error(ErrorCode.ILLEGAL_TRANSITION, "the master is exiting")
+                self.hub.reply(item[1], item[2], False, error_to_wire(exc))
+        self._closed.set()
+        self.hub.close()
+
+    def queue_request(self, identity: bytes, req_id: int, body: dict[str, Any]) -> None:
+        """Called by the hub: queue a remote command."""
+        self._commands.put(("remote", identity, req_id, body))
+
+    def quick_request(self, cmd: str, body: dict[str, Any]) -> Any:
+        """Called by the hub: answer a read-only request now (LookupError: queue it)."""
+        handler = self.quick_commands[cmd]
+        return handler(body)
+
+    def _execute(self, body: dict[str, Any]) -> Any:
+        cmd = body["cmd"]
+        handler = self.commands.get(cmd)
+        if handler is None:
+            known = ", ".join(sorted([*self.commands, *self.quick_commands]))
+            raise wire_error(ErrorCode.UNKNOWN_COMMAND, f"unknown command {cmd!r} (known: {known})")
+        return handler(body)
+
+    def _default_commands(self) -> dict[str, Handler]:
+        def lifecycle(method: Callable[..., AckReport | None]) -> Handler:
+            def handler(body: dict[str, Any]) -> Any:
+                report = method(wait=_flag(body, "wait"), timeout=_number(body, "timeout"))
+                return {"state": self._state.name,
+                        "acks": report.as_dict() if report is not None else None}
+            return handler
+
+        def restart(body: dict[str, Any]) -> Any:
+            self.restart()
+            return {"state": self._state.name}
+
+        def broadcast(body: dict[str, Any]) -> Any:
+            channel, args, kwargs = _broadcast_args(body)
+            if _flag(body, "wait"):
+                report = self.broadcast_and_wait(channel, args, kwargs,
+                                                 timeout=_number(body, "timeout"))
+                return {"acks": report.as_dict()}
+            self.publish(channel, *args, **kwargs)
+            return {"acks": None}
+
+        return {"start": lifecycle(self._start), "stop": lifecycle(self._stop),
+                "exit": lifecycle(self._exit), "graceful": lifecycle(self._graceful),
+                "restart": restart, "broadcast": broadcast}
+
+    # -- lifecycle, always on the command thread -------------------------
+
+    def start(self, wait: bool = False, timeout: float | None = None) -> AckReport | None:  # type: ignore[override]
+        """Start; with ``wait``, until every client ran its start listeners."""
+        return self._on_commands(self._start, wait, timeout)  # type: ignore[no-any-return]
+
+    def stop(self, wait: bool = False, timeout: float | None = None) -> AckReport | None:  # type: ignore[override]
+        """Stop; with ``wait``, until every client ran its stop listeners."""
+        return self._on_commands(self._stop, wait, timeout)  # type: ignore[no-any-return]
+
+    def exit(self, wait: bool = False, timeout: float | None = None) -> AckReport | None:  # type: ignore[override]
+        """Exit; with ``wait``, until every client ran its stop and exit listeners."""
+        return self._on_commands(self._exit, wait, timeout)  # type: ignore[no-any-return]
+
+    def graceful(self, wait: bool = False, timeout: float | None = None) -> AckReport | None:  # type: ignore[override]
+        """Relay graceful and run it here; with ``wait``, until every client acked.
+
+        Returns the clients' acks (results or errors) when waiting; raises
+        :class:`busd.WaitTimeout` naming the silent clients past ``timeout``.
+        """
+        return self._on_commands(self._graceful, wait, timeout)  # type: ignore[no-any-return]
+
+    def broadcast(self, channel: str, *args: Any, **kwargs: Any) -> list[Any]:
+        """Publish here and in every client (the same as :meth:`publish` on a master)."""
+        return self.publish(channel, *args, **kwargs)
+
+    def broadcast_and_wait(self, channel: str, args: Iterable[Any] = (),
+                           kwargs: dict[str, Any] | None = None,
+                           timeout: float | None = None) -> AckReport:
+        """Publish everywhere and wait until every client ran its listeners."""
+        kwargs = kwargs or {}
+        seq = self._relay(channel, args, kwargs, ack=True)
+        expected = self.hub.registry.expected(seq)
+        failures = self._local(channel, *args, **kwargs)
+        report = self._wait([seq], expected, timeout)
+        if failures:
+            raise failures
+        return report
+
+    def _start(self, wait: bool = False, timeout: float | None = None) -> AckReport | None:
+        return self._lifecycle(Bus._do_start, wait, timeout)
+
+    def _stop(self, wait: bool = False, timeout: float | None = None) -> AckReport | None:
+        return self._lifecycle(Bus._do_stop, wait, timeout)
+
+    def _exit(self, wait: bool = False, timeout: float | None = None) -> AckReport | None:
+        if self._state is State.EXITING:
+            return None
+        return self._lifecycle(Bus._do_exit, wait, timeout)
+
+    def _graceful(self, wait: bool = False, timeout: float | None = None) -> AckReport | None:
+        self.log("Bus graceful")
+        seq = self._relay("graceful", (), {}, ack=True)
+        expected = self.hub.registry.expected(seq)
+        failures = self._local("graceful")
+        report = self._wait([seq], expected, timeout) if wait else None
+        if failures:
+            raise failures
+        return report
+
+    def _lifecycle(self, method: Callable[[Bus], None], wait: bool,
+                   timeout: float | None) -> AckReport | None:
+        first = len(self._state_seqs)
+        failure: ChannelFailures | None = None
+        try:
+            method(self)
+        except ChannelFailures as exc:
+            failure = exc
+        seqs = self._state_seqs[first:]
+        report = None
+        if wait and seqs:
+            report = self._wait(seqs, self.hub.registry.expected(seqs[0]), timeout)
+        if failure is not None:
+            raise failure
+        return report
+
+    def _local(self, channel: str, *args: Any, **kwargs: Any) -> ChannelFailures | None:
+        try:
+            Bus.publish(self, channel, *args, **kwargs)
+        except ChannelFailures as exc:
+            return exc
+        return None
+
+    def _wait(self, seqs: list[int], expected: set[int], timeout: float | None) -> AckReport:
+        limit = self.ack_timeout if timeout is None else timeout
+        return self.hub.registry.wait_acks(seqs, expected, limit, _timeout_error(limit))
+
+    # -- information ----------------------------------------------------
+
+    def clients(self) -> list[ClientInfo]:
+        """The connected clients: id, pid, host, mirrored state, heartbeat, last ack."""
+        return self.hub.registry.clients()
+
+    def status(self) -> dict[str, Any]:
+        """What ``busctl status`` shows."""
+        seq, _ = self.snapshot()
+        now = time.monotonic()
+        return {"name": self.name, "state": self._state.name, "pid": self.pid,
+                "host": socket.gethostname(), "epoch": self.epoch, "seq": seq,
+                "uptime": round(time.time() - self.started_at, 3),
+                "clients": [c.as_dict(now) for c in self.clients()], "workers": [],
+                "endpoints": {"pub": self.hub.pub_endpoints, "ctl": self.hub.ctl_endpoints}}
+
+    def statistics(self) -> dict[str, Any]:
+        """The bus's, the hub's and the relay's counters."""
+        stats = super().statistics()
+        seq, _ = self.snapshot()
+        stats.update(epoch=self.epoch, seq=seq, hub=self.hub.statistics())
+        return stats
+
+    # -- shutting down ----------------------------------------------------
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Exit if still running, then close the sockets and end the threads."""
+        if self._state is not State.EXITING and not self._closed.is_set():
+            try:
+                self.exit()
+            except ChannelFailures:
+                self.log("errors while exiting on close", level=40, traceback=True)
+        self._commands.put(None)
+        self._command_thread.join(timeout)
+        if not self._closed.is_set():
+            self._closed.set()
+            self.hub.close()
+
+    def _do_execv(self) -> None:
+        self.close()
+        super()._do_execv()
+
+    def _clean_exit(self) -> None:
+        self.close()
+
+    def __enter__(self) -> MasterBus:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def pub_beside(ctl: str) -> ep.Endpoints:
+    """The PUB endpoint that goes with a control endpoint given to ``--bind``."""
+    if ctl.startswith("ipc://"):
+        return ep.Endpoints(pub=ep.ipc_endpoint(Path(ctl[6:] + ".pub")), ctl=ctl)
+    if ctl.startswith("tcp://"):
+        host, _, port = ctl[6:].rpartition(":")
+        pub_port = "*" if port == "*" else str(int(port) + 1)
+        return ep.Endpoints(pub=f"tcp://{host}:{pub_port}", ctl=ctl)
+    raise ep.EndpointError(f"unsupported endpoint {ctl!r}")
+
+
+def _timeout_error(limit: float) -> Callable[[list[ClientInfo], AckReport], Exception]:
+    def build(silent: list[ClientInfo], partial: AckReport) -> Exception:
+        names = ", ".join(c.label() for c in silent)
+        return wire_error(ErrorCode.TIMEOUT, f"no ack within {limit}s from {names}",
+                          {"silent": [c.id for c in silent], "acks": partial.as_dict()})
+    return build
+
+
+def _flag(body: dict[str, Any], key: str) -> bool:
+    value = body.get(key, False)
+    if not isinstance(value, bool):
+        raise wire_error(ErrorCode.BAD_ARGUMENTS, f"{key!r} must be true or false")
+    return value
+
+
+def _number(body: dict[str, Any], key: str) -> float | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise wire_error(ErrorCode.BAD_ARGUMENTS, f"{key!r} must be a number of seconds")
+    return float(value)
+
+
+def _broadcast_args(body: dict[str, Any]) -> tuple[str, list[Any], dict[str, Any]]:
+    channel, args, kwargs = body.get("channel"), body.get("args", []), body.get("kwargs", {})
+    if not isinstance(channel, str) or not channel:
+        raise wire_error(ErrorCode.BAD_ARGUMENTS, "broadcast needs a 'channel' string")
+    if channel in LIFECYCLE_CHANNELS or channel in ("log", "main"):
+        raise wire_error(ErrorCode.BAD_ARGUMENTS,
+                         f"{channel!r} is not broadcast: use the command of that name")
+    if not isinstance(args, list) or not isinstance(kwargs, dict):
+        raise wire_error(ErrorCode.BAD_ARGUMENTS, "'args' is a list, 'kwargs' a map")
+    if not all(isinstance(k, str) for k in kwargs):
+        raise wire_error(ErrorCode.BAD_ARGUMENTS, "'kwargs' keys are strings")
+    return channel, args, kwargs
+
+
+__all__ = ["MasterBus", "pub_beside"]

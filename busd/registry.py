@@ -1,0 +1,216 @@
+"""The master's record of its clients and of their acknowledgements.
+
+Written by the I/O thread (hellos, pongs, acks, byes, losses) and read by
+the command thread (who must answer, who has). One lock guards it; the
+command thread waits on its condition for acks, never on a socket.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from busd.wire import Ack
+
+#: How many sequence numbers' acks are kept; older ones are forgotten.
+ACK_MEMORY = 4096
+
+
+@dataclass(frozen=True)
+class ClientInfo:
+    """One connected client, as the master sees it."""
+
+    id: int
+    identity: bytes
+    pid: int
+    host: str
+    name: str
+    role: str
+    worker: int | None
+    joined_seq: int
+    connected_at: float
+    last_seen: float
+    state: str = "STOPPED"
+    last_ack_seq: int = 0
+    last_seq: int = 0
+
+    def as_dict(self, now: float | None = None) -> dict[str, Any]:
+        """A plain map for status replies (ages in seconds, no identity bytes)."""
+        now = time.monotonic() if now is None else now
+        return {"id": self.id, "pid": self.pid, "host": self.host, "name": self.name,
+                "role": self.role, "worker": self.worker, "state": self.state,
+                "last_heartbeat": round(now - self.last_seen, 3),
+                "connected_for": round(now - self.connected_at, 3),
+                "last_ack_seq": self.last_ack_seq, "last_seq": self.last_seq}
+
+    def label(self) -> str:
+        """How a message names this client."""
+        worker = f" worker {self.worker}" if self.worker is not None else ""
+        return f"client {self.id} (pid {self.pid}{worker})"
+
+
+@dataclass(frozen=True)
+class AckReport:
+    """Who answered a relayed message, with what; who left before answering."""
+
+    seqs: tuple[int, ...]
+    acks: tuple[Ack, ...]
+    lost: tuple[ClientInfo, ...]
+
+    @property
+    def ok(self) -> bool:
+        """True when every client answered without error and none was lost."""
+        return not self.lost and all(a.ok for a in self.acks)
+
+    def failures(self) -> list[str]:
+        """One line per failed ack or lost client."""
+        lines = [f"client {a.client}: " + "; ".join(
+            f"{e.get('type')}: {e.get('message')}" for e in a.errors)
+            for a in self.acks if not a.ok]
+        lines += [f"{c.label()}: lost before it answered" for c in self.lost]
+        return lines
+
+    def as_dict(self) -> dict[str, Any]:
+        """A plain map for replies."""
+        return {"seqs": list(self.seqs), "ok": self.ok,
+                "acks": [a.as_dict() for a in self.acks],
+                "lost": [c.id for c in self.lost], "failures": self.failures()}
+
+
+class Registry:
+    """Clients by routing identity, and the acks they sent, under one lock."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._by_identity: dict[bytes, ClientInfo] = {}
+        self._next_id = 1
+        self._acks: collections.OrderedDict[int, dict[int, Ack]] = collections.OrderedDict()
+        self._departed: dict[int, ClientInfo] = {}
+
+    def register(self, identity: bytes, hello: dict[str, Any], joined_seq: int) -> ClientInfo:
+        """Record a client that said HELLO (again: same identity keeps its id)."""
+        now = time.monotonic()
+        with self._cond:
+            old = self._by_identity.get(identity)
+            client_id = old.id if old else self._next_id
+            if not old:
+                self._next_id += 1
+            worker = hello.get("worker")
+            info = ClientInfo(
+                id=client_id, identity=identity, pid=int(hello.get("pid") or 0),
+                host=str(hello.get("host") or ""), name=str(hello.get("name") or ""),
+                role=str(hello.get("role") or "client"),
+                worker=worker if isinstance(worker, int) else None,
+                joined_seq=joined_seq, connected_at=now, last_seen=now)
+            self._by_identity[identity] = info
+            return info
+
+    def set_joined(self, identity: bytes, joined_seq: int) -> None:
+        """Record the snapshot sequence number a client joined at."""
+        with self._cond:
+            info = self._by_identity.get(identity)
+            if info:
+                self._by_identity[identity] = replace(info, joined_seq=joined_seq)
+
+    def get(self, identity: bytes) -> ClientInfo | None:
+        """The client with this routing identity, if registered."""
+        with self._cond:
+            return self._by_identity.get(identity)
+
+    def touch(self, identity: bytes, **fields: Any) -> ClientInfo | None:
+        """Note that a client was heard from, updating any given fields."""
+        with self._cond:
+            info = self._by_identity.get(identity)
+            if info is None:
+                return None
+            info = replace(info, last_seen=time.monotonic(), **fields)
+            self._by_identity[identity] = info
+            return info
+
+    def remove(self, identity: bytes) -> ClientInfo | None:
+        """Forget a client (it said BYE or was lost); wakes ack waiters."""
+        with self._cond:
+            info = self._by_identity.pop(identity, None)
+            if info is not None:
+                self._departed[info.id] = info
+                if len(self._departed) > ACK_MEMORY:
+                    self._departed.pop(next(iter(self._departed)))
+                self._cond.notify_all()
+            return info
+
+    def clients(self) -> list[ClientInfo]:
+        """Every registered client, by id."""
+        with self._cond:
+            return sorted(self._by_identity.values(), key=lambda c: c.id)
+
+    def expired(self, older_than: float) -> list[ClientInfo]:
+        """Clients not heard from since the monotonic time ``older_than``."""
+        with self._cond:
+            return [c for c in self._by_identity.values() if c.last_seen < older_than]
+
+    def record_ack(self, identity: bytes, body: dict[str, Any]) -> Ack | None:
+        """Store an ack from a registered client; None if the client is unknown."""
+        with self._cond:
+            info = self._by_identity.get(identity)
+            if info is None:
+                return None
+            seq = int(body.get("seq") or 0)
+            errors = body.get("errors") or ()
+            ack = Ack(client=info.id, seq=seq, ok=bool(body.get("ok")),
+                      result=body.get("result"),
+                      errors=tuple(e for e in errors if isinstance(e, dict)))
+            self._acks.setdefault(seq, {})[info.id] = ack
+            while len(self._acks) > ACK_MEMORY:
+                self._acks.popitem(last=False)
+            self._by_identity[identity] = replace(
+                info, last_seen=time.monotonic(), last_ack_seq=max(info.last_ack_seq, seq))
+            self._cond.notify_all()
+            return ack
+
+    def expected(self, seq: int) -> set[int]:
+        """Ids of the clients that will receive ``seq``: joined before it."""
+        with self._cond:
+            return {c.id for c in self._by_identity.values()
+                    if c.joined_seq < seq and c.role != "control"}
+
+    def wait_acks(self, seqs: Iterable[int], expected: set[int], timeout: float,
+                  on_timeout: Callable[[list[ClientInfo], AckReport], Exception]) -> AckReport:
+        """Wait until every expected client acked every seq, or left.
+
+        Raises what ``on_timeout(silent_clients, partial_report)`` returns when
+        ``timeout`` passes first.
+        """
+        seqs = tuple(seqs)
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                present = {c.id for c in self._by_identity.values()}
+                waiting = {cid for cid in expected & present
+                           if any(cid not in self._acks.get(s, {}) for s in seqs)}
+                if not waiting:
+                    return self._report(seqs, expected, present)
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    silent = [c for c in self._by_identity.values() if c.id in waiting]
+                    raise on_timeout(sorted(silent, key=lambda c: c.id),
+                                     self._report(seqs, expected - waiting, present))
+                self._cond.wait(remaining)
+
+    def _report(self, seqs: tuple[int, ...], expected: set[int], present: set[int]) -> AckReport:
+        acks: list[Ack] = []
+        answered: set[int] = set()
+        for cid in sorted(expected):
+            per_seq = [self._acks.get(s, {}).get(cid) for s in seqs]
+            got = [a for a in per_seq if a is not None]
+            if len(got) == len(seqs):
+                answered.add(cid)
+                acks.append(Ack(client=cid, seq=seqs[-1], ok=all(a.ok for a in got),
+                                result=got[-1].result,
+                                errors=tuple(e for a in got for e in a.errors)))
+        lost = tuple(self._departed[cid] for cid in sorted(expected - answered - present)
+                     if cid in self._departed)
+        return AckReport(seqs=seqs, acks=tuple(acks), lost=lost)

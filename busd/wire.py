@@ -1,0 +1,275 @@
+"""The busd wire protocol: message kinds, the msgpack codec, limits and errors.
+
+Every message is one ZeroMQ frame holding one msgpack array whose first two
+items are the protocol version and the message kind::
+
+    master -> clients, PUB (one frame; clients subscribe to everything):
+      [1, STATE,     epoch, seq, state]
+      [1, PUBLISH,   epoch, seq, channel, args, kwargs, ack]
+      [1, EVENT,     epoch, seq, event, data]
+      [1, HEARTBEAT, epoch, seq, state, interval]     (seq: the last one used)
+
+    client -> master, DEALER -> ROUTER (the ROUTER adds the routing id):
+      [1, HELLO,   req_id, {token, pid, host, name, role, worker, subscribe}]
+      [1, REQUEST, req_id, {cmd, ...arguments}]
+      [1, ACK,     0,      {epoch, seq, ok, result, errors}]
+      [1, PONG,    0,      {epoch, seq, state}]
+      [1, BYE,     0,      {reason}]
+
+    master -> one client, ROUTER -> DEALER:
+      [1, REPLY, req_id, true,  result]
+      [1, REPLY, req_id, false, {code, message, details}]
+
+``epoch`` names one master incarnation; ``seq`` counts the STATE, PUBLISH
+and EVENT messages of an epoch from 1 without gaps.  docs/PROTOCOL.md is the
+full description.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+
+from busd.errors import (
+    BusError,
+    ChannelFailures,
+    IllegalTransition,
+    NoMaster,
+    ProtocolError,
+    RemoteError,
+    WaitTimeout,
+)
+
+VERSION = 1
+#: The largest frame a busd socket accepts from outside (ZMQ_MAXMSGSIZE).
+MAX_MESSAGE_SIZE = 1 << 20
+#: Default seconds between heartbeats, and how many missed ones mean "lost".
+HEARTBEAT_INTERVAL = 1.0
+HEARTBEAT_LIVENESS = 3
+#: The first byte of a SUB topic that no message starts with; see join_topic().
+JOIN_PREFIX = b"\xffjoin:"
+
+
+class Kind(enum.IntEnum):
+    """The kind of a message, its second item."""
+
+    STATE = 1
+    PUBLISH = 2
+    EVENT = 3
+    HEARTBEAT = 4
+    HELLO = 10
+    REQUEST = 11
+    ACK = 12
+    PONG = 13
+    BYE = 14
+    REPLY = 20
+
+
+#: Kinds sent on PUB, which carry an epoch and a sequence number.
+BROADCAST_KINDS = frozenset({Kind.STATE, Kind.PUBLISH, Kind.EVENT, Kind.HEARTBEAT})
+#: Kinds a client sends to the master.
+CLIENT_KINDS = frozenset({Kind.HELLO, Kind.REQUEST, Kind.ACK, Kind.PONG, Kind.BYE})
+#: How many items each kind has, version and kind included.
+ARITY = {
+    Kind.STATE: 5, Kind.PUBLISH: 8, Kind.EVENT: 6, Kind.HEARTBEAT: 6,
+    Kind.HELLO: 4, Kind.REQUEST: 4, Kind.ACK: 4, Kind.PONG: 4, Kind.BYE: 4,
+    Kind.REPLY: 5,
+}
+
+
+class ErrorCode(str, enum.Enum):
+    """The ``code`` of an error on the wire."""
+
+    MALFORMED = "malformed"
+    TOO_LARGE = "too_large"
+    BAD_VERSION = "bad_version"
+    UNKNOWN_KIND = "unknown_kind"
+    UNKNOWN_CLIENT = "unknown_client"
+    UNKNOWN_COMMAND = "unknown_command"
+    BAD_ARGUMENTS = "bad_arguments"
+    CHANNEL_FAILURES = "channel_failures"
+    ILLEGAL_TRANSITION = "illegal_transition"
+    TIMEOUT = "timeout"
+    NO_MASTER = "no_master"
+    INTERNAL = "internal"
+
+
+@dataclass(frozen=True)
+class Message:
+    """A decoded message: its kind and the items after version and kind."""
+
+    kind: Kind
+    items: tuple[Any, ...]
+
+    @property
+    def epoch(self) -> int:
+        """The epoch of a PUB message."""
+        return int(self.items[0])
+
+    @property
+    def seq(self) -> int:
+        """The sequence number of a PUB message."""
+        return int(self.items[1])
+
+    @property
+    def req_id(self) -> int:
+        """The request id of a DEALER/ROUTER message."""
+        return int(self.items[0])
+
+    @property
+    def body(self) -> Any:
+        """The last item (the body of a client message)."""
+        return self.items[-1]
+
+
+def encode(kind: Kind, *items: Any) -> bytes:
+    """Encode one message; raises ProtocolError if an item is not msgpack data."""
+    try:
+        data: bytes = msgpack.packb([VERSION, int(kind), *items], use_bin_type=True)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise ProtocolError(f"cannot encode {kind.name} message: {exc}") from exc
+    if len(data) > MAX_MESSAGE_SIZE:
+        raise wire_error(ErrorCode.TOO_LARGE,
+                         f"{kind.name} message is {len(data)} bytes, over {MAX_MESSAGE_SIZE}")
+    return data
+
+
+def decode(data: bytes, allowed: frozenset[Kind] | None = None) -> Message:
+    """Decode and check one frame; raises ProtocolError with a wire ``code``."""
+    if len(data) > MAX_MESSAGE_SIZE:
+        raise wire_error(ErrorCode.TOO_LARGE, f"{len(data)} bytes, over {MAX_MESSAGE_SIZE}")
+    try:
+        # Length limits inside follow from len(data), already capped above.
+        obj = msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=False)
+    except Exception as exc:
+        raise wire_error(ErrorCode.MALFORMED, f"not msgpack: {exc.__class__.__name__}") from exc
+    if not isinstance(obj, list) or len(obj) < 2:
+        raise wire_error(ErrorCode.MALFORMED, "a message is an array [version, kind, ...]")
+    version, raw_kind = obj[0], obj[1]
+    if version != VERSION:
+        raise wire_error(ErrorCode.BAD_VERSION, f"protocol version {version!r} is not {VERSION}",
+                         {"got": version if isinstance(version, int) else repr(version),
+                          "supported": [VERSION]})
+    try:
+        kind = Kind(raw_kind)
+    except (ValueError, TypeError):
+        raise wire_error(ErrorCode.UNKNOWN_KIND, f"unknown message kind {raw_kind!r}") from None
+    if allowed is not None and kind not in allowed:
+        raise wire_error(ErrorCode.UNKNOWN_KIND, f"{kind.name} is not accepted here")
+    if len(obj) != ARITY[kind]:
+        raise wire_error(ErrorCode.MALFORMED,
+                         f"{kind.name} has {ARITY[kind]} items, got {len(obj)}")
+    msg = Message(kind, tuple(obj[2:]))
+    _check_types(msg)
+    return msg
+
+
+def _check_types(msg: Message) -> None:
+    items = msg.items
+    ints = 2 if msg.kind in BROADCAST_KINDS else 1
+    if not all(isinstance(i, int) and not isinstance(i, bool) for i in items[:ints]):
+        raise wire_error(ErrorCode.MALFORMED, f"{msg.kind.name}: ids must be integers")
+    if msg.kind in CLIENT_KINDS and not isinstance(items[1], dict):
+        raise wire_error(ErrorCode.MALFORMED, f"{msg.kind.name}: the body must be a map")
+    if msg.kind is Kind.PUBLISH and not (
+            isinstance(items[2], str) and isinstance(items[3], list)
+            and isinstance(items[4], dict) and all(isinstance(k, str) for k in items[4])):
+        raise wire_error(ErrorCode.MALFORMED, "PUBLISH: channel, args list, kwargs map")
+
+
+def join_topic(token: bytes) -> bytes:
+    """The SUB topic a joining client adds so the master's XPUB sees it is subscribed."""
+    return JOIN_PREFIX + token
+
+
+# -- errors on the wire -------------------------------------------------
+
+_CODE_CLASSES: dict[ErrorCode, type[BusError]] = {
+    ErrorCode.CHANNEL_FAILURES: ChannelFailures,
+    ErrorCode.ILLEGAL_TRANSITION: IllegalTransition,
+    ErrorCode.TIMEOUT: WaitTimeout,
+    ErrorCode.NO_MASTER: NoMaster,
+    ErrorCode.INTERNAL: RemoteError,
+}
+
+
+def wire_error(code: ErrorCode, message: str, details: Any = None) -> BusError:
+    """Build the exception for ``code``, carrying ``code`` and ``details``."""
+    cls = _CODE_CLASSES.get(code, ProtocolError)
+    exc = cls(message)
+    exc.code = code.value  # type: ignore[attr-defined]
+    exc.details = details  # type: ignore[attr-defined]
+    return exc
+
+
+def error_to_wire(exc: BaseException) -> dict[str, Any]:
+    """The ``{code, message, details}`` map for an exception."""
+    code = getattr(exc, "code", None)
+    details = getattr(exc, "details", None)
+    if isinstance(exc, ChannelFailures):
+        code = ErrorCode.CHANNEL_FAILURES.value
+        details = {"channel": exc.channel, "errors": [describe(e) for e in exc.get_instances()]}
+    elif code is None or not isinstance(code, str):
+        code = _code_for(exc).value
+    if details is None:
+        details = {"type": type(exc).__name__}
+    return {"code": code, "message": str(exc) or type(exc).__name__, "details": details}
+
+
+def _code_for(exc: BaseException) -> ErrorCode:
+    for code, cls in _CODE_CLASSES.items():
+        if cls is not RemoteError and isinstance(exc, cls):
+            return code
+    if isinstance(exc, ProtocolError):
+        return ErrorCode.MALFORMED
+    return ErrorCode.INTERNAL
+
+
+def describe(exc: BaseException) -> dict[str, str]:
+    """A listener failure as ``{type, message}``."""
+    return {"type": type(exc).__name__, "message": str(exc)}
+
+
+def error_from_wire(data: Any) -> BusError:
+    """Rebuild the exception a ``{code, message, details}`` map describes."""
+    if not isinstance(data, dict):
+        return wire_error(ErrorCode.INTERNAL, f"malformed error {data!r}")
+    try:
+        code = ErrorCode(data.get("code"))
+    except ValueError:
+        code = ErrorCode.INTERNAL
+    message = str(data.get("message", ""))
+    details = data.get("details")
+    if code is ErrorCode.CHANNEL_FAILURES:
+        errors = details.get("errors", []) if isinstance(details, dict) else []
+        channel = details.get("channel") if isinstance(details, dict) else None
+        exc: BusError = ChannelFailures(
+            channel=channel,
+            exceptions=[RemoteError(f"{e.get('type')}: {e.get('message')}") for e in errors
+                        if isinstance(e, dict)])
+        exc.code = code.value  # type: ignore[attr-defined]
+        exc.details = details  # type: ignore[attr-defined]
+        return exc
+    return wire_error(code, message, details)
+
+
+# -- acknowledgements ---------------------------------------------------
+
+@dataclass(frozen=True)
+class Ack:
+    """One client's answer to a relayed message: ran its listeners, with what result."""
+
+    client: int
+    seq: int
+    ok: bool
+    result: Any = None
+    errors: Sequence[dict[str, str]] = field(default_factory=tuple)
+
+    def as_dict(self) -> dict[str, Any]:
+        """A plain map, for replies and ``--json``."""
+        return {"client": self.client, "seq": self.seq, "ok": self.ok,
+                "result": self.result, "errors": list(self.errors)}

@@ -1,0 +1,315 @@
+"""ClientBus: a bus in a worker process that mirrors its master.
+
+::
+
+    master --> [busd-link] --queue--> [busd-dispatch] --> local transitions, listeners
+                   ^                         |
+                   +------- acks <-----------+
+
+The master decides; the client follows.  Its local state moves with the
+master's (STARTED runs the local start listeners, STOPPING the stop
+listeners, EXITING the exit listeners, after which ``block()`` returns),
+relayed channel messages are published locally, and lifecycle messages are
+acked once the local listeners ran, with their errors.  ``start()``,
+``stop()``, ``exit()``, ``graceful()`` and ``restart()`` are forwarded to
+the master; ``publish()`` stays local (wspbus semantics); ``broadcast()``
+goes through the master to every process; ``leave()`` ends only this one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import queue
+import threading
+from collections.abc import Iterable
+from concurrent.futures import TimeoutError as FutureTimeout
+from pathlib import Path
+from typing import Any
+
+from busd.bus import Bus, State
+from busd.endpoints import Endpoints, client_endpoints
+from busd.errors import BusError, ChannelFailures, MasterLost, NoMaster
+from busd.wire import Kind, describe, encode
+from client.link import Link
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT = 10.0
+#: Relayed messages waiting for the dispatcher; past this they are dropped as a gap.
+DISPATCH_QUEUE = 100_000
+
+
+class ClientBus(Bus):
+    """A Bus mirroring a master; see the module docstring.
+
+    ``on_master_lost`` is ``"exit"`` (run the exit listeners and end, the
+    default) or ``"wait"`` (stay, and join the next master incarnation).
+    """
+
+    def __init__(self, endpoints: Endpoints, *, name: str = "", role: str = "worker",
+                 worker: int | None = None, timeout: float = DEFAULT_TIMEOUT,
+                 on_master_lost: str = "exit") -> None:
+        if on_master_lost not in ("exit", "wait"):
+            raise ValueError("on_master_lost is 'exit' or 'wait'")
+        super().__init__()
+        self.endpoints = endpoints
+        self.timeout = timeout
+        self.on_master_lost = on_master_lost
+        self._queue: queue.Queue[tuple[Any, ...]] = queue.Queue(DISPATCH_QUEUE)
+        self._mirroring = threading.Event()
+        self._left = False
+        self.link = Link(endpoints, self._enqueue,
+                         {"name": name, "role": role, "worker": worker},
+                         wait_for_new_master=on_master_lost == "wait")
+        self._dispatcher = threading.Thread(target=self._dispatch, name="busd-dispatch",
+                                            daemon=True)
+
+    # -- joining -------------------------------------------------------------
+
+    def connect(self, mirror: bool = True, timeout: float | None = None) -> ClientBus:
+        """Join the master: returns once the snapshot arrived (NoMaster past ``timeout``).
+
+        With ``mirror=False`` nothing runs locally until :meth:`mirror` (or
+        :meth:`block`), so listeners can be subscribed first.
+        """
+        limit = self.timeout if timeout is None else timeout
+        self._dispatcher.start()
+        self.link.start()
+        if not self.link.joined.wait(limit):
+            self.close()
+            raise NoMaster(f"no busd answered at {self.endpoints.ctl} within {limit:g}s")
+        if mirror:
+            self.mirror()
+        return self
+
+    def mirror(self) -> None:
+        """Start applying the master's state and messages locally."""
+        self._mirroring.set()
+
+    def _enqueue(self, item: tuple[Any, ...]) -> bool:
+        try:
+            self._queue.put_nowait(item)
+        except queue.Full:
+            return False
+        return True
+
+    # -- the dispatcher thread --------------------------------------------------
+
+    def _dispatch(self) -> None:
+        self._mirroring.wait()
+        while True:
+            item = self._queue.get()
+            kind = item[0]
+            if kind == "close":
+                return
+            try:
+                self._apply(item)
+            except Exception:
+                log.exception("error applying %s from the master", kind)
+            if self._state is State.EXITING:
+                self._finish()
+                return
+
+    def _apply(self, item: tuple[Any, ...]) -> None:
+        kind = item[0]
+        if kind == "snapshot":
+            _, _epoch, _seq, state, missed = item
+            if missed:
+                self.log(f"missed {missed} message(s) from the master; state resynchronised",
+                         level=30)
+            self._run(lambda: self._mirror_state(state))
+        elif kind == "state":
+            _, seq, state = item
+            self._ack(seq, self._run(lambda: self._mirror_state(state)))
+        elif kind == "publish":
+            _, seq, channel, args, kwargs, ack = item
+            outcome = self._run(lambda: self._publish_relayed(channel, args, kwargs))
+            if ack:
+                self._ack(seq, outcome)
+        elif kind == "event":
+            _, _seq, name, data = item
+            Bus.publish(self, "busd.event", name, data)
+        elif kind == "lost" and self.on_master_lost == "exit":
+            self.log(f"Master lost ({item[1]}): exiting", level=30)
+            self._run(self._do_exit)
+
+    def _run(self, func: Any) -> tuple[bool, Any, list[dict[str, str]]]:
+        try:
+            result = func()
+        except ChannelFailures as exc:
+            return False, None, [describe(e) for e in exc.get_instances()]
+        except Exception as exc:  # reported in the ack, and logged
+            log.exception("error mirroring the master")
+            return False, None, [describe(exc)]
+        return True, result, []
+
+    def _mirror_state(self, name: str) -> None:
+        target = State[name]
+        local = self._state
+        if target is State.STARTED and local in (State.STOPPED, State.STOPPING):
+            self._do_start()
+        elif target in (State.STOPPING, State.STOPPED) and local in (
+                State.STARTING, State.STARTED):
+            self._do_stop()
+        elif target is State.EXITING:
+            self._do_exit()
+
+    def _publish_relayed(self, channel: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
+        if channel == "graceful":
+            self._do_graceful()
+            return None
+        return Bus.publish(self, channel, *args, **kwargs)
+
+    def _ack(self, seq: int, outcome: tuple[bool, Any, list[dict[str, str]]]) -> None:
+        ok, result, errors = outcome
+        body = {"epoch": self.link.epoch, "seq": seq, "ok": ok, "result": result,
+                "errors": errors}
+        try:
+            encode(Kind.ACK, 0, body)
+        except BusError:
+            body["result"] = repr(result)
+        self.link.send(Kind.ACK, body)
+
+    def _abort_start(self) -> None:
+        # A failed local start ends this process's bus, not everyone's.
+        super()._abort_start()
+        self._say_bye("start failed")
+
+    def _finish(self) -> None:
+        self._say_bye("exited")
+        self.link.close()
+
+    def _say_bye(self, reason: str) -> None:
+        if not self._left and not self.link.lost.is_set():
+            self._left = True
+            self.link.send(Kind.BYE, {"reason": reason})
+
+    # -- forwarded to the master ---------------------------------------------------
+
+    def request(self, cmd: str, timeout: float | None = None, **args: Any) -> Any:
+        """Send a command to the master and return its result."""
+        limit = self.timeout if timeout is None else timeout
+        if args.get("wait") and threading.current_thread() is self._dispatcher:
+            raise BusError("a listener cannot wait for every client's ack: "
+                           "its own ack would come only after it returns")
+        wait_timeout = args.get("timeout")
+        if isinstance(wait_timeout, int | float):
+            limit += float(wait_timeout)
+        future = self.link.request(cmd, **args)
+        try:
+            return future.result(limit)
+        except FutureTimeout:
+            self.link.forget(future)
+            raise NoMaster(f"no answer to {cmd!r} from the master within {limit:g}s") from None
+
+    def start(self, wait: bool = False, timeout: float | None = None) -> Any:
+        """Ask the master to start everyone."""
+        return self.request("start", wait=wait, timeout=timeout)
+
+    def stop(self, wait: bool = False, timeout: float | None = None) -> Any:
+        """Ask the master to stop everyone (processes stay, STOPPED)."""
+        return self.request("stop", wait=wait, timeout=timeout)
+
+    def exit(self, wait: bool = False, timeout: float | None = None) -> Any:
+        """Ask the master to exit everyone; if no master answers, exit here."""
+        try:
+            return self.request("exit", wait=wait, timeout=timeout)
+        except (NoMaster, MasterLost):
+            self.log("no master to exit: exiting this process's bus", level=30)
+            self._do_exit()
+            return None
+
+    def graceful(self, wait: bool = False, timeout: float | None = None) -> Any:
+        """Ask the master for a graceful reload of everyone."""
+        return self.request("graceful", wait=wait, timeout=timeout)
+
+    def restart(self) -> None:
+        """Ask the master to restart."""
+        self.request("restart")
+
+    def broadcast(self, channel: str, *args: Any, **kwargs: Any) -> Any:
+        """Publish ``channel`` in every process, through the master."""
+        return self.request("broadcast", channel=channel, args=list(args), kwargs=kwargs)
+
+    def broadcast_and_wait(self, channel: str, args: Iterable[Any] = (),
+                           kwargs: dict[str, Any] | None = None,
+                           timeout: float | None = None) -> Any:
+        """Broadcast and wait until every client ran its listeners; returns the acks."""
+        return self.request("broadcast", channel=channel, args=list(args),
+                            kwargs=kwargs or {}, wait=True, timeout=timeout)
+
+    def status(self) -> Any:
+        """The master's status."""
+        return self.request("status")
+
+    # -- leaving and closing -----------------------------------------------------
+
+    def leave(self, reason: str = "leaving") -> None:
+        """End this process's bus only: run local stop and exit listeners, tell the master."""
+        self._say_bye(reason)
+        self._do_exit()
+        self.close()
+
+    def block(self, interval: float = 0.1, timeout: float | None = None) -> None:
+        """Mirror (if not yet), wait for EXITING, then close the link."""
+        self.mirror()
+        try:
+            super().block(interval, timeout)
+        finally:
+            self.close()
+
+    def _clean_exit(self) -> None:
+        if self._state is not State.EXITING:
+            self._say_bye("interpreter exit")
+            self._do_exit()
+        self.close()
+
+    def close(self) -> None:
+        """Close the sockets and end the threads (bounded); the bus state is kept."""
+        self._mirroring.set()
+        if threading.current_thread() is not self._dispatcher:
+            with contextlib.suppress(queue.Full):  # full: the dispatcher is busy; join bounds it
+                self._queue.put_nowait(("close",))
+            if self._dispatcher.is_alive():
+                self._dispatcher.join(2.0)
+        self.link.close()
+
+    def statistics(self) -> dict[str, Any]:
+        """The bus's and the link's counters."""
+        stats = super().statistics()
+        stats["link"] = self.link.statistics()
+        stats["queued"] = self._queue.qsize()
+        return stats
+
+    def __enter__(self) -> ClientBus:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def connect(name: str | None = None, runtime_dir: str | Path | None = None, *,
+            pub: str | None = None, ctl: str | None = None, mirror: bool = True,
+            timeout: float = DEFAULT_TIMEOUT, on_master_lost: str | None = None,
+            role: str = "worker") -> ClientBus:
+    """Connect a ClientBus to a master and return it, joined.
+
+    With no arguments the master is found from ``BUSD_PUB_ENDPOINT`` and
+    ``BUSD_CTL_ENDPOINT``, else ``BUSD_RUNTIME_DIR`` / ``BUSD_NAME``, else the
+    default runtime dir.  ``BUSD_WORKER`` names the pool slot;
+    ``BUSD_ON_MASTER_LOST`` may say ``wait``.
+    """
+    found = client_endpoints(name, runtime_dir)
+    endpoints = Endpoints(pub=pub or found.pub, ctl=ctl or found.ctl)
+    worker_env = os.environ.get("BUSD_WORKER", "")
+    bus = ClientBus(endpoints, name=os.environ.get("BUSD_WORKER_NAME", ""), role=role,
+                    worker=int(worker_env) if worker_env.isdigit() else None,
+                    timeout=timeout,
+                    on_master_lost=on_master_lost or os.environ.get("BUSD_ON_MASTER_LOST",
+                                                                    "exit"))
+    return bus.connect(mirror=mirror, timeout=timeout)
+
+
+__all__ = ["ClientBus", "connect"]

@@ -1,0 +1,80 @@
+"""The control client: requests to a master over DEALER, replies matched by id.
+
+Shared by :class:`client.bus.ClientBus` (whose I/O thread uses the framing
+helpers) and ``busctl`` (which uses :class:`Control` directly).  Never REQ:
+a lost reply must not wedge the client; every request has one deadline.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from typing import Any
+
+import zmq
+
+from busd.endpoints import CTL_HWM, configure
+from busd.errors import NoMaster, ProtocolError
+from busd.wire import Kind, Message, decode, encode, error_from_wire
+
+DEFAULT_TIMEOUT = 5.0
+
+
+def request_frame(req_id: int, cmd: str, args: dict[str, Any]) -> bytes:
+    """Encode a REQUEST for command ``cmd``."""
+    return encode(Kind.REQUEST, req_id, {"cmd": cmd, **args})
+
+
+def reply_result(msg: Message) -> Any:
+    """The result of a REPLY, or raise the error it carries, rebuilt."""
+    _req_id, ok, payload = msg.items
+    if ok is True:
+        return payload
+    raise error_from_wire(payload)
+
+
+class Control:
+    """A synchronous control connection to one master (for busctl and tools)."""
+
+    def __init__(self, endpoint: str, timeout: float = DEFAULT_TIMEOUT,
+                 context: zmq.Context[Any] | None = None) -> None:
+        self.endpoint = endpoint
+        self.timeout = timeout
+        self._own_context = context is None
+        self._ctx = context or zmq.Context()
+        self._sock = self._ctx.socket(zmq.DEALER)
+        configure(self._sock, CTL_HWM)
+        self._ids = itertools.count(1)
+        self._sock.connect(endpoint)
+
+    def request(self, cmd: str, timeout: float | None = None, **args: Any) -> Any:
+        """Send ``cmd`` and return its result; NoMaster if none answers in time."""
+        req_id = next(self._ids)
+        limit = self.timeout if timeout is None else timeout
+        self._sock.send(request_frame(req_id, cmd, args))
+        deadline = time.monotonic() + limit
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not self._sock.poll(int(remaining * 1000) + 1, zmq.POLLIN):
+                raise NoMaster(f"no busd answered at {self.endpoint} within {limit:g}s")
+            try:
+                msg = decode(self._sock.recv(zmq.NOBLOCK), allowed=frozenset({Kind.REPLY}))
+            except ProtocolError:
+                continue
+            if msg.req_id == req_id:
+                return reply_result(msg)
+            if msg.req_id == 0:
+                # An unsolicited error about an earlier message of ours.
+                reply_result(msg)
+
+    def close(self) -> None:
+        """Close the socket (linger 0) and the context if it is ours."""
+        self._sock.close(linger=0)
+        if self._own_context:
+            self._ctx.term()
+
+    def __enter__(self) -> Control:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

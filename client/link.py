@@ -1,0 +1,354 @@
+"""A client's I/O thread: its SUB and DEALER sockets, joining and staying in sync.
+
+::
+
+    master XPUB --> SUB  --+                         +--> deliver(item) --> dispatcher
+                           +--> [ busd-link thread ] +
+    master ROUTER <-> DEALER      ^ Outbox: requests, acks, bye (any thread)
+
+Joining is the Clone pattern: subscribe (to everything, plus a join topic
+the master's XPUB reports), say HELLO, get a snapshot ``(epoch, seq,
+state)``, then deliver only messages newer than it.  A sequence gap, a
+heartbeat announcing a newer seq, or a new epoch makes the link ask for a
+fresh snapshot; it never guesses.  Silence longer than the master's
+heartbeat x liveness means the master is lost.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any
+
+import zmq
+
+from busd.endpoints import CTL_HWM, PUB_HWM, Endpoints, Outbox, configure
+from busd.errors import MasterLost, ProtocolError
+from busd.wire import (
+    BROADCAST_KINDS,
+    HEARTBEAT_INTERVAL,
+    HEARTBEAT_LIVENESS,
+    Kind,
+    Message,
+    decode,
+    encode,
+    error_from_wire,
+    join_topic,
+)
+from client.control import reply_result, request_frame
+
+log = logging.getLogger(__name__)
+
+#: Messages held while a snapshot is on its way; past this, the join restarts.
+JOIN_BUFFER = 100_000
+HELLO_ID = 1
+
+Deliver = Callable[[tuple[Any, ...]], bool]
+
+
+class Link:
+    """The sockets of one client and the thread that owns them."""
+
+    def __init__(self, endpoints: Endpoints, deliver: Deliver, hello: dict[str, Any],
+                 wait_for_new_master: bool = False) -> None:
+        self.endpoints = endpoints
+        self.deliver = deliver
+        self.wait_for_new_master = wait_for_new_master
+        self.token = os.urandom(12)
+        self.hello = {"token": self.token, "pid": os.getpid(), "host": socket.gethostname(),
+                      **hello}
+        self.outbox = Outbox()
+        self.joined = threading.Event()
+        self.lost = threading.Event()
+        self.epoch = 0
+        self.seq = 0
+        self.client_id = 0
+        self.heartbeat = HEARTBEAT_INTERVAL
+        self.liveness = HEARTBEAT_LIVENESS
+        self.stats: collections.Counter[str] = collections.Counter()
+        self._ids = itertools.count(HELLO_ID + 1)
+        self._futures: dict[int, Future[Any]] = {}
+        self._futures_lock = threading.Lock()
+        self._buffer: collections.deque[Message] = collections.deque()
+        self._hello_pending = False
+        self._last_heard = time.monotonic()
+        self._ctx: zmq.Context[Any] = zmq.Context()
+        self._sub = self._ctx.socket(zmq.SUB)
+        self._ctl = self._ctx.socket(zmq.DEALER)
+        configure(self._sub, PUB_HWM)
+        configure(self._ctl, CTL_HWM)
+        self._thread = threading.Thread(target=self._run, name="busd-link", daemon=True)
+        self._closed = threading.Event()
+
+    # -- any thread ---------------------------------------------------------
+
+    def start(self) -> None:
+        """Connect, subscribe, say HELLO and start the thread."""
+        self._sub.setsockopt(zmq.SUBSCRIBE, b"")
+        self._sub.setsockopt(zmq.SUBSCRIBE, join_topic(self.token))
+        self._sub.connect(self.endpoints.pub)
+        self._ctl.connect(self.endpoints.ctl)
+        self._send_hello(subscribe=True)
+        self._thread.start()
+
+    def request(self, cmd: str, **args: Any) -> Future[Any]:
+        """Send a command; the future gets its result or error."""
+        future: Future[Any] = Future()
+        if self._closed.is_set():
+            future.set_exception(MasterLost("this client's link to its master is closed"))
+            return future
+        req_id = next(self._ids)
+        frame = request_frame(req_id, cmd, args)
+        with self._futures_lock:
+            self._futures[req_id] = future
+        future.req_id = req_id  # type: ignore[attr-defined]
+        self.outbox.put("send", frame)
+        return future
+
+    def forget(self, future: Future[Any]) -> None:
+        """Stop waiting for a request's reply (its caller timed out)."""
+        with self._futures_lock:
+            self._futures.pop(getattr(future, "req_id", -1), None)
+
+    def send(self, kind: Kind, body: dict[str, Any]) -> None:
+        """Send an ACK, PONG or BYE (no reply expected)."""
+        self.outbox.put("send", encode(kind, 0, body))
+
+    def close(self, linger: float = 0.5) -> None:
+        """Flush what is queued (at most ``linger`` s), close, end the thread."""
+        if self._closed.is_set():
+            return
+        self.outbox.put("close", linger)
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(linger + 2.0)
+        if not self._thread.is_alive():
+            self._close_sockets(0)
+
+    # -- the link thread -------------------------------------------------------
+
+    def _run(self) -> None:
+        poller = zmq.Poller()
+        for item in (self._sub, self._ctl, self.outbox.fileno):
+            poller.register(item, zmq.POLLIN)
+        try:
+            while not self._closed.is_set():
+                ready = dict(poller.poll(int(self._poll_ms())))
+                if self.outbox.fileno in ready and self._send_queued():
+                    return
+                if self._sub in ready:
+                    self._read_sub()
+                if self._ctl in ready:
+                    self._read_ctl()
+                self._check_master()
+        except Exception:
+            log.exception("busd client link failed")
+            self._master_lost("the client link failed")
+        finally:
+            self._fail_futures()
+
+    def _poll_ms(self) -> float:
+        if self.lost.is_set() or not self.joined.is_set():
+            return 1000.0 * self.heartbeat
+        deadline = self._last_heard + self.heartbeat * self.liveness
+        return max(0.0, deadline - time.monotonic()) * 1000.0 + 1.0
+
+    def _send_queued(self) -> bool:
+        for item in self.outbox.drain():
+            if item[0] == "send":
+                try:
+                    self._ctl.send(item[1], zmq.NOBLOCK)
+                except zmq.Again:
+                    self.stats["dropped_sends"] += 1
+            elif item[0] == "close":
+                self._close_sockets(int(item[1] * 1000))
+                return True
+        return False
+
+    def _close_sockets(self, linger_ms: int) -> None:
+        self._closed.set()
+        for sock in (self._sub, self._ctl):
+            if not sock.closed:
+                sock.close(linger=linger_ms)
+        if not self._ctx.closed:
+            self._ctx.term()
+        self.outbox.close()
+
+    def _fail_futures(self) -> None:
+        with self._futures_lock:
+            futures, self._futures = self._futures, {}
+        for future in futures.values():
+            if not future.done():
+                future.set_exception(MasterLost("the link to the master closed"))
+
+    def _send_hello(self, subscribe: bool) -> None:
+        self._hello_pending = True
+        self._ctl.send(encode(Kind.HELLO, HELLO_ID, {**self.hello, "subscribe": subscribe}))
+
+    # -- replies -------------------------------------------------------------------
+
+    def _read_ctl(self) -> None:
+        while True:
+            try:
+                frame = self._ctl.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                msg = decode(frame, allowed=frozenset({Kind.REPLY}))
+            except ProtocolError as exc:
+                self.stats["bad_replies"] += 1
+                log.warning("bad reply from master: %s", exc)
+                continue
+            self._on_reply(msg)
+
+    def _on_reply(self, msg: Message) -> None:
+        req_id = msg.req_id
+        if req_id == HELLO_ID:
+            self._on_welcome(msg)
+            return
+        if req_id == 0:
+            err = error_from_wire(msg.items[2])
+            if getattr(err, "code", "") == "unknown_client" and self.joined.is_set():
+                log.info("the master does not know this client; joining again")
+                self._rejoin(subscribe=False)
+            else:
+                log.warning("master reported: %s", err)
+            return
+        with self._futures_lock:
+            future = self._futures.pop(req_id, None)
+        if future is None or future.done():
+            return
+        try:
+            future.set_result(reply_result(msg))
+        except Exception as exc:  # noqa: BLE001 - handed to the requesting thread
+            future.set_exception(exc)
+
+    def _on_welcome(self, msg: Message) -> None:
+        try:
+            snap = reply_result(msg)
+        except Exception:
+            log.exception("the master refused this client's HELLO")
+            self._master_lost("the master refused HELLO")
+            return
+        self._hello_pending = False
+        old_epoch, old_seq = self.epoch, self.seq
+        self.epoch, snap_seq = int(snap["epoch"]), int(snap["seq"])
+        self.client_id = int(snap["client_id"])
+        self.heartbeat = float(snap["heartbeat"])
+        self.liveness = int(snap["liveness"])
+        self._last_heard = time.monotonic()
+        self.lost.clear()
+        buffered = [m for m in self._buffer if m.epoch == self.epoch]
+        self._buffer.clear()
+        missed = 0
+        if old_epoch == self.epoch and self.joined.is_set():
+            older = [m for m in buffered if old_seq < m.seq <= snap_seq]
+            for m in older:
+                self._deliver_msg(m)
+            missed = max(0, snap_seq - old_seq - len(older))
+            self.stats["missed"] += missed
+        self.seq = snap_seq
+        self.joined.set()
+        self.deliver(("snapshot", self.epoch, self.seq, snap["state"], missed))
+        for m in buffered:
+            self._on_broadcast(m)
+
+    # -- the published stream ----------------------------------------------------------
+
+    def _read_sub(self) -> None:
+        while True:
+            try:
+                frame = self._sub.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                msg = decode(frame, allowed=BROADCAST_KINDS)
+            except ProtocolError as exc:
+                self.stats["bad_messages"] += 1
+                log.warning("bad message from master: %s", exc)
+                continue
+            self._last_heard = time.monotonic()
+            self._on_broadcast(msg)
+
+    def _on_broadcast(self, msg: Message) -> None:
+        if self._hello_pending:
+            self._hold(msg)
+            return
+        if msg.epoch != self.epoch:
+            if self.lost.is_set() and not self.wait_for_new_master:
+                return
+            log.info("a new master incarnation (epoch %d); joining it", msg.epoch)
+            self.stats["new_epochs"] += 1
+            self._rejoin(subscribe=True)
+            self._hold(msg)
+            return
+        if msg.kind is Kind.HEARTBEAT:
+            self.send(Kind.PONG, {"epoch": self.epoch, "seq": self.seq})
+            if msg.seq > self.seq:
+                self._gap(msg)
+            return
+        if msg.seq <= self.seq:
+            return
+        if msg.seq != self.seq + 1:
+            self._gap(msg)
+            return
+        self._deliver_msg(msg)
+
+    def _deliver_msg(self, msg: Message) -> None:
+        self.seq = msg.seq
+        self.stats["received"] += 1
+        if msg.kind is Kind.STATE:
+            item: tuple[Any, ...] = ("state", msg.seq, msg.items[2])
+        elif msg.kind is Kind.PUBLISH:
+            item = ("publish", msg.seq, *msg.items[2:])
+        else:
+            item = ("event", msg.seq, *msg.items[2:])
+        if not self.deliver(item):
+            # The dispatcher is full: drop it, and the next message shows the gap.
+            self.stats["overflow"] += 1
+            self.seq = msg.seq - 1
+
+    def _gap(self, msg: Message) -> None:
+        self.stats["gaps"] += 1
+        log.warning("sequence gap: had %d, got %d; asking for a snapshot", self.seq, msg.seq)
+        self._rejoin(subscribe=False)
+        self._hold(msg)
+
+    def _hold(self, msg: Message) -> None:
+        if msg.kind is Kind.HEARTBEAT:
+            return
+        self._buffer.append(msg)
+        if len(self._buffer) > JOIN_BUFFER:
+            self._buffer.popleft()
+
+    def _rejoin(self, subscribe: bool) -> None:
+        if not self._hello_pending:
+            self.stats["resyncs"] += 1
+            self._send_hello(subscribe)
+
+    def _check_master(self) -> None:
+        if not self.joined.is_set() or self.lost.is_set():
+            return
+        silent = time.monotonic() - self._last_heard
+        if silent > self.heartbeat * self.liveness:
+            self._master_lost(f"no word from the master for {silent:.1f}s")
+
+    def _master_lost(self, reason: str) -> None:
+        if self.lost.is_set():
+            return
+        self.lost.set()
+        self.stats["master_lost"] += 1
+        log.warning("master lost: %s", reason)
+        self._hello_pending = False
+        self.deliver(("lost", reason))
+
+    def statistics(self) -> dict[str, Any]:
+        """Counters: received, gaps, missed, resyncs, new epochs, bad messages."""
+        return {"epoch": self.epoch, "seq": self.seq, "client_id": self.client_id,
+                **dict(self.stats)}
