@@ -70,7 +70,8 @@ class Hub:
     """Owns the master's XPUB and ROUTER sockets in one thread."""
 
     def __init__(self, owner: HubOwner, endpoints: list[Endpoints], heartbeat: float,
-                 liveness: int, context: zmq.Context[Any] | None = None) -> None:
+                 liveness: int, context: zmq.Context[Any] | None = None,
+                 pub_hwm: int = PUB_HWM) -> None:
         self.owner = owner
         self.registry = Registry()
         self.heartbeat = heartbeat
@@ -81,7 +82,7 @@ class Hub:
         self._ctx = context or zmq.Context()
         self._pub = self._ctx.socket(zmq.XPUB)
         self._ctl = self._ctx.socket(zmq.ROUTER)
-        configure(self._pub, PUB_HWM)
+        configure(self._pub, pub_hwm)
         configure(self._ctl, CTL_HWM)
         self.pub_endpoints: list[str] = []
         self.ctl_endpoints: list[str] = []

@@ -53,13 +53,16 @@ class MasterBus(Bus):
     ``name`` and ``runtime_dir`` choose the default ipc endpoints; each
     ``bind`` endpoint adds a control (ROUTER) endpoint, with the PUB endpoint
     beside it (``<path>.pub`` for ipc, the next port for tcp).  Channels in
-    ``no_relay`` (default: 'log' and 'main') stay local.
+    ``no_relay`` (default: 'log' and 'main') stay local.  ``pub_hwm`` caps
+    the messages queued for each subscriber; a slower one loses the rest and
+    resynchronises (it sees the gap in sequence numbers).
     """
 
     def __init__(self, name: str | None = None, runtime_dir: str | Path | None = None,
                  bind: Iterable[str] | None = None, *, heartbeat: float = HEARTBEAT_INTERVAL,
                  liveness: int = HEARTBEAT_LIVENESS, no_relay: Iterable[str] = ("log", "main"),
-                 insecure: bool = False, ack_timeout: float = DEFAULT_ACK_TIMEOUT) -> None:
+                 insecure: bool = False, ack_timeout: float = DEFAULT_ACK_TIMEOUT,
+                 pub_hwm: int = ep.PUB_HWM) -> None:
         super().__init__()
         self.name = name or os.environ.get("BUSD_NAME") or ep.DEFAULT_NAME
         directory = Path(runtime_dir) if runtime_dir else ep.runtime_dir(self.name)
@@ -86,7 +89,7 @@ class MasterBus(Bus):
             "clients": lambda body: [c.as_dict() for c in self.clients()],
             "snapshot": lambda body: dict(zip(("seq", "state"), self.snapshot(), strict=True)),
         }
-        self.hub = Hub(self, endpoints, heartbeat, liveness)
+        self.hub = Hub(self, endpoints, heartbeat, liveness, pub_hwm=pub_hwm)
         self._command_thread = threading.Thread(target=self._run_commands,
                                                 name="busd-commands", daemon=True)
         self.hub.start()

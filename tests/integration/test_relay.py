@@ -1,0 +1,271 @@
+"""The relay with real processes: a master and ClientBus processes over ipc."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from busd.endpoints import default_endpoints
+from busd.testing import Processes, Sink
+from busd.wire import BROADCAST_KINDS, Kind, decode
+
+# A worker: reports every lifecycle step and relayed message to the test.
+WORKER = """
+    import os, sys
+    import client
+    from busd.probe import Probe
+
+    probe = Probe()
+    ident = int(sys.argv[1])
+    bus = client.connect(mirror=False, timeout=10)
+    for channel in ("start", "graceful", "stop", "exit"):
+        bus.subscribe(channel, lambda channel=channel: probe.report(channel, ident=ident))
+
+    @bus.subscribe("custom")
+    def custom(*args, **kwargs):
+        probe.report("custom", ident=ident, args=list(args), kwargs=kwargs)
+
+    @bus.subscribe("ask-graceful")
+    def ask_graceful(who):
+        if who == ident:
+            bus.graceful()
+
+    @bus.subscribe("report-stats")
+    def report_stats():
+        probe.report("stats", ident=ident, link=bus.statistics()["link"],
+                     state=bus.state.name)
+
+    probe.report("joined", ident=ident)
+    bus.block()
+    probe.report("ended", ident=ident)
+    probe.close()
+"""
+
+
+def start_workers(procs: Processes, count: int, env: dict[str, str] | None = None,
+                  first: int = 0) -> list[Any]:
+    return [procs.python(WORKER, str(i), name=f"worker{i}", env=env)
+            for i in range(first, first + count)]
+
+
+def wait_exit(procs: list[Any], timeout: float) -> list[int]:
+    deadline = time.monotonic() + timeout
+    return [p.wait(max(0.1, deadline - time.monotonic())) for p in procs]
+
+
+def by_ident(reports: list[dict[str, Any]]) -> set[int]:
+    return {r["ident"] for r in reports}
+
+
+def test_eight_clients_follow_every_lifecycle_step_in_order(
+        busd_master: Any, busd_procs: Processes, busd_sink: Sink) -> None:
+    master = busd_master()
+    master_graceful = threading.Event()
+    master.subscribe("graceful", master_graceful.set)
+    workers = start_workers(busd_procs, 8)
+    assert by_ident(busd_sink.collect("joined", 8, timeout=20)) == set(range(8))
+
+    start = master.start(wait=True, timeout=10)
+    assert start is not None
+    assert start.ok
+    assert len(start.acks) == 8
+    assert by_ident(busd_sink.collect("start", 8)) == set(range(8))
+
+    report = master.graceful(wait=True, timeout=10)
+    assert report is not None
+    assert report.ok
+    assert {a.client for a in report.acks} == {c.id for c in master.clients()}
+    assert by_ident(busd_sink.collect("graceful", 8)) == set(range(8))
+
+    master.publish("custom", 1, "two", three=3)
+    customs = busd_sink.collect("custom", 8)
+    assert all(r["args"] == [1, "two"] and r["kwargs"] == {"three": 3} for r in customs)
+
+    # A worker asks for graceful: it goes to the master, which relays to all.
+    master_graceful.clear()
+    master.publish("ask-graceful", 5)
+    assert by_ident(busd_sink.collect("graceful", 8)) == set(range(8))
+    assert master_graceful.wait(5), "the master's own graceful listener did not run"
+
+    stop = master.stop(wait=True, timeout=10)
+    assert stop is not None
+    assert stop.ok
+    assert by_ident(busd_sink.collect("stop", 8)) == set(range(8))
+    assert all(p.poll() is None for p in workers), "stop must leave the workers alive"
+
+    exit_report = master.exit(wait=True, timeout=10)
+    assert exit_report is not None
+    assert exit_report.ok
+    assert by_ident(busd_sink.collect("exit", 8)) == set(range(8))
+    assert wait_exit(workers, 10) == [0] * 8
+    busd_sink.collect("ended", 8)
+
+    for ident in range(8):
+        events = [r["event"] for r in busd_sink.seen if r.get("ident") == ident]
+        assert events == ["joined", "start", "graceful", "custom", "graceful", "stop",
+                          "exit", "ended"], (ident, events)
+
+
+def test_late_joiner_mirrors_current_state_at_once(
+        busd_master: Any, busd_procs: Processes, busd_sink: Sink) -> None:
+    master = busd_master()
+    master.start()
+    start_workers(busd_procs, 1)
+    busd_sink.expect("joined")
+    busd_sink.expect("start", timeout=5)
+    master.stop()
+    busd_sink.expect("stop", timeout=5)
+
+    # A client joining a STOPPED master runs no start listener.
+    late = start_workers(busd_procs, 1, first=1)
+    busd_sink.expect("joined", where=lambda r: r["ident"] == 1)
+    master.publish("report-stats")
+    stats = busd_sink.collect("stats", 2)
+    assert {r["state"] for r in stats} == {"STOPPED"}
+    assert not [r for r in busd_sink.seen if r["event"] == "start" and r["ident"] == 1]
+    master.exit()
+    assert wait_exit(late, 10) == [0]
+
+
+def test_client_that_missed_messages_resynchronises(
+        busd_master: Any, busd_procs: Processes, busd_sink: Sink) -> None:
+    # A small queue per subscriber, and a client that cannot read for a while.
+    master = busd_master(pub_hwm=50, heartbeat=1.0)
+    master.start()
+    worker = start_workers(busd_procs, 1)[0]
+    busd_sink.expect("start")
+    os.kill(worker.pid, signal.SIGSTOP)
+    try:
+        for i in range(20_000):
+            master.publish("filler", i)
+        master.stop()
+    finally:
+        os.kill(worker.pid, signal.SIGCONT)
+    # The STOPPING message was dropped with the rest; the snapshot brings the state.
+    busd_sink.expect("stop", timeout=10)
+    master.publish("report-stats")
+    stats = busd_sink.expect("stats", timeout=10)
+    link = stats["link"]
+    assert link["gaps"] >= 1, link
+    assert link["missed"] > 0, link
+    assert stats["state"] == "STOPPED", "the snapshot must restore the master's state"
+    master.exit()
+    assert wait_exit([worker], 10) == [0]
+
+
+COUNTER = """
+    import client
+    from busd.probe import Probe
+
+    probe = Probe()
+    bus = client.connect(mirror=False, timeout=10)
+    seen = []
+
+    @bus.subscribe("tick")
+    def tick(i):
+        seen.append(i)
+
+    @bus.subscribe("done")
+    def done(total):
+        link = bus.statistics()["link"]
+        in_order = all(b > a for a, b in zip(seen, seen[1:]))
+        probe.report("count", n=len(seen), in_order=in_order, missed=link.get("missed", 0),
+                     gaps=link.get("gaps", 0), last=seen[-1] if seen else None)
+
+    probe.report("joined")
+    bus.block()
+    probe.close()
+"""
+
+
+def test_hundred_thousand_messages_none_lost_silently(
+        busd_master: Any, busd_procs: Processes, busd_sink: Sink) -> None:
+    total = 100_000
+    master = busd_master(heartbeat=0.5)
+    workers = [busd_procs.python(COUNTER, name=f"counter{i}") for i in range(4)]
+    busd_sink.collect("joined", 4, timeout=20)
+    for i in range(total):
+        master.publish("tick", i)
+    master.publish("done", total)
+    counts = busd_sink.collect("count", 4, timeout=120)
+    for report in counts:
+        assert report["in_order"], report
+        complete = report["n"] == total
+        reported = report["gaps"] > 0 and report["n"] + report["missed"] == total
+        assert complete or reported, report
+    master.exit()
+    assert wait_exit(workers, 10) == [0] * 4
+
+
+MASTER = """
+    import busd
+    master = busd.MasterBus(heartbeat=float(__import__("sys").argv[1]))
+    master.start()
+    master.block()
+"""
+
+
+def test_clients_exit_when_master_is_killed(busd_procs: Processes, busd_sink: Sink,
+                                           busd_dir: Path) -> None:
+    heartbeat, liveness = 0.3, 3
+    master = busd_procs.python(MASTER, str(heartbeat), name="master")
+    workers = start_workers(busd_procs, 3)
+    busd_sink.collect("start", 3, timeout=20)
+    master.kill()
+    killed = time.monotonic()
+    exits = busd_sink.collect("exit", 3, timeout=10)
+    elapsed = time.monotonic() - killed
+    assert by_ident(exits) == {0, 1, 2}
+    assert elapsed < 2 * heartbeat * liveness, f"clients took {elapsed:.2f}s to exit"
+    assert wait_exit(workers, 10) == [0] * 3
+
+
+def test_slow_stop_listener_does_not_delay_heartbeats(
+        busd_master: Any, busd_dir: Path) -> None:
+    interval = 0.1
+    master = busd_master(heartbeat=interval)
+    release = threading.Event()
+    in_stop = threading.Event()
+
+    def slow_stop() -> None:
+        in_stop.set()
+        release.wait(1.5)
+
+    master.subscribe("stop", slow_stop)
+    master.start()
+    ctx: zmq.Context[Any] = zmq.Context()
+    sub = ctx.socket(zmq.SUB)
+    try:
+        sub.setsockopt(zmq.LINGER, 0)
+        sub.setsockopt(zmq.SUBSCRIBE, b"")
+        sub.connect(default_endpoints(busd_dir).pub)
+        assert sub.poll(5000), "no heartbeat at all"
+        stopper = threading.Thread(target=master.stop)
+        stopper.start()
+        assert in_stop.wait(5)
+        beats = []
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            if sub.poll(int(3 * interval * 1000)):
+                msg = decode(sub.recv(), allowed=BROADCAST_KINDS)
+                if msg.kind is Kind.HEARTBEAT:
+                    beats.append(time.monotonic())
+            else:
+                break
+        assert master.state.name == "STOPPING", "the stop listener should still be running"
+        release.set()
+        stopper.join(5)
+        gaps = [b - a for a, b in itertools.pairwise(beats)]
+        assert len(beats) >= 5, f"only {len(beats)} heartbeats during a 1 s slow stop"
+        assert max(gaps) < 3 * interval, gaps
+    finally:
+        release.set()
+        sub.close(linger=0)
+        ctx.term()
