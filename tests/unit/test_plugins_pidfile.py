@@ -1,0 +1,91 @@
+"""PIDFile with real files in this process (live and dead pids: tests/integration)."""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from busd import Bus
+from busd.plugins import PIDFile
+from busd.plugins.pidfile import pid_alive, read_pid
+
+
+@pytest.fixture
+def logs() -> list[tuple[str, int]]:
+    return []
+
+
+@pytest.fixture
+def bus(logs: list[tuple[str, int]]) -> Iterator[Bus]:
+    bus = Bus()
+    bus.subscribe("log", lambda msg, level=20: logs.append((msg, level)))
+    yield bus
+    if bus.state is not bus.states.EXITING:
+        bus.exit()
+
+
+def test_written_on_start_removed_on_exit(tmp_path: Path, bus: Bus) -> None:
+    path = tmp_path / "app.pid"
+    PIDFile(bus, path).subscribe()
+    bus.start()
+    assert path.read_text() == f"{os.getpid()}\n"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["app.pid"], "temp file left"
+    bus.exit()
+    assert not path.exists()
+
+
+def test_a_file_without_a_pid_is_replaced_and_logged(
+        tmp_path: Path, bus: Bus, logs: list[tuple[str, int]]) -> None:
+    path = tmp_path / "app.pid"
+    path.write_text("not a pid\n")
+    PIDFile(bus, path).subscribe()
+    bus.start()
+    assert read_pid(path) == os.getpid()
+    assert any(msg.startswith(f"Replacing PID file {str(path)!r}: it holds no pid")
+               for msg, _ in logs)
+
+
+def test_a_file_naming_us_is_ours(tmp_path: Path, bus: Bus) -> None:
+    # As after a re-exec, which keeps the pid.
+    path = tmp_path / "app.pid"
+    path.write_text(f"{os.getpid()}\n")
+    PIDFile(bus, path).subscribe()
+    bus.start()
+    assert read_pid(path) == os.getpid()
+
+
+def test_exit_leaves_a_file_that_names_someone_else(
+        tmp_path: Path, bus: Bus, logs: list[tuple[str, int]]) -> None:
+    path = tmp_path / "app.pid"
+    PIDFile(bus, path).subscribe()
+    bus.start()
+    path.write_text("1\n")
+    bus.exit()
+    assert path.read_text() == "1\n"
+    assert any("no longer names us" in msg for msg, _ in logs)
+
+
+def test_second_start_keeps_the_file(tmp_path: Path, bus: Bus) -> None:
+    path = tmp_path / "app.pid"
+    plugin = PIDFile(bus, path)
+    plugin.start()
+    inode = path.stat().st_ino
+    plugin.start()
+    assert path.stat().st_ino == inode
+
+
+def test_read_pid_and_pid_alive(tmp_path: Path) -> None:
+    path = tmp_path / "x.pid"
+    assert read_pid(path) is None
+    for text, expected in [("42\n", 42), ("  7 ", 7), ("0", None), ("-3", None),
+                           ("12abc", None), ("", None), ("\u0663", None)]:
+        path.write_text(text)
+        assert read_pid(path) == expected, text
+    assert pid_alive(os.getpid())
+    assert not pid_alive(0)
+    assert not pid_alive(-1)
