@@ -110,7 +110,8 @@ class Bus:
         self._cond = threading.Condition(threading.RLock())
         self._state = State.STOPPED
         self._deferred: collections.deque[Callable[[], object]] = collections.deque()
-        self._blockers = 0
+        self._blockers: collections.Counter[int] = collections.Counter()
+        self._exit_done = False
         self._exit_pending = False
         self._atexit_registered = False
         self.subscribe("log", _bridge_log)
@@ -223,7 +224,11 @@ class Bus:
         """Publish ``(msg, level)`` on the 'log' channel, with the traceback if asked."""
         if traceback:
             msg += "\n" + "".join(_traceback.format_exception(*sys.exc_info()))
-        self.publish("log", msg, level)
+        try:
+            self.publish("log", msg, level)
+        except ChannelFailures as exc:
+            # Reporting must not fail the code that reports: say so, and go on.
+            logger.error("a 'log' listener failed: %s (message was: %s)", exc, msg)
 
     # -- lifecycle -----------------------------------------------------
 
@@ -308,6 +313,10 @@ class Bus:
             self.publish("exit")
         except ChannelFailures as exc:
             failures.extend(exc.get_instances())
+        finally:
+            with self._cond:
+                self._exit_done = True
+                self._cond.notify_all()
         self.log("Bus EXITED")
         if failures:
             raise ChannelFailures(channel="exit", exceptions=failures)
@@ -334,6 +343,7 @@ class Bus:
         wanted = frozenset([state] if isinstance(state, State) else state)
         deadline = None if timeout is None else time.monotonic() + timeout
         next_tick = time.monotonic() + interval
+        blocker = threading.get_ident() in self._blockers
         while True:
             with self._cond:
                 if self._state in wanted:
@@ -344,9 +354,10 @@ class Bus:
                     raise WaitTimeout(
                         f"bus still {self._state.name} after {timeout}s waiting for {names}")
                 limit = next_tick if deadline is None else min(next_tick, deadline)
-                if not self._deferred:
+                if not (blocker and self._deferred):
                     self._cond.wait(max(0.0, limit - now))
-            self._run_deferred()
+            if blocker:
+                self._run_deferred()
             if time.monotonic() >= next_tick:
                 next_tick = time.monotonic() + interval
                 if channel is not None and self._state not in wanted:
@@ -379,15 +390,18 @@ class Bus:
                 self.log(f"Error in deferred call {func!r}", level=40, traceback=True)
 
     def block(self, interval: float = 0.1, timeout: float | None = None) -> None:
-        """Wait for EXITING, join the other non-daemon threads, re-exec if asked.
+        """Wait for EXITING and the end of the exit listeners, join the other
+        non-daemon threads, re-exec if asked.
 
         KeyboardInterrupt exits the bus; SystemExit exits it and is re-raised.
         ``timeout`` bounds the join of each child thread.
         """
+        me = threading.get_ident()
         with self._cond:
-            self._blockers += 1
+            self._blockers[me] += 1
         try:
             self.wait(State.EXITING, interval=interval, channel="main")
+            self._wait_exit_done(interval)
         except (KeyboardInterrupt, OSError):
             self.log("Keyboard Interrupt: shutting down bus")
             self.exit()
@@ -397,12 +411,24 @@ class Bus:
             raise
         finally:
             with self._cond:
-                self._blockers -= 1
+                self._blockers[me] -= 1
+                if not self._blockers[me]:
+                    del self._blockers[me]
         self._run_deferred()
         self.log("Waiting for child threads to terminate...")
         self._join_threads(timeout)
         if self.execv:
             self._do_execv()
+
+    def _wait_exit_done(self, interval: float) -> None:
+        """Wait until the exit listeners ran (exit() may run in another thread)."""
+        while True:
+            with self._cond:
+                if self._exit_done:
+                    return
+                if not self._deferred:
+                    self._cond.wait(interval)
+            self._run_deferred()
 
     @staticmethod
     def _join_threads(timeout: float | None) -> None:
