@@ -1,15 +1,232 @@
-"""The ``busd`` command."""
+"""The ``busd`` command: a master with a pool of workers (wiring only).
+
+    busd [--name N] [--runtime-dir D] [--bind EP]... [-w N] [TARGET | -- CMD ARGS...]
+
+Every flag can also come from a ``BUSD_*`` environment variable named after
+it (``--worker-timeout`` from ``BUSD_WORKER_TIMEOUT``); the command line wins.
+Exit status: 0 after a clean exit, 1 when another busd of that name is
+running, 2 for bad usage, 70 after an unrecoverable error.
+"""
 
 from __future__ import annotations
 
+import argparse
+import logging
+import os
+import signal
 import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from busd import endpoints as ep
+from busd.bus import Bus
+from busd.errors import BusError, ChannelFailures, NoMaster
+from busd.listen import make_listeners
+from busd.master import MasterBus
+from busd.orphans import reap_orphans
+from busd.plugins import Daemonizer, DropPrivileges, PIDFile, SdNotify, SignalHandler
+from busd.pool import Pool, PoolConfig
+from busd.spawn import ExecSpawner, target_argv
+
+log = logging.getLogger("busd.main")
+
+EX_OK, EX_RUNNING, EX_USAGE, EX_SOFTWARE = 0, 1, 2, 70
+
+
+def _env(name: str, default: Any = None) -> Any:
+    return os.environ.get("BUSD_" + name.upper().replace("-", "_"), default)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser; defaults come from BUSD_* variables."""
+    p = argparse.ArgumentParser(
+        prog="busd", description="Run a busd master with a pool of workers.",
+        epilog="TARGET is pkg.module:function, called in each worker with its ClientBus; "
+               "'-- CMD ARGS' runs a command in each worker instead (it calls "
+               "client.connect()). Every option also reads BUSD_<OPTION>.")
+    add = p.add_argument
+    add("--name", default=_env("name"), help="master name (runtime dir) [busd]")
+    add("--runtime-dir", default=_env("runtime_dir"), help="where the ipc sockets live")
+    add("--bind", action="append", default=_split(_env("bind")),
+        help="also serve on this control endpoint (repeatable)")
+    add("-w", "--workers", type=int, default=int(_env("workers", 1)), help="pool size [1]")
+    add("--graceful-timeout", type=float, default=float(_env("graceful_timeout", 10.0)))
+    add("--heartbeat", type=float, default=float(_env("heartbeat", 1.0)))
+    add("--worker-timeout", type=float, default=float(_env("worker_timeout", 30.0)))
+    add("--startup-timeout", type=float, default=float(_env("startup_timeout", 30.0)))
+    add("--reload", choices=("inplace", "respawn"), default=_env("reload", "inplace"))
+    add("--preload", action="store_true", default=_flag(_env("preload")),
+        help="import TARGET in the master first (fail fast)")
+    add("--listen", action="append", default=_split(_env("listen")),
+        help="a socket the master makes for the workers: tcp:HOST:PORT or unix:PATH")
+    add("--pidfile", default=_env("pidfile"))
+    add("--daemon", action="store_true", default=_flag(_env("daemon")))
+    add("--user", default=_env("user"))
+    add("--group", default=_env("group"))
+    add("--log-level", default=_env("log_level", "INFO"),
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"), type=str.upper)
+    add("--log-file", default=_env("log_file"), help="with --daemon: where output goes")
+    add("--backoff", type=float, default=float(_env("backoff", 0.1)),
+        help="first restart delay of a crashed worker, doubled each time")
+    add("--backoff-max", type=float, default=float(_env("backoff_max", 10.0)))
+    add("--flap-limit", type=int, default=int(_env("flap_limit", 5)),
+        help="crashes within --flap-window after which a slot stops restarting")
+    add("--flap-window", type=float, default=float(_env("flap_window", 60.0)))
+    add("--insecure", action="store_true", default=_flag(_env("insecure")),
+        help="allow plain TCP off loopback")
+    add("target", nargs="?", default=_env("target"), help="pkg.module:function")
+    return p
+
+
+def _split(value: str | None) -> list[str]:
+    return value.replace(",", " ").split() if value else []
+
+
+def _flag(value: str | None) -> bool:
+    return bool(value) and str(value).lower() not in ("0", "false", "no", "")
+
+
+def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    """Split off ``-- CMD ARGS`` and parse the rest."""
+    command: list[str] = []
+    if "--" in argv:
+        cut = argv.index("--")
+        argv, command = argv[:cut], argv[cut + 1:]
+    parser = build_parser()
+    opts = parser.parse_args(argv)
+    if command and opts.target:
+        parser.error("give either TARGET or -- CMD, not both")
+    if opts.workers < 0:
+        parser.error("-w must be 0 or more")
+    if opts.target and ":" not in opts.target:
+        parser.error(f"TARGET is pkg.module:function, not {opts.target!r}")
+    return opts, command
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run a master (not yet implemented)."""
-    print("busd: not yet implemented", file=sys.stderr)
-    return 2
+    """Run a master until it exits; returns the exit status."""
+    try:
+        opts, command = parse(sys.argv[1:] if argv is None else argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    logging.basicConfig(level=opts.log_level,
+                        format="busd [%(process)d] %(levelname)s %(name)s: %(message)s")
+    try:
+        return run(opts, command)
+    except BusError as exc:
+        print(f"busd: {exc}", file=sys.stderr)
+        return EX_RUNNING if isinstance(exc, AlreadyRunning) else EX_SOFTWARE
+    except OSError as exc:
+        print(f"busd: {exc}", file=sys.stderr)
+        return EX_SOFTWARE
+
+
+class AlreadyRunning(BusError):
+    """Another busd answers on this name's endpoints."""
+
+
+def run(opts: argparse.Namespace, command: list[str]) -> int:
+    """Daemonize if asked, check for a live master, start master and pool, block."""
+    if opts.daemon:
+        out = os.path.abspath(opts.log_file) if opts.log_file else "/dev/null"
+        Daemonizer(Bus(), stdout=out, stderr=out).start()
+    runtime = ep.ensure_runtime_dir(Path(opts.runtime_dir) if opts.runtime_dir
+                                    else ep.runtime_dir(opts.name))
+    refuse_if_running(runtime)
+    reap_orphans(runtime)
+    if opts.preload and opts.target:
+        from client.worker import load_target
+
+        load_target(opts.target)
+    if not opts.target and not command:
+        opts.workers = 0  # a master alone: clients attach by themselves
+    listeners = make_listeners(opts.listen)
+    master = MasterBus(name=opts.name, runtime_dir=runtime, bind=opts.bind,
+                       heartbeat=opts.heartbeat, insecure=opts.insecure)
+    pool = Pool(master, make_spawner(opts, command, master, listeners), PoolConfig(
+        size=opts.workers, graceful_timeout=opts.graceful_timeout,
+        worker_timeout=opts.worker_timeout, startup_timeout=opts.startup_timeout,
+        reload=opts.reload, backoff=opts.backoff, backoff_max=opts.backoff_max,
+        flap_limit=opts.flap_limit, flap_window=opts.flap_window),
+        pids_file=runtime / "workers.pids")
+    pool.subscribe()
+    install_plugins(master, pool, opts)
+    try:
+        master.start()
+    except ChannelFailures as exc:
+        log.error("could not start: %s", exc)
+        master.close()
+        return EX_SOFTWARE
+    master.block()
+    pool.close()
+    for sock in listeners:
+        sock.close()
+    return EX_OK
+
+
+def refuse_if_running(runtime: Path) -> None:
+    """Raise AlreadyRunning if a master answers in ``runtime``."""
+    endpoint = ep.default_endpoints(runtime).ctl
+    if not os.path.exists(endpoint.removeprefix("ipc://")):
+        return
+    from client.control import Control
+
+    with Control(endpoint, timeout=0.5) as control:
+        try:
+            info = control.request("ping")
+        except NoMaster:
+            return
+    raise AlreadyRunning(f"a busd already runs in {runtime} (pid {info.get('pid')})")
+
+
+def make_spawner(opts: argparse.Namespace, command: list[str], master: MasterBus,
+                 listeners: list[Any]) -> ExecSpawner:
+    """Exec TARGET's runner or CMD, with the env a worker needs to find its master."""
+    endpoints = ep.Endpoints(pub=master.hub.pub_endpoints[0], ctl=master.hub.ctl_endpoints[0])
+    env = {**os.environ, "BUSD_NAME": master.name, "BUSD_RUNTIME_DIR": str(master.runtime_dir),
+           "BUSD_PUB_ENDPOINT": endpoints.pub, "BUSD_CTL_ENDPOINT": endpoints.ctl,
+           "BUSD_LOG_LEVEL": opts.log_level,
+           "BUSD_LISTEN_FDS": ",".join(str(s.fileno()) for s in listeners)}
+    if command:
+        return ExecSpawner(command, env)
+    return ExecSpawner(target_argv(opts.target), env)
+
+
+def install_plugins(master: MasterBus, pool: Pool, opts: argparse.Namespace) -> None:
+    """Signals, PID file, systemd notification, privileges."""
+    if opts.pidfile:
+        PIDFile(master, opts.pidfile).subscribe()
+    SdNotify(master).subscribe()
+    if opts.user or opts.group:
+        DropPrivileges(master, uid=opts.user, gid=opts.group).subscribe()
+    SignalHandler(master, handlers=signal_actions(master, pool)).subscribe()
+
+
+def signal_actions(master: MasterBus, pool: Pool) -> dict[str | int, Callable[[], object] | None]:
+    """Each signal becomes a command in the master's queue, like busctl's."""
+    interrupts = [0]
+
+    def on_interrupt() -> None:
+        interrupts[0] += 1
+        if interrupts[0] == 1:
+            log.info("interrupted: exiting (interrupt again to force)")
+            master.submit("exit")
+            return
+        log.warning("interrupted twice: killing every worker now")
+        pool.kill_all()
+        os._exit(EX_SOFTWARE)  # a process main may end the process; the library never does
+
+    return {
+        "SIGTERM": lambda: master.submit("exit"),
+        "SIGINT": on_interrupt,
+        "SIGHUP": lambda: master.submit("graceful"),
+        "SIGUSR1": lambda: master.submit("graceful"),
+        "SIGTTIN": lambda: master.submit("scale", n="+1"),
+        "SIGTTOU": lambda: master.submit("scale", n="-1"),
+    }
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     sys.exit(main())

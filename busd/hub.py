@@ -242,8 +242,10 @@ class Hub:
             self.stats["acks"] += 1
             self.registry.record_ack(identity, body)
         elif msg.kind is Kind.PONG:
-            self.registry.touch(identity, state=str(body.get("state", "")),
-                                last_seq=int(body.get("seq") or 0))
+            fields: dict[str, Any] = {"last_seq": int(body.get("seq") or 0)}
+            if isinstance(body.get("state"), str) and body["state"]:
+                fields["state"] = body["state"]
+            self.registry.touch(identity, **fields)
         elif msg.kind is Kind.BYE:
             info = self.registry.remove(identity)
             if info:

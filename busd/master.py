@@ -62,7 +62,7 @@ class MasterBus(Bus):
                  bind: Iterable[str] | None = None, *, heartbeat: float = HEARTBEAT_INTERVAL,
                  liveness: int = HEARTBEAT_LIVENESS, no_relay: Iterable[str] = ("log", "main"),
                  insecure: bool = False, ack_timeout: float = DEFAULT_ACK_TIMEOUT,
-                 pub_hwm: int = ep.PUB_HWM) -> None:
+                 pub_hwm: int = ep.PUB_HWM, shutdown_timeout: float = 60.0) -> None:
         super().__init__()
         self.name = name or os.environ.get("BUSD_NAME") or ep.DEFAULT_NAME
         directory = Path(runtime_dir) if runtime_dir else ep.runtime_dir(self.name)
@@ -75,7 +75,10 @@ class MasterBus(Bus):
         self.pid = os.getpid()
         self.started_at = time.time()
         self.ack_timeout = ack_timeout
+        self.shutdown_timeout = shutdown_timeout
         self.no_relay = frozenset(no_relay) | LIFECYCLE_CHANNELS
+        #: False when graceful must not reach the clients (the pool respawns them).
+        self.relay_graceful = True
         self._seq = 0
         self._relayed_state = State.STOPPED.name
         self._seq_lock = threading.Lock()
@@ -89,6 +92,8 @@ class MasterBus(Bus):
             "clients": lambda body: [c.as_dict() for c in self.clients()],
             "snapshot": lambda body: dict(zip(("seq", "state"), self.snapshot(), strict=True)),
         }
+        #: Callables that add to the status map (the pool adds its workers).
+        self.status_hooks: list[Callable[[dict[str, Any]], None]] = []
         self.hub = Hub(self, endpoints, heartbeat, liveness, pub_hwm=pub_hwm)
         self._command_thread = threading.Thread(target=self._run_commands,
                                                 name="busd-commands", daemon=True)
@@ -137,6 +142,15 @@ class MasterBus(Bus):
         self.event(event, data)
 
     # -- the command thread ----------------------------------------------
+
+    def submit(self, cmd: str, **args: Any) -> Future[Any]:
+        """Queue command ``cmd`` (as busctl would send it) without waiting for it.
+
+        This is how signals reach the master: same queue, same order.
+        """
+        future: Future[Any] = Future()
+        self._commands.put(("local", self._execute, ({"cmd": cmd, **args},), future))
+        return future
 
     def _on_commands(self, func: Callable[..., Any], *args: Any) -> Any:
         """Run ``func`` on the command thread (inline if already there) and return its result."""
@@ -285,6 +299,12 @@ class MasterBus(Bus):
 
     def _graceful(self, wait: bool = False, timeout: float | None = None) -> AckReport | None:
         self.log("Bus graceful")
+        if not self.relay_graceful:
+            # The pool replaces the workers instead (respawn reload): local only.
+            failures = self._local("graceful")
+            if failures:
+                raise failures
+            return None
         seq = self._relay("graceful", (), {}, ack=True)
         expected = self.hub.registry.expected(seq)
         failures = self._local("graceful")
@@ -330,11 +350,14 @@ class MasterBus(Bus):
         """What ``busctl status`` shows."""
         seq, _ = self.snapshot()
         now = time.monotonic()
-        return {"name": self.name, "state": self._state.name, "pid": self.pid,
-                "host": socket.gethostname(), "epoch": self.epoch, "seq": seq,
-                "uptime": round(time.time() - self.started_at, 3),
-                "clients": [c.as_dict(now) for c in self.clients()], "workers": [],
-                "endpoints": {"pub": self.hub.pub_endpoints, "ctl": self.hub.ctl_endpoints}}
+        status = {"name": self.name, "state": self._state.name, "pid": self.pid,
+                  "host": socket.gethostname(), "epoch": self.epoch, "seq": seq,
+                  "uptime": round(time.time() - self.started_at, 3),
+                  "clients": [c.as_dict(now) for c in self.clients()], "workers": [],
+                  "endpoints": {"pub": self.hub.pub_endpoints, "ctl": self.hub.ctl_endpoints}}
+        for hook in self.status_hooks:
+            hook(status)
+        return status
 
     def statistics(self) -> dict[str, Any]:
         """The bus's, the hub's and the relay's counters."""
@@ -345,15 +368,27 @@ class MasterBus(Bus):
 
     # -- shutting down ----------------------------------------------------
 
-    def close(self, timeout: float = 5.0) -> None:
-        """Exit if still running, then close the sockets and end the threads."""
+    def block(self, interval: float = 0.1, timeout: float | None = None) -> None:
+        """Wait for EXITING, then for the exit to finish (its listeners, replies, sockets)."""
+        try:
+            super().block(interval, timeout)
+        finally:
+            self.close()
+
+    def close(self, timeout: float | None = None) -> None:
+        """Exit if still running, then close the sockets and end the threads.
+
+        Waits at most ``timeout`` (default ``shutdown_timeout``) for the exit
+        listeners still running on the command thread.
+        """
         if self._state is not State.EXITING and not self._closed.is_set():
             try:
                 self.exit()
             except ChannelFailures:
                 self.log("errors while exiting on close", level=40, traceback=True)
         self._commands.put(None)
-        self._command_thread.join(timeout)
+        if self._command_thread is not threading.current_thread():
+            self._command_thread.join(self.shutdown_timeout if timeout is None else timeout)
         if not self._closed.is_set():
             self._closed.set()
             self.hub.close()

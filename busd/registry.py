@@ -100,6 +100,7 @@ class Registry:
             if not old:
                 self._next_id += 1
             worker = hello.get("worker")
+            self._cond.notify_all()
             info = ClientInfo(
                 id=client_id, identity=identity, pid=int(hello.get("pid") or 0),
                 host=str(hello.get("host") or ""), name=str(hello.get("name") or ""),
@@ -129,7 +130,25 @@ class Registry:
                 return None
             info = replace(info, last_seen=time.monotonic(), **fields)
             self._by_identity[identity] = info
+            if fields:
+                self._cond.notify_all()
             return info
+
+    def wait_for(self, predicate: Callable[[list[ClientInfo]], bool], timeout: float) -> bool:
+        """Wait until ``predicate(clients)`` holds; False if ``timeout`` passed first."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not predicate(list(self._by_identity.values())):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._cond.wait(remaining)
+            return True
+
+    def by_pid(self) -> dict[int, ClientInfo]:
+        """Registered clients by process id."""
+        with self._cond:
+            return {c.pid: c for c in self._by_identity.values()}
 
     def remove(self, identity: bytes) -> ClientInfo | None:
         """Forget a client (it said BYE or was lost); wakes ack waiters."""

@@ -50,19 +50,21 @@ class ClientBus(Bus):
 
     def __init__(self, endpoints: Endpoints, *, name: str = "", role: str = "worker",
                  worker: int | None = None, timeout: float = DEFAULT_TIMEOUT,
-                 on_master_lost: str = "exit") -> None:
+                 on_master_lost: str = "exit", shutdown_timeout: float = 60.0) -> None:
         if on_master_lost not in ("exit", "wait"):
             raise ValueError("on_master_lost is 'exit' or 'wait'")
         super().__init__()
         self.endpoints = endpoints
         self.timeout = timeout
+        self.shutdown_timeout = shutdown_timeout
         self.on_master_lost = on_master_lost
         self._queue: queue.Queue[tuple[Any, ...]] = queue.Queue(DISPATCH_QUEUE)
         self._mirroring = threading.Event()
         self._left = False
         self.link = Link(endpoints, self._enqueue,
                          {"name": name, "role": role, "worker": worker},
-                         wait_for_new_master=on_master_lost == "wait")
+                         wait_for_new_master=on_master_lost == "wait",
+                         local_state=lambda: self._state.name)
         self._dispatcher = threading.Thread(target=self._dispatch, name="busd-dispatch",
                                             daemon=True)
 
@@ -161,6 +163,11 @@ class ClientBus(Bus):
             self._do_graceful()
             return None
         return Bus.publish(self, channel, *args, **kwargs)
+
+    def _state_changed(self, old: State, new: State) -> None:
+        # Tell the master at once, so it need not wait for the next heartbeat.
+        self.link.send(Kind.PONG, {"epoch": self.link.epoch, "seq": self.link.seq,
+                                   "state": new.name})
 
     def _ack(self, seq: int, outcome: tuple[bool, Any, list[dict[str, str]]]) -> None:
         ok, result, errors = outcome
@@ -266,14 +273,18 @@ class ClientBus(Bus):
             self._do_exit()
         self.close()
 
-    def close(self) -> None:
-        """Close the sockets and end the threads (bounded); the bus state is kept."""
+    def close(self, timeout: float | None = None) -> None:
+        """Close the sockets and end the threads; the bus state is kept.
+
+        Waits at most ``timeout`` (default ``shutdown_timeout``) for listeners
+        the dispatcher is still running, such as exit listeners.
+        """
         self._mirroring.set()
         if threading.current_thread() is not self._dispatcher:
             with contextlib.suppress(queue.Full):  # full: the dispatcher is busy; join bounds it
                 self._queue.put_nowait(("close",))
             if self._dispatcher.is_alive():
-                self._dispatcher.join(2.0)
+                self._dispatcher.join(self.shutdown_timeout if timeout is None else timeout)
         self.link.close()
 
     def statistics(self) -> dict[str, Any]:

@@ -57,8 +57,10 @@ class Link:
     """The sockets of one client and the thread that owns them."""
 
     def __init__(self, endpoints: Endpoints, deliver: Deliver, hello: dict[str, Any],
-                 wait_for_new_master: bool = False) -> None:
+                 wait_for_new_master: bool = False,
+                 local_state: Callable[[], str] = lambda: "") -> None:
         self.endpoints = endpoints
+        self.local_state = local_state
         self.deliver = deliver
         self.wait_for_new_master = wait_for_new_master
         self.token = os.urandom(12)
@@ -289,7 +291,8 @@ class Link:
             self._hold(msg)
             return
         if msg.kind is Kind.HEARTBEAT:
-            self.send(Kind.PONG, {"epoch": self.epoch, "seq": self.seq})
+            self.send(Kind.PONG, {"epoch": self.epoch, "seq": self.seq,
+                                  "state": self.local_state()})
             if msg.seq > self.seq:
                 self._gap(msg)
             return

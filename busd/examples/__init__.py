@@ -1,0 +1,1 @@
+"""Example worker targets shipped with busd."""

@@ -1,0 +1,67 @@
+"""Listening sockets made by the master and inherited by every worker.
+
+``--listen tcp:127.0.0.1:8000`` or ``--listen unix:/run/app.sock``: the
+master binds and listens once; workers find the descriptors in
+``BUSD_LISTEN_FDS`` (comma separated, in the order given) and accept on
+them.  A reload that replaces workers therefore never closes the socket,
+and connections waiting in its backlog are served by the new workers.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterable
+
+from busd.errors import BusError
+
+BACKLOG = 1024
+
+
+class ListenError(BusError):
+    """A --listen address is malformed or cannot be bound."""
+
+
+def make_listener(address: str) -> socket.socket:
+    """Bind and listen on ``tcp:HOST:PORT`` or ``unix:PATH``; inheritable."""
+    kind, _, rest = address.partition(":")
+    try:
+        if kind == "tcp":
+            host, _, port = rest.rpartition(":")
+            host = host.strip("[]") or "127.0.0.1"
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, int(port)))
+        elif kind == "unix":
+            if os.path.exists(rest):
+                os.unlink(rest)
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.bind(rest)
+        else:
+            raise ListenError(f"--listen takes tcp:HOST:PORT or unix:PATH, not {address!r}")
+    except (OSError, ValueError) as exc:
+        raise ListenError(f"cannot listen on {address}: {exc}") from exc
+    sock.listen(BACKLOG)
+    sock.set_inheritable(True)
+    return sock
+
+
+def make_listeners(addresses: Iterable[str]) -> list[socket.socket]:
+    """One listening socket per address (all closed again if one fails)."""
+    made: list[socket.socket] = []
+    try:
+        for address in addresses:
+            made.append(make_listener(address))
+    except BaseException:
+        for sock in made:
+            sock.close()
+        raise
+    return made
+
+
+def inherited(environ: dict[str, str] | None = None) -> list[socket.socket]:
+    """In a worker: the listening sockets the master passed down."""
+    env = os.environ if environ is None else environ
+    fds = [int(fd) for fd in env.get("BUSD_LISTEN_FDS", "").split(",") if fd.strip()]
+    return [socket.socket(fileno=fd) for fd in fds]

@@ -1,0 +1,450 @@
+"""The worker pool: spawn, supervise, reload, scale and reap worker processes.
+
+::
+
+    MasterBus listeners (command thread)         [busd-pool] supervisor thread
+      start    -> fill every slot                  select(pidfds + wake pipe, next deadline)
+      graceful -> respawn: roll the pool            child exited -> reap, restart with backoff,
+      exit     -> wait for workers, kill, reap                      or mark the slot flapping
+    commands: workers, scale, signal               silent worker  -> SIGKILL (hung), replaced
+
+Workers are started by a :class:`busd.spawn.Spawner`; their exits are seen
+through pidfds (no SIGCHLD handler, no polling).  Each slot keeps its
+restart history: a crash restarts it after an exponential backoff, and a
+slot that crashes more than ``flap_limit`` times within ``flap_window``
+seconds stops restarting and is reported.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import os
+import select
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from busd.errors import BusError
+from busd.master import MasterBus
+from busd.orphans import write_pids
+from busd.registry import ClientInfo
+from busd.spawn import Spawner
+from busd.wire import ErrorCode, wire_error
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    """How the pool behaves; every field has a ``busd`` flag."""
+
+    size: int = 1
+    graceful_timeout: float = 10.0
+    worker_timeout: float = 30.0
+    startup_timeout: float = 30.0
+    reload: str = "inplace"
+    backoff: float = 0.1
+    backoff_max: float = 10.0
+    flap_limit: int = 5
+    flap_window: float = 60.0
+
+
+@dataclass(eq=False)
+class Worker:
+    """One worker process (internal, mutable; the pool's lock guards it)."""
+
+    slot: int
+    pid: int
+    generation: int
+    pidfd: int
+    started: float
+    started_wall: float
+    last_seen: float
+    retiring: bool = False
+    kill_at: float | None = None
+    exit_code: int | None = None
+    proc: psutil.Process | None = None
+
+
+@dataclass(eq=False)
+class Slot:
+    """A place for one worker, with its restart history."""
+
+    index: int
+    worker: Worker | None = None
+    restarts: int = 0
+    failures: int = 0
+    crash_times: collections.deque[float] = field(default_factory=collections.deque)
+    next_start: float | None = None
+    flapping: bool = False
+
+
+class Pool:
+    """Keeps ``config.size`` workers running for a master, and reaps every one."""
+
+    def __init__(self, master: MasterBus, spawner: Spawner, config: PoolConfig,
+                 pids_file: Path | None = None) -> None:
+        self.master = master
+        self.pids_file = pids_file
+        self.spawner = spawner
+        self.config = config
+        self.size = config.size
+        self._cond = threading.Condition()
+        self._slots: dict[int, Slot] = {}
+        self._retired: list[Worker] = []
+        self._generation = 0
+        self._active = False
+        self._exiting = False
+        self._closing = False
+        self._rfd, self._wfd = os.pipe()
+        os.set_blocking(self._wfd, False)
+        self._thread = threading.Thread(target=self._supervise, name="busd-pool", daemon=True)
+        self._me = psutil.Process()
+
+    # -- wiring -------------------------------------------------------------
+
+    def subscribe(self) -> None:
+        """Listen on the master's start/graceful/exit and add the pool's commands."""
+        self.master.subscribe("start", self.start, priority=70)
+        self.master.subscribe("exit", self.exit, priority=30)
+        if self.config.reload == "respawn":
+            self.master.relay_graceful = False
+            self.master.subscribe("graceful", self.respawn)
+        self.master.quick_commands["workers"] = lambda body: self.workers()
+        self.master.commands["scale"] = self._scale_command
+        self.master.commands["signal"] = self._signal_command
+        self.master.status_hooks.append(lambda status: status.update(
+            workers=self.workers(), master=self.master_stats()))
+        self._thread.start()
+
+    def _wake(self) -> None:
+        with contextlib.suppress(BlockingIOError):  # full pipe: it is awake already
+            os.write(self._wfd, b"\0")
+
+    # -- lifecycle listeners (command thread) ---------------------------------------
+
+    def start(self) -> None:
+        """Fill every slot (the first start; later starts find the workers alive)."""
+        with self._cond:
+            if self._active or self._exiting:
+                return
+            self._active = True
+            for index in range(self.size):
+                self._spawn(self._slots.setdefault(index, Slot(index)))
+        self._wake()
+
+    def exit(self) -> None:
+        """Stop restarting; wait for workers to end, SIGKILL the rest, reap all."""
+        with self._cond:
+            self._exiting = True
+            self._active = False
+        deadline = time.monotonic() + self.config.graceful_timeout
+        if not self._wait_all_gone(deadline):
+            for worker in self._live():
+                self._kill(worker, signal.SIGKILL)
+            self._wait_all_gone(time.monotonic() + 5.0)
+        self._wake()
+
+    def respawn(self) -> None:
+        """Replace every worker: new ones reach STARTED before the old ones go."""
+        with self._cond:
+            if not self._active:
+                return
+            old = [s.worker for s in self._slots.values() if s.worker is not None]
+            new = [self._spawn(slot) for slot in self._slots.values() if not slot.flapping]
+        self._wake()
+        ready = self.master.hub.registry.wait_for(
+            lambda clients: _all_started([w.pid for w in new if w], clients),
+            self.config.startup_timeout)
+        if not ready:
+            raise BusError("respawn: new workers did not reach STARTED within "
+                           f"{self.config.startup_timeout}s; old workers kept")
+        self._retire(old)
+
+    # -- spawning and stopping -------------------------------------------------
+
+    def _spawn(self, slot: Slot) -> Worker | None:
+        """Start a worker in ``slot`` (lock held); an old one there is retired."""
+        self._generation += 1
+        env = {"BUSD_WORKER": str(slot.index), "BUSD_GENERATION": str(self._generation)}
+        try:
+            pid, pidfd = self.spawner.spawn(slot.index, env)
+        except OSError as exc:
+            self.master.log(f"cannot start worker {slot.index}: {exc}", level=40)
+            self._crashed(slot, time.monotonic())
+            return None
+        now = time.monotonic()
+        worker = Worker(slot=slot.index, pid=pid, generation=self._generation, pidfd=pidfd,
+                        started=now, started_wall=time.time(),
+                        last_seen=now + self.config.startup_timeout - self.config.worker_timeout)
+        try:
+            worker.proc = psutil.Process(pid)
+        except psutil.Error:
+            worker.proc = None
+        if slot.worker is not None:
+            self._retired.append(slot.worker)
+        slot.worker = worker
+        slot.next_start = None
+        self.master.event("worker_spawned", {"worker": slot.index, "pid": pid,
+                                             "generation": worker.generation})
+        self._record_pids()
+        return worker
+
+    def _record_pids(self) -> None:
+        """Keep workers.pids current, so a later master can find orphans (lock held)."""
+        if self.pids_file is not None:
+            write_pids(self.pids_file, [w.proc for w in self._live() if w.proc is not None])
+
+    def _retire(self, workers: list[Worker]) -> None:
+        """SIGTERM workers (they leave on their own); SIGKILL after the graceful timeout."""
+        deadline = time.monotonic() + self.config.graceful_timeout
+        with self._cond:
+            for worker in workers:
+                worker.retiring = True
+                worker.kill_at = deadline
+                if worker not in self._retired:
+                    self._retired.append(worker)
+                for slot in self._slots.values():
+                    if slot.worker is worker:
+                        slot.worker = None
+        for worker in workers:
+            self._kill(worker, signal.SIGTERM)
+        self._wake()
+
+    @staticmethod
+    def _kill(worker: Worker, sig: int) -> None:
+        # The pidfd names this very process even if its pid was reused; a
+        # closed pidfd (already reaped) makes this an OSError, which is fine.
+        with contextlib.suppress(OSError):
+            signal.pidfd_send_signal(worker.pidfd, sig)
+
+    def _live(self) -> list[Worker]:
+        with self._cond:
+            workers = [s.worker for s in self._slots.values() if s.worker is not None]
+            return workers + [w for w in self._retired if w not in workers]
+
+    def _wait_all_gone(self, deadline: float) -> bool:
+        with self._cond:
+            while self._live_locked():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._cond.wait(remaining)
+            return True
+
+    def _live_locked(self) -> bool:
+        return bool(self._retired) or any(s.worker for s in self._slots.values())
+
+    # -- the supervisor thread ----------------------------------------------------
+
+    def _supervise(self) -> None:
+        while not self._closing:
+            with self._cond:
+                fds = {w.pidfd: w for w in self._live()}
+                timeout = self._next_deadline()
+            ready, _, _ = select.select([self._rfd, *fds], [], [], timeout)
+            if self._rfd in ready:
+                os.read(self._rfd, 4096)
+            for fd in ready:
+                if fd in fds:
+                    self._reap(fds[fd])
+            self._tick()
+
+    def _next_deadline(self) -> float | None:
+        now = time.monotonic()
+        times = [s.next_start for s in self._slots.values() if s.next_start is not None]
+        times += [w.kill_at for w in self._retired if w.kill_at is not None]
+        times += [w.last_seen + self.config.worker_timeout for w in self._live()
+                  if not w.retiring]
+        if not times:
+            return None
+        return max(0.0, min(times) - now) + 0.001
+
+    def _reap(self, worker: Worker) -> None:
+        try:
+            _, status = os.waitpid(worker.pid, os.WNOHANG)
+        except ChildProcessError:
+            status = 0
+        code = os.waitstatus_to_exitcode(status) if status else 0
+        os.close(worker.pidfd)
+        now = time.monotonic()
+        with self._cond:
+            worker.exit_code = code
+            slot = self._slots.get(worker.slot)
+            planned = worker.retiring or self._exiting or worker in self._retired
+            if worker in self._retired:
+                self._retired.remove(worker)
+            if slot is not None and slot.worker is worker:
+                slot.worker = None
+            self._cond.notify_all()
+            self.master.event("worker_exited", {"worker": worker.slot, "pid": worker.pid,
+                                                "code": code, "planned": planned})
+            if not planned and slot is not None and self._active:
+                self._crashed(slot, now, lived=now - worker.started)
+            self._record_pids()
+
+    def _crashed(self, slot: Slot, now: float, lived: float = 0.0) -> None:
+        """Schedule a restart with backoff, or give up on a flapping slot (lock held)."""
+        if slot.index >= self.size:
+            return
+        slot.crash_times.append(now)
+        while slot.crash_times and slot.crash_times[0] < now - self.config.flap_window:
+            slot.crash_times.popleft()
+        if len(slot.crash_times) > self.config.flap_limit:
+            slot.flapping = True
+            self.master.log(f"worker {slot.index} is flapping: {len(slot.crash_times)} "
+                            f"crashes in {self.config.flap_window:g}s; not restarting",
+                            level=40)
+            self.master.event("worker_flapping", {"worker": slot.index})
+            return
+        slot.failures = 1 if lived > self.config.flap_window else slot.failures + 1
+        delay = min(self.config.backoff_max, self.config.backoff * 2 ** (slot.failures - 1))
+        slot.next_start = now + delay
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        clients = self.master.hub.registry.by_pid()
+        hung: list[Worker] = []
+        with self._cond:
+            for slot in self._slots.values():
+                if slot.next_start is not None and slot.next_start <= now and self._active:
+                    slot.restarts += 1
+                    worker = self._spawn(slot)
+                    if worker:
+                        self.master.event("worker_restarted", {
+                            "worker": slot.index, "pid": worker.pid,
+                            "restarts": slot.restarts})
+            for worker in self._live():
+                client = clients.get(worker.pid)
+                if client is not None:
+                    worker.last_seen = max(worker.last_seen, client.last_seen)
+                if worker.kill_at is not None and worker.kill_at <= now:
+                    worker.kill_at = None
+                    hung.append(worker)
+                elif (not worker.retiring and not self._exiting
+                      and now - worker.last_seen > self.config.worker_timeout):
+                    worker.last_seen = now
+                    hung.append(worker)
+                    self.master.event("worker_lost", {"worker": worker.slot,
+                                                      "pid": worker.pid})
+        for worker in hung:
+            self.master.log(f"worker {worker.slot} (pid {worker.pid}) did not answer or "
+                            "end in time: killing it", level=30)
+            self._kill(worker, signal.SIGKILL)
+
+    # -- commands ------------------------------------------------------------------
+
+    def scale(self, size: int) -> int:
+        """Run ``size`` workers from now on; returns the new size."""
+        if size < 0:
+            raise wire_error(ErrorCode.BAD_ARGUMENTS, "a pool cannot have fewer than 0 workers")
+        with self._cond:
+            old, self.size = self.size, size
+            for index in range(old, size):
+                slot = self._slots.setdefault(index, Slot(index))
+                slot.flapping = False
+                if self._active and slot.worker is None:
+                    self._spawn(slot)
+            retire = [self._slots[i].worker for i in range(size, old)
+                      if i in self._slots and self._slots[i].worker is not None]
+            for index in range(size, old):
+                self._slots.pop(index, None)
+        self._retire([w for w in retire if w is not None])
+        self._wake()
+        return size
+
+    def _scale_command(self, body: dict[str, Any]) -> Any:
+        text = str(body.get("n", ""))
+        try:
+            amount = int(text)
+        except ValueError:
+            raise wire_error(ErrorCode.BAD_ARGUMENTS, f"scale takes N, +N or -N, not {text!r}"
+                             ) from None
+        size = self.size + amount if text[:1] in "+-" else amount
+        return {"size": self.scale(size)}
+
+    def _signal_command(self, body: dict[str, Any]) -> Any:
+        name = str(body.get("signal", "")).upper().removeprefix("SIG")
+        try:
+            sig = signal.Signals[f"SIG{name}"]
+        except KeyError:
+            raise wire_error(ErrorCode.BAD_ARGUMENTS, f"unknown signal {name!r}") from None
+        wanted = body.get("workers") or []
+        with self._cond:
+            targets = [s.worker for s in self._slots.values()
+                       if s.worker is not None and (not wanted or s.index in wanted)]
+        for worker in targets:
+            if worker is not None:
+                self._kill(worker, sig)
+        return {"signal": sig.name, "workers": [w.slot for w in targets if w is not None]}
+
+    # -- information ------------------------------------------------------------------
+
+    def workers(self) -> list[dict[str, Any]]:
+        """Every slot's worker with its state and resource use (psutil)."""
+        clients = self.master.hub.registry.by_pid()
+        rows = []
+        with self._cond:
+            slots = sorted(self._slots.values(), key=lambda s: s.index)
+            entries = [(s, s.worker) for s in slots]
+        for slot, worker in entries:
+            row: dict[str, Any] = {"id": slot.index, "pid": None, "state": "FLAPPING"
+                                   if slot.flapping else "WAITING", "restarts": slot.restarts}
+            if worker is not None:
+                client = clients.get(worker.pid)
+                row.update(pid=worker.pid, generation=worker.generation,
+                           state=client.state if client else "SPAWNED",
+                           uptime=round(time.time() - worker.started_wall, 3),
+                           **process_stats(worker.proc))
+            rows.append(row)
+        return rows
+
+    def master_stats(self) -> dict[str, Any]:
+        """The master process's own resource use."""
+        return {"pid": os.getpid(), **process_stats(self._me)}
+
+    def kill_all(self) -> None:
+        """SIGKILL every worker at once (a forced shutdown)."""
+        with self._cond:
+            self._exiting = True
+            self._active = False
+        for worker in self._live():
+            self._kill(worker, signal.SIGKILL)
+
+    def close(self) -> None:
+        """End the supervisor thread; release the wake pipe and the pids file."""
+        if self.pids_file is not None:
+            self.pids_file.unlink(missing_ok=True)
+        self._closing = True
+        self._wake()
+        if self._thread.is_alive():
+            self._thread.join(5.0)
+        for fd in (self._rfd, self._wfd):
+            try:
+                os.close(fd)
+            except OSError:
+                continue
+
+
+def process_stats(proc: psutil.Process | None) -> dict[str, Any]:
+    """cpu %, rss, open fds and threads of a process (empty when it is gone)."""
+    if proc is None:
+        return {}
+    try:
+        with proc.oneshot():
+            return {"cpu_percent": proc.cpu_percent(None), "rss": proc.memory_info().rss,
+                    "fds": proc.num_fds(), "threads": proc.num_threads()}
+    except psutil.Error:
+        return {}
+
+
+def _all_started(pids: list[int], clients: list[ClientInfo]) -> bool:
+    states = {c.pid: c.state for c in clients}
+    return all(states.get(pid) == "STARTED" for pid in pids)
+
+
+__all__ = ["Pool", "PoolConfig"]

@@ -1,0 +1,102 @@
+"""A pool worker's main: connect, call TARGET with the bus, block until exit.
+
+``python -m client.worker pkg.mod:func`` is what ``busd -w N pkg.mod:func``
+runs in each worker.  The worker dies with its master (``PR_SET_PDEATHSIG``,
+then a check that the parent is still the master, closing the race of a
+master that died first), ignores SIGINT (a terminal's Ctrl-C goes to the
+whole process group; the master decides), and treats SIGTERM as "this
+worker leaves": its stop and exit listeners run and it tells the master.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import importlib
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+from busd.errors import MasterLost
+from client.bus import ClientBus, connect
+
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(sig: int = signal.SIGTERM) -> None:
+    """Have the kernel send ``sig`` when the parent ends; raise if it already has.
+
+    Does nothing outside Linux or outside a pool (no ``BUSD_PARENT_PID``).
+    Call it from the main thread.
+    """
+    parent = os.environ.get("BUSD_PARENT_PID", "")
+    if not parent.isdigit() or not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    if os.getppid() != int(parent):
+        raise MasterLost(f"the master (pid {parent}) ended before this worker started")
+
+
+def load_target(target: str) -> Callable[[ClientBus], Any]:
+    """Import ``pkg.mod:func`` and return ``func``."""
+    module_name, sep, attr = target.partition(":")
+    if not sep or not module_name or not attr:
+        raise ValueError(f"TARGET is pkg.module:function, not {target!r}")
+    obj: Any = importlib.import_module(module_name)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise TypeError(f"{target} is not callable")
+    return obj  # type: ignore[no-any-return]
+
+
+def install_signals(bus: ClientBus) -> None:
+    """SIGTERM: leave (this worker only); SIGINT: ignored; SIGHUP: local graceful."""
+    def on_term(signum: int, frame: FrameType | None) -> None:
+        bus.defer(lambda: bus.leave("SIGTERM"))
+
+    def on_hup(signum: int, frame: FrameType | None) -> None:
+        bus.defer(bus._do_graceful)
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGHUP, on_hup)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one worker; returns the exit status."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m client.worker pkg.module:function", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=os.environ.get("BUSD_LOG_LEVEL", "WARNING").upper(),
+                        format=f"worker {os.environ.get('BUSD_WORKER', '?')} "
+                               "[%(process)d] %(levelname)s %(name)s: %(message)s")
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        die_with_parent()
+        func = load_target(args[0])
+        bus = connect(mirror=False)
+    except Exception as exc:
+        logging.getLogger(__name__).exception("worker could not start: %s", exc)
+        return 70
+    assert threading.current_thread() is threading.main_thread()
+    install_signals(bus)
+    try:
+        func(bus)
+    except Exception:
+        logging.getLogger(__name__).exception("TARGET %s failed", args[0])
+        bus.leave("target failed")
+        return 70
+    bus.block()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
