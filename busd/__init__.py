@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from busd.bus import Bus, State, states
 from busd.errors import (
+    AlreadyRunning,
     BusError,
     ChannelFailures,
     IllegalTransition,
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from busd.master import MasterBus
 
 __all__ = [
+    "AlreadyRunning",
     "Bus",
     "BusError",
     "ChannelFailures",

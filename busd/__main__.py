@@ -21,9 +21,9 @@ from typing import Any
 
 from busd import endpoints as ep
 from busd.bus import Bus
-from busd.errors import BusError, ChannelFailures, NoMaster
+from busd.errors import AlreadyRunning, BusError, ChannelFailures
 from busd.listen import make_listeners
-from busd.master import MasterBus
+from busd.master import MasterBus, refuse_if_running
 from busd.orphans import reap_orphans
 from busd.plugins import Daemonizer, DropPrivileges, PIDFile, SdNotify, SignalHandler
 from busd.pool import Pool, PoolConfig
@@ -32,6 +32,8 @@ from busd.spawn import ExecSpawner, target_argv
 log = logging.getLogger("busd.main")
 
 EX_OK, EX_RUNNING, EX_USAGE, EX_SOFTWARE = 0, 1, 2, 70
+#: The SignalHandler publishes each signal on a channel of its name: keep those local.
+SIGNAL_CHANNELS = ("SIGTERM", "SIGINT", "SIGHUP", "SIGUSR1", "SIGTTIN", "SIGTTOU")
 
 
 def _env(name: str, default: Any = None) -> Any:
@@ -122,10 +124,6 @@ def main(argv: list[str] | None = None) -> int:
         return EX_SOFTWARE
 
 
-class AlreadyRunning(BusError):
-    """Another busd answers on this name's endpoints."""
-
-
 def run(opts: argparse.Namespace, command: list[str]) -> int:
     """Daemonize if asked, check for a live master, start master and pool, block."""
     if opts.daemon:
@@ -133,7 +131,7 @@ def run(opts: argparse.Namespace, command: list[str]) -> int:
         Daemonizer(Bus(), stdout=out, stderr=out).start()
     runtime = ep.ensure_runtime_dir(Path(opts.runtime_dir) if opts.runtime_dir
                                     else ep.runtime_dir(opts.name))
-    refuse_if_running(runtime)
+    refuse_if_running(ep.default_endpoints(runtime).ctl)
     reap_orphans(runtime)
     if opts.preload and opts.target:
         from client.worker import load_target
@@ -143,7 +141,10 @@ def run(opts: argparse.Namespace, command: list[str]) -> int:
         opts.workers = 0  # a master alone: clients attach by themselves
     listeners = make_listeners(opts.listen)
     master = MasterBus(name=opts.name, runtime_dir=runtime, bind=opts.bind,
-                       heartbeat=opts.heartbeat, insecure=opts.insecure)
+                       heartbeat=opts.heartbeat, insecure=opts.insecure,
+                       no_relay=("log", "main", *SIGNAL_CHANNELS))
+    master.status_hooks.append(lambda status: status.update(
+        listen=[_address(s) for s in listeners]))
     pool = Pool(master, make_spawner(opts, command, master, listeners), PoolConfig(
         size=opts.workers, graceful_timeout=opts.graceful_timeout,
         worker_timeout=opts.worker_timeout, startup_timeout=opts.startup_timeout,
@@ -165,19 +166,11 @@ def run(opts: argparse.Namespace, command: list[str]) -> int:
     return EX_OK
 
 
-def refuse_if_running(runtime: Path) -> None:
-    """Raise AlreadyRunning if a master answers in ``runtime``."""
-    endpoint = ep.default_endpoints(runtime).ctl
-    if not os.path.exists(endpoint.removeprefix("ipc://")):
-        return
-    from client.control import Control
-
-    with Control(endpoint, timeout=0.5) as control:
-        try:
-            info = control.request("ping")
-        except NoMaster:
-            return
-    raise AlreadyRunning(f"a busd already runs in {runtime} (pid {info.get('pid')})")
+def _address(sock: Any) -> str:
+    name = sock.getsockname()
+    if isinstance(name, tuple):
+        return f"tcp:{name[0]}:{name[1]}"
+    return f"unix:{name}"
 
 
 def make_spawner(opts: argparse.Namespace, command: list[str], master: MasterBus,
@@ -200,7 +193,9 @@ def install_plugins(master: MasterBus, pool: Pool, opts: argparse.Namespace) -> 
     SdNotify(master).subscribe()
     if opts.user or opts.group:
         DropPrivileges(master, uid=opts.user, gid=opts.group).subscribe()
-    SignalHandler(master, handlers=signal_actions(master, pool)).subscribe()
+    handler = SignalHandler(master, handlers=signal_actions(master, pool))
+    handler.subscribe()
+    master.status_hooks.append(lambda status: status.update(signals=handler.statistics()))
 
 
 def signal_actions(master: MasterBus, pool: Pool) -> dict[str | int, Callable[[], object] | None]:

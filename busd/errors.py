@@ -70,5 +70,9 @@ class NoMaster(BusError, TimeoutError):
     """No master answered within the timeout."""
 
 
+class AlreadyRunning(BusError):
+    """Another master answers on the endpoints this one was asked to bind."""
+
+
 class MasterLost(BusError):
     """The master stopped answering, or a new master incarnation replaced it."""

@@ -25,7 +25,7 @@ import zmq
 
 from busd.endpoints import CTL_HWM, PUB_HWM, Endpoints, Outbox, configure, secure_ipc
 from busd.errors import ProtocolError
-from busd.registry import ClientInfo, Registry
+from busd.registry import NOT_JOINED, ClientInfo, Registry
 from busd.wire import (
     CLIENT_KINDS,
     JOIN_PREFIX,
@@ -86,6 +86,7 @@ class Hub:
         configure(self._ctl, CTL_HWM)
         self.pub_endpoints: list[str] = []
         self.ctl_endpoints: list[str] = []
+        self._sent: tuple[int, str] = (0, "STOPPED")
         self._pending_hello: dict[bytes, tuple[bytes, int, float]] = {}
         self._joined_tokens: collections.OrderedDict[bytes, None] = collections.OrderedDict()
         self._closing = threading.Event()
@@ -115,9 +116,9 @@ class Hub:
         self._thread = threading.Thread(target=self._run, name="busd-hub", daemon=True)
         self._thread.start()
 
-    def send_pub(self, frame: bytes) -> None:
-        """Publish one encoded frame to every client (in call order)."""
-        self.outbox.put("pub", frame)
+    def send_pub(self, frame: bytes, seq: int, state: str) -> None:
+        """Publish frame number ``seq`` (leaving clients in ``state``) to every client."""
+        self.outbox.put("pub", frame, seq, state)
 
     def reply(self, identity: bytes, req_id: int, ok: bool, payload: Any) -> None:
         """Answer request ``req_id`` of the client at ``identity``."""
@@ -171,6 +172,7 @@ class Hub:
             op = item[0]
             if op == "pub":
                 self._pub.send(item[1], zmq.NOBLOCK)
+                self._sent = (item[2], item[3])
             elif op == "to":
                 self._send_to(item[1], item[2])
             elif op == "close":
@@ -270,8 +272,7 @@ class Hub:
         wants_sub = bool(body.get("subscribe", True))
         if wants_sub and not isinstance(token, bytes):
             raise wire_error(ErrorCode.BAD_ARGUMENTS, "HELLO needs a 'token' (bytes)")
-        seq, _ = self.owner.snapshot()
-        info = self.registry.register(identity, body, joined_seq=seq)
+        info = self.registry.register(identity, body, joined_seq=NOT_JOINED)
         self.stats["hellos"] += 1
         if wants_sub and token not in self._joined_tokens:
             assert isinstance(token, bytes)
@@ -310,7 +311,9 @@ class Hub:
                     self._joined_tokens.popitem(last=False)
 
     def _beat(self) -> None:
-        seq, state = self.owner.snapshot()
+        # The last frame actually sent, not the last sequenced: a heartbeat
+        # announcing a seq still in the outbox would make every client resync.
+        seq, state = self._sent
         self._pub.send(encode(Kind.HEARTBEAT, self.owner.epoch, seq, state, self.heartbeat),
                        zmq.NOBLOCK)
         now = time.monotonic()

@@ -27,7 +27,7 @@ from typing import Any
 
 from busd import endpoints as ep
 from busd.bus import Bus, State
-from busd.errors import BusError, ChannelFailures, ProtocolError
+from busd.errors import AlreadyRunning, BusError, ChannelFailures, NoMaster, ProtocolError
 from busd.hub import Hub
 from busd.registry import AckReport, ClientInfo
 from busd.wire import (
@@ -68,6 +68,7 @@ class MasterBus(Bus):
         directory = Path(runtime_dir) if runtime_dir else ep.runtime_dir(self.name)
         self.runtime_dir = ep.ensure_runtime_dir(directory)
         endpoints = [ep.default_endpoints(self.runtime_dir)]
+        refuse_if_running(endpoints[0].ctl)
         for extra in bind or ():
             ep.check_bind(extra, insecure)
             endpoints.append(pub_beside(extra))
@@ -92,6 +93,8 @@ class MasterBus(Bus):
             "clients": lambda body: [c.as_dict() for c in self.clients()],
             "snapshot": lambda body: dict(zip(("seq", "state"), self.snapshot(), strict=True)),
         }
+        #: Called (in the hub thread: be quick) as hook(event, client) on join/leave/loss.
+        self.client_hooks: list[Callable[[str, dict[str, Any]], None]] = []
         #: Callables that add to the status map (the pool adds its workers).
         self.status_hooks: list[Callable[[dict[str, Any]], None]] = []
         self.hub = Hub(self, endpoints, heartbeat, liveness, pub_hwm=pub_hwm)
@@ -109,7 +112,7 @@ class MasterBus(Bus):
             self._seq = seq
             if state is not None:
                 self._relayed_state = state
-            self.hub.send_pub(frame)
+            self.hub.send_pub(frame, seq, self._relayed_state)
         return seq
 
     def snapshot(self) -> tuple[int, str]:
@@ -140,6 +143,8 @@ class MasterBus(Bus):
     def hub_event(self, event: str, data: dict[str, Any]) -> None:
         """Called by the hub thread when a client joins, leaves or is lost."""
         self.event(event, data)
+        for hook in self.client_hooks:
+            hook(event, data)
 
     # -- the command thread ----------------------------------------------
 
@@ -405,6 +410,24 @@ class MasterBus(Bus):
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def refuse_if_running(ctl: str, timeout: float = 0.5) -> None:
+    """Raise AlreadyRunning if a master answers at the ipc endpoint ``ctl``.
+
+    Binding an ipc path takes it over from a live master; ask first.
+    """
+    path = ctl.removeprefix("ipc://")
+    if not ctl.startswith("ipc://") or not os.path.exists(path):
+        return
+    from client.control import Control  # only when a socket file is there
+
+    with Control(ctl, timeout=timeout) as control:
+        try:
+            info = control.request("ping")
+        except NoMaster:
+            return
+    raise AlreadyRunning(f"a busd master (pid {info.get('pid')}) already serves {ctl}")
 
 
 def pub_beside(ctl: str) -> ep.Endpoints:

@@ -65,6 +65,7 @@ class Worker:
     started_wall: float
     last_seen: float
     retiring: bool = False
+    joined: bool = False
     kill_at: float | None = None
     exit_code: int | None = None
     proc: psutil.Process | None = None
@@ -114,6 +115,7 @@ class Pool:
         if self.config.reload == "respawn":
             self.master.relay_graceful = False
             self.master.subscribe("graceful", self.respawn)
+        self.master.client_hooks.append(lambda event, client: self._wake())
         self.master.quick_commands["workers"] = lambda body: self.workers()
         self.master.commands["scale"] = self._scale_command
         self.master.commands["signal"] = self._signal_command
@@ -321,7 +323,9 @@ class Pool:
             for worker in self._live():
                 client = clients.get(worker.pid)
                 if client is not None:
-                    worker.last_seen = max(worker.last_seen, client.last_seen)
+                    # Before it joins, a worker has until the startup timeout.
+                    worker.last_seen = client.last_seen
+                    worker.joined = True
                 if worker.kill_at is not None and worker.kill_at <= now:
                     worker.kill_at = None
                     hung.append(worker)

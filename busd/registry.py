@@ -8,6 +8,7 @@ command thread waits on its condition for acks, never on a socket.
 from __future__ import annotations
 
 import collections
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -18,6 +19,8 @@ from busd.wire import Ack
 
 #: How many sequence numbers' acks are kept; older ones are forgotten.
 ACK_MEMORY = 4096
+#: ``joined_seq`` of a client whose snapshot is not sent yet: it expects nothing.
+NOT_JOINED = sys.maxsize
 
 
 @dataclass(frozen=True)
@@ -115,7 +118,8 @@ class Registry:
         with self._cond:
             info = self._by_identity.get(identity)
             if info:
-                self._by_identity[identity] = replace(info, joined_seq=joined_seq)
+                self._by_identity[identity] = replace(info, joined_seq=joined_seq,
+                                                      last_seen=time.monotonic())
 
     def get(self, identity: bytes) -> ClientInfo | None:
         """The client with this routing identity, if registered."""
@@ -169,7 +173,9 @@ class Registry:
     def expired(self, older_than: float) -> list[ClientInfo]:
         """Clients not heard from since the monotonic time ``older_than``."""
         with self._cond:
-            return [c for c in self._by_identity.values() if c.last_seen < older_than]
+            # A client still waiting for its snapshot is the join timeout's business.
+            return [c for c in self._by_identity.values()
+                    if c.last_seen < older_than and c.joined_seq != NOT_JOINED]
 
     def record_ack(self, identity: bytes, body: dict[str, Any]) -> Ack | None:
         """Store an ack from a registered client; None if the client is unknown."""

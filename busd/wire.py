@@ -50,6 +50,8 @@ MAX_MESSAGE_SIZE = 1 << 20
 #: Default seconds between heartbeats, and how many missed ones mean "lost".
 HEARTBEAT_INTERVAL = 1.0
 HEARTBEAT_LIVENESS = 3
+#: Characters of an exception's text that travel in an error or an ack.
+DESCRIBE_LIMIT = 4096
 #: The first byte of a SUB topic that no message starts with; see join_topic().
 JOIN_PREFIX = b"\xffjoin:"
 
@@ -150,11 +152,13 @@ def decode(data: bytes, allowed: frozenset[Kind] | None = None) -> Message:
     if not isinstance(obj, list) or len(obj) < 2:
         raise wire_error(ErrorCode.MALFORMED, "a message is an array [version, kind, ...]")
     version, raw_kind = obj[0], obj[1]
-    if version != VERSION:
+    if type(version) is not int or version != VERSION:
         raise wire_error(ErrorCode.BAD_VERSION, f"protocol version {version!r} is not {VERSION}",
                          {"got": version if isinstance(version, int) else repr(version),
                           "supported": [VERSION]})
     try:
+        if type(raw_kind) is not int:
+            raise TypeError(raw_kind)
         kind = Kind(raw_kind)
     except (ValueError, TypeError):
         raise wire_error(ErrorCode.UNKNOWN_KIND, f"unknown message kind {raw_kind!r}") from None
@@ -231,7 +235,7 @@ def _code_for(exc: BaseException) -> ErrorCode:
 
 def describe(exc: BaseException) -> dict[str, str]:
     """A listener failure as ``{type, message}``."""
-    return {"type": type(exc).__name__, "message": str(exc)}
+    return {"type": type(exc).__name__, "message": str(exc)[:DESCRIBE_LIMIT]}
 
 
 def error_from_wire(data: Any) -> BusError:

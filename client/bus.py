@@ -37,6 +37,8 @@ from client.link import Link
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 10.0
+#: Characters of a listener result's repr sent when the result itself cannot be.
+ACK_RESULT_LIMIT = 4096
 #: Relayed messages waiting for the dispatcher; past this they are dropped as a gap.
 DISPATCH_QUEUE = 100_000
 
@@ -176,7 +178,8 @@ class ClientBus(Bus):
         try:
             encode(Kind.ACK, 0, body)
         except BusError:
-            body["result"] = repr(result)
+            # Not msgpack data, or too large: the ack must still go out.
+            body["result"] = repr(result)[:ACK_RESULT_LIMIT]
         self.link.send(Kind.ACK, body)
 
     def _abort_start(self) -> None:
@@ -253,11 +256,17 @@ class ClientBus(Bus):
 
     # -- leaving and closing -----------------------------------------------------
 
-    def leave(self, reason: str = "leaving") -> None:
-        """End this process's bus only: run local stop and exit listeners, tell the master."""
-        self._say_bye(reason)
+    def leave(self, reason: str = "leaving", master_alive: bool = True) -> None:
+        """End this process's bus only: run local stop and exit listeners, tell the master.
+
+        With ``master_alive=False`` nothing waits to reach the master.
+        """
+        if master_alive:
+            self._say_bye(reason)
+        else:
+            self._left = True
         self._do_exit()
-        self.close()
+        self.close(linger=0.5 if master_alive else 0.0)
 
     def block(self, interval: float = 0.1, timeout: float | None = None) -> None:
         """Mirror (if not yet), wait for EXITING, then close the link."""
@@ -273,11 +282,12 @@ class ClientBus(Bus):
             self._do_exit()
         self.close()
 
-    def close(self, timeout: float | None = None) -> None:
+    def close(self, timeout: float | None = None, linger: float = 0.5) -> None:
         """Close the sockets and end the threads; the bus state is kept.
 
         Waits at most ``timeout`` (default ``shutdown_timeout``) for listeners
-        the dispatcher is still running, such as exit listeners.
+        the dispatcher is still running, such as exit listeners, and at most
+        ``linger`` for queued messages to reach the master.
         """
         self._mirroring.set()
         if threading.current_thread() is not self._dispatcher:
@@ -285,7 +295,7 @@ class ClientBus(Bus):
                 self._queue.put_nowait(("close",))
             if self._dispatcher.is_alive():
                 self._dispatcher.join(self.shutdown_timeout if timeout is None else timeout)
-        self.link.close()
+        self.link.close(linger)
 
     def statistics(self) -> dict[str, Any]:
         """The bus's and the link's counters."""

@@ -59,8 +59,13 @@ def load_target(target: str) -> Callable[[ClientBus], Any]:
 
 def install_signals(bus: ClientBus) -> None:
     """SIGTERM: leave (this worker only); SIGINT: ignored; SIGHUP: local graceful."""
+    parent = os.getppid()
+
     def on_term(signum: int, frame: FrameType | None) -> None:
-        bus.defer(lambda: bus.leave("SIGTERM"))
+        # From the pool (scale down, retire) or from the kernel when the master
+        # died (PR_SET_PDEATHSIG): then there is nobody to say goodbye to.
+        alive = os.getppid() == parent
+        bus.defer(lambda: bus.leave("SIGTERM", master_alive=alive))
 
     def on_hup(signum: int, frame: FrameType | None) -> None:
         bus.defer(bus._do_graceful)
@@ -76,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m client.worker pkg.module:function", file=sys.stderr)
         return 2
     logging.basicConfig(level=os.environ.get("BUSD_LOG_LEVEL", "WARNING").upper(),
-                        format=f"worker {os.environ.get('BUSD_WORKER', '?')} "
+                        format="%(asctime)s " + f"worker {os.environ.get('BUSD_WORKER', '?')} "
                                "[%(process)d] %(levelname)s %(name)s: %(message)s")
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:

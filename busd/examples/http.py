@@ -1,0 +1,84 @@
+"""A pre-fork HTTP server: every worker accepts on the socket the master made.
+
+    busd -w 4 --listen tcp:127.0.0.1:8000 --reload respawn busd.examples.http:main
+
+Each worker serves on a duplicate of the inherited listening socket while
+its bus is STARTED.  On stop it stops accepting and finishes the requests it
+has; connections still waiting in the socket's backlog are accepted by the
+other workers, so a ``--reload respawn`` (new workers first, then the old
+ones leave) drops none.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from busd.listen import inherited
+from client.bus import ClientBus
+
+
+class Handler(BaseHTTPRequestHandler):
+    """Answers every GET with the worker that served it."""
+
+    def do_GET(self) -> None:
+        body = f"worker {os.environ.get('BUSD_WORKER', '?')} pid {os.getpid()}\n".encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet: a busy pool would drown its log."""
+
+
+class Server(ThreadingHTTPServer):
+    """An HTTP server on an already listening socket (no bind, no listen)."""
+
+    daemon_threads = False
+    block_on_close = True
+
+    def __init__(self, sock: socket.socket) -> None:
+        super().__init__(sock.getsockname() or ("", 0), Handler, bind_and_activate=False)
+        self.socket.close()
+        self.socket = sock
+
+
+class HttpWorker:
+    """Serves while the bus is STARTED."""
+
+    def __init__(self, listener: socket.socket) -> None:
+        self.listener = listener
+        self.server: Server | None = None
+        self.thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Serve on a duplicate of the shared socket, in a thread."""
+        self.server = Server(self.listener.dup())
+        self.thread = threading.Thread(target=self.server.serve_forever,
+                                       kwargs={"poll_interval": 0.5}, name="http")
+        self.thread.start()
+
+    def stop(self) -> None:
+        """Stop accepting, finish the requests in progress, close our duplicate."""
+        server, self.server = self.server, None
+        if server is None:
+            return
+        server.shutdown()
+        server.server_close()
+        if self.thread is not None:
+            self.thread.join(10.0)
+
+
+def main(bus: ClientBus) -> None:
+    """Serve HTTP on the first socket the master passed down."""
+    listeners = inherited()
+    if not listeners:
+        raise SystemExit("busd.examples.http needs --listen tcp:HOST:PORT or unix:PATH")
+    worker = HttpWorker(listeners[0])
+    bus.subscribe("start", worker.start)
+    bus.subscribe("stop", worker.stop)

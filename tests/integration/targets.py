@@ -1,0 +1,23 @@
+"""Worker targets for the daemon tests: each step reported to the test's probe."""
+
+from __future__ import annotations
+
+import os
+
+from busd.probe import Probe
+from client.bus import ClientBus
+
+
+def main(bus: ClientBus) -> None:
+    """Report start, graceful, stop and exit of this worker."""
+    probe = Probe()
+    worker = int(os.environ.get("BUSD_WORKER", "-1"))
+    for channel in ("start", "graceful", "stop", "exit"):
+        bus.subscribe(channel, lambda channel=channel: probe.report(channel, worker=worker))
+    bus.subscribe("exit", probe.close, priority=100)
+    probe.report("spawned", worker=worker, generation=os.environ.get("BUSD_GENERATION"))
+
+
+def crash(bus: ClientBus) -> None:
+    """Fail at once, every time (a flapping worker)."""
+    raise RuntimeError("this worker cannot start")

@@ -1,0 +1,202 @@
+"""docs/PROTOCOL.md agrees with busd.wire.
+
+Every fenced block tagged ``msgpack-example`` holds one line of JSON (the
+decoded message; bytes as ``{"$bin": "<hex>"}``) and a ``hex:`` line (its
+msgpack encoding): the hex must decode to exactly that value, types
+included, and ``busd.wire.decode`` must accept it.  A block tagged
+``msgpack-example-invalid`` has an ``error: <code>`` line, and its JSON line
+is optional (a frame that is not msgpack has none): ``decode`` must refuse
+it with a ProtocolError of that code.  There must be at least one valid
+example per message kind, and the doc must name every kind (with its value,
+in the kinds table) and every error code.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import pytest
+
+from busd import wire
+from busd.endpoints import CTL_HWM, PUB_HWM
+from busd.errors import ProtocolError
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "PROTOCOL.md"
+FENCE = re.compile(r"^```(msgpack-example(?:-invalid)?)[ \t]*\n(.*?)^```[ \t]*$",
+                   re.DOTALL | re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class Example:
+    """One example block of the doc."""
+
+    line: int
+    valid: bool
+    value: Any
+    has_value: bool
+    data: bytes
+    error: str | None
+
+    def __str__(self) -> str:
+        return f"PROTOCOL.md:{self.line}"
+
+
+def from_json(value: Any) -> Any:
+    """The JSON of an example as the Python value msgpack decodes to ($bin -> bytes)."""
+    if isinstance(value, dict):
+        if set(value) == {"$bin"}:
+            return bytes.fromhex(value["$bin"])
+        return {key: from_json(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [from_json(item) for item in value]
+    return value
+
+
+def parse_block(tag: str, body: str, line: int) -> Example:
+    valid = tag == "msgpack-example"
+    value: Any = None
+    has_value = False
+    data: bytes | None = None
+    error: str | None = None
+    for text in body.splitlines():
+        text = text.strip()
+        if not text:
+            continue
+        if text.startswith("hex:"):
+            assert data is None, f"PROTOCOL.md:{line}: two hex lines"
+            data = bytes.fromhex(text[4:].strip())
+        elif text.startswith("error:"):
+            assert not valid, f"PROTOCOL.md:{line}: an error line in a valid example"
+            error = text[6:].strip()
+        else:
+            assert not has_value, f"PROTOCOL.md:{line}: more than one JSON line"
+            value = from_json(json.loads(text))
+            has_value = True
+    assert data is not None, f"PROTOCOL.md:{line}: no hex line"
+    assert valid == (error is None), f"PROTOCOL.md:{line}: an invalid example needs 'error:'"
+    assert valid <= has_value, f"PROTOCOL.md:{line}: a valid example needs its JSON line"
+    return Example(line, valid, value, has_value, data, error)
+
+
+def load_examples(text: str) -> list[Example]:
+    examples = []
+    for match in FENCE.finditer(text):
+        line = text.count("\n", 0, match.start()) + 1
+        examples.append(parse_block(match.group(1), match.group(2), line))
+    return examples
+
+
+def same(a: Any, b: Any) -> bool:
+    """Equal and of the same types all the way down (so 1 != 1.0 != True)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return list(a) == list(b) and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
+    return bool(a == b)
+
+
+DOC_TEXT = DOC.read_text(encoding="utf-8")
+EXAMPLES = load_examples(DOC_TEXT)
+VALID = [e for e in EXAMPLES if e.valid]
+INVALID = [e for e in EXAMPLES if not e.valid]
+
+
+def test_the_doc_has_enough_examples() -> None:
+    assert len(VALID) >= len(wire.Kind), f"{len(VALID)} valid examples for {len(wire.Kind)} kinds"
+    assert len(INVALID) >= 3
+    documented = {e.value[1] for e in VALID}
+
+    missing = sorted(k.name for k in wire.Kind if k.value not in documented)
+
+    assert not missing, f"no valid example of {missing}"
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=str)
+def test_hex_decodes_to_the_json(example: Example) -> None:
+    if not example.has_value:
+        with pytest.raises(Exception):  # noqa: B017, PT011 - whatever msgpack raises
+            msgpack.unpackb(example.data, raw=False)
+        return
+
+    decoded = msgpack.unpackb(example.data, raw=False, strict_map_key=False)
+
+    assert same(decoded, example.value), f"{example}: hex decodes to {decoded!r}"
+    assert msgpack.packb(example.value, use_bin_type=True) == example.data, (
+        f"{example}: the JSON encodes to {msgpack.packb(example.value, use_bin_type=True).hex()}")
+
+
+@pytest.mark.parametrize("example", VALID, ids=str)
+def test_valid_example_is_accepted_by_wire_decode(example: Example) -> None:
+    msg = wire.decode(example.data)
+
+    assert msg.kind == example.value[1]
+    assert list(msg.items) == example.value[2:]
+    assert wire.encode(msg.kind, *msg.items) == example.data
+
+
+@pytest.mark.parametrize("example", INVALID, ids=str)
+def test_invalid_example_is_refused_with_its_code(example: Example) -> None:
+    assert example.error in {c.value for c in wire.ErrorCode}, f"{example}: unknown code"
+
+    with pytest.raises(ProtocolError) as info:
+        wire.decode(example.data)
+
+    assert getattr(info.value, "code", None) == example.error
+
+
+@pytest.mark.parametrize("kind", list(wire.Kind), ids=lambda k: k.name)
+def test_every_kind_is_in_the_kinds_table_with_its_value(kind: wire.Kind) -> None:
+    cells = rf"\|\s*`{kind.name}`\s*\|\s*{kind.value}\s*\|.*\|\s*{wire.ARITY[kind]}\s*\|"
+    row = re.compile(rf"^{cells}$", re.MULTILINE)
+
+    assert row.search(DOC_TEXT), f"no row '| `{kind.name}` | {kind.value} | ... |' in the doc"
+
+
+@pytest.mark.parametrize("code", list(wire.ErrorCode), ids=lambda c: c.value)
+def test_every_error_code_is_in_the_errors_table(code: wire.ErrorCode) -> None:
+    assert re.search(rf"^\|\s*`{code.value}`\s*\|", DOC_TEXT, re.MULTILINE), (
+        f"error code {code.value!r} has no row in the doc's errors table")
+
+
+@pytest.mark.parametrize("fact", [
+    f"`{wire.VERSION}`",
+    str(wire.MAX_MESSAGE_SIZE),
+    f"{PUB_HWM:,}",
+    f"{CTL_HWM:,}",
+    'b"\\xffjoin:" + token',
+    "`pub.sock`",
+    "`ctl.sock`",
+    "0700",
+    "0600",
+    "BUSD_RUNTIME_DIR",
+    "BUSD_NAME",
+    "BUSD_PUB_ENDPOINT",
+    "BUSD_CTL_ENDPOINT",
+    "XDG_RUNTIME_DIR",
+    "ZMQ_MAXMSGSIZE",
+])
+def test_the_doc_states_the_constants_of_the_code(fact: str) -> None:
+    assert fact in DOC_TEXT
+
+
+def test_join_prefix_in_the_doc_is_the_code_s() -> None:
+    assert wire.JOIN_PREFIX == b"\xffjoin:"
+    assert wire.join_topic(b"t") == b"\xffjoin:t"
+
+
+def test_parser_rejects_a_bad_example() -> None:
+    # The checks above would pass vacuously if the parser ignored what it cannot read.
+    bad = "```msgpack-example\n[1, 11, 2, {\"cmd\": \"ping\"}]\n```\n"
+
+    with pytest.raises(AssertionError, match="no hex line"):
+        load_examples(bad)
+    assert same([1, {"a": 1.0}], [1, {"a": 1.0}])
+    assert not same([1, {"a": 1.0}], [1, {"a": 1}])
+    assert not same([True], [1])

@@ -1,0 +1,506 @@
+"""busd.wire (the codec, its checks, errors on the wire) and busd.endpoints."""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import pytest
+import zmq
+
+from busd import endpoints, wire
+from busd.endpoints import EndpointError, Endpoints, Outbox
+from busd.errors import (
+    BusError,
+    ChannelFailures,
+    IllegalTransition,
+    NoMaster,
+    ProtocolError,
+    RemoteError,
+    WaitTimeout,
+)
+from busd.wire import Kind
+
+EPOCH = 0x5F3A9C21B7E4
+TOKEN = bytes(range(12))
+
+#: Items (after version and kind) of one realistic message of each kind.
+SAMPLES: dict[Kind, tuple[Any, ...]] = {
+    Kind.STATE: (EPOCH, 7, "STARTED"),
+    Kind.PUBLISH: (EPOCH, 8, "reload", ["/etc/app.toml", 2, None], {"force": True}, False),
+    Kind.EVENT: (EPOCH, 9, "client_joined", {"id": 3, "pid": 42, "worker": None}),
+    Kind.HEARTBEAT: (EPOCH, 9, "STARTED", 1.0),
+    Kind.HELLO: (1, {"token": TOKEN, "pid": 42, "host": "h", "name": "", "role": "worker",
+                     "worker": 0, "subscribe": True}),
+    Kind.REQUEST: (2, {"cmd": "graceful", "wait": True, "timeout": 2.5}),
+    Kind.ACK: (0, {"epoch": EPOCH, "seq": 8, "ok": False, "result": None,
+                   "errors": [{"type": "OSError", "message": "boom"}]}),
+    Kind.PONG: (0, {"epoch": EPOCH, "seq": 9, "state": "STARTED"}),
+    Kind.BYE: (0, {"reason": "exited"}),
+    Kind.REPLY: (2, True, {"state": "STARTED", "acks": None, "blob": b"\x00\xff"}),
+}
+
+
+def pack(obj: Any) -> bytes:
+    data: bytes = msgpack.packb(obj, use_bin_type=True)
+    return data
+
+
+def decode_error(frame: bytes, allowed: frozenset[Kind] | None = None) -> ProtocolError:
+    with pytest.raises(ProtocolError) as info:
+        wire.decode(frame, allowed)
+    return info.value
+
+
+# -- the codec ------------------------------------------------------------------
+
+
+def test_samples_cover_every_kind() -> None:
+    assert set(SAMPLES) == set(Kind)
+    assert all(len(items) + 2 == wire.ARITY[kind] for kind, items in SAMPLES.items())
+
+
+@pytest.mark.parametrize("kind", list(Kind), ids=lambda k: k.name)
+def test_round_trip_of_every_kind(kind: Kind) -> None:
+    items = SAMPLES[kind]
+
+    frame = wire.encode(kind, *items)
+    msg = wire.decode(frame)
+
+    assert msgpack.unpackb(frame, raw=False)[:2] == [wire.VERSION, kind.value]
+    assert msg.kind is kind
+    assert msg.items == items
+    assert msg.body == items[-1]
+    if kind in wire.BROADCAST_KINDS:
+        assert (msg.epoch, msg.seq) == (EPOCH, items[1])
+    else:
+        assert msg.req_id == items[0]
+
+
+def test_decode_keeps_str_and_bytes_apart() -> None:
+    msg = wire.decode(wire.encode(Kind.REPLY, 3, True, {"s": "text", "b": b"text"}))
+
+    assert msg.items[2] == {"s": "text", "b": b"text"}
+    assert type(msg.items[2]["s"]) is str
+    assert type(msg.items[2]["b"]) is bytes
+
+
+def test_tuples_travel_as_arrays() -> None:
+    msg = wire.decode(wire.encode(Kind.PUBLISH, EPOCH, 1, "ch", (1, (2, 3)), {}, False))
+
+    assert msg.items[3] == [1, [2, 3]]
+
+
+def test_decode_accepts_only_the_allowed_kinds() -> None:
+    frame = wire.encode(*(Kind.STATE, *SAMPLES[Kind.STATE]))
+
+    assert wire.decode(frame, wire.BROADCAST_KINDS).kind is Kind.STATE
+    exc = decode_error(frame, wire.CLIENT_KINDS)
+
+    assert exc.code == "unknown_kind"  # type: ignore[attr-defined]
+    assert "STATE" in str(exc)
+
+
+def test_encode_refuses_what_msgpack_cannot_carry() -> None:
+    with pytest.raises(ProtocolError, match="cannot encode REPLY"):
+        wire.encode(Kind.REPLY, 1, True, {"x": object()})
+    with pytest.raises(ProtocolError):
+        wire.encode(Kind.REPLY, 1, True, {"x": 1 << 70})
+
+
+def test_encode_caps_the_size_at_the_limit() -> None:
+    overhead = len(wire.encode(Kind.REPLY, 1, True, b""))
+    # A bin of n > 65535 bytes costs 5 header bytes instead of the 2 of b"".
+    largest = wire.MAX_MESSAGE_SIZE - overhead - 3
+
+    fits = wire.encode(Kind.REPLY, 1, True, b"x" * largest)
+    with pytest.raises(ProtocolError) as info:
+        wire.encode(Kind.REPLY, 1, True, b"x" * (largest + 1))
+
+    assert len(fits) == wire.MAX_MESSAGE_SIZE
+    assert wire.decode(fits).items[2] == b"x" * largest
+    assert info.value.code == "too_large"  # type: ignore[attr-defined]
+    assert isinstance(info.value, ProtocolError)
+
+
+def test_decode_refuses_an_oversized_frame_before_parsing_it() -> None:
+    frame = pack([1, Kind.REPLY.value, 1, True, b"x" * wire.MAX_MESSAGE_SIZE])
+
+    exc = decode_error(frame)
+
+    assert exc.code == "too_large"  # type: ignore[attr-defined]
+    assert str(wire.MAX_MESSAGE_SIZE) in str(exc)
+
+
+@pytest.mark.parametrize(("frame", "code"), [
+    pytest.param(b"", "malformed", id="empty"),
+    pytest.param(b"\xc1", "malformed", id="never-used-byte"),
+    pytest.param(b"\x94\x01\x0b", "malformed", id="truncated"),
+    pytest.param(pack([1, 11, 2, {"cmd": "ping"}]) + b"\x00", "malformed", id="trailing-bytes"),
+    pytest.param(pack({"cmd": "ping"}), "malformed", id="a-map"),
+    pytest.param(pack(1), "malformed", id="an-int"),
+    pytest.param(pack("hello"), "malformed", id="a-str"),
+    pytest.param(pack([1]), "malformed", id="one-item"),
+    pytest.param(pack([]), "malformed", id="empty-array"),
+    pytest.param(pack([2, 11, 2, {"cmd": "ping"}]), "bad_version", id="version-2"),
+    pytest.param(pack([0, 11, 2, {"cmd": "ping"}]), "bad_version", id="version-0"),
+    pytest.param(pack(["1", 11, 2, {"cmd": "ping"}]), "bad_version", id="version-str"),
+    pytest.param(pack([None, 11, 2, {"cmd": "ping"}]), "bad_version", id="version-nil"),
+    pytest.param(pack([1, 99, 2, {"cmd": "ping"}]), "unknown_kind", id="kind-99"),
+    pytest.param(pack([1, 0, 2, {"cmd": "ping"}]), "unknown_kind", id="kind-0"),
+    pytest.param(pack([1, "REQUEST", 2, {"cmd": "ping"}]), "unknown_kind", id="kind-str"),
+    pytest.param(pack([1, [11], 2, {"cmd": "ping"}]), "unknown_kind", id="kind-array"),
+    pytest.param(pack([1, 11, 2]), "malformed", id="request-too-short"),
+    pytest.param(pack([1, 11, 2, {"cmd": "ping"}, None]), "malformed", id="request-too-long"),
+    pytest.param(pack([1, 1, EPOCH, 1]), "malformed", id="state-too-short"),
+    pytest.param(pack([1, 20, 1, True]), "malformed", id="reply-too-short"),
+    pytest.param(pack([1, 11, "2", {"cmd": "ping"}]), "malformed", id="req-id-str"),
+    pytest.param(pack([1, 11, 2.0, {"cmd": "ping"}]), "malformed", id="req-id-float"),
+    pytest.param(pack([1, 11, True, {"cmd": "ping"}]), "malformed", id="req-id-bool"),
+    pytest.param(pack([1, 11, None, {"cmd": "ping"}]), "malformed", id="req-id-nil"),
+    pytest.param(pack([1, 20, "1", True, None]), "malformed", id="reply-id-str"),
+    pytest.param(pack([1, 1, "e", 1, "STARTED"]), "malformed", id="epoch-str"),
+    pytest.param(pack([1, 1, EPOCH, True, "STARTED"]), "malformed", id="seq-bool"),
+    pytest.param(pack([1, 4, EPOCH, 1.5, "STARTED", 1.0]), "malformed", id="seq-float"),
+    pytest.param(pack([1, 11, 2, ["ping"]]), "malformed", id="request-body-array"),
+    pytest.param(pack([1, 10, 1, b"token"]), "malformed", id="hello-body-bin"),
+    pytest.param(pack([1, 12, 0, None]), "malformed", id="ack-body-nil"),
+    pytest.param(pack([1, 13, 0, 5]), "malformed", id="pong-body-int"),
+    pytest.param(pack([1, 14, 0, "bye"]), "malformed", id="bye-body-str"),
+    pytest.param(pack([1, 2, EPOCH, 1, b"ch", [], {}, False]), "malformed", id="channel-bin"),
+    pytest.param(pack([1, 2, EPOCH, 1, "ch", {}, {}, False]), "malformed", id="args-map"),
+    pytest.param(pack([1, 2, EPOCH, 1, "ch", [], [], False]), "malformed", id="kwargs-array"),
+    pytest.param(pack([1, 2, EPOCH, 1, "ch", [], {1: 2}, False]), "malformed",
+                 id="kwargs-int-key"),
+])
+def test_decode_errors_carry_their_code(frame: bytes, code: str) -> None:
+    exc = decode_error(frame)
+
+    assert exc.code == code  # type: ignore[attr-defined]
+    assert type(exc) is ProtocolError
+    assert wire.error_to_wire(exc)["code"] == code
+
+
+@pytest.mark.parametrize(("version", "got"), [(2, 2), (0, 0), ("1", "'1'"), (None, "None")])
+def test_bad_version_details_say_what_came_and_what_is_supported(version: Any, got: Any) -> None:
+    exc = decode_error(pack([version, 11, 2, {"cmd": "ping"}]))
+
+    assert exc.details == {"got": got, "supported": [wire.VERSION]}  # type: ignore[attr-defined]
+    assert wire.error_to_wire(exc)["details"] == {"got": got, "supported": [1]}
+
+
+@pytest.mark.parametrize("frame", [
+    pytest.param(pack([True, 11, 2, {"cmd": "ping"}]), id="version-true"),
+    pytest.param(pack([1.0, 11, 2, {"cmd": "ping"}]), id="version-float"),
+    pytest.param(pack([1, 11.0, 2, {"cmd": "ping"}]), id="kind-float"),
+    pytest.param(pack([1, True, EPOCH, 1, "STARTED"]), id="kind-true"),
+])
+def test_decode_refuses_a_version_or_kind_that_is_not_an_integer(frame: bytes) -> None:
+    # PROTOCOL.md: the version is the integer 1 and the kind an integer; the
+    # codec refuses booleans and floats as ids, and must as version and kind.
+    with pytest.raises(ProtocolError):
+        wire.decode(frame)
+
+
+def test_join_topic_starts_with_a_byte_no_message_starts_with() -> None:
+    topic = wire.join_topic(TOKEN)
+
+    assert topic == b"\xffjoin:" + TOKEN
+    assert all(not wire.encode(k, *SAMPLES[k]).startswith(b"\xff") for k in Kind)
+
+
+def test_ack_as_dict() -> None:
+    ack = wire.Ack(client=3, seq=8, ok=False, result=[1], errors=({"type": "E", "message": "m"},))
+
+    assert ack.as_dict() == {"client": 3, "seq": 8, "ok": False, "result": [1],
+                             "errors": [{"type": "E", "message": "m"}]}
+
+
+# -- errors on the wire -------------------------------------------------------------
+
+
+def through_the_wire(exc: BaseException) -> BusError:
+    """Send ``exc`` as a REPLY and rebuild it, as a client does."""
+    frame = wire.encode(Kind.REPLY, 5, False, wire.error_to_wire(exc))
+    return wire.error_from_wire(wire.decode(frame).items[2])
+
+
+def test_channel_failures_come_back_with_their_instances() -> None:
+    original = ChannelFailures(channel="graceful",
+                               exceptions=[ValueError("bad value"), OSError("no disk")])
+
+    data = wire.error_to_wire(original)
+    rebuilt = through_the_wire(original)
+
+    assert data["code"] == "channel_failures"
+    assert data["details"] == {"channel": "graceful", "errors": [
+        {"type": "ValueError", "message": "bad value"},
+        {"type": "OSError", "message": "no disk"}]}
+    assert type(rebuilt) is ChannelFailures
+    assert rebuilt.channel == "graceful"
+    instances = rebuilt.get_instances()
+    assert [type(e) for e in instances] == [RemoteError, RemoteError]
+    assert [str(e) for e in instances] == ["ValueError: bad value", "OSError: no disk"]
+    assert rebuilt.code == "channel_failures"  # type: ignore[attr-defined]
+    assert bool(rebuilt)
+
+
+@pytest.mark.parametrize(("exc", "cls", "code"), [
+    (IllegalTransition("bus cannot go from EXITING to STARTING"), IllegalTransition,
+     "illegal_transition"),
+    (WaitTimeout("no ack within 1s"), WaitTimeout, "timeout"),
+    (NoMaster("nobody home"), NoMaster, "no_master"),
+    (RemoteError("it broke"), RemoteError, "internal"),
+    (ValueError("not a bus error"), RemoteError, "internal"),
+    (ProtocolError("plain"), ProtocolError, "malformed"),
+])
+def test_exceptions_are_rebuilt_as_the_same_class(exc: Exception, cls: type[BusError],
+                                                  code: str) -> None:
+    rebuilt = through_the_wire(exc)
+
+    assert type(rebuilt) is cls
+    assert str(rebuilt) == str(exc)
+    assert rebuilt.code == code  # type: ignore[attr-defined]
+    assert rebuilt.details == {"type": type(exc).__name__}  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("code", [c for c in wire.ErrorCode
+                                  if c is not wire.ErrorCode.CHANNEL_FAILURES],
+                         ids=lambda c: c.value)
+def test_every_code_survives_a_round_trip(code: wire.ErrorCode) -> None:
+    original = wire.wire_error(code, f"about {code.value}", {"n": 1})
+
+    rebuilt = through_the_wire(original)
+
+    assert type(rebuilt) is type(original)
+    assert rebuilt.code == code.value  # type: ignore[attr-defined]
+    assert rebuilt.details == {"n": 1}  # type: ignore[attr-defined]
+    assert str(rebuilt) == f"about {code.value}"
+
+
+def test_protocol_error_codes_map_to_protocol_error() -> None:
+    protocol_codes = {"malformed", "too_large", "bad_version", "unknown_kind", "unknown_client",
+                      "unknown_command", "bad_arguments"}
+
+    classes = {c.value: type(wire.wire_error(c, "x")) for c in wire.ErrorCode}
+
+    assert {c for c, cls in classes.items() if cls is ProtocolError} == protocol_codes
+
+
+def test_timeout_details_survive() -> None:
+    details = {"silent": [2, 3], "acks": {"seqs": [4], "ok": True, "acks": [], "lost": [],
+                                          "failures": []}}
+
+    rebuilt = through_the_wire(wire.wire_error(wire.ErrorCode.TIMEOUT, "late", details))
+
+    assert isinstance(rebuilt, TimeoutError)
+    assert rebuilt.details == details  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("data", [None, "boom", [1, 2], {"code": "no_such_code", "message": "m"}])
+def test_an_unreadable_error_becomes_internal(data: Any) -> None:
+    rebuilt = wire.error_from_wire(data)
+
+    assert type(rebuilt) is RemoteError
+    assert rebuilt.code == "internal"  # type: ignore[attr-defined]
+
+
+def test_error_to_wire_falls_back_to_the_class_name_as_message() -> None:
+    assert wire.error_to_wire(RuntimeError()) == {
+        "code": "internal", "message": "RuntimeError", "details": {"type": "RuntimeError"}}
+
+
+# -- endpoints --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("name", "env", "expected"), [
+    (None, {"BUSD_RUNTIME_DIR": "/r", "XDG_RUNTIME_DIR": "/x", "BUSD_NAME": "n"}, "/r"),
+    ("web", {"BUSD_RUNTIME_DIR": "/r", "XDG_RUNTIME_DIR": "/x"}, "/r"),
+    (None, {"XDG_RUNTIME_DIR": "/x", "BUSD_NAME": "n"}, "/x/busd/n"),
+    ("web", {"XDG_RUNTIME_DIR": "/x", "BUSD_NAME": "n"}, "/x/busd/web"),
+    (None, {"XDG_RUNTIME_DIR": "/x"}, "/x/busd/busd"),
+    (None, {"BUSD_RUNTIME_DIR": "", "XDG_RUNTIME_DIR": "/x"}, "/x/busd/busd"),
+    ("web", {}, f"/tmp/busd-{os.getuid()}/web"),
+    (None, {"BUSD_NAME": "n"}, f"/tmp/busd-{os.getuid()}/n"),
+    (None, {"XDG_RUNTIME_DIR": ""}, f"/tmp/busd-{os.getuid()}/busd"),
+])
+def test_runtime_dir_precedence(name: str | None, env: dict[str, str], expected: str) -> None:
+    assert endpoints.runtime_dir(name, env=env) == Path(expected)
+
+
+@pytest.mark.parametrize("name", ["a/b", ".", ".."])
+def test_runtime_dir_refuses_a_name_that_is_not_a_directory_name(name: str) -> None:
+    with pytest.raises(EndpointError, match="bad busd name"):
+        endpoints.runtime_dir(name, env={})
+
+
+def test_ensure_runtime_dir_makes_it_private(tmp_path: Path) -> None:
+    made = endpoints.ensure_runtime_dir(tmp_path / "a" / "b")
+    loose = tmp_path / "loose"
+    loose.mkdir(mode=0o755)
+    loose.chmod(0o755)
+
+    endpoints.ensure_runtime_dir(loose)
+
+    assert made == tmp_path / "a" / "b"
+    assert stat.S_IMODE(made.stat().st_mode) == 0o700
+    assert stat.S_IMODE(loose.stat().st_mode) == 0o700
+
+
+def test_ipc_path_length_limit() -> None:
+    longest = "/" + "p" * (endpoints.MAX_IPC_PATH - 1)
+
+    assert endpoints.ipc_endpoint(Path(longest)) == f"ipc://{longest}"
+    with pytest.raises(EndpointError, match="shorter --runtime-dir"):
+        endpoints.ipc_endpoint(Path(longest + "p"))
+    with pytest.raises(EndpointError):
+        endpoints.default_endpoints(Path("/" + "d" * 100))
+    # The limit is in bytes: a two-byte character counts twice.
+    with pytest.raises(EndpointError):
+        endpoints.ipc_endpoint(Path("/" + "é" * 60))
+
+
+def test_default_endpoints() -> None:
+    assert endpoints.default_endpoints(Path("/run/b")) == Endpoints(
+        pub="ipc:///run/b/pub.sock", ctl="ipc:///run/b/ctl.sock")
+
+
+@pytest.mark.parametrize("endpoint", [
+    "tcp://127.0.0.1:5555", "tcp://127.0.0.1:*", "tcp://127.1.2.3:80", "tcp://localhost:1",
+    "tcp://[::1]:5555", "ipc:///tmp/x.sock", "inproc://bus",
+])
+def test_check_bind_allows_loopback_and_local_transports(endpoint: str) -> None:
+    endpoints.check_bind(endpoint)
+    endpoints.check_bind(endpoint, insecure=True)
+
+
+@pytest.mark.parametrize("endpoint", [
+    "tcp://0.0.0.0:5555", "tcp://*:5555", "tcp://10.1.2.3:5555", "tcp://192.168.0.1:*",
+    "tcp://[::]:5555", "tcp://eth0:5555", "tcp://example.com:5555",
+])
+def test_check_bind_refuses_plain_tcp_off_loopback_unless_insecure(endpoint: str) -> None:
+    with pytest.raises(EndpointError, match="--insecure"):
+        endpoints.check_bind(endpoint)
+    endpoints.check_bind(endpoint, insecure=True)
+
+
+@pytest.mark.parametrize("endpoint", ["udp://127.0.0.1:5", "pgm://eth0;239.1.1.1:5", "x"])
+def test_check_bind_refuses_other_transports(endpoint: str) -> None:
+    with pytest.raises(EndpointError, match="unsupported"):
+        endpoints.check_bind(endpoint, insecure=True)
+
+
+def test_client_endpoints_from_the_environment() -> None:
+    env = {"BUSD_PUB_ENDPOINT": "tcp://127.0.0.1:7001", "BUSD_CTL_ENDPOINT": "tcp://127.0.0.1:7000",
+           "BUSD_RUNTIME_DIR": "/r"}
+
+    assert endpoints.client_endpoints(env=env) == Endpoints(
+        pub="tcp://127.0.0.1:7001", ctl="tcp://127.0.0.1:7000")
+
+
+def test_client_endpoints_each_variable_on_its_own() -> None:
+    env = {"BUSD_CTL_ENDPOINT": "ipc:///elsewhere/ctl", "BUSD_RUNTIME_DIR": "/r"}
+
+    assert endpoints.client_endpoints(env=env) == Endpoints(
+        pub="ipc:///r/pub.sock", ctl="ipc:///elsewhere/ctl")
+
+
+def test_client_endpoints_explicit_name_or_dir_beats_the_environment() -> None:
+    env = {"BUSD_PUB_ENDPOINT": "tcp://127.0.0.1:7001", "BUSD_CTL_ENDPOINT": "tcp://127.0.0.1:7000",
+           "XDG_RUNTIME_DIR": "/x"}
+
+    by_dir = endpoints.client_endpoints(runtime="/d", env=env)
+    by_name = endpoints.client_endpoints(name="web", env=env)
+
+    assert by_dir == Endpoints(pub="ipc:///d/pub.sock", ctl="ipc:///d/ctl.sock")
+    assert by_name == Endpoints(pub="ipc:///x/busd/web/pub.sock", ctl="ipc:///x/busd/web/ctl.sock")
+
+
+def test_client_endpoints_default_to_the_runtime_dir() -> None:
+    env = {"XDG_RUNTIME_DIR": "/x", "BUSD_NAME": "n"}
+
+    assert endpoints.client_endpoints(env=env) == Endpoints(
+        pub="ipc:///x/busd/n/pub.sock", ctl="ipc:///x/busd/n/ctl.sock")
+
+
+def test_secure_ipc_makes_the_socket_file_private(tmp_path: Path) -> None:
+    path = tmp_path / "s"
+    path.write_bytes(b"")
+    path.chmod(0o666)
+
+    endpoints.secure_ipc(f"ipc://{path}")
+    endpoints.secure_ipc(f"ipc://{tmp_path / 'absent'}")
+    endpoints.secure_ipc("tcp://127.0.0.1:1")
+
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_configure_sets_linger_hwm_and_size_cap() -> None:
+    ctx: zmq.Context[Any] = zmq.Context()
+    inside = ctx.socket(zmq.DEALER)
+    outside = ctx.socket(zmq.DEALER)
+    try:
+        endpoints.configure(outside, 123)
+        endpoints.configure(inside, 77, outside=False)
+
+        assert outside.getsockopt(zmq.LINGER) == 0
+        assert outside.getsockopt(zmq.SNDHWM) == 123
+        assert outside.getsockopt(zmq.RCVHWM) == 123
+        assert outside.getsockopt(zmq.MAXMSGSIZE) == wire.MAX_MESSAGE_SIZE
+        assert inside.getsockopt(zmq.MAXMSGSIZE) == -1
+        assert inside.getsockopt(zmq.SNDHWM) == 77
+    finally:
+        inside.close(linger=0)
+        outside.close(linger=0)
+        ctx.term()
+
+
+# -- the outbox ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def outbox() -> Iterator[Outbox]:
+    box = Outbox()
+    yield box
+    box.close()
+
+
+def test_outbox_coalesces_wake_ups(outbox: Outbox) -> None:
+    assert not outbox.wait_readable(0)
+
+    outbox.put("pub", b"1")
+    outbox.put("pub", b"2")
+    outbox.put("to", b"id", b"3")
+
+    assert outbox.wait_readable(0)
+    assert os.read(outbox.fileno, 100) == b"\0"  # one byte for three puts
+    assert outbox.drain() == [("pub", b"1"), ("pub", b"2"), ("to", b"id", b"3")]
+    assert not outbox.wait_readable(0)
+
+
+def test_outbox_wakes_again_after_a_drain(outbox: Outbox) -> None:
+    outbox.put("a")
+    assert outbox.drain() == [("a",)]
+    assert not outbox.wait_readable(0)
+
+    outbox.put("b")
+
+    assert outbox.wait_readable(0)
+    assert outbox.drain() == [("b",)]
+    assert outbox.drain() == []
+    assert not outbox.wait_readable(0)
+
+
+def test_outbox_put_after_close_is_dropped_quietly() -> None:
+    # A thread may still hand a frame to an I/O thread that has just closed:
+    # that must neither raise nor write to a closed (maybe reused) descriptor.
+    box = Outbox()
+    box.put("early")
+    box.close()
+
+    box.put("late")
+    box.close()
