@@ -22,12 +22,13 @@ from typing import Any
 from busd import endpoints as ep
 from busd.bus import Bus
 from busd.errors import AlreadyRunning, BusError, ChannelFailures
+from busd.forkserver import ForkServer
 from busd.listen import make_listeners
 from busd.master import MasterBus, refuse_if_running
 from busd.orphans import reap_orphans
 from busd.plugins import Daemonizer, DropPrivileges, PIDFile, SdNotify, SignalHandler
 from busd.pool import Pool, PoolConfig
-from busd.spawn import ExecSpawner, target_argv
+from busd.spawn import ExecSpawner, Spawner, target_argv
 
 log = logging.getLogger("busd.main")
 
@@ -59,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--startup-timeout", type=float, default=float(_env("startup_timeout", 30.0)))
     add("--reload", choices=("inplace", "respawn"), default=_env("reload", "inplace"))
     add("--preload", action="store_true", default=_flag(_env("preload")),
-        help="import TARGET in the master first (fail fast)")
+        help="import TARGET once in a fork server and fork the workers from it")
     add("--listen", action="append", default=_split(_env("listen")),
         help="a socket the master makes for the workers: tcp:HOST:PORT or unix:PATH")
     add("--pidfile", default=_env("pidfile"))
@@ -101,6 +102,8 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
         parser.error("give either TARGET or -- CMD, not both")
     if opts.workers < 0:
         parser.error("-w must be 0 or more")
+    if opts.preload and not opts.target:
+        parser.error("--preload needs a TARGET (a command cannot be preloaded)")
     if opts.target and ":" not in opts.target:
         parser.error(f"TARGET is pkg.module:function, not {opts.target!r}")
     return opts, command
@@ -133,10 +136,8 @@ def run(opts: argparse.Namespace, command: list[str]) -> int:
                                     else ep.runtime_dir(opts.name))
     refuse_if_running(ep.default_endpoints(runtime).ctl)
     reap_orphans(runtime)
-    if opts.preload and opts.target:
-        from client.worker import load_target
-
-        load_target(opts.target)
+    # Before the master has a thread or a socket: the fork server forks clean.
+    forkserver = ForkServer(opts.target) if opts.preload else None
     if not opts.target and not command:
         opts.workers = 0  # a master alone: clients attach by themselves
     listeners = make_listeners(opts.listen)
@@ -145,7 +146,14 @@ def run(opts: argparse.Namespace, command: list[str]) -> int:
                        no_relay=("log", "main", *SIGNAL_CHANNELS))
     master.status_hooks.append(lambda status: status.update(
         listen=[_address(s) for s in listeners]))
-    pool = Pool(master, make_spawner(opts, command, master, listeners), PoolConfig(
+    env = worker_env(opts, master, listeners)
+    spawner: Spawner
+    if forkserver is not None:
+        forkserver.env = env
+        spawner = forkserver
+    else:
+        spawner = ExecSpawner(command or target_argv(opts.target), env)
+    pool = Pool(master, spawner, PoolConfig(
         size=opts.workers, graceful_timeout=opts.graceful_timeout,
         worker_timeout=opts.worker_timeout, startup_timeout=opts.startup_timeout,
         reload=opts.reload, backoff=opts.backoff, backoff_max=opts.backoff_max,
@@ -161,6 +169,8 @@ def run(opts: argparse.Namespace, command: list[str]) -> int:
         return EX_SOFTWARE
     master.block()
     pool.close()
+    if forkserver is not None:
+        forkserver.close()
     for sock in listeners:
         sock.close()
     return EX_OK
@@ -173,17 +183,14 @@ def _address(sock: Any) -> str:
     return f"unix:{name}"
 
 
-def make_spawner(opts: argparse.Namespace, command: list[str], master: MasterBus,
-                 listeners: list[Any]) -> ExecSpawner:
-    """Exec TARGET's runner or CMD, with the env a worker needs to find its master."""
-    endpoints = ep.Endpoints(pub=master.hub.pub_endpoints[0], ctl=master.hub.ctl_endpoints[0])
-    env = {**os.environ, "BUSD_NAME": master.name, "BUSD_RUNTIME_DIR": str(master.runtime_dir),
-           "BUSD_PUB_ENDPOINT": endpoints.pub, "BUSD_CTL_ENDPOINT": endpoints.ctl,
-           "BUSD_LOG_LEVEL": opts.log_level,
-           "BUSD_LISTEN_FDS": ",".join(str(s.fileno()) for s in listeners)}
-    if command:
-        return ExecSpawner(command, env)
-    return ExecSpawner(target_argv(opts.target), env)
+def worker_env(opts: argparse.Namespace, master: MasterBus,
+               listeners: list[Any]) -> dict[str, str]:
+    """What a worker needs to find its master and its listening sockets."""
+    return {**os.environ, "BUSD_NAME": master.name, "BUSD_RUNTIME_DIR": str(master.runtime_dir),
+            "BUSD_PUB_ENDPOINT": master.hub.pub_endpoints[0],
+            "BUSD_CTL_ENDPOINT": master.hub.ctl_endpoints[0],
+            "BUSD_LOG_LEVEL": opts.log_level,
+            "BUSD_LISTEN_FDS": ",".join(str(s.fileno()) for s in listeners)}
 
 
 def install_plugins(master: MasterBus, pool: Pool, opts: argparse.Namespace) -> None:

@@ -83,20 +83,26 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=os.environ.get("BUSD_LOG_LEVEL", "WARNING").upper(),
                         format="%(asctime)s " + f"worker {os.environ.get('BUSD_WORKER', '?')} "
                                "[%(process)d] %(levelname)s %(name)s: %(message)s")
+    return run(args[0])
+
+
+def run(target: str | Callable[[ClientBus], Any]) -> int:
+    """Be a worker for ``target`` (a name to import, or the function itself)."""
+    log = logging.getLogger(__name__)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         die_with_parent()
-        func = load_target(args[0])
+        func = load_target(target) if isinstance(target, str) else target
         bus = connect(mirror=False)
     except Exception as exc:
-        logging.getLogger(__name__).exception("worker could not start: %s", exc)
+        log.exception("worker could not start: %s", exc)
         return 70
     assert threading.current_thread() is threading.main_thread()
     install_signals(bus)
     try:
         func(bus)
     except Exception:
-        logging.getLogger(__name__).exception("TARGET %s failed", args[0])
+        log.exception("TARGET %s failed", target)
         bus.leave("target failed")
         return 70
     bus.block()

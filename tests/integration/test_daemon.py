@@ -83,8 +83,13 @@ def gone(pids: list[int], timeout: float) -> bool:
     return True
 
 
-def test_pool_lifecycle_through_busctl(busd_procs: Processes, busd_sink: Sink) -> None:
-    busd = start_busd(busd_procs, "-w", "4", TARGET)
+SPAWN_MODES = [pytest.param([], id="exec"), pytest.param(["--preload"], id="forkserver")]
+
+
+@pytest.mark.parametrize("mode", SPAWN_MODES)
+def test_pool_lifecycle_through_busctl(busd_procs: Processes, busd_sink: Sink,
+                                       mode: list[str]) -> None:
+    busd = start_busd(busd_procs, *mode, "-w", "4", TARGET)
     busd_sink.collect("start", 4, timeout=30)
     doc = wait_status(busd_procs, lambda d: states(d) == ["STARTED"] * 4)
     assert {"state", "pid", "epoch", "uptime", "workers"} <= set(doc)
@@ -115,8 +120,10 @@ def test_pool_lifecycle_through_busctl(busd_procs: Processes, busd_sink: Sink) -
     assert per_worker == {0: 1, 1: 1, 2: 1, 3: 1}, "each graceful listener runs exactly once"
 
 
-def test_killed_worker_is_replaced_and_counted(busd_procs: Processes, busd_sink: Sink) -> None:
-    busd = start_busd(busd_procs, "-w", "2", "--backoff", "0.05", TARGET)
+@pytest.mark.parametrize("mode", SPAWN_MODES)
+def test_killed_worker_is_replaced_and_counted(busd_procs: Processes, busd_sink: Sink,
+                                               mode: list[str]) -> None:
+    busd = start_busd(busd_procs, *mode, "-w", "2", "--backoff", "0.05", TARGET)
     busd_sink.collect("start", 2, timeout=30)
     doc = wait_status(busd_procs, lambda d: states(d) == ["STARTED"] * 2)
     victim = doc["workers"][1]["pid"]
@@ -162,8 +169,10 @@ def test_flapping_slot_stops_restarting(busd_procs: Processes, busd_sink: Sink) 
     assert busd.wait(15) == 0
 
 
-def test_no_worker_survives_sigkill_of_busd(busd_procs: Processes, busd_sink: Sink) -> None:
-    busd = start_busd(busd_procs, "-w", "4", TARGET)
+@pytest.mark.parametrize("mode", SPAWN_MODES)
+def test_no_worker_survives_sigkill_of_busd(busd_procs: Processes, busd_sink: Sink,
+                                            mode: list[str]) -> None:
+    busd = start_busd(busd_procs, *mode, "-w", "4", TARGET)
     busd_sink.collect("start", 4, timeout=30)
     pids = [w["pid"] for w in wait_status(busd_procs,
                                           lambda d: states(d) == ["STARTED"] * 4)["workers"]]
