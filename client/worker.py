@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m client.worker pkg.module:function", file=sys.stderr)
         return 2
     logging.basicConfig(level=os.environ.get("BUSD_LOG_LEVEL", "WARNING").upper(),
-                        format="%(asctime)s " + f"worker {os.environ.get('BUSD_WORKER', '?')} "
+                        format=f"worker {os.environ.get('BUSD_WORKER', '?')} "
                                "[%(process)d] %(levelname)s %(name)s: %(message)s")
     return run(args[0])
 
