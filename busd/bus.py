@@ -106,6 +106,7 @@ class Bus:
         self._priorities: dict[tuple[str, Callable[..., Any]], int] = {}
         self._order: dict[tuple[str, Callable[..., Any]], int] = {}
         self._counter = itertools.count()
+        self._sorted: dict[str, tuple[frozenset[Callable[..., Any]], list[Callable[..., Any]]]] = {}
         self._lock = threading.RLock()
         self._cond = threading.Condition(threading.RLock())
         self._state = State.STOPPED
@@ -166,6 +167,7 @@ class Bus:
             priority = getattr(callback, "priority", DEFAULT_PRIORITY)
         key = (channel, callback)
         with self._lock:
+            self._sorted.pop(channel, None)
             self.listeners.setdefault(channel, set()).add(callback)
             self._priorities[key] = int(priority)
             if key not in self._order:
@@ -176,20 +178,30 @@ class Bus:
         """Remove ``callback`` from ``channel``; nothing happens if it is absent."""
         key = (channel, callback)
         with self._lock:
+            self._sorted.pop(channel, None)
             self.listeners.get(channel, set()).discard(callback)
             self._priorities.pop(key, None)
             self._order.pop(key, None)
 
     def _sorted_listeners(self, channel: str) -> list[Callable[..., Any]]:
         with self._lock:
-            callbacks = list(self.listeners.get(channel, ()))
+            members = self.listeners.get(channel)
+            if not members:
+                return []
+            cached = self._sorted.get(channel)
+            # Valid while the set holds the same callbacks (code may edit
+            # bus.listeners directly, as CherryPy code does) and no priority changed.
+            if cached is not None and cached[0] == members:
+                return cached[1]
             keyed = [
                 (self._priorities.get((channel, cb), DEFAULT_PRIORITY),
                  self._order.get((channel, cb), sys.maxsize), cb)
-                for cb in callbacks
+                for cb in members
             ]
-        keyed.sort(key=lambda item: (item[0], item[1]))
-        return [cb for _, _, cb in keyed]
+            keyed.sort(key=lambda item: (item[0], item[1]))
+            ordered = [cb for _, _, cb in keyed]
+            self._sorted[channel] = (frozenset(members), ordered)
+            return ordered
 
     def publish(self, channel: str, *args: Any, **kwargs: Any) -> list[Any]:
         """Run every listener of ``channel``; return their results in order.
@@ -200,7 +212,7 @@ class Bus:
         """
         if channel not in self.listeners:
             return []
-        failures = ChannelFailures(channel=channel)
+        failures: ChannelFailures | None = None
         output = []
         for listener in self._sorted_listeners(channel):
             try:
@@ -212,6 +224,8 @@ class Bus:
                     exc.code = 1
                 raise
             except Exception:  # noqa: BLE001 - a listener is a boundary; all failures collected
+                if failures is None:
+                    failures = ChannelFailures(channel=channel)
                 failures.handle_exception()
                 if channel != "log":
                     self.log(f"Error in {channel!r} listener {listener!r}",
@@ -260,9 +274,9 @@ class Bus:
     # still mirror through these, and they call only each other.
 
     def _do_start(self) -> None:
-        self._register_atexit()
         if not self._transition(State.STARTING):
             return
+        self._register_atexit()
         try:
             self.publish("start")
         except (KeyboardInterrupt, SystemExit):

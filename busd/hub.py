@@ -241,6 +241,10 @@ class Hub:
                              f"{msg.kind.name} from a client that has not said HELLO "
                              "(to this master incarnation)")
         elif msg.kind is Kind.ACK:
+            if body.get("epoch") != self.owner.epoch:
+                # A seq of another incarnation: its numbers mean nothing here.
+                self._complain("stale_ack", "ignored an ack for another master incarnation")
+                return
             self.stats["acks"] += 1
             self.registry.record_ack(identity, body)
         elif msg.kind is Kind.PONG:

@@ -93,6 +93,7 @@ class Registry:
         self._next_id = 1
         self._acks: collections.OrderedDict[int, dict[int, Ack]] = collections.OrderedDict()
         self._departed: dict[int, ClientInfo] = {}
+        self._waits: list[dict[int, set[int]]] = []
 
     def register(self, identity: bytes, hello: dict[str, Any], joined_seq: int) -> ClientInfo:
         """Record a client that said HELLO (again: same identity keeps its id)."""
@@ -162,6 +163,7 @@ class Registry:
                 self._departed[info.id] = info
                 if len(self._departed) > ACK_MEMORY:
                     self._departed.pop(next(iter(self._departed)))
+                self._settle(info.id, None)
                 self._cond.notify_all()
             return info
 
@@ -193,7 +195,7 @@ class Registry:
                 self._acks.popitem(last=False)
             self._by_identity[identity] = replace(
                 info, last_seen=time.monotonic(), last_ack_seq=max(info.last_ack_seq, seq))
-            self._cond.notify_all()
+            self._settle(info.id, seq)
             return ack
 
     def expected(self, seq: int) -> set[int]:
@@ -212,18 +214,42 @@ class Registry:
         seqs = tuple(seqs)
         deadline = time.monotonic() + timeout
         with self._cond:
-            while True:
-                present = {c.id for c in self._by_identity.values()}
-                waiting = {cid for cid in expected & present
-                           if any(cid not in self._acks.get(s, {}) for s in seqs)}
-                if not waiting:
-                    return self._report(seqs, expected, present)
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    silent = [c for c in self._by_identity.values() if c.id in waiting]
-                    raise on_timeout(sorted(silent, key=lambda c: c.id),
-                                     self._report(seqs, expected - waiting, present))
-                self._cond.wait(remaining)
+            present = {c.id for c in self._by_identity.values()}
+            # Who still owes which seq; record_ack and remove shrink it, and
+            # wake this thread only when it empties (one wake-up per wait).
+            missing = {cid: {s for s in seqs if cid not in self._acks.get(s, {})}
+                       for cid in expected & present}
+            missing = {cid: owed for cid, owed in missing.items() if owed}
+            self._waits.append(missing)
+            try:
+                while missing:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        silent = [c for c in self._by_identity.values() if c.id in missing]
+                        present = {c.id for c in self._by_identity.values()}
+                        raise on_timeout(sorted(silent, key=lambda c: c.id),
+                                         self._report(seqs, expected - set(missing), present))
+                    self._cond.wait(remaining)
+            finally:
+                # By identity: another wait may hold an equal dict.
+                self._waits[:] = [w for w in self._waits if w is not missing]
+            present = {c.id for c in self._by_identity.values()}
+            return self._report(seqs, expected, present)
+
+    def _settle(self, client: int, seq: int | None) -> None:
+        """An ack (or, with seq None, a departure) of ``client``: update the waits."""
+        for missing in self._waits:
+            owed = missing.get(client)
+            if owed is None:
+                continue
+            if seq is None:
+                owed.clear()
+            else:
+                owed.discard(seq)
+            if not owed:
+                del missing[client]
+                if not missing:
+                    self._cond.notify_all()
 
     def _report(self, seqs: tuple[int, ...], expected: set[int], present: set[int]) -> AckReport:
         acks: list[Ack] = []

@@ -30,7 +30,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgpack
 
@@ -71,6 +71,7 @@ class Kind(enum.IntEnum):
     REPLY = 20
 
 
+_KINDS = {kind.value: kind for kind in Kind}
 #: Kinds sent on PUB, which carry an epoch and a sequence number.
 BROADCAST_KINDS = frozenset({Kind.STATE, Kind.PUBLISH, Kind.EVENT, Kind.HEARTBEAT})
 #: Kinds a client sends to the master.
@@ -100,8 +101,7 @@ class ErrorCode(str, enum.Enum):
     INTERNAL = "internal"
 
 
-@dataclass(frozen=True)
-class Message:
+class Message(NamedTuple):
     """A decoded message: its kind and the items after version and kind."""
 
     kind: Kind
@@ -152,6 +152,17 @@ def decode(data: bytes, allowed: frozenset[Kind] | None = None) -> Message:
     if not isinstance(obj, list) or len(obj) < 2:
         raise wire_error(ErrorCode.MALFORMED, "a message is an array [version, kind, ...]")
     version, raw_kind = obj[0], obj[1]
+    kind = _KINDS.get(raw_kind) if type(raw_kind) is int else None
+    if kind is not None and version == VERSION and type(version) is int:
+        # The hot path: a well-formed message of a known kind.
+        if allowed is not None and kind not in allowed:
+            raise wire_error(ErrorCode.UNKNOWN_KIND, f"{kind.name} is not accepted here")
+        if len(obj) != ARITY[kind]:
+            raise wire_error(ErrorCode.MALFORMED,
+                             f"{kind.name} has {ARITY[kind]} items, got {len(obj)}")
+        msg = Message(kind, tuple(obj[2:]))
+        _check_types(msg)
+        return msg
     if type(version) is not int or version != VERSION:
         raise wire_error(ErrorCode.BAD_VERSION, f"protocol version {version!r} is not {VERSION}",
                          {"got": version if isinstance(version, int) else repr(version),
@@ -174,8 +185,7 @@ def decode(data: bytes, allowed: frozenset[Kind] | None = None) -> Message:
 
 def _check_types(msg: Message) -> None:
     items = msg.items
-    ints = 2 if msg.kind in BROADCAST_KINDS else 1
-    if not all(isinstance(i, int) and not isinstance(i, bool) for i in items[:ints]):
+    if type(items[0]) is not int or (msg.kind in BROADCAST_KINDS and type(items[1]) is not int):
         raise wire_error(ErrorCode.MALFORMED, f"{msg.kind.name}: ids must be integers")
     if msg.kind in CLIENT_KINDS and not isinstance(items[1], dict):
         raise wire_error(ErrorCode.MALFORMED, f"{msg.kind.name}: the body must be a map")

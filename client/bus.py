@@ -18,10 +18,9 @@ goes through the master to every process; ``leave()`` ends only this one.
 
 from __future__ import annotations
 
-import contextlib
+import collections
 import logging
 import os
-import queue
 import threading
 from collections.abc import Iterable
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -60,7 +59,8 @@ class ClientBus(Bus):
         self.timeout = timeout
         self.shutdown_timeout = shutdown_timeout
         self.on_master_lost = on_master_lost
-        self._queue: queue.Queue[tuple[Any, ...]] = queue.Queue(DISPATCH_QUEUE)
+        self._inbox: collections.deque[tuple[Any, ...]] = collections.deque()
+        self._inbox_cond = threading.Condition()
         self._mirroring = threading.Event()
         self._left = False
         self.link = Link(endpoints, self._enqueue,
@@ -92,29 +92,39 @@ class ClientBus(Bus):
         """Start applying the master's state and messages locally."""
         self._mirroring.set()
 
-    def _enqueue(self, item: tuple[Any, ...]) -> bool:
-        try:
-            self._queue.put_nowait(item)
-        except queue.Full:
-            return False
+    def _enqueue(self, items: list[tuple[Any, ...]], force: bool = False) -> bool:
+        """Called by the link thread: queue items for the dispatcher, unless it is full."""
+        with self._inbox_cond:
+            if not force and len(self._inbox) >= DISPATCH_QUEUE:
+                return False
+            self._inbox.extend(items)
+            self._inbox_cond.notify()
         return True
+
+    def _take(self) -> list[tuple[Any, ...]]:
+        with self._inbox_cond:
+            while not self._inbox:
+                self._inbox_cond.wait()
+            items = list(self._inbox)
+            self._inbox.clear()
+        return items
 
     # -- the dispatcher thread --------------------------------------------------
 
     def _dispatch(self) -> None:
         self._mirroring.wait()
         while True:
-            item = self._queue.get()
-            kind = item[0]
-            if kind == "close":
-                return
-            try:
-                self._apply(item)
-            except Exception:
-                log.exception("error applying %s from the master", kind)
-            if self._state is State.EXITING:
-                self._finish()
-                return
+            for item in self._take():
+                kind = item[0]
+                if kind == "close":
+                    return
+                try:
+                    self._apply(item)
+                except Exception:
+                    log.exception("error applying %s from the master", kind)
+                if self._state is State.EXITING:
+                    self._finish()
+                    return
 
     def _apply(self, item: tuple[Any, ...]) -> None:
         kind = item[0]
@@ -176,11 +186,12 @@ class ClientBus(Bus):
         body = {"epoch": self.link.epoch, "seq": seq, "ok": ok, "result": result,
                 "errors": errors}
         try:
-            encode(Kind.ACK, 0, body)
+            frame = encode(Kind.ACK, 0, body)
         except BusError:
             # Not msgpack data, or too large: the ack must still go out.
             body["result"] = repr(result)[:ACK_RESULT_LIMIT]
-        self.link.send(Kind.ACK, body)
+            frame = encode(Kind.ACK, 0, body)
+        self.link.send_frame(frame)
 
     def _abort_start(self) -> None:
         # A failed local start ends this process's bus, not everyone's.
@@ -291,8 +302,7 @@ class ClientBus(Bus):
         """
         self._mirroring.set()
         if threading.current_thread() is not self._dispatcher:
-            with contextlib.suppress(queue.Full):  # full: the dispatcher is busy; join bounds it
-                self._queue.put_nowait(("close",))
+            self._enqueue([("close",)], force=True)
             if self._dispatcher.is_alive():
                 self._dispatcher.join(self.shutdown_timeout if timeout is None else timeout)
         self.link.close(linger)
@@ -301,7 +311,7 @@ class ClientBus(Bus):
         """The bus's and the link's counters."""
         stats = super().statistics()
         stats["link"] = self.link.statistics()
-        stats["queued"] = self._queue.qsize()
+        stats["queued"] = len(self._inbox)
         return stats
 
     def __enter__(self) -> ClientBus:

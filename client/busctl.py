@@ -1,14 +1,719 @@
-"""The ``busctl`` command."""
+"""The ``busctl`` command: control a running busd from a shell, a script or a unit.
+
+::
+
+    busctl [--name N] [--runtime-dir D] [--endpoint EP] [--timeout S] [--json] CMD ...
+
+      status | workers | ping                answered by the master at once
+      start | stop | exit [--wait]           lifecycle commands, queued on the master's bus
+      graceful [--wait] | restart
+      publish CHANNEL [ARG...] [--kw K=V]... [--wait]
+      scale N|+N|-N | signal SIG [WORKER...] the worker pool
+      watch [CHANNEL...] [--count N]         follow what the master publishes
+      keygen DIR                             CURVE key pairs for tcp endpoints
+
+Exit status: 0 done; 1 busd answered with a failure (its text on stderr);
+2 usage; 3 no busd answered within ``--timeout``; 130 interrupted.
+
+People and scripts run it often, so it imports only ``client`` and the
+shared core of ``busd`` (never the master side, the pool, nor psutil).
+"""
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import json
+import os
+import re
+import signal
 import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from busd.endpoints import PUB_HWM, EndpointError, client_endpoints, configure
+from busd.errors import BusError, NoMaster, ProtocolError
+from busd.wire import (
+    BROADCAST_KINDS,
+    HEARTBEAT_INTERVAL,
+    HEARTBEAT_LIVENESS,
+    Kind,
+    Message,
+    decode,
+)
+from client.control import DEFAULT_TIMEOUT, Control, reply_result, request_frame
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_NO_MASTER = 3
+EXIT_INTERRUPTED = 130
+#: How long ``--wait`` lets the master wait for acks, unless ``--ack-timeout`` says.
+DEFAULT_ACK_TIMEOUT = 30.0
+KEY_NAMES = ("server", "client")
+_REPLY = frozenset({Kind.REPLY})
+
+EPILOG = """\
+exit status: 0 done; 1 busd answered with a failure; 2 usage;
+3 no busd answered within --timeout; 130 interrupted.
+The master is found from --endpoint, else --runtime-dir / --name, else the
+BUSD_CTL_ENDPOINT, BUSD_RUNTIME_DIR and BUSD_NAME environment variables,
+else the default runtime dir."""
+
+PUBLISH_EPILOG = """\
+Each ARG (and each --kw value) is parsed as JSON when it parses, else taken
+as a string: 1 is a number, '"1"' and x are strings, '[1, 2]' is a list.
+Options go before CHANNEL or after the last ARG, not between ARGs;
+put -- before CHANNEL when an ARG starts with a dash:
+  busctl publish --kw user=ann -- reload -1 '"x"'"""
+
+LIFECYCLE_HELP = {
+    "start": "start every process on the bus",
+    "stop": "stop every process on the bus (they stay, STOPPED)",
+    "exit": "stop, then end every process on the bus",
+    "graceful": "reload every process on the bus (the graceful channel)",
+}
+
+Handler = Callable[[argparse.Namespace, "BusctlControl"], int]
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Control a running busd (not yet implemented)."""
-    print("busctl: not yet implemented", file=sys.stderr)
-    return 2
+class BusctlControl(Control):
+    """:class:`Control`, plus requests whose body has a ``timeout`` of its own.
+
+    ``Control.request(cmd, timeout=..., **args)`` takes ``timeout`` as its
+    deadline, so the master's ack wait (also named ``timeout``) cannot go
+    through it; :meth:`call` takes the body and the deadline apart.
+    """
+
+    @property
+    def context(self) -> zmq.Context[Any]:
+        """The ZeroMQ context this connection's socket belongs to."""
+        return self._ctx
+
+    def call(self, cmd: str, body: dict[str, Any], deadline: float) -> Any:
+        """Send ``cmd`` with ``body``; its result, or NoMaster past ``deadline`` seconds."""
+        req_id = next(self._ids)
+        self._sock.send(request_frame(req_id, cmd, body))
+        until = time.monotonic() + deadline
+        while True:
+            remaining = until - time.monotonic()
+            if remaining <= 0 or not self._sock.poll(int(remaining * 1000) + 1, zmq.POLLIN):
+                raise NoMaster(f"no busd answered {cmd!r} at {self.endpoint} "
+                               f"within {deadline:g}s")
+            try:
+                msg = decode(self._sock.recv(zmq.NOBLOCK), allowed=_REPLY)
+            except ProtocolError:
+                continue
+            if msg.req_id == req_id:
+                return reply_result(msg)
+            if msg.req_id == 0:
+                reply_result(msg)
+
+
+# -- the command line -------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser: global options, then one subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="busctl", description="Control a running busd master.", epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    _global_options(parser, suppress=False)
+    common = argparse.ArgumentParser(add_help=False)
+    _global_options(common, suppress=True)
+    subs = parser.add_subparsers(dest="command", metavar="CMD", required=True)
+
+    def add(name: str, handler: Handler | None, help_text: str,
+            **kw: Any) -> argparse.ArgumentParser:
+        sub = subs.add_parser(name, parents=[common], help=help_text, description=help_text,
+                              formatter_class=argparse.RawDescriptionHelpFormatter, **kw)
+        sub.set_defaults(handler=handler)
+        return sub
+
+    add("status", _status, "show the master, its workers and its clients")
+    add("workers", _workers, "list the pool's workers")
+    add("ping", _ping, "check that the master answers")
+    for name, help_text in LIFECYCLE_HELP.items():
+        _wait_options(add(name, _lifecycle, help_text))
+    add("restart", _lifecycle, "exit and re-execute the master (clients follow)")
+    _publish_options(add("publish", _publish, "publish a channel in every process",
+                         epilog=PUBLISH_EPILOG))
+    add("scale", _scale, "set or change the number of workers").add_argument(
+        "n", type=_scale_arg, metavar="N|+N|-N")
+    sig = add("signal", _signal, "send a signal to workers (default: all of them)")
+    sig.add_argument("signal", type=_signal_name, metavar="SIG", help="HUP, SIGHUP or 1")
+    sig.add_argument("workers", type=_non_negative, nargs="*", metavar="WORKER")
+    watch = add("watch", _watch, "print what the master publishes, one line each")
+    watch.add_argument("channels", nargs="*", metavar="CHANNEL",
+                       help="show only these published channels (states and events always)")
+    watch.add_argument("--count", type=_positive_int, metavar="N", help="stop after N messages")
+    keygen = add("keygen", None, "create CURVE key pairs (server and client) in DIR")
+    keygen.add_argument("dir", metavar="DIR")
+    keygen.add_argument("--force", action="store_true", help="replace existing key files")
+    return parser
+
+
+def _global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
+    def default(value: Any) -> Any:
+        return argparse.SUPPRESS if suppress else value
+
+    parser.add_argument("--name", metavar="N", default=default(None), help="the master's name")
+    parser.add_argument("--runtime-dir", metavar="D", default=default(None),
+                        help="the master's runtime dir (holds ctl.sock and pub.sock)")
+    parser.add_argument("--endpoint", metavar="EP", default=default(None),
+                        help="the master's control endpoint, e.g. tcp://127.0.0.1:7000")
+    parser.add_argument("--timeout", metavar="S", type=_seconds,
+                        default=default(DEFAULT_TIMEOUT),
+                        help=f"seconds to wait for an answer (default {DEFAULT_TIMEOUT:g})")
+    parser.add_argument("--json", action="store_true", default=default(False),
+                        help="print one JSON document (watch: one per line)")
+
+
+def _wait_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--wait", action="store_true",
+                        help="wait until every client acked; fail if one failed")
+    parser.add_argument("--ack-timeout", type=_seconds, default=DEFAULT_ACK_TIMEOUT,
+                        metavar="S", help="how long the master waits for acks "
+                        f"(default {DEFAULT_ACK_TIMEOUT:g})")
+
+
+def _publish_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("channel", metavar="CHANNEL")
+    parser.add_argument("args", nargs="*", type=_json_or_text, metavar="ARG")
+    parser.add_argument("--kw", action="append", type=_keyword, default=[], metavar="KEY=VALUE",
+                        help="a keyword argument (repeatable)")
+    _wait_options(parser)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds: {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) == 0:
+        raise argparse.ArgumentTypeError(f"not a positive integer: {text!r}")
+    return int(text)
+
+
+def _non_negative(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"not a worker number: {text!r}")
+    return int(text)
+
+
+def _scale_arg(text: str) -> str:
+    if not re.fullmatch(r"[+-]?[0-9]+", text):
+        raise argparse.ArgumentTypeError(f"expected N, +N or -N, got {text!r}")
+    return text
+
+
+def _signal_name(text: str) -> str:
+    """``HUP``, ``sighup``, ``SIGHUP`` or ``1`` -> ``HUP``; unknown names are usage errors."""
+    try:
+        if text.isdigit():
+            return signal.Signals(int(text)).name.removeprefix("SIG")
+        name = text.upper().removeprefix("SIG")
+        return signal.Signals["SIG" + name].name.removeprefix("SIG")
+    except (KeyError, ValueError):
+        raise argparse.ArgumentTypeError(f"unknown signal {text!r}") from None
+
+
+def _json_or_text(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _keyword(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE with KEY a name, got {text!r}")
+    return key, _json_or_text(value)
+
+
+# -- running ------------------------------------------------------------------
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run busctl on ``argv`` (default: the command line) and return its exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # a usage error (2), or --help (0)
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    try:
+        if args.handler is None:
+            return _keygen(args)
+        return _run_remote(args, args.handler)
+    except KeyboardInterrupt:
+        if args.command != "watch":
+            _error("interrupted (a command already sent may still complete)")
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        _quiet_stdout()
+        return EXIT_FAILED
+
+
+def control_endpoint(args: argparse.Namespace) -> str:
+    """The control endpoint: --endpoint, else the one found from name and runtime dir."""
+    if args.endpoint:
+        return str(args.endpoint)
+    return client_endpoints(args.name, args.runtime_dir).ctl
+
+
+def _run_remote(args: argparse.Namespace, handler: Handler) -> int:
+    try:
+        endpoint = control_endpoint(args)
+    except EndpointError as exc:
+        _error(str(exc))
+        return EXIT_USAGE
+    ctx: zmq.Context[Any] = zmq.Context()
+    try:
+        try:
+            control = BusctlControl(endpoint, args.timeout, context=ctx)
+        except zmq.ZMQError as exc:
+            # Control leaves its socket open when connect() fails: close it while
+            # the traceback still holds it, or its __del__ warns.
+            ctx.destroy(linger=0)
+            _error(f"cannot connect to {endpoint!r}: {exc}")
+            return EXIT_USAGE
+        return handler(args, control)
+    except NoMaster as exc:
+        _print_json(args, _error_doc("no_master", str(exc), None))
+        _error(str(exc))
+        return EXIT_NO_MASTER
+    except BusError as exc:
+        return _failed(args, exc)
+    except zmq.ZMQError as exc:
+        _error(f"{exc} (talking to {endpoint})")
+        return EXIT_FAILED
+    finally:
+        ctx.destroy(linger=0)
+
+
+def _command(args: argparse.Namespace, control: BusctlControl, cmd: str,
+             body: dict[str, Any] | None = None, ack_wait: float = 0.0) -> Any:
+    """Run a queued command: a ping first, so a missing busd costs only --timeout."""
+    control.request("ping")
+    deadline = args.timeout + ack_wait
+    try:
+        return control.call(cmd, body or {}, deadline)
+    except NoMaster:
+        raise NoMaster(f"busd at {control.endpoint} answered ping but not {cmd!r} within "
+                       f"{deadline:g}s: the command may still be queued or running") from None
+
+
+def _failed(args: argparse.Namespace, exc: BusError) -> int:
+    """Exit status 1: print what busd said went wrong."""
+    code = str(getattr(exc, "code", "") or type(exc).__name__)
+    details = getattr(exc, "details", None)
+    message = _channel_failures(details) if code == "channel_failures" else str(exc)
+    _print_json(args, _error_doc(code, message, details))
+    _error(message)
+    acks = details.get("acks") if isinstance(details, dict) else None
+    for line in _failure_lines(acks):
+        _error(line)
+    return EXIT_FAILED
+
+
+def _channel_failures(details: Any) -> str:
+    if not isinstance(details, dict):
+        return "listeners failed in the master"
+    errors = "; ".join(f"{e.get('type')}: {e.get('message')}"
+                       for e in details.get("errors") or () if isinstance(e, dict))
+    return f"{details.get('channel')!s} listeners failed in the master: {errors}"
+
+
+def _failure_lines(acks: Any) -> list[str]:
+    if not isinstance(acks, dict):
+        return []
+    return [str(line) for line in acks.get("failures") or ()]
+
+
+# -- output -------------------------------------------------------------------
+
+def _error(message: str) -> None:
+    print(f"busctl: {message}", file=sys.stderr, flush=True)
+
+
+def _error_doc(code: str, message: str, details: Any) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "details": details}}
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "backslashreplace")
+    return repr(value)
+
+
+def _dumps(doc: Any) -> str:
+    return json.dumps(doc, default=_jsonable, sort_keys=False)
+
+
+def _print_json(args: argparse.Namespace, doc: Any) -> None:
+    if args.json:
+        print(_dumps(doc), flush=True)
+
+
+def _emit(args: argparse.Namespace, doc: Any, text: str) -> None:
+    """Print ``doc`` as JSON with --json, else ``text`` (if any) for people."""
+    if args.json:
+        _print_json(args, doc)
+    elif text:
+        print(text, flush=True)
+
+
+def _quiet_stdout() -> None:
+    # Python flushes stdout again at exit: point it at /dev/null so that is silent.
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
+def _duration(seconds: Any) -> str:
+    if not isinstance(seconds, int | float):
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    whole = int(seconds)
+    days, rest = divmod(whole, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    parts = [(days, "d"), (hours, "h"), (minutes, "m"), (secs, "s")]
+    shown = [f"{n}{unit}" for n, unit in parts if n][:2]
+    return " ".join(shown)
+
+
+def _size(value: Any) -> str:
+    if not isinstance(value, int | float):
+        return "-"
+    for unit in ("B", "K", "M", "G"):
+        if abs(value) < 1024:
+            return f"{value:.0f}{unit}" if unit == "B" else f"{value:.1f}{unit}"
+        value /= 1024
+    return f"{value:.1f}T"
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+             for row in [list(headers), *rows]]
+    return "\n".join(lines)
+
+
+def _percent(value: Any) -> str:
+    return f"{value:.1f}%" if isinstance(value, int | float) else "-"
+
+
+def _text(value: Any) -> str:
+    return "-" if value is None or value == "" else str(value)
+
+
+#: Worker columns: header, key, how to show the value.
+WORKER_COLUMNS: tuple[tuple[str, str, Callable[[Any], str]], ...] = (
+    ("ID", "id", _text), ("PID", "pid", _text), ("STATE", "state", _text),
+    ("RESTARTS", "restarts", _text),
+    ("CPU", "cpu_percent", _percent), ("RSS", "rss", _size), ("UPTIME", "uptime", _duration),
+)
+
+
+def format_workers(workers: Sequence[Any]) -> str:
+    """The workers table (only the columns some worker has)."""
+    rows = [w for w in workers if isinstance(w, dict)]
+    if not rows:
+        return "WORKERS: none"
+    columns = [c for c in WORKER_COLUMNS if any(c[1] in w for w in rows)]
+    body = [[show(w.get(key)) for _, key, show in columns] for w in rows]
+    return "WORKERS\n" + _table([c[0] for c in columns], body)
+
+
+def format_clients(clients: Sequence[Any]) -> str:
+    """The clients table."""
+    rows = [c for c in clients if isinstance(c, dict)]
+    if not rows:
+        return "CLIENTS: none"
+    body = [[_text(c.get("id")), _text(c.get("pid")), _text(c.get("worker")),
+             _text(c.get("state")), _heartbeat_age(c.get("last_heartbeat"))] for c in rows]
+    return "CLIENTS\n" + _table(["ID", "PID", "WORKER", "STATE", "LAST-HEARTBEAT"], body)
+
+
+def _heartbeat_age(value: Any) -> str:
+    return f"{value:.1f}s ago" if isinstance(value, int | float) else "-"
+
+
+def format_status(status: dict[str, Any]) -> str:
+    """What ``busctl status`` shows people: a header, then workers and clients."""
+    host = f" on {status['host']}" if status.get("host") else ""
+    ctl = ", ".join(status.get("endpoints", {}).get("ctl") or []) or "-"
+    header = [("name", _text(status.get("name"))), ("state", _text(status.get("state"))),
+              ("pid", f"{_text(status.get('pid'))}{host}"),
+              ("epoch", f"{_text(status.get('epoch'))} (seq {_text(status.get('seq'))})"),
+              ("uptime", _duration(status.get("uptime"))), ("control", ctl)]
+    usage = status.get("master")
+    if isinstance(usage, dict) and usage:
+        header.append(("usage", f"cpu {_percent(usage.get('cpu_percent'))}, "
+                                f"rss {_size(usage.get('rss'))}, fds {_text(usage.get('fds'))}, "
+                                f"threads {_text(usage.get('threads'))}"))
+    lines = [f"{key + ':':<9}{value}" for key, value in header]
+    return "\n".join([*lines, "", format_workers(status.get("workers") or []), "",
+                      format_clients(status.get("clients") or [])])
+
+
+# -- the commands ---------------------------------------------------------------
+
+def _status(args: argparse.Namespace, control: BusctlControl) -> int:
+    result = control.request("status")
+    _emit(args, result, format_status(result) if isinstance(result, dict) else _dumps(result))
+    return EXIT_OK
+
+
+def _workers(args: argparse.Namespace, control: BusctlControl) -> int:
+    result = control.request("workers")
+    workers = result.get("workers") if isinstance(result, dict) else result
+    _emit(args, result, format_workers(workers if isinstance(workers, list) else []))
+    return EXIT_OK
+
+
+def _ping(args: argparse.Namespace, control: BusctlControl) -> int:
+    began = time.perf_counter()
+    result = control.request("ping")
+    took = (time.perf_counter() - began) * 1000
+    text = (f"pong from busd pid {result.get('pid')} (epoch {result.get('epoch')}) "
+            f"in {took:.2f} ms" if isinstance(result, dict) else "pong")
+    _emit(args, result, text)
+    return EXIT_OK
+
+
+def _lifecycle(args: argparse.Namespace, control: BusctlControl) -> int:
+    wait = bool(getattr(args, "wait", False))
+    body: dict[str, Any] = {}
+    if args.command != "restart":
+        body["wait"] = wait
+    if wait:
+        body["timeout"] = args.ack_timeout
+    result = _command(args, control, args.command, body, args.ack_timeout if wait else 0.0)
+    state = result.get("state") if isinstance(result, dict) else None
+    return _report_acks(args, result, f"{args.command}: state {_text(state)}")
+
+
+def _publish(args: argparse.Namespace, control: BusctlControl) -> int:
+    body: dict[str, Any] = {"channel": args.channel, "args": list(args.args),
+                            "kwargs": dict(args.kw), "wait": args.wait}
+    if args.wait:
+        body["timeout"] = args.ack_timeout
+    result = _command(args, control, "broadcast", body, args.ack_timeout if args.wait else 0.0)
+    return _report_acks(args, result, f"publish {args.channel}: relayed")
+
+
+def _report_acks(args: argparse.Namespace, result: Any, text: str) -> int:
+    """Print a lifecycle or publish result; 1 when a client failed or was lost."""
+    acks = result.get("acks") if isinstance(result, dict) else None
+    if isinstance(acks, dict):
+        answered = len(acks.get("acks") or [])
+        text += f"; {answered} client{'s' if answered != 1 else ''} acked"
+    _emit(args, result, text)
+    if not isinstance(acks, dict):
+        return EXIT_OK
+    for line in _failure_lines(acks):
+        _error(line)
+    return EXIT_OK if acks.get("ok") is True else EXIT_FAILED
+
+
+def _scale(args: argparse.Namespace, control: BusctlControl) -> int:
+    result = _command(args, control, "scale", {"n": args.n})
+    size = result.get("size") if isinstance(result, dict) else None
+    _emit(args, result, f"scale {args.n}: {_text(size)} workers")
+    return EXIT_OK
+
+
+def _signal(args: argparse.Namespace, control: BusctlControl) -> int:
+    result = _command(args, control, "signal", {"signal": args.signal, "workers": args.workers})
+    sent = result.get("workers") if isinstance(result, dict) else None
+    whom = ", ".join(str(w) for w in sent) if isinstance(sent, list) and sent else "none"
+    _emit(args, result, f"signal {args.signal}: sent to workers {whom}")
+    return EXIT_OK
+
+
+# -- watch --------------------------------------------------------------------
+
+def _watch(args: argparse.Namespace, control: BusctlControl) -> int:
+    pub = _pub_endpoint(args, control)
+    sub = control.context.socket(zmq.SUB)
+    try:
+        configure(sub, PUB_HWM)
+        sub.setsockopt(zmq.SUBSCRIBE, b"")
+        sub.connect(pub)
+        return Watcher(args, sub, pub).run()
+    finally:
+        sub.close(linger=0)
+
+
+def _pub_endpoint(args: argparse.Namespace, control: BusctlControl) -> str:
+    """The master's PUB endpoint: beside the runtime dir's, else from its status."""
+    if not args.endpoint:
+        return client_endpoints(args.name, args.runtime_dir).pub
+    status = control.request("status")
+    endpoints = status.get("endpoints", {}) if isinstance(status, dict) else {}
+    pubs, ctls = endpoints.get("pub") or [], endpoints.get("ctl") or []
+    if not pubs:
+        raise ProtocolError("the master's status names no PUB endpoint")
+    if args.endpoint in ctls and ctls.index(args.endpoint) < len(pubs):
+        return str(pubs[ctls.index(args.endpoint)])
+    return str(pubs[0])
+
+
+class Watcher:
+    """Reads the master's PUB socket and prints one line (or JSON object) per message.
+
+    Ends after ``--count`` messages (0); when the master goes silent for its
+    heartbeat x liveness (0 if it was exiting, else 1); never waits unbounded.
+    """
+
+    def __init__(self, args: argparse.Namespace, sub: zmq.Socket[Any], endpoint: str) -> None:
+        self.args = args
+        self.sub = sub
+        self.endpoint = endpoint
+        self.channels = frozenset(args.channels)
+        self.left: int | None = args.count
+        self.silence = HEARTBEAT_INTERVAL * HEARTBEAT_LIVENESS
+        self.state = ""
+
+    def run(self) -> int:
+        """Follow the master until done; returns the exit status."""
+        if not self.sub.poll(int(self.args.timeout * 1000) + 1):
+            message = f"no busd answered at {self.endpoint} within {self.args.timeout:g}s"
+            _print_json(self.args, _error_doc("no_master", message, None))
+            _error(message)
+            return EXIT_NO_MASTER
+        while self.left != 0:
+            if not self.sub.poll(int(self.silence * 1000) + 1):
+                return self._silent()
+            for msg in self._drain():
+                self._show(msg)
+                if self.left == 0:
+                    break
+        return EXIT_OK
+
+    def _drain(self) -> Iterator[Message]:
+        while True:
+            try:
+                frame = self.sub.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                yield decode(frame, allowed=BROADCAST_KINDS)
+            except ProtocolError as exc:
+                _error(f"skipped a message: {exc}")
+
+    def _show(self, msg: Message) -> None:
+        if msg.kind is Kind.HEARTBEAT:
+            interval = msg.items[3]
+            if isinstance(interval, int | float) and interval > 0:
+                self.silence = float(interval) * HEARTBEAT_LIVENESS
+            return
+        doc = self.describe(msg)
+        if doc is None:
+            return
+        if self.args.json:
+            print(_dumps(doc), flush=True)
+        else:
+            print(self.line(doc), flush=True)
+        if self.left is not None:
+            self.left -= 1
+
+    def describe(self, msg: Message) -> dict[str, Any] | None:
+        """A STATE, PUBLISH or EVENT as a map (None: filtered out)."""
+        doc: dict[str, Any] = {"seq": msg.seq, "kind": msg.kind.name.lower(), "epoch": msg.epoch}
+        if msg.kind is Kind.STATE:
+            self.state = str(msg.items[2])
+            doc["state"] = msg.items[2]
+        elif msg.kind is Kind.PUBLISH:
+            channel, args, kwargs, ack = msg.items[2:]
+            if self.channels and channel not in self.channels:
+                return None
+            doc.update(channel=channel, args=args, kwargs=kwargs, ack=ack)
+        else:
+            doc.update(event=msg.items[2], data=msg.items[3])
+        return doc
+
+    @staticmethod
+    def line(doc: dict[str, Any]) -> str:
+        """The line people see for one message."""
+        head = f"seq {doc['seq']} {doc['kind']}"
+        if doc["kind"] == "state":
+            return f"{head} {doc['state']}"
+        if doc["kind"] == "publish":
+            return f"{head} {doc['channel']} {_dumps(doc['args'])} {_dumps(doc['kwargs'])}"
+        return f"{head} {doc['event']} {_dumps(doc['data'])}"
+
+    def _silent(self) -> int:
+        if self.state == "EXITING":
+            return EXIT_OK
+        _error(f"lost busd at {self.endpoint}: silent for {self.silence:g}s")
+        return EXIT_FAILED
+
+
+# -- keygen -------------------------------------------------------------------
+
+def _keygen(args: argparse.Namespace) -> int:
+    """Create server and client CURVE key pairs in ``args.dir``; never a half-written one."""
+    directory = Path(args.dir)
+    try:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        _error(f"cannot create {directory}: {exc.strerror or exc}")
+        return EXIT_USAGE
+    existing = [str(p) for p in _key_files(directory).values() if p.exists()]
+    if existing and not args.force:
+        _error(f"{', '.join(existing)} already exist(s); use --force to replace")
+        return EXIT_USAGE
+    try:
+        made = _write_keys(directory)
+    except OSError as exc:
+        _error(f"cannot write keys in {directory}: {exc.strerror or exc}")
+        return EXIT_USAGE
+    except zmq.ZMQError as exc:
+        _error(f"cannot create CURVE keys: {exc}")
+        return EXIT_FAILED
+    _emit(args, made, "\n".join(f"{name} {kind}: {path}" for name, pair in made.items()
+                                for kind, path in pair.items()))
+    return EXIT_OK
+
+
+def _key_files(directory: Path) -> dict[str, Path]:
+    return {f"{name}.{kind}": directory / f"{name}.{suffix}" for name in KEY_NAMES
+            for kind, suffix in (("public", "key"), ("secret", "key_secret"))}
+
+
+def _write_keys(directory: Path) -> dict[str, dict[str, str]]:
+    # pyzmq writes with the umask's mode: make the files in a private (0700)
+    # scratch dir, make secrets 0600, then move them into place.
+    import tempfile  # here: only keygen needs it, and busctl's start-up time counts
+
+    from zmq.auth.certs import create_certificates
+
+    made: dict[str, dict[str, str]] = {}
+    with tempfile.TemporaryDirectory(dir=directory, prefix=".keygen-") as scratch:
+        for name in KEY_NAMES:
+            public, secret = create_certificates(scratch, name)
+            os.chmod(secret, 0o600)
+            os.chmod(public, 0o644)
+            pair = {"public": directory / Path(public).name,
+                    "secret": directory / Path(secret).name}
+            os.replace(public, pair["public"])
+            os.replace(secret, pair["secret"])
+            made[name] = {kind: str(path) for kind, path in pair.items()}
+    return made
 
 
 if __name__ == "__main__":

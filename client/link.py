@@ -46,11 +46,16 @@ from client.control import reply_result, request_frame
 
 log = logging.getLogger(__name__)
 
+#: A PONG goes out unasked when no heartbeat came for this many intervals.
+PONG_SLACK = 1.5
 #: Messages held while a snapshot is on its way; past this, the join restarts.
 JOIN_BUFFER = 100_000
 HELLO_ID = 1
 
-Deliver = Callable[[tuple[Any, ...]], bool]
+#: Hands items to the dispatcher: ``deliver(items, force)``; False if it had no room.
+Deliver = Callable[[list[tuple[Any, ...]], bool], bool]
+#: Most frames read from the SUB socket before the thread looks at its timers.
+DRAIN_LIMIT = 1000
 
 
 class Link:
@@ -80,7 +85,10 @@ class Link:
         self._futures_lock = threading.Lock()
         self._buffer: collections.deque[Message] = collections.deque()
         self._hello_pending = False
+        self._batch: list[tuple[Any, ...]] = []
+        self._batch_first = 0
         self._last_heard = time.monotonic()
+        self._last_pong = time.monotonic()
         self._ctx: zmq.Context[Any] = zmq.Context()
         self._sub = self._ctx.socket(zmq.SUB)
         self._ctl = self._ctx.socket(zmq.DEALER)
@@ -121,7 +129,17 @@ class Link:
 
     def send(self, kind: Kind, body: dict[str, Any]) -> None:
         """Send an ACK, PONG or BYE (no reply expected)."""
-        self.outbox.put("send", encode(kind, 0, body))
+        self.send_frame(encode(kind, 0, body))
+
+    def send_frame(self, frame: bytes) -> None:
+        """Send a frame already encoded."""
+        if threading.current_thread() is self._thread:
+            try:
+                self._ctl.send(frame, zmq.NOBLOCK)
+            except zmq.Again:
+                self.stats["dropped_sends"] += 1
+        else:
+            self.outbox.put("send", frame)
 
     def close(self, linger: float = 0.5) -> None:
         """Flush what is queued (at most ``linger`` s), close, end the thread."""
@@ -149,6 +167,7 @@ class Link:
                 if self._ctl in ready:
                     self._read_ctl()
                 self._check_master()
+                self._keep_alive()
         except Exception:
             log.exception("busd client link failed")
             self._master_lost("the client link failed")
@@ -158,8 +177,20 @@ class Link:
     def _poll_ms(self) -> float:
         if self.lost.is_set() or not self.joined.is_set():
             return 1000.0 * self.heartbeat
-        deadline = self._last_heard + self.heartbeat * self.liveness
+        deadline = min(self._last_heard + self.heartbeat * self.liveness,
+                       self._last_pong + PONG_SLACK * self.heartbeat)
         return max(0.0, deadline - time.monotonic()) * 1000.0 + 1.0
+
+    def _pong(self) -> None:
+        self._last_pong = time.monotonic()
+        self.send(Kind.PONG, {"epoch": self.epoch, "seq": self.seq, "state": self.local_state()})
+
+    def _keep_alive(self) -> None:
+        # A heartbeat stuck behind a backlog must not make the master think
+        # this client is dead: past the slack, answer without waiting for it.
+        if (self.joined.is_set() and not self.lost.is_set()
+                and time.monotonic() - self._last_pong > PONG_SLACK * self.heartbeat):
+            self._pong()
 
     def _send_queued(self) -> bool:
         for item in self.outbox.drain():
@@ -257,14 +288,21 @@ class Link:
             self.stats["missed"] += missed
         self.seq = snap_seq
         self.joined.set()
-        self.deliver(("snapshot", self.epoch, self.seq, snap["state"], missed))
+        self._deliver_control(("snapshot", self.epoch, self.seq, snap["state"], missed))
         for m in buffered:
             self._on_broadcast(m)
+        self._flush()
 
     # -- the published stream ----------------------------------------------------------
 
     def _read_sub(self) -> None:
-        while True:
+        try:
+            self._read_sub_frames()
+        finally:
+            self._flush()
+
+    def _read_sub_frames(self) -> None:
+        for _ in range(DRAIN_LIMIT):
             try:
                 frame = self._sub.recv(zmq.NOBLOCK)
             except zmq.Again:
@@ -291,8 +329,7 @@ class Link:
             self._hold(msg)
             return
         if msg.kind is Kind.HEARTBEAT:
-            self.send(Kind.PONG, {"epoch": self.epoch, "seq": self.seq,
-                                  "state": self.local_state()})
+            self._pong()
             if msg.seq > self.seq:
                 self._gap(msg)
             return
@@ -312,10 +349,24 @@ class Link:
             item = ("publish", msg.seq, *msg.items[2:])
         else:
             item = ("event", msg.seq, *msg.items[2:])
-        if not self.deliver(item):
-            # The dispatcher is full: drop it, and the next message shows the gap.
-            self.stats["overflow"] += 1
-            self.seq = msg.seq - 1
+        if not self._batch:
+            self._batch_first = msg.seq
+        self._batch.append(item)
+
+    def _flush(self) -> None:
+        """Hand the messages read so far to the dispatcher, in one go."""
+        if not self._batch:
+            return
+        batch, self._batch = self._batch, []
+        if not self.deliver(batch, False):
+            # The dispatcher is full: drop them, and the next message shows the gap.
+            self.stats["overflow"] += len(batch)
+            self.seq = self._batch_first - 1
+
+    def _deliver_control(self, item: tuple[Any, ...]) -> None:
+        """A snapshot or a loss: after what came before it, and never dropped."""
+        self._flush()
+        self.deliver([item], True)
 
     def _gap(self, msg: Message) -> None:
         self.stats["gaps"] += 1
@@ -349,7 +400,7 @@ class Link:
         self.stats["master_lost"] += 1
         log.warning("master lost: %s", reason)
         self._hello_pending = False
-        self.deliver(("lost", reason))
+        self._deliver_control(("lost", reason))
 
     def statistics(self) -> dict[str, Any]:
         """Counters: received, gaps, missed, resyncs, new epochs, bad messages."""
