@@ -72,16 +72,21 @@ class Kind(enum.IntEnum):
 
 
 _KINDS = {kind.value: kind for kind in Kind}
+_INT_SETS: dict[frozenset[Kind], frozenset[int]] = {}
+_PUBLISH = Kind.PUBLISH.value
 #: Kinds sent on PUB, which carry an epoch and a sequence number.
 BROADCAST_KINDS = frozenset({Kind.STATE, Kind.PUBLISH, Kind.EVENT, Kind.HEARTBEAT})
 #: Kinds a client sends to the master.
 CLIENT_KINDS = frozenset({Kind.HELLO, Kind.REQUEST, Kind.ACK, Kind.PONG, Kind.BYE})
+_BROADCAST_INTS = frozenset(int(k) for k in BROADCAST_KINDS)
+_CLIENT_INTS = frozenset(int(k) for k in CLIENT_KINDS)
 #: How many items each kind has, version and kind included.
 ARITY = {
     Kind.STATE: 5, Kind.PUBLISH: 8, Kind.EVENT: 6, Kind.HEARTBEAT: 6,
     Kind.HELLO: 4, Kind.REQUEST: 4, Kind.ACK: 4, Kind.PONG: 4, Kind.BYE: 4,
     Kind.REPLY: 5,
 }
+_ARITY = {int(kind): n for kind, n in ARITY.items()}
 
 
 class ErrorCode(str, enum.Enum):
@@ -142,56 +147,61 @@ def encode(kind: Kind, *items: Any) -> bytes:
 
 def decode(data: bytes, allowed: frozenset[Kind] | None = None) -> Message:
     """Decode and check one frame; raises ProtocolError with a wire ``code``."""
+    obj = _decode_checked(data, allowed)
+    return Message(_KINDS[obj[1]], tuple(obj[2:]))
+
+
+def decode_broadcast(data: bytes) -> list[Any]:
+    """Decode and check a PUB frame; return the bare array ``[1, kind, epoch, seq, ...]``.
+
+    The same checks as :func:`decode`, for the client's hot path.
+    """
+    return _decode_checked(data, BROADCAST_KINDS)
+
+
+def _decode_checked(data: bytes, allowed: frozenset[Kind] | None) -> list[Any]:
     if len(data) > MAX_MESSAGE_SIZE:
         raise wire_error(ErrorCode.TOO_LARGE, f"{len(data)} bytes, over {MAX_MESSAGE_SIZE}")
     try:
         # Length limits inside follow from len(data), already capped above.
         obj = msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=False)
-    except Exception as exc:
+    except Exception as exc:  # msgpack raises many unrelated types
         raise wire_error(ErrorCode.MALFORMED, f"not msgpack: {exc.__class__.__name__}") from exc
-    if not isinstance(obj, list) or len(obj) < 2:
+    if type(obj) is not list or len(obj) < 2:
         raise wire_error(ErrorCode.MALFORMED, "a message is an array [version, kind, ...]")
-    version, raw_kind = obj[0], obj[1]
-    kind = _KINDS.get(raw_kind) if type(raw_kind) is int else None
-    if kind is not None and version == VERSION and type(version) is int:
-        # The hot path: a well-formed message of a known kind.
-        if allowed is not None and kind not in allowed:
-            raise wire_error(ErrorCode.UNKNOWN_KIND, f"{kind.name} is not accepted here")
-        if len(obj) != ARITY[kind]:
-            raise wire_error(ErrorCode.MALFORMED,
-                             f"{kind.name} has {ARITY[kind]} items, got {len(obj)}")
-        msg = Message(kind, tuple(obj[2:]))
-        _check_types(msg)
-        return msg
+    version, raw = obj[0], obj[1]
     if type(version) is not int or version != VERSION:
         raise wire_error(ErrorCode.BAD_VERSION, f"protocol version {version!r} is not {VERSION}",
                          {"got": version if isinstance(version, int) else repr(version),
                           "supported": [VERSION]})
-    try:
-        if type(raw_kind) is not int:
-            raise TypeError(raw_kind)
-        kind = Kind(raw_kind)
-    except (ValueError, TypeError):
-        raise wire_error(ErrorCode.UNKNOWN_KIND, f"unknown message kind {raw_kind!r}") from None
-    if allowed is not None and kind not in allowed:
+    # Plain ints from here on: hashing an IntEnum member runs Python code.
+    kind = _KINDS.get(raw) if type(raw) is int else None
+    if kind is None:
+        raise wire_error(ErrorCode.UNKNOWN_KIND, f"unknown message kind {raw!r}")
+    if allowed is not None and raw not in _as_ints(allowed):
         raise wire_error(ErrorCode.UNKNOWN_KIND, f"{kind.name} is not accepted here")
-    if len(obj) != ARITY[kind]:
+    if len(obj) != _ARITY[raw]:
         raise wire_error(ErrorCode.MALFORMED,
-                         f"{kind.name} has {ARITY[kind]} items, got {len(obj)}")
-    msg = Message(kind, tuple(obj[2:]))
-    _check_types(msg)
-    return msg
+                         f"{kind.name} has {_ARITY[raw]} items, got {len(obj)}")
+    _check_types(kind, raw, obj)
+    return obj
 
 
-def _check_types(msg: Message) -> None:
-    items = msg.items
-    if type(items[0]) is not int or (msg.kind in BROADCAST_KINDS and type(items[1]) is not int):
-        raise wire_error(ErrorCode.MALFORMED, f"{msg.kind.name}: ids must be integers")
-    if msg.kind in CLIENT_KINDS and not isinstance(items[1], dict):
-        raise wire_error(ErrorCode.MALFORMED, f"{msg.kind.name}: the body must be a map")
-    if msg.kind is Kind.PUBLISH and not (
-            isinstance(items[2], str) and isinstance(items[3], list)
-            and isinstance(items[4], dict) and all(isinstance(k, str) for k in items[4])):
+def _as_ints(kinds: frozenset[Kind]) -> frozenset[int]:
+    found = _INT_SETS.get(kinds)
+    if found is None:
+        found = _INT_SETS[kinds] = frozenset(int(k) for k in kinds)
+    return found
+
+
+def _check_types(kind: Kind, raw: int, obj: list[Any]) -> None:
+    if type(obj[2]) is not int or (raw in _BROADCAST_INTS and type(obj[3]) is not int):
+        raise wire_error(ErrorCode.MALFORMED, f"{kind.name}: ids must be integers")
+    if raw in _CLIENT_INTS and type(obj[3]) is not dict:
+        raise wire_error(ErrorCode.MALFORMED, f"{kind.name}: the body must be a map")
+    if raw == _PUBLISH and not (
+            type(obj[4]) is str and type(obj[5]) is list and type(obj[6]) is dict
+            and (not obj[6] or all(type(k) is str for k in obj[6]))):
         raise wire_error(ErrorCode.MALFORMED, "PUBLISH: channel, args list, kwargs map")
 
 

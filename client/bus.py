@@ -22,7 +22,7 @@ import collections
 import logging
 import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ from client.link import Link
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 10.0
+PUBLISH, STATE, EVENT = int(Kind.PUBLISH), int(Kind.STATE), int(Kind.EVENT)
 #: Characters of a listener result's repr sent when the result itself cannot be.
 ACK_RESULT_LIMIT = 4096
 #: Relayed messages waiting for the dispatcher; past this they are dropped as a gap.
@@ -59,7 +60,7 @@ class ClientBus(Bus):
         self.timeout = timeout
         self.shutdown_timeout = shutdown_timeout
         self.on_master_lost = on_master_lost
-        self._inbox: collections.deque[tuple[Any, ...]] = collections.deque()
+        self._inbox: collections.deque[Sequence[Any]] = collections.deque()
         self._inbox_cond = threading.Condition()
         self._mirroring = threading.Event()
         self._left = False
@@ -92,7 +93,7 @@ class ClientBus(Bus):
         """Start applying the master's state and messages locally."""
         self._mirroring.set()
 
-    def _enqueue(self, items: list[tuple[Any, ...]], force: bool = False) -> bool:
+    def _enqueue(self, items: Sequence[Sequence[Any]], force: bool = False) -> bool:
         """Called by the link thread: queue items for the dispatcher, unless it is full."""
         with self._inbox_cond:
             if not force and len(self._inbox) >= DISPATCH_QUEUE:
@@ -101,7 +102,7 @@ class ClientBus(Bus):
             self._inbox_cond.notify()
         return True
 
-    def _take(self) -> list[tuple[Any, ...]]:
+    def _take(self) -> list[Sequence[Any]]:
         with self._inbox_cond:
             while not self._inbox:
                 self._inbox_cond.wait()
@@ -126,7 +127,10 @@ class ClientBus(Bus):
                     self._finish()
                     return
 
-    def _apply(self, item: tuple[Any, ...]) -> None:
+    def _apply(self, item: Sequence[Any]) -> None:
+        if type(item) is list:
+            self._apply_broadcast(item)
+            return
         kind = item[0]
         if kind == "snapshot":
             _, _epoch, _seq, state, missed = item
@@ -134,20 +138,30 @@ class ClientBus(Bus):
                 self.log(f"missed {missed} message(s) from the master; state resynchronised",
                          level=30)
             self._run(lambda: self._mirror_state(state))
-        elif kind == "state":
-            _, seq, state = item
-            self._ack(seq, self._run(lambda: self._mirror_state(state)))
-        elif kind == "publish":
-            _, seq, channel, args, kwargs, ack = item
-            outcome = self._run(lambda: self._publish_relayed(channel, args, kwargs))
-            if ack:
-                self._ack(seq, outcome)
-        elif kind == "event":
-            _, _seq, name, data = item
-            Bus.publish(self, "busd.event", name, data)
         elif kind == "lost" and self.on_master_lost == "exit":
             self.log(f"Master lost ({item[1]}): exiting", level=30)
             self._run(self._do_exit)
+
+    def _apply_broadcast(self, msg: list[Any]) -> None:
+        """A relayed message: ``[version, kind, epoch, seq, ...]`` (see busd.wire)."""
+        kind, seq = msg[1], msg[3]
+        if kind == PUBLISH:
+            channel, args, kwargs, ack = msg[4], msg[5], msg[6], msg[7]
+            if not ack and channel != "graceful":
+                # The hot path: no ack, so failures are only logged (by publish).
+                try:  # noqa: SIM105 - contextlib.suppress costs more on this path
+                    Bus.publish(self, channel, *args, **kwargs)
+                except ChannelFailures:
+                    pass
+                return
+            outcome = self._run(lambda: self._publish_relayed(channel, args, kwargs))
+            if ack:
+                self._ack(seq, outcome)
+        elif kind == STATE:
+            state = msg[4]
+            self._ack(seq, self._run(lambda: self._mirror_state(state)))
+        elif kind == EVENT:
+            Bus.publish(self, "busd.event", msg[4], msg[5])
 
     def _run(self, func: Any) -> tuple[bool, Any, list[dict[str, str]]]:
         try:

@@ -13,7 +13,8 @@
       keygen DIR                             CURVE key pairs for tcp endpoints
 
 Exit status: 0 done; 1 busd answered with a failure (its text on stderr);
-2 usage; 3 no busd answered within ``--timeout``; 130 interrupted.
+2 usage; 3 no busd answered within ``--timeout``; 130 interrupted; 141 the
+reader of stdout went away (``busctl watch | head -3``).
 
 People and scripts run it often, so it imports only ``client`` and the
 shared core of ``busd`` (never the master side, the pool, nor psutil).
@@ -52,6 +53,8 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_NO_MASTER = 3
 EXIT_INTERRUPTED = 130
+#: The reader of stdout went away (128 + SIGPIPE, as a shell reports it).
+EXIT_BROKEN_PIPE = 141
 #: How long ``--wait`` lets the master wait for acks, unless ``--ack-timeout`` says.
 DEFAULT_ACK_TIMEOUT = 30.0
 KEY_NAMES = ("server", "client")
@@ -260,7 +263,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         _quiet_stdout()
-        return EXIT_FAILED
+        return EXIT_BROKEN_PIPE
 
 
 def control_endpoint(args: argparse.Namespace) -> str:
@@ -345,6 +348,12 @@ def _error(message: str) -> None:
     print(f"busctl: {message}", file=sys.stderr, flush=True)
 
 
+def _out(text: str) -> None:
+    # One write per document, so `busctl status | head -1` reads it whole.
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
 def _error_doc(code: str, message: str, details: Any) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, "details": details}}
 
@@ -361,7 +370,7 @@ def _dumps(doc: Any) -> str:
 
 def _print_json(args: argparse.Namespace, doc: Any) -> None:
     if args.json:
-        print(_dumps(doc), flush=True)
+        _out(_dumps(doc))
 
 
 def _emit(args: argparse.Namespace, doc: Any, text: str) -> None:
@@ -369,7 +378,7 @@ def _emit(args: argparse.Namespace, doc: Any, text: str) -> None:
     if args.json:
         _print_json(args, doc)
     elif text:
-        print(text, flush=True)
+        _out(text)
 
 
 def _quiet_stdout() -> None:
@@ -625,9 +634,9 @@ class Watcher:
         if doc is None:
             return
         if self.args.json:
-            print(_dumps(doc), flush=True)
+            _out(_dumps(doc))
         else:
-            print(self.line(doc), flush=True)
+            _out(self.line(doc))
         if self.left is not None:
             self.left -= 1
 

@@ -23,7 +23,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Any
 
@@ -32,12 +32,12 @@ import zmq
 from busd.endpoints import CTL_HWM, PUB_HWM, Endpoints, Outbox, configure
 from busd.errors import MasterLost, ProtocolError
 from busd.wire import (
-    BROADCAST_KINDS,
     HEARTBEAT_INTERVAL,
     HEARTBEAT_LIVENESS,
     Kind,
     Message,
     decode,
+    decode_broadcast,
     encode,
     error_from_wire,
     join_topic,
@@ -51,9 +51,10 @@ PONG_SLACK = 1.5
 #: Messages held while a snapshot is on its way; past this, the join restarts.
 JOIN_BUFFER = 100_000
 HELLO_ID = 1
+HEARTBEAT = int(Kind.HEARTBEAT)
 
 #: Hands items to the dispatcher: ``deliver(items, force)``; False if it had no room.
-Deliver = Callable[[list[tuple[Any, ...]], bool], bool]
+Deliver = Callable[[Sequence[Sequence[Any]], bool], bool]
 #: Most frames read from the SUB socket before the thread looks at its timers.
 DRAIN_LIMIT = 1000
 
@@ -83,9 +84,10 @@ class Link:
         self._ids = itertools.count(HELLO_ID + 1)
         self._futures: dict[int, Future[Any]] = {}
         self._futures_lock = threading.Lock()
-        self._buffer: collections.deque[Message] = collections.deque()
+        self._buffer: collections.deque[list[Any]] = collections.deque()
+        self.received = 0
         self._hello_pending = False
-        self._batch: list[tuple[Any, ...]] = []
+        self._batch: list[Sequence[Any]] = []
         self._batch_first = 0
         self._last_heard = time.monotonic()
         self._last_pong = time.monotonic()
@@ -277,11 +279,11 @@ class Link:
         self.liveness = int(snap["liveness"])
         self._last_heard = time.monotonic()
         self.lost.clear()
-        buffered = [m for m in self._buffer if m.epoch == self.epoch]
+        buffered = [m for m in self._buffer if m[2] == self.epoch]
         self._buffer.clear()
         missed = 0
         if old_epoch == self.epoch and self.joined.is_set():
-            older = [m for m in buffered if old_seq < m.seq <= snap_seq]
+            older = [m for m in buffered if old_seq < m[3] <= snap_seq]
             for m in older:
                 self._deliver_msg(m)
             missed = max(0, snap_seq - old_seq - len(older))
@@ -302,56 +304,55 @@ class Link:
             self._flush()
 
     def _read_sub_frames(self) -> None:
+        recv = self._sub.recv
         for _ in range(DRAIN_LIMIT):
             try:
-                frame = self._sub.recv(zmq.NOBLOCK)
+                frame = recv(zmq.NOBLOCK)
             except zmq.Again:
                 return
             try:
-                msg = decode(frame, allowed=BROADCAST_KINDS)
+                msg = decode_broadcast(frame)
             except ProtocolError as exc:
                 self.stats["bad_messages"] += 1
-                log.warning("bad message from master: %s", exc)
+                if self.stats["bad_messages"] <= 5:
+                    log.warning("bad message from master: %s", exc)
                 continue
             self._last_heard = time.monotonic()
             self._on_broadcast(msg)
 
-    def _on_broadcast(self, msg: Message) -> None:
+    # A broadcast is the bare array [version, kind, epoch, seq, ...] (hot path).
+
+    def _on_broadcast(self, msg: list[Any]) -> None:
         if self._hello_pending:
             self._hold(msg)
             return
-        if msg.epoch != self.epoch:
+        epoch, seq = msg[2], msg[3]
+        if epoch != self.epoch:
             if self.lost.is_set() and not self.wait_for_new_master:
                 return
-            log.info("a new master incarnation (epoch %d); joining it", msg.epoch)
+            log.info("a new master incarnation (epoch %d); joining it", epoch)
             self.stats["new_epochs"] += 1
             self._rejoin(subscribe=True)
             self._hold(msg)
             return
-        if msg.kind is Kind.HEARTBEAT:
+        if msg[1] == HEARTBEAT:
             self._pong()
-            if msg.seq > self.seq:
+            if seq > self.seq:
                 self._gap(msg)
             return
-        if msg.seq <= self.seq:
+        if seq <= self.seq:
             return
-        if msg.seq != self.seq + 1:
+        if seq != self.seq + 1:
             self._gap(msg)
             return
         self._deliver_msg(msg)
 
-    def _deliver_msg(self, msg: Message) -> None:
-        self.seq = msg.seq
-        self.stats["received"] += 1
-        if msg.kind is Kind.STATE:
-            item: tuple[Any, ...] = ("state", msg.seq, msg.items[2])
-        elif msg.kind is Kind.PUBLISH:
-            item = ("publish", msg.seq, *msg.items[2:])
-        else:
-            item = ("event", msg.seq, *msg.items[2:])
+    def _deliver_msg(self, msg: list[Any]) -> None:
+        self.seq = msg[3]
+        self.received += 1
         if not self._batch:
-            self._batch_first = msg.seq
-        self._batch.append(item)
+            self._batch_first = msg[3]
+        self._batch.append(msg)
 
     def _flush(self) -> None:
         """Hand the messages read so far to the dispatcher, in one go."""
@@ -368,14 +369,14 @@ class Link:
         self._flush()
         self.deliver([item], True)
 
-    def _gap(self, msg: Message) -> None:
+    def _gap(self, msg: list[Any]) -> None:
         self.stats["gaps"] += 1
-        log.warning("sequence gap: had %d, got %d; asking for a snapshot", self.seq, msg.seq)
+        log.warning("sequence gap: had %d, got %d; asking for a snapshot", self.seq, msg[3])
         self._rejoin(subscribe=False)
         self._hold(msg)
 
-    def _hold(self, msg: Message) -> None:
-        if msg.kind is Kind.HEARTBEAT:
+    def _hold(self, msg: list[Any]) -> None:
+        if msg[1] == HEARTBEAT:
             return
         self._buffer.append(msg)
         if len(self._buffer) > JOIN_BUFFER:
@@ -405,4 +406,4 @@ class Link:
     def statistics(self) -> dict[str, Any]:
         """Counters: received, gaps, missed, resyncs, new epochs, bad messages."""
         return {"epoch": self.epoch, "seq": self.seq, "client_id": self.client_id,
-                **dict(self.stats)}
+                "received": self.received, **dict(self.stats)}

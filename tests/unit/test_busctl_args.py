@@ -1,0 +1,276 @@
+"""busctl's command line, in-process: parsing, usage errors, and no busd to talk to.
+
+Nothing here starts a master: a runtime dir that is an empty tmp dir means
+nobody answers, which is exit status 3 within ``--timeout``.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from busd.wire import Kind, Message
+from client.busctl import Watcher, build_parser, format_status, main
+
+
+@pytest.fixture
+def empty_runtime_dir() -> Iterator[Path]:
+    """A runtime dir where no master listens (short: ipc paths must fit 107 bytes)."""
+    with tempfile.TemporaryDirectory(dir="/tmp", prefix="bc") as directory:
+        yield Path(directory)
+
+
+def usage_error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
+    """Run busctl, expect exit status 2 with argparse's usage line; return stderr."""
+    code = main(argv)
+    out, err = capsys.readouterr()
+    assert code == 2, (argv, out, err)
+    assert err.startswith("usage: busctl"), err
+    assert out == ""
+    return err
+
+
+@pytest.mark.parametrize("argv", [
+    [],
+    ["frobnicate"],
+    ["--timeout", "0", "status"],
+    ["--timeout", "soon", "status"],
+    ["status", "--timeout", "-1"],
+    ["graceful", "--wait", "--ack-timeout", "nope"],
+    ["graceful", "--now"],
+    ["scale"],
+    ["scale", "two"],
+    ["scale", "1.5"],
+    ["scale", "++1"],
+    ["signal"],
+    ["signal", "HUP", "first"],
+    ["publish"],
+    ["publish", "chan", "--kw", "no-equals-sign"],
+    ["publish", "chan", "--kw", "1a=2"],
+    ["watch", "--count", "0"],
+    ["watch", "--count", "-3"],
+    ["keygen"],
+])
+def test_bad_usage_exits_2_with_a_usage_line(capsys: pytest.CaptureFixture[str],
+                                             argv: list[str]) -> None:
+    err = usage_error(capsys, argv)
+
+    assert "error:" in err.splitlines()[-1]
+
+
+@pytest.mark.parametrize("name", ["FOO", "SIGFOO", "999", "SIG_DFL", ""])
+def test_unknown_signal_exits_2_naming_it(capsys: pytest.CaptureFixture[str],
+                                          name: str) -> None:
+    err = usage_error(capsys, ["signal", name, "1"])
+
+    assert f"unknown signal {name!r}" in err
+
+
+@pytest.mark.parametrize(("given", "sent"), [
+    ("HUP", "HUP"), ("hup", "HUP"), ("SIGHUP", "HUP"), ("sigterm", "TERM"), ("1", "HUP"),
+    ("USR2", "USR2"), ("9", "KILL"),
+])
+def test_signal_names_are_normalised_without_sig(given: str, sent: str) -> None:
+    args = build_parser().parse_args(["signal", given, "3", "0"])
+
+    assert args.signal == sent
+    assert args.workers == [3, 0]
+
+
+@pytest.mark.parametrize("n", ["4", "+2", "-1", "0"])
+def test_scale_takes_n_plus_n_and_minus_n_as_given(n: str) -> None:
+    assert build_parser().parse_args(["scale", n]).n == n
+
+
+def test_publish_arguments_are_json_when_they_parse_else_strings() -> None:
+    args = build_parser().parse_args(
+        ["publish", "chan", "1", '"x"', "plain", "[1, 2]", "null", "{bad", "--kw", "a=2",
+         "--kw", "b=text", "--kw", 'c={"k": true}', "--kw", "d="])
+
+    assert args.channel == "chan"
+    assert args.args == [1, "x", "plain", [1, 2], None, "{bad"]
+    assert args.kw == [("a", 2), ("b", "text"), ("c", {"k": True}), ("d", "")]
+    assert args.wait is False
+
+
+def test_publish_arguments_starting_with_a_dash_follow_a_double_dash() -> None:
+    args = build_parser().parse_args(
+        ["publish", "--wait", "--kw", "user=ann", "--", "chan", "-1", "--not-an-option"])
+
+    assert (args.channel, args.args, args.kw, args.wait) == (
+        "chan", [-1, "--not-an-option"], [("user", "ann")], True)
+
+
+def test_global_options_go_before_or_after_the_command() -> None:
+    parser = build_parser()
+    before = parser.parse_args(["--json", "--timeout", "2", "--name", "web", "status"])
+    after = parser.parse_args(["status", "--json", "--timeout", "2", "--name", "web"])
+    default = parser.parse_args(["status"])
+
+    for args in (before, after):
+        assert (args.json, args.timeout, args.name) == (True, 2.0, "web")
+    assert (default.json, default.timeout, default.name, default.endpoint) == (
+        False, 5.0, None, None)
+
+
+def test_wait_options_on_lifecycle_commands() -> None:
+    parser = build_parser()
+    for cmd in ("start", "stop", "exit", "graceful"):
+        args = parser.parse_args([cmd, "--wait", "--ack-timeout", "7"])
+        assert (args.command, args.wait, args.ack_timeout) == (cmd, True, 7.0)
+    assert parser.parse_args(["graceful"]).wait is False
+
+
+def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "exit status" in out
+    for cmd in ("status", "graceful", "publish", "watch", "workers", "scale", "signal",
+                "ping", "keygen"):
+        assert cmd in out
+
+
+@pytest.mark.parametrize("argv", [
+    ["ping"],
+    ["status"],
+    ["--json", "status"],
+    ["graceful", "--wait"],  # waits for acks up to 30 s, but finds nobody in --timeout
+    ["exit", "--wait"],
+    ["publish", "chan", "1", "--wait"],
+    ["workers"],
+    ["watch", "--count", "1"],
+    ["--json", "watch"],
+])
+def test_no_busd_exits_3_fast_with_one_line_naming_the_endpoint(
+        capsys: pytest.CaptureFixture[str], empty_runtime_dir: Path, argv: list[str]) -> None:
+    began = time.monotonic()
+    code = main(["--runtime-dir", str(empty_runtime_dir), "--timeout", "0.3", *argv])
+    took = time.monotonic() - began
+    out, err = capsys.readouterr()
+
+    assert code == 3, (out, err)
+    assert took < 2.0
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    endpoint = f"ipc://{empty_runtime_dir}/"
+    assert lines[0].startswith(f"busctl: no busd answered at {endpoint}"), lines[0]
+    assert lines[0].endswith("within 0.3s")
+    if "--json" in argv:
+        assert json.loads(out)["error"]["code"] == "no_master"
+    else:
+        assert out == ""
+
+
+def test_endpoint_option_wins_over_the_runtime_dir(capsys: pytest.CaptureFixture[str],
+                                                   empty_runtime_dir: Path) -> None:
+    other = f"ipc://{empty_runtime_dir}/other.sock"
+
+    code = main(["--runtime-dir", "/nonexistent", "--endpoint", other, "--timeout", "0.2",
+                 "ping"])
+
+    assert code == 3
+    assert capsys.readouterr().err == f"busctl: no busd answered at {other} within 0.2s\n"
+
+
+def test_environment_names_the_endpoint(capsys: pytest.CaptureFixture[str],
+                                        monkeypatch: pytest.MonkeyPatch,
+                                        empty_runtime_dir: Path) -> None:
+    monkeypatch.setenv("BUSD_RUNTIME_DIR", str(empty_runtime_dir))
+    monkeypatch.delenv("BUSD_CTL_ENDPOINT", raising=False)
+
+    assert main(["--timeout", "0.2", "ping"]) == 3
+    assert f"at ipc://{empty_runtime_dir}/ctl.sock " in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [
+    ["--name", "a/b", "ping"],
+    ["--runtime-dir", "/tmp/" + "x" * 120, "ping"],
+    ["--endpoint", "nonsense", "ping"],
+])
+def test_unusable_endpoints_are_usage_errors(capsys: pytest.CaptureFixture[str],
+                                             argv: list[str]) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("busctl: ")
+    assert len(err.splitlines()) == 1
+
+
+def test_keygen_exits_2_when_the_dir_cannot_be_created(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("")
+
+    assert main(["keygen", str(tmp_path / "a-file" / "keys")]) == 2
+    assert capsys.readouterr().err.startswith(f"busctl: cannot create {tmp_path}")
+
+
+STATUS: dict[str, Any] = {
+    "name": "web", "state": "STARTED", "pid": 4242, "host": "h1", "epoch": 77, "seq": 12,
+    "uptime": 3725.5, "endpoints": {"ctl": ["ipc:///run/busd/web/ctl.sock"], "pub": []},
+    "workers": [{"id": 0, "pid": 5001, "state": "running", "restarts": 2, "cpu_percent": 1.25,
+                 "rss": 25 * 1024 * 1024, "uptime": 59.0, "generation": 3, "fds": 9}],
+    "master": {"pid": 4242, "cpu_percent": 0.5, "rss": 3 * 1024 * 1024, "fds": 12,
+               "threads": 4},
+    "clients": [{"id": 1, "pid": 5001, "worker": 0, "state": "STARTED",
+                 "last_heartbeat": 0.25}],
+}
+
+
+def test_status_for_people_has_a_header_and_two_tables() -> None:
+    text = format_status(STATUS)
+    lines = text.splitlines()
+
+    assert lines[:5] == ["name:    web", "state:   STARTED", "pid:     4242 on h1",
+                         "epoch:   77 (seq 12)", "uptime:  1h 2m"]
+    assert "usage:   cpu 0.5%, rss 3.0M, fds 12, threads 4" in lines
+    workers = lines.index("WORKERS")
+    assert lines[workers + 1].split() == ["ID", "PID", "STATE", "RESTARTS", "CPU", "RSS",
+                                          "UPTIME"]
+    assert lines[workers + 2].split() == ["0", "5001", "running", "2", "1.2%", "25.0M",
+                                          "59.0s"]
+    clients = lines.index("CLIENTS")
+    assert lines[clients + 1].split() == ["ID", "PID", "WORKER", "STATE", "LAST-HEARTBEAT"]
+    assert lines[clients + 2].split() == ["1", "5001", "0", "STARTED", "0.2s", "ago"]
+
+
+def test_status_for_people_shows_only_the_worker_columns_present() -> None:
+    text = format_status({**STATUS, "workers": [{"id": 3, "pid": 9}], "clients": []})
+
+    assert "ID  PID" in text
+    assert "RSS" not in text
+    assert "CLIENTS: none" in text
+
+
+def test_watch_lines_for_people_and_for_scripts() -> None:
+    args = build_parser().parse_args(["watch", "chan"])
+    watcher = Watcher(args, None, "ipc://x")  # type: ignore[arg-type]
+    state = Message(Kind.STATE, (9, 12, "STARTED"))
+    publish = Message(Kind.PUBLISH, (9, 13, "chan", [1, "x"], {"a": 2}, False))
+    other = Message(Kind.PUBLISH, (9, 14, "graceful", [], {}, True))
+    event = Message(Kind.EVENT, (9, 15, "client_joined", {"id": 1}))
+
+    docs = [watcher.describe(m) for m in (state, publish, other, event)]
+
+    assert docs[2] is None  # filtered: not one of the channels asked for
+    assert [Watcher.line(d) for d in docs if d is not None] == [
+        "seq 12 state STARTED", 'seq 13 publish chan [1, "x"] {"a": 2}',
+        'seq 15 event client_joined {"id": 1}']
+    assert docs[1] == {"seq": 13, "kind": "publish", "epoch": 9, "channel": "chan",
+                       "args": [1, "x"], "kwargs": {"a": 2}, "ack": False}
+
+
+def test_interrupted_exits_130(capsys: pytest.CaptureFixture[str],
+                               monkeypatch: pytest.MonkeyPatch,
+                               empty_runtime_dir: Path) -> None:
+    def interrupted(*args: Any, **kwargs: Any) -> Any:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("client.busctl.BusctlControl.request", interrupted)
+
+    assert main(["--runtime-dir", str(empty_runtime_dir), "graceful"]) == 130
+    assert capsys.readouterr().err.startswith("busctl: interrupted")
