@@ -1,15 +1,16 @@
 """busd: a process bus for Python services that run as several processes.
 
 ``Bus`` is the in-process state machine (CherryPy wspbus semantics);
-``MasterBus`` relays it to worker processes and is loaded lazily, so that
-importing the client side never loads the master side.
+``MasterBus`` relays it to worker processes.  Both are loaded on first use,
+so that importing the client side never loads the master side and
+``busctl`` (which needs only the wire format) starts quickly.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
-from busd.bus import Bus, State, states
 from busd.errors import (
     AlreadyRunning,
     BusError,
@@ -23,6 +24,7 @@ from busd.errors import (
 )
 
 if TYPE_CHECKING:
+    from busd.bus import Bus, State, states
     from busd.master import MasterBus
 
 __all__ = [
@@ -44,9 +46,12 @@ __all__ = [
 __version__ = "0.1.0"
 
 
-def __getattr__(name: str) -> Any:
-    if name == "MasterBus":
-        from busd.master import MasterBus
+_HOMES = {"Bus": "busd.bus", "State": "busd.bus", "states": "busd.bus",
+          "MasterBus": "busd.master"}
 
-        return MasterBus
-    raise AttributeError(f"module 'busd' has no attribute {name!r}")
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'busd' has no attribute {name!r}")
+    return getattr(importlib.import_module(home), name)

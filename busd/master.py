@@ -83,7 +83,7 @@ class MasterBus(Bus):
         self._seq = 0
         self._relayed_state = State.STOPPED.name
         self._seq_lock = threading.Lock()
-        self._state_seqs: list[int] = []
+        self._state_seqs: list[tuple[int, set[int]]] = []
         self._commands: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
         self._closed = threading.Event()
         self.commands: dict[str, Handler] = self._default_commands()
@@ -121,7 +121,11 @@ class MasterBus(Bus):
             return self._seq, self._relayed_state
 
     def _state_changed(self, old: State, new: State) -> None:
-        self._state_seqs.append(self._send_sequenced(Kind.STATE, new.name, state=new.name))
+        seq = self._send_sequenced(Kind.STATE, new.name, state=new.name)
+        # Who must ack is decided now: a client that acks and leaves while the
+        # master's own listeners still run is in the report, failures and all.
+        self._state_seqs.append((seq, self.hub.registry.expected(seq)))
+        del self._state_seqs[:-64]
 
     def _relay(self, channel: str, args: Iterable[Any], kwargs: dict[str, Any],
                ack: bool) -> int:
@@ -320,16 +324,16 @@ class MasterBus(Bus):
 
     def _lifecycle(self, method: Callable[[Bus], None], wait: bool,
                    timeout: float | None) -> AckReport | None:
-        first = len(self._state_seqs)
+        last = self._state_seqs[-1][0] if self._state_seqs else 0
         failure: ChannelFailures | None = None
         try:
             method(self)
         except ChannelFailures as exc:
             failure = exc
-        seqs = self._state_seqs[first:]
+        relayed = [(seq, who) for seq, who in self._state_seqs if seq > last]
         report = None
-        if wait and seqs:
-            report = self._wait(seqs, self.hub.registry.expected(seqs[0]), timeout)
+        if wait and relayed:
+            report = self._wait([seq for seq, _ in relayed], relayed[0][1], timeout)
         if failure is not None:
             raise failure
         return report

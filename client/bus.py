@@ -223,8 +223,15 @@ class ClientBus(Bus):
 
     # -- forwarded to the master ---------------------------------------------------
 
-    def request(self, cmd: str, timeout: float | None = None, **args: Any) -> Any:
-        """Send a command to the master and return its result."""
+    def request(self, cmd: str, timeout: float | None = None, *,
+                body: dict[str, Any] | None = None, **args: Any) -> Any:
+        """Send a command to the master and return its result.
+
+        ``timeout`` bounds the wait for the answer; ``body`` holds arguments
+        whose names clash with it (an ack wait's own ``timeout``), the rest
+        come as keywords.
+        """
+        args = {**(body or {}), **args}
         limit = self.timeout if timeout is None else timeout
         if args.get("wait") and threading.current_thread() is self._dispatcher:
             raise BusError("a listener cannot wait for every client's ack: "
@@ -241,16 +248,16 @@ class ClientBus(Bus):
 
     def start(self, wait: bool = False, timeout: float | None = None) -> Any:
         """Ask the master to start everyone."""
-        return self.request("start", wait=wait, timeout=timeout)
+        return self.request("start", body={"wait": wait, "timeout": timeout})
 
     def stop(self, wait: bool = False, timeout: float | None = None) -> Any:
         """Ask the master to stop everyone (processes stay, STOPPED)."""
-        return self.request("stop", wait=wait, timeout=timeout)
+        return self.request("stop", body={"wait": wait, "timeout": timeout})
 
     def exit(self, wait: bool = False, timeout: float | None = None) -> Any:
         """Ask the master to exit everyone; if no master answers, exit here."""
         try:
-            return self.request("exit", wait=wait, timeout=timeout)
+            return self.request("exit", body={"wait": wait, "timeout": timeout})
         except (NoMaster, MasterLost):
             self.log("no master to exit: exiting this process's bus", level=30)
             self._do_exit()
@@ -258,7 +265,7 @@ class ClientBus(Bus):
 
     def graceful(self, wait: bool = False, timeout: float | None = None) -> Any:
         """Ask the master for a graceful reload of everyone."""
-        return self.request("graceful", wait=wait, timeout=timeout)
+        return self.request("graceful", body={"wait": wait, "timeout": timeout})
 
     def restart(self) -> None:
         """Ask the master to restart."""
@@ -272,8 +279,9 @@ class ClientBus(Bus):
                            kwargs: dict[str, Any] | None = None,
                            timeout: float | None = None) -> Any:
         """Broadcast and wait until every client ran its listeners; returns the acks."""
-        return self.request("broadcast", channel=channel, args=list(args),
-                            kwargs=kwargs or {}, wait=True, timeout=timeout)
+        return self.request("broadcast", body={
+            "channel": channel, "args": list(args), "kwargs": kwargs or {}, "wait": True,
+            "timeout": timeout})
 
     def status(self) -> Any:
         """The master's status."""

@@ -46,7 +46,7 @@ from busd.wire import (
     Message,
     decode,
 )
-from client.control import DEFAULT_TIMEOUT, Control, reply_result, request_frame
+from client.control import DEFAULT_TIMEOUT, Control
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -81,40 +81,7 @@ LIFECYCLE_HELP = {
     "graceful": "reload every process on the bus (the graceful channel)",
 }
 
-Handler = Callable[[argparse.Namespace, "BusctlControl"], int]
-
-
-class BusctlControl(Control):
-    """:class:`Control`, plus requests whose body has a ``timeout`` of its own.
-
-    ``Control.request(cmd, timeout=..., **args)`` takes ``timeout`` as its
-    deadline, so the master's ack wait (also named ``timeout``) cannot go
-    through it; :meth:`call` takes the body and the deadline apart.
-    """
-
-    @property
-    def context(self) -> zmq.Context[Any]:
-        """The ZeroMQ context this connection's socket belongs to."""
-        return self._ctx
-
-    def call(self, cmd: str, body: dict[str, Any], deadline: float) -> Any:
-        """Send ``cmd`` with ``body``; its result, or NoMaster past ``deadline`` seconds."""
-        req_id = next(self._ids)
-        self._sock.send(request_frame(req_id, cmd, body))
-        until = time.monotonic() + deadline
-        while True:
-            remaining = until - time.monotonic()
-            if remaining <= 0 or not self._sock.poll(int(remaining * 1000) + 1, zmq.POLLIN):
-                raise NoMaster(f"no busd answered {cmd!r} at {self.endpoint} "
-                               f"within {deadline:g}s")
-            try:
-                msg = decode(self._sock.recv(zmq.NOBLOCK), allowed=_REPLY)
-            except ProtocolError:
-                continue
-            if msg.req_id == req_id:
-                return reply_result(msg)
-            if msg.req_id == 0:
-                reply_result(msg)
+Handler = Callable[[argparse.Namespace, "Control"], int]
 
 
 # -- the command line -------------------------------------------------------
@@ -282,7 +249,7 @@ def _run_remote(args: argparse.Namespace, handler: Handler) -> int:
     ctx: zmq.Context[Any] = zmq.Context()
     try:
         try:
-            control = BusctlControl(endpoint, args.timeout, context=ctx)
+            control = Control(endpoint, args.timeout, context=ctx)
         except zmq.ZMQError as exc:
             # Control leaves its socket open when connect() fails: close it while
             # the traceback still holds it, or its __del__ warns.
@@ -303,7 +270,7 @@ def _run_remote(args: argparse.Namespace, handler: Handler) -> int:
         ctx.destroy(linger=0)
 
 
-def _command(args: argparse.Namespace, control: BusctlControl, cmd: str,
+def _command(args: argparse.Namespace, control: Control, cmd: str,
              body: dict[str, Any] | None = None, ack_wait: float = 0.0) -> Any:
     """Run a queued command: a ping first, so a missing busd costs only --timeout."""
     control.request("ping")
@@ -480,20 +447,20 @@ def format_status(status: dict[str, Any]) -> str:
 
 # -- the commands ---------------------------------------------------------------
 
-def _status(args: argparse.Namespace, control: BusctlControl) -> int:
+def _status(args: argparse.Namespace, control: Control) -> int:
     result = control.request("status")
     _emit(args, result, format_status(result) if isinstance(result, dict) else _dumps(result))
     return EXIT_OK
 
 
-def _workers(args: argparse.Namespace, control: BusctlControl) -> int:
+def _workers(args: argparse.Namespace, control: Control) -> int:
     result = control.request("workers")
     workers = result.get("workers") if isinstance(result, dict) else result
     _emit(args, result, format_workers(workers if isinstance(workers, list) else []))
     return EXIT_OK
 
 
-def _ping(args: argparse.Namespace, control: BusctlControl) -> int:
+def _ping(args: argparse.Namespace, control: Control) -> int:
     began = time.perf_counter()
     result = control.request("ping")
     took = (time.perf_counter() - began) * 1000
@@ -503,7 +470,7 @@ def _ping(args: argparse.Namespace, control: BusctlControl) -> int:
     return EXIT_OK
 
 
-def _lifecycle(args: argparse.Namespace, control: BusctlControl) -> int:
+def _lifecycle(args: argparse.Namespace, control: Control) -> int:
     wait = bool(getattr(args, "wait", False))
     body: dict[str, Any] = {}
     if args.command != "restart":
@@ -515,7 +482,7 @@ def _lifecycle(args: argparse.Namespace, control: BusctlControl) -> int:
     return _report_acks(args, result, f"{args.command}: state {_text(state)}")
 
 
-def _publish(args: argparse.Namespace, control: BusctlControl) -> int:
+def _publish(args: argparse.Namespace, control: Control) -> int:
     body: dict[str, Any] = {"channel": args.channel, "args": list(args.args),
                             "kwargs": dict(args.kw), "wait": args.wait}
     if args.wait:
@@ -538,14 +505,14 @@ def _report_acks(args: argparse.Namespace, result: Any, text: str) -> int:
     return EXIT_OK if acks.get("ok") is True else EXIT_FAILED
 
 
-def _scale(args: argparse.Namespace, control: BusctlControl) -> int:
+def _scale(args: argparse.Namespace, control: Control) -> int:
     result = _command(args, control, "scale", {"n": args.n})
     size = result.get("size") if isinstance(result, dict) else None
     _emit(args, result, f"scale {args.n}: {_text(size)} workers")
     return EXIT_OK
 
 
-def _signal(args: argparse.Namespace, control: BusctlControl) -> int:
+def _signal(args: argparse.Namespace, control: Control) -> int:
     result = _command(args, control, "signal", {"signal": args.signal, "workers": args.workers})
     sent = result.get("workers") if isinstance(result, dict) else None
     whom = ", ".join(str(w) for w in sent) if isinstance(sent, list) and sent else "none"
@@ -555,7 +522,7 @@ def _signal(args: argparse.Namespace, control: BusctlControl) -> int:
 
 # -- watch --------------------------------------------------------------------
 
-def _watch(args: argparse.Namespace, control: BusctlControl) -> int:
+def _watch(args: argparse.Namespace, control: Control) -> int:
     pub = _pub_endpoint(args, control)
     sub = control.context.socket(zmq.SUB)
     try:
@@ -567,7 +534,7 @@ def _watch(args: argparse.Namespace, control: BusctlControl) -> int:
         sub.close(linger=0)
 
 
-def _pub_endpoint(args: argparse.Namespace, control: BusctlControl) -> str:
+def _pub_endpoint(args: argparse.Namespace, control: Control) -> str:
     """The master's PUB endpoint: beside the runtime dir's, else from its status."""
     if not args.endpoint:
         return client_endpoints(args.name, args.runtime_dir).pub

@@ -18,6 +18,7 @@ from busd.errors import NoMaster, ProtocolError
 from busd.wire import Kind, Message, decode, encode, error_from_wire
 
 DEFAULT_TIMEOUT = 5.0
+_REPLY = frozenset({Kind.REPLY})
 
 
 def request_frame(req_id: int, cmd: str, args: dict[str, Any]) -> bytes:
@@ -43,22 +44,38 @@ class Control:
         self._own_context = context is None
         self._ctx = context or zmq.Context()
         self._sock = self._ctx.socket(zmq.DEALER)
-        configure(self._sock, CTL_HWM)
         self._ids = itertools.count(1)
-        self._sock.connect(endpoint)
+        try:
+            configure(self._sock, CTL_HWM)
+            self._sock.connect(endpoint)
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def context(self) -> zmq.Context[Any]:
+        """The ZeroMQ context this connection's socket belongs to."""
+        return self._ctx
 
     def request(self, cmd: str, timeout: float | None = None, **args: Any) -> Any:
-        """Send ``cmd`` and return its result; NoMaster if none answers in time."""
+        """Send ``cmd`` with ``args`` and return its result.
+
+        ``timeout`` is how long to wait for the answer (NoMaster past it); a
+        command's own ``timeout`` argument (an ack wait) goes through :meth:`call`.
+        """
+        return self.call(cmd, args, self.timeout if timeout is None else timeout)
+
+    def call(self, cmd: str, body: dict[str, Any], deadline: float) -> Any:
+        """Send ``cmd`` with ``body``; its result, or NoMaster past ``deadline`` seconds."""
         req_id = next(self._ids)
-        limit = self.timeout if timeout is None else timeout
-        self._sock.send(request_frame(req_id, cmd, args))
-        deadline = time.monotonic() + limit
+        self._sock.send(request_frame(req_id, cmd, body))
+        until = time.monotonic() + deadline
         while True:
-            remaining = deadline - time.monotonic()
+            remaining = until - time.monotonic()
             if remaining <= 0 or not self._sock.poll(int(remaining * 1000) + 1, zmq.POLLIN):
-                raise NoMaster(f"no busd answered at {self.endpoint} within {limit:g}s")
+                raise NoMaster(f"no busd answered at {self.endpoint} within {deadline:g}s")
             try:
-                msg = decode(self._sock.recv(zmq.NOBLOCK), allowed=frozenset({Kind.REPLY}))
+                msg = decode(self._sock.recv(zmq.NOBLOCK), allowed=_REPLY)
             except ProtocolError:
                 continue
             if msg.req_id == req_id:
@@ -70,7 +87,7 @@ class Control:
     def close(self) -> None:
         """Close the socket (linger 0) and the context if it is ours."""
         self._sock.close(linger=0)
-        if self._own_context:
+        if self._own_context and not self._ctx.closed:
             self._ctx.term()
 
     def __enter__(self) -> Control:

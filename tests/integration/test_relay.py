@@ -269,3 +269,34 @@ def test_slow_stop_listener_does_not_delay_heartbeats(
         release.set()
         sub.close(linger=0)
         ctx.term()
+
+
+FAILING_STOP = """
+    import client
+    from busd.probe import Probe
+
+    probe = Probe()
+    bus = client.connect(mirror=False, timeout=10)
+
+    @bus.subscribe("stop")
+    def stop():
+        raise RuntimeError("cannot stop cleanly")
+
+    probe.report("joined")
+    bus.block()
+    probe.close()
+"""
+
+
+def test_exit_report_keeps_clients_that_left_during_slow_master_listeners(
+        busd_master: Any, busd_procs: Processes, busd_sink: Sink) -> None:
+    master = busd_master()
+    master.subscribe("exit", lambda: threading.Event().wait(1.0))
+    worker = busd_procs.python(FAILING_STOP, name="failing")
+    busd_sink.expect("joined")
+    master.start()
+    report = master.exit(wait=True, timeout=10)
+    assert report is not None
+    assert not report.ok
+    assert any("cannot stop cleanly" in line for line in report.failures()), report
+    assert wait_exit([worker], 10) == [0]

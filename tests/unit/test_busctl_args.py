@@ -270,7 +270,7 @@ def test_interrupted_exits_130(capsys: pytest.CaptureFixture[str],
     def interrupted(*args: Any, **kwargs: Any) -> Any:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("client.busctl.BusctlControl.request", interrupted)
+    monkeypatch.setattr("client.control.Control.call", interrupted)
 
     assert main(["--runtime-dir", str(empty_runtime_dir), "graceful"]) == 130
     assert capsys.readouterr().err.startswith("busctl: interrupted")
