@@ -1,0 +1,796 @@
+"""Relay benchmark: busd against bare pyzmq+msgpack floors measured in the same run.
+
+Run by hand (it is not a test), with the project's interpreter::
+
+    .venv/bin/python scripts/bench_relay.py [--quick]
+
+Every figure is compared with a floor measured in the same run on the same
+machine, over ipc sockets in a short temp dir under /tmp (removed after),
+between the same processes, with the same message sizes.  Floor and busd
+alternate (rounds, blocks of calls, single calls) so that both see whatever
+else the machine is doing; only the ratios are meant to travel.
+
+1. throughput: ``MasterBus.publish("tick", i)`` to one ClientBus process
+   whose "tick" listener counts, vs a PUB here sending
+   ``msgpack.packb({"channel": "tick", "args": [i]})`` to a SUB process that
+   unpacks and counts (high-water marks 0, so the floor drops nothing).  The
+   rate runs from the first to the last message the child received; both
+   ends use ``time.monotonic`` (system-wide on Linux).  The client's count and
+   its link's gaps/missed/overflow/resyncs are printed, and "dropped" when
+   the master declared the client lost meanwhile: a fast but lossy relay MISSes.
+   Full runs do two rounds of each and compare the best.
+2. ping: ``Control.request("ping")`` round trips to a MasterBus in a child
+   process (and, for information, in this one), vs a DEALER here and a
+   ROUTER echoing in a thread of a child process, with busd's frames.
+3. graceful with every ack: ``master.graceful(wait=True)`` with N ClientBus
+   processes (a no-op graceful listener each), vs a PUB+ROUTER here
+   broadcasting to N SUB+DEALER processes and waiting for their N acks.
+
+Children are fresh interpreters (``sys.executable -c``); they report over a
+PUSH (:class:`busd.probe.Probe`) to a PULL here, which is how readiness is
+awaited (never a fixed sleep).  Every child is reaped, or killed, at the end.
+
+Example output (a full run on a 2-core VM while another job kept it busy, load
+average about 5: absolute figures drift from run to run, the ratios much less)::
+
+    busd relay benchmark (full), 2 CPUs, Python 3.11.7, pyzmq 27.3.0, libzmq 4.3.5, msgpack 1.2.4
+
+    1. throughput to one subscriber, N = 200,000, best of 2 alternating round(s)
+       raw PUB/SUB    517,390 msg/s received (200,000/200,000)
+                      sender offered 520,288 msg/s; first sent to last received 516,993 msg/s
+       busd publish   73,708 msg/s received (199,999/200,000, LOSSY)
+                      sender offered 289,503 msg/s; first sent to last received 71,701 msg/s
+                      link: received=200001, gaps=1, missed=2, overflow=0, resyncs=1, dropped=0
+       raw PUB/SUB    561,689 msg/s received (200,000/200,000)
+                      sender offered 555,362 msg/s; first sent to last received 555,159 msg/s
+       busd publish   50,861 msg/s received (199,998/200,000, LOSSY)
+                      sender offered 266,918 msg/s; first sent to last received 50,790 msg/s
+                      link: received=200000, gaps=1, missed=3, overflow=0, resyncs=1, dropped=0
+       ratio 0.13 (target >= 0.5), LOSSY
+
+    2. command round trip, 2000 after 200 warm-up, alternating blocks of 100
+       frames: request 16 B, reply 36 B (floor and busd)
+       raw DEALER/ROUTER      p50   131.9 µs   p99   231.5 µs
+       busd, master in child  p50   157.1 µs   p99   341.1 µs
+       busd, master in-proc   p50   160.0 µs   p99   298.9 µs
+
+    3. graceful(wait=True) with every ack, 200 after 20 warm-up, alternating
+       N=1   raw p50   0.15 ms p99   0.26 ms | busd p50   0.52 ms p99   0.72 ms | p99 ratio  2.80
+       N=8   raw p50   0.42 ms p99   0.69 ms | busd p50   1.41 ms p99   1.97 ms | p99 ratio  2.87
+       N=32  raw p50   2.64 ms p99   7.25 ms | busd p50   7.75 ms p99  12.70 ms | p99 ratio  1.75
+
+    summary (28 s)
+    metric                               floor        busd   ratio  target  result
+    ------------------------------------------------------------------------------
+    throughput (msg/s)                 561,689      73,708    0.13  >= 0.5  MISS
+    ping p50 (µs)                        131.9       157.1    1.19    <= 2  PASS
+    ping p99 (µs)                        231.5       341.1    1.47       -  info
+    ping p50, in-proc master (µs)        131.9       160.0    1.21       -  info
+    graceful N=1 p50 (ms)                 0.15        0.52    3.51       -  info
+    graceful N=1 p99 (ms)                 0.26        0.72    2.80    <= 3  PASS
+    graceful N=8 p50 (ms)                 0.42        1.41    3.37       -  info
+    graceful N=8 p99 (ms)                 0.69        1.97    2.87    <= 3  PASS
+    graceful N=32 p50 (ms)                2.64        7.75    2.93       -  info
+    graceful N=32 p99 (ms)                7.25       12.70    1.75    <= 3  PASS
+
+The throughput MISS is the client: its link thread spends about 6 µs per
+message (``wire.decode`` 2.6) and its dispatcher about 4 µs, against 0.4 µs
+for the floor's unpack, and the two threads hand every message over a
+``queue.Queue``.  A burst of 200,000 at 4-5x the client's pace fills the
+default high-water marks (100k on the master's XPUB plus 100k on the
+client's SUB), so the last messages are dropped and the client resyncs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import itertools
+import logging
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import zmq
+
+from busd.endpoints import default_endpoints
+from busd.errors import BusError
+from busd.master import MasterBus
+from client.control import Control
+
+ROOT = Path(__file__).resolve().parents[1]
+Report = dict[str, Any]
+
+#: busd's wire kinds, repeated so the floors send frames of busd's sizes.
+PUBLISH, HELLO, REQUEST, ACK, REPLY = 2, 10, 11, 12, 20
+
+# -- the children's scripts -------------------------------------------------------
+
+RAW_SUB = """
+import sys, time, msgpack, zmq
+from busd.probe import Probe
+endpoint, n, probe = sys.argv[1], int(sys.argv[2]), Probe(sys.argv[3])
+sub = zmq.Context().socket(zmq.SUB)
+for opt, value in ((zmq.RCVHWM, 0), (zmq.RCVTIMEO, 10000), (zmq.LINGER, 0)):
+    sub.setsockopt(opt, value)
+sub.setsockopt(zmq.SUBSCRIBE, b"")
+sub.connect(endpoint)
+count, first, last, ready = 0, 0.0, 0.0, False
+clock = time.monotonic
+try:
+    while True:
+        channel = msgpack.unpackb(sub.recv(), raw=False)["channel"]
+        if channel == "tick":
+            count += 1
+            last = clock()
+            if count == 1:
+                first = last
+            if count == n:
+                break
+        elif channel == "warm" and not ready:
+            ready = True
+            probe.report("ready")
+        elif channel == "end":
+            break
+except zmq.Again:
+    pass
+probe.report("done", count=count, first=first, last=last, link={})
+probe.close()
+"""
+
+BUSD_TICK_CLIENT = """
+import sys, threading, time
+import client
+from busd.probe import Probe
+runtime, n, probe = sys.argv[1], int(sys.argv[2]), Probe(sys.argv[3])
+bus = client.connect(runtime_dir=runtime, mirror=False)
+done = threading.Event()
+seen = {"count": 0, "first": 0.0, "last": 0.0}
+clock = time.monotonic
+def on_tick(i):
+    seen["count"] += 1
+    seen["last"] = clock()
+    if seen["count"] == 1:
+        seen["first"] = seen["last"]
+    if i == n - 1:
+        done.set()
+bus.subscribe("tick", on_tick)
+bus.subscribe("end", done.set)
+bus.mirror()
+probe.report("ready", client_id=bus.link.client_id)
+progress = -1
+while not done.wait(5.0) and seen["count"] != progress:  # give up after 5 s without progress
+    progress = seen["count"]
+probe.report("done", **seen, link=bus.statistics()["link"])
+bus.block()
+probe.close()
+"""
+
+RAW_ECHO = """
+import os, sys, threading, msgpack, zmq
+from busd.probe import Probe
+endpoint, probe = sys.argv[1], Probe(sys.argv[2])
+pid, epoch = os.getpid(), int.from_bytes(os.urandom(6), "big")
+router = zmq.Context().socket(zmq.ROUTER)
+for opt, value in ((zmq.RCVTIMEO, 60000), (zmq.LINGER, 0)):
+    router.setsockopt(opt, value)
+router.bind(endpoint)
+def serve():
+    while True:
+        identity, frame = router.recv_multipart()
+        msg = msgpack.unpackb(frame, raw=False)
+        reply = [1, 20, msg[2], True, {"pong": True, "pid": pid, "epoch": epoch}]
+        router.send_multipart([identity, msgpack.packb(reply, use_bin_type=True)])
+        if msg[3].get("cmd") == "quit":
+            return
+server = threading.Thread(target=serve, name="echo")
+server.start()
+probe.report("ready")
+server.join()
+probe.close()
+"""
+
+BUSD_MASTER = """
+import sys
+from busd.master import MasterBus
+from busd.probe import Probe
+master, probe = MasterBus(runtime_dir=sys.argv[1]), Probe(sys.argv[2])
+probe.report("ready")
+master.block()
+probe.close()
+"""
+
+RAW_ACKER = """
+import os, sys, msgpack, zmq
+pub, ctl = sys.argv[1], sys.argv[2]
+ctx = zmq.Context()
+sub, dealer = ctx.socket(zmq.SUB), ctx.socket(zmq.DEALER)
+for opt, value in ((zmq.RCVTIMEO, 60000), (zmq.LINGER, 0)):
+    sub.setsockopt(opt, value)
+dealer.setsockopt(zmq.LINGER, 1000)
+sub.setsockopt(zmq.SUBSCRIBE, b"")
+sub.connect(pub)
+dealer.connect(ctl)
+dealer.send(msgpack.packb([1, 10, 1, {"pid": os.getpid()}], use_bin_type=True))
+while True:
+    msg = msgpack.unpackb(sub.recv(), raw=False)
+    if msg[4] == "quit":
+        break
+    body = {"epoch": msg[2], "seq": msg[3], "ok": True, "result": None, "errors": []}
+    dealer.send(msgpack.packb([1, 12, 0, body], use_bin_type=True))
+dealer.close()
+"""
+
+BUSD_GRACEFUL_CLIENT = """
+import sys
+import client
+from busd.probe import Probe
+runtime, probe = sys.argv[1], Probe(sys.argv[2])
+bus = client.connect(runtime_dir=runtime, mirror=False)
+bus.subscribe("graceful", lambda: None)
+bus.mirror()
+probe.report("ready")
+bus.block()
+probe.close()
+"""
+
+
+# -- processes and their reports ----------------------------------------------------
+
+
+class Children:
+    """Child interpreters, each with its output in a log file; all reaped at the end."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.logs: dict[int, Path] = {}
+        path = os.environ.get("PYTHONPATH", "")
+        self.env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), path]))}
+
+    def spawn(self, name: str, source: str, *args: str) -> subprocess.Popen[bytes]:
+        """Start ``python -c source args`` in its own session."""
+        log_path = self.directory / f"{name}-{len(self.procs)}.log"
+        with open(log_path, "wb") as out:
+            proc = subprocess.Popen([sys.executable, "-c", source, *args], stdout=out,
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    env=self.env, start_new_session=True)
+        self.logs[proc.pid] = log_path
+        self.procs.append(proc)
+        return proc
+
+    def check(self) -> None:
+        """Raise if a child failed (with the end of its log)."""
+        for proc in self.procs:
+            if proc.poll() not in (None, 0):
+                tail = self.logs[proc.pid].read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"child {proc.pid} exited with {proc.returncode}:\n{tail}")
+
+    def wait_exit(self, timeout: float) -> int:
+        """Wait (bounded) for every child to end; kill the rest; return how many were killed."""
+        deadline = time.monotonic() + timeout
+        killed = 0
+        for proc in self.procs:
+            try:
+                proc.wait(max(0.01, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5.0)
+                killed += 1
+        self.procs = []
+        return killed
+
+
+class Sink:
+    """The bench's end of the children's probes: a PULL socket read with deadlines."""
+
+    def __init__(self, ctx: zmq.Context[Any], directory: Path, children: Children) -> None:
+        self.endpoint = f"ipc://{directory}/sink.sock"
+        self.children = children
+        self._sock = ctx.socket(zmq.PULL)
+        self._sock.setsockopt(zmq.LINGER, 0)
+        self._sock.bind(self.endpoint)
+        self._unclaimed: list[Report] = []
+
+    def collect(self, event: str, count: int, timeout: float = 30.0,
+                between: Callable[[], None] | None = None) -> list[Report]:
+        """``count`` reports of ``event``; ``between`` runs every 5 ms while waiting."""
+        found = [r for r in self._unclaimed if r["event"] == event][:count]
+        self._unclaimed = [r for r in self._unclaimed if not any(r is f for f in found)]
+        deadline = time.monotonic() + timeout
+        while len(found) < count:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"got {len(found)} of {count} {event!r} reports in {timeout}s")
+            if between is not None:
+                between()
+            if not self._sock.poll(5 if between else 100):
+                self.children.check()
+                continue
+            report: Report = msgpack.unpackb(self._sock.recv(), raw=False)
+            (found if report["event"] == event else self._unclaimed).append(report)
+        return found
+
+    def close(self) -> None:
+        """Close the socket."""
+        self._sock.close(linger=0)
+
+
+@dataclass
+class Run:
+    """What every measurement shares: the temp dir, a context, the children, the sink."""
+
+    directory: Path
+    ctx: zmq.Context[Any]
+    children: Children
+    sink: Sink
+    quick: bool
+    names: Iterator[int] = field(default_factory=itertools.count)
+
+    def fresh(self, prefix: str) -> Path:
+        """A new path in the temp dir (an ipc socket or a runtime dir)."""
+        return self.directory / f"{prefix}{next(self.names)}"
+
+
+# -- results ----------------------------------------------------------------------
+
+
+def percentile(values: list[float], pct: float) -> float:
+    """Nearest-rank percentile."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(pct / 100 * len(ordered)) - 1)]
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the final table: busd against its floor."""
+
+    metric: str
+    floor: float
+    busd: float
+    unit: str
+    limit: float | None = None  # target ratio; None: information only
+    higher_is_better: bool = False
+    ok: bool = True  # False forces a MISS (a lossy result)
+
+    @property
+    def ratio(self) -> float:
+        """busd / floor."""
+        return self.busd / self.floor if self.floor else math.inf
+
+    def verdict(self) -> str:
+        """PASS or MISS against the target; "info" for rows without one."""
+        if self.limit is None:
+            return "info"
+        within = self.ratio >= self.limit if self.higher_is_better else self.ratio <= self.limit
+        return "PASS" if within and self.ok else "MISS"
+
+    def target(self) -> str:
+        """The target ratio as printed."""
+        if self.limit is None:
+            return "-"
+        return f"{'>=' if self.higher_is_better else '<='} {self.limit:g}"
+
+
+def format_value(value: float, unit: str) -> str:
+    """A figure with the precision its unit deserves."""
+    if unit == "msg/s":
+        return f"{value:,.0f}"
+    return f"{value:,.1f}" if value >= 100 else f"{value:,.2f}"
+
+
+def print_table(rows: list[Row]) -> None:
+    """The summary: metric, floor, busd, ratio, target, PASS/MISS."""
+    header = f"{'metric':<30} {'floor':>11} {'busd':>11} {'ratio':>7} {'target':>7}  result"
+    print(header)
+    print("-" * len(header))
+    for row in rows:
+        name = f"{row.metric} ({row.unit})"
+        print(f"{name:<30} {format_value(row.floor, row.unit):>11} "
+              f"{format_value(row.busd, row.unit):>11} {row.ratio:>7.2f} {row.target():>7}  "
+              f"{row.verdict()}")
+
+
+# -- 1. throughput ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Flow:
+    """One one-way stream: what was sent when, and what the child saw when."""
+
+    n: int
+    count: int
+    sent_first: float
+    sent_last: float
+    first: float
+    last: float
+    link: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def rate(self) -> float:
+        """Messages/s from the first to the last one received."""
+        return (self.count - 1) / (self.last - self.first) if self.count > 1 else 0.0
+
+    @property
+    def send_rate(self) -> float:
+        """Messages/s offered by the sender."""
+        return self.n / (self.sent_last - self.sent_first)
+
+    @property
+    def lossless(self) -> bool:
+        """Every message arrived: no gap, resync, overflow, or drop by the master."""
+        return self.count == self.n and not any(
+            self.link.get(k) for k in ("gaps", "missed", "overflow", "resyncs", "dropped"))
+
+    def describe(self) -> str:
+        """Three lines: what arrived, how fast it was offered, the link's counters."""
+        keys = ("received", "gaps", "missed", "overflow", "resyncs", "dropped")
+        end_to_end = self.count / (self.last - self.sent_first)
+        lines = [f"{self.rate:,.0f} msg/s received ({self.count:,}/{self.n:,}"
+                 f"{', LOSSY' if not self.lossless else ''})",
+                 f"sender offered {self.send_rate:,.0f} msg/s; first sent to last received "
+                 f"{end_to_end:,.0f} msg/s"]
+        if self.link:
+            lines.append("link: " + ", ".join(f"{k}={self.link.get(k, 0)}" for k in keys))
+        return "\n".join(lines).replace("\n", "\n" + " " * 18)
+
+
+def raw_throughput(run: Run, n: int) -> Flow:
+    """The floor: PUB here, SUB in a child, high-water marks 0."""
+    endpoint = f"ipc://{run.fresh('raw-pub')}"
+    pub = run.ctx.socket(zmq.PUB)
+    pub.setsockopt(zmq.SNDHWM, 0)
+    pub.setsockopt(zmq.LINGER, 0)
+    pub.bind(endpoint)
+    try:
+        run.children.spawn("raw-sub", RAW_SUB, endpoint, str(n), run.sink.endpoint)
+        warm = msgpack.packb({"channel": "warm", "args": [0]})
+        run.sink.collect("ready", 1, between=lambda: pub.send(warm))
+        packb = msgpack.packb
+        sent_first = time.monotonic()
+        for i in range(n):
+            pub.send(packb({"channel": "tick", "args": [i]}))
+        sent_last = time.monotonic()
+        pub.send(packb({"channel": "end", "args": []}))
+        done = run.sink.collect("done", 1, timeout=120)[0]
+    finally:
+        pub.close(linger=0)
+    return Flow(n, done["count"], sent_first, sent_last, done["first"], done["last"])
+
+
+def busd_throughput(run: Run, n: int) -> Flow:
+    """busd: MasterBus.publish here, a ClientBus with a counting listener in a child."""
+    runtime = run.fresh("t")
+    master = MasterBus(runtime_dir=runtime)
+    try:
+        run.children.spawn("tick-client", BUSD_TICK_CLIENT, str(runtime), str(n),
+                           run.sink.endpoint)
+        ready = run.sink.collect("ready", 1)[0]
+        sent_first = time.monotonic()
+        for i in range(n):
+            master.publish("tick", i)
+        sent_last = time.monotonic()
+        master.publish("end")
+        done = run.sink.collect("done", 1, timeout=180)[0]
+        master.exit(wait=True, timeout=10)
+    finally:
+        master.close()
+    return Flow(n, done["count"], sent_first, sent_last, done["first"], done["last"],
+                # A new client id: the master dropped the client (as lost), it joined again.
+                {**done["link"], "dropped": int(done["link"]["client_id"] != ready["client_id"])})
+
+
+def bench_throughput(run: Run) -> list[Row]:
+    """Section 1: rounds of floor then busd; the best of each is compared."""
+    n, rounds = (50_000, 1) if run.quick else (200_000, 2)
+    print(f"\n1. throughput to one subscriber, N = {n:,}, best of {rounds} alternating round(s)",
+          flush=True)
+    raws, buses = [], []
+    for _ in range(rounds):
+        raws.append(raw_throughput(run, n))
+        print(f"   raw PUB/SUB    {raws[-1].describe()}", flush=True)
+        buses.append(busd_throughput(run, n))
+        print(f"   busd publish   {buses[-1].describe()}", flush=True)
+        run.children.wait_exit(10.0)
+    raw = max(raws, key=lambda f: f.rate)
+    bus = max(buses, key=lambda f: f.rate)
+    lossless = all(f.lossless for f in buses)
+    print(f"   ratio {bus.rate / raw.rate:.2f} (target >= 0.5){'' if lossless else ', LOSSY'}")
+    return [Row("throughput", raw.rate, bus.rate, "msg/s", 0.5, True, ok=lossless)]
+
+
+# -- 2. ping round trip -----------------------------------------------------------------
+
+
+def time_calls(call: Callable[[], object], count: int) -> list[float]:
+    """Seconds per call, for ``count`` calls back to back."""
+    clock = time.perf_counter
+    times = []
+    for _ in range(count):
+        start = clock()
+        call()
+        times.append(clock() - start)
+    return times
+
+
+def interleave(calls: dict[str, Callable[[], object]], warmup: int, count: int,
+               block: int) -> dict[str, list[float]]:
+    """Time every call ``count`` times, alternating blocks of ``block`` calls.
+
+    Alternating makes the floor and busd share whatever else the machine is
+    doing, so their ratio holds even when the absolute figures drift.
+    """
+    for call in calls.values():
+        time_calls(call, warmup)
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(math.ceil(count / block)):
+        for name, call in calls.items():
+            times[name] += time_calls(call, block)
+    return times
+
+
+class RawEcho:
+    """The floor: a DEALER here, a ROUTER echoing busd-sized frames in a child's thread."""
+
+    def __init__(self, run: Run) -> None:
+        self.endpoint = f"ipc://{run.fresh('raw-echo')}"
+        run.children.spawn("raw-echo", RAW_ECHO, self.endpoint, run.sink.endpoint)
+        self.dealer = run.ctx.socket(zmq.DEALER)
+        self.dealer.setsockopt(zmq.LINGER, 0)
+        self.dealer.setsockopt(zmq.RCVTIMEO, 5000)
+        self.dealer.connect(self.endpoint)
+        self.ids = itertools.count(1)
+
+    def ping(self) -> None:
+        """One round trip."""
+        req_id = next(self.ids)
+        self.dealer.send(msgpack.packb([1, REQUEST, req_id, {"cmd": "ping"}], use_bin_type=True))
+        reply = msgpack.unpackb(self.dealer.recv(), raw=False)
+        if reply[2] != req_id:
+            raise RuntimeError(f"echo answered {reply[2]}, not {req_id}")
+
+    def close(self) -> None:
+        """Tell the echo to stop (it also gives up after 60 s alone), close."""
+        quit_frame = msgpack.packb([1, REQUEST, 0, {"cmd": "quit"}], use_bin_type=True)
+        with contextlib.suppress(zmq.Again):
+            self.dealer.send(quit_frame, zmq.NOBLOCK)
+        self.dealer.close(linger=1000)
+
+
+def bench_ping(run: Run) -> list[Row]:
+    """Section 2: ping round trips, floor and busd alternating."""
+    warmup, count, block = 200, 2000, 100
+    print(f"\n2. command round trip, {count} after {warmup} warm-up, alternating blocks of "
+          f"{block}", flush=True)
+    child_dir, local_dir = run.fresh("c"), run.fresh("p")
+    echo = RawEcho(run)
+    run.children.spawn("master", BUSD_MASTER, str(child_dir), run.sink.endpoint)
+    local = MasterBus(runtime_dir=local_dir)
+    child_ctl, local_ctl = (Control(default_endpoints(d).ctl, timeout=5.0, context=run.ctx)
+                            for d in (child_dir, local_dir))
+    try:
+        run.sink.collect("ready", 2)
+        times = interleave({"raw": echo.ping, "busd": lambda: child_ctl.request("ping"),
+                            "local": lambda: local_ctl.request("ping")}, warmup, count, block)
+    finally:
+        with contextlib.suppress(BusError):
+            child_ctl.request("exit", timeout=2.0)
+        for closing in (echo, child_ctl, local_ctl, local):
+            closing.close()
+        run.children.wait_exit(10.0)
+    sizes = (len(msgpack.packb([1, REQUEST, 2000, {"cmd": "ping"}])),
+             len(msgpack.packb([1, REPLY, 2000, True,
+                                {"pong": True, "pid": 12345, "epoch": 1 << 47}])))
+    print(f"   frames: request {sizes[0]} B, reply {sizes[1]} B (floor and busd)")
+    for name, label in (("raw", "raw DEALER/ROUTER"), ("busd", "busd, master in child"),
+                        ("local", "busd, master in-proc")):
+        print(f"   {label:<22} p50 {percentile(times[name], 50) * 1e6:7.1f} µs   "
+              f"p99 {percentile(times[name], 99) * 1e6:7.1f} µs")
+    raw, bus, local_times = times["raw"], times["busd"], times["local"]
+    us = 1e6
+    return [
+        Row("ping p50", percentile(raw, 50) * us, percentile(bus, 50) * us, "µs", 2.0),
+        Row("ping p99", percentile(raw, 99) * us, percentile(bus, 99) * us, "µs"),
+        Row("ping p50, in-proc master", percentile(raw, 50) * us,
+            percentile(local_times, 50) * us, "µs"),
+    ]
+
+
+# -- 3. graceful with every ack -----------------------------------------------------------
+
+
+class RawBroadcaster:
+    """The floor: a PUB and a ROUTER here; SUB+DEALER children ack each broadcast."""
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+        self.pub_endpoint = f"ipc://{run.fresh('raw-bpub')}"
+        self.ctl_endpoint = f"ipc://{run.fresh('raw-bctl')}"
+        self.pub = run.ctx.socket(zmq.PUB)
+        self.router = run.ctx.socket(zmq.ROUTER)
+        for sock, endpoint in ((self.pub, self.pub_endpoint), (self.router, self.ctl_endpoint)):
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.SNDHWM, 100_000)
+            sock.setsockopt(zmq.RCVHWM, 100_000)
+            sock.bind(endpoint)
+        self.members: set[bytes] = set()
+        self.epoch = int.from_bytes(os.urandom(6), "big")
+        self.seq = 0
+        self.spawned = 0
+
+    def spawn(self, n: int) -> None:
+        """Start children until there are ``n``."""
+        while self.spawned < n:
+            self.run.children.spawn("raw-acker", RAW_ACKER, self.pub_endpoint, self.ctl_endpoint)
+            self.spawned += 1
+
+    def wait_ready(self, n: int, timeout: float = 60.0) -> None:
+        """Return once ``n`` children said hello and all acked one broadcast."""
+        deadline = time.monotonic() + timeout
+        while len(self.members) < n or self.broadcast(n, time.monotonic() + 0.05) < n:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"only {len(self.members)} of {n} raw ackers answered")
+            if len(self.members) < n:
+                self._collect(0, 0, time.monotonic() + 0.05)
+                self.run.children.check()
+
+    def once(self, n: int) -> None:
+        """One measured round: broadcast, and wait for all ``n`` acks."""
+        if self.broadcast(n, time.monotonic() + 10.0) != n:
+            raise RuntimeError(f"raw broadcast to {n}: an ack was missing after 10 s")
+
+    def broadcast(self, n: int, deadline: float) -> int:
+        """Send one busd-sized PUBLISH; count the acks to it until ``n`` or ``deadline``."""
+        self.seq += 1
+        self.pub.send(msgpack.packb([1, PUBLISH, self.epoch, self.seq, "graceful", [], {}, True],
+                                    use_bin_type=True))
+        return self._collect(self.seq, n, deadline)
+
+    def _collect(self, seq: int, n: int, deadline: float) -> int:
+        got = 0
+        while got < n or n == 0:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not self.router.poll(max(1, math.ceil(remaining * 1000))):
+                break
+            while True:
+                try:
+                    identity, frame = self.router.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                msg = msgpack.unpackb(frame, raw=False)
+                if msg[1] == HELLO:
+                    self.members.add(identity)
+                elif msg[1] == ACK and msg[3]["seq"] == seq:
+                    got += 1
+        return got
+
+    def close(self) -> None:
+        """Tell the children to quit (they also give up after 60 s alone), close."""
+        self.pub.send(msgpack.packb([1, PUBLISH, self.epoch, 0, "quit", [], {}, False]))
+        self.pub.close(linger=1000)
+        self.router.close(linger=0)
+
+
+def wait_clients(master: MasterBus, n: int, timeout: float = 30.0) -> None:
+    """Wait (bounded) until the master has registered ``n`` clients."""
+    deadline = time.monotonic() + timeout
+    tick = threading.Event()  # never set: a short, interruptible wait between polls
+    while len(master.clients()) < n:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"only {len(master.clients())} of {n} clients registered")
+        tick.wait(0.005)
+
+
+class BusdGraceful:
+    """busd: a MasterBus here; ClientBus children with a no-op graceful listener."""
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+        self.runtime = run.fresh("g")
+        self.master = MasterBus(runtime_dir=self.runtime)
+        self.spawned = 0
+        self.bad = 0
+
+    def spawn(self, n: int) -> int:
+        """Start clients until there are ``n``; return how many were started."""
+        added = n - self.spawned
+        for _ in range(added):
+            self.run.children.spawn("client", BUSD_GRACEFUL_CLIENT, str(self.runtime),
+                                    self.run.sink.endpoint)
+        self.spawned = n
+        return added
+
+    def once(self) -> None:
+        """One measured round; a failed or missing ack is counted."""
+        report = self.master.graceful(wait=True, timeout=10)
+        if report is None or not report.ok or len(report.acks) != self.spawned:
+            self.bad += 1
+
+    def close(self) -> None:
+        """Exit the master, which ends every client."""
+        with contextlib.suppress(BusError):
+            self.master.exit(wait=True, timeout=10)
+        self.master.close()
+
+
+def bench_graceful(run: Run) -> list[Row]:
+    """Section 3: graceful with every ack for N = 1, 8, 32, floor and busd alternating."""
+    sizes, warmup, count = [1, 8, 32], 20, 50 if run.quick else 200
+    print(f"\n3. graceful(wait=True) with every ack, {count} after {warmup} warm-up, "
+          "alternating", flush=True)
+    raw, bus = RawBroadcaster(run), BusdGraceful(run)
+    rows: list[Row] = []
+    ms = 1e3
+    try:
+        for n in sizes:
+            added = bus.spawn(n)
+            raw.spawn(n)
+            raw.wait_ready(n)
+            run.sink.collect("ready", added, timeout=60)
+            wait_clients(bus.master, n)
+            times = interleave({"raw": functools.partial(raw.once, n), "busd": bus.once},
+                               warmup, count, block=1)
+            r50, r99 = (percentile(times["raw"], p) * ms for p in (50, 99))
+            b50, b99 = (percentile(times["busd"], p) * ms for p in (50, 99))
+            print(f"   N={n:<3} raw p50 {r50:6.2f} ms p99 {r99:6.2f} ms | "
+                  f"busd p50 {b50:6.2f} ms p99 {b99:6.2f} ms | p99 ratio {b99 / r99:5.2f}",
+                  flush=True)
+            rows.append(Row(f"graceful N={n} p50", r50, b50, "ms"))
+            rows.append(Row(f"graceful N={n} p99", r99, b99, "ms", 3.0, ok=bus.bad == 0))
+    finally:
+        raw.close()
+        bus.close()
+        run.children.wait_exit(15.0)
+    if bus.bad:
+        print(f"   {bus.bad} busd graceful call(s) had a failed or missing ack")
+    return rows
+
+
+# -- main -------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the three sections and print the summary; 1 if the run itself failed."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="50,000 messages and 50 gracefuls per N, one round (seconds, noisier)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+    directory = Path(tempfile.mkdtemp(prefix="bb-", dir="/tmp"))
+    ctx: zmq.Context[Any] = zmq.Context()
+    children = Children(directory)
+    sink = Sink(ctx, directory, children)
+    run = Run(directory, ctx, children, sink, args.quick)
+    started = time.monotonic()
+    print(f"busd relay benchmark ({'quick' if args.quick else 'full'}), "
+          f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}, pyzmq {zmq.__version__}, "
+          f"libzmq {zmq.zmq_version()}, msgpack {'.'.join(map(str, msgpack.version))}")
+    try:
+        rows = bench_throughput(run) + bench_ping(run) + bench_graceful(run)
+    except (BusError, RuntimeError, TimeoutError) as exc:
+        print(f"benchmark failed: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        killed = children.wait_exit(5.0)
+        if killed:
+            print(f"killed {killed} leftover child process(es)", file=sys.stderr)
+        sink.close()
+        ctx.term()
+        shutil.rmtree(directory, ignore_errors=True)
+    print(f"\nsummary ({time.monotonic() - started:.0f} s)")
+    print_table(rows)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
