@@ -114,6 +114,10 @@ class Bus:
         self._blockers: collections.Counter[int] = collections.Counter()
         self._exit_done = False
         self._exit_pending = False
+        #: Transitions so far; a thread's own last one is in ``_mine.changes``.
+        self._changes = 0
+        self._mine = threading.local()
+        self._stopper = 0
         self._atexit_registered = False
         self.subscribe("log", _bridge_log)
 
@@ -128,19 +132,27 @@ class Bus:
     def state(self, new: State) -> None:
         self._transition(new)
 
-    def _transition(self, new: State) -> bool:
+    def _transition(self, new: State, after: int | None = None) -> bool:
         """Move to ``new`` if the table allows it; the only place state changes.
 
         Returns False, changing nothing, when the bus is already in ``new``
-        (another thread or an outer call is doing the same transition).
+        (another thread or an outer call is doing the same transition), or
+        when ``after`` is given and other transitions happened since the
+        transition that returned that count (see :attr:`_changes`).
         """
         with self._cond:
             old = self._state
+            if after is not None and after != self._changes:
+                return False
             if new is old and new is not State.STARTED:
                 return False
             if new not in TRANSITIONS[old]:
                 raise IllegalTransition(f"bus cannot go from {old.name} to {new.name}")
             self._state = new
+            self._changes += 1
+            self._mine.changes = self._changes
+            if new is State.STOPPING:
+                self._stopper = threading.get_ident()
             self._cond.notify_all()
         self.log(f"Bus {new.name}")
         self._state_changed(old, new)
@@ -276,6 +288,7 @@ class Bus:
     def _do_start(self) -> None:
         if not self._transition(State.STARTING):
             return
+        mine = self._mine.changes
         self._register_atexit()
         try:
             self.publish("start")
@@ -285,8 +298,8 @@ class Bus:
             self.log("Shutting down due to error in start listener:", level=40, traceback=True)
             self._abort_start()
             raise
-        if self._state is State.STARTING:
-            self._transition(State.STARTED)
+        # Only if no stop (or another start) came in while our listeners ran.
+        self._transition(State.STARTED, after=mine)
 
     def _abort_start(self) -> None:
         """After a failed start: exit, logging (not raising) further failures."""
@@ -318,8 +331,13 @@ class Bus:
             failures.extend(exc.get_instances())
         with self._cond:
             if self._state is State.STOPPING:
-                # Another thread (or an outer call) is stopping: it finishes the exit.
+                # Someone is stopping: the stopper finishes the exit.  Wait for
+                # it, unless this is the stopper itself (a stop listener).
                 self._exit_pending = True
+                if self._stopper == threading.get_ident():
+                    return
+                while not self._exit_done:
+                    self._cond.wait()
                 return
         if not self._transition(State.EXITING):
             return

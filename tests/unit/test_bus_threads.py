@@ -288,3 +288,57 @@ def test_exit_called_from_a_stop_listener_finishes_the_exit_once(bus: Bus) -> No
 
     assert bus.state is states.EXITING
     assert (stops.count, exits.count) == (1, 1)
+
+
+def test_a_second_exit_returns_only_once_the_bus_has_exited(bus: Bus) -> None:
+    in_stop = threading.Event()
+    release = threading.Event()
+
+    def held_stop() -> None:
+        in_stop.set()
+        assert release.wait(10)
+
+    bus.subscribe("stop", held_stop)
+    bus.start()
+    first = threading.Thread(target=bus.exit)
+    first.start()
+    assert in_stop.wait(10)
+    second_done = threading.Event()
+
+    def second_exit() -> None:
+        bus.exit()
+        second_done.set()
+
+    second = threading.Thread(target=second_exit)
+    second.start()
+    assert not second_done.wait(0.2), "the second exit() returned while still STOPPING"
+    release.set()
+    first.join(10)
+    second.join(10)
+    assert second_done.is_set()
+    assert bus.state is states.EXITING
+
+
+def test_start_does_not_mark_started_a_start_that_is_not_its_own(bus: Bus) -> None:
+    calls: list[str] = []
+    second_in = threading.Event()
+    release_second = threading.Event()
+
+    def start_listener() -> None:
+        if not calls:
+            calls.append("first")
+            bus.stop()
+            threading.Thread(target=bus.start).start()
+            assert second_in.wait(10)
+        else:
+            calls.append("second")
+            second_in.set()
+            assert release_second.wait(10)
+
+    bus.subscribe("start", start_listener)
+    bus.start()
+    # The first start's listeners are done, but the second start's still run.
+    assert bus.state is states.STARTING
+    release_second.set()
+    bus.wait(states.STARTED, timeout=10)
+    assert calls == ["first", "second"]
