@@ -184,6 +184,8 @@ class Bus:
             self._priorities[key] = int(priority)
             if key not in self._order:
                 self._order[key] = next(self._counter)
+        with self._cond:
+            self._cond.notify_all()  # a waiter may now have a channel to publish
         return None
 
     def unsubscribe(self, channel: str, callback: Callable[..., Any]) -> None:
@@ -370,7 +372,9 @@ class Bus:
 
         Wakes at once on a state change.  While waiting, publishes ``channel``
         (if given) every ``interval`` seconds, and runs work handed over with
-        :meth:`defer`.  Raises :class:`WaitTimeout` past ``timeout``.
+        :meth:`defer`.  Raises :class:`WaitTimeout` past ``timeout``.  While
+        ``channel`` has no listener it does not wake to publish it: an idle
+        process sleeps until something happens.
         """
         wanted = frozenset([state] if isinstance(state, State) else state)
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -385,9 +389,12 @@ class Bus:
                     names = ", ".join(sorted(s.name for s in wanted))
                     raise WaitTimeout(
                         f"bus still {self._state.name} after {timeout}s waiting for {names}")
-                limit = next_tick if deadline is None else min(next_tick, deadline)
+                ticking = channel is not None and bool(self.listeners.get(channel))
+                limits = [t for t in (next_tick if ticking else None, deadline) if t is not None]
                 if not (blocker and self._deferred):
-                    self._cond.wait(max(0.0, limit - now))
+                    # No limit: a state change, deferred work or a new
+                    # subscription (which may start the ticking) notifies us.
+                    self._cond.wait(max(0.0, min(limits) - now) if limits else None)
             if blocker:
                 self._run_deferred()
             if time.monotonic() >= next_tick:

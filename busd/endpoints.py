@@ -21,9 +21,8 @@ import select
 import stat
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 import zmq
@@ -45,8 +44,7 @@ class EndpointError(BusError):
     """An endpoint or runtime dir is unusable (too long, unsafe, not allowed)."""
 
 
-@dataclass(frozen=True)
-class Endpoints:
+class Endpoints(NamedTuple):
     """The two endpoints of a master: where it publishes and where it takes commands."""
 
     pub: str

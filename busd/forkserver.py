@@ -29,10 +29,12 @@ import signal
 import socket
 import struct
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import msgpack
+
+from busd.spawn import Spawned
 
 log = logging.getLogger(__name__)
 
@@ -81,16 +83,24 @@ class ForkServer:
         self.pid = pid
         self._sock = parent
 
-    def spawn(self, slot: int, env: Mapping[str, str]) -> tuple[int, int]:
-        """Ask the fork server for a worker; returns ``(pid, pidfd)``."""
-        _send(self._sock, {"env": {**self.env, **env}})
-        reply = _recv(self._sock)
-        if not isinstance(reply, dict) or "pid" not in reply:
-            raise OSError(f"the fork server did not answer ({reply!r})")
-        if reply.get("error"):
-            raise OSError(reply["error"])
-        pid = int(reply["pid"])
-        return pid, os.pidfd_open(pid)
+    def spawn_many(self, requests: Sequence[tuple[int, Mapping[str, str]]]) -> list[Spawned]:
+        """Ask the fork server for every worker in one round trip."""
+        try:
+            _send(self._sock, {"envs": [{**self.env, **env} for _, env in requests]})
+            reply = _recv(self._sock)
+        except OSError as exc:
+            return [exc for _ in requests]
+        if not isinstance(reply, dict) or not isinstance(reply.get("pids"), list):
+            error = reply.get("error") if isinstance(reply, dict) else None
+            return [OSError(error or f"the fork server did not answer ({reply!r})")
+                    for _ in requests]
+        results: list[Spawned] = []
+        for pid in reply["pids"]:
+            try:
+                results.append((int(pid), os.pidfd_open(int(pid))))
+            except OSError as exc:  # it ended already: the pool sees it as a crash
+                results.append(exc)
+        return results
 
     def close(self, timeout: float = 5.0) -> None:
         """End the fork server (its workers are the pool's business) and reap it."""
@@ -138,16 +148,19 @@ def _serve(sock: socket.socket, target: str, master: int) -> int:  # pragma: no 
             return 0
         if request is None:
             return 0
-        env = request.get("env", {}) if isinstance(request, dict) else {}
-        pid = os.fork()
-        if pid == 0:
-            sock.close()
-            signal.set_wakeup_fd(-1)
-            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-            os.close(rfd)
-            os.close(wfd)
-            _be_worker(func, env, me)
-        _send(sock, {"pid": pid})
+        envs = request.get("envs", []) if isinstance(request, dict) else []
+        pids = []
+        for env in envs:
+            pid = os.fork()
+            if pid == 0:
+                sock.close()
+                signal.set_wakeup_fd(-1)
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                os.close(rfd)
+                os.close(wfd)
+                _be_worker(func, env, me)
+            pids.append(pid)
+        _send(sock, {"pids": pids})
 
 
 def _be_worker(func: Any, env: dict[str, Any], parent: int) -> None:  # pragma: no cover

@@ -91,6 +91,8 @@ class MasterBus(Bus):
             "ping": lambda body: {"pong": True, "pid": self.pid, "epoch": self.epoch},
             "status": lambda body: self.status(),
             "clients": lambda body: [c.as_dict() for c in self.clients()],
+            # A pool replaces this; a master alone has no workers (not an error).
+            "workers": lambda body: [],
             "snapshot": lambda body: dict(zip(("seq", "state"), self.snapshot(), strict=True)),
         }
         #: Called (in the hub thread: be quick) as hook(event, client) on join/leave/loss.

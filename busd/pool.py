@@ -135,9 +135,8 @@ class Pool:
             if self._active or self._exiting:
                 return
             self._active = True
-            for index in range(self.size):
-                self._spawn(self._slots.setdefault(index, Slot(index)))
-        self._wake()
+            slots = [self._slots.setdefault(index, Slot(index)) for index in range(self.size)]
+        self._spawn(slots)
 
     def exit(self) -> None:
         """Stop restarting; wait for workers to end, SIGKILL the rest, reap all."""
@@ -157,8 +156,8 @@ class Pool:
             if not self._active:
                 return
             old = [s.worker for s in self._slots.values() if s.worker is not None]
-            new = [self._spawn(slot) for slot in self._slots.values() if not slot.flapping]
-        self._wake()
+            slots = [slot for slot in self._slots.values() if not slot.flapping]
+        new = self._spawn(slots)
         ready = self.master.hub.registry.wait_for(
             lambda clients: _all_started([w.pid for w in new if w], clients),
             self.config.startup_timeout)
@@ -169,18 +168,38 @@ class Pool:
 
     # -- spawning and stopping -------------------------------------------------
 
-    def _spawn(self, slot: Slot) -> Worker | None:
-        """Start a worker in ``slot`` (lock held); an old one there is retired."""
-        self._generation += 1
-        env = {"BUSD_WORKER": str(slot.index), "BUSD_GENERATION": str(self._generation)}
-        try:
-            pid, pidfd = self.spawner.spawn(slot.index, env)
-        except OSError as exc:
-            self.master.log(f"cannot start worker {slot.index}: {exc}", level=40)
-            self._crashed(slot, time.monotonic())
-            return None
+    def _spawn(self, slots: list[Slot], event: str = "worker_spawned") -> list[Worker]:
+        """Start a worker in each slot; an old one there is retired.
+
+        The processes are made without the pool's lock (32 spawns must not
+        hold up a ``workers`` request), in one batch where the spawner can.
+        """
+        with self._cond:
+            plan = []
+            for slot in slots:
+                self._generation += 1
+                plan.append((slot, self._generation, {
+                    "BUSD_WORKER": str(slot.index), "BUSD_GENERATION": str(self._generation)}))
+        results = self.spawner.spawn_many([(slot.index, env) for slot, _, env in plan])
         now = time.monotonic()
-        worker = Worker(slot=slot.index, pid=pid, generation=self._generation, pidfd=pidfd,
+        made = []
+        with self._cond:
+            for (slot, generation, _), result in zip(plan, results, strict=True):
+                if isinstance(result, OSError):
+                    self.master.log(f"cannot start worker {slot.index}: {result}", level=40)
+                    self._crashed(slot, now)
+                    continue
+                made.append(self._place(slot, generation, *result, now))
+            self._record_pids()
+        for worker in made:
+            self.master.event(event, {"worker": worker.slot, "pid": worker.pid,
+                                      "generation": worker.generation})
+        self._wake()
+        return made
+
+    def _place(self, slot: Slot, generation: int, pid: int, pidfd: int, now: float) -> Worker:
+        """Record a new worker in its slot (lock held)."""
+        worker = Worker(slot=slot.index, pid=pid, generation=generation, pidfd=pidfd,
                         started=now, started_wall=time.time(),
                         last_seen=now + self.config.startup_timeout - self.config.worker_timeout)
         try:
@@ -191,9 +210,6 @@ class Pool:
             self._retired.append(slot.worker)
         slot.worker = worker
         slot.next_start = None
-        self.master.event("worker_spawned", {"worker": slot.index, "pid": pid,
-                                             "generation": worker.generation})
-        self._record_pids()
         return worker
 
     def _record_pids(self) -> None:
@@ -312,14 +328,14 @@ class Pool:
         clients = self.master.hub.registry.by_pid()
         hung: list[Worker] = []
         with self._cond:
-            for slot in self._slots.values():
-                if slot.next_start is not None and slot.next_start <= now and self._active:
-                    slot.restarts += 1
-                    worker = self._spawn(slot)
-                    if worker:
-                        self.master.event("worker_restarted", {
-                            "worker": slot.index, "pid": worker.pid,
-                            "restarts": slot.restarts})
+            due = [slot for slot in self._slots.values() if self._active
+                   and slot.next_start is not None and slot.next_start <= now]
+            for slot in due:
+                slot.restarts += 1
+                slot.next_start = None
+        if due:
+            self._spawn(due, event="worker_restarted")
+        with self._cond:
             for worker in self._live():
                 client = clients.get(worker.pid)
                 if client is not None:
@@ -348,16 +364,19 @@ class Pool:
             raise wire_error(ErrorCode.BAD_ARGUMENTS, "a pool cannot have fewer than 0 workers")
         with self._cond:
             old, self.size = self.size, size
+            grow = []
             for index in range(old, size):
                 slot = self._slots.setdefault(index, Slot(index))
                 slot.flapping = False
                 if self._active and slot.worker is None:
-                    self._spawn(slot)
+                    grow.append(slot)
             retire = [self._slots[i].worker for i in range(size, old)
                       if i in self._slots and self._slots[i].worker is not None]
             for index in range(size, old):
                 self._slots.pop(index, None)
         self._retire([w for w in retire if w is not None])
+        if grow:
+            self._spawn(grow)
         self._wake()
         return size
 

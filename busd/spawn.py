@@ -14,12 +14,15 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
+#: What a spawner gives back for each worker asked for.
+Spawned = tuple[int, int] | OSError
+
 
 class Spawner(Protocol):
-    """Starts one worker process."""
+    """Starts worker processes."""
 
-    def spawn(self, slot: int, env: Mapping[str, str]) -> tuple[int, int]:
-        """Start a worker for ``slot`` with ``env`` added; return ``(pid, pidfd)``."""
+    def spawn_many(self, requests: Sequence[tuple[int, Mapping[str, str]]]) -> list[Spawned]:
+        """For each ``(slot, env)``: ``(pid, pidfd)`` of the new worker, or why not."""
 
 
 class ExecSpawner:
@@ -40,6 +43,16 @@ class ExecSpawner:
         full_env = {**self.env, **env, "BUSD_PARENT_PID": str(os.getpid())}
         pid = os.posix_spawn(self.path, self.argv, full_env)
         return pid, os.pidfd_open(pid)
+
+    def spawn_many(self, requests: Sequence[tuple[int, Mapping[str, str]]]) -> list[Spawned]:
+        """One posix_spawn per request."""
+        results: list[Spawned] = []
+        for slot, env in requests:
+            try:
+                results.append(self.spawn(slot, env))
+            except OSError as exc:
+                results.append(exc)
+        return results
 
 
 def target_argv(target: str) -> list[str]:

@@ -64,6 +64,25 @@ class Sink:
         self.seen.append(report)
         return report
 
+    def get(self, event: str, timeout: float,
+            where: Callable[[Report], bool] | None = None) -> Report | None:
+        """The next report of ``event`` (matching ``where``), or None past ``timeout``."""
+        def wanted(r: Report) -> bool:
+            return bool(r.get("event") == event and (where is None or where(r)))
+
+        for r in self._unclaimed:
+            if wanted(r):
+                self._unclaimed.remove(r)
+                return r
+        deadline = time.monotonic() + timeout
+        while True:
+            report = self._read(deadline - time.monotonic())
+            if report is None:
+                return None
+            if wanted(report):
+                return report
+            self._unclaimed.append(report)
+
     def expect(self, event: str, timeout: float = 10.0,
                where: Callable[[Report], bool] | None = None) -> Report:
         """The next report of ``event`` (matching ``where``); fail past ``timeout``."""

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import msgpack
@@ -283,15 +282,14 @@ def error_from_wire(data: Any) -> BusError:
 
 # -- acknowledgements ---------------------------------------------------
 
-@dataclass(frozen=True)
-class Ack:
+class Ack(NamedTuple):
     """One client's answer to a relayed message: ran its listeners, with what result."""
 
     client: int
     seq: int
     ok: bool
     result: Any = None
-    errors: Sequence[dict[str, str]] = field(default_factory=tuple)
+    errors: Sequence[dict[str, str]] = ()
 
     def as_dict(self) -> dict[str, Any]:
         """A plain map, for replies and ``--json``."""

@@ -577,8 +577,14 @@ def test_workers_scale_and_signal_with_the_busd_pool(pool: Bus) -> None:
     assert pool.master.wait(timeout=TIMEOUT) == 0
 
 
+def test_workers_without_a_pool_is_an_empty_list(bus: Bus) -> None:
+    code, out, err = bus.busctl("--json", "workers")
+    assert (code, err) == (0, "")
+    assert json.loads(out) == []
+
+
 @pytest.mark.parametrize(("argv", "command"), [
-    (["workers"], "workers"), (["scale", "+1"], "scale"), (["signal", "hup", "0"], "signal")])
+    (["scale", "+1"], "scale"), (["signal", "hup", "0"], "signal")])
 def test_pool_commands_without_a_pool_fail_with_busds_message(
         bus: Bus, argv: list[str], command: str) -> None:
     code, out, err = bus.busctl(*argv)

@@ -193,12 +193,24 @@ def test_hundred_thousand_messages_none_lost_silently(
     busd_sink.collect("joined", 4, timeout=20)
     for i in range(total):
         master.publish("tick", i)
-    master.publish("done", total)
-    counts = busd_sink.collect("count", 4, timeout=120)
-    for report in counts:
+    # "done" may itself be lost (and reported as a gap): ask until all answered.
+    counts: dict[int, dict[str, Any]] = {}
+    for _ in range(20):
+        master.publish("done", total)
+        deadline = time.monotonic() + 10
+        while len(counts) < 4:
+            report = busd_sink.get("count", timeout=deadline - time.monotonic())
+            if report is None:
+                break
+            counts.setdefault(report["pid"], report)
+        if len(counts) == 4:
+            break
+    assert len(counts) == 4, counts
+    for report in counts.values():
         assert report["in_order"], report
         complete = report["n"] == total
-        reported = report["gaps"] > 0 and report["n"] + report["missed"] == total
+        # Every tick not received is accounted for by a reported gap.
+        reported = report["gaps"] > 0 and report["missed"] >= total - report["n"]
         assert complete or reported, report
     master.exit()
     assert wait_exit(workers, 10) == [0] * 4
