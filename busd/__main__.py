@@ -143,6 +143,8 @@ def run(opts: argparse.Namespace, command: list[str]) -> int:
     listeners = make_listeners(opts.listen)
     master = MasterBus(name=opts.name, runtime_dir=runtime, bind=opts.bind,
                        heartbeat=opts.heartbeat, insecure=opts.insecure,
+                       # Often enough that a hung worker is seen within its timeout.
+                       pong_interval=min(5 * opts.heartbeat, opts.worker_timeout / 3),
                        no_relay=("log", "main", *SIGNAL_CHANNELS))
     master.status_hooks.append(lambda status: status.update(
         listen=[_address(s) for s in listeners]))

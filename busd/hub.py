@@ -71,11 +71,14 @@ class Hub:
 
     def __init__(self, owner: HubOwner, endpoints: list[Endpoints], heartbeat: float,
                  liveness: int, context: zmq.Context[Any] | None = None,
+                 pong_interval: float | None = None,
                  pub_hwm: int = PUB_HWM) -> None:
         self.owner = owner
         self.registry = Registry()
         self.heartbeat = heartbeat
         self.liveness = liveness
+        #: How often clients answer; they are lost after ``liveness`` of these.
+        self.pong_interval = pong_interval or heartbeat
         self.outbox = Outbox()
         self.stats: collections.Counter[str] = collections.Counter()
         self._own_context = context is None
@@ -290,6 +293,7 @@ class Hub:
         self.reply(identity, req_id, True, {
             "client_id": info.id if info else 0, "epoch": self.owner.epoch, "seq": seq,
             "state": state, "heartbeat": self.heartbeat, "liveness": self.liveness,
+            "pong_interval": self.pong_interval,
             "pub": self.pub_endpoints})
         if info is not None:
             self.owner.hub_event("client_joined", info.as_dict())
@@ -327,7 +331,7 @@ class Hub:
                 # check covers what it may miss.
                 del self._pending_hello[token]
                 self._welcome(identity, req_id, self.registry.get(identity))
-        limit = now - self.heartbeat * self.liveness
+        limit = now - self.pong_interval * self.liveness
         for info in self.registry.expired(limit):
             if self.registry.remove(info.identity):
                 log.warning("%s lost: silent for %.1fs", info.label(), now - info.last_seen)

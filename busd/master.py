@@ -43,6 +43,8 @@ from busd.wire import (
 #: Channels whose meaning travels as STATE messages, never as PUBLISH.
 LIFECYCLE_CHANNELS = frozenset({"start", "stop", "exit"})
 DEFAULT_ACK_TIMEOUT = 30.0
+#: Clients answer every this many heartbeats (all at once: fewer wake-ups here).
+PONG_EVERY = 5
 
 Handler = Callable[[dict[str, Any]], Any]
 
@@ -53,7 +55,9 @@ class MasterBus(Bus):
     ``name`` and ``runtime_dir`` choose the default ipc endpoints; each
     ``bind`` endpoint adds a control (ROUTER) endpoint, with the PUB endpoint
     beside it (``<path>.pub`` for ipc, the next port for tcp).  Channels in
-    ``no_relay`` (default: 'log' and 'main') stay local.  ``pub_hwm`` caps
+    ``no_relay`` (default: 'log' and 'main') stay local.  Clients answer
+    heartbeats every ``pong_interval`` seconds (default: 5 heartbeats) and
+    are declared lost after ``liveness`` intervals without a word.  ``pub_hwm`` caps
     the messages queued for each subscriber; a slower one loses the rest and
     resynchronises (it sees the gap in sequence numbers).
     """
@@ -62,7 +66,8 @@ class MasterBus(Bus):
                  bind: Iterable[str] | None = None, *, heartbeat: float = HEARTBEAT_INTERVAL,
                  liveness: int = HEARTBEAT_LIVENESS, no_relay: Iterable[str] = ("log", "main"),
                  insecure: bool = False, ack_timeout: float = DEFAULT_ACK_TIMEOUT,
-                 pub_hwm: int = ep.PUB_HWM, shutdown_timeout: float = 60.0) -> None:
+                 pub_hwm: int = ep.PUB_HWM, shutdown_timeout: float = 60.0,
+                 pong_interval: float | None = None) -> None:
         super().__init__()
         self.name = name or os.environ.get("BUSD_NAME") or ep.DEFAULT_NAME
         directory = Path(runtime_dir) if runtime_dir else ep.runtime_dir(self.name)
@@ -99,7 +104,8 @@ class MasterBus(Bus):
         self.client_hooks: list[Callable[[str, dict[str, Any]], None]] = []
         #: Callables that add to the status map (the pool adds its workers).
         self.status_hooks: list[Callable[[dict[str, Any]], None]] = []
-        self.hub = Hub(self, endpoints, heartbeat, liveness, pub_hwm=pub_hwm)
+        self.hub = Hub(self, endpoints, heartbeat, liveness, pub_hwm=pub_hwm,
+                       pong_interval=pong_interval or heartbeat * PONG_EVERY)
         self._command_thread = threading.Thread(target=self._run_commands,
                                                 name="busd-commands", daemon=True)
         self.hub.start()

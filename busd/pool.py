@@ -289,6 +289,9 @@ class Pool:
             status = 0
         code = os.waitstatus_to_exitcode(status) if status else 0
         os.close(worker.pidfd)
+        # Its client will not say goodbye now: no ack wait should wait for it.
+        if self.master.hub.registry.remove_pid(worker.pid) is not None:
+            self.master.event("client_lost", {"pid": worker.pid, "worker": worker.slot})
         now = time.monotonic()
         with self._cond:
             worker.exit_code = code

@@ -167,6 +167,12 @@ class Registry:
                 self._cond.notify_all()
             return info
 
+    def remove_pid(self, pid: int) -> ClientInfo | None:
+        """Forget the client of a process that ended (the pool saw it go)."""
+        with self._cond:
+            identity = next((i for i, c in self._by_identity.items() if c.pid == pid), None)
+        return None if identity is None else self.remove(identity)
+
     def clients(self) -> list[ClientInfo]:
         """Every registered client, by id."""
         with self._cond:

@@ -46,7 +46,7 @@ from client.control import reply_result, request_frame
 
 log = logging.getLogger(__name__)
 
-#: A PONG goes out unasked when no heartbeat came for this many intervals.
+#: A PONG goes out unasked when none went for this many pong intervals.
 PONG_SLACK = 1.5
 #: Messages held while a snapshot is on its way; past this, the join restarts.
 JOIN_BUFFER = 100_000
@@ -79,6 +79,7 @@ class Link:
         self.seq = 0
         self.client_id = 0
         self.heartbeat = HEARTBEAT_INTERVAL
+        self.pong_interval = HEARTBEAT_INTERVAL
         self.liveness = HEARTBEAT_LIVENESS
         self.stats: collections.Counter[str] = collections.Counter()
         self._ids = itertools.count(HELLO_ID + 1)
@@ -91,6 +92,7 @@ class Link:
         self._batch_first = 0
         self._last_heard = time.monotonic()
         self._last_pong = time.monotonic()
+        self._pong_slot = -1
         self._ctx: zmq.Context[Any] = zmq.Context()
         self._sub = self._ctx.socket(zmq.SUB)
         self._ctl = self._ctx.socket(zmq.DEALER)
@@ -180,7 +182,7 @@ class Link:
         if self.lost.is_set() or not self.joined.is_set():
             return 1000.0 * self.heartbeat
         deadline = min(self._last_heard + self.heartbeat * self.liveness,
-                       self._last_pong + PONG_SLACK * self.heartbeat)
+                       self._last_pong + PONG_SLACK * self.pong_interval)
         return max(0.0, deadline - time.monotonic()) * 1000.0 + 1.0
 
     def _pong(self) -> None:
@@ -191,8 +193,18 @@ class Link:
         # A heartbeat stuck behind a backlog must not make the master think
         # this client is dead: past the slack, answer without waiting for it.
         if (self.joined.is_set() and not self.lost.is_set()
-                and time.monotonic() - self._last_pong > PONG_SLACK * self.heartbeat):
+                and time.monotonic() - self._last_pong > PONG_SLACK * self.pong_interval):
             self._pong()
+
+    def _pong_due(self) -> bool:
+        # Answer the first heartbeat of each wall-clock slot of pong_interval:
+        # every client on the host picks the same heartbeat, so the master
+        # reads their answers in one wake-up instead of one each.
+        slot = int(time.time() / self.pong_interval)
+        if slot == self._pong_slot:
+            return False
+        self._pong_slot = slot
+        return True
 
     def _send_queued(self) -> bool:
         for item in self.outbox.drain():
@@ -276,6 +288,7 @@ class Link:
         self.epoch, snap_seq = int(snap["epoch"]), int(snap["seq"])
         self.client_id = int(snap["client_id"])
         self.heartbeat = float(snap["heartbeat"])
+        self.pong_interval = float(snap.get("pong_interval") or self.heartbeat)
         self.liveness = int(snap["liveness"])
         self._last_heard = time.monotonic()
         self.lost.clear()
@@ -336,7 +349,8 @@ class Link:
             self._hold(msg)
             return
         if msg[1] == HEARTBEAT:
-            self._pong()
+            if self._pong_due():
+                self._pong()
             if seq > self.seq:
                 self._gap(msg)
             return
