@@ -32,7 +32,6 @@ import os
 import sys
 import threading
 import time
-import traceback as _traceback
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
@@ -251,6 +250,8 @@ class Bus:
     def log(self, msg: str = "", level: int = logging.INFO, traceback: bool = False) -> None:
         """Publish ``(msg, level)`` on the 'log' channel, with the traceback if asked."""
         if traceback:
+            import traceback as _traceback  # only when a failure is logged
+
             msg += "\n" + "".join(_traceback.format_exception(*sys.exc_info()))
         try:
             self.publish("log", msg, level)

@@ -155,7 +155,24 @@ def decode_broadcast(data: bytes) -> list[Any]:
 
     The same checks as :func:`decode`, for the client's hot path.
     """
+    if len(data) <= MAX_MESSAGE_SIZE:
+        try:
+            obj = msgpack.unpackb(data, raw=False, strict_map_key=False)
+        except Exception:  # noqa: BLE001 - malformed: the checked path below says how
+            obj = None
+        # The common case, checked inline: [1, kind, epoch:int, seq:int, ...].
+        if (type(obj) is list and len(obj) > 3 and obj[0] == VERSION
+                and type(obj[0]) is int and type(obj[1]) is int
+                and _ARITY.get(obj[1]) == len(obj) and obj[1] in _BROADCAST_INTS
+                and type(obj[2]) is int and type(obj[3]) is int
+                and (obj[1] != _PUBLISH or _publish_items_ok(obj))):
+            return obj
     return _decode_checked(data, BROADCAST_KINDS)
+
+
+def _publish_items_ok(obj: list[Any]) -> bool:
+    return (type(obj[4]) is str and type(obj[5]) is list and type(obj[6]) is dict
+            and (not obj[6] or all(type(k) is str for k in obj[6])))
 
 
 def _decode_checked(data: bytes, allowed: frozenset[Kind] | None) -> list[Any]:
@@ -198,9 +215,7 @@ def _check_types(kind: Kind, raw: int, obj: list[Any]) -> None:
         raise wire_error(ErrorCode.MALFORMED, f"{kind.name}: ids must be integers")
     if raw in _CLIENT_INTS and type(obj[3]) is not dict:
         raise wire_error(ErrorCode.MALFORMED, f"{kind.name}: the body must be a map")
-    if raw == _PUBLISH and not (
-            type(obj[4]) is str and type(obj[5]) is list and type(obj[6]) is dict
-            and (not obj[6] or all(type(k) is str for k in obj[6]))):
+    if raw == _PUBLISH and not _publish_items_ok(obj):
         raise wire_error(ErrorCode.MALFORMED, "PUBLISH: channel, args list, kwargs map")
 
 

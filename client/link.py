@@ -20,7 +20,6 @@ import collections
 import itertools
 import logging
 import os
-import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -70,7 +69,7 @@ class Link:
         self.deliver = deliver
         self.wait_for_new_master = wait_for_new_master
         self.token = os.urandom(12)
-        self.hello = {"token": self.token, "pid": os.getpid(), "host": socket.gethostname(),
+        self.hello = {"token": self.token, "pid": os.getpid(), "host": os.uname().nodename,
                       **hello}
         self.outbox = Outbox()
         self.joined = threading.Event()
@@ -317,12 +316,13 @@ class Link:
             self._flush()
 
     def _read_sub_frames(self) -> None:
-        recv = self._sub.recv
+        recv, batch = self._sub.recv, self._batch
         for _ in range(DRAIN_LIMIT):
             try:
                 frame = recv(zmq.NOBLOCK)
             except zmq.Again:
                 return
+            self._last_heard = time.monotonic()
             try:
                 msg = decode_broadcast(frame)
             except ProtocolError as exc:
@@ -330,8 +330,17 @@ class Link:
                 if self.stats["bad_messages"] <= 5:
                     log.warning("bad message from master: %s", exc)
                 continue
-            self._last_heard = time.monotonic()
-            self._on_broadcast(msg)
+            # The common case, inline: the next message of our epoch, in order.
+            if (msg[3] == self.seq + 1 and msg[2] == self.epoch and msg[1] != HEARTBEAT
+                    and not self._hello_pending and batch is self._batch):
+                self.seq = msg[3]
+                self.received += 1
+                if not batch:
+                    self._batch_first = msg[3]
+                batch.append(msg)
+            else:
+                self._on_broadcast(msg)
+                batch = self._batch
 
     # A broadcast is the bare array [version, kind, epoch, seq, ...] (hot path).
 
