@@ -89,7 +89,7 @@ class Hub:
         configure(self._ctl, CTL_HWM)
         self.pub_endpoints: list[str] = []
         self.ctl_endpoints: list[str] = []
-        self._sent: tuple[int, str] = (0, "STOPPED")
+        self._sent: tuple[Any, ...] = (0, "STOPPED")
         self._pending_hello: dict[bytes, tuple[bytes, int, float]] = {}
         self._joined_tokens: collections.OrderedDict[bytes, None] = collections.OrderedDict()
         self._closing = threading.Event()
@@ -171,11 +171,12 @@ class Hub:
 
     def _send_queued(self) -> bool:
         """Send what other threads queued; True once the sockets are closed."""
+        send = self._pub.send
         for item in self.outbox.drain():
             op = item[0]
             if op == "pub":
-                self._pub.send(item[1], zmq.NOBLOCK)
-                self._sent = (item[2], item[3])
+                send(item[1], zmq.NOBLOCK)
+                self._sent = item[2:]
             elif op == "to":
                 self._send_to(item[1], item[2])
             elif op == "close":

@@ -36,6 +36,7 @@ from busd.wire import (
     ErrorCode,
     Kind,
     encode,
+    encode_publish,
     error_to_wire,
     wire_error,
 )
@@ -137,11 +138,16 @@ class MasterBus(Bus):
 
     def _relay(self, channel: str, args: Iterable[Any], kwargs: dict[str, Any],
                ack: bool) -> int:
-        return self._send_sequenced(Kind.PUBLISH, channel, list(args), kwargs, ack)
+        with self._seq_lock:
+            seq = self._seq + 1
+            frame = encode_publish(self.epoch, seq, channel, list(args), kwargs, ack)
+            self._seq = seq
+            self.hub.outbox.put("pub", frame, seq, self._relayed_state)
+        return seq
 
     def publish(self, channel: str, *args: Any, **kwargs: Any) -> list[Any]:
         """Relay to every client (unless the channel is local), then run local listeners."""
-        if channel not in self.no_relay and not self._closed.is_set():
+        if channel not in self.no_relay and not self._closed.is_set():  # relay first
             try:
                 self._relay(channel, args, kwargs, ack=False)
             except ProtocolError as exc:
