@@ -21,3 +21,17 @@ def main(bus: ClientBus) -> None:
 def crash(bus: ClientBus) -> None:
     """Fail at once, every time (a flapping worker)."""
     raise RuntimeError("this worker cannot start")
+
+
+def slow_stop(bus: ClientBus) -> None:
+    """Report start, then hang in the stop listener (a worker that will not stop)."""
+    import threading
+
+    probe = Probe()
+    bus.subscribe("start", lambda: probe.report("start"))
+
+    def stop() -> None:
+        probe.report("stopping")
+        threading.Event().wait(60)
+
+    bus.subscribe("stop", stop)

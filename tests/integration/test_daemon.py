@@ -257,3 +257,66 @@ def test_master_alone_accepts_clients(busd_procs: Processes, busd_sink: Sink,
         assert control.request("status")["workers"] == []
     assert busctl(busd_procs, "exit").returncode == 0
     assert busd.wait(15) == 0
+
+
+def test_flags_come_from_the_environment(busd_procs: Processes, busd_sink: Sink) -> None:
+    busd = busd_procs.spawn([sys.executable, "-m", "busd", TARGET], name="busd",
+                            env={"BUSD_WORKERS": "3", "BUSD_HEARTBEAT": "0.2",
+                                 "BUSD_LOG_LEVEL": "WARNING", "BUSD_RELOAD": "respawn"})
+    busd_sink.collect("start", 3, timeout=30)
+    before = {w["pid"] for w in wait_status(busd_procs, lambda d: states(d) == ["STARTED"] * 3)
+              ["workers"]}
+    assert busctl(busd_procs, "graceful").returncode == 0
+    # --reload respawn came from BUSD_RELOAD: graceful replaced every worker.
+    wait_status(busd_procs, lambda d: states(d) == ["STARTED"] * 3
+                and not {w["pid"] for w in d["workers"]} & before)
+    assert busctl(busd_procs, "exit").returncode == 0
+    assert busd.wait(15) == 0
+
+
+def test_unrecoverable_start_failure_exits_70(busd_procs: Processes, busd_dir: Path) -> None:
+    pidfile = busd_dir / "busd.pid"
+    pidfile.write_text(f"{os.getpid()}\n")  # a live process: the PID file refuses
+    busd = start_busd(busd_procs, "-w", "2", "--pidfile", str(pidfile), TARGET)
+    assert busd.wait(30) == 70
+    assert pidfile.read_text() == f"{os.getpid()}\n", "busd must not touch another's PID file"
+    assert "is another instance up?" in busd_procs.output(busd)
+
+
+def test_systemd_notify_and_pidfile(busd_procs: Processes, busd_sink: Sink,
+                                    busd_dir: Path) -> None:
+    import socket
+
+    notify_path = str(busd_dir / "notify")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(notify_path)
+    sock.settimeout(20)
+    pidfile = busd_dir / "busd.pid"
+    try:
+        busd = busd_procs.spawn([sys.executable, "-m", "busd", "--heartbeat", "0.2", "-w", "1",
+                                 "--log-level", "WARNING", "--pidfile", str(pidfile), TARGET],
+                                name="busd", env={"NOTIFY_SOCKET": notify_path})
+        messages = []
+        while "READY=1" not in messages:
+            messages.extend(sock.recv(4096).decode().splitlines())
+        assert pidfile.read_text().strip() == str(busd.pid)
+        os.kill(busd.pid, signal.SIGTERM)
+        while "STOPPING=1" not in messages:
+            messages.extend(sock.recv(4096).decode().splitlines())
+        assert busd.wait(15) == 0
+        assert not pidfile.exists(), "the PID file outlived busd"
+    finally:
+        sock.close()
+
+
+def test_second_interrupt_forces_exit(busd_procs: Processes, busd_sink: Sink) -> None:
+    busd = start_busd(busd_procs, "-w", "2", "tests.integration.targets:slow_stop")
+    busd_sink.collect("start", 2, timeout=30)
+    pids = [w["pid"] for w in wait_status(busd_procs,
+                                          lambda d: states(d) == ["STARTED"] * 2)["workers"]]
+    os.kill(busd.pid, signal.SIGINT)
+    busd_sink.collect("stopping", 2)  # the workers hang in their stop listeners
+    assert busd.poll() is None
+    os.kill(busd.pid, signal.SIGINT)
+    assert busd.wait(10) == 70
+    assert gone(pids, 5), "forced exit left workers running"
