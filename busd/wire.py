@@ -134,27 +134,23 @@ class Message(NamedTuple):
 
 def encode(kind: Kind, *items: Any) -> bytes:
     """Encode one message; raises ProtocolError if an item is not msgpack data."""
-    try:
-        data: bytes = msgpack.packb([VERSION, int(kind), *items], use_bin_type=True)
-    except (TypeError, ValueError, OverflowError) as exc:
-        raise ProtocolError(f"cannot encode {kind.name} message: {exc}") from exc
-    if len(data) > MAX_MESSAGE_SIZE:
-        raise wire_error(ErrorCode.TOO_LARGE,
-                         f"{kind.name} message is {len(data)} bytes, over {MAX_MESSAGE_SIZE}")
-    return data
+    return _pack(kind.name, [VERSION, int(kind), *items])
 
 
 def encode_publish(epoch: int, seq: int, channel: str, args: Any, kwargs: dict[str, Any],
                    ack: bool) -> bytes:
     """Encode a PUBLISH (the master's hot path: one call, no enum)."""
+    return _pack("PUBLISH", [VERSION, _PUBLISH, epoch, seq, channel, args, kwargs, ack])
+
+
+def _pack(name: str, message: list[Any]) -> bytes:
     try:
-        data: bytes = msgpack.packb([VERSION, _PUBLISH, epoch, seq, channel, args, kwargs, ack],
-                                    use_bin_type=True)
+        data: bytes = msgpack.packb(message, use_bin_type=True)
     except (TypeError, ValueError, OverflowError) as exc:
-        raise ProtocolError(f"cannot encode PUBLISH message: {exc}") from exc
+        raise ProtocolError(f"cannot encode {name} message: {exc}") from exc
     if len(data) > MAX_MESSAGE_SIZE:
         raise wire_error(ErrorCode.TOO_LARGE,
-                         f"PUBLISH message is {len(data)} bytes, over {MAX_MESSAGE_SIZE}")
+                         f"{name} message is {len(data)} bytes, over {MAX_MESSAGE_SIZE}")
     return data
 
 

@@ -10,7 +10,7 @@ import atexit
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -53,17 +53,6 @@ def atexit_calls(monkeypatch: pytest.MonkeyPatch) -> list[Callable[..., Any]]:
 
     monkeypatch.setattr(atexit, "register", register)
     return calls
-
-
-@pytest.fixture
-def bus() -> Iterator[Bus]:
-    bus = Bus()
-    yield bus
-    if bus.state is not states.EXITING:
-        try:
-            bus.exit()
-        except ChannelFailures:
-            logging.getLogger(__name__).info("listeners failed while tearing down a test bus")
 
 
 @pytest.fixture

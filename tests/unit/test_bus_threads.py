@@ -2,39 +2,22 @@
 
 from __future__ import annotations
 
-import atexit
 import logging
 import random
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from busd import Bus, ChannelFailures, states
+from busd import Bus, states
 
 THREADS = 8
 OPS = 500
 
 
-@pytest.fixture(autouse=True)
-def _no_atexit(monkeypatch: pytest.MonkeyPatch) -> None:
-    def register(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Callable[..., Any]:
-        return func
-
-    monkeypatch.setattr(atexit, "register", register)
-
-
-@pytest.fixture
-def bus() -> Iterator[Bus]:
-    bus = Bus()
-    yield bus
-    if bus.state is not states.EXITING:
-        try:
-            bus.exit()
-        except ChannelFailures:
-            logging.getLogger(__name__).info("listeners failed while tearing down a test bus")
+pytestmark = pytest.mark.usefixtures("no_atexit")
 
 
 class Counter:

@@ -8,38 +8,20 @@ synchronisation.
 from __future__ import annotations
 
 import _thread
-import atexit
 import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable
 
 import pytest
 
-from busd import Bus, ChannelFailures, WaitTimeout, states
+from busd import Bus, WaitTimeout, states
 
 WAITING_LINE = "Waiting for child threads to terminate..."
 
 
-@pytest.fixture(autouse=True)
-def _no_atexit(monkeypatch: pytest.MonkeyPatch) -> None:
-    def register(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Callable[..., Any]:
-        return func
-
-    monkeypatch.setattr(atexit, "register", register)
-
-
-@pytest.fixture
-def bus() -> Iterator[Bus]:
-    bus = Bus()
-    yield bus
-    if bus.state is not states.EXITING:
-        try:
-            bus.exit()
-        except ChannelFailures:
-            logging.getLogger(__name__).info("listeners failed while tearing down a test bus")
+pytestmark = pytest.mark.usefixtures("no_atexit")
 
 
 @pytest.fixture

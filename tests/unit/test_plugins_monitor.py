@@ -36,20 +36,6 @@ class Counter:
 
 
 @pytest.fixture
-def logs() -> list[tuple[str, int]]:
-    return []
-
-
-@pytest.fixture
-def bus(logs: list[tuple[str, int]]) -> Iterator[Bus]:
-    bus = Bus()
-    bus.subscribe("log", lambda msg, level=20: logs.append((msg, level)))
-    yield bus
-    if bus.state is not bus.states.EXITING:
-        bus.exit()
-
-
-@pytest.fixture
 def tasks() -> Iterator[Callable[..., BackgroundTask]]:
     made: list[BackgroundTask] = []
 

@@ -4,28 +4,11 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from busd import Bus
 from busd.plugins import PIDFile
 from busd.plugins.pidfile import pid_alive, read_pid
-
-
-@pytest.fixture
-def logs() -> list[tuple[str, int]]:
-    return []
-
-
-@pytest.fixture
-def bus(logs: list[tuple[str, int]]) -> Iterator[Bus]:
-    bus = Bus()
-    bus.subscribe("log", lambda msg, level=20: logs.append((msg, level)))
-    yield bus
-    if bus.state is not bus.states.EXITING:
-        bus.exit()
 
 
 def test_written_on_start_removed_on_exit(tmp_path: Path, bus: Bus) -> None:

@@ -66,20 +66,6 @@ def systemd(socket_dir: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeSy
     fake.sock.close()
 
 
-@pytest.fixture
-def logs() -> list[tuple[str, int]]:
-    return []
-
-
-@pytest.fixture
-def bus(logs: list[tuple[str, int]]) -> Iterator[Bus]:
-    bus = Bus()
-    bus.subscribe("log", lambda msg, level=20: logs.append((msg, level)))
-    yield bus
-    if bus.state is not bus.states.EXITING:
-        bus.exit()
-
-
 def test_lifecycle_notifications_in_order_around_the_other_listeners(
         systemd: FakeSystemd, bus: Bus) -> None:
     sd = SdNotify(bus)

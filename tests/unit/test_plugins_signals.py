@@ -29,20 +29,6 @@ def _restore_signal_handlers() -> Iterator[None]:
 
 
 @pytest.fixture
-def logs() -> list[tuple[str, int]]:
-    return []
-
-
-@pytest.fixture
-def bus(logs: list[tuple[str, int]]) -> Iterator[Bus]:
-    bus = Bus()
-    bus.subscribe("log", lambda msg, level=20: logs.append((msg, level)))
-    yield bus
-    if bus.state is not bus.states.EXITING:
-        bus.exit()
-
-
-@pytest.fixture
 def handler(bus: Bus) -> Iterator[SignalHandler]:
     plugin = SignalHandler(bus)
     yield plugin
