@@ -47,6 +47,7 @@ from busd.wire import (
     decode,
 )
 from client.control import DEFAULT_TIMEOUT, Control
+from client.tables import cell, format_status, format_workers
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -356,95 +357,6 @@ def _quiet_stdout() -> None:
         os.close(devnull)
 
 
-def _duration(seconds: Any) -> str:
-    if not isinstance(seconds, int | float):
-        return "-"
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    whole = int(seconds)
-    days, rest = divmod(whole, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    parts = [(days, "d"), (hours, "h"), (minutes, "m"), (secs, "s")]
-    shown = [f"{n}{unit}" for n, unit in parts if n][:2]
-    return " ".join(shown)
-
-
-def _size(value: Any) -> str:
-    if not isinstance(value, int | float):
-        return "-"
-    for unit in ("B", "K", "M", "G"):
-        if abs(value) < 1024:
-            return f"{value:.0f}{unit}" if unit == "B" else f"{value:.1f}{unit}"
-        value /= 1024
-    return f"{value:.1f}T"
-
-
-def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
-             for row in [list(headers), *rows]]
-    return "\n".join(lines)
-
-
-def _percent(value: Any) -> str:
-    return f"{value:.1f}%" if isinstance(value, int | float) else "-"
-
-
-def _text(value: Any) -> str:
-    return "-" if value is None or value == "" else str(value)
-
-
-#: Worker columns: header, key, how to show the value.
-WORKER_COLUMNS: tuple[tuple[str, str, Callable[[Any], str]], ...] = (
-    ("ID", "id", _text), ("PID", "pid", _text), ("STATE", "state", _text),
-    ("RESTARTS", "restarts", _text),
-    ("CPU", "cpu_percent", _percent), ("RSS", "rss", _size), ("UPTIME", "uptime", _duration),
-)
-
-
-def format_workers(workers: Sequence[Any]) -> str:
-    """The workers table (only the columns some worker has)."""
-    rows = [w for w in workers if isinstance(w, dict)]
-    if not rows:
-        return "WORKERS: none"
-    columns = [c for c in WORKER_COLUMNS if any(c[1] in w for w in rows)]
-    body = [[show(w.get(key)) for _, key, show in columns] for w in rows]
-    return "WORKERS\n" + _table([c[0] for c in columns], body)
-
-
-def format_clients(clients: Sequence[Any]) -> str:
-    """The clients table."""
-    rows = [c for c in clients if isinstance(c, dict)]
-    if not rows:
-        return "CLIENTS: none"
-    body = [[_text(c.get("id")), _text(c.get("pid")), _text(c.get("worker")),
-             _text(c.get("state")), _heartbeat_age(c.get("last_heartbeat"))] for c in rows]
-    return "CLIENTS\n" + _table(["ID", "PID", "WORKER", "STATE", "LAST-HEARTBEAT"], body)
-
-
-def _heartbeat_age(value: Any) -> str:
-    return f"{value:.1f}s ago" if isinstance(value, int | float) else "-"
-
-
-def format_status(status: dict[str, Any]) -> str:
-    """What ``busctl status`` shows people: a header, then workers and clients."""
-    host = f" on {status['host']}" if status.get("host") else ""
-    ctl = ", ".join(status.get("endpoints", {}).get("ctl") or []) or "-"
-    header = [("name", _text(status.get("name"))), ("state", _text(status.get("state"))),
-              ("pid", f"{_text(status.get('pid'))}{host}"),
-              ("epoch", f"{_text(status.get('epoch'))} (seq {_text(status.get('seq'))})"),
-              ("uptime", _duration(status.get("uptime"))), ("control", ctl)]
-    usage = status.get("master")
-    if isinstance(usage, dict) and usage:
-        header.append(("usage", f"cpu {_percent(usage.get('cpu_percent'))}, "
-                                f"rss {_size(usage.get('rss'))}, fds {_text(usage.get('fds'))}, "
-                                f"threads {_text(usage.get('threads'))}"))
-    lines = [f"{key + ':':<9}{value}" for key, value in header]
-    return "\n".join([*lines, "", format_workers(status.get("workers") or []), "",
-                      format_clients(status.get("clients") or [])])
-
-
 # -- the commands ---------------------------------------------------------------
 
 def _status(args: argparse.Namespace, control: Control) -> int:
@@ -479,7 +391,7 @@ def _lifecycle(args: argparse.Namespace, control: Control) -> int:
         body["timeout"] = args.ack_timeout
     result = _command(args, control, args.command, body, args.ack_timeout if wait else 0.0)
     state = result.get("state") if isinstance(result, dict) else None
-    return _report_acks(args, result, f"{args.command}: state {_text(state)}")
+    return _report_acks(args, result, f"{args.command}: state {cell(state)}")
 
 
 def _publish(args: argparse.Namespace, control: Control) -> int:
@@ -508,7 +420,7 @@ def _report_acks(args: argparse.Namespace, result: Any, text: str) -> int:
 def _scale(args: argparse.Namespace, control: Control) -> int:
     result = _command(args, control, "scale", {"n": args.n})
     size = result.get("size") if isinstance(result, dict) else None
-    _emit(args, result, f"scale {args.n}: {_text(size)} workers")
+    _emit(args, result, f"scale {args.n}: {cell(size)} workers")
     return EXIT_OK
 
 
