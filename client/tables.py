@@ -42,6 +42,7 @@ def _percent(value: Any) -> str:
 
 
 def cell(value: Any) -> str:
+    """A value as a table cell: "-" for nothing."""
     return "-" if value is None or value == "" else str(value)
 
 
