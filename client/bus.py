@@ -135,9 +135,10 @@ class ClientBus(Bus):
         if kind == "snapshot":
             _, _epoch, _seq, state, missed = item
             if missed:
-                self.log(f"missed {missed} message(s) from the master; state resynchronised",
+                self.log(f"missed {missed} message(s) from the master; state checked",
                          level=30)
-            self._run(lambda: self._mirror_state(state))
+            if state is not None:
+                self._run(lambda: self._mirror_state(state))
         elif kind == "lost" and self.on_master_lost == "exit":
             self.log(f"Master lost ({item[1]}): exiting", level=30)
             self._run(self._do_exit)

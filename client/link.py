@@ -50,6 +50,9 @@ PONG_SLACK = 1.5
 #: Messages held while a snapshot is on its way; past this, the join restarts.
 JOIN_BUFFER = 100_000
 HELLO_ID = 1
+#: The request id of the link's own state checks after a gap.
+SNAPSHOT_ID = 2
+STATE = int(Kind.STATE)
 HEARTBEAT = int(Kind.HEARTBEAT)
 
 #: Hands items to the dispatcher: ``deliver(items, force)``; False if it had no room.
@@ -81,7 +84,11 @@ class Link:
         self.pong_interval = HEARTBEAT_INTERVAL
         self.liveness = HEARTBEAT_LIVENESS
         self.stats: collections.Counter[str] = collections.Counter()
-        self._ids = itertools.count(HELLO_ID + 1)
+        self._ids = itertools.count(SNAPSHOT_ID + 1)
+        self._check: tuple[int, str] | None = None
+        self._check_asked = False
+        self._missed_since_check = 0
+        self._last_state_seq = 0
         self._futures: dict[int, Future[Any]] = {}
         self._futures_lock = threading.Lock()
         self._buffer: collections.deque[list[Any]] = collections.deque()
@@ -258,6 +265,9 @@ class Link:
         if req_id == HELLO_ID:
             self._on_welcome(msg)
             return
+        if req_id == SNAPSHOT_ID:
+            self._on_state_check(msg)
+            return
         if req_id == 0:
             err = error_from_wire(msg.items[2])
             if getattr(err, "code", "") == "unknown_client" and self.joined.is_set():
@@ -300,7 +310,7 @@ class Link:
                 self._deliver_msg(m)
             missed = max(0, snap_seq - old_seq - len(older))
             self.stats["missed"] += missed
-        self.seq = snap_seq
+        self.seq = self._last_state_seq = snap_seq
         self.joined.set()
         self._deliver_control(("snapshot", self.epoch, self.seq, snap["state"], missed))
         for m in buffered:
@@ -314,6 +324,7 @@ class Link:
             self._read_sub_frames()
         finally:
             self._flush()
+            self._apply_check()
 
     def _read_sub_frames(self) -> None:
         recv, batch = self._sub.recv, self._batch
@@ -335,6 +346,8 @@ class Link:
                     and not self._hello_pending and batch is self._batch):
                 self.seq = msg[3]
                 self.received += 1
+                if msg[1] == STATE:
+                    self._last_state_seq = msg[3]
                 if not batch:
                     self._batch_first = msg[3]
                 batch.append(msg)
@@ -373,6 +386,8 @@ class Link:
     def _deliver_msg(self, msg: list[Any]) -> None:
         self.seq = msg[3]
         self.received += 1
+        if msg[1] == STATE:
+            self._last_state_seq = msg[3]
         if not self._batch:
             self._batch_first = msg[3]
         self._batch.append(msg)
@@ -393,10 +408,50 @@ class Link:
         self.deliver([item], True)
 
     def _gap(self, msg: list[Any]) -> None:
+        """Messages were lost: count them, go on from here, and check the state.
+
+        What was lost cannot come back; the state can.  The master is asked
+        for ``(seq, state)``; once this client has delivered up to that seq,
+        the state is mirrored unless a later STATE message already set it.
+        """
+        heartbeat = msg[1] == HEARTBEAT
+        lost = msg[3] - self.seq - (0 if heartbeat else 1)
         self.stats["gaps"] += 1
-        log.warning("sequence gap: had %d, got %d; asking for a snapshot", self.seq, msg[3])
-        self._rejoin(subscribe=False)
-        self._hold(msg)
+        self.stats["missed"] += lost
+        self._missed_since_check += lost
+        log.warning("sequence gap: %d message(s) lost before seq %d; checking the state",
+                    lost, msg[3])
+        if heartbeat:
+            self.seq = msg[3]
+        else:
+            self.seq = msg[3] - 1
+            self._deliver_msg(msg)
+        if not self._check_asked:
+            self._check_asked = True
+            self.stats["resyncs"] += 1
+            self._ctl.send(encode(Kind.REQUEST, SNAPSHOT_ID, {"cmd": "snapshot"}))
+
+    def _on_state_check(self, msg: Message) -> None:
+        self._check_asked = False
+        try:
+            snap = reply_result(msg)
+        except Exception:  # logged; the next gap or heartbeat asks again
+            log.exception("the master would not give a snapshot")
+            return
+        self._check = (int(snap["seq"]), str(snap["state"]))
+        self._flush()
+        self._apply_check()
+
+    def _apply_check(self) -> None:
+        """Deliver a pending state check once the stream has reached its seq."""
+        if self._check is None or self.seq < self._check[0]:
+            return
+        seq, state = self._check
+        self._check = None
+        missed, self._missed_since_check = self._missed_since_check, 0
+        # A STATE delivered after the checked seq is newer than the check's state.
+        fresh = state if self._last_state_seq <= seq else None
+        self._deliver_control(("snapshot", self.epoch, seq, fresh, missed))
 
     def _hold(self, msg: list[Any]) -> None:
         if msg[1] == HEARTBEAT:
