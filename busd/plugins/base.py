@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from busd.bus import Bus
 
 
@@ -34,6 +32,3 @@ class SimplePlugin:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} on {self.bus!r}>"
-
-    def _log(self, msg: str, level: int = 20, **kw: Any) -> None:
-        self.bus.log(msg, level, **kw)
