@@ -145,7 +145,7 @@ def run(opts: argparse.Namespace, command: list[str]) -> int:
                        heartbeat=opts.heartbeat, insecure=opts.insecure,
                        # Often enough that a hung worker is seen within its timeout.
                        pong_interval=min(5 * opts.heartbeat, opts.worker_timeout / 3),
-                       no_relay=("log", "main", *SIGNAL_CHANNELS))
+                       no_relay=("log", "main", *SIGNAL_CHANNELS), check_running=False)
     master.status_hooks.append(lambda status: status.update(
         listen=[_address(s) for s in listeners]))
     env = worker_env(opts, master, listeners)

@@ -58,7 +58,9 @@ class MasterBus(Bus):
     beside it (``<path>.pub`` for ipc, the next port for tcp).  Channels in
     ``no_relay`` (default: 'log' and 'main') stay local.  Clients answer
     heartbeats every ``pong_interval`` seconds (default: 5 heartbeats) and
-    are declared lost after ``liveness`` intervals without a word.  ``pub_hwm`` caps
+    are declared lost after ``liveness`` intervals without a word.  Unless
+    ``check_running`` is false (the caller has asked already), it refuses a
+    runtime dir where another master answers.  ``pub_hwm`` caps
     the messages queued for each subscriber; a slower one loses the rest and
     resynchronises (it sees the gap in sequence numbers).
     """
@@ -68,13 +70,14 @@ class MasterBus(Bus):
                  liveness: int = HEARTBEAT_LIVENESS, no_relay: Iterable[str] = ("log", "main"),
                  insecure: bool = False, ack_timeout: float = DEFAULT_ACK_TIMEOUT,
                  pub_hwm: int = ep.PUB_HWM, shutdown_timeout: float = 60.0,
-                 pong_interval: float | None = None) -> None:
+                 pong_interval: float | None = None, check_running: bool = True) -> None:
         super().__init__()
         self.name = name or os.environ.get("BUSD_NAME") or ep.DEFAULT_NAME
         directory = Path(runtime_dir) if runtime_dir else ep.runtime_dir(self.name)
         self.runtime_dir = ep.ensure_runtime_dir(directory)
         endpoints = [ep.default_endpoints(self.runtime_dir)]
-        refuse_if_running(endpoints[0].ctl)
+        if check_running:
+            refuse_if_running(endpoints[0].ctl)
         for extra in bind or ():
             ep.check_bind(extra, insecure)
             endpoints.append(pub_beside(extra))
@@ -115,6 +118,7 @@ class MasterBus(Bus):
     # -- relaying -------------------------------------------------------
 
     def _send_sequenced(self, kind: Kind, *items: Any, state: str | None = None) -> int:
+        """Number a frame and queue it for every client: seq order is send order."""
         with self._seq_lock:
             seq = self._seq + 1
             frame = encode(kind, self.epoch, seq, *items)
@@ -138,11 +142,12 @@ class MasterBus(Bus):
 
     def _relay(self, channel: str, args: Iterable[Any], kwargs: dict[str, Any],
                ack: bool) -> int:
+        # _send_sequenced, unrolled for the hot path (every publish comes here).
         with self._seq_lock:
             seq = self._seq + 1
             frame = encode_publish(self.epoch, seq, channel, list(args), kwargs, ack)
             self._seq = seq
-            self.hub.outbox.put("pub", frame, seq, self._relayed_state)
+            self.hub.send_pub(frame, seq, self._relayed_state)
         return seq
 
     def publish(self, channel: str, *args: Any, **kwargs: Any) -> list[Any]:

@@ -436,12 +436,18 @@ def test_watch_for_people_filters_channels_and_ends_when_busd_exits(bus: Bus) ->
     assert bus.master.wait(timeout=TIMEOUT) == 0
 
 
-def test_watch_ends_130_on_ctrl_c(bus: Bus) -> None:
+def start_watch(bus: Bus) -> subprocess.Popen[bytes]:
+    """``busctl watch`` as a real process with its output on pipes, reaped by ``bus``."""
     watch = subprocess.Popen(
         [sys.executable, "-m", "client.busctl", "--runtime-dir", str(bus.directory), "watch"],
         env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0,
         start_new_session=True)
     bus.procs.append(watch)
+    return watch
+
+
+def test_watch_ends_130_on_ctrl_c(bus: Bus) -> None:
+    watch = start_watch(bus)
     try:
         bus.wait_for(lambda: publish_and_read(bus, watch), "watch's first line")
         watch.send_signal(signal.SIGINT)
@@ -456,11 +462,7 @@ def test_watch_ends_130_on_ctrl_c(bus: Bus) -> None:
 
 
 def test_watch_ends_141_when_its_reader_goes_away(bus: Bus) -> None:
-    watch = subprocess.Popen(
-        [sys.executable, "-m", "client.busctl", "--runtime-dir", str(bus.directory), "watch"],
-        env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0,
-        start_new_session=True)
-    bus.procs.append(watch)
+    watch = start_watch(bus)
     try:
         bus.wait_for(lambda: publish_and_read(bus, watch), "watch's first line")
         assert watch.stdout is not None
