@@ -27,6 +27,7 @@ from typing import Any
 
 from busd import endpoints as ep
 from busd.bus import Bus, State
+from busd.control import Control
 from busd.errors import AlreadyRunning, BusError, ChannelFailures, NoMaster, ProtocolError
 from busd.hub import Hub
 from busd.registry import AckReport, ClientInfo
@@ -443,7 +444,6 @@ def refuse_if_running(ctl: str, timeout: float = 0.5) -> None:
     path = ctl.removeprefix("ipc://")
     if not ctl.startswith("ipc://") or not os.path.exists(path):
         return
-    from client.control import Control  # only when a socket file is there
 
     with Control(ctl, timeout=timeout) as control:
         try:

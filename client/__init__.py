@@ -2,7 +2,7 @@
 
 ``connect()`` finds the master (from ``BUSD_*`` environment variables, else
 the default runtime dir) and returns a joined :class:`ClientBus`.  Names are
-loaded on first use, so ``busctl`` (which needs only ``client.control``)
+loaded on first use, so ``busctl`` (which needs only ``busd.control``)
 starts without the bus machinery.
 """
 
@@ -12,12 +12,12 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from busd.control import Control
     from client.bus import ClientBus, connect
-    from client.control import Control
 
 __all__ = ["ClientBus", "Control", "connect"]
 
-_HOMES = {"ClientBus": "client.bus", "connect": "client.bus", "Control": "client.control"}
+_HOMES = {"ClientBus": "client.bus", "connect": "client.bus", "Control": "busd.control"}
 
 
 def __getattr__(name: str) -> Any:

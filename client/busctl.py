@@ -36,6 +36,7 @@ from typing import Any
 
 import zmq
 
+from busd.control import DEFAULT_TIMEOUT, Control
 from busd.endpoints import PUB_HWM, EndpointError, client_endpoints, configure
 from busd.errors import BusError, NoMaster, ProtocolError
 from busd.wire import (
@@ -46,7 +47,6 @@ from busd.wire import (
     Message,
     decode,
 )
-from client.control import DEFAULT_TIMEOUT, Control
 from client.tables import cell, format_status, format_workers
 
 EXIT_OK = 0

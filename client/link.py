@@ -28,6 +28,7 @@ from typing import Any
 
 import zmq
 
+from busd.control import reply_result, request_frame
 from busd.endpoints import CTL_HWM, PUB_HWM, Endpoints, Outbox, configure
 from busd.errors import MasterLost, ProtocolError
 from busd.wire import (
@@ -41,7 +42,6 @@ from busd.wire import (
     error_from_wire,
     join_topic,
 )
-from client.control import reply_result, request_frame
 
 log = logging.getLogger(__name__)
 

@@ -69,9 +69,9 @@ from typing import Any
 import psutil
 import zmq
 
+from busd.control import Control
 from busd.errors import BusError, NoMaster, ProtocolError
 from busd.wire import BROADCAST_KINDS, Kind, decode
-from client.control import Control
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = ROOT / ".venv" / "bin"

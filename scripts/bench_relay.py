@@ -104,10 +104,10 @@ from typing import Any
 import msgpack
 import zmq
 
+from busd.control import Control
 from busd.endpoints import default_endpoints
 from busd.errors import BusError
 from busd.master import MasterBus
-from client.control import Control
 
 ROOT = Path(__file__).resolve().parents[1]
 Report = dict[str, Any]

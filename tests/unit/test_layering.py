@@ -2,11 +2,14 @@
 
 - ``busd/bus.py`` and ``busd/errors.py`` import only the stdlib (bus may
   import ``busd.errors``);
-- ``busd/wire.py`` and ``busd/endpoints.py`` add only msgpack and zmq (and
-  ``busd.bus``, ``busd.errors``, and each other: the four form the shared core);
-- ``client/`` takes from busd only ``busd.bus``, ``busd.errors``,
-  ``busd.wire`` and ``busd.endpoints``: never the ``busd`` package itself,
-  ``master``, ``pool`` or ``plugins``;
+- ``busd/wire.py``, ``busd/endpoints.py`` and ``busd/control.py`` add only
+  msgpack and zmq (and ``busd.bus``, ``busd.errors``, and each other: the five
+  form the shared core);
+- ``client/`` takes from busd only that shared core: never the ``busd``
+  package itself, ``master``, ``hub``, ``pool`` or ``plugins``;
+- nothing in ``busd/`` imports ``client/``, except the pytest plugin and the
+  examples (which are users of both sides) and the fork server, whose forked
+  child loads the worker's entry point (``client.worker``);
 - nothing in ``busd/`` or ``client/`` imports ``busd.__main__`` or ``client.busctl``.
 
 Files that do not exist yet are passed over; every import is checked, at any
@@ -26,10 +29,15 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STDLIB = frozenset(sys.stdlib_module_names)
 CORE = {"busd/bus.py": {"busd.errors"}, "busd/errors.py": set()}
-WIRE_LAYER = ("busd/wire.py", "busd/endpoints.py")
+WIRE_LAYER = ("busd/wire.py", "busd/endpoints.py", "busd/control.py")
 WIRE_THIRD_PARTY = {"msgpack", "zmq"}
-WIRE_MAY_IMPORT = {"busd.bus", "busd.errors", "busd.wire", "busd.endpoints"}
-CLIENT_MAY_IMPORT = {"busd.bus", "busd.errors", "busd.wire", "busd.endpoints"}
+SHARED_CORE = {"busd.bus", "busd.errors", "busd.wire", "busd.endpoints", "busd.control"}
+WIRE_MAY_IMPORT = SHARED_CORE
+CLIENT_MAY_IMPORT = SHARED_CORE
+# Users of both sides, and the fork server's child loading the worker's main.
+BUSD_MAY_IMPORT_CLIENT = {
+    "busd/testing.py": None, "busd/examples": None, "busd/forkserver.py": {"client.worker"},
+}
 NOBODY_IMPORTS = {"busd.__main__", "client.busctl"}
 
 
@@ -142,6 +150,20 @@ def client_violations(relpath: str, source: str | None = None) -> list[str]:
     ]
 
 
+def busd_violations(relpath: str, source: str | None = None) -> list[str]:
+    found = imports_of(relpath) if source is None else list(imports_in_source(source, relpath))
+    allowed: set[str] | None = set()
+    for prefix, modules in BUSD_MAY_IMPORT_CLIENT.items():
+        if relpath == prefix or relpath.startswith(prefix + "/"):
+            allowed = modules
+    if allowed is None:
+        return []
+    return [
+        str(imp) for imp in found
+        if top(imp.module) == "client" and imp.module not in allowed
+    ]
+
+
 def forbidden_imports(relpath: str, source: str | None = None) -> list[str]:
     found = imports_of(relpath) if source is None else list(imports_in_source(source, relpath))
     return [
@@ -164,6 +186,14 @@ def test_wire_and_endpoints_add_only_msgpack_and_zmq() -> None:
 
 def test_client_imports_only_the_shared_core_of_busd() -> None:
     problems = [v for path in python_files("client") for v in client_violations(path)]
+    assert problems == [], "\n".join(problems)
+
+
+def test_busd_never_imports_client() -> None:
+    files = python_files("busd")
+    assert "busd/master.py" in files
+    assert "busd/control.py" in files
+    problems = [v for path in files for v in busd_violations(path)]
     assert problems == [], "\n".join(problems)
 
 
@@ -238,6 +268,17 @@ def test_the_rules_catch_violations() -> None:
         "client/bus.py:6: imports busd.master",
         "client/bus.py:7: imports busd.plugins.base",
     ]
+    assert busd_violations("busd/master.py", "from client.control import Control\n") == [
+        "busd/master.py:1: imports client.control",
+    ]
+    assert busd_violations("busd/hub.py", "def f():\n    import client.link\n") == [
+        "busd/hub.py:2: imports client.link",
+    ]
+    assert busd_violations("busd/forkserver.py", "from client.bus import ClientBus\n") == [
+        "busd/forkserver.py:1: imports client.bus",
+    ]
+    assert busd_violations("busd/forkserver.py", "from client.worker import run\n") == []
+    assert busd_violations("busd/examples/hello.py", "from client.bus import ClientBus\n") == []
     assert forbidden_imports("client/control.py", "from . import busctl\n") == [
         "client/control.py:1: imports client.busctl",
     ]
