@@ -33,6 +33,8 @@ from busd.spawn import ExecSpawner, Spawner, target_argv
 log = logging.getLogger("busd.main")
 
 EX_OK, EX_RUNNING, EX_USAGE, EX_SOFTWARE = 0, 1, 2, 70
+#: What systemd tells busd, never a worker.
+SYSTEMD_ONLY = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
 #: The SignalHandler publishes each signal on a channel of its name: keep those local.
 SIGNAL_CHANNELS = ("SIGTERM", "SIGINT", "SIGHUP", "SIGUSR1", "SIGTTIN", "SIGTTOU")
 
@@ -188,7 +190,9 @@ def _address(sock: Any) -> str:
 def worker_env(opts: argparse.Namespace, master: MasterBus,
                listeners: list[Any]) -> dict[str, str]:
     """What a worker needs to find its master and its listening sockets."""
-    return {**os.environ, "BUSD_NAME": master.name, "BUSD_RUNTIME_DIR": str(master.runtime_dir),
+    # systemd's notification variables are busd's alone (NotifyAccess=main).
+    inherited = {k: v for k, v in os.environ.items() if k not in SYSTEMD_ONLY}
+    return {**inherited, "BUSD_NAME": master.name, "BUSD_RUNTIME_DIR": str(master.runtime_dir),
             "BUSD_PUB_ENDPOINT": master.hub.pub_endpoints[0],
             "BUSD_CTL_ENDPOINT": master.hub.ctl_endpoints[0],
             "BUSD_LOG_LEVEL": opts.log_level,
@@ -199,12 +203,20 @@ def install_plugins(master: MasterBus, pool: Pool, opts: argparse.Namespace) -> 
     """Signals, PID file, systemd notification, privileges."""
     if opts.pidfile:
         PIDFile(master, opts.pidfile).subscribe()
-    SdNotify(master).subscribe()
+    SdNotify(master, wait_ready=lambda: wait_workers_started(
+        master, pool, opts.startup_timeout)).subscribe()
     if opts.user or opts.group:
         DropPrivileges(master, uid=opts.user, gid=opts.group).subscribe()
     handler = SignalHandler(master, handlers=signal_actions(master, pool))
     handler.subscribe()
     master.status_hooks.append(lambda status: status.update(signals=handler.statistics()))
+
+
+def wait_workers_started(master: MasterBus, pool: Pool, timeout: float) -> bool:
+    """Wait until every worker the pool has now is STARTED (False past ``timeout``)."""
+    pids = {row["pid"] for row in pool.workers() if row["pid"] is not None}
+    return master.hub.registry.wait_for(
+        lambda clients: pids <= {c.pid for c in clients if c.state == "STARTED"}, timeout)
 
 
 def signal_actions(master: MasterBus, pool: Pool) -> dict[str | int, Callable[[], object] | None]:

@@ -3,9 +3,10 @@
 One datagram per notification, ``KEY=value`` lines, to the AF_UNIX socket
 named by ``NOTIFY_SOCKET`` (a path, or ``@name`` for an abstract socket)::
 
-    start     (priority 100, after the others)  READY=1
+    start     (priority 100, after the others)  READY=1 (with wait_ready: from a
+                                                thread, once wait_ready() returned)
     graceful  (priority 0, before the others)   RELOADING=1, MONOTONIC_USEC=<now>
-    graceful  (priority 100, after the others)  READY=1
+    graceful  (priority 100, after the others)  READY=1 once wait_ready() returned
     stop      (priority 0, before the others)   STOPPING=1
     every WATCHDOG_USEC/2 from start to exit    WATCHDOG=1
 
@@ -19,7 +20,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from busd.bus import Bus
@@ -34,12 +35,19 @@ class SdNotify(SimplePlugin):
 
     ``socket_path`` defaults to ``$NOTIFY_SOCKET`` as it is when the plugin
     is made; the watchdog reads ``$WATCHDOG_USEC`` and ``$WATCHDOG_PID`` when
-    the bus starts.
+    the bus starts.  ``wait_ready``, if given, is called before each READY=1
+    and blocks until the service is really ready (busd: every worker
+    STARTED), returning False if it gave up; READY=1 is sent either way, with
+    a warning, because systemd would otherwise kill a service that works.
+    On start that wait runs in a thread of its own, since the workers only
+    start once the bus is STARTED.
     """
 
-    def __init__(self, bus: Bus, socket_path: str | None = None) -> None:
+    def __init__(self, bus: Bus, socket_path: str | None = None,
+                 wait_ready: Callable[[], bool] | None = None) -> None:
         super().__init__(bus)
         self.socket_path = socket_path or os.environ.get("NOTIFY_SOCKET") or None
+        self.wait_ready = wait_ready
         #: Datagrams sent, and sends that failed.
         self.sent = 0
         self.errors = 0
@@ -65,7 +73,7 @@ class SdNotify(SimplePlugin):
         return [
             ("start", self._on_start, 100),
             ("graceful", self.reloading, 0),
-            ("graceful", self.ready, 100),
+            ("graceful", self._on_reloaded, 100),
             ("stop", self.stopping, 0),
             ("exit", self._stop_watchdog, 100),
         ]
@@ -122,8 +130,22 @@ class SdNotify(SimplePlugin):
     # -- lifecycle ------------------------------------------------------
 
     def _on_start(self) -> None:
-        self.ready()
+        if self.enabled and self.wait_ready is not None:
+            # A pool's workers run their start listeners once the bus is
+            # STARTED, i.e. after this listener returns: wait elsewhere.
+            threading.Thread(target=self._wait_then_ready, name="SdNotify ready",
+                             daemon=True).start()
+        else:
+            self.ready()
         self._start_watchdog()
+
+    def _on_reloaded(self) -> None:
+        self._wait_then_ready()
+
+    def _wait_then_ready(self) -> None:
+        if self.enabled and self.wait_ready is not None and not self.wait_ready():
+            self.bus.log("sd_notify: not every worker is ready; READY=1 all the same", level=30)
+        self.ready()
 
     def _start_watchdog(self) -> None:
         interval = watchdog_interval()

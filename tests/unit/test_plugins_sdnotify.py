@@ -167,3 +167,29 @@ def test_unsubscribe_removes_every_listener(systemd: FakeSystemd, bus: Bus) -> N
     bus.graceful()
     bus.exit()
     assert systemd.pending() == []
+
+
+def test_ready_waits_for_wait_ready_after_start_and_graceful(
+        systemd: FakeSystemd, bus: Bus, logs: list[tuple[str, int]]) -> None:
+    import threading
+
+    release = threading.Event()
+    answers = iter([True, False])
+
+    def wait_ready() -> bool:
+        release.wait(TIMEOUT)
+        return next(answers)
+
+    sd = SdNotify(bus, wait_ready=wait_ready)
+    sd.subscribe()
+    bus.start()  # returns at once: the wait runs in a thread of its own
+    assert bus.state is bus.states.STARTED
+    assert systemd.pending() == []
+    sd.notify(MARK="started")
+    release.set()
+    assert systemd.next() == {"MARK": "started"}
+    assert systemd.next() == {"READY": "1"}
+    bus.graceful()  # the second wait gives up: READY=1 all the same, and a warning
+    assert systemd.next()["RELOADING"] == "1"
+    assert systemd.next() == {"READY": "1"}
+    assert any("READY=1 all the same" in msg and level == 30 for msg, level in logs)
