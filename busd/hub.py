@@ -26,6 +26,7 @@ import zmq
 from busd.endpoints import CTL_HWM, PUB_HWM, Endpoints, Outbox, configure, secure_ipc
 from busd.errors import ProtocolError
 from busd.registry import NOT_JOINED, ClientInfo, Registry
+from busd.rundir import EndpointGuard
 from busd.wire import (
     CLIENT_KINDS,
     JOIN_PREFIX,
@@ -89,6 +90,8 @@ class Hub:
         configure(self._ctl, CTL_HWM)
         self.pub_endpoints: list[str] = []
         self.ctl_endpoints: list[str] = []
+        #: Locks our ipc endpoints; rebinds them when their files are removed.
+        self.guard = EndpointGuard()
         self._sent: tuple[Any, ...] = (0, "STOPPED")
         self._pending_hello: dict[bytes, tuple[bytes, int, float]] = {}
         self._joined_tokens: collections.OrderedDict[bytes, None] = collections.OrderedDict()
@@ -104,12 +107,14 @@ class Hub:
     def _bind(self, ep: Endpoints) -> None:
         for sock, endpoint, bound in ((self._pub, ep.pub, self.pub_endpoints),
                                       (self._ctl, ep.ctl, self.ctl_endpoints)):
+            self.guard.claim(endpoint)
             try:
                 sock.bind(endpoint)
             except zmq.ZMQError as exc:
                 raise OSError(f"cannot bind {endpoint}: {exc}") from exc
             last = sock.getsockopt_string(zmq.LAST_ENDPOINT)
             secure_ipc(last)
+            self.guard.watch(sock, last)
             bound.append(last)
 
     # -- called from any thread ---------------------------------------
@@ -197,6 +202,7 @@ class Hub:
                 sock.close(linger=linger_ms)
         if self._own_context and not self._ctx.closed:
             self._ctx.term()
+        self.guard.close()
         self.outbox.close()
 
     def _read_ctl(self) -> None:
@@ -323,6 +329,7 @@ class Hub:
         # The last frame actually sent, not the last sequenced: a heartbeat
         # announcing a seq still in the outbox would make every client resync.
         seq, state = self._sent
+        self.guard.check()
         self._pub.send(encode(Kind.HEARTBEAT, self.owner.epoch, seq, state, self.heartbeat),
                        zmq.NOBLOCK)
         now = time.monotonic()
@@ -340,6 +347,7 @@ class Hub:
 
     def statistics(self) -> dict[str, Any]:
         """Counters of requests, acks and rejected input, and the bound endpoints."""
-        return {"counters": dict(self.stats), "pub": self.pub_endpoints,
+        return {"counters": dict(self.stats), "rundir": self.guard.statistics(),
+                "pub": self.pub_endpoints,
                 "ctl": self.ctl_endpoints, "clients": len(self.registry.clients())}
 
