@@ -22,6 +22,7 @@ from typing import Any
 from busd import endpoints as ep
 from busd.bus import Bus
 from busd.errors import AlreadyRunning, BusError, ChannelFailures
+from busd.fdbudget import FdBudgetExceeded, raise_nofile
 from busd.forkserver import ForkServer
 from busd.listen import make_listeners
 from busd.master import MasterBus, refuse_if_running
@@ -134,6 +135,7 @@ def run(opts: argparse.Namespace, command: list[str]) -> int:
     if opts.daemon:
         out = os.path.abspath(opts.log_file) if opts.log_file else "/dev/null"
         Daemonizer(Bus(), stdout=out, stderr=out).start()
+    raise_nofile()  # a pool needs descriptors; the hard limit is the operator's word
     runtime = ep.ensure_runtime_dir(Path(opts.runtime_dir) if opts.runtime_dir
                                     else ep.runtime_dir(opts.name))
     refuse_if_running(ep.default_endpoints(runtime).ctl)
@@ -163,6 +165,12 @@ def run(opts: argparse.Namespace, command: list[str]) -> int:
         reload=opts.reload, backoff=opts.backoff, backoff_max=opts.backoff_max,
         flap_limit=opts.flap_limit, flap_window=opts.flap_window),
         pids_file=runtime / "workers.pids")
+    try:
+        pool.budget.check(opts.workers, 0, f"-w {opts.workers}")
+    except FdBudgetExceeded:
+        master.close()
+        pool.close()
+        raise
     pool.subscribe()
     install_plugins(master, pool, opts)
     try:

@@ -31,6 +31,7 @@ from typing import Any
 import psutil
 
 from busd.errors import BusError
+from busd.fdbudget import FdBudget
 from busd.master import MasterBus
 from busd.orphans import write_pids
 from busd.registry import ClientInfo
@@ -105,6 +106,8 @@ class Pool:
         os.set_blocking(self._wfd, False)
         self._thread = threading.Thread(target=self._supervise, name="busd-pool", daemon=True)
         self._me = psutil.Process()
+        #: Refuses a start, scale or respawn the open-file limit cannot hold.
+        self.budget = FdBudget()
 
     # -- wiring -------------------------------------------------------------
 
@@ -134,6 +137,7 @@ class Pool:
         with self._cond:
             if self._active or self._exiting:
                 return
+            self.budget.check(self.size, len(self._live()), f"starting {self.size} workers")
             self._active = True
             slots = [self._slots.setdefault(index, Slot(index)) for index in range(self.size)]
         self._spawn(slots)
@@ -157,6 +161,7 @@ class Pool:
                 return
             old = [s.worker for s in self._slots.values() if s.worker is not None]
             slots = [slot for slot in self._slots.values() if not slot.flapping]
+            self.budget.check(len(slots), len(self._live()), "respawn reload")
         new = self._spawn(slots)
         ready = self.master.hub.registry.wait_for(
             lambda clients: _all_started([w.pid for w in new if w], clients),
@@ -366,6 +371,8 @@ class Pool:
         if size < 0:
             raise wire_error(ErrorCode.BAD_ARGUMENTS, "a pool cannot have fewer than 0 workers")
         with self._cond:
+            if self._active:
+                self.budget.check(size - self.size, len(self._live()), f"scale {size}")
             old, self.size = self.size, size
             grow = []
             for index in range(old, size):
@@ -431,7 +438,8 @@ class Pool:
 
     def master_stats(self) -> dict[str, Any]:
         """The master process's own resource use."""
-        return {"pid": os.getpid(), **process_stats(self._me)}
+        return {"pid": os.getpid(), **process_stats(self._me),
+                "fd_budget": self.budget.statistics()}
 
     def kill_all(self) -> None:
         """SIGKILL every worker at once (a forced shutdown)."""

@@ -1,0 +1,124 @@
+"""The master's file-descriptor budget: never start what the fd limit cannot hold.
+
+Each worker costs the master :data:`FDS_PER_WORKER` descriptors (its pidfd
+and one connection on each of the XPUB and ROUTER sockets).  libzmq aborts
+the whole process when it cannot accept a connection for lack of a
+descriptor (``Too many open files (src/ipc_listener.cpp)``), taking every
+worker with it, so the pool asks the budget *before* it makes a process or
+a socket::
+
+    busd start  --raise_nofile()--> soft RLIMIT_NOFILE := hard
+    pool.start / scale / respawn --FdBudget.check(new workers, live workers)-->
+        fits:     go on
+        does not: FdBudgetExceeded (a BusError: one clear reply, the pool unchanged)
+
+The projection is the larger of what is open now and what the model says
+(descriptors at the pool's start plus the cost of the live workers: a
+worker just spawned has not connected yet), plus the new workers, plus
+:data:`RESERVE` for busctl connections and short-lived files.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import resource
+from dataclasses import dataclass
+
+from busd.errors import BusError
+
+log = logging.getLogger(__name__)
+
+#: pidfd + one XPUB connection + one ROUTER connection.
+FDS_PER_WORKER = 3
+#: Kept free for busctl and other clients connecting, and transient files.
+RESERVE = 16
+
+
+class FdBudgetExceeded(BusError):
+    """Starting more workers would exceed the master's open-file limit."""
+
+
+def raise_nofile() -> tuple[int, int]:
+    """Raise the soft RLIMIT_NOFILE to the hard limit; return (soft, hard) after."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError) as exc:
+            log.warning("cannot raise the open-file limit from %d to %d: %s", soft, hard, exc)
+    return soft, hard
+
+
+def open_fds() -> int:
+    """How many descriptors this process has open now."""
+    try:
+        return len(os.listdir("/proc/self/fd")) - 1  # the listing's own
+    except OSError:
+        return 0
+
+
+def soft_limit() -> int:
+    """The current soft RLIMIT_NOFILE (a huge number when unlimited)."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return soft if soft != resource.RLIM_INFINITY else 1 << 30
+
+
+@dataclass(frozen=True)
+class Projection:
+    """What a change would leave open, against the limit."""
+
+    needed: int
+    limit: int
+    afford: int
+
+    @property
+    def fits(self) -> bool:
+        """True when the change stays within the limit."""
+        return self.needed <= self.limit
+
+
+class FdBudget:
+    """Knows what a worker costs and refuses what the limit cannot hold.
+
+    Made when the pool is made (before any worker): ``base`` is what the
+    master has open without workers.
+    """
+
+    def __init__(self, per_worker: int = FDS_PER_WORKER, reserve: int = RESERVE,
+                 base: int | None = None) -> None:
+        self.per_worker = per_worker
+        self.reserve = reserve
+        self.base = open_fds() if base is None else base
+        self.refused = 0
+
+    def project(self, new: int, live: int) -> Projection:
+        """The descriptors needed with ``new`` more workers beside ``live`` ones."""
+        limit = soft_limit()
+        now = max(open_fds(), self.base + self.per_worker * live)
+        needed = now + self.per_worker * max(0, new) + self.reserve
+        afford = max(0, (limit - self.reserve - now) // self.per_worker)
+        return Projection(needed=needed, limit=limit, afford=afford)
+
+    def check(self, new: int, live: int, what: str) -> None:
+        """Raise FdBudgetExceeded unless ``new`` more workers fit beside ``live``."""
+        if new <= 0:
+            return
+        p = self.project(new, live)
+        if p.fits:
+            return
+        self.refused += 1
+        raise FdBudgetExceeded(
+            f"{what} refused: {new} more worker(s) need about {p.needed} open files "
+            f"({self.per_worker} per worker, {self.reserve} kept free) but the limit "
+            f"(RLIMIT_NOFILE) is {p.limit}; at most {p.afford} more fit now. "
+            "Raise the limit (ulimit -n, LimitNOFILE=) or run fewer workers")
+
+    def statistics(self) -> dict[str, int]:
+        """Open descriptors, the limit, the cost per worker and refusals so far."""
+        return {"open": open_fds(), "limit": soft_limit(), "per_worker": self.per_worker,
+                "reserve": self.reserve, "refused": self.refused}
+
+
+__all__ = ["FdBudget", "FdBudgetExceeded", "raise_nofile"]
