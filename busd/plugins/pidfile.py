@@ -77,8 +77,11 @@ class PIDFile(SimplePlugin):
         try:
             os.fchmod(fd, 0o644)  # mkstemp makes it 0600; a pid file is for everyone
             os.write(fd, f"{pid}\n".encode())
-        finally:
+        except BaseException:
             os.close(fd)
+            os.unlink(tmp)  # a full disk must not leave a partial file behind
+            raise
+        os.close(fd)
         return tmp
 
     def _install(self, tmp: str, pid: int) -> None:
