@@ -1,0 +1,61 @@
+"""Worker targets for the chaos and regression tests (each reports to the test's probe)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from busd.probe import Probe
+from client.bus import ClientBus
+
+
+def quiet(bus: ClientBus) -> None:
+    """Report start (with pid); nothing else."""
+    probe = Probe()
+    worker = int(os.environ.get("BUSD_WORKER", "-1"))
+    bus.subscribe("start", lambda: probe.report("start", worker=worker))
+    bus.subscribe("exit", probe.close, priority=100)
+
+
+def with_child(bus: ClientBus) -> None:
+    """Start a grandchild (a plain sleeper) and report its pid."""
+    probe = Probe()
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    bus.subscribe("exit", child.kill)
+    bus.subscribe("start", lambda: probe.report("start", child=child.pid))
+
+
+def ignores_sigterm(bus: ClientBus) -> None:
+    """A worker that ignores SIGTERM and never ends its stop listener quickly."""
+    probe = Probe()
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    bus.subscribe("start", lambda: probe.report("start"))
+
+
+def stop_hangs(bus: ClientBus) -> None:
+    """A stop listener that never returns."""
+    probe = Probe()
+    bus.subscribe("start", lambda: probe.report("start"))
+
+    def stop() -> None:
+        probe.report("stopping")
+        threading.Event().wait(3600)
+
+    bus.subscribe("stop", stop)
+
+
+def crash_after_first(bus: ClientBus) -> None:
+    """Start once per runtime dir, then crash at every later start (a crash loop).
+
+    The first start succeeds, so a fail-fast at boot lets the master run on.
+    """
+    marker = Path(os.environ["BUSD_RUNTIME_DIR"]) / f"started-{os.environ['BUSD_WORKER']}"
+    if marker.exists():
+        raise RuntimeError("this worker crashes at every start after the first")
+    marker.touch()
+    probe = Probe()
+    bus.subscribe("start", lambda: probe.report("start"))
