@@ -14,7 +14,7 @@ States and the transitions the bus allows::
       |  |                    ^
       |  +--- stop() ---------+
       |
-      +--(exit(): stop() unless STOPPED, then)--> EXITING   (terminal)
+      +--(exit(): stop(), even from STOPPED, then)--> EXITING   (terminal)
 
 Every change goes through one choke point, :meth:`Bus._transition`, which
 checks the table, logs ``Bus <STATE>`` once, wakes every waiter and calls
@@ -78,8 +78,21 @@ TRANSITIONS: dict[State, frozenset[State]] = {
 _STARTUP_CWD = os.path.abspath(os.getcwd())
 
 
-def _bridge_log(msg: str, level: int = logging.INFO) -> None:
-    """Forward the bus's 'log' channel to the stdlib logger 'busd'."""
+def _bridge_log(*args: Any, **kwargs: Any) -> None:
+    """Forward the bus's 'log' channel to the stdlib logger 'busd'.
+
+    It takes whatever anyone publishes on 'log' (wspbus lets users publish
+    any arguments there, CherryPy's own tests publish none): ``(msg,
+    level)`` as :meth:`Bus.log` sends them, by position or by name; a
+    publish with no message logs nothing, and a level that is not a number
+    is INFO.  It never raises, so it is never a user-visible failure.
+    """
+    msg = args[0] if args else kwargs.get("msg")
+    if msg is None:
+        return
+    level = args[1] if len(args) > 1 else kwargs.get("level", logging.INFO)
+    if not isinstance(level, int) or isinstance(level, bool):
+        level = logging.INFO
     logger.log(level, "%s", msg)
 
 
@@ -113,6 +126,8 @@ class Bus:
         self._blockers: collections.Counter[int] = collections.Counter()
         self._exit_done = False
         self._exit_pending = False
+        #: The thread running exit(), from its first step; None before.
+        self._exit_owner: int | None = None
         #: Transitions so far; a thread's own last one is in ``_mine.changes``.
         self._changes = 0
         self._mine = threading.local()
@@ -274,8 +289,11 @@ class Bus:
         self._do_stop()
 
     def exit(self) -> None:
-        """Stop (unless STOPPED), then EXITING and run the exit listeners; EXITING is final.
+        """Stop, then EXITING and run the exit listeners; EXITING is final.
 
+        As in wspbus, the stop listeners run even when the bus is already
+        STOPPED (``Bus STOPPING``, ``Bus STOPPED``, ``Bus EXITING``, ``Bus
+        EXITED``): exit listeners may rely on what stop listeners release.
         Failures of stop or exit listeners are raised together after both ran.
         """
         self._do_exit()
@@ -320,28 +338,60 @@ class Bus:
             self._transition(State.STOPPED)
             with self._cond:
                 exit_pending, self._exit_pending = self._exit_pending, False
+                if exit_pending:
+                    self._exit_owner = threading.get_ident()
             if exit_pending:
-                self._do_exit()
+                # An exit() came in while these stop listeners ran: they were
+                # its stop, so it goes straight on to EXITING.
+                self._run_exit_listeners([])
 
-    def _do_exit(self) -> None:
-        if self._state is State.EXITING:
-            return
+    def _do_exit(self, stop: bool = True) -> None:
+        """Stop (``stop=False``: the caller's stop listeners just ran), then exit.
+
+        The first caller owns the exit; a second one waits for it to finish
+        (a stop or exit listener of the owner's that calls exit() returns).
+        """
+        me = threading.get_ident()
+        with self._cond:
+            if self._exit_owner is not None or self._state is State.EXITING:
+                if self._exit_owner != me:
+                    self._wait_exit_finished()
+                return
+            if self._hand_exit_to_stopper(me):
+                return
+            self._exit_owner = me
         failures: list[BaseException] = []
         try:
-            if self._state is not State.STOPPED:
+            if stop:
                 self._do_stop()
         except ChannelFailures as exc:
             failures.extend(exc.get_instances())
         with self._cond:
-            if self._state is State.STOPPING:
-                # Someone is stopping: the stopper finishes the exit.  Wait for
-                # it, unless this is the stopper itself (a stop listener).
-                self._exit_pending = True
-                if self._stopper == threading.get_ident():
-                    return
-                while not self._exit_done:
-                    self._cond.wait()
+            # Another thread began a stop between our check and our own stop.
+            if self._hand_exit_to_stopper(me):
                 return
+        self._run_exit_listeners(failures)
+
+    def _hand_exit_to_stopper(self, me: int) -> bool:
+        """Under the lock: if a stop is running, its stopper finishes the exit.
+
+        Waits for that, unless this thread is the stopper (a stop listener
+        called exit()).  Returns True if the exit was handed over.
+        """
+        if self._state is not State.STOPPING:
+            return False
+        self._exit_pending = True
+        self._exit_owner = self._stopper
+        if self._stopper != me:
+            self._wait_exit_finished()
+        return True
+
+    def _wait_exit_finished(self) -> None:
+        """Under the lock: wait until the exit listeners ran."""
+        while not self._exit_done:
+            self._cond.wait()
+
+    def _run_exit_listeners(self, failures: list[BaseException]) -> None:
         if not self._transition(State.EXITING):
             return
         try:

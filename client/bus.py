@@ -175,6 +175,12 @@ class ClientBus(Bus):
         return True, result, []
 
     def _mirror_state(self, name: str) -> None:
+        """Bring the local state to the master's ``name``, running listeners.
+
+        A worker's stop listeners run once per stop of the master: an exit
+        that follows a stop (the master then runs its own stop listeners
+        again, as wspbus does) goes from STOPPED straight to EXITING here.
+        """
         target = State[name]
         local = self._state
         if target is State.STARTED and local in (State.STOPPED, State.STOPPING):
@@ -183,7 +189,7 @@ class ClientBus(Bus):
                 State.STARTING, State.STARTED):
             self._do_stop()
         elif target is State.EXITING:
-            self._do_exit()
+            self._do_exit(stop=local is not State.STOPPED)
 
     def _publish_relayed(self, channel: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
         if channel == "graceful":
