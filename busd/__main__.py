@@ -62,8 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
     add("--worker-timeout", type=float, default=float(_env("worker_timeout", 30.0)))
     add("--startup-timeout", type=float, default=float(_env("startup_timeout", 30.0)))
     add("--reload", choices=("inplace", "respawn"), default=_env("reload", "inplace"))
+    add("--spawn", choices=("fork", "exec"), default=_env("spawn", "fork"),
+        help="fork TARGET workers from a clean fork server, or exec a fresh interpreter "
+             "for each [fork]")
     add("--preload", action="store_true", default=_flag(_env("preload")),
-        help="import TARGET once in a fork server and fork the workers from it")
+        help="import TARGET once in the fork server, not in each worker")
     add("--listen", action="append", default=_split(_env("listen")),
         help="a socket the master makes for the workers: tcp:HOST:PORT or unix:PATH")
     add("--pidfile", default=_env("pidfile"))
@@ -107,6 +110,8 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
         parser.error("-w must be 0 or more")
     if opts.preload and not opts.target:
         parser.error("--preload needs a TARGET (a command cannot be preloaded)")
+    if opts.preload and opts.spawn == "exec":
+        parser.error("--preload needs --spawn fork")
     if opts.target and ":" not in opts.target:
         parser.error(f"TARGET is pkg.module:function, not {opts.target!r}")
     return opts, command
@@ -140,11 +145,13 @@ def run(opts: argparse.Namespace, command: list[str]) -> int:
                                     else ep.runtime_dir(opts.name))
     refuse_if_running(ep.default_endpoints(runtime).ctl)
     reap_orphans(runtime)
-    # Before the master has a thread or a socket: the fork server forks clean.
-    forkserver = ForkServer(opts.target) if opts.preload else None
     if not opts.target and not command:
         opts.workers = 0  # a master alone: clients attach by themselves
     listeners = make_listeners(opts.listen)
+    # Before the master has a thread or a socket (and after the listening
+    # sockets, which it passes on): the fork server forks clean.
+    forkserver = (ForkServer(opts.target, preload=opts.preload)
+                  if opts.target and opts.spawn == "fork" else None)
     master = MasterBus(name=opts.name, runtime_dir=runtime, bind=opts.bind,
                        heartbeat=opts.heartbeat, insecure=opts.insecure,
                        # Often enough that a hung worker is seen within its timeout.
@@ -156,6 +163,10 @@ def run(opts: argparse.Namespace, command: list[str]) -> int:
     spawner: Spawner
     if forkserver is not None:
         forkserver.env = env
+        forkserver.on_replaced = lambda old, new, how: master.event(
+            "forkserver_replaced", {"old": old, "pid": new, "how": how})
+        master.status_hooks.append(lambda status: status.update(
+            forkserver=forkserver.statistics()))
         spawner = forkserver
     else:
         spawner = ExecSpawner(command or target_argv(opts.target), env)

@@ -1,45 +1,68 @@
-"""A fork server: a clean process, made before the master has threads or sockets,
-that forks the workers (``busd --preload``).
+"""The fork server: a clean process that forks the workers (the default spawn).
 
 ::
 
-    busd main thread --fork--> fork server (no threads, no ZeroMQ context;
-        |                        imports zmq, msgpack, client and TARGET once)
-        |  socketpair:  {"slot", "env"} -->   fork() --> worker: run(TARGET)
-        |               <-- {"pid"}
-        v
-    MasterBus, pool (pidfds of the workers)
+    busd main thread --fork--> fork server process (one thread, no ZeroMQ context;
+        |                        has imported zmq, msgpack and client.worker, and
+        |                        TARGET itself only with --preload)
+        |
+    [busd-forkserver] thread: the only user of the socketpair and the server's pidfd
+        ^   select(wake pipe, server pidfd)
+        |     _Ask(requests, reply Future)        {"workers": [{"env": {...}}, ...]} -->
+        |   one SimpleQueue (+ a byte on the             fork() per worker: load TARGET
+        |   wake pipe)                                   (unless preloaded), run it
+    Pool (command thread, supervisor thread)      <-- {"pids": [...]}
 
-Forking from the master itself would copy its I/O thread's locks and its
-ZeroMQ context into every worker; the fork server has none, and a worker
-forked from it starts with the application already imported (copy-on-write
-pages shared with every other worker) in a few milliseconds.
+The first server is forked by the master's main thread before the master has
+a thread or a socket (:class:`ForkServer` must be made then); it inherits the
+listening sockets.  Forking from the master later would copy its I/O thread's
+locks and its ZeroMQ context into every worker.  Without ``--preload`` each
+worker imports the application after the fork, so a respawn reload runs new
+code; with it, the application is imported once, in the server
+(copy-on-write pages shared by every worker).
 
-The fork server dies with the master (PR_SET_PDEATHSIG, SIGKILL) and each
-worker with the fork server (SIGTERM), so killing the master leaves none.
-It reaps its children itself; the master watches them through pidfds.
+If the server dies, the owner thread sees its pidfd, logs it, and starts a
+new one, this time as a fresh interpreter (``python -m busd.forkserver FD
+TARGET``): the master has threads by then.  Requests caught by the death are
+answered with an :class:`OSError` each (the pool counts a failed start).
+The server dies with the master (PR_SET_PDEATHSIG, SIGKILL); its workers
+get SIGTERM when it dies, which they ignore while their master lives (see
+``client.worker``).  The server reaps its own children; the master watches
+them through pidfds.
 """
 
 from __future__ import annotations
 
+import gc
+import importlib
 import logging
 import os
+import queue
 import select
 import signal
 import socket
 import struct
 import sys
-from collections.abc import Mapping, Sequence
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
 from typing import Any
 
 import msgpack
 
-from busd.spawn import Spawned
+from busd.spawn import Spawned, log_file_of, open_log
 
 log = logging.getLogger(__name__)
 
 _HEADER = struct.Struct("!I")
-MAX_REQUEST = 1 << 20
+MAX_REQUEST = 16 << 20
+#: How long a caller waits for the owner thread's answer to one batch.
+ASK_TIMEOUT = 60.0
+#: How long a new server has to say it is ready.
+READY_TIMEOUT = 30.0
+WORKER_MODULE = "client.worker"
 
 
 def _send(sock: socket.socket, obj: Any) -> None:
@@ -68,32 +91,73 @@ def _recv_exactly(sock: socket.socket, size: int) -> bytes | None:
     return chunks
 
 
-class ForkServer:
-    """The master's handle on its fork server; a :class:`busd.spawn.Spawner`."""
+@dataclass(frozen=True)
+class _Ask:
+    """One batch of workers wanted by some thread, and where its answer goes."""
 
-    def __init__(self, target: str) -> None:
-        self.target = target
-        self.env: dict[str, str] = {}
+    requests: tuple[tuple[int, Mapping[str, str]], ...]
+    reply: Future[list[Spawned]]
+
+
+@dataclass
+class _Server:
+    """One fork server process (owned by the owner thread once it runs)."""
+
+    pid: int
+    pidfd: int
+    sock: socket.socket
+
+    @classmethod
+    def fork(cls, target: str, preload: bool) -> _Server:
+        """Fork it from this process (call before any thread or ZeroMQ context)."""
         parent, child = socket.socketpair()
+        master = os.getpid()
         pid = os.fork()
         if pid == 0:  # pragma: no cover - runs in the fork server process
             parent.close()
-            os._exit(_serve(child, target, os.getppid()))
+            os._exit(serve(child, target, preload, master))
         child.close()
-        self.pid = pid
-        self._sock = parent
+        return cls(pid, os.pidfd_open(pid), parent)
 
-    def spawn_many(self, requests: Sequence[tuple[int, Mapping[str, str]]]) -> list[Spawned]:
-        """Ask the fork server for every worker in one round trip."""
+    @classmethod
+    def exec(cls, target: str, preload: bool) -> _Server:
+        """Start it as a fresh interpreter (safe in a threaded process)."""
+        parent, child = socket.socketpair()
+        child.set_inheritable(True)
+        argv = [sys.executable, "-m", "busd.forkserver", str(child.fileno()), target,
+                "preload" if preload else "fresh"]
         try:
-            _send(self._sock, {"envs": [{**self.env, **env} for _, env in requests]})
-            reply = _recv(self._sock)
-        except OSError as exc:
-            return [exc for _ in requests]
+            pid = os.posix_spawn(sys.executable, argv,
+                                 {**os.environ, "BUSD_PARENT_PID": str(os.getpid())})
+        finally:
+            child.close()
+        return cls(pid, os.pidfd_open(pid), parent)
+
+    def wait_ready(self, timeout: float) -> str | None:
+        """None once the server says it is ready, else why not."""
+        self.sock.settimeout(timeout)
+        try:
+            hello = _recv(self.sock)
+        except (OSError, ValueError) as exc:
+            return f"fork server did not start: {exc}"
+        finally:
+            self.sock.settimeout(None)
+        if isinstance(hello, dict) and hello.get("ready"):
+            return None
+        error = hello.get("error") if isinstance(hello, dict) else None
+        return str(error or "fork server ended before it was ready")
+
+    def ask(self, requests: Sequence[tuple[int, Mapping[str, str]]],
+            env: Mapping[str, str]) -> list[Spawned]:
+        """One round trip for a batch of workers."""
+        try:
+            _send(self.sock, {"workers": [{"env": {**env, **wanted}} for _, wanted in requests]})
+            reply = _recv(self.sock)
+        except (OSError, ValueError) as exc:
+            return [OSError(f"fork server: {exc}") for _ in requests]
         if not isinstance(reply, dict) or not isinstance(reply.get("pids"), list):
             error = reply.get("error") if isinstance(reply, dict) else None
-            return [OSError(error or f"the fork server did not answer ({reply!r})")
-                    for _ in requests]
+            return [OSError(error or "the fork server did not answer") for _ in requests]
         results: list[Spawned] = []
         for pid in reply["pids"]:
             try:
@@ -102,33 +166,191 @@ class ForkServer:
                 results.append(exc)
         return results
 
-    def close(self, timeout: float = 5.0) -> None:
-        """End the fork server (its workers are the pool's business) and reap it."""
-        self._sock.close()
+    def reap(self, timeout: float) -> int | None:
+        """Wait (bounded) for it to end, SIGKILL it if it will not; its exit status."""
         try:
-            pidfd = os.pidfd_open(self.pid)
-        except ProcessLookupError:
-            return
-        try:
-            if not select.select([pidfd], [], [], timeout)[0]:
-                os.kill(self.pid, signal.SIGKILL)
-            os.waitpid(self.pid, 0)
+            if not select.select([self.pidfd], [], [], timeout)[0]:
+                signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
+            _, status = os.waitpid(self.pid, 0)
+            return status
+        except ChildProcessError:
+            return None
         finally:
-            os.close(pidfd)
+            self.sock.close()
+            os.close(self.pidfd)
 
 
-def _serve(sock: socket.socket, target: str, master: int) -> int:  # pragma: no cover
-    """The fork server's loop: import once, then fork one worker per request."""
+class ForkServer:
+    """The master's fork server; a :class:`busd.spawn.Spawner` safe for any thread.
+
+    Make it before the master starts threads.  ``env`` goes to every worker
+    (set it before the first spawn); ``on_replaced(old_pid, new_pid, how)``
+    is called from the owner thread after a dead server was replaced.
+    """
+
+    def __init__(self, target: str, *, preload: bool = False,
+                 env: Mapping[str, str] | None = None) -> None:
+        self.target = target
+        self.preload = preload
+        self.env: dict[str, str] = dict(env or {})
+        self.on_replaced: Callable[[int, int, str], object] | None = None
+        self._server: _Server | None = _Server.fork(target, preload)
+        self._pid: int | None = self._server.pid
+        self._replaced = 0
+        self._asks: queue.SimpleQueue[_Ask | None] = queue.SimpleQueue()
+        self._rfd, self._wfd = os.pipe()
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._own, name="busd-forkserver", daemon=True)
+        self._thread.start()
+
+    # -- any thread -----------------------------------------------------------
+
+    def spawn_many(self, requests: Sequence[tuple[int, Mapping[str, str]]]) -> list[Spawned]:
+        """Ask for every worker in one batch; waits for the owner thread's answer."""
+        if self._closed.is_set():
+            return [OSError("the fork server is closed") for _ in requests]
+        ask = _Ask(tuple(requests), Future())
+        self._asks.put(ask)
+        self._wake()
+        try:
+            return ask.reply.result(ASK_TIMEOUT)
+        except TimeoutError:
+            return [OSError("the fork server did not answer in time") for _ in requests]
+
+    def statistics(self) -> dict[str, Any]:
+        """The server's pid (None while there is none) and how often it was replaced."""
+        return {"pid": self._pid, "replaced": self._replaced, "preload": self.preload}
+
+    def close(self, timeout: float = 5.0) -> None:
+        """End the owner thread and the server (its workers are the pool's business)."""
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        self._asks.put(None)
+        self._wake()
+        self._thread.join(timeout + 5.0)
+        os.close(self._rfd)
+        os.close(self._wfd)
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wfd, b"\0")
+        except (BlockingIOError, OSError):  # a full pipe is awake already; closed: gone
+            return
+
+    # -- the owner thread -------------------------------------------------------
+
+    def _own(self) -> None:
+        try:
+            first = self._server
+            if first is not None and (why := first.wait_ready(READY_TIMEOUT)) is not None:
+                log.error("%s", why)
+                self._lost(first)
+            while self._serve_asks():
+                pass
+        finally:
+            self._shut_down()
+
+    def _serve_asks(self) -> bool:
+        """Wait for asks or the server's death; False once closing."""
+        server = self._server
+        fds = [self._rfd] if server is None else [self._rfd, server.pidfd]
+        ready, _, _ = select.select(fds, [], [], None if server else 1.0)
+        if server is not None and server.pidfd in ready:
+            self._lost(server)
+        if self._rfd in ready:
+            os.read(self._rfd, 4096)
+        while True:
+            try:
+                ask = self._asks.get_nowait()
+            except queue.Empty:
+                return True
+            if ask is None:
+                return False
+            ask.reply.set_result(self._answer(ask))
+
+    def _answer(self, ask: _Ask) -> list[Spawned]:
+        if self._server is None:
+            self._replace(None, "none running")
+        server = self._server
+        if server is None:
+            return [OSError("no fork server") for _ in ask.requests]
+        results = server.ask(ask.requests, self.env)
+        if all(isinstance(r, OSError) for r in results) and _ended(server.pidfd):
+            self._lost(server)
+        return results
+
+    def _lost(self, server: _Server) -> None:
+        status = server.reap(1.0)
+        how = _describe(status)
+        log.warning("the fork server (pid %d) ended (%s): starting a new one", server.pid, how)
+        self._server = None
+        self._pid = None
+        self._replace(server.pid, how)
+
+    def _replace(self, old: int | None, how: str) -> None:
+        if self._closed.is_set():
+            return
+        started = time.monotonic()
+        try:
+            server = _Server.exec(self.target, self.preload)
+        except OSError as exc:
+            log.error("cannot start a fork server: %s", exc)
+            return
+        if (why := server.wait_ready(READY_TIMEOUT)) is not None:
+            log.error("%s", why)
+            server.reap(1.0)
+            return
+        self._server, self._pid = server, server.pid
+        self._replaced += 1
+        log.warning("new fork server pid %d, ready in %.0f ms", server.pid,
+                    (time.monotonic() - started) * 1000)
+        if self.on_replaced is not None and old is not None:
+            self.on_replaced(old, server.pid, how)
+
+    def _shut_down(self) -> None:
+        while True:
+            try:
+                ask = self._asks.get_nowait()
+            except queue.Empty:
+                break
+            if ask is not None:
+                ask.reply.set_result([OSError("the fork server is closed") for _ in ask.requests])
+        server, self._server = self._server, None
+        if server is not None:
+            server.sock.shutdown(socket.SHUT_RDWR)
+            server.reap(5.0)
+
+
+def _ended(pidfd: int) -> bool:
+    return bool(select.select([pidfd], [], [], 0.2)[0])
+
+
+def _describe(status: int | None) -> str:
+    if status is None:
+        return "status unknown"
+    code = os.waitstatus_to_exitcode(status)
+    return f"signal {signal.Signals(-code).name}" if code < 0 else f"exit status {code}"
+
+
+# -- the fork server process ----------------------------------------------------------
+
+
+def serve(sock: socket.socket, target: str, preload: bool,
+          master: int) -> int:  # pragma: no cover - runs in the fork server
+    """The fork server's loop: import the worker side, then fork on request."""
     try:
-        from client.worker import die_with_parent, load_target
-
+        worker: Any = importlib.import_module(WORKER_MODULE)
         os.environ["BUSD_PARENT_PID"] = str(master)
-        die_with_parent(signal.SIGKILL)
-        func = load_target(target)
+        worker.die_with_parent(signal.SIGKILL)
+        func = worker.load_target(target) if preload else None
     except BaseException as exc:
         log.exception("fork server could not start")
         _send(sock, {"error": f"fork server: {exc}"})
         return 70
+    gc.collect()
+    gc.freeze()  # what is imported now stays shared, copy-on-write, in every worker
+    _send(sock, {"ready": True})
     # SIGCHLD wakes the loop through a pipe, so exited workers are reaped at once.
     rfd, wfd = os.pipe()
     os.set_blocking(wfd, False)
@@ -146,11 +368,10 @@ def _serve(sock: socket.socket, target: str, master: int) -> int:  # pragma: no 
             request = _recv(sock)
         except (OSError, ValueError):
             return 0
-        if request is None:
+        if not isinstance(request, dict):
             return 0
-        envs = request.get("envs", []) if isinstance(request, dict) else []
         pids = []
-        for env in envs:
+        for spec in request.get("workers", []):
             pid = os.fork()
             if pid == 0:
                 sock.close()
@@ -158,20 +379,27 @@ def _serve(sock: socket.socket, target: str, master: int) -> int:  # pragma: no 
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
                 os.close(rfd)
                 os.close(wfd)
-                _be_worker(func, env, me)
+                _be_worker(worker, func or target, spec.get("env", {}), me, master)
             pids.append(pid)
         _send(sock, {"pids": pids})
 
 
-def _be_worker(func: Any, env: dict[str, Any], parent: int) -> None:  # pragma: no cover
-    """In a freshly forked worker: take the env, run, and never return."""
-    from client.worker import run
-
-    os.environ.update({str(k): str(v) for k, v in env.items()})
-    os.environ["BUSD_PARENT_PID"] = str(parent)
+def _be_worker(worker: Any, func: Any, env: dict[str, Any], parent: int,
+               master: int) -> None:  # pragma: no cover - runs in a worker
+    """In a freshly forked worker: take the env and the log file, run, never return."""
     code = 70
     try:
-        code = run(func)
+        os.environ.update({str(k): str(v) for k, v in env.items()})
+        os.environ["BUSD_PARENT_PID"] = str(parent)
+        os.environ["BUSD_MASTER_PID"] = str(master)
+        path = log_file_of(env)
+        if path:
+            fd = open_log(path)
+            os.dup2(fd, 1)
+            os.dup2(fd, 2)
+            os.close(fd)
+        worker.configure_logging()
+        code = worker.run(func)
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
@@ -186,3 +414,20 @@ def _reap_children() -> None:  # pragma: no cover - runs in the fork server
             return
         if pid == 0:
             return
+
+
+def main(argv: list[str] | None = None) -> int:  # pragma: no cover - a fork server
+    """``python -m busd.forkserver FD TARGET preload|fresh`` (a replacement server)."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 3 or not args[0].isdigit():
+        print("usage: python -m busd.forkserver FD TARGET preload|fresh", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=os.environ.get("BUSD_LOG_LEVEL", "WARNING").upper(),
+                        format="busd fork server [%(process)d] %(levelname)s: %(message)s")
+    sock = socket.socket(fileno=int(args[0]))
+    master = int(os.environ.get("BUSD_PARENT_PID", "0") or 0)
+    return serve(sock, args[1], args[2] == "preload", master)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -12,10 +12,23 @@ import os
 import shutil
 import sys
 from collections.abc import Mapping, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 #: What a spawner gives back for each worker asked for.
 Spawned = tuple[int, int] | OSError
+#: A worker whose env names a file here has its stdout and stderr appended to it.
+LOG_FILE_ENV = "BUSD_LOG_FILE"
+LOG_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
+
+
+def log_file_of(env: Mapping[str, object]) -> str:
+    """The file a worker's output goes to ('' for the master's own stdout and stderr)."""
+    return str(env.get(LOG_FILE_ENV, "") or "")
+
+
+def open_log(path: str) -> int:
+    """Open (appending, creating) a log file; the caller dup2s and closes the fd."""
+    return os.open(path, LOG_FLAGS, 0o644)
 
 
 class Spawner(Protocol):
@@ -41,7 +54,12 @@ class ExecSpawner:
     def spawn(self, slot: int, env: Mapping[str, str]) -> tuple[int, int]:
         """posix_spawn the worker and open its pidfd."""
         full_env = {**self.env, **env, "BUSD_PARENT_PID": str(os.getpid())}
-        pid = os.posix_spawn(self.path, self.argv, full_env)
+        actions: list[tuple[Any, ...]] = []
+        path = log_file_of(full_env)
+        if path:
+            actions = [(os.POSIX_SPAWN_OPEN, 1, path, LOG_FLAGS & ~os.O_CLOEXEC, 0o644),
+                       (os.POSIX_SPAWN_DUP2, 1, 2)]
+        pid = os.posix_spawn(self.path, self.argv, full_env, file_actions=actions)
         return pid, os.pidfd_open(pid)
 
     def spawn_many(self, requests: Sequence[tuple[int, Mapping[str, str]]]) -> list[Spawned]:

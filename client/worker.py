@@ -15,6 +15,7 @@ import gc
 import importlib
 import logging
 import os
+import select
 import signal
 import sys
 import threading
@@ -57,14 +58,37 @@ def load_target(target: str) -> Callable[[ClientBus], Any]:
     return obj  # type: ignore[no-any-return]
 
 
+def master_watch() -> int | None:
+    """A pidfd of the master when this worker was forked by a fork server, else None."""
+    master = os.environ.get("BUSD_MASTER_PID", "")
+    if not master.isdigit() or int(master) == os.getppid():
+        return None
+    try:
+        return os.pidfd_open(int(master))
+    except OSError:
+        return None
+
+
+def _ended(pidfd: int | None) -> bool:
+    return pidfd is None or bool(select.select([pidfd], [], [], 0)[0])
+
+
 def install_signals(bus: ClientBus) -> None:
     """SIGTERM: leave (this worker only); SIGINT: ignored; SIGHUP: local graceful."""
     parent = os.getppid()
+    master = master_watch()
 
     def on_term(signum: int, frame: FrameType | None) -> None:
         # From the pool (scale down, retire) or from the kernel when the master
         # died (PR_SET_PDEATHSIG): then there is nobody to say goodbye to.
-        alive = os.getppid() == parent
+        nonlocal parent
+        now = os.getppid()
+        if now != parent and master is not None and not _ended(master):
+            # The fork server that made this worker ended, not the master: stay.
+            # From now on the heartbeat tells whether the master lives.
+            parent = now
+            return
+        alive = now == parent
         bus.defer(lambda: bus.leave("SIGTERM", master_alive=alive))
 
     def on_hup(signum: int, frame: FrameType | None) -> None:
@@ -80,10 +104,16 @@ def main(argv: list[str] | None = None) -> int:
     if len(args) != 1:
         print("usage: python -m client.worker pkg.module:function", file=sys.stderr)
         return 2
+    configure_logging()
+    return run(args[0])
+
+
+def configure_logging() -> None:
+    """Log to stderr at ``BUSD_LOG_LEVEL``, each line naming the worker (a process main)."""
     logging.basicConfig(level=os.environ.get("BUSD_LOG_LEVEL", "WARNING").upper(),
                         format=f"worker {os.environ.get('BUSD_WORKER', '?')} "
-                               "[%(process)d] %(levelname)s %(name)s: %(message)s")
-    return run(args[0])
+                               "[%(process)d] %(levelname)s %(name)s: %(message)s",
+                        force=True)
 
 
 def run(target: str | Callable[[ClientBus], Any]) -> int:

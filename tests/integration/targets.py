@@ -35,3 +35,8 @@ def slow_stop(bus: ClientBus) -> None:
         threading.Event().wait(60)
 
     bus.subscribe("stop", stop)
+
+
+def leave_at_once(bus: ClientBus) -> None:
+    """Join, then leave straight away (a worker that only says who it is)."""
+    bus.leave("done")

@@ -83,7 +83,8 @@ def gone(pids: list[int], timeout: float) -> bool:
     return True
 
 
-SPAWN_MODES = [pytest.param([], id="exec"), pytest.param(["--preload"], id="forkserver")]
+SPAWN_MODES = [pytest.param(["--spawn", "exec"], id="exec"), pytest.param([], id="fork"),
+               pytest.param(["--preload"], id="preload")]
 
 
 @pytest.mark.parametrize("mode", SPAWN_MODES)
