@@ -84,6 +84,13 @@ def build_parser() -> argparse.ArgumentParser:
     add("--flap-window", type=float, default=float(_env("flap_window", 60.0)))
     add("--insecure", action="store_true", default=_flag(_env("insecure")),
         help="allow plain TCP off loopback")
+    add("--curve-secret", metavar="FILE", default=_env("curve_secret"),
+        help="make every tcp --bind endpoint CURVE with this secret certificate (mode 0600)")
+    add("--authorized-keys", metavar="DIR", default=_env("authorized_keys"),
+        help="with --curve-secret: the public certificates (*.key) allowed in")
+    add("--readonly-keys", metavar="DIR", default=_env("readonly_keys"),
+        help="with --curve-secret: public certificates allowed to read only "
+             "(status, workers, clients, ping, watch)")
     add("target", nargs="?", default=_env("target"), help="pkg.module:function")
     return p
 
@@ -154,6 +161,8 @@ def run(opts: argparse.Namespace, command: list[str]) -> int:
                   if opts.target and opts.spawn == "fork" else None)
     master = MasterBus(name=opts.name, runtime_dir=runtime, bind=opts.bind,
                        heartbeat=opts.heartbeat, insecure=opts.insecure,
+                       curve_secret=opts.curve_secret, authorized_keys=opts.authorized_keys,
+                       readonly_keys=opts.readonly_keys,
                        # Often enough that a hung worker is seen within its timeout.
                        pong_interval=min(5 * opts.heartbeat, opts.worker_timeout / 3),
                        no_relay=("log", "main", *SIGNAL_CHANNELS), check_running=False)

@@ -14,6 +14,7 @@ from typing import Any
 
 import zmq
 
+from busd.auth import ClientKeys, HandshakeWatch, secure_client, watch_handshakes
 from busd.endpoints import CTL_HWM, configure
 from busd.errors import NoMaster, ProtocolError
 from busd.wire import Kind, Message, decode, encode, error_from_wire
@@ -36,18 +37,26 @@ def reply_result(msg: Message) -> Any:
 
 
 class Control:
-    """A synchronous control connection to one master (for busctl and tools)."""
+    """A synchronous control connection to one master (for busctl and tools).
+
+    With ``curve`` keys a tcp connection is a CURVE client; over tcp the
+    handshake is watched, so a refused key raises :class:`KeyRefused` at once.
+    """
 
     def __init__(self, endpoint: str, timeout: float = DEFAULT_TIMEOUT,
-                 context: zmq.Context[Any] | None = None) -> None:
+                 context: zmq.Context[Any] | None = None,
+                 curve: ClientKeys | None = None) -> None:
         self.endpoint = endpoint
         self.timeout = timeout
         self._own_context = context is None
         self._ctx = context or zmq.Context()
         self._sock = self._ctx.socket(zmq.DEALER)
         self._ids = itertools.count(1)
+        self._watch: HandshakeWatch | None = None
         try:
             configure(self._sock, CTL_HWM)
+            secure_client(self._sock, curve, endpoint)
+            self._watch = watch_handshakes(self._sock, endpoint, curve)
             self._sock.connect(endpoint)
         except BaseException:
             self.close()
@@ -73,7 +82,7 @@ class Control:
         until = time.monotonic() + deadline
         while True:
             remaining = until - time.monotonic()
-            if remaining <= 0 or not self._sock.poll(int(remaining * 1000) + 1, zmq.POLLIN):
+            if remaining <= 0 or not self._wait_readable(remaining):
                 raise NoMaster(f"no busd answered at {self.endpoint} within {deadline:g}s")
             try:
                 msg = decode(self._sock.recv(zmq.NOBLOCK), allowed=_REPLY)
@@ -85,8 +94,26 @@ class Control:
                 # An unsolicited error about an earlier message of ours.
                 reply_result(msg)
 
+    def _wait_readable(self, timeout: float) -> bool:
+        """Wait for a reply; over tcp, raise KeyRefused if the handshake fails meanwhile."""
+        if self._watch is None:
+            return bool(self._sock.poll(int(timeout * 1000) + 1, zmq.POLLIN))
+        poller = zmq.Poller()
+        poller.register(self._sock, zmq.POLLIN)
+        poller.register(self._watch.socket, zmq.POLLIN)
+        until = time.monotonic() + timeout
+        while (remaining := until - time.monotonic()) > 0:
+            ready = dict(poller.poll(int(remaining * 1000) + 1))
+            if self._watch.socket in ready:
+                self._watch.check()
+            if self._sock in ready:
+                return True
+        return False
+
     def close(self) -> None:
         """Close the socket (linger 0) and the context if it is ours."""
+        if self._watch is not None:
+            self._watch.close()
         self._sock.close(linger=0)
         if self._own_context and not self._ctx.closed:
             self._ctx.term()

@@ -65,14 +65,35 @@ def runtime_dir(name: str | None = None, env: Mapping[str, str] | None = None) -
 
 
 def ensure_runtime_dir(path: Path) -> Path:
-    """Create ``path`` (and parents) mode 0700; refuse one another user owns."""
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    info = path.stat()
-    if info.st_uid != os.getuid():
-        raise EndpointError(f"runtime dir {path} belongs to uid {info.st_uid}, not to us")
-    if stat.S_IMODE(info.st_mode) != 0o700:
+    """Create ``path`` (and parents) mode 0700; refuse an unsafe one.
+
+    Refused: a dir another user owns, or one that group or others may write
+    (they could replace its sockets), and the same for the per-user parent
+    ``/tmp/busd-<uid>``.  Read access for others is taken away (mode 0700).
+    """
+    if not path.parent.exists():
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.mkdir(mode=0o700, exist_ok=True)
+    if path.parent.name == f"busd-{os.getuid()}":
+        check_private_dir(path.parent)
+    check_private_dir(path)
+    if stat.S_IMODE(path.stat().st_mode) != 0o700:
         os.chmod(path, 0o700)
     return path
+
+
+def check_private_dir(path: Path) -> None:
+    """Refuse a dir that is not ours, or that group or others may write."""
+    info = path.lstat()
+    if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
+        raise EndpointError(f"runtime dir {path} is not a directory (a symlink?)")
+    if info.st_uid != os.getuid():
+        raise EndpointError(f"runtime dir {path} belongs to uid {info.st_uid}, not to us "
+                            f"(uid {os.getuid()}): choose another --runtime-dir")
+    mode = stat.S_IMODE(info.st_mode)
+    if mode & 0o022:
+        raise EndpointError(f"runtime dir {path} is mode {mode:04o}, writable by group or "
+                            f"others (they could replace its sockets): chmod 700 {path}")
 
 
 def ipc_endpoint(path: Path) -> str:
@@ -102,8 +123,22 @@ def client_endpoints(name: str | None = None, runtime: str | Path | None = None,
                      ctl=env.get("BUSD_CTL_ENDPOINT") or defaults.ctl)
 
 
-def check_bind(endpoint: str, insecure: bool = False) -> None:
-    """Refuse a TCP endpoint off loopback unless ``insecure`` is set."""
+def pub_beside(ctl: str) -> Endpoints:
+    """The PUB endpoint that goes with a control endpoint given to ``--bind``."""
+    if ctl.startswith("ipc://"):
+        return Endpoints(pub=ipc_endpoint(Path(ctl[6:] + ".pub")), ctl=ctl)
+    if ctl.startswith("tcp://"):
+        host, _, port = ctl[6:].rpartition(":")
+        pub_port = "*" if port == "*" else str(int(port) + 1)
+        return Endpoints(pub=f"tcp://{host}:{pub_port}", ctl=ctl)
+    raise EndpointError(f"unsupported endpoint {ctl!r}")
+
+
+def check_bind(endpoint: str, insecure: bool = False, curve: bool = False) -> None:
+    """Refuse a plain TCP endpoint off loopback unless ``insecure`` is set.
+
+    With ``curve`` every tcp endpoint is a CURVE server: any address will do.
+    """
     parts = urlsplit(endpoint)
     if parts.scheme in ("ipc", "inproc"):
         return
@@ -114,9 +149,9 @@ def check_bind(endpoint: str, insecure: bool = False) -> None:
         loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
     except ValueError:
         loopback = False
-    if not loopback and not insecure:
-        raise EndpointError(f"{endpoint}: plain TCP is allowed only on loopback "
-                            "(or with --insecure)")
+    if not loopback and not insecure and not curve:
+        raise EndpointError(f"{endpoint}: plain TCP is allowed only on loopback; give "
+                            "--curve-secret and --authorized-keys (CURVE), or --insecure")
 
 
 def secure_ipc(endpoint: str) -> None:

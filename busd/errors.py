@@ -70,6 +70,14 @@ class NoMaster(BusError, TimeoutError):
     """No master answered within the timeout."""
 
 
+class Forbidden(BusError):
+    """The master refused a request that this client's key is not allowed to make."""
+
+
+class KeyRefused(NoMaster):
+    """The master refused this client's CURVE handshake (its key, or no key)."""
+
+
 class AlreadyRunning(BusError):
     """Another master answers on the endpoints this one was asked to bind."""
 

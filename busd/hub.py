@@ -19,10 +19,11 @@ import collections
 import logging
 import threading
 import time
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import zmq
 
+from busd.auth import RefusalLog, Role, is_tcp, peer_role
 from busd.endpoints import CTL_HWM, PUB_HWM, Endpoints, Outbox, configure, secure_ipc
 from busd.errors import ProtocolError
 from busd.registry import NOT_JOINED, ClientInfo, Registry
@@ -38,6 +39,9 @@ from busd.wire import (
     error_to_wire,
     wire_error,
 )
+
+if TYPE_CHECKING:
+    from busd.zap import CurveServer
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +77,7 @@ class Hub:
     def __init__(self, owner: HubOwner, endpoints: list[Endpoints], heartbeat: float,
                  liveness: int, context: zmq.Context[Any] | None = None,
                  pong_interval: float | None = None,
-                 pub_hwm: int = PUB_HWM) -> None:
+                 pub_hwm: int = PUB_HWM, curve: CurveServer | None = None) -> None:
         self.owner = owner
         self.registry = Registry()
         self.heartbeat = heartbeat
@@ -84,6 +88,11 @@ class Hub:
         self.stats: collections.Counter[str] = collections.Counter()
         self._own_context = context is None
         self._ctx = context or zmq.Context()
+        #: CURVE on the tcp endpoints, with pyzmq's ZAP thread on our context.
+        self._curve = curve
+        self._forbidden = RefusalLog("forbidden request from read-only key")
+        if curve is not None:
+            curve.start(self._ctx)
         self._pub = self._ctx.socket(zmq.XPUB)
         self._ctl = self._ctx.socket(zmq.ROUTER)
         configure(self._pub, pub_hwm)
@@ -108,10 +117,16 @@ class Hub:
         for sock, endpoint, bound in ((self._pub, ep.pub, self.pub_endpoints),
                                       (self._ctl, ep.ctl, self.ctl_endpoints)):
             self.guard.claim(endpoint)
+            curve = self._curve if is_tcp(endpoint) else None
+            if curve is not None:
+                curve.secure(sock)
             try:
                 sock.bind(endpoint)
             except zmq.ZMQError as exc:
                 raise OSError(f"cannot bind {endpoint}: {exc}") from exc
+            finally:
+                if curve is not None:
+                    curve.plain(sock)
             last = sock.getsockopt_string(zmq.LAST_ENDPOINT)
             secure_ipc(last)
             self.guard.watch(sock, last)
@@ -200,6 +215,8 @@ class Hub:
         for sock in (self._pub, self._ctl):
             if not sock.closed:
                 sock.close(linger=linger_ms)
+        if self._curve is not None:
+            self._curve.stop()
         if self._own_context and not self._ctx.closed:
             self._ctx.term()
         self.guard.close()
@@ -208,7 +225,7 @@ class Hub:
     def _read_ctl(self) -> None:
         for _ in range(DRAIN_LIMIT):
             try:
-                frames = self._ctl.recv_multipart(zmq.NOBLOCK)
+                frames, role, peer = self._recv_ctl()
             except zmq.Again:
                 return
             identity = frames[0]
@@ -222,12 +239,20 @@ class Hub:
                 self._reject(identity, 0, exc)
                 continue
             try:
-                self._dispatch(identity, msg)
+                self._dispatch(identity, msg, role, peer)
             except ProtocolError as exc:
                 self._reject(identity, msg.req_id, exc)
             except Exception as exc:
                 log.exception("error handling %s from a client", msg.kind.name)
                 self._reject(identity, msg.req_id, exc)
+
+    def _recv_ctl(self) -> tuple[list[bytes], Role, str]:
+        """One message from the ROUTER, with its peer's role (ZAP's User-Id) when CURVE is on."""
+        if self._curve is None:
+            return self._ctl.recv_multipart(zmq.NOBLOCK), Role.FULL, "local"
+        parts = self._ctl.recv_multipart(zmq.NOBLOCK, copy=False)
+        role, peer = peer_role(parts[-1])
+        return [part.bytes for part in parts], role, peer
 
     def _reject(self, identity: bytes, req_id: int, exc: Exception) -> None:
         code = getattr(exc, "code", ErrorCode.INTERNAL.value)
@@ -240,12 +265,13 @@ class Hub:
         if count <= 5 or count % COMPLAINT_EVERY == 0:
             log.warning("%s (%s #%d)", message, code, count)
 
-    def _dispatch(self, identity: bytes, msg: Message) -> None:
+    def _dispatch(self, identity: bytes, msg: Message, role: Role = Role.FULL,
+                  peer: str = "local") -> None:
         body: dict[str, Any] = msg.body
         if msg.kind is Kind.HELLO:
             self._hello(identity, msg.req_id, body)
         elif msg.kind is Kind.REQUEST:
-            self._request(identity, msg.req_id, body)
+            self._request(identity, msg.req_id, body, role, peer)
         elif self.registry.get(identity) is None:
             raise wire_error(ErrorCode.UNKNOWN_CLIENT,
                              f"{msg.kind.name} from a client that has not said HELLO "
@@ -268,7 +294,8 @@ class Hub:
                 self.owner.hub_event("client_left", {**info.as_dict(),
                                                      "reason": str(body.get("reason", ""))})
 
-    def _request(self, identity: bytes, req_id: int, body: dict[str, Any]) -> None:
+    def _request(self, identity: bytes, req_id: int, body: dict[str, Any],
+                 role: Role = Role.FULL, peer: str = "local") -> None:
         cmd = body.get("cmd")
         if not isinstance(cmd, str):
             raise wire_error(ErrorCode.BAD_ARGUMENTS, "a REQUEST body needs a 'cmd' string")
@@ -277,9 +304,20 @@ class Hub:
         try:
             result = self.owner.quick_request(cmd, body)
         except LookupError:
+            # Only the requests answered here are read-only; the rest change state.
+            if role is Role.READ_ONLY:
+                self._forbid(identity, req_id, cmd, peer)
+                return
             self.owner.queue_request(identity, req_id, body)
             return
         self.reply(identity, req_id, True, result)
+
+    def _forbid(self, identity: bytes, req_id: int, cmd: str, peer: str) -> None:
+        self.stats["forbidden"] += 1
+        self._forbidden.refused(peer, f"{cmd!r}")
+        self.reply(identity, req_id, False, error_to_wire(wire_error(
+            ErrorCode.FORBIDDEN, f"{cmd!r} is forbidden: this client's key is read-only "
+            "(it may ping, status, workers, clients, watch and subscribe)")))
 
     def _hello(self, identity: bytes, req_id: int, body: dict[str, Any]) -> None:
         token = body.get("token")
@@ -349,5 +387,6 @@ class Hub:
         """Counters of requests, acks and rejected input, and the bound endpoints."""
         return {"counters": dict(self.stats), "rundir": self.guard.statistics(),
                 "pub": self.pub_endpoints,
-                "ctl": self.ctl_endpoints, "clients": len(self.registry.clients())}
+                "ctl": self.ctl_endpoints, "clients": len(self.registry.clients()),
+                "curve": self._curve.statistics() if self._curve is not None else None}
 

@@ -23,11 +23,13 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from busd import endpoints as ep
+from busd.auth import KeyFileError
 from busd.bus import Bus, State
 from busd.control import Control
+from busd.endpoints import pub_beside
 from busd.errors import AlreadyRunning, BusError, ChannelFailures, NoMaster, ProtocolError
 from busd.hub import Hub
 from busd.registry import AckReport, ClientInfo
@@ -41,6 +43,9 @@ from busd.wire import (
     error_to_wire,
     wire_error,
 )
+
+if TYPE_CHECKING:
+    from busd.zap import CurveServer
 
 #: Channels whose meaning travels as STATE messages, never as PUBLISH.
 LIFECYCLE_CHANNELS = frozenset({"start", "stop", "exit"})
@@ -71,7 +76,10 @@ class MasterBus(Bus):
                  liveness: int = HEARTBEAT_LIVENESS, no_relay: Iterable[str] = ("log", "main"),
                  insecure: bool = False, ack_timeout: float = DEFAULT_ACK_TIMEOUT,
                  pub_hwm: int = ep.PUB_HWM, shutdown_timeout: float = 60.0,
-                 pong_interval: float | None = None, check_running: bool = True) -> None:
+                 pong_interval: float | None = None, check_running: bool = True,
+                 curve_secret: str | Path | None = None,
+                 authorized_keys: str | Path | None = None,
+                 readonly_keys: str | Path | None = None) -> None:
         super().__init__()
         self.name = name or os.environ.get("BUSD_NAME") or ep.DEFAULT_NAME
         directory = Path(runtime_dir) if runtime_dir else ep.runtime_dir(self.name)
@@ -79,8 +87,9 @@ class MasterBus(Bus):
         endpoints = [ep.default_endpoints(self.runtime_dir)]
         if check_running:
             refuse_if_running(endpoints[0].ctl)
+        curve = curve_server(curve_secret, authorized_keys, readonly_keys)
         for extra in bind or ():
-            ep.check_bind(extra, insecure)
+            ep.check_bind(extra, insecure, curve=curve is not None)
             endpoints.append(pub_beside(extra))
         self.epoch = int.from_bytes(os.urandom(6), "big")
         self.pid = os.getpid()
@@ -110,7 +119,7 @@ class MasterBus(Bus):
         #: Callables that add to the status map (the pool adds its workers).
         self.status_hooks: list[Callable[[dict[str, Any]], None]] = []
         self.hub = Hub(self, endpoints, heartbeat, liveness, pub_hwm=pub_hwm,
-                       pong_interval=pong_interval or heartbeat * PONG_EVERY)
+                       pong_interval=pong_interval or heartbeat * PONG_EVERY, curve=curve)
         self._command_thread = threading.Thread(target=self._run_commands,
                                                 name="busd-commands", daemon=True)
         self.hub.start()
@@ -453,15 +462,19 @@ def refuse_if_running(ctl: str, timeout: float = 0.5) -> None:
     raise AlreadyRunning(f"a busd master (pid {info.get('pid')}) already serves {ctl}")
 
 
-def pub_beside(ctl: str) -> ep.Endpoints:
-    """The PUB endpoint that goes with a control endpoint given to ``--bind``."""
-    if ctl.startswith("ipc://"):
-        return ep.Endpoints(pub=ep.ipc_endpoint(Path(ctl[6:] + ".pub")), ctl=ctl)
-    if ctl.startswith("tcp://"):
-        host, _, port = ctl[6:].rpartition(":")
-        pub_port = "*" if port == "*" else str(int(port) + 1)
-        return ep.Endpoints(pub=f"tcp://{host}:{pub_port}", ctl=ctl)
-    raise ep.EndpointError(f"unsupported endpoint {ctl!r}")
+def curve_server(secret: str | Path | None, authorized: str | Path | None,
+                 readonly: str | Path | None) -> CurveServer | None:
+    """The CURVE side of the tcp endpoints, keys checked; None without a secret key."""
+    if secret is None:
+        if authorized or readonly:
+            raise KeyFileError("--authorized-keys and --readonly-keys need --curve-secret")
+        return None
+    if authorized is None:
+        raise KeyFileError("--curve-secret needs --authorized-keys DIR (the public keys "
+                           "allowed in)")
+    from busd.zap import CurveServer  # loads zmq.auth (and asyncio): only when needed
+
+    return CurveServer(secret, authorized, readonly)
 
 
 def _timeout_error(limit: float) -> Callable[[list[ClientInfo], AckReport], Exception]:

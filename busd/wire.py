@@ -36,6 +36,7 @@ import msgpack
 from busd.errors import (
     BusError,
     ChannelFailures,
+    Forbidden,
     IllegalTransition,
     NoMaster,
     ProtocolError,
@@ -102,6 +103,7 @@ class ErrorCode(str, enum.Enum):
     ILLEGAL_TRANSITION = "illegal_transition"
     TIMEOUT = "timeout"
     NO_MASTER = "no_master"
+    FORBIDDEN = "forbidden"
     INTERNAL = "internal"
 
 
@@ -241,6 +243,7 @@ _CODE_CLASSES: dict[ErrorCode, type[BusError]] = {
     ErrorCode.ILLEGAL_TRANSITION: IllegalTransition,
     ErrorCode.TIMEOUT: WaitTimeout,
     ErrorCode.NO_MASTER: NoMaster,
+    ErrorCode.FORBIDDEN: Forbidden,
     ErrorCode.INTERNAL: RemoteError,
 }
 

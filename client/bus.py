@@ -27,9 +27,10 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from typing import Any
 
+from busd.auth import ClientKeys, client_keys
 from busd.bus import Bus, State
-from busd.endpoints import Endpoints, client_endpoints
-from busd.errors import BusError, ChannelFailures, MasterLost, NoMaster
+from busd.endpoints import Endpoints, client_endpoints, pub_beside
+from busd.errors import BusError, ChannelFailures, KeyRefused, MasterLost, NoMaster
 from busd.wire import Kind, describe, encode
 from client.link import Link
 
@@ -52,7 +53,8 @@ class ClientBus(Bus):
 
     def __init__(self, endpoints: Endpoints, *, name: str = "", role: str = "worker",
                  worker: int | None = None, timeout: float = DEFAULT_TIMEOUT,
-                 on_master_lost: str = "exit", shutdown_timeout: float = 60.0) -> None:
+                 on_master_lost: str = "exit", shutdown_timeout: float = 60.0,
+                 curve: ClientKeys | None = None) -> None:
         if on_master_lost not in ("exit", "wait"):
             raise ValueError("on_master_lost is 'exit' or 'wait'")
         super().__init__()
@@ -67,7 +69,7 @@ class ClientBus(Bus):
         self.link = Link(endpoints, self._enqueue,
                          {"name": name, "role": role, "worker": worker},
                          wait_for_new_master=on_master_lost == "wait",
-                         local_state=lambda: self._state.name)
+                         local_state=lambda: self._state.name, curve=curve)
         self._dispatcher = threading.Thread(target=self._dispatch, name="busd-dispatch",
                                             daemon=True)
 
@@ -82,8 +84,10 @@ class ClientBus(Bus):
         limit = self.timeout if timeout is None else timeout
         self._dispatcher.start()
         self.link.start()
-        if not self.link.joined.wait(limit):
+        if not self.link.settled.wait(limit) or not self.link.joined.is_set():
             self.close()
+            if self.link.refusal is not None:
+                raise KeyRefused(self.link.refusal)
             raise NoMaster(f"no busd answered at {self.endpoints.ctl} within {limit:g}s")
         if mirror:
             self.mirror()
@@ -353,20 +357,27 @@ class ClientBus(Bus):
 def connect(name: str | None = None, runtime_dir: str | Path | None = None, *,
             pub: str | None = None, ctl: str | None = None, mirror: bool = True,
             timeout: float = DEFAULT_TIMEOUT, on_master_lost: str | None = None,
-            role: str = "worker") -> ClientBus:
+            role: str = "worker", server_key: str | Path | None = None,
+            curve_secret: str | Path | None = None) -> ClientBus:
     """Connect a ClientBus to a master and return it, joined.
 
     With no arguments the master is found from ``BUSD_PUB_ENDPOINT`` and
     ``BUSD_CTL_ENDPOINT``, else ``BUSD_RUNTIME_DIR`` / ``BUSD_NAME``, else the
     default runtime dir.  ``BUSD_WORKER`` names the pool slot;
-    ``BUSD_ON_MASTER_LOST`` may say ``wait``.
+    ``BUSD_ON_MASTER_LOST`` may say ``wait``.  Over tcp, ``server_key`` (the
+    master's public certificate) and ``curve_secret`` (this client's secret
+    certificate), else ``BUSD_SERVER_KEY`` / ``BUSD_CURVE_SECRET``, make the
+    connection CURVE; a refused key raises :class:`busd.errors.KeyRefused`.
+    A tcp ``ctl`` without ``pub`` means the PUB endpoint on the next port.
     """
     found = client_endpoints(name, runtime_dir)
+    if ctl and not pub and ctl.startswith("tcp://"):
+        pub = pub_beside(ctl).pub
     endpoints = Endpoints(pub=pub or found.pub, ctl=ctl or found.ctl)
     worker_env = os.environ.get("BUSD_WORKER", "")
     bus = ClientBus(endpoints, name=os.environ.get("BUSD_WORKER_NAME", ""), role=role,
                     worker=int(worker_env) if worker_env.isdigit() else None,
-                    timeout=timeout,
+                    timeout=timeout, curve=client_keys(server_key, curve_secret),
                     on_master_lost=on_master_lost or os.environ.get("BUSD_ON_MASTER_LOST",
                                                                     "exit"))
     return bus.connect(mirror=mirror, timeout=timeout)

@@ -36,6 +36,7 @@ from typing import Any
 
 import zmq
 
+from busd.auth import KeyFileError, client_keys, secure_client
 from busd.control import DEFAULT_TIMEOUT, Control
 from busd.endpoints import PUB_HWM, EndpointError, client_endpoints, configure
 from busd.errors import BusError, NoMaster, ProtocolError
@@ -136,6 +137,11 @@ def _global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
                         help="the master's runtime dir (holds ctl.sock and pub.sock)")
     parser.add_argument("--endpoint", metavar="EP", default=default(None),
                         help="the master's control endpoint, e.g. tcp://127.0.0.1:7000")
+    parser.add_argument("--server-key", metavar="FILE", default=default(None),
+                        help="tcp+CURVE: the master's public certificate (or BUSD_SERVER_KEY)")
+    parser.add_argument("--curve-secret", metavar="FILE", default=default(None),
+                        help="tcp+CURVE: this client's secret certificate, mode 0600 "
+                        "(or BUSD_CURVE_SECRET)")
     parser.add_argument("--timeout", metavar="S", type=_seconds,
                         default=default(DEFAULT_TIMEOUT),
                         help=f"seconds to wait for an answer (default {DEFAULT_TIMEOUT:g})")
@@ -244,13 +250,14 @@ def control_endpoint(args: argparse.Namespace) -> str:
 def _run_remote(args: argparse.Namespace, handler: Handler) -> int:
     try:
         endpoint = control_endpoint(args)
-    except EndpointError as exc:
+        args.curve = client_keys(args.server_key, args.curve_secret)
+    except (EndpointError, KeyFileError) as exc:
         _error(str(exc))
         return EXIT_USAGE
     ctx: zmq.Context[Any] = zmq.Context()
     try:
         try:
-            control = Control(endpoint, args.timeout, context=ctx)
+            control = Control(endpoint, args.timeout, context=ctx, curve=args.curve)
         except zmq.ZMQError as exc:
             # Control leaves its socket open when connect() fails: close it while
             # the traceback still holds it, or its __del__ warns.
@@ -440,6 +447,7 @@ def _watch(args: argparse.Namespace, control: Control) -> int:
     try:
         configure(sub, PUB_HWM)
         sub.setsockopt(zmq.SUBSCRIBE, b"")
+        secure_client(sub, args.curve, pub)
         sub.connect(pub)
         return Watcher(args, sub, pub).run()
     finally:

@@ -28,9 +28,10 @@ from typing import Any
 
 import zmq
 
+from busd.auth import ClientKeys, HandshakeWatch, secure_client, watch_handshakes
 from busd.control import reply_result, request_frame
 from busd.endpoints import CTL_HWM, PUB_HWM, Endpoints, Outbox, configure
-from busd.errors import MasterLost, ProtocolError
+from busd.errors import KeyRefused, MasterLost, ProtocolError
 from busd.wire import (
     HEARTBEAT_INTERVAL,
     HEARTBEAT_LIVENESS,
@@ -66,7 +67,8 @@ class Link:
 
     def __init__(self, endpoints: Endpoints, deliver: Deliver, hello: dict[str, Any],
                  wait_for_new_master: bool = False,
-                 local_state: Callable[[], str] = lambda: "") -> None:
+                 local_state: Callable[[], str] = lambda: "",
+                 curve: ClientKeys | None = None) -> None:
         self.endpoints = endpoints
         self.local_state = local_state
         self.deliver = deliver
@@ -76,6 +78,12 @@ class Link:
                       **hello}
         self.outbox = Outbox()
         self.joined = threading.Event()
+        #: Set when joined, or when the master refused this client's key.
+        self.settled = threading.Event()
+        #: Why the master refused the handshake (None while it has not).
+        self.refusal: str | None = None
+        self.curve = curve
+        self._watch: HandshakeWatch | None = None
         self.lost = threading.Event()
         self.epoch = 0
         self.seq = 0
@@ -113,6 +121,9 @@ class Link:
         """Connect, subscribe, say HELLO and start the thread."""
         self._sub.setsockopt(zmq.SUBSCRIBE, b"")
         self._sub.setsockopt(zmq.SUBSCRIBE, join_topic(self.token))
+        secure_client(self._sub, self.curve, self.endpoints.pub)
+        secure_client(self._ctl, self.curve, self.endpoints.ctl)
+        self._watch = watch_handshakes(self._ctl, self.endpoints.ctl, self.curve)
         self._sub.connect(self.endpoints.pub)
         self._ctl.connect(self.endpoints.ctl)
         self._send_hello(subscribe=True)
@@ -167,6 +178,8 @@ class Link:
         poller = zmq.Poller()
         for item in (self._sub, self._ctl, self.outbox.fileno):
             poller.register(item, zmq.POLLIN)
+        if self._watch is not None:
+            poller.register(self._watch.socket, zmq.POLLIN)
         try:
             while not self._closed.is_set():
                 ready = dict(poller.poll(int(self._poll_ms())))
@@ -176,6 +189,8 @@ class Link:
                     self._read_sub()
                 if self._ctl in ready:
                     self._read_ctl()
+                if self._watch is not None and self._watch.socket in ready:
+                    self._check_handshake()
                 self._check_master()
                 self._keep_alive()
         except Exception:
@@ -183,6 +198,16 @@ class Link:
             self._master_lost("the client link failed")
         finally:
             self._fail_futures()
+
+    def _check_handshake(self) -> None:
+        assert self._watch is not None
+        try:
+            self._watch.check()
+        except KeyRefused as exc:
+            if self.refusal is None:
+                log.error("%s", exc)
+            self.refusal = str(exc)
+            self.settled.set()
 
     def _poll_ms(self) -> float:
         if self.lost.is_set() or not self.joined.is_set():
@@ -226,6 +251,8 @@ class Link:
 
     def _close_sockets(self, linger_ms: int) -> None:
         self._closed.set()
+        if self._watch is not None:
+            self._watch.close()
         for sock in (self._sub, self._ctl):
             if not sock.closed:
                 sock.close(linger=linger_ms)
@@ -312,6 +339,7 @@ class Link:
             self.stats["missed"] += missed
         self.seq = self._last_state_seq = snap_seq
         self.joined.set()
+        self.settled.set()
         self._deliver_control(("snapshot", self.epoch, self.seq, snap["state"], missed))
         for m in buffered:
             self._on_broadcast(m)

@@ -29,9 +29,10 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STDLIB = frozenset(sys.stdlib_module_names)
 CORE = {"busd/bus.py": {"busd.errors"}, "busd/errors.py": set()}
-WIRE_LAYER = ("busd/wire.py", "busd/endpoints.py", "busd/control.py")
+WIRE_LAYER = ("busd/wire.py", "busd/endpoints.py", "busd/control.py", "busd/auth.py")
 WIRE_THIRD_PARTY = {"msgpack", "zmq"}
-SHARED_CORE = {"busd.bus", "busd.errors", "busd.wire", "busd.endpoints", "busd.control"}
+SHARED_CORE = {"busd.bus", "busd.errors", "busd.wire", "busd.endpoints", "busd.control",
+               "busd.auth"}
 WIRE_MAY_IMPORT = SHARED_CORE
 CLIENT_MAY_IMPORT = SHARED_CORE
 # Users of both sides, and the fork server's child loading the worker's main.

@@ -1,0 +1,271 @@
+"""CURVE keys and ZAP: who may talk to a master over tcp, and in which role.
+
+::
+
+    client DEALER/SUB (CURVE client:          master ROUTER/XPUB, tcp endpoints only
+      server key, own key pair)   --tcp-->    (CURVE server, ZAP domain "busd")
+                                                  | ZAP request, inproc://zeromq.zap.01
+                                                  v
+                                  [ zmq.auth thread: Authenticator + KeyRing ]
+                                                  | User-Id "rw:<z85 key>" | "ro:<z85 key>"
+                                                  v
+                            [ busd-hub ] reads each request's User-Id: peer_role()
+
+Encryption and authentication are ZeroMQ's own (CURVE, ZAP through pyzmq's
+:mod:`zmq.auth`); busd only loads and checks key files and maps a client's
+public key to a role.  The :class:`KeyRing` belongs to the authenticator's
+thread (it is handed over before that thread starts); the hub learns a
+peer's role from the User-Id libzmq attaches to every frame, so no state is
+shared between the two threads.
+
+Read-only keys may run the requests the hub answers at once (``ping``,
+``status``, ``workers``, ``clients``, ``snapshot``), subscribe and join as
+a watcher; anything else answers ``forbidden``.  ipc peers have no User-Id:
+the runtime dir's permissions (0700, sockets 0600) already say who they are.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import os
+import stat
+import struct
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import zmq
+
+from busd.errors import BusError, KeyRefused
+
+log = logging.getLogger(__name__)
+
+ZAP_DOMAIN = b"busd"
+#: A key pair's public half or secret half, z85: 40 characters.
+Z85_KEY_LENGTH = 40
+#: The same peer's refusals are logged at most once in this many seconds.
+REFUSAL_LOG_INTERVAL = 60.0
+#: Refusals remembered per peer at most (oldest forgotten first).
+REFUSAL_PEERS = 1024
+
+
+class KeyFileError(BusError):
+    """A key file or key dir is missing, unreadable, unsafe or unparseable."""
+
+
+class Role(str, enum.Enum):
+    """What a client's key allows."""
+
+    FULL = "rw"
+    READ_ONLY = "ro"
+
+
+class KeyPair(NamedTuple):
+    """A z85 public key and, for one's own certificate, its secret."""
+
+    public: bytes
+    secret: bytes
+
+
+# -- key files -----------------------------------------------------------------
+
+def check_private(path: Path) -> None:
+    """Refuse a secret key file that is missing or that others may read or write."""
+    try:
+        info = path.stat()
+    except OSError as exc:
+        raise KeyFileError(f"cannot read key file {path}: {exc.strerror}") from exc
+    if not stat.S_ISREG(info.st_mode):
+        raise KeyFileError(f"key file {path} is not a regular file")
+    mode = stat.S_IMODE(info.st_mode)
+    if mode & 0o077:
+        raise KeyFileError(f"secret key file {path} is mode {mode:04o}, readable or writable "
+                        f"by others: chmod 600 {path}")
+    if info.st_uid != os.getuid() and os.getuid() != 0:
+        raise KeyFileError(f"secret key file {path} belongs to uid {info.st_uid}, not to us")
+
+
+def _load(path: Path) -> tuple[bytes, bytes | None]:
+    import zmq.auth  # here: it loads asyncio, which busctl without keys never needs
+
+    try:
+        public, secret = zmq.auth.load_certificate(path)
+    except (OSError, ValueError) as exc:
+        raise KeyFileError(f"cannot load key file {path}: {exc}") from exc
+    if len(public) != Z85_KEY_LENGTH or (secret is not None and len(secret) != Z85_KEY_LENGTH):
+        raise KeyFileError(f"key file {path} holds no valid z85 key (40 characters)")
+    return public, secret
+
+
+def load_secret(path: str | Path) -> KeyPair:
+    """One's own certificate (``*.key_secret``, as ``busctl keygen`` writes): checked."""
+    path = Path(path)
+    check_private(path)
+    public, secret = _load(path)
+    if secret is None:
+        raise KeyFileError(f"key file {path} holds no secret key (give the .key_secret file)")
+    return KeyPair(public, secret)
+
+
+def load_public(path: str | Path) -> bytes:
+    """A public key from a certificate (``*.key``; a ``.key_secret`` file works too)."""
+    path = Path(path)
+    if not path.is_file():
+        raise KeyFileError(f"cannot read key file {path}: no such file")
+    return _load(path)[0]
+
+
+def load_key_dir(path: str | Path) -> frozenset[bytes]:
+    """The public keys of every ``*.key`` certificate in ``path``; refuses an unsafe dir."""
+    path = Path(path)
+    try:
+        info = path.stat()
+    except OSError as exc:
+        raise KeyFileError(f"cannot read key dir {path}: {exc.strerror}") from exc
+    if not stat.S_ISDIR(info.st_mode):
+        raise KeyFileError(f"key dir {path} is not a directory")
+    if stat.S_IMODE(info.st_mode) & 0o022:
+        raise KeyFileError(f"key dir {path} is writable by others (mode "
+                        f"{stat.S_IMODE(info.st_mode):04o}): anyone could add a key; "
+                        f"chmod go-w {path}")
+    return frozenset(_load(item)[0] for item in sorted(path.glob("*.key")))
+
+
+# -- the master side -----------------------------------------------------------
+
+class RefusalLog:
+    """Logs a refused peer once per interval, with how many refusals it had meanwhile."""
+
+    def __init__(self, what: str, interval: float = REFUSAL_LOG_INTERVAL) -> None:
+        self.what = what
+        self.interval = interval
+        self._seen: dict[str, tuple[float, int]] = {}
+        self.total = 0
+
+    def refused(self, peer: str, detail: str) -> None:
+        """Count a refusal of ``peer``; log it if this peer was quiet for an interval."""
+        self.total += 1
+        now = time.monotonic()
+        last, count = self._seen.pop(peer, (-self.interval, 0))
+        if now - last >= self.interval:
+            more = f" ({count} more since the last report)" if count else ""
+            log.warning("%s %s: %s%s", self.what, peer, detail, more)
+            self._seen[peer] = (now, 0)
+        else:
+            self._seen[peer] = (last, count + 1)
+        while len(self._seen) > REFUSAL_PEERS:
+            del self._seen[next(iter(self._seen))]
+
+
+def peer_role(frame: zmq.Frame) -> tuple[Role, str]:
+    """The role of the peer a frame came from, and its key (``local`` over ipc)."""
+    try:
+        user = frame.get("User-Id")
+    except zmq.ZMQError:
+        return Role.FULL, "local"
+    role, _, key = str(user).partition(":")
+    if role == Role.FULL.value and key:
+        return Role.FULL, key
+    if role == Role.READ_ONLY.value and key:
+        return Role.READ_ONLY, key
+    return Role.FULL, "local"
+
+
+def is_tcp(endpoint: str) -> bool:
+    """Whether ``endpoint`` goes over the network (CURVE applies)."""
+    return endpoint.startswith("tcp://")
+
+
+# -- the client side -----------------------------------------------------------
+
+class ClientKeys(NamedTuple):
+    """What a client needs to talk CURVE: the master's public key and its own pair."""
+
+    server: bytes
+    own: KeyPair
+
+
+def client_keys(server_key: str | Path | None = None, curve_secret: str | Path | None = None,
+                env: Mapping[str, str] | None = None) -> ClientKeys | None:
+    """Keys from the arguments, else BUSD_SERVER_KEY / BUSD_CURVE_SECRET; None if neither."""
+    env = os.environ if env is None else env
+    server = server_key or env.get("BUSD_SERVER_KEY") or None
+    secret = curve_secret or env.get("BUSD_CURVE_SECRET") or None
+    if server is None and secret is None:
+        return None
+    if server is None or secret is None:
+        raise KeyFileError("CURVE needs both the master's public key (--server-key, "
+                        "BUSD_SERVER_KEY) and this client's secret key (--curve-secret, "
+                        "BUSD_CURVE_SECRET)")
+    return ClientKeys(load_public(server), load_secret(secret))
+
+
+def secure_client(sock: zmq.Socket[Any], keys: ClientKeys | None, endpoint: str) -> None:
+    """Make ``sock``'s connection to a tcp ``endpoint`` a CURVE client (before connect)."""
+    if keys is None or not is_tcp(endpoint):
+        return
+    sock.setsockopt(zmq.CURVE_SERVERKEY, keys.server)
+    sock.setsockopt(zmq.CURVE_PUBLICKEY, keys.own.public)
+    sock.setsockopt(zmq.CURVE_SECRETKEY, keys.own.secret)
+
+
+_FAILURES: dict[int, str] = {
+    zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+        "the master refused the key (its public key is not in the master's "
+        "--authorized-keys or --readonly-keys)",
+    zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:
+        "the master refused the key: the handshake failed (CURVE settings differ; a "
+        "CURVE master needs --server-key and --curve-secret, or BUSD_SERVER_KEY and "
+        "BUSD_CURVE_SECRET)",
+    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
+        "the master refused the key: the handshake failed (is --server-key the "
+        "master's public key?)",
+}
+_NO_KEY = ("the master refused the key: this client has none and the master requires "
+           "CURVE (give --server-key FILE and --curve-secret FILE, or BUSD_SERVER_KEY and "
+           "BUSD_CURVE_SECRET)")
+_WATCHED = (zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+            | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+
+
+class HandshakeWatch:
+    """Watches a tcp socket's handshakes (socket monitor) so a refusal is told, not timed out.
+
+    Poll :attr:`socket` for POLLIN with the watched socket, then call
+    :meth:`check`, which raises :class:`KeyRefused` on a failed handshake.
+    """
+
+    def __init__(self, sock: zmq.Socket[Any], endpoint: str, keyed: bool = True) -> None:
+        self.endpoint = endpoint
+        self.keyed = keyed
+        self._watched = sock
+        self.socket: zmq.Socket[Any] = sock.get_monitor_socket(_WATCHED)
+        self.socket.setsockopt(zmq.LINGER, 0)
+        self.succeeded = False
+
+    def check(self) -> None:
+        """Read the events waiting; raise KeyRefused if a handshake failed."""
+        while self.socket.poll(0, zmq.POLLIN):
+            # A monitor message: (uint16 event, uint32 value), then the endpoint
+            # (zmq.utils.monitor parses it the same way, but loads asyncio).
+            event = struct.unpack("=hi", self.socket.recv_multipart()[0][:6])[0]
+            if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self.succeeded = True
+            elif event in _FAILURES and not self.succeeded:
+                why = _FAILURES[event] if self.keyed else _NO_KEY
+                raise KeyRefused(f"{why} at {self.endpoint}")
+
+    def close(self) -> None:
+        """Stop monitoring and close the monitor socket."""
+        if not self.socket.closed:
+            if not self._watched.closed:
+                self._watched.disable_monitor()
+            self.socket.close(linger=0)
+
+
+def watch_handshakes(sock: zmq.Socket[Any], endpoint: str,
+                     keys: ClientKeys | None) -> HandshakeWatch | None:
+    """A HandshakeWatch for a tcp endpoint, or None (ipc needs none)."""
+    return HandshakeWatch(sock, endpoint, keys is not None) if is_tcp(endpoint) else None
