@@ -224,6 +224,7 @@ def worker_env(opts: argparse.Namespace, master: MasterBus,
             "BUSD_PUB_ENDPOINT": master.hub.pub_endpoints[0],
             "BUSD_CTL_ENDPOINT": master.hub.ctl_endpoints[0],
             "BUSD_LOG_LEVEL": opts.log_level,
+            "BUSD_GRACEFUL_TIMEOUT": str(opts.graceful_timeout),
             "BUSD_LISTEN_FDS": ",".join(str(s.fileno()) for s in listeners)}
 
 

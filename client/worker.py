@@ -25,6 +25,7 @@ from typing import Any
 
 from busd.errors import MasterLost
 from client.bus import ClientBus, connect
+from client.serve import SERVERS, server_target
 
 PR_SET_PDEATHSIG = 1
 
@@ -46,7 +47,14 @@ def die_with_parent(sig: int = signal.SIGTERM) -> None:
 
 
 def load_target(target: str) -> Callable[[ClientBus], Any]:
-    """Import ``pkg.mod:func`` and return ``func``."""
+    """Import ``pkg.mod:func`` and return ``func``.
+
+    ``asgi:pkg.mod:app`` and ``wsgi:pkg.mod:app`` import ``app`` and return a
+    function serving it on the listening sockets (see :mod:`client.serve`).
+    """
+    kind, _, spec = target.partition(":")
+    if kind in SERVERS:
+        return server_target(kind, spec)
     module_name, sep, attr = target.partition(":")
     if not sep or not module_name or not attr:
         raise ValueError(f"TARGET is pkg.module:function, not {target!r}")
