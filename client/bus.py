@@ -202,6 +202,8 @@ class ClientBus(Bus):
         return Bus.publish(self, channel, *args, **kwargs)
 
     def _state_changed(self, old: State, new: State) -> None:
+        if self._left:  # after BYE the master no longer knows us: it would reject this
+            return
         # Tell the master at once, so it need not wait for the next heartbeat.
         self.link.send(Kind.PONG, {"epoch": self.link.epoch, "seq": self.link.seq,
                                    "state": new.name})
