@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import signal
 import sys
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from busd.bus import Bus
 from busd.errors import AlreadyRunning, BusError, ChannelFailures
 from busd.fdbudget import FdBudgetExceeded, raise_nofile
 from busd.forkserver import ForkServer
+from busd.hosts import HostTable
 from busd.listen import make_listeners
 from busd.master import MasterBus, refuse_if_running
 from busd.orphans import reap_orphans
@@ -91,6 +93,13 @@ def build_parser() -> argparse.ArgumentParser:
     add("--readonly-keys", metavar="DIR", default=_env("readonly_keys"),
         help="with --curve-secret: public certificates allowed to read only "
              "(status, workers, clients, ping, watch)")
+    add("--join", metavar="tcp://HOST:PORT", default=_env("join"),
+        help="run this pool on behalf of the master at HOST:PORT (its lifecycle follows it)")
+    add("--server-key", metavar="FILE", default=_env("server_key"),
+        help="with --join: the master's public certificate (CURVE)")
+    add("--wait-for-master", action="store_true", default=_flag(_env("wait_for_master")),
+        help="with --join: when the master is lost, stop the workers and wait for it "
+             "(default: exit)")
     add("target", nargs="?", default=_env("target"), help="pkg.module:function")
     return p
 
@@ -121,6 +130,11 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
         parser.error("--preload needs --spawn fork")
     if opts.target and ":" not in opts.target:
         parser.error(f"TARGET is pkg.module:function, not {opts.target!r}")
+    if opts.join and not re.fullmatch(r"tcp://[^/]+:[0-9]+", opts.join):
+        parser.error(f"--join is tcp://HOST:PORT (the master's control endpoint), "
+                     f"not {opts.join!r}")
+    if opts.wait_for_master and not opts.join:
+        parser.error("--wait-for-master goes with --join")
     return opts, command
 
 
@@ -161,13 +175,18 @@ def run(opts: argparse.Namespace, command: list[str]) -> int:
                   if opts.target and opts.spawn == "fork" else None)
     master = MasterBus(name=opts.name, runtime_dir=runtime, bind=opts.bind,
                        heartbeat=opts.heartbeat, insecure=opts.insecure,
-                       curve_secret=opts.curve_secret, authorized_keys=opts.authorized_keys,
+                       # Joined, the secret is this host's client key (and, with
+                       # --authorized-keys, also that of its own tcp endpoints).
+                       curve_secret=opts.curve_secret
+                       if opts.authorized_keys or not opts.join else None,
+                       authorized_keys=opts.authorized_keys,
                        readonly_keys=opts.readonly_keys,
                        # Often enough that a hung worker is seen within its timeout.
                        pong_interval=min(5 * opts.heartbeat, opts.worker_timeout / 3),
                        no_relay=("log", "main", *SIGNAL_CHANNELS), check_running=False)
     master.status_hooks.append(lambda status: status.update(
         listen=[_address(s) for s in listeners]))
+    HostTable(master).install()
     env = worker_env(opts, master, listeners)
     spawner: Spawner
     if forkserver is not None:
@@ -193,19 +212,40 @@ def run(opts: argparse.Namespace, command: list[str]) -> int:
         raise
     pool.subscribe()
     install_plugins(master, pool, opts)
+    host = None
     try:
-        master.start()
+        if opts.join:
+            host = join(master, pool, opts)
+        else:
+            master.start()
     except ChannelFailures as exc:
         log.error("could not start: %s", exc)
         master.close()
         return EX_SOFTWARE
+    except BusError:
+        master.close()
+        pool.close()
+        raise
     master.block()
+    if host is not None:
+        host.depart("this host's busd exits")
     pool.close()
     if forkserver is not None:
         forkserver.close()
     for sock in listeners:
         sock.close()
     return EX_OK
+
+
+def join(master: MasterBus, pool: Pool, opts: argparse.Namespace) -> Any:
+    """``--join``: follow the remote master (busd.join loads the client side)."""
+    from busd.auth import client_keys
+    from busd.join import join_master
+
+    return join_master(master, pool, opts.join,
+                       curve=client_keys(opts.server_key, opts.curve_secret),
+                       wait_for_master=opts.wait_for_master, timeout=opts.startup_timeout,
+                       ack_timeout=opts.graceful_timeout + opts.startup_timeout)
 
 
 def _address(sock: Any) -> str:

@@ -45,6 +45,8 @@ log = logging.getLogger(__name__)
 ZAP_DOMAIN = b"busd"
 #: A key pair's public half or secret half, z85: 40 characters.
 Z85_KEY_LENGTH = 40
+#: Requests the hub answers at once that still need a full key (they are not reads).
+NEEDS_FULL_KEY = frozenset({"host_report"})
 #: The same peer's refusals are logged at most once in this many seconds.
 REFUSAL_LOG_INTERVAL = 60.0
 #: Refusals remembered per peer at most (oldest forgotten first).

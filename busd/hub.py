@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import zmq
 
-from busd.auth import RefusalLog, Role, is_tcp, peer_role
+from busd.auth import NEEDS_FULL_KEY, RefusalLog, Role, is_tcp, peer_role
 from busd.endpoints import CTL_HWM, PUB_HWM, Endpoints, Outbox, configure, secure_ipc
 from busd.errors import ProtocolError
 from busd.registry import NOT_JOINED, ClientInfo, Registry
@@ -301,6 +301,9 @@ class Hub:
             raise wire_error(ErrorCode.BAD_ARGUMENTS, "a REQUEST body needs a 'cmd' string")
         self.registry.touch(identity)
         self.stats["requests"] += 1
+        if role is Role.READ_ONLY and cmd in NEEDS_FULL_KEY:
+            self._forbid(identity, req_id, cmd, peer)
+            return
         try:
             result = self.owner.quick_request(cmd, body)
         except LookupError:

@@ -92,5 +92,17 @@ def format_status(status: dict[str, Any]) -> str:
                                 f"rss {_size(usage.get('rss'))}, fds {cell(usage.get('fds'))}, "
                                 f"threads {cell(usage.get('threads'))}"))
     lines = [f"{key + ':':<9}{value}" for key, value in header]
+    hosts = [h for h in status.get("hosts") or [] if isinstance(h, dict)]
     return "\n".join([*lines, "", format_workers(status.get("workers") or []), "",
-                      format_clients(status.get("clients") or [])])
+                      format_clients(status.get("clients") or []),
+                      *(["", format_hosts(hosts)] if hosts else [])])
+
+
+def format_hosts(hosts: Sequence[dict[str, Any]]) -> str:
+    """Joined hosts (``busd --join``), one row per worker (or one for a host without)."""
+    body = []
+    for host in hosts:
+        workers = [w for w in host.get("workers") or [] if isinstance(w, dict)] or [{}]
+        body += [[cell(host.get("host")), cell(host.get("state")), cell(w.get("id")),
+                  cell(w.get("pid")), cell(w.get("state"))] for w in workers]
+    return "HOSTS\n" + _table(["HOST", "LINK", "WORKER", "PID", "STATE"], body)

@@ -38,6 +38,8 @@ CLIENT_MAY_IMPORT = SHARED_CORE
 # Users of both sides, and the fork server's child loading the worker's main.
 BUSD_MAY_IMPORT_CLIENT = {
     "busd/testing.py": None, "busd/examples": None, "busd/forkserver.py": {"client.worker"},
+    # busd --join: a master that is also a client of another master.
+    "busd/join.py": {"client.bus"},
 }
 NOBODY_IMPORTS = {"busd.__main__", "client.busctl"}
 

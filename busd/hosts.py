@@ -1,0 +1,101 @@
+"""The master's record of joined hosts: pools on other machines that follow it.
+
+::
+
+    joined busd (busd --join) --REQUEST host_report {host, client_id, workers}--+
+                                                                                 v
+    [ busd-hub ] quick command "host_report" --> HostTable --> status["hosts"]
+                 client hooks (joined/left/lost) --^     \\--> EVENT host_updated,
+                                                              host_lost, host_left
+
+A joined busd is one client of the master (role ``host``); it relays to its
+own workers and reports them.  Everything here runs in the hub thread
+(quick commands, client hooks and status hooks all do), so the table has
+one owner and no lock.  A host whose client is lost stays listed, marked
+``lost`` with each of its workers, until it joins again or leaves.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Protocol
+
+from busd.wire import ErrorCode, wire_error
+
+HOST_ROLE = "host"
+#: A report is cut to this many workers (a status reply has a size limit).
+MAX_REPORTED_WORKERS = 512
+
+
+class HostMaster(Protocol):
+    """What the table needs from the MasterBus."""
+
+    quick_commands: dict[str, Any]
+    client_hooks: list[Any]
+    status_hooks: list[Any]
+
+    def event(self, name: str, data: dict[str, Any]) -> int:
+        """Send an EVENT to every client."""
+
+
+class HostTable:
+    """Joined hosts by name: their client, state and last reported workers."""
+
+    def __init__(self, master: HostMaster) -> None:
+        self.master = master
+        self._hosts: dict[str, dict[str, Any]] = {}
+        self._clients: dict[int, str] = {}
+
+    def install(self) -> None:
+        """Answer reports, follow joined hosts' clients, add ``hosts`` to status."""
+        self.master.quick_commands["host_report"] = self._report
+        self.master.client_hooks.append(self._client_event)
+        self.master.status_hooks.append(self._status)
+
+    def _report(self, body: dict[str, Any]) -> dict[str, Any]:
+        host, client_id, workers = body.get("host"), body.get("client_id"), body.get("workers")
+        if not (isinstance(host, str) and host and isinstance(client_id, int)
+                and isinstance(workers, list)):
+            raise wire_error(ErrorCode.BAD_ARGUMENTS,
+                             "host_report needs 'host' (str), 'client_id' (int), 'workers' (list)")
+        rows = [_worker_row(w) for w in workers[:MAX_REPORTED_WORKERS] if isinstance(w, dict)]
+        entry = self._hosts.get(host)
+        joined = entry is not None and entry["state"] == "joined" and entry["client"] == client_id
+        if joined and entry is not None and entry["workers"] == rows:
+            return {"ok": True}
+        since = entry["since"] if joined and entry is not None else time.time()
+        self._hosts[host] = {"host": host, "client": client_id, "state": "joined",
+                             "since": since, "workers": rows}
+        self._clients[client_id] = host
+        self.master.event("host_updated", dict(self._hosts[host]))
+        return {"ok": True}
+
+    def _client_event(self, event: str, client: dict[str, Any]) -> None:
+        if client.get("role") != HOST_ROLE or event == "client_joined":
+            return
+        host = self._clients.pop(int(client.get("id") or 0), None)
+        entry = self._hosts.get(host) if host is not None else None
+        if host is None or entry is None or entry["client"] != client.get("id"):
+            return
+        if event == "client_lost":
+            workers = [{**w, "state": "lost"} for w in entry["workers"]]
+            self._hosts[host] = {**entry, "state": "lost", "since": time.time(),
+                                 "workers": workers}
+            self.master.event("host_lost", dict(self._hosts[host]))
+        elif event == "client_left":
+            del self._hosts[host]
+            self.master.event("host_left", {"host": host, "client": entry["client"]})
+
+    def _status(self, status: dict[str, Any]) -> None:
+        status["hosts"] = [dict(h) for h in sorted(self._hosts.values(),
+                                                   key=lambda h: str(h["host"]))]
+
+    def hosts(self) -> list[dict[str, Any]]:
+        """The table as status shows it."""
+        status: dict[str, Any] = {}
+        self._status(status)
+        return list(status["hosts"])
+
+
+def _worker_row(row: dict[str, Any]) -> dict[str, Any]:
+    return {"id": row.get("id"), "pid": row.get("pid"), "state": str(row.get("state"))}

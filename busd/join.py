@@ -1,0 +1,161 @@
+"""``busd --join``: a local pool that follows a master on another host.
+
+::
+
+    remote master --tcp+CURVE--> [ HostBus: a ClientBus, role "host" ]
+      (its XPUB, ROUTER)           dispatcher thread, in order:
+                                     STATE start / stop / exit -> local.start / stop / exit (wait)
+                                     PUBLISH graceful (ack)    -> local.graceful(wait)
+                                     PUBLISH channel [ack]     -> local.publish / broadcast_and_wait
+                                     master lost               -> exit (default), or stop and
+                                                                  wait (--wait-for-master)
+      ^ REQUEST host_report        [ busd-host-report thread ] reads the local pool's workers
+      |                                                        every REPORT_INTERVAL, sends changes
+    local MasterBus (ipc) --> local workers (the pool)
+
+The joined busd is one client of the remote master; its own workers are
+clients of its local master, which relays to them whatever the remote
+master relays, and acks to the remote master only once they all acked (so
+``graceful --wait`` on the master waits for every worker on every host).
+The local master never starts by itself: the remote state drives it.
+
+This module uses both sides (a master and a client), like the pytest
+plugin: it is loaded only by ``busd --join``.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from busd.auth import ClientKeys
+from busd.endpoints import Endpoints, pub_beside
+from busd.errors import BusError, ChannelFailures
+from busd.hosts import HOST_ROLE
+from busd.master import MasterBus
+from busd.pool import Pool
+from busd.wire import Kind
+from client.bus import ClientBus
+
+log = logging.getLogger(__name__)
+
+#: How often the joined busd looks at its workers and reports a change.
+REPORT_INTERVAL = 0.5
+#: A report is sent at least every this many intervals, changed or not.
+REPORT_EVERY = 20
+PUBLISH = int(Kind.PUBLISH)
+
+
+class HostBus(ClientBus):
+    """The joined busd's mirror of the remote master, driving the local master."""
+
+    def __init__(self, endpoints: Endpoints, local: MasterBus, pool: Pool, *,
+                 curve: ClientKeys | None, wait_for_master: bool, timeout: float,
+                 ack_timeout: float) -> None:
+        self.host = f"{socket.gethostname()}/{local.name}"
+        super().__init__(endpoints, name=self.host, role=HOST_ROLE, timeout=timeout,
+                         on_master_lost="wait" if wait_for_master else "exit", curve=curve)
+        self.local = local
+        self.pool = pool
+        self.ack_timeout = ack_timeout
+        self.subscribe("start", lambda: self.local.start(wait=True, timeout=ack_timeout))
+        self.subscribe("stop", lambda: self.local.stop(wait=True, timeout=ack_timeout))
+        self.subscribe("exit", self.local.exit)
+        self._stopping = threading.Event()
+        self._reporter = threading.Thread(target=self._report_loop, name="busd-host-report",
+                                          daemon=True)
+
+    # -- the dispatcher thread ----------------------------------------------------
+
+    def _apply(self, item: Sequence[Any]) -> None:
+        if type(item) is not list and item[0] == "lost" and self.on_master_lost == "wait":
+            log.warning("master lost (%s): stopping the local pool until it is back", item[1])
+            self._run(self._do_stop)
+            return
+        super()._apply(item)
+
+    def _apply_broadcast(self, msg: list[Any]) -> None:
+        if msg[1] != PUBLISH:
+            super()._apply_broadcast(msg)
+            return
+        seq, channel, args, kwargs, ack = msg[3], msg[4], msg[5], msg[6], msg[7]
+        if channel == "graceful":
+            self._ack(seq, self._run(self._graceful_here))
+        elif ack:
+            self._ack(seq, self._run(lambda: _checked(self.local.broadcast_and_wait(
+                channel, args, kwargs, timeout=self.ack_timeout))))
+        else:
+            try:
+                self.local.publish(channel, *args, **kwargs)
+            except ChannelFailures as exc:
+                log.warning("listeners of %r failed here: %s", channel, exc)
+
+    def _graceful_here(self) -> Any:
+        self._do_graceful()  # this bus's own graceful listeners, if any
+        return _checked(self.local.graceful(wait=True, timeout=self.ack_timeout))
+
+    # -- reports --------------------------------------------------------------------
+
+    def start_reports(self) -> None:
+        """Start telling the remote master about the local workers."""
+        self._reporter.start()
+
+    def _report_loop(self) -> None:
+        sent: tuple[int, list[dict[str, Any]]] | None = None
+        rounds = 0
+        while not self._stopping.wait(REPORT_INTERVAL):
+            if not self.link.joined.is_set() or self.link.lost.is_set():
+                continue
+            rounds += 1
+            try:
+                rows = [{"id": w.get("id"), "pid": w.get("pid"), "state": w.get("state")}
+                        for w in self.pool.workers()]
+            except Exception:
+                log.exception("cannot read the local workers")
+                continue
+            current = (self.link.client_id, rows)
+            if current == sent and rounds % REPORT_EVERY:
+                continue
+            sent = current
+            self.link.request("host_report", host=self.host, client_id=current[0],
+                              workers=rows).add_done_callback(_report_failed)
+
+    def depart(self, reason: str) -> None:
+        """Stop reporting, say BYE to the remote master, close the link."""
+        self._stopping.set()
+        if self._reporter.is_alive():
+            self._reporter.join(REPORT_INTERVAL + 2.0)
+        self._say_bye(reason)
+        self.close()
+
+
+def _checked(report: Any) -> Any:
+    """An ack report as the remote master's ack result; local failures become its error."""
+    if report is None:
+        return None
+    if not report.ok:
+        raise BusError("; ".join(report.failures()) or "a local worker failed")
+    return report.as_dict()
+
+
+def _report_failed(future: Any) -> None:
+    exc = future.exception()
+    if exc is not None:
+        log.warning("the master did not take this host's report: %s", exc)
+
+
+def join_master(local: MasterBus, pool: Pool, endpoint: str, *, curve: ClientKeys | None,
+                wait_for_master: bool, timeout: float, ack_timeout: float) -> HostBus:
+    """Join the master at ``endpoint``; from then on its state drives ``local``.
+
+    Raises NoMaster (or KeyRefused) when it does not answer within ``timeout``.
+    """
+    host = HostBus(pub_beside(endpoint), local, pool, curve=curve,
+                   wait_for_master=wait_for_master, timeout=timeout, ack_timeout=ack_timeout)
+    host.connect(timeout=timeout)
+    host.start_reports()
+    log.info("joined the master at %s as %s", endpoint, host.host)
+    return host
