@@ -26,7 +26,7 @@ from busd.errors import AlreadyRunning, BusError, ChannelFailures
 from busd.fdbudget import FdBudgetExceeded, raise_nofile
 from busd.forkserver import ForkServer
 from busd.hosts import HostTable
-from busd.listen import make_listeners
+from busd.listen import from_systemd, make_listeners
 from busd.master import MasterBus, refuse_if_running
 from busd.orphans import reap_orphans
 from busd.plugins import Daemonizer, DropPrivileges, PIDFile, SdNotify, SignalHandler
@@ -168,7 +168,7 @@ def run(opts: argparse.Namespace, command: list[str]) -> int:
     reap_orphans(runtime)
     if not opts.target and not command:
         opts.workers = 0  # a master alone: clients attach by themselves
-    listeners = make_listeners(opts.listen)
+    listeners = systemd_listeners() + make_listeners(opts.listen)
     # Before the master has a thread or a socket (and after the listening
     # sockets, which it passes on): the fork server forks clean.
     forkserver = (ForkServer(opts.target, preload=opts.preload)
@@ -253,6 +253,14 @@ def _address(sock: Any) -> str:
     if isinstance(name, tuple):
         return f"tcp:{name[0]}:{name[1]}"
     return f"unix:{name}"
+
+
+def systemd_listeners() -> list[Any]:
+    """The sockets of systemd's socket activation (LISTEN_FDS), logged by name."""
+    found = from_systemd()
+    for name, sock in found:
+        log.info("listening on %s from systemd (%s)", _address(sock), name)
+    return [sock for _, sock in found]
 
 
 def worker_env(opts: argparse.Namespace, master: MasterBus,

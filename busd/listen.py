@@ -5,6 +5,12 @@ master binds and listens once; workers find the descriptors in
 ``BUSD_LISTEN_FDS`` (comma separated, in the order given) and accept on
 them.  A reload that replaces workers therefore never closes the socket,
 and connections waiting in its backlog are served by the new workers.
+
+Socket activation: when systemd (or anything playing its part) started
+busd with ``LISTEN_FDS=N`` and ``LISTEN_PID`` naming busd's own pid, the
+descriptors 3 .. 3+N-1 are taken as if given by ``--listen`` (before those),
+named by ``LISTEN_FDNAMES`` in logs, and the variables are removed so no
+worker takes them again (``sd_listen_fds(unset_environment=1)``).
 """
 
 from __future__ import annotations
@@ -12,10 +18,13 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Iterable
+from typing import Any
 
 from busd.errors import BusError
 
 BACKLOG = 1024
+SD_LISTEN_FDS_START = 3
+SD_VARIABLES = ("LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES")
 
 
 class ListenError(BusError):
@@ -65,3 +74,33 @@ def inherited(environ: dict[str, str] | None = None) -> list[socket.socket]:
     env = os.environ if environ is None else environ
     fds = [int(fd) for fd in env.get("BUSD_LISTEN_FDS", "").split(",") if fd.strip()]
     return [socket.socket(fileno=fd) for fd in fds]
+
+
+def from_systemd(environ: dict[str, str] | None = None,
+                 pid: int | None = None) -> list[tuple[str, socket.socket]]:
+    """The listening sockets systemd passed to this process, with their names.
+
+    Empty unless ``LISTEN_PID`` is this process; the variables are removed
+    from ``environ`` (default: ``os.environ``) either way.
+    """
+    env: Any = os.environ if environ is None else environ
+    values = {name: env.pop(name, "") for name in SD_VARIABLES}
+    if values["LISTEN_PID"] != str(os.getpid() if pid is None else pid):
+        return []
+    try:
+        count = int(values["LISTEN_FDS"])
+    except ValueError:
+        raise ListenError(f"LISTEN_FDS is a count, not {values['LISTEN_FDS']!r}") from None
+    names = values["LISTEN_FDNAMES"].split(":") if values["LISTEN_FDNAMES"] else []
+    found: list[tuple[str, socket.socket]] = []
+    for index in range(count):
+        fd = SD_LISTEN_FDS_START + index
+        try:
+            sock = socket.socket(fileno=fd)
+        except OSError as exc:
+            for _, made in found:
+                made.close()
+            raise ListenError(f"LISTEN_FDS: descriptor {fd} is not a socket: {exc}") from exc
+        sock.set_inheritable(True)
+        found.append((names[index] if index < len(names) else f"fd{fd}", sock))
+    return found
