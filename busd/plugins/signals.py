@@ -4,13 +4,21 @@ The Python-level handler only records the signal and wakes a thread; bus
 code never runs inside it (a handler interrupts the main thread anywhere,
 possibly while it holds a lock the bus needs)::
 
-    kernel --> _record(): deque.append(signum), write 1 byte --> pipe
-                                                                  |
-    dispatcher thread (daemon, owned by the plugin): read pipe <--+
+    kernel --> C handler (any thread): write signum (set_wakeup_fd) --> pipe
+                                                                          |
+    dispatcher thread (daemon, owned by the plugin): read pipe <---------+
         |  bus.defer(handle_signal(signum))
         v
     the thread blocked in bus.block() (normally main), or the dispatcher
     itself when nobody blocks: log "Caught signal SIGTERM.", publish "SIGTERM"
+
+The signal number reaches the dispatcher through ``signal.set_wakeup_fd``,
+written by CPython's C-level handler in whichever thread the kernel chose.
+The Python-level handler (``_record``) runs only in the main thread, and only
+once that thread runs bytecode again: a main thread asleep in a lock while
+another thread took the signal would hold it indefinitely (signals "lost"
+until the next one).  Without the wakeup fd (outside the main thread at
+fork time), ``_record`` queues the signal and writes a byte, as before.
 
 As in CherryPy, each handled signal is a bus channel named after it
 (``SIGTERM``, ``SIGHUP``, ...) and its actions are listeners of that channel.
@@ -77,6 +85,8 @@ class SignalHandler:
         self._caught: collections.Counter[str] = collections.Counter()
         self._wfd = -1
         self._rfd = -1
+        #: The wakeup fd found before ours (restored on stop); None: ours is not set.
+        self._prev_wakeup: int | None = None
         self._thread: _Dispatcher | None = None
         self._fork_hook_registered = False
 
@@ -170,6 +180,8 @@ class SignalHandler:
 
     def _record(self, signum: int, frame: FrameType | None) -> None:
         # Runs between two bytecodes of the main thread: no locks, no bus.
+        if self._prev_wakeup is not None:
+            return  # the C handler has written signum to the wakeup fd already
         self._pending.append(signum)
         wfd = self._wfd
         if wfd < 0:
@@ -190,11 +202,16 @@ class SignalHandler:
         # Non-blocking: the handler must never block the main thread.
         os.set_blocking(wfd, False)
         self._wfd = wfd
+        if threading.current_thread() is threading.main_thread():
+            self._prev_wakeup = _signal.set_wakeup_fd(wfd, warn_on_full_buffer=False)
         self._thread = _Dispatcher(target=self._dispatch, args=(self._rfd,),
                                    name="busd SignalHandler", daemon=True)
         self._thread.start()
 
     def _stop_dispatcher(self) -> None:
+        if self._prev_wakeup is not None:
+            _signal.set_wakeup_fd(self._prev_wakeup)
+            self._prev_wakeup = None
         wfd, self._wfd = self._wfd, -1
         if wfd >= 0:
             os.close(wfd)  # the reader sees end-of-file and returns
@@ -218,6 +235,11 @@ class SignalHandler:
                 return
             if not data:
                 return
+            if self._prev_wakeup is not None:
+                # Every handled signal writes here; keep those that are ours.
+                ours = [n for n in data if n in self._previous
+                        and _signal.getsignal(n) == self._record]
+                self._pending.extend(ours)
             while self._pending:
                 signum = self._pending.popleft()
                 self._caught[self.signals.get(signum, str(signum))] += 1
@@ -237,6 +259,9 @@ class SignalHandler:
             if fd >= 0:
                 os.close(fd)
         self._rfd = self._wfd = -1
+        if self._prev_wakeup is not None:
+            _signal.set_wakeup_fd(-1)  # the parent's pipe, closed just now
+            self._prev_wakeup = None
         self._thread = None
         self._pending.clear()
         self._start_dispatcher()
