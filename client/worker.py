@@ -25,6 +25,7 @@ from typing import Any
 
 from busd.errors import MasterLost
 from client.bus import ClientBus, connect
+from client.descendants import end_descendants
 from client.serve import SERVERS, server_target
 
 PR_SET_PDEATHSIG = 1
@@ -125,7 +126,17 @@ def configure_logging() -> None:
 
 
 def run(target: str | Callable[[ClientBus], Any]) -> int:
-    """Be a worker for ``target`` (a name to import, or the function itself)."""
+    """Be a worker for ``target`` (a name to import, or the function itself).
+
+    Whatever processes the worker started and left running end with it.
+    """
+    try:
+        return _serve(target)
+    finally:
+        end_descendants()
+
+
+def _serve(target: str | Callable[[ClientBus], Any]) -> int:
     log = logging.getLogger(__name__)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
