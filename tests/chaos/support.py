@@ -45,7 +45,8 @@ def control(runtime: Path, timeout: float = 10.0) -> Iterator[Control]:
 
 
 def wait_status(ctl: Control, predicate: Callable[[Status], bool], timeout: float = 20,
-                what: str = "the expected state") -> Status:
+                what: str = "the expected state",
+                show: tuple[str, ...] = ("state", "workers")) -> Status:
     """Ask for status until ``predicate`` holds; fail with the last one past ``timeout``."""
     deadline = time.monotonic() + timeout
     doc: Status = {}
@@ -59,7 +60,7 @@ def wait_status(ctl: Control, predicate: Callable[[Status], bool], timeout: floa
         # Polling a condition under a deadline: the pause only spares the CPU.
         threading.Event().wait(0.02)
     pytest.fail(f"busd never reached {what} within {timeout}s; last status: "
-                f"{ {k: doc.get(k) for k in ('state', 'workers')} }")
+                f"{ {k: doc.get(k) for k in show} }")
 
 
 def states(doc: Status) -> list[str]:

@@ -21,19 +21,6 @@ def quiet(bus: ClientBus) -> None:
     bus.subscribe("exit", probe.close, priority=100)
 
 
-def with_child(bus: ClientBus) -> None:
-    """Start a grandchild (a plain sleeper) and report its pid."""
-    probe = Probe()
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
-    bus.subscribe("exit", child.kill)
-    bus.subscribe("start", lambda: probe.report("start", child=child.pid))
-
-
-def ignores_sigterm(bus: ClientBus) -> None:
-    """A worker that ignores SIGTERM and never ends its stop listener quickly."""
-    probe = Probe()
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    bus.subscribe("start", lambda: probe.report("start"))
 
 
 def stop_hangs(bus: ClientBus) -> None:
@@ -59,3 +46,16 @@ def crash_after_first(bus: ClientBus) -> None:
     marker.touch()
     probe = Probe()
     bus.subscribe("start", lambda: probe.report("start"))
+
+
+def leaves_child(bus: ClientBus) -> None:
+    """Start a grandchild (a plain sleeper) and never clean it up."""
+    probe = Probe()
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    bus.subscribe("start", lambda: probe.report("start", child=child.pid))
+
+
+def ignores_sigterm(bus: ClientBus) -> None:
+    """A worker that ignores SIGTERM and whose stop listener never returns."""
+    stop_hangs(bus)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
