@@ -5,7 +5,8 @@
 Every flag can also come from a ``BUSD_*`` environment variable named after
 it (``--worker-timeout`` from ``BUSD_WORKER_TIMEOUT``); the command line wins.
 Exit status: 0 after a clean exit, 1 when another busd of that name is
-running, 2 for bad usage, 70 after an unrecoverable error.
+running, 2 for bad usage, 3 when the workers failed to boot (no worker ever
+started and one failed twice in a row), 70 after an unrecoverable error.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 from busd import endpoints as ep
 from busd.bus import Bus
 from busd.errors import AlreadyRunning, BusError, ChannelFailures
+from busd.exits import EX_BOOT
 from busd.fdbudget import FdBudgetExceeded, raise_nofile
 from busd.forkserver import ForkServer
 from busd.hosts import HostTable
@@ -184,7 +186,7 @@ def run(opts: argparse.Namespace, command: list[str]) -> int:
                        # Often enough that a hung worker is seen within its timeout.
                        pong_interval=min(5 * opts.heartbeat, opts.worker_timeout / 3),
                        no_relay=("log", "main", *SIGNAL_CHANNELS), check_running=False)
-    master.status_hooks.append(lambda status: status.update(
+    master.status_hooks.append(lambda doc: doc.update(
         listen=[_address(s) for s in listeners]))
     HostTable(master).install()
     env = worker_env(opts, master, listeners)
@@ -213,6 +215,7 @@ def run(opts: argparse.Namespace, command: list[str]) -> int:
     pool.subscribe()
     install_plugins(master, pool, opts)
     host = None
+    status = EX_OK
     try:
         if opts.join:
             host = join(master, pool, opts)
@@ -230,11 +233,14 @@ def run(opts: argparse.Namespace, command: list[str]) -> int:
     if host is not None:
         host.depart("this host's busd exits")
     pool.close()
+    if pool.boot_failure is not None:
+        log.critical("worker failed to boot: %s", pool.boot_failure)
+        status = EX_BOOT
     if forkserver is not None:
         forkserver.close()
     for sock in listeners:
         sock.close()
-    return EX_OK
+    return status
 
 
 def join(master: MasterBus, pool: Pool, opts: argparse.Namespace) -> Any:

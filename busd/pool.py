@@ -13,6 +13,17 @@ through pidfds (no SIGCHLD handler, no polling).  Each slot keeps its
 restart history: a crash restarts it after an exponential backoff, and a
 slot that crashes more than ``flap_limit`` times within ``flap_window``
 seconds stops restarting and is reported.
+
+Fail fast at boot: while no worker of the pool has ever reached STARTED, a
+slot whose worker fails ``BOOT_ATTEMPTS`` times in a row (the TARGET does
+not import, is missing, not callable or raises) makes the pool give up:
+the worker's error is shown once, the master exits, and ``busd`` ends with
+:data:`busd.exits.EX_BOOT` ("worker failed to boot").  Once a worker has
+started, a failing slot restarts with backoff and may be marked flapping.
+
+Each worker's life is logged at INFO: spawned, started, exited (with its
+status or signal and the :class:`busd.exits.ExitReason`), and killed after
+a timeout.
 """
 
 from __future__ import annotations
@@ -32,6 +43,7 @@ import psutil
 
 from busd.errors import BusError
 from busd.fdbudget import FdBudget
+from busd.exits import BootReports, ExitReason, describe_status
 from busd.master import MasterBus
 from busd.orphans import write_pids
 from busd.registry import ClientInfo
@@ -54,6 +66,9 @@ class PoolConfig:
     flap_window: float = 60.0
 
 
+#: Failures in a row of a slot that never started, before the pool gives up.
+BOOT_ATTEMPTS = 2
+
 @dataclass(eq=False)
 class Worker:
     """One worker process (internal, mutable; the pool's lock guards it)."""
@@ -70,6 +85,15 @@ class Worker:
     kill_at: float | None = None
     exit_code: int | None = None
     proc: psutil.Process | None = None
+    #: Why the pool ended it (None: it was not asked to go).
+    reason: ExitReason | None = None
+    #: It reached STARTED.
+    up: bool = False
+
+    @property
+    def label(self) -> str:
+        """``worker 0 (pid 123)``: how logs and errors name it."""
+        return f"worker {self.slot} (pid {self.pid})"
 
 
 @dataclass(eq=False)
@@ -83,6 +107,8 @@ class Slot:
     crash_times: collections.deque[float] = field(default_factory=collections.deque)
     next_start: float | None = None
     flapping: bool = False
+    booted: bool = False
+    boot_failures: int = 0
 
 
 class Pool:
@@ -108,6 +134,10 @@ class Pool:
         self._me = psutil.Process()
         #: Refuses a start, scale or respawn the open-file limit cannot hold.
         self.budget = FdBudget()
+        self._boot = BootReports(Path(master.runtime_dir) / "boot")
+        self._booted = False
+        #: Set when workers failed to boot and the pool gave up (busd exits EX_BOOT).
+        self.boot_failure: str | None = None
 
     # -- wiring -------------------------------------------------------------
 
@@ -124,6 +154,7 @@ class Pool:
         self.master.commands["signal"] = self._signal_command
         self.master.status_hooks.append(lambda status: status.update(
             workers=self.workers(), master=self.master_stats()))
+        self._boot.prepare()
         self._thread.start()
 
     def _wake(self) -> None:
@@ -150,7 +181,7 @@ class Pool:
         deadline = time.monotonic() + self.config.graceful_timeout
         if not self._wait_all_gone(deadline):
             for worker in self._live():
-                self._kill(worker, signal.SIGKILL)
+                self._kill_late(worker, f"did not exit within {self.config.graceful_timeout:g}s")
             self._wait_all_gone(time.monotonic() + 5.0)
         self._wake()
 
@@ -169,7 +200,7 @@ class Pool:
         if not ready:
             raise BusError("respawn: new workers did not reach STARTED within "
                            f"{self.config.startup_timeout}s; old workers kept")
-        self._retire(old)
+        self._retire(old, ExitReason.RELOAD)
 
     # -- spawning and stopping -------------------------------------------------
 
@@ -184,19 +215,20 @@ class Pool:
             for slot in slots:
                 self._generation += 1
                 plan.append((slot, self._generation, {
-                    "BUSD_WORKER": str(slot.index), "BUSD_GENERATION": str(self._generation)}))
+                    "BUSD_WORKER": str(slot.index), "BUSD_GENERATION": str(self._generation),
+                    "BUSD_BOOT_DIR": str(self._boot.directory)}))
         results = self.spawner.spawn_many([(slot.index, env) for slot, _, env in plan])
         now = time.monotonic()
         made = []
         with self._cond:
             for (slot, generation, _), result in zip(plan, results, strict=True):
                 if isinstance(result, OSError):
-                    self.master.log(f"cannot start worker {slot.index}: {result}", level=40)
-                    self._crashed(slot, now)
+                    self._spawn_failed(slot, result, now)
                     continue
                 made.append(self._place(slot, generation, *result, now))
             self._record_pids()
         for worker in made:
+            self.master.log(f"{worker.label} spawned (generation {worker.generation})")
             self.master.event(event, {"worker": worker.slot, "pid": worker.pid,
                                       "generation": worker.generation})
         self._wake()
@@ -222,12 +254,22 @@ class Pool:
         if self.pids_file is not None:
             write_pids(self.pids_file, [w.proc for w in self._live() if w.proc is not None])
 
-    def _retire(self, workers: list[Worker]) -> None:
+    def _spawn_failed(self, slot: Slot, error: OSError, now: float) -> None:
+        """No process could be made for ``slot`` (lock held)."""
+        text = str(error)
+        if self._boot.first_time(text):
+            self.master.log(f"cannot start worker {slot.index}: {text}", level=40)
+        else:
+            self.master.log(f"cannot start worker {slot.index}: the same error", level=40)
+        self._failed(slot, now)
+
+    def _retire(self, workers: list[Worker], reason: ExitReason) -> None:
         """SIGTERM workers (they leave on their own); SIGKILL after the graceful timeout."""
         deadline = time.monotonic() + self.config.graceful_timeout
         with self._cond:
             for worker in workers:
                 worker.retiring = True
+                worker.reason = worker.reason or reason
                 worker.kill_at = deadline
                 if worker not in self._retired:
                     self._retired.append(worker)
@@ -237,6 +279,12 @@ class Pool:
         for worker in workers:
             self._kill(worker, signal.SIGTERM)
         self._wake()
+
+    def _kill_late(self, worker: Worker, why: str) -> None:
+        """SIGKILL a worker that overran a timeout, and say so."""
+        worker.reason = ExitReason.TIMEOUT
+        self.master.log(f"{worker.label} {why}: killing it (SIGKILL)", level=30)
+        self._kill(worker, signal.SIGKILL)
 
     @staticmethod
     def _kill(worker: Worker, sig: int) -> None:
@@ -295,23 +343,63 @@ class Pool:
         code = os.waitstatus_to_exitcode(status) if status else 0
         os.close(worker.pidfd)
         # Its client will not say goodbye now: no ack wait should wait for it.
-        if self.master.hub.registry.remove_pid(worker.pid) is not None:
+        client = self.master.hub.registry.remove_pid(worker.pid)
+        if client is not None:
+            worker.up = worker.up or client.state == "STARTED"
             self.master.event("client_lost", {"pid": worker.pid, "worker": worker.slot})
+        report = self._boot.take(worker.pid)
         now = time.monotonic()
         with self._cond:
             worker.exit_code = code
             slot = self._slots.get(worker.slot)
             planned = worker.retiring or self._exiting or worker in self._retired
+            if worker.reason is None:
+                worker.reason = (ExitReason.RELOAD if worker.retiring or worker in self._retired
+                                 else ExitReason.STOP if self._exiting else ExitReason.CRASH)
             if worker in self._retired:
                 self._retired.remove(worker)
             if slot is not None and slot.worker is worker:
                 slot.worker = None
             self._cond.notify_all()
-            self.master.event("worker_exited", {"worker": worker.slot, "pid": worker.pid,
-                                                "code": code, "planned": planned})
+            self._log_exit(worker, code, report)
+            self.master.event("worker_exited", {
+                "worker": worker.slot, "pid": worker.pid, "code": code,
+                "status": describe_status(code), "reason": worker.reason.value,
+                "planned": planned})
             if not planned and slot is not None and self._active:
-                self._crashed(slot, now, lived=now - worker.started)
+                if worker.up:
+                    slot.booted = True
+                self._failed(slot, now, lived=now - worker.started)
             self._record_pids()
+
+    def _log_exit(self, worker: Worker, code: int, report: str | None) -> None:
+        """One line for the exit; the boot report (a traceback) the first time it is seen."""
+        crashed = worker.reason in (ExitReason.CRASH, ExitReason.TIMEOUT)
+        when = "" if worker.up else " before it started"
+        first = report is not None and self._boot.first_time(report)
+        same = "; it failed to boot with the same error" if report and not first else ""
+        self.master.log(f"{worker.label} exited with {describe_status(code)}{when} "
+                        f"({worker.reason.value if worker.reason else '?'}){same}",
+                        level=30 if crashed else 20)
+        if first:
+            self.master.log(f"{worker.label} failed to boot:\n{report}", level=40)
+
+    def _failed(self, slot: Slot, now: float, lived: float = 0.0) -> None:
+        """A worker of ``slot`` failed: give up at boot, else restart it (lock held)."""
+        if slot.booted or self._booted:
+            slot.boot_failures = 0
+            self._crashed(slot, now, lived)
+            return
+        slot.boot_failures += 1
+        if slot.boot_failures < BOOT_ATTEMPTS:
+            self._crashed(slot, now, lived)
+            return
+        if self.boot_failure is None:
+            self.boot_failure = (f"worker {slot.index} failed to boot {slot.boot_failures} "
+                                 "times in a row; no worker ever started")
+            self.master.log(f"{self.boot_failure}: stopping busd", level=50)
+            self._active = False
+            self.master.submit("exit")
 
     def _crashed(self, slot: Slot, now: float, lived: float = 0.0) -> None:
         """Schedule a restart with backoff, or give up on a flapping slot (lock held)."""
@@ -334,7 +422,7 @@ class Pool:
     def _tick(self) -> None:
         now = time.monotonic()
         clients = self.master.hub.registry.by_pid()
-        hung: list[Worker] = []
+        hung: list[tuple[Worker, str]] = []
         with self._cond:
             due = [slot for slot in self._slots.values() if self._active
                    and slot.next_start is not None and slot.next_start <= now]
@@ -350,19 +438,31 @@ class Pool:
                     # Before it joins, a worker has until the startup timeout.
                     worker.last_seen = client.last_seen
                     worker.joined = True
+                    if client.state == "STARTED" and not worker.up:
+                        self._started(worker)
                 if worker.kill_at is not None and worker.kill_at <= now:
                     worker.kill_at = None
-                    hung.append(worker)
+                    hung.append((worker, f"did not stop within {self.config.graceful_timeout:g}s"
+                                 " of SIGTERM"))
                 elif (not worker.retiring and not self._exiting
                       and now - worker.last_seen > self.config.worker_timeout):
                     worker.last_seen = now
-                    hung.append(worker)
+                    hung.append((worker, "did not answer within --worker-timeout "
+                                 f"{self.config.worker_timeout:g}s"))
                     self.master.event("worker_lost", {"worker": worker.slot,
                                                       "pid": worker.pid})
-        for worker in hung:
-            self.master.log(f"worker {worker.slot} (pid {worker.pid}) did not answer or "
-                            "end in time: killing it", level=30)
-            self._kill(worker, signal.SIGKILL)
+        for worker, why in hung:
+            self._kill_late(worker, why)
+
+    def _started(self, worker: Worker) -> None:
+        """``worker`` reached STARTED: its slot and the pool have booted (lock held)."""
+        worker.up = True
+        self._booted = True
+        slot = self._slots.get(worker.slot)
+        if slot is not None:
+            slot.booted = True
+            slot.boot_failures = 0
+        self.master.log(f"{worker.label} started")
 
     # -- commands ------------------------------------------------------------------
 
@@ -384,7 +484,7 @@ class Pool:
                       if i in self._slots and self._slots[i].worker is not None]
             for index in range(size, old):
                 self._slots.pop(index, None)
-        self._retire([w for w in retire if w is not None])
+        self._retire([w for w in retire if w is not None], ExitReason.SCALE)
         if grow:
             self._spawn(grow)
         self._wake()
@@ -408,12 +508,19 @@ class Pool:
             raise wire_error(ErrorCode.BAD_ARGUMENTS, f"unknown signal {name!r}") from None
         wanted = body.get("workers") or []
         with self._cond:
-            targets = [s.worker for s in self._slots.values()
-                       if s.worker is not None and (not wanted or s.index in wanted)]
+            running = {s.index: s.worker for s in self._slots.values() if s.worker is not None}
+        missing = [w for w in wanted if w not in running]
+        if missing or not running:
+            names = ", ".join(str(w) for w in missing)
+            have = ", ".join(str(w) for w in sorted(running)) or "none"
+            raise wire_error(ErrorCode.BAD_ARGUMENTS,
+                             f"no running worker {names} (running: {have})" if missing
+                             else "no running worker to signal")
+        targets = [w for i, w in sorted(running.items()) if not wanted or i in wanted]
         for worker in targets:
-            if worker is not None:
-                self._kill(worker, sig)
-        return {"signal": sig.name, "workers": [w.slot for w in targets if w is not None]}
+            self._kill(worker, sig)
+        return {"signal": sig.name, "workers": [w.slot for w in targets],
+                "pids": [w.pid for w in targets]}
 
     # -- information ------------------------------------------------------------------
 
@@ -450,9 +557,10 @@ class Pool:
             self._kill(worker, signal.SIGKILL)
 
     def close(self) -> None:
-        """End the supervisor thread; release the wake pipe and the pids file."""
+        """End the supervisor thread; release the wake pipe, the pids file, the boot dir."""
         if self.pids_file is not None:
             self.pids_file.unlink(missing_ok=True)
+        self._boot.close()
         self._closing = True
         self._wake()
         if self._thread.is_alive():

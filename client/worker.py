@@ -19,6 +19,7 @@ import select
 import signal
 import sys
 import threading
+import traceback
 from collections.abc import Callable
 from types import FrameType
 from typing import Any
@@ -107,6 +108,27 @@ def install_signals(bus: ClientBus) -> None:
     signal.signal(signal.SIGHUP, on_hup)
 
 
+def report_boot_failure(headline: str) -> bool:
+    """Write ``headline`` and the current traceback for the pool (``BUSD_BOOT_DIR``).
+
+    The pool shows each distinct boot error once, however many workers hit
+    it.  False when there is no boot dir or it cannot be written: then the
+    caller logs the error itself.
+    """
+    directory = os.environ.get("BUSD_BOOT_DIR")
+    if not directory:
+        return False
+    text = f"{headline}\n{traceback.format_exc()}"
+    path = os.path.join(directory, str(os.getpid()))
+    try:
+        with open(path + ".tmp", "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(path + ".tmp", path)
+    except OSError:
+        return False
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one worker; returns the exit status."""
     args = sys.argv[1:] if argv is None else argv
@@ -144,14 +166,16 @@ def _serve(target: str | Callable[[ClientBus], Any]) -> int:
         func = load_target(target) if isinstance(target, str) else target
         bus = connect(mirror=False)
     except Exception as exc:
-        log.exception("worker could not start: %s", exc)
+        if not report_boot_failure("worker could not start"):
+            log.exception("worker could not start: %s", exc)
         return 70
     assert threading.current_thread() is threading.main_thread()
     install_signals(bus)
     try:
         func(bus)
     except Exception:
-        log.exception("TARGET %s failed", target)
+        if not report_boot_failure(f"TARGET {target} failed"):
+            log.exception("TARGET %s failed", target)
         bus.leave("target failed")
         return 70
     bus.block()

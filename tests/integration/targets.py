@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from busd import states
 from busd.probe import Probe
 from client.bus import ClientBus
 
@@ -40,3 +41,24 @@ def slow_stop(bus: ClientBus) -> None:
 def leave_at_once(bus: ClientBus) -> None:
     """Join, then leave straight away (a worker that only says who it is)."""
     bus.leave("done")
+
+
+#: Not a function: ``busd ... tests.integration.targets:NOT_CALLABLE`` cannot boot.
+NOT_CALLABLE = 42
+
+
+def crash_later(bus: ClientBus) -> None:
+    """Start, wait until the master counts this worker STARTED, then die (status 3)."""
+    import threading
+    import time
+
+    def die_once_seen() -> None:
+        bus.wait(states.STARTED, timeout=30)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            clients = bus.status().get("clients") or []
+            if any(c.get("pid") == os.getpid() and c.get("state") == "STARTED" for c in clients):
+                break
+        os._exit(3)
+
+    threading.Thread(target=die_once_seen, daemon=True).start()

@@ -162,8 +162,9 @@ def test_hung_worker_is_killed_and_replaced(busd_procs: Processes, busd_sink: Si
 
 
 def test_flapping_slot_stops_restarting(busd_procs: Processes, busd_sink: Sink) -> None:
+    # A target that fails only after it started is restarted (no fail-fast).
     busd = start_busd(busd_procs, "-w", "1", "--backoff", "0.01", "--flap-limit", "3",
-                      "--flap-window", "30", "tests.integration.targets:crash")
+                      "--flap-window", "30", "tests.integration.targets:crash_later")
     doc = wait_status(busd_procs, lambda d: d["workers"][0]["state"] == "FLAPPING", timeout=20)
     assert doc["workers"][0]["restarts"] == 3
     assert busctl(busd_procs, "exit").returncode == 0
