@@ -567,7 +567,8 @@ def test_workers_scale_and_signal_with_the_busd_pool(pool: Bus) -> None:
 
     # SIGTERM to one worker: it leaves, and the pool replaces it.
     code, out, _ = pool.busctl("--json", "signal", "term", "1")
-    assert (code, json.loads(out)) == (0, {"signal": "SIGTERM", "workers": [1]})
+    assert (code, json.loads(out)) == (0, {"signal": "SIGTERM", "workers": [1],
+                                           "pids": [first[1]]})
     def replaced() -> dict[int, int] | None:
         workers = started_workers(pool, 3)
         return workers if workers and workers[1] != first[1] else None
