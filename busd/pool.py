@@ -42,8 +42,8 @@ from typing import Any
 import psutil
 
 from busd.errors import BusError
-from busd.fdbudget import FdBudget
 from busd.exits import BootReports, ExitReason, describe_status
+from busd.fdbudget import FdBudget
 from busd.master import MasterBus
 from busd.orphans import write_pids
 from busd.registry import ClientInfo
