@@ -36,8 +36,14 @@ class ExitReason(enum.Enum):
     STOP = "stop"
 
 
-def describe_status(code: int) -> str:
-    """``status 1`` or ``signal SIGKILL`` from ``os.waitstatus_to_exitcode``'s result."""
+def describe_status(code: int | None) -> str:
+    """``status 1`` or ``signal SIGKILL`` from ``os.waitstatus_to_exitcode``'s result.
+
+    None (a worker forked by the fork server, which reaps its own children)
+    is ``an unknown status``.
+    """
+    if code is None:
+        return "an unknown status"
     if code >= 0:
         return f"status {code}"
     try:

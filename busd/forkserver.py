@@ -197,6 +197,9 @@ class ForkServer:
         self._server: _Server | None = _Server.fork(target, preload)
         self._pid: int | None = self._server.pid
         self._replaced = 0
+        #: Why the first server could not start (the TARGET with --preload): kept,
+        #: shown once by the pool, and never retried (a new server would fail alike).
+        self._error: str | None = None
         self._asks: queue.SimpleQueue[_Ask | None] = queue.SimpleQueue()
         self._rfd, self._wfd = os.pipe()
         self._closed = threading.Event()
@@ -244,8 +247,9 @@ class ForkServer:
         try:
             first = self._server
             if first is not None and (why := first.wait_ready(READY_TIMEOUT)) is not None:
-                log.error("%s", why)
-                self._lost(first)
+                self._error = why
+                first.reap(1.0)
+                self._server = self._pid = None
             while self._serve_asks():
                 pass
         finally:
@@ -270,6 +274,8 @@ class ForkServer:
             ask.reply.set_result(self._answer(ask))
 
     def _answer(self, ask: _Ask) -> list[Spawned]:
+        if self._error is not None:
+            return [OSError(self._error) for _ in ask.requests]
         if self._server is None:
             self._replace(None, "none running")
         server = self._server
@@ -344,9 +350,10 @@ def serve(sock: socket.socket, target: str, preload: bool,
         os.environ["BUSD_PARENT_PID"] = str(master)
         worker.die_with_parent(signal.SIGKILL)
         func = worker.load_target(target) if preload else None
-    except BaseException as exc:
-        log.exception("fork server could not start")
-        _send(sock, {"error": f"fork server: {exc}"})
+    except BaseException:  # noqa: BLE001 - the server's main: its master shows the traceback
+        import traceback
+
+        _send(sock, {"error": f"the fork server could not start:\n{traceback.format_exc()}"})
         return 70
     gc.collect()
     gc.freeze()  # what is imported now stays shared, copy-on-write, in every worker

@@ -256,7 +256,7 @@ class Pool:
 
     def _spawn_failed(self, slot: Slot, error: OSError, now: float) -> None:
         """No process could be made for ``slot`` (lock held)."""
-        text = str(error)
+        text = str(error).rstrip()
         if self._boot.first_time(text):
             self.master.log(f"cannot start worker {slot.index}: {text}", level=40)
         else:
@@ -336,11 +336,12 @@ class Pool:
         return max(0.0, min(times) - now) + 0.001
 
     def _reap(self, worker: Worker) -> None:
+        code: int | None
         try:
             _, status = os.waitpid(worker.pid, os.WNOHANG)
-        except ChildProcessError:
-            status = 0
-        code = os.waitstatus_to_exitcode(status) if status else 0
+            code = os.waitstatus_to_exitcode(status) if status else 0
+        except ChildProcessError:  # a fork server's child: the server reaped it
+            code = None
         os.close(worker.pidfd)
         # Its client will not say goodbye now: no ack wait should wait for it.
         client = self.master.hub.registry.remove_pid(worker.pid)
@@ -372,7 +373,7 @@ class Pool:
                 self._failed(slot, now, lived=now - worker.started)
             self._record_pids()
 
-    def _log_exit(self, worker: Worker, code: int, report: str | None) -> None:
+    def _log_exit(self, worker: Worker, code: int | None, report: str | None) -> None:
         """One line for the exit; the boot report (a traceback) the first time it is seen."""
         crashed = worker.reason in (ExitReason.CRASH, ExitReason.TIMEOUT)
         when = "" if worker.up else " before it started"
