@@ -7,11 +7,17 @@ its bus is STARTED.  On stop it stops accepting and finishes the requests it
 has; connections still waiting in the socket's backlog are accepted by the
 other workers, so a ``--reload respawn`` (new workers first, then the old
 ones leave) drops none.
+
+Every worker waits on the same socket, so all of them wake for each new
+connection and only one gets it: accept() must not block (the others would
+sit in it, deaf to a stop).  The loop waits on the socket and a wake pipe,
+so a stop is seen at once, not at the next poll.
 """
 
 from __future__ import annotations
 
 import os
+import selectors
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -45,7 +51,42 @@ class Server(ThreadingHTTPServer):
     def __init__(self, sock: socket.socket) -> None:
         super().__init__(sock.getsockname() or ("", 0), Handler, bind_and_activate=False)
         self.socket.close()
+        # Non-blocking is shared by every worker's copy (one open file), as it should be.
+        sock.setblocking(False)
         self.socket = sock
+        self._wake_r, self._wake_w = os.pipe()
+
+    def serve_until_stopped(self) -> None:
+        """Accept and serve until :meth:`stop_serving`; no polling interval."""
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.socket, selectors.EVENT_READ)
+            selector.register(self._wake_r, selectors.EVENT_READ)
+            while True:
+                ready = {key.fileobj for key, _ in selector.select()}
+                if self._wake_r in ready:
+                    return
+                self._accept_one()
+
+    def _accept_one(self) -> None:
+        try:
+            request, address = self.get_request()
+        except OSError:  # another worker took it (EAGAIN), or the peer left
+            return
+        try:
+            self.process_request(request, address)
+        except Exception:  # noqa: BLE001 - one connection's failure, logged by the server
+            self.handle_error(request, address)
+            self.shutdown_request(request)
+
+    def stop_serving(self) -> None:
+        """Make :meth:`serve_until_stopped` return (from any thread)."""
+        os.write(self._wake_w, b"\0")
+
+    def server_close(self) -> None:
+        """Close our socket, wait for the requests in progress, close the wake pipe."""
+        super().server_close()
+        for fd in (self._wake_r, self._wake_w):
+            os.close(fd)
 
 
 class HttpWorker:
@@ -59,8 +100,7 @@ class HttpWorker:
     def start(self) -> None:
         """Serve on a duplicate of the shared socket, in a thread."""
         self.server = Server(self.listener.dup())
-        self.thread = threading.Thread(target=self.server.serve_forever,
-                                       kwargs={"poll_interval": 0.5}, name="http")
+        self.thread = threading.Thread(target=self.server.serve_until_stopped, name="http")
         self.thread.start()
 
     def stop(self) -> None:
@@ -68,10 +108,10 @@ class HttpWorker:
         server, self.server = self.server, None
         if server is None:
             return
-        server.shutdown()
-        server.server_close()
+        server.stop_serving()
         if self.thread is not None:
             self.thread.join(10.0)
+        server.server_close()
 
 
 def main(bus: ClientBus) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import signal
 import socket
 import sys
 import threading
@@ -93,3 +94,21 @@ def test_respawn_reloads_drop_no_request(busd_procs: Processes, busd_dir: Path) 
     assert failures == [], failures[:5]
     assert ok[0] >= 2000, f"only {ok[0]} requests"
     assert len(servers) >= 4, f"requests were served by {servers} only: no respawn happened?"
+
+
+def test_stops_at_once_after_serving(busd_procs: Processes, busd_dir: Path) -> None:
+    # Every worker waits on the one socket; one that lost the race for a
+    # connection must not sit in accept() and hold up the stop.
+    sock_path = str(busd_dir / "http.sock")
+    busd = busd_procs.spawn([sys.executable, "-m", "busd", "-w", "4", "--heartbeat", "0.2",
+                             "--log-level", "WARNING", "--listen", f"unix:{sock_path}",
+                             "busd.examples.http:main"], name="busd")
+    with Control(default_endpoints(busd_dir).ctl, timeout=10) as control:
+        wait_workers(control, 4, set())
+    served = {get(sock_path).split()[1] for _ in range(20)}
+    assert served, "no request was served"
+    began = time.monotonic()
+    busd.send_signal(signal.SIGTERM)
+    assert busd.wait(15) == 0, busd_procs.output(busd)
+    took = time.monotonic() - began
+    assert took < 1.0, f"busd took {took:.2f}s to stop after serving"
