@@ -164,6 +164,7 @@ def run(opts: argparse.Namespace, command: list[str]) -> int:
         out = os.path.abspath(opts.log_file) if opts.log_file else "/dev/null"
         Daemonizer(Bus(), stdout=out, stderr=out).start()
     raise_nofile()  # a pool needs descriptors; the hard limit is the operator's word
+    systemd = take_systemd_env()  # before any worker or fork server can inherit it
     runtime = ep.ensure_runtime_dir(Path(opts.runtime_dir) if opts.runtime_dir
                                     else ep.runtime_dir(opts.name))
     refuse_if_running(ep.default_endpoints(runtime).ctl)
@@ -213,7 +214,7 @@ def run(opts: argparse.Namespace, command: list[str]) -> int:
         pool.close()
         raise
     pool.subscribe()
-    install_plugins(master, pool, opts)
+    install_plugins(master, pool, opts, systemd)
     host = None
     status = EX_OK
     try:
@@ -272,9 +273,7 @@ def systemd_listeners() -> list[Any]:
 def worker_env(opts: argparse.Namespace, master: MasterBus,
                listeners: list[Any]) -> dict[str, str]:
     """What a worker needs to find its master and its listening sockets."""
-    # systemd's notification variables are busd's alone (NotifyAccess=main).
-    inherited = {k: v for k, v in os.environ.items() if k not in SYSTEMD_ONLY}
-    return {**inherited, "BUSD_NAME": master.name, "BUSD_RUNTIME_DIR": str(master.runtime_dir),
+    return {**os.environ, "BUSD_NAME": master.name, "BUSD_RUNTIME_DIR": str(master.runtime_dir),
             "BUSD_PUB_ENDPOINT": master.hub.pub_endpoints[0],
             "BUSD_CTL_ENDPOINT": master.hub.ctl_endpoints[0],
             "BUSD_LOG_LEVEL": opts.log_level,
@@ -282,11 +281,20 @@ def worker_env(opts: argparse.Namespace, master: MasterBus,
             "BUSD_LISTEN_FDS": ",".join(str(s.fileno()) for s in listeners)}
 
 
-def install_plugins(master: MasterBus, pool: Pool, opts: argparse.Namespace) -> None:
-    """Signals, PID file, systemd notification, privileges."""
+def take_systemd_env() -> dict[str, str]:
+    """Remove systemd's notification variables from the environment and return them.
+
+    They are busd's alone (``NotifyAccess=main``): no worker may inherit them.
+    """
+    return {key: os.environ.pop(key) for key in SYSTEMD_ONLY if key in os.environ}
+
+
+def install_plugins(master: MasterBus, pool: Pool, opts: argparse.Namespace,
+                    systemd: dict[str, str] | None = None) -> None:
+    """Signals, PID file, systemd notification (``systemd``: its variables), privileges."""
     if opts.pidfile:
         PIDFile(master, opts.pidfile).subscribe()
-    SdNotify(master, wait_ready=lambda: wait_workers_started(
+    SdNotify(master, environ=systemd, wait_ready=lambda: wait_workers_started(
         master, pool, opts.startup_timeout)).subscribe()
     if opts.user or opts.group:
         DropPrivileges(master, uid=opts.user, gid=opts.group).subscribe()

@@ -35,18 +35,23 @@ class SdNotify(SimplePlugin):
 
     ``socket_path`` defaults to ``$NOTIFY_SOCKET`` as it is when the plugin
     is made; the watchdog reads ``$WATCHDOG_USEC`` and ``$WATCHDOG_PID`` when
-    the bus starts.  ``wait_ready``, if given, is called before each READY=1
-    and blocks until the service is really ready (busd: every worker
-    STARTED), returning False if it gave up; READY=1 is sent either way, with
-    a warning, because systemd would otherwise kill a service that works.
+    the bus starts.  ``environ`` replaces ``os.environ`` for all three (busd
+    takes them out of its environment so that no worker inherits them).
+    ``wait_ready``, if given, is called before each READY=1 and blocks
+    until the service is really ready (busd: every worker STARTED),
+    returning False if it gave up; READY=1 is sent either way, with a
+    warning, because systemd would otherwise kill a service that works.
     On start that wait runs in a thread of its own, since the workers only
     start once the bus is STARTED.
     """
 
     def __init__(self, bus: Bus, socket_path: str | None = None,
-                 wait_ready: Callable[[], bool] | None = None) -> None:
+                 wait_ready: Callable[[], bool] | None = None,
+                 environ: Mapping[str, str] | None = None) -> None:
         super().__init__(bus)
-        self.socket_path = socket_path or os.environ.get("NOTIFY_SOCKET") or None
+        self.environ = environ
+        env: Mapping[str, str] = os.environ if environ is None else environ
+        self.socket_path = socket_path or env.get("NOTIFY_SOCKET") or None
         self.wait_ready = wait_ready
         #: Datagrams sent, and sends that failed.
         self.sent = 0
@@ -148,7 +153,7 @@ class SdNotify(SimplePlugin):
         self.ready()
 
     def _start_watchdog(self) -> None:
-        interval = watchdog_interval()
+        interval = watchdog_interval(self.environ)
         if not self.enabled or interval is None:
             return
         if self._watchdog is not None and self._watchdog.is_alive():

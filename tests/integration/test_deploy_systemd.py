@@ -17,15 +17,25 @@ import sys
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 
+from busd.probe import Probe
 from busd.testing import Processes, Sink
+from client.bus import ClientBus
+from tests.integration import targets
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
-TARGET = "tests.integration.targets:main"
+TARGET = "tests.integration.test_deploy_systemd:worker"
 SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
+
+
+def worker(bus: ClientBus) -> None:
+    """targets.main, and a report of what systemd variables this worker sees."""
+    targets.main(bus)
+    with Probe() as probe:
+        probe.report("environ", **{k: os.environ.get(k) for k in
+                                   ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")})
 
 
 def installed_bin() -> Path:
@@ -132,9 +142,9 @@ def test_busd_under_notify_socket_and_watchdog(busd_procs: Processes, busd_sink:
         # READY=1 means every worker ran its start listeners: busd says so at once.
         rows = worker_rows(busd_procs)
         assert [r["state"] for r in rows] == ["STARTED"] * 3, rows
-        for row in rows:
-            env = psutil.Process(int(str(row["pid"]))).environ()
-            assert "NOTIFY_SOCKET" not in env, "a worker could talk to systemd"
+        for report in busd_sink.collect("environ", 3):
+            assert report["NOTIFY_SOCKET"] is None, "a worker could talk to systemd"
+            assert report["WATCHDOG_USEC"] is None
 
         pings = [t for t, f in systemd.seen if "WATCHDOG" in f]
         while len(pings) < 5:
