@@ -352,7 +352,11 @@ class Hub:
                 frame = self._pub.recv(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            if len(frame) < 1 or not frame[1:].startswith(JOIN_PREFIX):
+            if not frame or frame[0] > 1:
+                # Not a (un)subscription: only SUB sockets should talk to the XPUB.
+                self.stats["bad_subscription"] += 1
+                continue
+            if not frame[1:].startswith(JOIN_PREFIX):
                 continue
             token = frame[1 + len(JOIN_PREFIX):]
             if frame[0] != 1:

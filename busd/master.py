@@ -392,7 +392,9 @@ class MasterBus(Bus):
                   "host": socket.gethostname(), "epoch": self.epoch, "seq": seq,
                   "uptime": round(time.time() - self.started_at, 3),
                   "clients": [c.as_dict(now) for c in self.clients()], "workers": [],
-                  "endpoints": {"pub": self.hub.pub_endpoints, "ctl": self.hub.ctl_endpoints}}
+                  "endpoints": {"pub": self.hub.pub_endpoints, "ctl": self.hub.ctl_endpoints},
+                  # Requests, acks and every rejected frame, by error code (hub thread).
+                  "counters": dict(self.hub.stats)}
         for hook in self.status_hooks:
             hook(status)
         return status
