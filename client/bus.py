@@ -27,7 +27,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from typing import Any
 
-from busd.auth import ClientKeys, client_keys
+from busd.auth import ClientKeys, client_keys, is_tcp
 from busd.bus import Bus, State
 from busd.endpoints import Endpoints, client_endpoints, pub_beside
 from busd.errors import BusError, ChannelFailures, KeyRefused, MasterLost, NoMaster
@@ -376,10 +376,13 @@ def connect(name: str | None = None, runtime_dir: str | Path | None = None, *,
     if ctl and not pub and ctl.startswith("tcp://"):
         pub = pub_beside(ctl).pub
     endpoints = Endpoints(pub=pub or found.pub, ctl=ctl or found.ctl)
+    # Keys only matter over tcp (and loading them costs an import of zmq.auth).
+    tcp = is_tcp(endpoints.ctl) or is_tcp(endpoints.pub)
     worker_env = os.environ.get("BUSD_WORKER", "")
     bus = ClientBus(endpoints, name=os.environ.get("BUSD_WORKER_NAME", ""), role=role,
                     worker=int(worker_env) if worker_env.isdigit() else None,
-                    timeout=timeout, curve=client_keys(server_key, curve_secret),
+                    timeout=timeout,
+                    curve=client_keys(server_key, curve_secret) if tcp else None,
                     on_master_lost=on_master_lost or os.environ.get("BUSD_ON_MASTER_LOST",
                                                                     "exit"))
     return bus.connect(mirror=mirror, timeout=timeout)

@@ -372,3 +372,24 @@ def test_an_unsafe_runtime_dir_is_refused(master: Master, tmp_path: Path, proble
     assert "Traceback" not in done.stderr
     assert not (runtime / "ctl.sock").exists()
     assert_still_serving(master)
+
+
+# -- key rotation ------------------------------------------------------------------
+
+def test_a_key_added_or_removed_counts_without_a_restart(
+        master: Master, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    public, secret = zmq.auth.create_certificates(tmp_path, "newcomer")
+    Path(secret).chmod(0o600)
+    added = master.keys.authorized / "newcomer.key"
+    assert busctl(capsys, *remote(master, Path(secret), "ping"))[0] == 3
+    shutil.copy(public, added)
+    try:
+        code, _, err = busctl(capsys, *remote(master, Path(secret), "ping"))
+        assert code == 0, err
+    finally:
+        added.unlink()
+    os.utime(master.keys.authorized, ns=(3, 3))  # a new mtime, whatever the clock's resolution
+    code, _, err = busctl(capsys, *remote(master, Path(secret), "ping"))
+    assert code == 3
+    assert "refused the key" in err
+    assert_still_serving(master)
