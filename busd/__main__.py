@@ -239,9 +239,20 @@ def run(opts: argparse.Namespace, command: list[str]) -> int:
         status = EX_BOOT
     if forkserver is not None:
         forkserver.close()
-    for sock in listeners:
-        sock.close()
+    remove_sockets(runtime, listeners)
     return status
+
+
+def remove_sockets(runtime: Path, listeners: list[Any]) -> None:
+    """After a clean exit: close the --listen sockets, remove the files of ours."""
+    paths = [runtime / ep.CTL_FILE, runtime / ep.PUB_FILE]
+    for sock in listeners:
+        name = sock.getsockname()
+        if isinstance(name, str) and name:
+            paths.append(Path(name))
+        sock.close()
+    for path in paths:
+        path.unlink(missing_ok=True)
 
 
 def join(master: MasterBus, pool: Pool, opts: argparse.Namespace) -> Any:

@@ -94,6 +94,9 @@ class Registry:
         self._acks: collections.OrderedDict[int, dict[int, Ack]] = collections.OrderedDict()
         self._departed: dict[int, ClientInfo] = {}
         self._waits: list[dict[int, set[int]]] = []
+        #: Called (by the thread that noted it, outside the lock) when a client's
+        #: state changes; they must only wake their owner (the pool: a pipe byte).
+        self.state_hooks: list[Callable[[ClientInfo], None]] = []
 
     def register(self, identity: bytes, hello: dict[str, Any], joined_seq: int) -> ClientInfo:
         """Record a client that said HELLO (again: same identity keeps its id)."""
@@ -133,11 +136,15 @@ class Registry:
             info = self._by_identity.get(identity)
             if info is None:
                 return None
+            changed = "state" in fields and fields["state"] != info.state
             info = replace(info, last_seen=time.monotonic(), **fields)
             self._by_identity[identity] = info
             if fields:
                 self._cond.notify_all()
-            return info
+        if changed:
+            for hook in self.state_hooks:
+                hook(info)
+        return info
 
     def wait_for(self, predicate: Callable[[list[ClientInfo]], bool], timeout: float) -> bool:
         """Wait until ``predicate(clients)`` holds; False if ``timeout`` passed first."""
