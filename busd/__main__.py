@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from busd import __version__, options
 from busd import endpoints as ep
 from busd.bus import Bus
 from busd.errors import AlreadyRunning, BusError, ChannelFailures
@@ -28,8 +29,9 @@ from busd.exits import EX_BOOT
 from busd.fdbudget import FdBudgetExceeded, raise_nofile
 from busd.forkserver import ForkServer
 from busd.hosts import HostTable
-from busd.listen import from_systemd, make_listeners
+from busd.listen import ListenError, from_systemd, make_listeners
 from busd.master import MasterBus, refuse_if_running
+from busd.options import OneLineParser, env_default
 from busd.orphans import reap_orphans
 from busd.plugins import Daemonizer, DropPrivileges, PIDFile, SdNotify, SignalHandler
 from busd.pool import Pool, PoolConfig
@@ -45,47 +47,76 @@ SIGNAL_CHANNELS = ("SIGTERM", "SIGINT", "SIGHUP", "SIGUSR1", "SIGTTIN", "SIGTTOU
 
 
 def _env(name: str, default: Any = None) -> Any:
-    return os.environ.get("BUSD_" + name.upper().replace("-", "_"), default)
+    return env_default(name.replace("-", "_"), default)
+
+
+LOG_FORMATS = {
+    # A timestamp on every line; "plain" for journald, which adds its own.
+    "time": "%(asctime)s.%(msecs)03d busd [%(process)d] %(levelname)s %(name)s: %(message)s",
+    "plain": "busd [%(process)d] %(levelname)s %(name)s: %(message)s",
+}
+DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser; defaults come from BUSD_* variables."""
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="busd", description="Run a busd master with a pool of workers.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         epilog="TARGET is pkg.module:function, called in each worker with its ClientBus; "
                "'-- CMD ARGS' runs a command in each worker instead (it calls "
-               "client.connect()). Every option also reads BUSD_<OPTION>.")
+               "client.connect()). Every option also reads BUSD_<OPTION> "
+               "(--worker-timeout: BUSD_WORKER_TIMEOUT); the command line wins. "
+               f"Exit status: 0 clean exit; 1 another busd runs; 2 usage; {EX_BOOT} workers "
+               "failed to boot; 70 an unrecoverable error.")
     add = p.add_argument
-    add("--name", default=_env("name"), help="master name (runtime dir) [busd]")
-    add("--runtime-dir", default=_env("runtime_dir"), help="where the ipc sockets live")
-    add("--bind", action="append", default=_split(_env("bind")),
-        help="also serve on this control endpoint (repeatable)")
-    add("-w", "--workers", type=int, default=int(_env("workers", 1)), help="pool size [1]")
-    add("--graceful-timeout", type=float, default=float(_env("graceful_timeout", 10.0)))
-    add("--heartbeat", type=float, default=float(_env("heartbeat", 1.0)))
-    add("--worker-timeout", type=float, default=float(_env("worker_timeout", 30.0)))
-    add("--startup-timeout", type=float, default=float(_env("startup_timeout", 30.0)))
-    add("--reload", choices=("inplace", "respawn"), default=_env("reload", "inplace"))
+    add("--version", action="version", version=f"busd {__version__}")
+    add("--name", default=_env("name"), help="master name (its runtime dir) [busd]")
+    add("--runtime-dir", default=_env("runtime_dir"),
+        help="where the ipc sockets live [$XDG_RUNTIME_DIR/busd/NAME or /tmp/busd-UID/NAME]")
+    add("--bind", action="append", default=_split(_env("bind")), metavar="EP",
+        help="also serve on this control endpoint, e.g. tcp://127.0.0.1:7000 (repeatable)")
+    add("-w", "--workers", type=options.count, default=_env("workers", "1"), metavar="N",
+        help="pool size")
+    add("--graceful-timeout", type=options.seconds, default=_env("graceful_timeout", "10"),
+        metavar="S", help="how long a worker may take to stop before it is SIGKILLed")
+    add("--heartbeat", type=options.seconds, default=_env("heartbeat", "1"), metavar="S",
+        help="seconds between the master's heartbeats")
+    add("--worker-timeout", type=options.seconds, default=_env("worker_timeout", "30"),
+        metavar="S", help="a worker silent this long is killed and replaced")
+    add("--startup-timeout", type=options.seconds, default=_env("startup_timeout", "30"),
+        metavar="S", help="how long a new worker may take to join")
+    add("--reload", choices=("inplace", "respawn"), default=_env("reload", "inplace"),
+        help="graceful: workers reload in place, or new workers replace the old ones")
     add("--spawn", choices=("fork", "exec"), default=_env("spawn", "fork"),
         help="fork TARGET workers from a clean fork server, or exec a fresh interpreter "
-             "for each [fork]")
+             "for each")
     add("--preload", action="store_true", default=_flag(_env("preload")),
         help="import TARGET once in the fork server, not in each worker")
-    add("--listen", action="append", default=_split(_env("listen")),
-        help="a socket the master makes for the workers: tcp:HOST:PORT or unix:PATH")
-    add("--pidfile", default=_env("pidfile"))
-    add("--daemon", action="store_true", default=_flag(_env("daemon")))
-    add("--user", default=_env("user"))
-    add("--group", default=_env("group"))
+    add("--listen", action="append", type=options.listen_address, metavar="ADDRESS",
+        default=_split(_env("listen")),
+        help="a socket the master makes for the workers: tcp:HOST:PORT or unix:PATH "
+             "(repeatable)")
+    add("--pidfile", default=_env("pidfile"), metavar="FILE", help="write busd's pid here")
+    add("--daemon", action="store_true", default=_flag(_env("daemon")),
+        help="detach from the terminal (double fork)")
+    add("--user", default=_env("user"), help="drop privileges to this user after binding")
+    add("--group", default=_env("group"), help="drop privileges to this group after binding")
     add("--log-level", default=_env("log_level", "INFO"),
-        choices=("DEBUG", "INFO", "WARNING", "ERROR"), type=str.upper)
-    add("--log-file", default=_env("log_file"), help="with --daemon: where output goes")
-    add("--backoff", type=float, default=float(_env("backoff", 0.1)),
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"), type=str.upper,
+        help="for busd and its workers")
+    add("--log-format", default=_env("log_format", "time"), choices=tuple(LOG_FORMATS),
+        help="time: a timestamp on every line; plain: none (journald adds its own)")
+    add("--log-file", default=_env("log_file"), metavar="FILE",
+        help="with --daemon: where output goes [/dev/null]")
+    add("--backoff", type=options.non_negative_seconds, default=_env("backoff", "0.1"), metavar="S",
         help="first restart delay of a crashed worker, doubled each time")
-    add("--backoff-max", type=float, default=float(_env("backoff_max", 10.0)))
-    add("--flap-limit", type=int, default=int(_env("flap_limit", 5)),
+    add("--backoff-max", type=options.seconds, default=_env("backoff_max", "10"),
+        metavar="S", help="the longest restart delay")
+    add("--flap-limit", type=options.count, default=_env("flap_limit", "5"), metavar="N",
         help="crashes within --flap-window after which a slot stops restarting")
-    add("--flap-window", type=float, default=float(_env("flap_window", 60.0)))
+    add("--flap-window", type=options.seconds, default=_env("flap_window", "60"),
+        metavar="S", help="the window --flap-limit counts crashes in")
     add("--insecure", action="store_true", default=_flag(_env("insecure")),
         help="allow plain TCP off loopback")
     add("--curve-secret", metavar="FILE", default=_env("curve_secret"),
@@ -102,7 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--wait-for-master", action="store_true", default=_flag(_env("wait_for_master")),
         help="with --join: when the master is lost, stop the workers and wait for it "
              "(default: exit)")
-    add("target", nargs="?", default=_env("target"), help="pkg.module:function")
+    add("target", nargs="?", type=options.target, default=_env("target"), metavar="TARGET",
+        help="pkg.module:function (or asgi:/wsgi:pkg.module:app)")
     return p
 
 
@@ -121,17 +153,14 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
         cut = argv.index("--")
         argv, command = argv[:cut], argv[cut + 1:]
     parser = build_parser()
+    options.check_env(parser)
     opts = parser.parse_args(argv)
     if command and opts.target:
         parser.error("give either TARGET or -- CMD, not both")
-    if opts.workers < 0:
-        parser.error("-w must be 0 or more")
     if opts.preload and not opts.target:
         parser.error("--preload needs a TARGET (a command cannot be preloaded)")
     if opts.preload and opts.spawn == "exec":
         parser.error("--preload needs --spawn fork")
-    if opts.target and ":" not in opts.target:
-        parser.error(f"TARGET is pkg.module:function, not {opts.target!r}")
     if opts.join and not re.fullmatch(r"tcp://[^/]+:[0-9]+", opts.join):
         parser.error(f"--join is tcp://HOST:PORT (the master's control endpoint), "
                      f"not {opts.join!r}")
@@ -146,10 +175,13 @@ def main(argv: list[str] | None = None) -> int:
         opts, command = parse(sys.argv[1:] if argv is None else argv)
     except SystemExit as exc:
         return int(exc.code or 0)
-    logging.basicConfig(level=opts.log_level,
-                        format="busd [%(process)d] %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=opts.log_level, format=LOG_FORMATS[opts.log_format],
+                        datefmt=DATE_FORMAT)
     try:
         return run(opts, command)
+    except ListenError as exc:
+        print(f"busd: {exc}", file=sys.stderr)
+        return EX_USAGE
     except BusError as exc:
         print(f"busd: {exc}", file=sys.stderr)
         return EX_RUNNING if isinstance(exc, AlreadyRunning) else EX_SOFTWARE
@@ -230,6 +262,7 @@ def run(opts: argparse.Namespace, command: list[str]) -> int:
         master.close()
         pool.close()
         raise
+    log_summary(opts, master, listeners, command)
     master.block()
     if host is not None:
         host.depart("this host's busd exits")
@@ -273,6 +306,19 @@ def _address(sock: Any) -> str:
     return f"unix:{name}"
 
 
+def log_summary(opts: argparse.Namespace, master: MasterBus, listeners: list[Any],
+                command: list[str]) -> None:
+    """One line after start: what runs, how many, where to reach it."""
+    what = " ".join(command) if command else opts.target
+    pool = (f"{opts.workers} worker{'s' if opts.workers != 1 else ''} of {what} "
+            f"(spawn {'exec' if command else opts.spawn}{', preload' if opts.preload else ''}, "
+            f"reload {opts.reload})" if opts.workers else "no workers")
+    listen = ", ".join(_address(s) for s in listeners) or "none"
+    log.info("busd %s (pid %d) %s: %s; control %s; pub %s; listen %s", __version__, os.getpid(),
+             master.state.name, pool, ", ".join(master.hub.ctl_endpoints),
+             ", ".join(master.hub.pub_endpoints), listen)
+
+
 def systemd_listeners() -> list[Any]:
     """The sockets of systemd's socket activation (LISTEN_FDS), logged by name."""
     found = from_systemd()
@@ -287,7 +333,7 @@ def worker_env(opts: argparse.Namespace, master: MasterBus,
     return {**os.environ, "BUSD_NAME": master.name, "BUSD_RUNTIME_DIR": str(master.runtime_dir),
             "BUSD_PUB_ENDPOINT": master.hub.pub_endpoints[0],
             "BUSD_CTL_ENDPOINT": master.hub.ctl_endpoints[0],
-            "BUSD_LOG_LEVEL": opts.log_level,
+            "BUSD_LOG_LEVEL": opts.log_level, "BUSD_LOG_FORMAT": opts.log_format,
             "BUSD_GRACEFUL_TIMEOUT": str(opts.graceful_timeout),
             "BUSD_LISTEN_FDS": ",".join(str(s.fileno()) for s in listeners)}
 

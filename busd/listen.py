@@ -50,7 +50,7 @@ def make_listener(address: str) -> socket.socket:
         else:
             raise ListenError(f"--listen takes tcp:HOST:PORT or unix:PATH, not {address!r}")
     except (OSError, ValueError) as exc:
-        raise ListenError(f"cannot listen on {address}: {exc}") from exc
+        raise ListenError(f"--listen {address}: cannot listen: {exc}") from exc
     sock.listen(BACKLOG)
     sock.set_inheritable(True)
     return sock

@@ -380,7 +380,8 @@ class Pool:
         when = "" if worker.up else " before it started"
         first = report is not None and self._boot.first_time(report)
         same = "; it failed to boot with the same error" if report and not first else ""
-        self.master.log(f"{worker.label} exited with {describe_status(code)}{when} "
+        status = "" if code is None else f" with {describe_status(code)}"
+        self.master.log(f"{worker.label} exited{status}{when} "
                         f"({worker.reason.value if worker.reason else '?'}){same}",
                         level=30 if crashed else 20)
         if first:

@@ -141,10 +141,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def configure_logging() -> None:
     """Log to stderr at ``BUSD_LOG_LEVEL``, each line naming the worker (a process main)."""
+    stamp = "" if os.environ.get("BUSD_LOG_FORMAT") == "plain" else "%(asctime)s.%(msecs)03d "
     logging.basicConfig(level=os.environ.get("BUSD_LOG_LEVEL", "WARNING").upper(),
-                        format=f"worker {os.environ.get('BUSD_WORKER', '?')} "
+                        format=f"{stamp}worker {os.environ.get('BUSD_WORKER', '?')} "
                                "[%(process)d] %(levelname)s %(name)s: %(message)s",
-                        force=True)
+                        datefmt="%Y-%m-%d %H:%M:%S", force=True)
 
 
 def run(target: str | Callable[[ClientBus], Any]) -> int:

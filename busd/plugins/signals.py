@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import collections
 import functools
+import logging
 import os
 import signal as _signal
 import sys
@@ -133,7 +134,7 @@ class SignalHandler:
         # Keep the first one: after a second subscribe, the current handler is ours.
         self._previous.setdefault(signum, previous)
         if listener is not None:
-            self.bus.log(f"Listening for {signame}.")
+            self.bus.log(f"Handling {signame}.", level=logging.DEBUG)
             self.bus.subscribe(signame, listener)
             if (signame, listener) not in self._listeners:
                 self._listeners.append((signame, listener))
@@ -142,10 +143,10 @@ class SignalHandler:
         signame = self.signals.get(signum, str(signum))
         if previous is None:
             # Installed outside Python: SIG_DFL is the closest we can restore.
-            self.bus.log(f"Restoring {signame} handler to SIG_DFL.")
+            self.bus.log(f"Restoring {signame} handler to SIG_DFL.", level=logging.DEBUG)
             previous = _signal.SIG_DFL
         else:
-            self.bus.log(f"Restoring {signame} handler {previous!r}.")
+            self.bus.log(f"Restoring {signame} handler {previous!r}.", level=logging.DEBUG)
         try:
             ours = _signal.signal(signum, previous)
         except (OSError, ValueError):

@@ -1,0 +1,139 @@
+"""The values ``busd``'s flags take, and one way to refuse a bad one.
+
+Every flag also reads ``BUSD_<FLAG>``; a bad value from either place is one
+line on stderr that names the flag (or the variable) and the form it
+expects, and exit status 2, never a traceback::
+
+    busd: -w/--workers: expected a whole number of 0 or more, not 'abc'
+    busd: BUSD_WORKERS='abc': expected a whole number of 0 or more
+    busd: --listen: expected tcp:HOST:PORT (PORT 0-65535) or unix:PATH, not 'tcp:127.0.0.1'
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+from collections.abc import Callable, Mapping
+from typing import Any, NoReturn
+
+EX_USAGE = 2
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line (``prog: message``) and exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print ``prog: message`` (argparse's "argument X:" made "X:") and exit 2."""
+        message = re.sub(r"^argument ([^:]+): ", r"\1: ", message)
+        self.exit(EX_USAGE, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _expect(form: str, check: Callable[[str], Any]) -> Callable[[str], Any]:
+    """An argparse type: ``check(text)``, or "expected FORM, not TEXT"."""
+    def convert(text: str) -> Any:
+        try:
+            return check(text)
+        except (ValueError, OverflowError):
+            raise argparse.ArgumentTypeError(f"expected {form}, not {text!r}") from None
+    convert.form = form  # type: ignore[attr-defined]
+    convert.__name__ = form
+    return convert
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError(text)
+    return value
+
+
+def _positive_count(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError(text)
+    return value
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not 0 < value < float("inf"):
+        raise ValueError(text)
+    return value
+
+
+def _non_negative_seconds(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < float("inf"):
+        raise ValueError(text)
+    return value
+
+
+def _listen(text: str) -> str:
+    kind, _, rest = text.partition(":")
+    if kind == "unix" and rest:
+        return text
+    if kind != "tcp":
+        raise ValueError(text)
+    host, sep, port = rest.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(text)
+    if host.startswith("[") != host.endswith("]"):
+        raise ValueError(text)
+    return text
+
+
+def _target(text: str) -> str:
+    module, sep, func = text.removeprefix("asgi:").removeprefix("wsgi:").partition(":")
+    if not sep or not module or not func:
+        raise ValueError(text)
+    return text
+
+
+count = _expect("a whole number of 0 or more", _count)
+positive_count = _expect("a whole number of 1 or more", _positive_count)
+seconds = _expect("a positive number of seconds", _seconds)
+non_negative_seconds = _expect("a number of seconds, 0 or more", _non_negative_seconds)
+listen_address = _expect("tcp:HOST:PORT (PORT 0-65535) or unix:PATH", _listen)
+target = _expect("pkg.module:function", _target)
+
+
+def env_name(dest: str) -> str:
+    """The variable a flag reads: ``worker_timeout`` -> ``BUSD_WORKER_TIMEOUT``."""
+    return "BUSD_" + dest.upper()
+
+
+def check_env(parser: argparse.ArgumentParser, environ: Mapping[str, str] | None = None) -> None:
+    """Refuse (one line, exit 2) a ``BUSD_*`` value its flag would refuse."""
+    env = os.environ if environ is None else environ
+    for action in parser._actions:
+        value = env.get(env_name(action.dest))
+        convert = action.type
+        if value is None or not callable(convert):
+            continue
+        parts = value.replace(",", " ").split() if action.nargs is None and isinstance(
+            action, argparse._AppendAction) else [value]
+        for part in parts:
+            try:
+                convert(part)
+            except (argparse.ArgumentTypeError, ValueError) as exc:
+                form = getattr(convert, "form", None)
+                why = f"expected {form}" if form else str(exc)
+                parser.exit(EX_USAGE, f"{parser.prog}: {env_name(action.dest)}={value!r}: "
+                            f"{why}\n")
+
+
+def env_default(dest: str, default: Any = None) -> Any:
+    """``BUSD_<DEST>`` as the flag's default (a string: argparse converts it), else ``default``."""
+    return os.environ.get(env_name(dest), default)
+
+
+def die(message: str) -> NoReturn:
+    """One line on stderr and exit 2: for a bad flag found after parsing."""
+    print(f"busd: {message}", file=sys.stderr)
+    raise SystemExit(EX_USAGE)
+
+
+__all__ = ["OneLineParser", "check_env", "count", "env_default", "listen_address",
+           "non_negative_seconds", "positive_count", "seconds", "target"]
