@@ -93,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="busctl", description="Control a running busd master.", epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action=_Version, help="print busctl's version and exit")
     _global_options(parser, suppress=False)
     common = argparse.ArgumentParser(add_help=False)
     _global_options(common, suppress=True)
@@ -126,6 +127,24 @@ def build_parser() -> argparse.ArgumentParser:
     keygen.add_argument("dir", metavar="DIR")
     keygen.add_argument("--force", action="store_true", help="replace existing key files")
     return parser
+
+
+class _Version(argparse.Action):
+    """``--version``: the installed distribution's version (looked up only when asked)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kw: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kw)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            text = version("busd")
+        except PackageNotFoundError:
+            text = "unknown (not installed)"
+        print(f"busctl {text}", flush=True)
+        parser.exit(0)
 
 
 def _global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:

@@ -42,7 +42,8 @@ def test_busd_refuses_a_bad_value_in_one_line(case: str, busd_dir: Path) -> None
     assert done.stdout == ""
     lines = done.stderr.splitlines()
     assert len(lines) == 1, done.stderr
-    assert lines[0].startswith("busd: ") and flag in lines[0], lines[0]
+    assert lines[0].startswith("busd: "), lines[0]
+    assert flag in lines[0], lines[0]
     assert "expected" in lines[0] or "invalid choice" in lines[0], lines[0]
     assert not list(busd_dir.iterdir()), "nothing may be made before the flags are checked"
 
@@ -51,7 +52,8 @@ def test_busd_refuses_a_listen_address_it_cannot_bind(busd_dir: Path) -> None:
     path = busd_dir / "nodir" / "app.sock"
     done = run("busd", ["--listen", f"unix:{path}"], {}, busd_dir)
     assert done.returncode == 2, done.stderr
-    assert len(done.stderr.splitlines()) == 1 and "--listen" in done.stderr, done.stderr
+    assert len(done.stderr.splitlines()) == 1, done.stderr
+    assert "--listen" in done.stderr, done.stderr
 
 
 @pytest.mark.parametrize("module", ["busd", "client.busctl"])
