@@ -84,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds between the master's heartbeats")
     add("--worker-timeout", type=options.seconds, default=_env("worker_timeout", "30"),
         metavar="S", help="a worker silent this long is killed and replaced")
+    add("--master-timeout", type=options.seconds, default=_env("master_timeout", "30"),
+        metavar="S", help="a worker whose master is silent this long exits (a local "
+        "master's death is seen at once)")
     add("--startup-timeout", type=options.seconds, default=_env("startup_timeout", "30"),
         metavar="S", help="how long a new worker may take to join")
     add("--reload", choices=("inplace", "respawn"), default=_env("reload", "inplace"),
@@ -334,6 +337,7 @@ def worker_env(opts: argparse.Namespace, master: MasterBus,
             "BUSD_PUB_ENDPOINT": master.hub.pub_endpoints[0],
             "BUSD_CTL_ENDPOINT": master.hub.ctl_endpoints[0],
             "BUSD_LOG_LEVEL": opts.log_level, "BUSD_LOG_FORMAT": opts.log_format,
+            "BUSD_MASTER_TIMEOUT": str(opts.master_timeout),
             "BUSD_GRACEFUL_TIMEOUT": str(opts.graceful_timeout),
             "BUSD_LISTEN_FDS": ",".join(str(s.fileno()) for s in listeners)}
 

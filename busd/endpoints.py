@@ -22,13 +22,15 @@ import stat
 import threading
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Generic, NamedTuple, TypeVar
 from urllib.parse import urlsplit
 
 import zmq
 
 from busd.errors import BusError
 from busd.wire import MAX_MESSAGE_SIZE
+
+T = TypeVar("T")
 
 DEFAULT_NAME = "busd"
 PUB_FILE = "pub.sock"
@@ -171,18 +173,21 @@ def configure(sock: zmq.Socket[Any], hwm: int, outside: bool = True) -> None:
         sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_SIZE)
 
 
-class Outbox:
-    """Frames handed to an I/O thread from any thread, with a pipe to wake it.
+class Outbox(Generic[T]):
+    """Items handed to an I/O thread from any thread, with a pipe to wake it.
 
     ``put`` appends and writes one byte to the pipe only when the I/O thread
-    is not already due to drain, so a burst costs one wake-up.  No lock: a
-    deque's append and popleft are atomic, and ``drain`` empties the pipe
-    *before* clearing the flag, so whenever the flag is set a byte is
-    waiting in the pipe (no wake-up is ever lost).
+    is not already due to drain, so a burst costs one wake-up.  A deque's
+    append and popleft are atomic, and ``drain`` empties the pipe *before*
+    clearing the flag, so whenever the flag is set a byte is waiting in the
+    pipe (no wake-up is ever lost).  The write of that byte and ``close``
+    take one lock, so a ``put`` racing ``close`` never writes to a closed
+    (maybe already reused) descriptor; the common ``put``, with the flag
+    already set, takes no lock.
     """
 
     def __init__(self) -> None:
-        self._items: collections.deque[tuple[Any, ...]] = collections.deque()
+        self._items: collections.deque[T] = collections.deque()
         self._rfd, self._wfd = os.pipe()
         os.set_blocking(self._rfd, False)
         os.set_blocking(self._wfd, False)
@@ -195,19 +200,25 @@ class Outbox:
         """The descriptor the I/O thread polls for POLLIN."""
         return self._rfd
 
-    def put(self, *item: Any) -> None:
+    def put(self, item: T) -> None:
         """Queue one item and wake the I/O thread."""
         if self._closed:
             return
         self._items.append(item)
         if self._signalled:
             return
-        self._signalled = True
-        # A full pipe is already a wake-up; a closed one means we are shutting down.
-        with contextlib.suppress(OSError):
-            os.write(self._wfd, b"\0")
+        with self._lock:
+            if self._closed_or_signalled():  # another thread may have changed them
+                return
+            self._signalled = True
+            # A full pipe is already a wake-up.
+            with contextlib.suppress(BlockingIOError):
+                os.write(self._wfd, b"\0")
 
-    def drain(self) -> list[tuple[Any, ...]]:
+    def _closed_or_signalled(self) -> bool:
+        return self._closed or self._signalled
+
+    def drain(self) -> list[T]:
         """Everything queued so far, in order; clears the wake-up."""
         with contextlib.suppress(BlockingIOError, OSError):
             while os.read(self._rfd, 4096):
@@ -219,6 +230,9 @@ class Outbox:
             while True:
                 items.append(pop())
         return items
+
+    def __len__(self) -> int:
+        return len(self._items)
 
     def wait_readable(self, timeout: float) -> bool:
         """Block until something is queued or ``timeout`` passes (for tests and tools)."""

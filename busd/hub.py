@@ -1,32 +1,47 @@
-"""The master's I/O thread: its sockets, and nothing that runs listeners.
+"""The master's I/O thread: every socket, pidfd and timer, and no user code.
 
 ::
 
-    any thread --Outbox--> [ hub thread ] --XPUB-->   clients' SUB
-                               |   ^ <--ROUTER-->  clients' DEALER, busctl
-                  commands --->|   |
-                  (MasterBus queue)  acks, pongs -> Registry
+    publishers (any thread) --Outbox[HubMessage]--> [ busd-hub ] --XPUB-->  clients' SUB
+    command thread: replies, --^  Publish, SendTo,    |  ^  <--ROUTER-->  clients' DEALER,
+      boards                      NewBoard, Close     |  |                busctl
+                  owner.post(Request | ClientChange   |  +-- pidfds of local clients
+                             | StatusWanted) <--------+  +-- heartbeat timer
+                                                      +--> ReplayWindow, Registry, Board
 
-The hub decodes and checks every frame, answers what needs no bus (ping,
-status, bad input), registers clients, records acks and pongs, sends
-heartbeats, declares silent clients lost, and hands commands to the bus's
-queue. It never runs a listener, so heartbeats flow while a slow one runs.
+The hub owns the XPUB and ROUTER sockets, the replay window, the pidfds of
+local clients and the heartbeat timer.  It decodes and checks every frame,
+registers clients and records their pongs and acks, serves repairs from the
+replay window, and answers read-only requests (ping, snapshot, status,
+workers, clients) itself: status and workers from the newest
+:class:`busd.board.Board` the command thread published (a fresh one when
+that thread can make it within 20 ms, else the last), laying its own live
+parts over it.  Everything else becomes a
+:class:`Request` posted to the command thread, whose answer comes back as a
+:class:`SendTo`.  It never runs a listener or a hook and takes no lock but
+the registry's (its own), so heartbeats and status answers flow while a
+slow listener or a spawn runs.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
+import os
 import threading
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 import zmq
 
 from busd.auth import NEEDS_FULL_KEY, RefusalLog, Role, is_tcp, peer_role
+from busd.board import Board, live_status, live_workers
 from busd.endpoints import CTL_HWM, PUB_HWM, Endpoints, Outbox, configure, secure_ipc
 from busd.errors import ProtocolError
 from busd.registry import NOT_JOINED, ClientInfo, Registry
+from busd.replay import ReplayWindow
 from busd.rundir import EndpointGuard
 from busd.wire import (
     CLIENT_KINDS,
@@ -37,6 +52,7 @@ from busd.wire import (
     decode,
     encode,
     error_to_wire,
+    pid_namespace,
     wire_error,
 )
 
@@ -49,8 +65,79 @@ log = logging.getLogger(__name__)
 JOIN_TIMEOUT = 2.0
 #: Most frames read from one socket per wake-up, so no socket starves another.
 DRAIN_LIMIT = 1000
+#: A client whose process ended is dropped this long after, so that what it
+#: sent just before (acks, its BYE) is still read first.
+ENDED_GRACE = 0.2
 #: Bad input: log the first few of each kind, then one in this many.
 COMPLAINT_EVERY = 1000
+#: Requests the hub answers itself, never queued behind a command.
+HUB_COMMANDS = frozenset({"ping", "snapshot", "replay", "clients"})
+#: Requests answered from the board: a fresh one if it comes within BOARD_WAIT.
+BOARD_COMMANDS = frozenset({"status", "workers"})
+#: How long a status request waits for a fresh board before the last one answers it.
+BOARD_WAIT = 0.02
+
+
+# -- what other threads send the hub (through its Outbox) ------------------------
+
+
+@dataclass(frozen=True)
+class Publish:
+    """Send frames numbered ``first``, ``first + 1``, ... on PUB, leaving clients in ``state``."""
+
+    frames: tuple[bytes, ...]
+    first: int
+    state: str
+
+
+@dataclass(frozen=True)
+class SendTo:
+    """Send one frame to the client at ``identity`` (a reply)."""
+
+    identity: bytes
+    frame: bytes
+
+
+@dataclass(frozen=True)
+class Close:
+    """Flush for at most ``flush`` seconds, then close the sockets and end."""
+
+    flush: float
+
+
+@dataclass(frozen=True)
+class NewBoard:
+    """The command thread's latest read-only answers."""
+
+    board: Board
+
+
+HubMessage = Publish | SendTo | Close | NewBoard
+
+
+# -- what the hub posts to its owner's command thread ------------------------------
+
+
+@dataclass(frozen=True)
+class Request:
+    """A command to run on the command thread; answer it with :meth:`Hub.reply`."""
+
+    identity: bytes
+    req_id: int
+    body: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ClientChange:
+    """A client joined, left (BYE) or was lost (silent, or its process ended)."""
+
+    event: str
+    client: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class StatusWanted:
+    """The board is stale and somebody asked: publish a new one."""
 
 
 class HubOwner(Protocol):
@@ -58,34 +145,32 @@ class HubOwner(Protocol):
 
     epoch: int
 
-    def snapshot(self) -> tuple[int, str]:
-        """The last sequence number and the state it reflects, consistently."""
-
-    def quick_request(self, cmd: str, body: dict[str, Any]) -> Any:
-        """Answer a read-only request at once, or raise LookupError to queue it."""
-
-    def queue_request(self, identity: bytes, req_id: int, body: dict[str, Any]) -> None:
-        """Queue a command; its reply comes later through :meth:`Hub.reply`."""
-
-    def hub_event(self, event: str, data: dict[str, Any]) -> None:
-        """A client joined, left or was lost."""
+    def post(self, message: Request | ClientChange | StatusWanted) -> None:
+        """Queue a message for the command thread (never blocks, never runs it here)."""
 
 
 class Hub:
-    """Owns the master's XPUB and ROUTER sockets in one thread."""
+    """Owns the master's sockets, pidfds and timers in one thread."""
 
     def __init__(self, owner: HubOwner, endpoints: list[Endpoints], heartbeat: float,
                  liveness: int, context: zmq.Context[Any] | None = None,
-                 pong_interval: float | None = None,
-                 pub_hwm: int = PUB_HWM, curve: CurveServer | None = None) -> None:
+                 pong_interval: float | None = None, pub_hwm: int = PUB_HWM,
+                 window: ReplayWindow | None = None, curve: CurveServer | None = None) -> None:
         self.owner = owner
+        self.epoch = owner.epoch
+        self.pid = os.getpid()
+        self.pidns = pid_namespace()
         self.registry = Registry()
+        self.window = window or ReplayWindow()
         self.heartbeat = heartbeat
         self.liveness = liveness
         #: How often clients answer; they are lost after ``liveness`` of these.
         self.pong_interval = pong_interval or heartbeat
-        self.outbox = Outbox()
+        self.outbox: Outbox[HubMessage] = Outbox()
         self.stats: collections.Counter[str] = collections.Counter()
+        self._board = Board()
+        self._board_asked = False
+        self._board_waiters: list[tuple[float, bytes, int, str]] = []
         self._own_context = context is None
         self._ctx = context or zmq.Context()
         #: CURVE on the tcp endpoints, with pyzmq's ZAP thread on our context.
@@ -101,11 +186,16 @@ class Hub:
         self.ctl_endpoints: list[str] = []
         #: Locks our ipc endpoints; rebinds them when their files are removed.
         self.guard = EndpointGuard()
-        self._sent: tuple[Any, ...] = (0, "STOPPED")
+        self._sent: tuple[int, str] = (0, "STOPPED")
         self._pending_hello: dict[bytes, tuple[bytes, int, float]] = {}
         self._joined_tokens: collections.OrderedDict[bytes, None] = collections.OrderedDict()
+        # Identities and tokens of clients that said BYE: never registered again.
+        self._departed: collections.OrderedDict[bytes, None] = collections.OrderedDict()
+        self._pidfds: dict[int, bytes] = {}
+        self._ended: list[tuple[float, bytes]] = []
+        self._poller = zmq.Poller()
         self._closing = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._thread = threading.Thread(target=self._run, name="busd-hub", daemon=True)
         try:
             for ep in endpoints:
                 self._bind(ep)
@@ -132,48 +222,48 @@ class Hub:
             self.guard.watch(sock, last)
             bound.append(last)
 
-    # -- called from any thread ---------------------------------------
+    # -- called from other threads ----------------------------------------------
 
     def start(self) -> None:
         """Start the I/O thread."""
-        self._thread = threading.Thread(target=self._run, name="busd-hub", daemon=True)
         self._thread.start()
 
     def send_pub(self, frame: bytes, seq: int, state: str) -> None:
         """Publish frame number ``seq`` (leaving clients in ``state``) to every client."""
-        self.outbox.put("pub", frame, seq, state)
+        self.outbox.put(Publish((frame,), seq, state))
+
+    def send_many(self, frames: tuple[bytes, ...], first: int, state: str) -> None:
+        """Publish frames numbered from ``first``, in order, with nothing between them."""
+        self.outbox.put(Publish(frames, first, state))
 
     def reply(self, identity: bytes, req_id: int, ok: bool, payload: Any) -> None:
-        """Answer request ``req_id`` of the client at ``identity``."""
-        try:
-            frame = encode(Kind.REPLY, req_id, ok, payload)
-        except ProtocolError as exc:
-            frame = encode(Kind.REPLY, req_id, False, error_to_wire(exc))
-        if threading.current_thread() is self._thread:
-            self._send_to(identity, frame)
-        else:
-            self.outbox.put("to", identity, frame)
+        """Answer request ``req_id`` of the client at ``identity`` (from another thread)."""
+        self.outbox.put(SendTo(identity, _reply_frame(req_id, ok, payload)))
+
+    def publish_board(self, answers: dict[str, Any], quick: frozenset[str] = frozenset()) -> None:
+        """Replace the read-only answers (called by their owner, the command thread)."""
+        self.outbox.put(NewBoard(Board.of(answers, quick)))
 
     def close(self, flush: float = 0.5) -> None:
-        """Send what is queued, then close the sockets (waits at most ``flush`` s)."""
-        self.outbox.put("close", flush)
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(flush + 2.0)
-        if thread is None or not thread.is_alive():
+        """Send what is queued, then close the sockets (waits at most ``flush`` + 2 s)."""
+        self.outbox.put(Close(flush))
+        if self._thread.ident is not None:
+            self._thread.join(flush + 2.0)
+        if not self._thread.is_alive():
             self._close_sockets(0)
 
-    # -- the I/O thread -------------------------------------------------
+    # -- the I/O thread ----------------------------------------------------------------
 
     def _run(self) -> None:
-        poller = zmq.Poller()
-        poller.register(self._pub, zmq.POLLIN)
-        poller.register(self._ctl, zmq.POLLIN)
-        poller.register(self.outbox.fileno, zmq.POLLIN)
+        poller = self._poller
+        for item in (self._pub, self._ctl, self.outbox.fileno):
+            poller.register(item, zmq.POLLIN)
         next_beat = time.monotonic()
         try:
             while not self._closing.is_set():
-                wait_ms = max(0.0, (next_beat - time.monotonic()) * 1000) + 1
+                wake = min([next_beat, *(w[0] for w in self._board_waiters),
+                            *(e[0] for e in self._ended)])
+                wait_ms = max(0.0, (wake - time.monotonic()) * 1000) + 1
                 ready = dict(poller.poll(int(wait_ms)))
                 if self.outbox.fileno in ready and self._send_queued():
                     return
@@ -181,6 +271,12 @@ class Hub:
                     self._read_ctl()
                 if self._pub in ready:
                     self._read_subscriptions()
+                for fd in [fd for fd in self._pidfds if fd in ready]:
+                    self._process_ended(fd)
+                if self._board_waiters:
+                    self._answer_board_waiters(time.monotonic())
+                if self._ended:
+                    self._drop_ended(time.monotonic())
                 if time.monotonic() >= next_beat:
                     self._beat()
                     next_beat = time.monotonic() + self.heartbeat
@@ -191,16 +287,22 @@ class Hub:
 
     def _send_queued(self) -> bool:
         """Send what other threads queued; True once the sockets are closed."""
-        send = self._pub.send
+        send, add = self._pub.send, self.window.add
         for item in self.outbox.drain():
-            op = item[0]
-            if op == "pub":
-                send(item[1], zmq.NOBLOCK)
-                self._sent = item[2:]
-            elif op == "to":
-                self._send_to(item[1], item[2])
-            elif op == "close":
-                self._close_sockets(int(item[1] * 1000))
+            if type(item) is Publish:
+                seq = item.first
+                for frame in item.frames:
+                    send(frame, zmq.NOBLOCK)
+                    add(seq, frame)
+                    seq += 1
+                self._sent = (seq - 1, item.state)
+            elif type(item) is SendTo:
+                self._send_to(item.identity, item.frame)
+            elif type(item) is NewBoard:
+                self._board, self._board_asked = item.board, False
+                self._answer_board_waiters(None)
+            elif type(item) is Close:
+                self._close_sockets(int(item.flush * 1000))
                 return True
         return False
 
@@ -209,6 +311,10 @@ class Hub:
             self._ctl.send_multipart([identity, frame], zmq.NOBLOCK)
         except zmq.Again:
             self._complain("reply_dropped", "a client's queue is full; a reply was dropped")
+
+    def _answer(self, identity: bytes, req_id: int, ok: bool, payload: Any) -> None:
+        if not self._ctl.closed:
+            self._send_to(identity, _reply_frame(req_id, ok, payload))
 
     def _close_sockets(self, linger_ms: int) -> None:
         self._closing.set()
@@ -220,10 +326,14 @@ class Hub:
         if self._own_context and not self._ctx.closed:
             self._ctx.term()
         self.guard.close()
+        for fd in list(self._pidfds):
+            self._forget_pidfd(fd)
         self.outbox.close()
 
     def _read_ctl(self) -> None:
         for _ in range(DRAIN_LIMIT):
+            if self._ctl.closed:
+                return
             try:
                 frames, role, peer = self._recv_ctl()
             except zmq.Again:
@@ -257,7 +367,7 @@ class Hub:
     def _reject(self, identity: bytes, req_id: int, exc: Exception) -> None:
         code = getattr(exc, "code", ErrorCode.INTERNAL.value)
         self._complain(str(code), f"rejected a message: {exc}")
-        self.reply(identity, req_id, False, error_to_wire(exc))
+        self._answer(identity, req_id, False, error_to_wire(exc))
 
     def _complain(self, code: str, message: str) -> None:
         self.stats[code] += 1
@@ -273,11 +383,15 @@ class Hub:
         elif msg.kind is Kind.REQUEST:
             self._request(identity, msg.req_id, body, role, peer)
         elif self.registry.get(identity) is None:
+            if identity in self._departed:
+                # Said BYE, and a pong or ack was still on its way: nothing to do.
+                self.stats["after_bye"] += 1
+                return
             raise wire_error(ErrorCode.UNKNOWN_CLIENT,
                              f"{msg.kind.name} from a client that has not said HELLO "
                              "(to this master incarnation)")
         elif msg.kind is Kind.ACK:
-            if body.get("epoch") != self.owner.epoch:
+            if body.get("epoch") != self.epoch:
                 # A seq of another incarnation: its numbers mean nothing here.
                 self._complain("stale_ack", "ignored an ack for another master incarnation")
                 return
@@ -289,10 +403,21 @@ class Hub:
                 fields["state"] = body["state"]
             self.registry.touch(identity, **fields)
         elif msg.kind is Kind.BYE:
-            info = self.registry.remove(identity)
-            if info:
-                self.owner.hub_event("client_left", {**info.as_dict(),
-                                                     "reason": str(body.get("reason", ""))})
+            self._departed[identity] = None
+            info = self.registry.get(identity)
+            if info is not None and info.token:
+                self._departed[info.token] = None
+            while len(self._departed) > CTL_HWM:
+                self._departed.popitem(last=False)
+            self._client_gone(identity, "client_left", str(body.get("reason", "")))
+
+    def _client_gone(self, identity: bytes, event: str, reason: str) -> None:
+        for fd, who in list(self._pidfds.items()):
+            if who == identity:
+                self._forget_pidfd(fd)
+        info = self.registry.remove(identity)
+        if info is not None:
+            self.owner.post(ClientChange(event, {**info.as_dict(), "reason": reason}))
 
     def _request(self, identity: bytes, req_id: int, body: dict[str, Any],
                  role: Role = Role.FULL, peer: str = "local") -> None:
@@ -301,50 +426,133 @@ class Hub:
             raise wire_error(ErrorCode.BAD_ARGUMENTS, "a REQUEST body needs a 'cmd' string")
         self.registry.touch(identity)
         self.stats["requests"] += 1
-        if role is Role.READ_ONLY and cmd in NEEDS_FULL_KEY:
+        if role is Role.READ_ONLY and (cmd in NEEDS_FULL_KEY or not (
+                cmd in HUB_COMMANDS or cmd in BOARD_COMMANDS or cmd in self._board.quick)):
+            # Only the requests answered here are read-only; the rest change state.
             self._forbid(identity, req_id, cmd, peer)
             return
-        try:
-            result = self.owner.quick_request(cmd, body)
-        except LookupError:
-            # Only the requests answered here are read-only; the rest change state.
-            if role is Role.READ_ONLY:
-                self._forbid(identity, req_id, cmd, peer)
-                return
-            self.owner.queue_request(identity, req_id, body)
-            return
-        self.reply(identity, req_id, True, result)
+        if cmd in HUB_COMMANDS:
+            self._answer(identity, req_id, True, self._hub_answer(identity, cmd, body))
+        elif cmd in BOARD_COMMANDS:
+            # A fresh board if the command thread is free to make one at once,
+            # else the last one: never wait on a busy command thread.
+            self._board_waiters.append((time.monotonic() + BOARD_WAIT, identity, req_id, cmd))
+            if not self._board_asked:
+                self._board_asked = True
+                self.owner.post(StatusWanted())
+        else:
+            self.owner.post(Request(identity, req_id, body))
 
     def _forbid(self, identity: bytes, req_id: int, cmd: str, peer: str) -> None:
         self.stats["forbidden"] += 1
         self._forbidden.refused(peer, f"{cmd!r}")
-        self.reply(identity, req_id, False, error_to_wire(wire_error(
+        self._answer(identity, req_id, False, error_to_wire(wire_error(
             ErrorCode.FORBIDDEN, f"{cmd!r} is forbidden: this client's key is read-only "
             "(it may ping, status, workers, clients, watch and subscribe)")))
+
+    def _hub_answer(self, identity: bytes, cmd: str, body: dict[str, Any]) -> Any:
+        if cmd == "ping":
+            return {"pong": True, "pid": self.pid, "epoch": self.epoch}
+        if cmd == "snapshot":
+            # Everything handed over before this request counts as sent.
+            self._send_queued()
+            return dict(zip(("seq", "state"), self._sent, strict=True))
+        if cmd == "replay":
+            return self._replay(identity, body)
+        now = time.monotonic()
+        return [c.as_dict(now) for c in self.registry.clients()]
+
+    def _answer_board_waiters(self, now: float | None) -> None:
+        """Answer status requests: all of them (now None: a new board), or those due."""
+        due = [w for w in self._board_waiters if now is None or w[0] <= now]
+        if not due:
+            return
+        self._board_waiters = [w for w in self._board_waiters if w not in due]
+        clients = self.registry.clients()
+        board, mono = self._board, time.monotonic()
+        for _, identity, req_id, cmd in due:
+            if cmd == "workers":
+                answer: Any = live_workers(board.answers.get("workers", []), clients)
+            else:
+                answer = live_status(board, clients, self._sent[0], mono)
+                answer["replay"] = self.window.statistics()
+            self._answer(identity, req_id, True, answer)
+
+    def _replay(self, identity: bytes, body: dict[str, Any]) -> dict[str, Any]:
+        first, last = body.get("from"), body.get("to")
+        if type(first) is not int or type(last) is not int or first < 1 or last < first:
+            raise wire_error(ErrorCode.BAD_ARGUMENTS, "replay needs integers 1 <= from <= to")
+        if body.get("epoch") != self.epoch:
+            raise wire_error(ErrorCode.BAD_ARGUMENTS, "replay of another master incarnation")
+        part = self.window.slice(first, min(last, self._sent[0]))
+        if part.lost:
+            self.stats["replay_lost"] += part.lost
+            self.registry.add_lost(identity, part.lost)
+        self.stats["replayed"] += len(part.frames)
+        return {"epoch": self.epoch, "first": part.first, "frames": list(part.frames),
+                "lost": part.lost, "more": part.more}
 
     def _hello(self, identity: bytes, req_id: int, body: dict[str, Any]) -> None:
         token = body.get("token")
         wants_sub = bool(body.get("subscribe", True))
         if wants_sub and not isinstance(token, bytes):
             raise wire_error(ErrorCode.BAD_ARGUMENTS, "HELLO needs a 'token' (bytes)")
+        if token in self._departed:
+            raise wire_error(ErrorCode.BAD_ARGUMENTS,
+                             "this client said BYE: joining again takes a new token")
+        self._departed.pop(identity, None)
         info = self.registry.register(identity, body, joined_seq=NOT_JOINED)
         self.stats["hellos"] += 1
+        self._watch_pid(identity, body)
         if wants_sub and token not in self._joined_tokens:
             assert isinstance(token, bytes)
             self._pending_hello[token] = (identity, req_id, time.monotonic())
             return
         self._welcome(identity, req_id, info)
 
+    def _watch_pid(self, identity: bytes, body: dict[str, Any]) -> None:
+        """Watch a client's process through a pidfd when it shares our pid namespace."""
+        pid = body.get("pid")
+        if (type(pid) is not int or pid <= 0 or not self.pidns
+                or body.get("pidns") != self.pidns
+                or identity in self._pidfds.values() or pid == self.pid):
+            return
+        try:
+            fd = os.pidfd_open(pid)
+        except OSError:  # already gone: it will not answer heartbeats either
+            return
+        self._pidfds[fd] = identity
+        self._poller.register(fd, zmq.POLLIN)
+
+    def _forget_pidfd(self, fd: int) -> None:
+        self._pidfds.pop(fd, None)
+        with contextlib.suppress(KeyError, ValueError):
+            self._poller.unregister(fd)
+        os.close(fd)
+
+    def _process_ended(self, fd: int) -> None:
+        identity = self._pidfds.get(fd)
+        self._forget_pidfd(fd)
+        if identity is not None:
+            self.stats["processes_ended"] += 1
+            self._ended.append((time.monotonic() + ENDED_GRACE, identity))
+
+    def _drop_ended(self, now: float) -> None:
+        due = [e for e in self._ended if e[0] <= now]
+        self._ended = [e for e in self._ended if e[0] > now]
+        for _, identity in due:
+            self._client_gone(identity, "client_lost", "its process ended")
+
     def _welcome(self, identity: bytes, req_id: int, info: ClientInfo | None) -> None:
-        seq, state = self.owner.snapshot()
+        seq, state = self._sent
         self.registry.set_joined(identity, seq)
-        self.reply(identity, req_id, True, {
-            "client_id": info.id if info else 0, "epoch": self.owner.epoch, "seq": seq,
+        self._answer(identity, req_id, True, {
+            "client_id": info.id if info else 0, "epoch": self.epoch, "seq": seq,
             "state": state, "heartbeat": self.heartbeat, "liveness": self.liveness,
-            "pong_interval": self.pong_interval,
+            "pong_interval": self.pong_interval, "pid": self.pid, "pidns": self.pidns,
             "pub": self.pub_endpoints})
         if info is not None:
-            self.owner.hub_event("client_joined", info.as_dict())
+            self.owner.post(ClientChange("client_joined", info.as_dict()))
 
     def _read_subscriptions(self) -> None:
         for _ in range(DRAIN_LIMIT):
@@ -372,28 +580,34 @@ class Hub:
 
     def _beat(self) -> None:
         # The last frame actually sent, not the last sequenced: a heartbeat
-        # announcing a seq still in the outbox would make every client resync.
+        # announcing a seq still in the outbox would send clients to repair.
         seq, state = self._sent
         self.guard.check()
-        self._pub.send(encode(Kind.HEARTBEAT, self.owner.epoch, seq, state, self.heartbeat),
+        self._pub.send(encode(Kind.HEARTBEAT, self.epoch, seq, state, self.heartbeat),
                        zmq.NOBLOCK)
         now = time.monotonic()
         for token, (identity, req_id, since) in list(self._pending_hello.items()):
             if now - since > JOIN_TIMEOUT:
                 # Its subscription never showed: answer anyway; the client's gap
-                # check covers what it may miss.
+                # repair covers what it may miss.
                 del self._pending_hello[token]
                 self._welcome(identity, req_id, self.registry.get(identity))
         limit = now - self.pong_interval * self.liveness
         for info in self.registry.expired(limit):
-            if self.registry.remove(info.identity):
-                log.warning("%s lost: silent for %.1fs", info.label(), now - info.last_seen)
-                self.owner.hub_event("client_lost", info.as_dict(now))
+            log.warning("%s lost: silent for %.1fs", info.label(), now - info.last_seen)
+            self._client_gone(info.identity, "client_lost", "silent")
 
     def statistics(self) -> dict[str, Any]:
-        """Counters of requests, acks and rejected input, and the bound endpoints."""
+        """Counters of requests, acks, repairs and rejected input; the bound endpoints."""
         return {"counters": dict(self.stats), "rundir": self.guard.statistics(),
                 "pub": self.pub_endpoints,
                 "ctl": self.ctl_endpoints, "clients": len(self.registry.clients()),
-                "curve": self._curve.statistics() if self._curve is not None else None}
+                "curve": self._curve.statistics() if self._curve is not None else None,
+                "replay": self.window.statistics()}
 
+
+def _reply_frame(req_id: int, ok: bool, payload: Any) -> bytes:
+    try:
+        return encode(Kind.REPLY, req_id, ok, payload)
+    except ProtocolError as exc:
+        return encode(Kind.REPLY, req_id, False, error_to_wire(exc))

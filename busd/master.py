@@ -2,15 +2,22 @@
 
 ::
 
-    caller threads ---+                          +--> XPUB  (STATE, PUBLISH, EVENT, HEARTBEAT)
-    signals (defer) --+--> command queue --> [busd-commands] --Outbox--> [busd-hub]
-    busctl, clients --+     (one at a time,       runs listeners          <-- ROUTER (requests,
-                             in order)                                         acks, pongs)
+    caller threads --LocalCall--+                                +--> XPUB  (STATE, PUBLISH,
+    signals (submit) -----------+--> commands  --> [busd-commands]     EVENT, HEARTBEAT)
+    [busd-hub]: Request, -------+   (SimpleQueue)   owns the bus      |
+      ClientChange, StatusWanted     one at a time,  and the pool;    |
+                                     in order        runs listeners,  |
+                                                     hooks, spawns    |
+    publishers (any thread) --seq lock--> Publish --Outbox--> [busd-hub] <--ROUTER--> clients
+    [busd-commands] --SendTo (replies), publish_board(Board)--^
 
 Every lifecycle call (start, stop, exit, graceful, restart), wherever it
 comes from, runs on the one command thread, in order; none is refused or
 dropped and each remote one gets one reply.  Read-only requests (ping,
-status, clients, snapshot) are answered by the hub at once.
+status, workers, clients, snapshot, replay) are answered by the hub at once,
+from the :class:`busd.board.Board` this thread publishes after each command
+and whenever the hub finds it stale.  Sequence numbers are taken under one
+lock together with the hand-off to the hub, so seq order is send order.
 """
 
 from __future__ import annotations
@@ -20,8 +27,9 @@ import queue
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,8 +39,9 @@ from busd.bus import Bus, State
 from busd.control import Control
 from busd.endpoints import pub_beside
 from busd.errors import AlreadyRunning, BusError, ChannelFailures, NoMaster, ProtocolError
-from busd.hub import Hub
+from busd.hub import ClientChange, Hub, Request, StatusWanted
 from busd.registry import AckReport, ClientInfo
+from busd.replay import DEFAULT_BYTES, DEFAULT_COUNT, ReplayWindow
 from busd.wire import (
     HEARTBEAT_INTERVAL,
     HEARTBEAT_LIVENESS,
@@ -52,8 +61,27 @@ LIFECYCLE_CHANNELS = frozenset({"start", "stop", "exit"})
 DEFAULT_ACK_TIMEOUT = 30.0
 #: Clients answer every this many heartbeats (all at once: fewer wake-ups here).
 PONG_EVERY = 5
+#: Read-only answers the hub makes itself (a quick command of these names never runs).
+HUB_ANSWERS = frozenset({"ping", "snapshot", "clients", "status", "replay", "workers"})
 
 Handler = Callable[[dict[str, Any]], Any]
+
+
+@dataclass(frozen=True)
+class LocalCall:
+    """Run ``func(*args)`` on the command thread and settle ``future`` with its outcome."""
+
+    func: Callable[..., Any]
+    args: tuple[Any, ...]
+    future: Future[Any] = field(default_factory=Future)
+
+
+@dataclass(frozen=True)
+class Shutdown:
+    """End the command thread (after what was queued before it)."""
+
+
+Command = LocalCall | Request | ClientChange | StatusWanted | Shutdown
 
 
 class MasterBus(Bus):
@@ -66,9 +94,10 @@ class MasterBus(Bus):
     heartbeats every ``pong_interval`` seconds (default: 5 heartbeats) and
     are declared lost after ``liveness`` intervals without a word.  Unless
     ``check_running`` is false (the caller has asked already), it refuses a
-    runtime dir where another master answers.  ``pub_hwm`` caps
-    the messages queued for each subscriber; a slower one loses the rest and
-    resynchronises (it sees the gap in sequence numbers).
+    runtime dir where another master answers.  ``pub_hwm`` caps the messages
+    queued for each subscriber; what a slower one misses it repairs from the
+    replay window of the last ``replay_bytes`` bytes / ``replay_count``
+    messages, and only past that loses messages (counted, and resynchronised).
     """
 
     def __init__(self, name: str | None = None, runtime_dir: str | Path | None = None,
@@ -79,7 +108,8 @@ class MasterBus(Bus):
                  pong_interval: float | None = None, check_running: bool = True,
                  curve_secret: str | Path | None = None,
                  authorized_keys: str | Path | None = None,
-                 readonly_keys: str | Path | None = None) -> None:
+                 readonly_keys: str | Path | None = None,
+                 replay_bytes: int = DEFAULT_BYTES, replay_count: int = DEFAULT_COUNT) -> None:
         super().__init__()
         self.name = name or os.environ.get("BUSD_NAME") or ep.DEFAULT_NAME
         directory = Path(runtime_dir) if runtime_dir else ep.runtime_dir(self.name)
@@ -103,25 +133,23 @@ class MasterBus(Bus):
         self._relayed_state = State.STOPPED.name
         self._seq_lock = threading.Lock()
         self._state_seqs: list[tuple[int, set[int]]] = []
-        self._commands: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
+        self._commands: queue.SimpleQueue[Command] = queue.SimpleQueue()
         self._closed = threading.Event()
+        self._status: dict[str, Any] = {}
         self.commands: dict[str, Handler] = self._default_commands()
-        self.quick_commands: dict[str, Handler] = {
-            "ping": lambda body: {"pong": True, "pid": self.pid, "epoch": self.epoch},
-            "status": lambda body: self.status(),
-            "clients": lambda body: [c.as_dict() for c in self.clients()],
-            # A pool replaces this; a master alone has no workers (not an error).
-            "workers": lambda body: [],
-            "snapshot": lambda body: dict(zip(("seq", "state"), self.snapshot(), strict=True)),
-        }
-        #: Called (in the hub thread: be quick) as hook(event, client) on join/leave/loss.
+        #: More read-only commands (a read-only key may send them), run on the
+        #: command thread like the others; status and workers come from the board.
+        self.quick_commands: dict[str, Handler] = {}
+        #: Called on the command thread as hook(event, client) on join/leave/loss.
         self.client_hooks: list[Callable[[str, dict[str, Any]], None]] = []
-        #: Callables that add to the status map (the pool adds its workers).
+        #: Called on the command thread to add to the status map (the pool adds its workers).
         self.status_hooks: list[Callable[[dict[str, Any]], None]] = []
         self.hub = Hub(self, endpoints, heartbeat, liveness, pub_hwm=pub_hwm,
-                       pong_interval=pong_interval or heartbeat * PONG_EVERY, curve=curve)
+                       pong_interval=pong_interval or heartbeat * PONG_EVERY,
+                       window=ReplayWindow(replay_bytes, replay_count), curve=curve)
         self._command_thread = threading.Thread(target=self._run_commands,
                                                 name="busd-commands", daemon=True)
+        self._refresh_board()
         self.hub.start()
         self._command_thread.start()
 
@@ -149,6 +177,8 @@ class MasterBus(Bus):
         # master's own listeners still run is in the report, failures and all.
         self._state_seqs.append((seq, self.hub.registry.expected(seq)))
         del self._state_seqs[:-64]
+        if self._status:  # the state is on the board at once, hooks or not
+            self._publish_board({**self._status, "state": new.name})
 
     def _relay(self, channel: str, args: Iterable[Any], kwargs: dict[str, Any],
                ack: bool) -> int:
@@ -169,15 +199,43 @@ class MasterBus(Bus):
                 self.log(f"not relaying {channel!r}: {exc}", level=30)
         return super().publish(channel, *args, **kwargs)
 
+    def publish_many(self, channel: str, calls: Iterable[Sequence[Any]]) -> int:
+        """Publish ``channel`` once per item of ``calls`` (each the positional arguments).
+
+        For producers of many small messages: the messages are numbered in
+        one go and handed to the I/O thread as one batch, so they reach every
+        client with consecutive sequence numbers, in the order given, with no
+        other message between them, and each client runs its listeners for
+        each of them in that order (exactly once, repaired like any other
+        message if some are missed).  The master's own listeners run after
+        the batch is relayed, once per item, in order.  Nothing is relayed
+        if one item cannot be encoded (ProtocolError).  Returns the count.
+        """
+        items = [tuple(args) for args in calls]
+        if not items:
+            return 0
+        if channel not in self.no_relay and not self._closed.is_set():
+            with self._seq_lock:
+                first = self._seq + 1
+                frames = tuple(encode_publish(self.epoch, first + i, channel, list(args), {},
+                                              False) for i, args in enumerate(items))
+                self._seq = first + len(frames) - 1
+                self.hub.send_many(frames, first, self._relayed_state)
+        if self._has_listeners(channel):
+            for args in items:
+                super().publish(channel, *args)
+        return len(items)
+
+    def _has_listeners(self, channel: str) -> bool:
+        return bool(self.listeners.get(channel))
+
     def event(self, name: str, data: dict[str, Any]) -> int:
         """Send an EVENT (worker spawned, client lost, ...) to every client."""
         return self._send_sequenced(Kind.EVENT, name, data)
 
-    def hub_event(self, event: str, data: dict[str, Any]) -> None:
-        """Called by the hub thread when a client joins, leaves or is lost."""
-        self.event(event, data)
-        for hook in self.client_hooks:
-            hook(event, data)
+    def post(self, message: Request | ClientChange | StatusWanted) -> None:
+        """Called by the hub: queue a message for the command thread."""
+        self._commands.put(message)
 
     # -- the command thread ----------------------------------------------
 
@@ -186,45 +244,58 @@ class MasterBus(Bus):
 
         This is how signals reach the master: same queue, same order.
         """
-        future: Future[Any] = Future()
-        self._commands.put(("local", self._execute, ({"cmd": cmd, **args},), future))
-        return future
+        call = LocalCall(self._execute, ({"cmd": cmd, **args},))
+        self._commands.put(call)
+        return call.future
 
     def _on_commands(self, func: Callable[..., Any], *args: Any) -> Any:
-        """Run ``func`` on the command thread (inline if already there) and return its result."""
-        if threading.current_thread() is self._command_thread or self._closed.is_set():
+        """Run ``func`` on the command thread and return its result.
+
+        A listener (already on the command thread) calling a lifecycle method
+        runs it inline, as wspbus does: queueing it and waiting would wait
+        for itself.  That re-entrancy is the one place the thread is asked.
+        """
+        if threading.get_ident() == self._command_thread.ident or self._closed.is_set():
             return func(*args)
-        future: Future[Any] = Future()
-        self._commands.put(("local", func, args, future))
-        return future.result()
+        call = LocalCall(func, args)
+        self._commands.put(call)
+        return call.future.result()
 
     def _run_commands(self) -> None:
         while True:
             item = self._commands.get()
-            if item is None:
+            if type(item) is Shutdown:
                 return
             self._run_one(item)
             if self._state is State.EXITING:
                 self._finish_exit()
                 return
+            if type(item) is StatusWanted or self._commands.empty():
+                self._refresh_board()
 
-    def _run_one(self, item: tuple[Any, ...]) -> None:
-        if item[0] == "local":
-            _, func, args, future = item
+    def _run_one(self, item: Command) -> None:
+        if type(item) is LocalCall:
             try:
-                future.set_result(func(*args))
+                item.future.set_result(item.func(*item.args))
             except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
-                future.set_exception(exc)
-            return
-        _, identity, req_id, body = item
+                item.future.set_exception(exc)
+        elif type(item) is Request:
+            self._answer(item)
+        elif type(item) is ClientChange:
+            self.event(item.event, item.client)
+            for hook in self.client_hooks:
+                hook(item.event, item.client)
+
+    def _answer(self, request: Request) -> None:
         try:
-            result = self._execute(body)
+            result = self._execute(request.body)
         except Exception as exc:  # noqa: BLE001 - a request handler is a boundary
             if not isinstance(exc, BusError):
-                self.log(f"command {body.get('cmd')!r} failed", level=40, traceback=True)
-            self.hub.reply(identity, req_id, False, error_to_wire(exc))
+                self.log(f"command {request.body.get('cmd')!r} failed", level=40,
+                         traceback=True)
+            self.hub.reply(request.identity, request.req_id, False, error_to_wire(exc))
         else:
-            self.hub.reply(identity, req_id, True, result)
+            self.hub.reply(request.identity, request.req_id, True, result)
 
     def _finish_exit(self) -> None:
         """Answer what is still queued, then close the sockets."""
@@ -233,30 +304,33 @@ class MasterBus(Bus):
                 item = self._commands.get_nowait()
             except queue.Empty:
                 break
-            if item is None:
-                continue
-            if item[0] == "local":
+            if type(item) is LocalCall:
                 self._run_one(item)
-            else:
+            elif type(item) is Request:
                 exc = wire_error(ErrorCode.ILLEGAL_TRANSITION, "the master is exiting")
-                self.hub.reply(item[1], item[2], False, error_to_wire(exc))
+                self.hub.reply(item.identity, item.req_id, False, error_to_wire(exc))
         self._closed.set()
         self.hub.close()
 
-    def queue_request(self, identity: bytes, req_id: int, body: dict[str, Any]) -> None:
-        """Called by the hub: queue a remote command."""
-        self._commands.put(("remote", identity, req_id, body))
+    def _refresh_board(self) -> None:
+        """Compute the read-only answers (hooks, quick commands) and hand them to the hub."""
+        try:
+            status = self._status_now()
+        except Exception:  # noqa: BLE001 - a hook is user code: keep the last board
+            self.log("a status hook failed", level=40, traceback=True)
+            return
+        self._publish_board(status)
 
-    def quick_request(self, cmd: str, body: dict[str, Any]) -> Any:
-        """Called by the hub: answer a read-only request now (LookupError: queue it)."""
-        handler = self.quick_commands[cmd]
-        return handler(body)
+    def _publish_board(self, status: dict[str, Any]) -> None:
+        self._status = status
+        self.hub.publish_board({"status": status, "workers": status.get("workers", [])},
+                               frozenset(self.quick_commands))
 
     def _execute(self, body: dict[str, Any]) -> Any:
         cmd = body["cmd"]
-        handler = self.commands.get(cmd)
+        handler = self.commands.get(cmd) or self.quick_commands.get(cmd)
         if handler is None:
-            known = ", ".join(sorted([*self.commands, *self.quick_commands]))
+            known = ", ".join(sorted({*self.commands, *self.quick_commands, *HUB_ANSWERS}))
             raise wire_error(ErrorCode.UNKNOWN_COMMAND, f"unknown command {cmd!r} (known: {known})")
         return handler(body)
 
@@ -385,12 +459,17 @@ class MasterBus(Bus):
         return self.hub.registry.clients()
 
     def status(self) -> dict[str, Any]:
-        """What ``busctl status`` shows."""
+        """What ``busctl status`` shows (computed now, in the calling thread)."""
+        status = self._status_now()
+        status["uptime"] = round(time.time() - status.pop("started_at"), 3)
+        return status
+
+    def _status_now(self) -> dict[str, Any]:
         seq, _ = self.snapshot()
         now = time.monotonic()
         status = {"name": self.name, "state": self._state.name, "pid": self.pid,
                   "host": socket.gethostname(), "epoch": self.epoch, "seq": seq,
-                  "uptime": round(time.time() - self.started_at, 3),
+                  "started_at": self.started_at,
                   "clients": [c.as_dict(now) for c in self.clients()], "workers": [],
                   "endpoints": {"pub": self.hub.pub_endpoints, "ctl": self.hub.ctl_endpoints},
                   # Requests, acks and every rejected frame, by error code (hub thread).
@@ -426,8 +505,8 @@ class MasterBus(Bus):
                 self.exit()
             except ChannelFailures:
                 self.log("errors while exiting on close", level=40, traceback=True)
-        self._commands.put(None)
-        if self._command_thread is not threading.current_thread():
+        self._commands.put(Shutdown())
+        if threading.get_ident() != self._command_thread.ident:
             self._command_thread.join(self.shutdown_timeout if timeout is None else timeout)
         if not self._closed.is_set():
             self._closed.set()

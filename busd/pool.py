@@ -150,7 +150,6 @@ class Pool:
             self.master.subscribe("graceful", self.respawn)
         self.master.client_hooks.append(lambda event, client: self._wake())
         self.master.hub.registry.state_hooks.append(lambda client: self._wake())
-        self.master.quick_commands["workers"] = lambda body: self.workers()
         self.master.commands["scale"] = self._scale_command
         self.master.commands["signal"] = self._signal_command
         self.master.status_hooks.append(lambda status: status.update(

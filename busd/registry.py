@@ -1,8 +1,15 @@
 """The master's record of its clients and of their acknowledgements.
 
-Written by the I/O thread (hellos, pongs, acks, byes, losses) and read by
-the command thread (who must answer, who has). One lock guards it; the
-command thread waits on its condition for acks, never on a socket.
+::
+
+    [busd-hub] hellos, pongs, acks, byes, losses, replay losses --> Registry
+    [busd-commands] expected(seq), wait_acks(...)  <-- waits on its condition
+    [busd-pool] wait_for(...), by_pid(), remove_pid(pid)
+
+The registry belongs to the hub: only the hub thread registers clients and
+records what they say.  It is a monitor (one lock, held only inside its
+own short methods, never while calling out) so the command thread can wait
+on its condition for acks instead of on a socket.
 """
 
 from __future__ import annotations
@@ -40,6 +47,9 @@ class ClientInfo:
     state: str = "STOPPED"
     last_ack_seq: int = 0
     last_seq: int = 0
+    #: Messages this client asked to replay after they had left the window.
+    lost: int = 0
+    token: bytes = b""
 
     def as_dict(self, now: float | None = None) -> dict[str, Any]:
         """A plain map for status replies (ages in seconds, no identity bytes)."""
@@ -48,7 +58,8 @@ class ClientInfo:
                 "role": self.role, "worker": self.worker, "state": self.state,
                 "last_heartbeat": round(now - self.last_seen, 3),
                 "connected_for": round(now - self.connected_at, 3),
-                "last_ack_seq": self.last_ack_seq, "last_seq": self.last_seq}
+                "last_ack_seq": self.last_ack_seq, "last_seq": self.last_seq,
+                "lost": self.lost}
 
     def label(self) -> str:
         """How a message names this client."""
@@ -107,13 +118,15 @@ class Registry:
             if not old:
                 self._next_id += 1
             worker = hello.get("worker")
+            token = hello.get("token")
             self._cond.notify_all()
             info = ClientInfo(
                 id=client_id, identity=identity, pid=int(hello.get("pid") or 0),
                 host=str(hello.get("host") or ""), name=str(hello.get("name") or ""),
                 role=str(hello.get("role") or "client"),
                 worker=worker if isinstance(worker, int) else None,
-                joined_seq=joined_seq, connected_at=now, last_seen=now)
+                joined_seq=joined_seq, connected_at=now, last_seen=now,
+                lost=old.lost if old else 0, token=token if isinstance(token, bytes) else b"")
             self._by_identity[identity] = info
             return info
 
@@ -145,6 +158,13 @@ class Registry:
             for hook in self.state_hooks:
                 hook(info)
         return info
+
+    def add_lost(self, identity: bytes, count: int) -> None:
+        """Count messages a client lost (it fell further behind than the replay window)."""
+        with self._cond:
+            info = self._by_identity.get(identity)
+            if info is not None:
+                self._by_identity[identity] = replace(info, lost=info.lost + count)
 
     def wait_for(self, predicate: Callable[[list[ClientInfo]], bool], timeout: float) -> bool:
         """Wait until ``predicate(clients)`` holds; False if ``timeout`` passed first."""

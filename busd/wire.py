@@ -28,6 +28,7 @@ full description.
 from __future__ import annotations
 
 import enum
+import os
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -229,6 +230,20 @@ def _check_types(kind: Kind, raw: int, obj: list[Any]) -> None:
         raise wire_error(ErrorCode.MALFORMED, f"{kind.name}: the body must be a map")
     if raw == _PUBLISH and not _publish_items_ok(obj):
         raise wire_error(ErrorCode.MALFORMED, "PUBLISH: channel, args list, kwargs map")
+
+
+def pid_namespace() -> str:
+    """This kernel boot and pid namespace: equal on two processes means their pids compare.
+
+    Empty where ``/proc`` does not say (then nobody watches anybody's pid).
+    """
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as boot:
+            boot_id = boot.read().strip()
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return ""
+    return f"{boot_id}:{namespace}"
 
 
 def join_topic(token: bytes) -> bytes:

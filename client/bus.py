@@ -2,9 +2,10 @@
 
 ::
 
-    master --> [busd-link] --queue--> [busd-dispatch] --> local transitions, listeners
-                   ^                         |
-                   +------- acks <-----------+
+    master --> [busd-link] --inbox--> [busd-dispatch] --> local transitions, listeners
+                   ^      (deque + condition;   |
+                   |       no bound, counted)   |
+                   +--Outbox: acks, pongs, bye--+
 
 The master decides; the client follows.  Its local state moves with the
 master's (STARTED runs the local start listeners, STOPPING the stop
@@ -22,6 +23,7 @@ import collections
 import logging
 import os
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
@@ -32,7 +34,7 @@ from busd.bus import Bus, State
 from busd.endpoints import Endpoints, client_endpoints, pub_beside
 from busd.errors import BusError, ChannelFailures, KeyRefused, MasterLost, NoMaster
 from busd.wire import Kind, describe, encode
-from client.link import Link
+from client.link import Gone, Link, Synced, master_timeout_from_env
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +42,10 @@ DEFAULT_TIMEOUT = 10.0
 PUBLISH, STATE, EVENT = int(Kind.PUBLISH), int(Kind.STATE), int(Kind.EVENT)
 #: Characters of a listener result's repr sent when the result itself cannot be.
 ACK_RESULT_LIMIT = 4096
-#: Relayed messages waiting for the dispatcher; past this they are dropped as a gap.
-DISPATCH_QUEUE = 100_000
+
+
+class _Stop:
+    """Tells the dispatcher to end (after everything queued before it)."""
 
 
 class ClientBus(Bus):
@@ -49,12 +53,15 @@ class ClientBus(Bus):
 
     ``on_master_lost`` is ``"exit"`` (run the exit listeners and end, the
     default) or ``"wait"`` (stay, and join the next master incarnation).
+    ``master_timeout`` is how long a silent master is waited for before it
+    is declared lost (default ``BUSD_MASTER_TIMEOUT``, else 30 s); a master
+    on this host whose process ends is noticed at once whatever it says.
     """
 
     def __init__(self, endpoints: Endpoints, *, name: str = "", role: str = "worker",
                  worker: int | None = None, timeout: float = DEFAULT_TIMEOUT,
                  on_master_lost: str = "exit", shutdown_timeout: float = 60.0,
-                 curve: ClientKeys | None = None) -> None:
+                 master_timeout: float | None = None, curve: ClientKeys | None = None) -> None:
         if on_master_lost not in ("exit", "wait"):
             raise ValueError("on_master_lost is 'exit' or 'wait'")
         super().__init__()
@@ -62,14 +69,18 @@ class ClientBus(Bus):
         self.timeout = timeout
         self.shutdown_timeout = shutdown_timeout
         self.on_master_lost = on_master_lost
-        self._inbox: collections.deque[Sequence[Any]] = collections.deque()
+        self._inbox: collections.deque[Any] = collections.deque()
         self._inbox_cond = threading.Condition()
+        self._inbox_peak = 0
         self._mirroring = threading.Event()
+        self._synced = threading.Event()
         self._left = False
         self.link = Link(endpoints, self._enqueue,
                          {"name": name, "role": role, "worker": worker},
                          wait_for_new_master=on_master_lost == "wait",
-                         local_state=lambda: self._state.name, curve=curve)
+                         local_state=lambda: self._state.name,
+                         master_timeout=master_timeout or master_timeout_from_env(),
+                         curve=curve)
         self._dispatcher = threading.Thread(target=self._dispatch, name="busd-dispatch",
                                             daemon=True)
 
@@ -78,10 +89,13 @@ class ClientBus(Bus):
     def connect(self, mirror: bool = True, timeout: float | None = None) -> ClientBus:
         """Join the master: returns once the snapshot arrived (NoMaster past ``timeout``).
 
-        With ``mirror=False`` nothing runs locally until :meth:`mirror` (or
+        With ``mirror=True`` it returns once the master's state is mirrored
+        here (``bus.state`` is the master's, its listeners ran).  With
+        ``mirror=False`` nothing runs locally until :meth:`mirror` (or
         :meth:`block`), so listeners can be subscribed first.
         """
         limit = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + limit
         self._dispatcher.start()
         self.link.start()
         if not self.link.settled.wait(limit) or not self.link.joined.is_set():
@@ -91,22 +105,23 @@ class ClientBus(Bus):
             raise NoMaster(f"no busd answered at {self.endpoints.ctl} within {limit:g}s")
         if mirror:
             self.mirror()
+            if not self._synced.wait(max(0.0, deadline - time.monotonic())):
+                self.close()
+                raise NoMaster(f"the master's state did not arrive within {limit:g}s")
         return self
 
     def mirror(self) -> None:
         """Start applying the master's state and messages locally."""
         self._mirroring.set()
 
-    def _enqueue(self, items: Sequence[Sequence[Any]], force: bool = False) -> bool:
-        """Called by the link thread: queue items for the dispatcher, unless it is full."""
+    def _enqueue(self, items: Sequence[Any]) -> None:
+        """Called by the link thread: queue items for the dispatcher (never refused)."""
         with self._inbox_cond:
-            if not force and len(self._inbox) >= DISPATCH_QUEUE:
-                return False
             self._inbox.extend(items)
+            self._inbox_peak = max(self._inbox_peak, len(self._inbox))
             self._inbox_cond.notify()
-        return True
 
-    def _take(self) -> list[Sequence[Any]]:
+    def _take(self) -> list[Any]:
         with self._inbox_cond:
             while not self._inbox:
                 self._inbox_cond.wait()
@@ -120,31 +135,29 @@ class ClientBus(Bus):
         self._mirroring.wait()
         while True:
             for item in self._take():
-                kind = item[0]
-                if kind == "close":
+                if type(item) is _Stop:
                     return
                 try:
                     self._apply(item)
                 except Exception:
-                    log.exception("error applying %s from the master", kind)
+                    log.exception("error applying %r from the master", item)
                 if self._state is State.EXITING:
                     self._finish()
                     return
 
-    def _apply(self, item: Sequence[Any]) -> None:
+    def _apply(self, item: Any) -> None:
         if type(item) is list:
             self._apply_broadcast(item)
-            return
-        kind = item[0]
-        if kind == "snapshot":
-            _, _epoch, _seq, state, missed = item
-            if missed:
-                self.log(f"missed {missed} message(s) from the master; state checked",
+        elif type(item) is Synced:
+            if item.missed:
+                self.log(f"missed {item.missed} message(s) from the master; state checked",
                          level=30)
+            state = item.state
             if state is not None:
                 self._run(lambda: self._mirror_state(state))
-        elif kind == "lost" and self.on_master_lost == "exit":
-            self.log(f"Master lost ({item[1]}): exiting", level=30)
+            self._synced.set()
+        elif type(item) is Gone and self.on_master_lost == "exit":
+            self.log(f"Master lost ({item.reason}): exiting", level=30)
             self._run(self._do_exit)
 
     def _apply_broadcast(self, msg: list[Any]) -> None:
@@ -337,7 +350,7 @@ class ClientBus(Bus):
         """
         self._mirroring.set()
         if threading.current_thread() is not self._dispatcher:
-            self._enqueue([("close",)], force=True)
+            self._enqueue([_Stop()])
             if self._dispatcher.is_alive():
                 self._dispatcher.join(self.shutdown_timeout if timeout is None else timeout)
         self.link.close(linger)
@@ -347,6 +360,7 @@ class ClientBus(Bus):
         stats = super().statistics()
         stats["link"] = self.link.statistics()
         stats["queued"] = len(self._inbox)
+        stats["queued_peak"] = self._inbox_peak
         return stats
 
     def __enter__(self) -> ClientBus:
@@ -359,18 +373,21 @@ class ClientBus(Bus):
 def connect(name: str | None = None, runtime_dir: str | Path | None = None, *,
             pub: str | None = None, ctl: str | None = None, mirror: bool = True,
             timeout: float = DEFAULT_TIMEOUT, on_master_lost: str | None = None,
-            role: str = "worker", server_key: str | Path | None = None,
+            role: str = "worker", master_timeout: float | None = None,
+            server_key: str | Path | None = None,
             curve_secret: str | Path | None = None) -> ClientBus:
     """Connect a ClientBus to a master and return it, joined.
 
     With no arguments the master is found from ``BUSD_PUB_ENDPOINT`` and
     ``BUSD_CTL_ENDPOINT``, else ``BUSD_RUNTIME_DIR`` / ``BUSD_NAME``, else the
     default runtime dir.  ``BUSD_WORKER`` names the pool slot;
-    ``BUSD_ON_MASTER_LOST`` may say ``wait``.  Over tcp, ``server_key`` (the
-    master's public certificate) and ``curve_secret`` (this client's secret
-    certificate), else ``BUSD_SERVER_KEY`` / ``BUSD_CURVE_SECRET``, make the
-    connection CURVE; a refused key raises :class:`busd.errors.KeyRefused`.
-    A tcp ``ctl`` without ``pub`` means the PUB endpoint on the next port.
+    ``BUSD_ON_MASTER_LOST`` may say ``wait``; ``BUSD_MASTER_TIMEOUT`` sets
+    ``master_timeout`` (seconds a silent master is waited for; default 30).
+    Over tcp, ``server_key`` (the master's public certificate) and
+    ``curve_secret`` (this client's secret certificate), else
+    ``BUSD_SERVER_KEY`` / ``BUSD_CURVE_SECRET``, make the connection CURVE; a
+    refused key raises :class:`busd.errors.KeyRefused`.  A tcp ``ctl``
+    without ``pub`` means the PUB endpoint on the next port.
     """
     found = client_endpoints(name, runtime_dir)
     if ctl and not pub and ctl.startswith("tcp://"):
@@ -381,7 +398,7 @@ def connect(name: str | None = None, runtime_dir: str | Path | None = None, *,
     worker_env = os.environ.get("BUSD_WORKER", "")
     bus = ClientBus(endpoints, name=os.environ.get("BUSD_WORKER_NAME", ""), role=role,
                     worker=int(worker_env) if worker_env.isdigit() else None,
-                    timeout=timeout,
+                    timeout=timeout, master_timeout=master_timeout,
                     curve=client_keys(server_key, curve_secret) if tcp else None,
                     on_master_lost=on_master_lost or os.environ.get("BUSD_ON_MASTER_LOST",
                                                                     "exit"))

@@ -1,22 +1,35 @@
-"""A client's I/O thread: its SUB and DEALER sockets, joining and staying in sync.
+"""A client's I/O thread: its SUB and DEALER sockets, joining, repairs and liveness.
 
 ::
 
-    master XPUB --> SUB  --+                         +--> deliver(item) --> dispatcher
-                           +--> [ busd-link thread ] +
-    master ROUTER <-> DEALER      ^ Outbox: requests, acks, bye (any thread)
+    master XPUB --> SUB  --+                          +--deliver([msg...] | Synced | Gone)-->
+                           +--> [ busd-link thread ] -+    ClientBus inbox (unbounded,
+    master ROUTER <-> DEALER     ^ Outbox[LinkMessage]     counted) --> [busd-dispatch]
+    master's pidfd (same host) --+  Send, Bye, Close          runs listeners, sends acks
+                                    (any thread)
 
 Joining is the Clone pattern: subscribe (to everything, plus a join topic
 the master's XPUB reports), say HELLO, get a snapshot ``(epoch, seq,
-state)``, then deliver only messages newer than it.  A sequence gap, a
-heartbeat announcing a newer seq, or a new epoch makes the link ask for a
-fresh snapshot; it never guesses.  Silence longer than the master's
-heartbeat x liveness means the master is lost.
+state)``, then deliver only messages newer than it.  A sequence gap, or a
+heartbeat announcing a newer seq, is repaired: the link asks the master's
+replay window for the missing range over DEALER and delivers it, in order,
+exactly once, before anything newer (held meanwhile).  Only what the window
+no longer holds is lost; then the loss is counted exactly and the state is
+checked.  A new epoch makes the link join again; it never guesses.
+
+The link thread never stops reading: the dispatcher's queue has no bound
+(its length is reported), so a backlog is never mistaken for a silent
+master.  Any frame read is a sign of life; the master is lost only after
+``master_timeout`` seconds without one, or at once when its process (watched
+through a pidfd when it shares this pid namespace) ends.  Heartbeats are
+answered here, never by the dispatcher, so a busy listener does not make
+this client look dead.  After BYE nothing makes the link join again.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import itertools
 import logging
 import os
@@ -24,6 +37,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
+from dataclasses import dataclass
 from typing import Any
 
 import zmq
@@ -42,24 +56,102 @@ from busd.wire import (
     encode,
     error_from_wire,
     join_topic,
+    pid_namespace,
 )
 
 log = logging.getLogger(__name__)
 
 #: A PONG goes out unasked when none went for this many pong intervals.
 PONG_SLACK = 1.5
-#: Messages held while a snapshot is on its way; past this, the join restarts.
-JOIN_BUFFER = 100_000
+#: Messages held while a snapshot is on its way; past this, the oldest go.
+JOIN_BUFFER = 1_000_000
+#: Seconds a client waits for a silent master by default (BUSD_MASTER_TIMEOUT).
+DEFAULT_MASTER_TIMEOUT = 30.0
+#: A repair request unanswered this long is sent again.
+REPAIR_RETRY = 5.0
 HELLO_ID = 1
-#: The request id of the link's own state checks after a gap.
+#: The request id of the link's own state checks after a loss.
 SNAPSHOT_ID = 2
+#: The request id of the link's repairs (replay requests).
+REPLAY_ID = 3
 STATE = int(Kind.STATE)
 HEARTBEAT = int(Kind.HEARTBEAT)
-
-#: Hands items to the dispatcher: ``deliver(items, force)``; False if it had no room.
-Deliver = Callable[[Sequence[Sequence[Any]], bool], bool]
 #: Most frames read from the SUB socket before the thread looks at its timers.
 DRAIN_LIMIT = 1000
+
+
+# -- what other threads send the link -------------------------------------------
+
+
+@dataclass(frozen=True)
+class Send:
+    """Send one frame to the master (a request, an ack, a pong)."""
+
+    frame: bytes
+
+
+@dataclass(frozen=True)
+class Bye:
+    """Say BYE: from now on the link never pongs or joins again."""
+
+    frame: bytes
+
+
+@dataclass(frozen=True)
+class Close:
+    """Flush for at most ``linger`` seconds, close the sockets, end the thread."""
+
+    linger: float
+
+
+LinkMessage = Send | Bye | Close
+
+
+# -- what the link hands the dispatcher, besides messages (bare lists) ---------------
+
+
+@dataclass(frozen=True)
+class Synced:
+    """The state to mirror (None: keep it) after a join or a loss of ``missed`` messages."""
+
+    epoch: int
+    seq: int
+    state: str | None
+    missed: int
+
+
+@dataclass(frozen=True)
+class Gone:
+    """The master is lost, for ``reason``."""
+
+    reason: str
+
+
+@dataclass
+class _Repair:
+    """The range still to come from the replay window, and when it was asked for."""
+
+    next: int
+    last: int
+    asked: float = 0.0
+
+
+#: Hands items to the dispatcher, in order; never refuses.
+Deliver = Callable[[Sequence[Any]], None]
+
+
+def master_timeout_from_env(default: float = DEFAULT_MASTER_TIMEOUT) -> float:
+    """``BUSD_MASTER_TIMEOUT`` (seconds, > 0), else ``default``; ValueError if malformed."""
+    text = os.environ.get("BUSD_MASTER_TIMEOUT", "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise ValueError(f"BUSD_MASTER_TIMEOUT must be a number of seconds > 0, not {text!r}")
+    return value
 
 
 class Link:
@@ -68,15 +160,17 @@ class Link:
     def __init__(self, endpoints: Endpoints, deliver: Deliver, hello: dict[str, Any],
                  wait_for_new_master: bool = False,
                  local_state: Callable[[], str] = lambda: "",
+                 master_timeout: float = DEFAULT_MASTER_TIMEOUT,
                  curve: ClientKeys | None = None) -> None:
         self.endpoints = endpoints
         self.local_state = local_state
         self.deliver = deliver
         self.wait_for_new_master = wait_for_new_master
+        self.master_timeout = master_timeout
         self.token = os.urandom(12)
         self.hello = {"token": self.token, "pid": os.getpid(), "host": os.uname().nodename,
-                      **hello}
-        self.outbox = Outbox()
+                      "pidns": pid_namespace(), **hello}
+        self.outbox: Outbox[LinkMessage] = Outbox()
         self.joined = threading.Event()
         #: Set when joined, or when the master refused this client's key.
         self.settled = threading.Event()
@@ -92,7 +186,8 @@ class Link:
         self.pong_interval = HEARTBEAT_INTERVAL
         self.liveness = HEARTBEAT_LIVENESS
         self.stats: collections.Counter[str] = collections.Counter()
-        self._ids = itertools.count(SNAPSHOT_ID + 1)
+        self.received = 0
+        self._ids = itertools.count(REPLAY_ID + 1)
         self._check: tuple[int, str] | None = None
         self._check_asked = False
         self._missed_since_check = 0
@@ -100,18 +195,22 @@ class Link:
         self._futures: dict[int, Future[Any]] = {}
         self._futures_lock = threading.Lock()
         self._buffer: collections.deque[list[Any]] = collections.deque()
-        self.received = 0
         self._hello_pending = False
-        self._batch: list[Sequence[Any]] = []
-        self._batch_first = 0
+        self._left = False
+        # A repair in flight: the range [next, last] still to come, when asked.
+        self._repair: _Repair | None = None
+        self._held: collections.deque[list[Any]] = collections.deque()
+        self._batch: list[Any] = []
         self._last_heard = time.monotonic()
         self._last_pong = time.monotonic()
         self._pong_slot = -1
+        self._master_fd: int | None = None
         self._ctx: zmq.Context[Any] = zmq.Context()
         self._sub = self._ctx.socket(zmq.SUB)
         self._ctl = self._ctx.socket(zmq.DEALER)
         configure(self._sub, PUB_HWM)
         configure(self._ctl, CTL_HWM)
+        self._poller = zmq.Poller()
         self._thread = threading.Thread(target=self._run, name="busd-link", daemon=True)
         self._closed = threading.Event()
 
@@ -140,7 +239,7 @@ class Link:
         with self._futures_lock:
             self._futures[req_id] = future
         future.req_id = req_id  # type: ignore[attr-defined]
-        self.outbox.put("send", frame)
+        self.outbox.put(Send(frame))
         return future
 
     def forget(self, future: Future[Any]) -> None:
@@ -150,24 +249,19 @@ class Link:
 
     def send(self, kind: Kind, body: dict[str, Any]) -> None:
         """Send an ACK, PONG or BYE (no reply expected)."""
-        self.send_frame(encode(kind, 0, body))
+        frame = encode(kind, 0, body)
+        self.outbox.put(Bye(frame) if kind is Kind.BYE else Send(frame))
 
     def send_frame(self, frame: bytes) -> None:
         """Send a frame already encoded."""
-        if threading.current_thread() is self._thread:
-            try:
-                self._ctl.send(frame, zmq.NOBLOCK)
-            except zmq.Again:
-                self.stats["dropped_sends"] += 1
-        else:
-            self.outbox.put("send", frame)
+        self.outbox.put(Send(frame))
 
     def close(self, linger: float = 0.5) -> None:
         """Flush what is queued (at most ``linger`` s), close, end the thread."""
         if self._closed.is_set():
             return
-        self.outbox.put("close", linger)
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
+        self.outbox.put(Close(linger))
+        if self._thread.ident is not None:
             self._thread.join(linger + 2.0)
         if not self._thread.is_alive():
             self._close_sockets(0)
@@ -175,7 +269,7 @@ class Link:
     # -- the link thread -------------------------------------------------------
 
     def _run(self) -> None:
-        poller = zmq.Poller()
+        poller = self._poller
         for item in (self._sub, self._ctl, self.outbox.fileno):
             poller.register(item, zmq.POLLIN)
         if self._watch is not None:
@@ -191,6 +285,9 @@ class Link:
                     self._read_ctl()
                 if self._watch is not None and self._watch.socket in ready:
                     self._check_handshake()
+                if self._master_fd is not None and self._master_fd in ready:
+                    self._unwatch_master()
+                    self._master_lost("the master's process ended")
                 self._check_master()
                 self._keep_alive()
         except Exception:
@@ -212,40 +309,52 @@ class Link:
     def _poll_ms(self) -> float:
         if self.lost.is_set() or not self.joined.is_set():
             return 1000.0 * self.heartbeat
-        deadline = min(self._last_heard + self.heartbeat * self.liveness,
+        deadline = min(self._last_heard + self.master_timeout,
                        self._last_pong + PONG_SLACK * self.pong_interval)
+        if self._repair is not None:
+            deadline = min(deadline, self._repair.asked + REPAIR_RETRY)
         return max(0.0, deadline - time.monotonic()) * 1000.0 + 1.0
 
     def _pong(self) -> None:
         self._last_pong = time.monotonic()
-        self.send(Kind.PONG, {"epoch": self.epoch, "seq": self.seq, "state": self.local_state()})
+        self._send_now(encode(Kind.PONG, 0, {"epoch": self.epoch, "seq": self.seq,
+                                             "state": self.local_state()}))
+
+    def _send_now(self, frame: bytes) -> None:
+        try:
+            self._ctl.send(frame, zmq.NOBLOCK)
+        except zmq.Again:
+            self.stats["dropped_sends"] += 1
 
     def _keep_alive(self) -> None:
         # A heartbeat stuck behind a backlog must not make the master think
         # this client is dead: past the slack, answer without waiting for it.
-        if (self.joined.is_set() and not self.lost.is_set()
+        if (self.joined.is_set() and not self.lost.is_set() and not self._left
                 and time.monotonic() - self._last_pong > PONG_SLACK * self.pong_interval):
             self._pong()
+        if self._repair is not None and time.monotonic() - self._repair.asked > REPAIR_RETRY:
+            self.stats["repair_retries"] += 1
+            self._ask_replay()
 
     def _pong_due(self) -> bool:
         # Answer the first heartbeat of each wall-clock slot of pong_interval:
         # every client on the host picks the same heartbeat, so the master
         # reads their answers in one wake-up instead of one each.
         slot = int(time.time() / self.pong_interval)
-        if slot == self._pong_slot:
+        if slot == self._pong_slot or self._left:
             return False
         self._pong_slot = slot
         return True
 
     def _send_queued(self) -> bool:
         for item in self.outbox.drain():
-            if item[0] == "send":
-                try:
-                    self._ctl.send(item[1], zmq.NOBLOCK)
-                except zmq.Again:
-                    self.stats["dropped_sends"] += 1
-            elif item[0] == "close":
-                self._close_sockets(int(item[1] * 1000))
+            if type(item) is Send:
+                self._send_now(item.frame)
+            elif type(item) is Bye:
+                self._left = True
+                self._send_now(item.frame)
+            elif type(item) is Close:
+                self._close_sockets(int(item.linger * 1000))
                 return True
         return False
 
@@ -258,6 +367,7 @@ class Link:
                 sock.close(linger=linger_ms)
         if not self._ctx.closed:
             self._ctx.term()
+        self._unwatch_master()
         self.outbox.close()
 
     def _fail_futures(self) -> None:
@@ -271,6 +381,26 @@ class Link:
         self._hello_pending = True
         self._ctl.send(encode(Kind.HELLO, HELLO_ID, {**self.hello, "subscribe": subscribe}))
 
+    def _watch_master(self, snap: dict[str, Any]) -> None:
+        pid = snap.get("pid")
+        self._unwatch_master()
+        if (type(pid) is not int or pid <= 0 or not self.hello["pidns"]
+                or snap.get("pidns") != self.hello["pidns"]):
+            return
+        try:
+            self._master_fd = os.pidfd_open(pid)
+        except OSError:
+            self._master_lost("the master's process is gone")
+            return
+        self._poller.register(self._master_fd, zmq.POLLIN)
+
+    def _unwatch_master(self) -> None:
+        fd, self._master_fd = self._master_fd, None
+        if fd is not None:
+            with contextlib.suppress(KeyError, ValueError):
+                self._poller.unregister(fd)
+            os.close(fd)
+
     # -- replies -------------------------------------------------------------------
 
     def _read_ctl(self) -> None:
@@ -278,7 +408,8 @@ class Link:
             try:
                 frame = self._ctl.recv(zmq.NOBLOCK)
             except zmq.Again:
-                return
+                break
+            self._last_heard = time.monotonic()
             try:
                 msg = decode(frame, allowed=frozenset({Kind.REPLY}))
             except ProtocolError as exc:
@@ -286,23 +417,28 @@ class Link:
                 log.warning("bad reply from master: %s", exc)
                 continue
             self._on_reply(msg)
+        self._flush()
 
     def _on_reply(self, msg: Message) -> None:
         req_id = msg.req_id
         if req_id == HELLO_ID:
             self._on_welcome(msg)
-            return
-        if req_id == SNAPSHOT_ID:
+        elif req_id == SNAPSHOT_ID:
             self._on_state_check(msg)
-            return
-        if req_id == 0:
+        elif req_id == REPLAY_ID:
+            self._on_replay(msg)
+        elif req_id == 0:
             err = error_from_wire(msg.items[2])
-            if getattr(err, "code", "") == "unknown_client" and self.joined.is_set():
+            if getattr(err, "code", "") != "unknown_client":
+                log.warning("master reported: %s", err)
+            elif self.joined.is_set() and not self._left:
+                # The master declared us lost (we were silent too long): join again.
                 log.info("the master does not know this client; joining again")
                 self._rejoin(subscribe=False)
-            else:
-                log.warning("master reported: %s", err)
-            return
+        else:
+            self._settle(req_id, msg)
+
+    def _settle(self, req_id: int, msg: Message) -> None:
         with self._futures_lock:
             future = self._futures.pop(req_id, None)
         if future is None or future.done():
@@ -320,7 +456,7 @@ class Link:
             self._master_lost("the master refused HELLO")
             return
         self._hello_pending = False
-        old_epoch, old_seq = self.epoch, self.seq
+        same_epoch = int(snap["epoch"]) == self.epoch and self.joined.is_set()
         self.epoch, snap_seq = int(snap["epoch"]), int(snap["seq"])
         self.client_id = int(snap["client_id"])
         self.heartbeat = float(snap["heartbeat"])
@@ -328,26 +464,27 @@ class Link:
         self.liveness = int(snap["liveness"])
         self._last_heard = time.monotonic()
         self.lost.clear()
+        self._watch_master(snap)
         buffered = [m for m in self._buffer if m[2] == self.epoch]
         self._buffer.clear()
-        missed = 0
-        if old_epoch == self.epoch and self.joined.is_set():
-            older = [m for m in buffered if old_seq < m[3] <= snap_seq]
-            for m in older:
-                self._deliver_msg(m)
-            missed = max(0, snap_seq - old_seq - len(older))
-            self.stats["missed"] += missed
-        self.seq = self._last_state_seq = snap_seq
+        if not same_epoch:
+            # A first join, or a new master: start from its snapshot.
+            self._repair = None
+            self._held.clear()
+            self.seq = self._last_state_seq = snap_seq
+            self._deliver_control(Synced(self.epoch, self.seq, snap["state"], 0))
         self.joined.set()
         self.settled.set()
-        self._deliver_control(("snapshot", self.epoch, self.seq, snap["state"], missed))
+        # Joined again in the same epoch: what we missed meanwhile is repaired.
         for m in buffered:
             self._on_broadcast(m)
-        self._flush()
+        if same_epoch and snap_seq > self.seq and self._repair is None:
+            self._start_repair(self.seq + 1, snap_seq)
 
     # -- the published stream ----------------------------------------------------------
 
     def _read_sub(self) -> None:
+        self._last_heard = time.monotonic()
         try:
             self._read_sub_frames()
         finally:
@@ -356,12 +493,12 @@ class Link:
 
     def _read_sub_frames(self) -> None:
         recv, batch = self._sub.recv, self._batch
+        fast = self._repair is None and not self._hello_pending
         for _ in range(DRAIN_LIMIT):
             try:
                 frame = recv(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            self._last_heard = time.monotonic()
             try:
                 msg = decode_broadcast(frame)
             except ProtocolError as exc:
@@ -370,18 +507,15 @@ class Link:
                     log.warning("bad message from master: %s", exc)
                 continue
             # The common case, inline: the next message of our epoch, in order.
-            if (msg[3] == self.seq + 1 and msg[2] == self.epoch and msg[1] != HEARTBEAT
-                    and not self._hello_pending and batch is self._batch):
+            if fast and msg[3] == self.seq + 1 and msg[2] == self.epoch and msg[1] != HEARTBEAT:
                 self.seq = msg[3]
                 self.received += 1
                 if msg[1] == STATE:
                     self._last_state_seq = msg[3]
-                if not batch:
-                    self._batch_first = msg[3]
                 batch.append(msg)
             else:
                 self._on_broadcast(msg)
-                batch = self._batch
+                fast = self._repair is None and not self._hello_pending
 
     # A broadcast is the bare array [version, kind, epoch, seq, ...] (hot path).
 
@@ -391,7 +525,7 @@ class Link:
             return
         epoch, seq = msg[2], msg[3]
         if epoch != self.epoch:
-            if self.lost.is_set() and not self.wait_for_new_master:
+            if (self.lost.is_set() and not self.wait_for_new_master) or self._left:
                 return
             log.info("a new master incarnation (epoch %d); joining it", epoch)
             self.stats["new_epochs"] += 1
@@ -401,13 +535,17 @@ class Link:
         if msg[1] == HEARTBEAT:
             if self._pong_due():
                 self._pong()
-            if seq > self.seq:
-                self._gap(msg)
+            if seq > self.seq and self._repair is None:
+                self._start_repair(self.seq + 1, seq)
+            return
+        if self._repair is not None:
+            self._held.append(msg)
             return
         if seq <= self.seq:
             return
         if seq != self.seq + 1:
-            self._gap(msg)
+            self._start_repair(self.seq + 1, seq - 1)
+            self._held.append(msg)
             return
         self._deliver_msg(msg)
 
@@ -416,54 +554,85 @@ class Link:
         self.received += 1
         if msg[1] == STATE:
             self._last_state_seq = msg[3]
-        if not self._batch:
-            self._batch_first = msg[3]
         self._batch.append(msg)
 
     def _flush(self) -> None:
         """Hand the messages read so far to the dispatcher, in one go."""
-        if not self._batch:
-            return
-        batch, self._batch = self._batch, []
-        if not self.deliver(batch, False):
-            # The dispatcher is full: drop them, and the next message shows the gap.
-            self.stats["overflow"] += len(batch)
-            self.seq = self._batch_first - 1
+        if self._batch:
+            batch, self._batch = self._batch, []
+            self.deliver(batch)
 
-    def _deliver_control(self, item: tuple[Any, ...]) -> None:
-        """A snapshot or a loss: after what came before it, and never dropped."""
+    def _deliver_control(self, item: Synced | Gone) -> None:
+        """A snapshot or a loss: after what came before it."""
         self._flush()
-        self.deliver([item], True)
+        self.deliver([item])
 
-    def _gap(self, msg: list[Any]) -> None:
-        """Messages were lost: count them, go on from here, and check the state.
+    # -- repairs -------------------------------------------------------------------
 
-        What was lost cannot come back; the state can.  The master is asked
-        for ``(seq, state)``; once this client has delivered up to that seq,
-        the state is mirrored unless a later STATE message already set it.
-        """
-        heartbeat = msg[1] == HEARTBEAT
-        lost = msg[3] - self.seq - (0 if heartbeat else 1)
+    def _start_repair(self, first: int, last: int) -> None:
+        """Ask the master's replay window for ``first..last``; hold newer messages meanwhile."""
         self.stats["gaps"] += 1
-        self.stats["missed"] += lost
-        self._missed_since_check += lost
-        log.warning("sequence gap: %d message(s) lost before seq %d; checking the state",
-                    lost, msg[3])
-        if heartbeat:
-            self.seq = msg[3]
-        else:
-            self.seq = msg[3] - 1
-            self._deliver_msg(msg)
+        self._repair = _Repair(first, last)
+        self._ask_replay()
+
+    def _ask_replay(self) -> None:
+        assert self._repair is not None
+        self._repair.asked = time.monotonic()
+        self._send_now(encode(Kind.REQUEST, REPLAY_ID, {
+            "cmd": "replay", "epoch": self.epoch, "from": self._repair.next,
+            "to": self._repair.last}))
+
+    def _on_replay(self, msg: Message) -> None:
+        if self._repair is None:
+            return
+        last = self._repair.last
+        try:
+            part = reply_result(msg)
+            if part.get("epoch") != self.epoch:
+                raise ProtocolError("a replay of another master incarnation")
+            first, frames, lost = int(part["first"]), part["frames"], int(part["lost"])
+        except Exception as exc:  # noqa: BLE001 - whatever it was, the range is gone
+            log.warning("the master could not replay messages %d..%d: %s",
+                        self._repair.next, last, exc)
+            first, frames, lost = last + 1, [], last + 1 - self._repair.next
+            part = {"more": False}
+        if lost:
+            self._lose(lost, first)
+        for frame in frames:
+            replayed = decode_broadcast(frame)
+            if replayed[2] == self.epoch and replayed[3] == self.seq + 1:
+                self.stats["repaired"] += 1
+                self._deliver_msg(replayed)
+        if part.get("more") and self.seq < last:
+            self._repair.next = self.seq + 1
+            self._ask_replay()
+            return
+        self._repair = None
+        if self.seq < last:  # the window ended before our range did: gone too
+            self._lose(last - self.seq, last + 1)
+        held, self._held = self._held, collections.deque()
+        for m in held:
+            self._on_broadcast(m)
+        self._flush()
+        self._apply_check()
+
+    def _lose(self, count: int, next_seq: int) -> None:
+        """``count`` messages before ``next_seq`` are gone for good: count them, check state."""
+        self.stats["missed"] += count
+        self._missed_since_check += count
+        log.warning("%d message(s) before seq %d were older than the master's replay "
+                    "window: lost; checking the state", count, next_seq)
+        self.seq = max(self.seq, next_seq - 1)
         if not self._check_asked:
             self._check_asked = True
             self.stats["resyncs"] += 1
-            self._ctl.send(encode(Kind.REQUEST, SNAPSHOT_ID, {"cmd": "snapshot"}))
+            self._send_now(encode(Kind.REQUEST, SNAPSHOT_ID, {"cmd": "snapshot"}))
 
     def _on_state_check(self, msg: Message) -> None:
         self._check_asked = False
         try:
             snap = reply_result(msg)
-        except Exception:  # logged; the next gap or heartbeat asks again
+        except Exception:  # logged; the next loss asks again
             log.exception("the master would not give a snapshot")
             return
         self._check = (int(snap["seq"]), str(snap["state"]))
@@ -479,7 +648,7 @@ class Link:
         missed, self._missed_since_check = self._missed_since_check, 0
         # A STATE delivered after the checked seq is newer than the check's state.
         fresh = state if self._last_state_seq <= seq else None
-        self._deliver_control(("snapshot", self.epoch, seq, fresh, missed))
+        self._deliver_control(Synced(self.epoch, seq, fresh, missed))
 
     def _hold(self, msg: list[Any]) -> None:
         if msg[1] == HEARTBEAT:
@@ -489,15 +658,15 @@ class Link:
             self._buffer.popleft()
 
     def _rejoin(self, subscribe: bool) -> None:
-        if not self._hello_pending:
-            self.stats["resyncs"] += 1
+        if not self._hello_pending and not self._left:
+            self.stats["rejoins"] += 1
             self._send_hello(subscribe)
 
     def _check_master(self) -> None:
         if not self.joined.is_set() or self.lost.is_set():
             return
         silent = time.monotonic() - self._last_heard
-        if silent > self.heartbeat * self.liveness:
+        if silent > self.master_timeout:
             self._master_lost(f"no word from the master for {silent:.1f}s")
 
     def _master_lost(self, reason: str) -> None:
@@ -507,9 +676,9 @@ class Link:
         self.stats["master_lost"] += 1
         log.warning("master lost: %s", reason)
         self._hello_pending = False
-        self._deliver_control(("lost", reason))
+        self._deliver_control(Gone(reason))
 
     def statistics(self) -> dict[str, Any]:
-        """Counters: received, gaps, missed, resyncs, new epochs, bad messages."""
+        """Counters: received, gaps, repaired, missed, resyncs, new epochs, bad messages."""
         return {"epoch": self.epoch, "seq": self.seq, "client_id": self.client_id,
-                "received": self.received, **dict(self.stats)}
+                "received": self.received, "held": len(self._held), **dict(self.stats)}

@@ -472,9 +472,9 @@ def outbox() -> Iterator[Outbox]:
 def test_outbox_coalesces_wake_ups(outbox: Outbox) -> None:
     assert not outbox.wait_readable(0)
 
-    outbox.put("pub", b"1")
-    outbox.put("pub", b"2")
-    outbox.put("to", b"id", b"3")
+    outbox.put(("pub", b"1"))
+    outbox.put(("pub", b"2"))
+    outbox.put(("to", b"id", b"3"))
 
     assert outbox.wait_readable(0)
     assert os.read(outbox.fileno, 100) == b"\0"  # one byte for three puts
@@ -483,11 +483,11 @@ def test_outbox_coalesces_wake_ups(outbox: Outbox) -> None:
 
 
 def test_outbox_wakes_again_after_a_drain(outbox: Outbox) -> None:
-    outbox.put("a")
+    outbox.put(("a",))
     assert outbox.drain() == [("a",)]
     assert not outbox.wait_readable(0)
 
-    outbox.put("b")
+    outbox.put(("b",))
 
     assert outbox.wait_readable(0)
     assert outbox.drain() == [("b",)]
@@ -499,8 +499,8 @@ def test_outbox_put_after_close_is_dropped_quietly() -> None:
     # A thread may still hand a frame to an I/O thread that has just closed:
     # that must neither raise nor write to a closed (maybe reused) descriptor.
     box = Outbox()
-    box.put("early")
+    box.put(("early",))
     box.close()
 
-    box.put("late")
+    box.put(("late",))
     box.close()
