@@ -28,7 +28,6 @@ from __future__ import annotations
 import logging
 import socket
 import threading
-from collections.abc import Sequence
 from typing import Any
 
 from busd.auth import ClientKeys
@@ -39,6 +38,7 @@ from busd.master import MasterBus
 from busd.pool import Pool
 from busd.wire import Kind
 from client.bus import ClientBus
+from client.link import Gone
 
 log = logging.getLogger(__name__)
 
@@ -70,9 +70,10 @@ class HostBus(ClientBus):
 
     # -- the dispatcher thread ----------------------------------------------------
 
-    def _apply(self, item: Sequence[Any]) -> None:
-        if type(item) is not list and item[0] == "lost" and self.on_master_lost == "wait":
-            log.warning("master lost (%s): stopping the local pool until it is back", item[1])
+    def _apply(self, item: Any) -> None:
+        if type(item) is Gone and self.on_master_lost == "wait":
+            log.warning("master lost (%s): stopping the local pool until it is back",
+                        item.reason)
             self._run(self._do_stop)
             return
         super()._apply(item)

@@ -39,7 +39,7 @@ CLIENT_MAY_IMPORT = SHARED_CORE
 BUSD_MAY_IMPORT_CLIENT = {
     "busd/testing.py": None, "busd/examples": None, "busd/forkserver.py": {"client.worker"},
     # busd --join: a master that is also a client of another master.
-    "busd/join.py": {"client.bus"},
+    "busd/join.py": {"client.bus", "client.link"},
 }
 NOBODY_IMPORTS = {"busd.__main__", "client.busctl"}
 
