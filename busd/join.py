@@ -38,7 +38,7 @@ from busd.master import MasterBus
 from busd.pool import Pool
 from busd.wire import Kind
 from client.bus import ClientBus
-from client.link import Gone
+from client.link import FOLLOW_HEARTBEAT, Gone
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,8 @@ class HostBus(ClientBus):
                  ack_timeout: float) -> None:
         self.host = f"{socket.gethostname()}/{local.name}"
         super().__init__(endpoints, name=self.host, role=HOST_ROLE, timeout=timeout,
-                         on_master_lost="wait" if wait_for_master else "exit", curve=curve)
+                         on_master_lost="wait" if wait_for_master else "exit", curve=curve,
+                         master_timeout=FOLLOW_HEARTBEAT)
         self.local = local
         self.pool = pool
         self.ack_timeout = ack_timeout

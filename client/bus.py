@@ -54,8 +54,9 @@ class ClientBus(Bus):
     ``on_master_lost`` is ``"exit"`` (run the exit listeners and end, the
     default) or ``"wait"`` (stay, and join the next master incarnation).
     ``master_timeout`` is how long a silent master is waited for before it
-    is declared lost (default ``BUSD_MASTER_TIMEOUT``, else 30 s); a master
-    on this host whose process ends is noticed at once whatever it says.
+    is declared lost (default ``BUSD_MASTER_TIMEOUT``, else 30 s;
+    :data:`client.link.FOLLOW_HEARTBEAT` means the master's heartbeat x
+    liveness); a master on this host whose process ends is noticed at once.
     """
 
     def __init__(self, endpoints: Endpoints, *, name: str = "", role: str = "worker",
@@ -79,7 +80,8 @@ class ClientBus(Bus):
                          {"name": name, "role": role, "worker": worker},
                          wait_for_new_master=on_master_lost == "wait",
                          local_state=lambda: self._state.name,
-                         master_timeout=master_timeout or master_timeout_from_env(),
+                         master_timeout=master_timeout_from_env() if master_timeout is None
+                         else master_timeout,
                          curve=curve)
         self._dispatcher = threading.Thread(target=self._dispatch, name="busd-dispatch",
                                             daemon=True)

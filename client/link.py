@@ -67,6 +67,9 @@ PONG_SLACK = 1.5
 JOIN_BUFFER = 1_000_000
 #: Seconds a client waits for a silent master by default (BUSD_MASTER_TIMEOUT).
 DEFAULT_MASTER_TIMEOUT = 30.0
+#: A master_timeout of this means: the master's heartbeat x liveness, from its
+#: welcome (a pool joined over the network follows its master that closely).
+FOLLOW_HEARTBEAT = 0.0
 #: A repair request unanswered this long is sent again.
 REPAIR_RETRY = 5.0
 HELLO_ID = 1
@@ -166,7 +169,8 @@ class Link:
         self.local_state = local_state
         self.deliver = deliver
         self.wait_for_new_master = wait_for_new_master
-        self.master_timeout = master_timeout
+        self._follow_heartbeat = master_timeout == FOLLOW_HEARTBEAT
+        self.master_timeout = master_timeout or HEARTBEAT_INTERVAL * HEARTBEAT_LIVENESS
         self.token = os.urandom(12)
         self.hello = {"token": self.token, "pid": os.getpid(), "host": os.uname().nodename,
                       "pidns": pid_namespace(), **hello}
@@ -462,6 +466,8 @@ class Link:
         self.heartbeat = float(snap["heartbeat"])
         self.pong_interval = float(snap.get("pong_interval") or self.heartbeat)
         self.liveness = int(snap["liveness"])
+        if self._follow_heartbeat:
+            self.master_timeout = self.heartbeat * self.liveness
         self._last_heard = time.monotonic()
         self.lost.clear()
         self._watch_master(snap)
@@ -475,11 +481,15 @@ class Link:
             self._deliver_control(Synced(self.epoch, self.seq, snap["state"], 0))
         self.joined.set()
         self.settled.set()
-        # Joined again in the same epoch: what we missed meanwhile is repaired.
+        # Joined again in the same epoch: what we missed meanwhile is repaired,
+        # then the state is mirrored again (a lost master made us stop, maybe).
         for m in buffered:
             self._on_broadcast(m)
-        if same_epoch and snap_seq > self.seq and self._repair is None:
-            self._start_repair(self.seq + 1, snap_seq)
+        if same_epoch:
+            if snap_seq > self.seq and self._repair is None:
+                self._start_repair(self.seq + 1, snap_seq)
+            self._check = (snap_seq, str(snap["state"]))
+            self._apply_check()
 
     # -- the published stream ----------------------------------------------------------
 
