@@ -74,6 +74,8 @@ class AckReport:
     seqs: tuple[int, ...]
     acks: tuple[Ack, ...]
     lost: tuple[ClientInfo, ...]
+    #: How failures name each client that acked: ``client 3 (pid 123 worker 1)``.
+    labels: tuple[tuple[int, str], ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -82,7 +84,8 @@ class AckReport:
 
     def failures(self) -> list[str]:
         """One line per failed ack or lost client."""
-        lines = [f"client {a.client}: " + "; ".join(
+        labels = dict(self.labels)
+        lines = [f"{labels.get(a.client, f'client {a.client}')}: " + "; ".join(
             f"{e.get('type')}: {e.get('message')}" for e in a.errors)
             for a in self.acks if not a.ok]
         lines += [f"{c.label()}: lost before it answered" for c in self.lost]
@@ -297,4 +300,7 @@ class Registry:
                                 errors=tuple(e for a in got for e in a.errors)))
         lost = tuple(self._departed[cid] for cid in sorted(expected - answered - present)
                      if cid in self._departed)
-        return AckReport(seqs=seqs, acks=tuple(acks), lost=lost)
+        known = {c.id: c for c in (*self._departed.values(), *self._by_identity.values())}
+        labels = tuple((a.client, known[a.client].label()) for a in acks
+                       if not a.ok and a.client in known)
+        return AckReport(seqs=seqs, acks=tuple(acks), lost=lost, labels=labels)

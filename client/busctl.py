@@ -30,9 +30,9 @@ import re
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import zmq
 
@@ -41,14 +41,10 @@ from busd.control import DEFAULT_TIMEOUT, Control
 from busd.endpoints import PUB_HWM, EndpointError, client_endpoints, configure
 from busd.errors import BusError, NoMaster, ProtocolError
 from busd.wire import (
-    BROADCAST_KINDS,
-    HEARTBEAT_INTERVAL,
-    HEARTBEAT_LIVENESS,
     Kind,
-    Message,
-    decode,
 )
 from client.tables import cell, format_status, format_workers
+from client.watch import Output, Watcher
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -57,14 +53,17 @@ EXIT_NO_MASTER = 3
 EXIT_INTERRUPTED = 130
 #: The reader of stdout went away (128 + SIGPIPE, as a shell reports it).
 EXIT_BROKEN_PIPE = 141
-#: How long ``--wait`` lets the master wait for acks, unless ``--ack-timeout`` says.
-DEFAULT_ACK_TIMEOUT = 30.0
 KEY_NAMES = ("server", "client")
 _REPLY = frozenset({Kind.REPLY})
 
 EPILOG = """\
 exit status: 0 done; 1 busd answered with a failure; 2 usage;
-3 no busd answered within --timeout; 130 interrupted.
+3 no busd answered within --timeout (at once when its socket does not
+exist or refuses); 130 interrupted.
+--timeout S bounds every command as a whole, --wait included: the master
+waits for acks only as long as is left of it (give a longer --timeout for a
+slow reload: busctl --timeout 60 graceful --wait). For watch it bounds the
+wait for the master (and for a restarted one), not the stream.
 The master is found from --endpoint, else --runtime-dir / --name, else the
 BUSD_CTL_ENDPOINT, BUSD_RUNTIME_DIR and BUSD_NAME environment variables,
 else the default runtime dir."""
@@ -72,8 +71,8 @@ else the default runtime dir."""
 PUBLISH_EPILOG = """\
 Each ARG (and each --kw value) is parsed as JSON when it parses, else taken
 as a string: 1 is a number, '"1"' and x are strings, '[1, 2]' is a list.
-Options go before CHANNEL or after the last ARG, not between ARGs;
-put -- before CHANNEL when an ARG starts with a dash:
+Options may come anywhere after CHANNEL; put -- before CHANNEL when an
+ARG starts with a dash:
   busctl publish --kw user=ann -- reload -1 '"x"'"""
 
 LIFECYCLE_HELP = {
@@ -90,12 +89,12 @@ Handler = Callable[[argparse.Namespace, "Control"], int]
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser: global options, then one subcommand."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="busctl", description="Control a running busd master.", epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action=_Version, help="print busctl's version and exit")
     _global_options(parser, suppress=False)
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     _global_options(common, suppress=True)
     subs = parser.add_subparsers(dest="command", metavar="CMD", required=True)
 
@@ -111,7 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("ping", _ping, "check that the master answers")
     for name, help_text in LIFECYCLE_HELP.items():
         _wait_options(add(name, _lifecycle, help_text))
-    add("restart", _lifecycle, "exit and re-execute the master (clients follow)")
+    add("restart", _restart, "exit and re-execute the master (clients follow)").add_argument(
+        "--wait", action="store_true",
+        help="return when the new master is STARTED with all its workers")
     _publish_options(add("publish", _publish, "publish a channel in every process",
                          epilog=PUBLISH_EPILOG))
     add("scale", _scale, "set or change the number of workers").add_argument(
@@ -127,6 +128,15 @@ def build_parser() -> argparse.ArgumentParser:
     keygen.add_argument("dir", metavar="DIR")
     keygen.add_argument("--force", action="store_true", help="replace existing key files")
     return parser
+
+
+class _Parser(argparse.ArgumentParser):
+    """Errors are one line, ``busctl CMD: X: message (see busctl --help)``, exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print one line naming the option and what it takes; exit 2."""
+        message = re.sub(r"^argument ([^:]+): ", r"\1: ", message)
+        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
 class _Version(argparse.Action):
@@ -171,9 +181,9 @@ def _global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
 def _wait_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--wait", action="store_true",
                         help="wait until every client acked; fail if one failed")
-    parser.add_argument("--ack-timeout", type=_seconds, default=DEFAULT_ACK_TIMEOUT,
-                        metavar="S", help="how long the master waits for acks "
-                        f"(default {DEFAULT_ACK_TIMEOUT:g})")
+    parser.add_argument("--ack-timeout", type=_seconds, default=None, metavar="S",
+                        help="how long the master waits for acks (default, and at most: "
+                        "what is left of --timeout)")
 
 
 def _publish_options(parser: argparse.ArgumentParser) -> None:
@@ -243,9 +253,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run busctl on ``argv`` (default: the command line) and return its exit status."""
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args = parse(parser, argv)
     except SystemExit as exc:  # a usage error (2), or --help (0)
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    args.deadline = time.monotonic() + args.timeout
     try:
         if args.handler is None:
             return _keygen(args)
@@ -257,6 +268,48 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         _quiet_stdout()
         return EXIT_BROKEN_PIPE
+
+
+def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse; ``publish``'s ARGs may have options between them (``publish ch --json x``)."""
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command == "publish" and not any(x.startswith("-") for x in extra):
+        args.args = [*args.args, *(_json_or_text(x) for x in extra)]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
+def left(args: argparse.Namespace) -> float:
+    """Seconds left of ``--timeout`` (never quite 0: a last look is allowed)."""
+    return max(0.01, float(args.deadline) - time.monotonic())
+
+
+def unreachable(endpoint: str) -> str | None:
+    """Why nobody can answer at an ipc ``endpoint`` right now (None: try it).
+
+    A socket file that does not exist, or that nobody listens on, is known
+    at once; waiting out --timeout for it would only waste the operator's time.
+    """
+    if not endpoint.startswith("ipc://"):
+        return None
+    path = endpoint.removeprefix("ipc://")
+    hint = ("is busd running? --name and --runtime-dir (or BUSD_NAME, BUSD_RUNTIME_DIR) "
+            "say which one to find")
+    if not os.path.exists(path):
+        return f"no busd at {endpoint}: {path} does not exist ({hint})"
+    import socket  # here: only this check needs it
+
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except ConnectionRefusedError:
+        return f"no busd at {endpoint}: nothing listens on {path} ({hint})"
+    except OSError:
+        return None
+    finally:
+        probe.close()
+    return None
 
 
 def control_endpoint(args: argparse.Namespace) -> str:
@@ -273,6 +326,11 @@ def _run_remote(args: argparse.Namespace, handler: Handler) -> int:
     except (EndpointError, KeyFileError) as exc:
         _error(str(exc))
         return EXIT_USAGE
+    why = unreachable(endpoint)
+    if why is not None:
+        _print_json(args, _error_doc("no_master", why, None))
+        _error(why)
+        return EXIT_NO_MASTER
     ctx: zmq.Context[Any] = zmq.Context()
     try:
         try:
@@ -298,15 +356,30 @@ def _run_remote(args: argparse.Namespace, handler: Handler) -> int:
 
 
 def _command(args: argparse.Namespace, control: Control, cmd: str,
-             body: dict[str, Any] | None = None, ack_wait: float = 0.0) -> Any:
-    """Run a queued command: a ping first, so a missing busd costs only --timeout."""
-    control.request("ping")
-    deadline = args.timeout + ack_wait
+             body: dict[str, Any] | None = None) -> Any:
+    """Run a queued command within what is left of --timeout (a ping first: is it there?)."""
+    _ask(args, control, "ping")
     try:
-        return control.call(cmd, body or {}, deadline)
+        return control.call(cmd, body or {}, left(args))
     except NoMaster:
         raise NoMaster(f"busd at {control.endpoint} answered ping but not {cmd!r} within "
-                       f"{deadline:g}s: the command may still be queued or running") from None
+                       f"--timeout {args.timeout:g}s: the command may still be queued or "
+                       "running (give a longer --timeout)") from None
+
+
+def _ask(args: argparse.Namespace, control: Control, cmd: str) -> Any:
+    """A request answered at once (ping, status), within what is left of --timeout."""
+    try:
+        return control.request(cmd, timeout=left(args))
+    except NoMaster:
+        raise NoMaster(f"no busd answered at {control.endpoint} within {args.timeout:g}s"
+                       ) from None
+
+
+def _ack_wait(args: argparse.Namespace) -> float:
+    """How long the master may wait for acks: what is left of --timeout, less a reply's time."""
+    budget = max(0.05, left(args) - min(0.5, float(args.timeout) / 10))
+    return min(budget, float(args.ack_timeout)) if args.ack_timeout else budget
 
 
 def _failed(args: argparse.Namespace, exc: BusError) -> int:
@@ -414,18 +487,74 @@ def _lifecycle(args: argparse.Namespace, control: Control) -> int:
     if args.command != "restart":
         body["wait"] = wait
     if wait:
-        body["timeout"] = args.ack_timeout
-    result = _command(args, control, args.command, body, args.ack_timeout if wait else 0.0)
+        body["timeout"] = _ack_wait(args)
+    result = _command(args, control, args.command, body)
     state = result.get("state") if isinstance(result, dict) else None
     return _report_acks(args, result, f"{args.command}: state {cell(state)}")
+
+
+def _restart(args: argparse.Namespace, control: Control) -> int:
+    """Re-exec the master; with --wait, until the new one is STARTED with all its workers."""
+    pub = _pub_endpoint(args, control) if args.wait else ""
+    before = _ask(args, control, "ping")
+    result = _command(args, control, "restart", {})
+    state = result.get("state") if isinstance(result, dict) else None
+    if not args.wait:
+        return _report_acks(args, result, f"restart: state {cell(state)}")
+    epoch = before.get("epoch") if isinstance(before, dict) else None
+    status = _wait_restarted(args, control, pub, epoch)
+    workers = status.get("workers") or []
+    _emit(args, status, f"restart: new master pid {status.get('pid')} (epoch "
+          f"{status.get('epoch')}) STARTED with {len(workers)} worker"
+          f"{'s' if len(workers) != 1 else ''}")
+    return EXIT_OK
+
+
+def _wait_restarted(args: argparse.Namespace, control: Control, pub: str,
+                    old_epoch: Any) -> dict[str, Any]:
+    """The new master's status once it and every worker are STARTED (NoMaster past --timeout).
+
+    Woken by the master's own traffic (states, worker events, heartbeats) on a
+    SUB socket between asks, so it neither spins nor sleeps.
+    """
+    sub = control.context.socket(zmq.SUB)
+    try:
+        configure(sub, PUB_HWM)
+        sub.setsockopt(zmq.SUBSCRIBE, b"")
+        secure_client(sub, args.curve, pub)
+        sub.connect(pub)
+        while True:
+            try:
+                status = control.request("status", timeout=min(0.5, left(args)))
+            except NoMaster:
+                status = None
+            if _restarted(status, old_epoch):
+                assert isinstance(status, dict)
+                return status
+            if left(args) <= 0.01:
+                raise NoMaster(f"busd at {control.endpoint} was not STARTED again with all its "
+                               f"workers within --timeout {args.timeout:g}s")
+            if sub.poll(int(min(0.5, left(args)) * 1000) + 1):
+                while sub.poll(0):
+                    sub.recv()
+    finally:
+        sub.close(linger=0)
+
+
+def _restarted(status: Any, old_epoch: Any) -> bool:
+    if not isinstance(status, dict) or status.get("epoch") == old_epoch:
+        return False
+    workers = status.get("workers") or []
+    return status.get("state") == "STARTED" and all(
+        isinstance(w, dict) and w.get("state") == "STARTED" for w in workers)
 
 
 def _publish(args: argparse.Namespace, control: Control) -> int:
     body: dict[str, Any] = {"channel": args.channel, "args": list(args.args),
                             "kwargs": dict(args.kw), "wait": args.wait}
     if args.wait:
-        body["timeout"] = args.ack_timeout
-    result = _command(args, control, "broadcast", body, args.ack_timeout if args.wait else 0.0)
+        body["timeout"] = _ack_wait(args)
+    result = _command(args, control, "broadcast", body)
     return _report_acks(args, result, f"publish {args.channel}: relayed")
 
 
@@ -434,7 +563,9 @@ def _report_acks(args: argparse.Namespace, result: Any, text: str) -> int:
     acks = result.get("acks") if isinstance(result, dict) else None
     if isinstance(acks, dict):
         answered = len(acks.get("acks") or [])
+        failed = len(acks.get("failures") or [])
         text += f"; {answered} client{'s' if answered != 1 else ''} acked"
+        text += f", {failed} failed" if failed else ""
     _emit(args, result, text)
     if not isinstance(acks, dict):
         return EXIT_OK
@@ -468,7 +599,11 @@ def _watch(args: argparse.Namespace, control: Control) -> int:
         sub.setsockopt(zmq.SUBSCRIBE, b"")
         secure_client(sub, args.curve, pub)
         sub.connect(pub)
-        return Watcher(args, sub, pub).run()
+        ctl = control.endpoint
+        watcher = Watcher(args, sub, pub, Output(_out, _error),
+                          ctl_path=ctl.removeprefix("ipc://") if ctl.startswith("ipc://") else None,
+                          status=lambda: control.request("status", timeout=min(1.0, args.timeout)))
+        return watcher.run()
     finally:
         sub.close(linger=0)
 
@@ -485,97 +620,6 @@ def _pub_endpoint(args: argparse.Namespace, control: Control) -> str:
     if args.endpoint in ctls and ctls.index(args.endpoint) < len(pubs):
         return str(pubs[ctls.index(args.endpoint)])
     return str(pubs[0])
-
-
-class Watcher:
-    """Reads the master's PUB socket and prints one line (or JSON object) per message.
-
-    Ends after ``--count`` messages (0); when the master goes silent for its
-    heartbeat x liveness (0 if it was exiting, else 1); never waits unbounded.
-    """
-
-    def __init__(self, args: argparse.Namespace, sub: zmq.Socket[Any], endpoint: str) -> None:
-        self.args = args
-        self.sub = sub
-        self.endpoint = endpoint
-        self.channels = frozenset(args.channels)
-        self.left: int | None = args.count
-        self.silence = HEARTBEAT_INTERVAL * HEARTBEAT_LIVENESS
-        self.state = ""
-
-    def run(self) -> int:
-        """Follow the master until done; returns the exit status."""
-        if not self.sub.poll(int(self.args.timeout * 1000) + 1):
-            message = f"no busd answered at {self.endpoint} within {self.args.timeout:g}s"
-            _print_json(self.args, _error_doc("no_master", message, None))
-            _error(message)
-            return EXIT_NO_MASTER
-        while self.left != 0:
-            if not self.sub.poll(int(self.silence * 1000) + 1):
-                return self._silent()
-            for msg in self._drain():
-                self._show(msg)
-                if self.left == 0:
-                    break
-        return EXIT_OK
-
-    def _drain(self) -> Iterator[Message]:
-        while True:
-            try:
-                frame = self.sub.recv(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            try:
-                yield decode(frame, allowed=BROADCAST_KINDS)
-            except ProtocolError as exc:
-                _error(f"skipped a message: {exc}")
-
-    def _show(self, msg: Message) -> None:
-        if msg.kind is Kind.HEARTBEAT:
-            interval = msg.items[3]
-            if isinstance(interval, int | float) and interval > 0:
-                self.silence = float(interval) * HEARTBEAT_LIVENESS
-            return
-        doc = self.describe(msg)
-        if doc is None:
-            return
-        if self.args.json:
-            _out(_dumps(doc))
-        else:
-            _out(self.line(doc))
-        if self.left is not None:
-            self.left -= 1
-
-    def describe(self, msg: Message) -> dict[str, Any] | None:
-        """A STATE, PUBLISH or EVENT as a map (None: filtered out)."""
-        doc: dict[str, Any] = {"seq": msg.seq, "kind": msg.kind.name.lower(), "epoch": msg.epoch}
-        if msg.kind is Kind.STATE:
-            self.state = str(msg.items[2])
-            doc["state"] = msg.items[2]
-        elif msg.kind is Kind.PUBLISH:
-            channel, args, kwargs, ack = msg.items[2:]
-            if self.channels and channel not in self.channels:
-                return None
-            doc.update(channel=channel, args=args, kwargs=kwargs, ack=ack)
-        else:
-            doc.update(event=msg.items[2], data=msg.items[3])
-        return doc
-
-    @staticmethod
-    def line(doc: dict[str, Any]) -> str:
-        """The line people see for one message."""
-        head = f"seq {doc['seq']} {doc['kind']}"
-        if doc["kind"] == "state":
-            return f"{head} {doc['state']}"
-        if doc["kind"] == "publish":
-            return f"{head} {doc['channel']} {_dumps(doc['args'])} {_dumps(doc['kwargs'])}"
-        return f"{head} {doc['event']} {_dumps(doc['data'])}"
-
-    def _silent(self) -> int:
-        if self.state == "EXITING":
-            return EXIT_OK
-        _error(f"lost busd at {self.endpoint}: silent for {self.silence:g}s")
-        return EXIT_FAILED
 
 
 # -- keygen -------------------------------------------------------------------

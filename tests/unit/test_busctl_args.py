@@ -1,7 +1,8 @@
 """busctl's command line, in-process: parsing, usage errors, and no busd to talk to.
 
-Nothing here starts a master: a runtime dir that is an empty tmp dir means
-nobody answers, which is exit status 3 within ``--timeout``.
+Nothing here starts a master: a runtime dir that is an empty tmp dir has no
+socket, which is exit status 3 at once; a silent master (a ROUTER and a PUB
+that never say anything) is exit status 3 within ``--timeout``.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import zmq
 
 from busd.wire import Kind, Message
-from client.busctl import Watcher, build_parser, format_status, main
+from client.busctl import build_parser, format_status, main
+from client.watch import Output, Watcher
 
 
 @pytest.fixture
@@ -26,12 +29,29 @@ def empty_runtime_dir() -> Iterator[Path]:
         yield Path(directory)
 
 
+@pytest.fixture
+def silent_runtime_dir(empty_runtime_dir: Path) -> Iterator[Path]:
+    """A runtime dir whose sockets are bound by a master that never answers."""
+    ctx: zmq.Context[Any] = zmq.Context()
+    sockets = [ctx.socket(zmq.ROUTER), ctx.socket(zmq.PUB)]
+    try:
+        sockets[0].bind(f"ipc://{empty_runtime_dir}/ctl.sock")
+        sockets[1].bind(f"ipc://{empty_runtime_dir}/pub.sock")
+        yield empty_runtime_dir
+    finally:
+        for sock in sockets:
+            sock.close(linger=0)
+        ctx.term()
+
+
 def usage_error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
-    """Run busctl, expect exit status 2 with argparse's usage line; return stderr."""
+    """Run busctl, expect exit status 2 with one line naming the problem; return stderr."""
     code = main(argv)
     out, err = capsys.readouterr()
     assert code == 2, (argv, out, err)
-    assert err.startswith("usage: busctl"), err
+    assert err.startswith("busctl"), err
+    assert len(err.splitlines()) == 1, err
+    assert "Traceback" not in err
     assert out == ""
     return err
 
@@ -57,11 +77,11 @@ def usage_error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
     ["watch", "--count", "-3"],
     ["keygen"],
 ])
-def test_bad_usage_exits_2_with_a_usage_line(capsys: pytest.CaptureFixture[str],
-                                             argv: list[str]) -> None:
+def test_bad_usage_exits_2_with_one_line(capsys: pytest.CaptureFixture[str],
+                                         argv: list[str]) -> None:
     err = usage_error(capsys, argv)
 
-    assert "error:" in err.splitlines()[-1]
+    assert "--help" in err
 
 
 @pytest.mark.parametrize("name", ["FOO", "SIGFOO", "999", "SIG_DFL", ""])
@@ -147,10 +167,53 @@ def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
     ["watch", "--count", "1"],
     ["--json", "watch"],
 ])
-def test_no_busd_exits_3_fast_with_one_line_naming_the_endpoint(
+def test_no_socket_exits_3_at_once_naming_the_path_and_the_flags(
         capsys: pytest.CaptureFixture[str], empty_runtime_dir: Path, argv: list[str]) -> None:
     began = time.monotonic()
-    code = main(["--runtime-dir", str(empty_runtime_dir), "--timeout", "0.3", *argv])
+    code = main(["--runtime-dir", str(empty_runtime_dir), *argv])  # --timeout 5
+    took = time.monotonic() - began
+    out, err = capsys.readouterr()
+
+    assert code == 3, (out, err)
+    assert took < 0.5
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    path = f"{empty_runtime_dir}/ctl.sock"
+    assert lines[0].startswith(f"busctl: no busd at ipc://{path}: {path} does not exist"), err
+    assert "--name" in lines[0]
+    assert "--runtime-dir" in lines[0]
+    if "--json" in argv:
+        assert json.loads(out)["error"]["code"] == "no_master"
+    else:
+        assert out == ""
+
+
+def test_a_socket_nobody_listens_on_exits_3_at_once(capsys: pytest.CaptureFixture[str],
+                                                    empty_runtime_dir: Path) -> None:
+    import socket
+
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(str(empty_runtime_dir / "ctl.sock"))  # bound, never listening: refused
+    stale.close()
+    began = time.monotonic()
+    assert main(["--runtime-dir", str(empty_runtime_dir), "status"]) == 3
+    assert time.monotonic() - began < 0.5
+    assert "nothing listens on" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [
+    ["ping"],
+    ["--json", "status"],
+    ["graceful", "--wait"],
+    ["exit", "--wait"],
+    ["publish", "chan", "1", "--wait"],
+    ["restart", "--wait"],
+    ["watch", "--count", "1"],
+])
+def test_a_silent_master_exits_3_within_the_timeout(
+        capsys: pytest.CaptureFixture[str], silent_runtime_dir: Path, argv: list[str]) -> None:
+    began = time.monotonic()
+    code = main(["--runtime-dir", str(silent_runtime_dir), "--timeout", "0.3", *argv])
     took = time.monotonic() - began
     out, err = capsys.readouterr()
 
@@ -158,7 +221,7 @@ def test_no_busd_exits_3_fast_with_one_line_naming_the_endpoint(
     assert took < 2.0
     lines = err.splitlines()
     assert len(lines) == 1, err
-    endpoint = f"ipc://{empty_runtime_dir}/"
+    endpoint = f"ipc://{silent_runtime_dir}/"
     assert lines[0].startswith(f"busctl: no busd answered at {endpoint}"), lines[0]
     assert lines[0].endswith("within 0.3s")
     if "--json" in argv:
@@ -175,7 +238,7 @@ def test_endpoint_option_wins_over_the_runtime_dir(capsys: pytest.CaptureFixture
                  "ping"])
 
     assert code == 3
-    assert capsys.readouterr().err == f"busctl: no busd answered at {other} within 0.2s\n"
+    assert capsys.readouterr().err.startswith(f"busctl: no busd at {other}: ")
 
 
 def test_environment_names_the_endpoint(capsys: pytest.CaptureFixture[str],
@@ -185,7 +248,7 @@ def test_environment_names_the_endpoint(capsys: pytest.CaptureFixture[str],
     monkeypatch.delenv("BUSD_CTL_ENDPOINT", raising=False)
 
     assert main(["--timeout", "0.2", "ping"]) == 3
-    assert f"at ipc://{empty_runtime_dir}/ctl.sock " in capsys.readouterr().err
+    assert f"at ipc://{empty_runtime_dir}/ctl.sock:" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("argv", [
@@ -248,29 +311,46 @@ def test_status_for_people_shows_only_the_worker_columns_present() -> None:
 
 def test_watch_lines_for_people_and_for_scripts() -> None:
     args = build_parser().parse_args(["watch", "chan"])
-    watcher = Watcher(args, None, "ipc://x")  # type: ignore[arg-type]
+    watcher = Watcher(args, None, "ipc://x", Output(print, print))  # type: ignore[arg-type]
     state = Message(Kind.STATE, (9, 12, "STARTED"))
     publish = Message(Kind.PUBLISH, (9, 13, "chan", [1, "x"], {"a": 2}, False))
     other = Message(Kind.PUBLISH, (9, 14, "graceful", [], {}, True))
     event = Message(Kind.EVENT, (9, 15, "client_joined", {"id": 1}))
 
     docs = [watcher.describe(m) for m in (state, publish, other, event)]
+    for doc in docs:
+        if doc is not None:
+            doc["time"] = time.mktime((2026, 1, 2, 3, 4, 5, 0, 0, -1)) + 0.25
 
     assert docs[2] is None  # filtered: not one of the channels asked for
     assert [Watcher.line(d) for d in docs if d is not None] == [
-        "seq 12 state STARTED", 'seq 13 publish chan [1, "x"] {"a": 2}',
-        'seq 15 event client_joined {"id": 1}']
+        "03:04:05.250 seq 12 state STARTED", '03:04:05.250 seq 13 publish chan [1, "x"] {"a": 2}',
+        '03:04:05.250 seq 15 event client_joined {"id": 1}']
     assert docs[1] == {"seq": 13, "kind": "publish", "epoch": 9, "channel": "chan",
-                       "args": [1, "x"], "kwargs": {"a": 2}, "ack": False}
+                       "args": [1, "x"], "kwargs": {"a": 2}, "ack": False,
+                       "time": docs[1]["time"]}
 
 
 def test_interrupted_exits_130(capsys: pytest.CaptureFixture[str],
                                monkeypatch: pytest.MonkeyPatch,
-                               empty_runtime_dir: Path) -> None:
+                               silent_runtime_dir: Path) -> None:
     def interrupted(*args: Any, **kwargs: Any) -> Any:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("client.control.Control.call", interrupted)
+    monkeypatch.setattr("busd.control.Control.call", interrupted)
 
-    assert main(["--runtime-dir", str(empty_runtime_dir), "graceful"]) == 130
+    assert main(["--runtime-dir", str(silent_runtime_dir), "graceful"]) == 130
     assert capsys.readouterr().err.startswith("busctl: interrupted")
+
+
+def test_publish_options_may_come_between_channel_and_args() -> None:
+    from client.busctl import parse
+
+    args = parse(build_parser(), ["publish", "ch", "--json", "x", "1"])
+    assert (args.channel, args.args, args.json) == ("ch", ["x", 1], True)
+
+
+def test_timeout_rule_is_in_the_help(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--timeout S bounds every command as a whole, --wait included" in text
