@@ -20,9 +20,13 @@ from __future__ import annotations
 import time
 from typing import Any, Protocol
 
+from busd.errors import BusError
 from busd.wire import ErrorCode, wire_error
 
 HOST_ROLE = "host"
+#: Relayed instead of graceful when the master does not relay graceful
+#: (``--reload respawn`` replaces its own workers): only joined hosts listen.
+HOST_GRACEFUL = "busd.host_graceful"
 #: A report is cut to this many workers (a status reply has a size limit).
 MAX_REPORTED_WORKERS = 512
 
@@ -33,6 +37,14 @@ class HostMaster(Protocol):
     quick_commands: dict[str, Any]
     client_hooks: list[Any]
     status_hooks: list[Any]
+    relay_graceful: bool
+
+    def subscribe(self, channel: str, callback: Any = None, priority: int | None = None) -> Any:
+        """Add a listener."""
+
+    def broadcast_and_wait(self, channel: str, args: Any = (), kwargs: Any = None,
+                           timeout: float | None = None) -> Any:
+        """Publish everywhere and wait for every client's ack."""
 
     def event(self, name: str, data: dict[str, Any]) -> int:
         """Send an EVENT to every client."""
@@ -45,12 +57,25 @@ class HostTable:
         self.master = master
         self._hosts: dict[str, dict[str, Any]] = {}
         self._clients: dict[int, str] = {}
+        #: Clients that joined as hosts, reported yet or not.
+        self._host_clients: set[int] = set()
 
     def install(self) -> None:
         """Answer reports, follow joined hosts' clients, add ``hosts`` to status."""
         self.master.quick_commands["host_report"] = self._report
         self.master.client_hooks.append(self._client_event)
         self.master.status_hooks.append(self._status)
+        self.master.subscribe("graceful", self._graceful_hosts, priority=60)
+
+    def _graceful_hosts(self) -> None:
+        # On the command thread. The table is the hub thread's: only a
+        # glance at whether it holds a host (a stale answer costs one no-op
+        # broadcast, or one host reloaded by the next graceful instead).
+        if self.master.relay_graceful or not self._host_clients:
+            return
+        report = self.master.broadcast_and_wait(HOST_GRACEFUL)
+        if not report.ok:
+            raise BusError("; ".join(report.failures()))
 
     def _report(self, body: dict[str, Any]) -> dict[str, Any]:
         host, client_id, workers = body.get("host"), body.get("client_id"), body.get("workers")
@@ -71,9 +96,14 @@ class HostTable:
         return {"ok": True}
 
     def _client_event(self, event: str, client: dict[str, Any]) -> None:
-        if client.get("role") != HOST_ROLE or event == "client_joined":
+        if client.get("role") != HOST_ROLE:
             return
-        host = self._clients.pop(int(client.get("id") or 0), None)
+        client_id = int(client.get("id") or 0)
+        if event == "client_joined":
+            self._host_clients.add(client_id)
+            return
+        self._host_clients.discard(client_id)
+        host = self._clients.pop(client_id, None)
         entry = self._hosts.get(host) if host is not None else None
         if host is None or entry is None or entry["client"] != client.get("id"):
             return

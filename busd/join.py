@@ -6,6 +6,8 @@
       (its XPUB, ROUTER)           dispatcher thread, in order:
                                      STATE start / stop / exit -> local.start / stop / exit (wait)
                                      PUBLISH graceful (ack)    -> local.graceful(wait)
+                                       (or busd.host_graceful, from a master that
+                                        respawns its own workers on graceful)
                                      PUBLISH channel [ack]     -> local.publish / broadcast_and_wait
                                      master lost               -> exit (default), or stop and
                                                                   wait (--wait-for-master)
@@ -31,9 +33,10 @@ import threading
 from typing import Any
 
 from busd.auth import ClientKeys
+from busd.control import Control
 from busd.endpoints import Endpoints, pub_beside
 from busd.errors import BusError, ChannelFailures
-from busd.hosts import HOST_ROLE
+from busd.hosts import HOST_GRACEFUL, HOST_ROLE
 from busd.master import MasterBus
 from busd.pool import Pool
 from busd.wire import Kind
@@ -84,7 +87,7 @@ class HostBus(ClientBus):
             super()._apply_broadcast(msg)
             return
         seq, channel, args, kwargs, ack = msg[3], msg[4], msg[5], msg[6], msg[7]
-        if channel == "graceful":
+        if channel in ("graceful", HOST_GRACEFUL):
             self._ack(seq, self._run(self._graceful_here))
         elif ack:
             self._ack(seq, self._run(lambda: _checked(self.local.broadcast_and_wait(
@@ -108,7 +111,9 @@ class HostBus(ClientBus):
     def _report_loop(self) -> None:
         sent: tuple[int, list[dict[str, Any]]] | None = None
         rounds = 0
-        while not self._stopping.wait(REPORT_INTERVAL):
+        wait = 0.0  # the first report at once, then one look every interval
+        while not self._stopping.wait(wait):
+            wait = REPORT_INTERVAL
             if not self.link.joined.is_set() or self.link.lost.is_set():
                 continue
             rounds += 1
@@ -149,13 +154,31 @@ def _report_failed(future: Any) -> None:
         log.warning("the master did not take this host's report: %s", exc)
 
 
+def find_endpoints(ctl: str, curve: ClientKeys | None, timeout: float) -> Endpoints:
+    """The master's PUB endpoint beside ``ctl``, from its status (the next port if unsure).
+
+    The master names the addresses it bound (``0.0.0.0`` perhaps): the host
+    part comes from ``ctl``, the port from the master.
+    """
+    with Control(ctl, timeout, curve=curve) as control:
+        status = control.request("status")
+    endpoints = status.get("endpoints", {}) if isinstance(status, dict) else {}
+    ctls, pubs = endpoints.get("ctl") or [], endpoints.get("pub") or []
+    port = ctl.rpartition(":")[2]
+    for bound, pub in zip(ctls, pubs, strict=False):
+        if str(bound).startswith("tcp://") and str(bound).rpartition(":")[2] == port:
+            return Endpoints(pub=f"{ctl.rpartition(':')[0]}:{str(pub).rpartition(':')[2]}",
+                             ctl=ctl)
+    return pub_beside(ctl)
+
+
 def join_master(local: MasterBus, pool: Pool, endpoint: str, *, curve: ClientKeys | None,
                 wait_for_master: bool, timeout: float, ack_timeout: float) -> HostBus:
     """Join the master at ``endpoint``; from then on its state drives ``local``.
 
     Raises NoMaster (or KeyRefused) when it does not answer within ``timeout``.
     """
-    host = HostBus(pub_beside(endpoint), local, pool, curve=curve,
+    host = HostBus(find_endpoints(endpoint, curve, timeout), local, pool, curve=curve,
                    wait_for_master=wait_for_master, timeout=timeout, ack_timeout=ack_timeout)
     host.connect(timeout=timeout)
     host.start_reports()
