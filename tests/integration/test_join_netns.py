@@ -258,7 +258,10 @@ def test_a_cut_link_ends_the_remote_pool_or_waits_and_rejoins(
         assert pids_of(setup.sink.collect("stop", WORKERS, TIMEOUT)) == pids
         assert pids_of(setup.sink.collect("exit", WORKERS, TIMEOUT)) == pids
         lost = events.wait("host_lost", workers_are(pids, "lost"))
-        assert lost["host"]
+        _, out = ctl(runtime, "--json", "status", capsys=capsys)
+        listed = [h for h in json.loads(out)["hosts"] if h["host"] == lost["host"]]
+        assert listed, out
+        assert workers_are(pids, "lost")(listed[0]), listed
         assert host.wait(TIMEOUT) is not None
         setup.net.link(up=True)
 
