@@ -13,10 +13,12 @@
 
 Encryption and authentication are ZeroMQ's own (CURVE, ZAP through pyzmq's
 :mod:`zmq.auth`); busd only loads and checks key files and maps a client's
-public key to a role.  The :class:`KeyRing` belongs to the authenticator's
-thread (it is handed over before that thread starts); the hub learns a
-peer's role from the User-Id libzmq attaches to every frame, so no state is
-shared between the two threads.
+public key to a role.  This module is what both sides share (key files,
+roles, the client's socket options and handshake watch); the master's part,
+which loads :mod:`zmq.auth` and its asyncio, is :mod:`busd.zap`.  Its
+``KeyRing`` belongs to the authenticator's thread (handed over before that
+thread starts); the hub learns a peer's role from the User-Id libzmq
+attaches to every frame, so no state is shared between the two threads.
 
 Read-only keys may run the requests the hub answers at once (``ping``,
 ``status``, ``workers``, ``clients``, ``snapshot``), subscribe and join as
@@ -49,7 +51,7 @@ Z85_KEY_LENGTH = 40
 NEEDS_FULL_KEY = frozenset({"host_report"})
 #: The same peer's refusals are logged at most once in this many seconds.
 REFUSAL_LOG_INTERVAL = 60.0
-#: Refusals remembered per peer at most (oldest forgotten first).
+#: Peers whose refusals are remembered, at most (the oldest are forgotten first).
 REFUSAL_PEERS = 1024
 
 
