@@ -28,13 +28,17 @@ from busd.errors import AlreadyRunning, BusError, ChannelFailures
 from busd.exits import EX_BOOT
 from busd.fdbudget import FdBudgetExceeded, raise_nofile
 from busd.forkserver import ForkServer
+from busd.hooks import PluginError
+from busd.hooks import install_plugins as install_user_plugins
 from busd.hosts import HostTable
 from busd.listen import ListenError, from_systemd, make_listeners
+from busd.logdir import LogDir
 from busd.master import MasterBus, refuse_if_running
 from busd.options import OneLineParser, env_default
 from busd.orphans import reap_orphans
 from busd.plugins import Daemonizer, DropPrivileges, PIDFile, SdNotify, SignalHandler
 from busd.pool import Pool, PoolConfig
+from busd.recycle import RecycleConfig
 from busd.spawn import ExecSpawner, Spawner, target_argv
 
 log = logging.getLogger("busd.main")
@@ -136,6 +140,21 @@ def build_parser() -> argparse.ArgumentParser:
     add("--wait-for-master", action="store_true", default=_flag(_env("wait_for_master")),
         help="with --join: when the master is lost, stop the workers and wait for it "
              "(default: exit)")
+    add("--max-age", type=float, metavar="SECONDS", default=_env("max_age"),
+        help="recycle a worker this long after it started (a new one first)")
+    add("--max-rss", type=float, metavar="MIB", default=_env("max_rss"),
+        help="recycle a worker whose resident memory passes this (measured by busd)")
+    add("--recycle-jitter", type=float, metavar="SECONDS",
+        default=_env("recycle_jitter", "0"),
+        help="add up to this much, at random, to each worker's --max-age")
+    add("--log-dir", metavar="DIR", default=_env("log_dir"),
+        help="each worker's output to DIR/<name>-worker-<id>.log, busd's to DIR/<name>.log; "
+             "SIGUSR1 or busctl reopen-logs reopens them")
+    add("--env", action="append", metavar="KEY=VALUE", default=(_env("env") or "").split(),
+        help="set this in every worker's environment (repeatable; BUSD_ENV: space separated)")
+    add("--plugin", action="append", metavar="pkg.mod:func",
+        default=_split(_env("plugin")),
+        help="call func(master_bus) before the master starts (repeatable)")
     add("target", nargs="?", type=options.target, default=_env("target"), metavar="TARGET",
         help="pkg.module:function (or asgi:/wsgi:pkg.module:app)")
     return p
@@ -169,7 +188,21 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
                      f"not {opts.join!r}")
     if opts.wait_for_master and not opts.join:
         parser.error("--wait-for-master goes with --join")
+    check_pool_flags(parser, opts)
     return opts, command
+
+
+def check_pool_flags(parser: argparse.ArgumentParser, opts: argparse.Namespace) -> None:
+    """Recycling limits and --env items (a usage error each)."""
+    for flag in ("max_age", "max_rss"):
+        if getattr(opts, flag) is not None and getattr(opts, flag) <= 0:
+            parser.error(f"--{flag.replace('_', '-')} must be more than 0")
+    if opts.recycle_jitter < 0:
+        parser.error("--recycle-jitter must be 0 or more")
+    for item in opts.env:
+        key, sep, _ = item.partition("=")
+        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+            parser.error(f"--env is KEY=VALUE, not {item!r}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -182,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
                         datefmt=DATE_FORMAT)
     try:
         return run(opts, command)
-    except ListenError as exc:
+    except (ListenError, PluginError) as exc:
         print(f"busd: {exc}", file=sys.stderr)
         return EX_USAGE
     except BusError as exc:
@@ -198,6 +231,10 @@ def run(opts: argparse.Namespace, command: list[str]) -> int:
     if opts.daemon:
         out = os.path.abspath(opts.log_file) if opts.log_file else "/dev/null"
         Daemonizer(Bus(), stdout=out, stderr=out).start()
+    logs = LogDir(opts.log_dir, opts.name or os.environ.get("BUSD_NAME") or ep.DEFAULT_NAME
+                  ) if opts.log_dir else None
+    if logs is not None:
+        logs.redirect_master()
     raise_nofile()  # a pool needs descriptors; the hard limit is the operator's word
     systemd = take_systemd_env()  # before any worker or fork server can inherit it
     runtime = ep.ensure_runtime_dir(Path(opts.runtime_dir) if opts.runtime_dir
@@ -240,7 +277,10 @@ def run(opts: argparse.Namespace, command: list[str]) -> int:
         size=opts.workers, graceful_timeout=opts.graceful_timeout,
         worker_timeout=opts.worker_timeout, startup_timeout=opts.startup_timeout,
         reload=opts.reload, backoff=opts.backoff, backoff_max=opts.backoff_max,
-        flap_limit=opts.flap_limit, flap_window=opts.flap_window),
+        flap_limit=opts.flap_limit, flap_window=opts.flap_window,
+        recycle=RecycleConfig(max_age=opts.max_age, jitter=opts.recycle_jitter,
+                              max_rss=int(opts.max_rss * (1 << 20)) if opts.max_rss else None),
+        log_dir=str(logs.directory) if logs else None, name=master.name),
         pids_file=runtime / "workers.pids")
     try:
         pool.budget.check(opts.workers, 0, f"-w {opts.workers}")
@@ -249,7 +289,15 @@ def run(opts: argparse.Namespace, command: list[str]) -> int:
         pool.close()
         raise
     pool.subscribe()
+    if logs is not None:
+        logs.install(master)
     install_plugins(master, pool, opts, systemd)
+    try:
+        install_user_plugins(master, opts.plugin)
+    except PluginError:
+        master.close()
+        pool.close()
+        raise
     host = None
     status = EX_OK
     try:
@@ -336,6 +384,7 @@ def worker_env(opts: argparse.Namespace, master: MasterBus,
     return {**os.environ, "BUSD_NAME": master.name, "BUSD_RUNTIME_DIR": str(master.runtime_dir),
             "BUSD_PUB_ENDPOINT": master.hub.pub_endpoints[0],
             "BUSD_CTL_ENDPOINT": master.hub.ctl_endpoints[0],
+            **dict(item.split("=", 1) for item in opts.env),
             "BUSD_LOG_LEVEL": opts.log_level, "BUSD_LOG_FORMAT": opts.log_format,
             "BUSD_MASTER_TIMEOUT": str(opts.master_timeout),
             "BUSD_GRACEFUL_TIMEOUT": str(opts.graceful_timeout),
@@ -359,7 +408,8 @@ def install_plugins(master: MasterBus, pool: Pool, opts: argparse.Namespace,
         master, pool, opts.startup_timeout)).subscribe()
     if opts.user or opts.group:
         DropPrivileges(master, uid=opts.user, gid=opts.group).subscribe()
-    handler = SignalHandler(master, handlers=signal_actions(master, pool))
+    actions = signal_actions(master, pool, reopen_logs=bool(opts.log_dir))
+    handler = SignalHandler(master, handlers=actions)
     handler.subscribe()
     master.status_hooks.append(lambda status: status.update(signals=handler.statistics()))
 
@@ -371,8 +421,13 @@ def wait_workers_started(master: MasterBus, pool: Pool, timeout: float) -> bool:
         lambda clients: pids <= {c.pid for c in clients if c.state == "STARTED"}, timeout)
 
 
-def signal_actions(master: MasterBus, pool: Pool) -> dict[str | int, Callable[[], object] | None]:
-    """Each signal becomes a command in the master's queue, like busctl's."""
+def signal_actions(master: MasterBus, pool: Pool, reopen_logs: bool = False
+                   ) -> dict[str | int, Callable[[], object] | None]:
+    """Each signal becomes a command in the master's queue, like busctl's.
+
+    SIGUSR1 reopens the log files with ``--log-dir`` (gunicorn's USR1), else
+    it is a graceful, as SIGHUP.
+    """
     interrupts = [0]
 
     def on_interrupt() -> None:
@@ -389,7 +444,7 @@ def signal_actions(master: MasterBus, pool: Pool) -> dict[str | int, Callable[[]
         "SIGTERM": lambda: master.submit("exit"),
         "SIGINT": on_interrupt,
         "SIGHUP": lambda: master.submit("graceful"),
-        "SIGUSR1": lambda: master.submit("graceful"),
+        "SIGUSR1": lambda: master.submit("reopen-logs" if reopen_logs else "graceful"),
         "SIGTTIN": lambda: master.submit("scale", n="+1"),
         "SIGTTOU": lambda: master.submit("scale", n="-1"),
     }

@@ -63,6 +63,8 @@ ASK_TIMEOUT = 60.0
 #: How long a new server has to say it is ready.
 READY_TIMEOUT = 30.0
 WORKER_MODULE = "client.worker"
+#: Exit statuses the server keeps for the master to ask about (oldest dropped).
+MAX_REAPED = 4096
 
 
 def _send(sock: socket.socket, obj: Any) -> None:
@@ -97,6 +99,14 @@ class _Ask:
 
     requests: tuple[tuple[int, Mapping[str, str]], ...]
     reply: Future[list[Spawned]]
+
+
+@dataclass(frozen=True)
+class _StatusAsk:
+    """The exit status of a worker that has ended (the server reaped it)."""
+
+    pid: int
+    reply: Future[int | None]
 
 
 @dataclass
@@ -166,6 +176,16 @@ class _Server:
                 results.append(exc)
         return results
 
+    def exit_status(self, pid: int) -> int | None:
+        """The wait status the server saw for its child ``pid`` (None: unknown)."""
+        try:
+            _send(self.sock, {"status": pid})
+            reply = _recv(self.sock)
+        except (OSError, ValueError):
+            return None
+        status = reply.get("status") if isinstance(reply, dict) else None
+        return status if isinstance(status, int) else None
+
     def reap(self, timeout: float) -> int | None:
         """Wait (bounded) for it to end, SIGKILL it if it will not; its exit status."""
         try:
@@ -200,7 +220,7 @@ class ForkServer:
         #: Why the first server could not start (the TARGET with --preload): kept,
         #: shown once by the pool, and never retried (a new server would fail alike).
         self._error: str | None = None
-        self._asks: queue.SimpleQueue[_Ask | None] = queue.SimpleQueue()
+        self._asks: queue.SimpleQueue[_Ask | _StatusAsk | None] = queue.SimpleQueue()
         self._rfd, self._wfd = os.pipe()
         self._closed = threading.Event()
         self._thread = threading.Thread(target=self._own, name="busd-forkserver", daemon=True)
@@ -219,6 +239,23 @@ class ForkServer:
             return ask.reply.result(ASK_TIMEOUT)
         except TimeoutError:
             return [OSError("the fork server did not answer in time") for _ in requests]
+
+    def exit_code(self, pid: int) -> int | None:
+        """A worker's exit code (negative: the signal) once it has ended; None: unknown.
+
+        The server is the parent that reaps it; call this once its pidfd says
+        it ended.
+        """
+        if self._closed.is_set():
+            return None
+        ask = _StatusAsk(pid, Future())
+        self._asks.put(ask)
+        self._wake()
+        try:
+            status = ask.reply.result(ASK_TIMEOUT)
+        except TimeoutError:
+            return None
+        return None if status is None else os.waitstatus_to_exitcode(status)
 
     def statistics(self) -> dict[str, Any]:
         """The server's pid (None while there is none) and how often it was replaced."""
@@ -271,7 +308,11 @@ class ForkServer:
                 return True
             if ask is None:
                 return False
-            ask.reply.set_result(self._answer(ask))
+            if isinstance(ask, _StatusAsk):
+                server = self._server
+                ask.reply.set_result(None if server is None else server.exit_status(ask.pid))
+            else:
+                ask.reply.set_result(self._answer(ask))
 
     def _answer(self, ask: _Ask) -> list[Spawned]:
         if self._error is not None:
@@ -320,7 +361,9 @@ class ForkServer:
                 ask = self._asks.get_nowait()
             except queue.Empty:
                 break
-            if ask is not None:
+            if isinstance(ask, _StatusAsk):
+                ask.reply.set_result(None)
+            elif ask is not None:
                 ask.reply.set_result([OSError("the fork server is closed") for _ in ask.requests])
         server, self._server = self._server, None
         if server is not None:
@@ -364,11 +407,12 @@ def serve(sock: socket.socket, target: str, preload: bool,
     signal.set_wakeup_fd(wfd)
     signal.signal(signal.SIGCHLD, lambda signum, frame: None)
     me = os.getpid()
+    reaped: dict[int, int] = {}
     while True:
         ready, _, _ = select.select([sock.fileno(), rfd], [], [])
         if rfd in ready:
             os.read(rfd, 4096)
-            _reap_children()
+            _reap_children(reaped)
         if sock.fileno() not in ready:
             continue
         try:
@@ -377,6 +421,10 @@ def serve(sock: socket.socket, target: str, preload: bool,
             return 0
         if not isinstance(request, dict):
             return 0
+        if "status" in request:
+            _reap_children(reaped)
+            _send(sock, {"status": reaped.pop(int(request["status"]), None)})
+            continue
         pids = []
         for spec in request.get("workers", []):
             pid = os.fork()
@@ -413,14 +461,18 @@ def _be_worker(worker: Any, func: Any, env: dict[str, Any], parent: int,
         os._exit(code)
 
 
-def _reap_children() -> None:  # pragma: no cover - runs in the fork server
+def _reap_children(reaped: dict[int, int]) -> None:  # pragma: no cover - in the server
+    """Reap every ended child, keeping its status until the master asks (bounded)."""
     while True:
         try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
+            pid, status = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
             return
         if pid == 0:
             return
+        reaped[pid] = status
+        while len(reaped) > MAX_REAPED:
+            del reaped[next(iter(reaped))]
 
 
 def main(argv: list[str] | None = None) -> int:  # pragma: no cover - a fork server

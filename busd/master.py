@@ -248,6 +248,10 @@ class MasterBus(Bus):
         self._commands.put(call)
         return call.future
 
+    def call_soon(self, func: Callable[[], object]) -> None:
+        """Queue ``func`` for the command thread, after what is queued; do not wait."""
+        self._commands.put(LocalCall(func, ()))
+
     def _on_commands(self, func: Callable[..., Any], *args: Any) -> Any:
         """Run ``func`` on the command thread and return its result.
 

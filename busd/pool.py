@@ -44,8 +44,11 @@ import psutil
 from busd.errors import BusError
 from busd.exits import BootReports, ExitReason, describe_status
 from busd.fdbudget import FdBudget
+from busd.hooks import Hooks
 from busd.master import MasterBus
 from busd.orphans import write_pids
+from busd.poolcmd import install_commands
+from busd.recycle import RecycleConfig, Recycler
 from busd.registry import ClientInfo
 from busd.spawn import Spawner
 from busd.wire import ErrorCode, wire_error
@@ -64,6 +67,10 @@ class PoolConfig:
     backoff_max: float = 10.0
     flap_limit: int = 5
     flap_window: float = 60.0
+    recycle: RecycleConfig = field(default_factory=RecycleConfig)
+    #: Each worker's stdout and stderr to ``<log_dir>/<name>-worker-<slot>.log``.
+    log_dir: str | None = None
+    name: str = "busd"
 
 
 #: Failures in a row of a slot that never started, before the pool gives up.
@@ -89,6 +96,8 @@ class Worker:
     reason: ExitReason | None = None
     #: It reached STARTED.
     up: bool = False
+    #: When it is due for a recycle by age.
+    recycle_at: float | None = None
 
     @property
     def label(self) -> str:
@@ -109,6 +118,8 @@ class Slot:
     flapping: bool = False
     booted: bool = False
     boot_failures: int = 0
+    #: Why its last worker was replaced.
+    reason: str | None = None
 
 
 class Pool:
@@ -132,6 +143,8 @@ class Pool:
         os.set_blocking(self._wfd, False)
         self._thread = threading.Thread(target=self._supervise, name="busd-pool", daemon=True)
         self._me = psutil.Process()
+        self.hooks = Hooks(master)
+        self._recycler = Recycler(config.recycle)
         #: Refuses a start, scale or respawn the open-file limit cannot hold.
         self.budget = FdBudget()
         self._boot = BootReports(Path(master.runtime_dir) / "boot")
@@ -150,8 +163,12 @@ class Pool:
             self.master.subscribe("graceful", self.respawn)
         self.master.client_hooks.append(lambda event, client: self._wake())
         self.master.hub.registry.state_hooks.append(lambda client: self._wake())
-        self.master.commands["scale"] = self._scale_command
-        self.master.commands["signal"] = self._signal_command
+        install_commands(self)
+        if self.config.reload != "respawn":
+            self.master.subscribe("graceful", lambda: self.hooks.emit_here(
+                "reload_begin", {"mode": "inplace"}), priority=1)
+            self.master.subscribe("graceful", lambda: self.hooks.emit_here(
+                "reload_end", {"mode": "inplace", "ok": True}), priority=99)
         self.master.status_hooks.append(lambda status: status.update(
             workers=self.workers(), master=self.master_stats()))
         self._boot.prepare()
@@ -183,6 +200,7 @@ class Pool:
             for worker in self._live():
                 self._kill_late(worker, f"did not exit within {self.config.graceful_timeout:g}s")
             self._wait_all_gone(time.monotonic() + 5.0)
+        self.hooks.flush()  # the workers' worker_exited, before the exit listeners after us
         self._wake()
 
     def respawn(self) -> None:
@@ -191,16 +209,21 @@ class Pool:
             if not self._active:
                 return
             old = [s.worker for s in self._slots.values() if s.worker is not None]
+            old += self._pids_to_workers(self._recycler.cancel_all())
             slots = [slot for slot in self._slots.values() if not slot.flapping]
             self.budget.check(len(slots), len(self._live()), "respawn reload")
+        self.hooks.emit_here("reload_begin", {"mode": "respawn", "workers": len(slots)})
         new = self._spawn(slots)
         ready = self.master.hub.registry.wait_for(
             lambda clients: _all_started([w.pid for w in new if w], clients),
             self.config.startup_timeout)
         if not ready:
+            self.hooks.emit_here("reload_end", {"mode": "respawn", "ok": False})
             raise BusError("respawn: new workers did not reach STARTED within "
                            f"{self.config.startup_timeout}s; old workers kept")
         self._retire(old, ExitReason.RELOAD)
+        self.hooks.emit_here("reload_end", {"mode": "respawn", "ok": True,
+                                            "workers": len(new)})
 
     # -- spawning and stopping -------------------------------------------------
 
@@ -214,9 +237,7 @@ class Pool:
             plan = []
             for slot in slots:
                 self._generation += 1
-                plan.append((slot, self._generation, {
-                    "BUSD_WORKER": str(slot.index), "BUSD_GENERATION": str(self._generation),
-                    "BUSD_BOOT_DIR": str(self._boot.directory)}))
+                plan.append((slot, self._generation, self._worker_env(slot, self._generation)))
         results = self.spawner.spawn_many([(slot.index, env) for slot, _, env in plan])
         now = time.monotonic()
         made = []
@@ -229,10 +250,20 @@ class Pool:
             self._record_pids()
         for worker in made:
             self.master.log(f"{worker.label} spawned (generation {worker.generation})")
-            self.master.event(event, {"worker": worker.slot, "pid": worker.pid,
-                                      "generation": worker.generation})
+            info = {"worker": worker.slot, "pid": worker.pid, "generation": worker.generation}
+            self.hooks.emit("worker_spawned", info)
+            if event != "worker_spawned":
+                self.master.event(event, info)
         self._wake()
         return made
+
+    def _worker_env(self, slot: Slot, generation: int) -> dict[str, str]:
+        env = {"BUSD_WORKER": str(slot.index), "BUSD_WORKER_GENERATION": str(generation),
+               "BUSD_GENERATION": str(generation), "BUSD_BOOT_DIR": str(self._boot.directory)}
+        if self.config.log_dir:
+            env["BUSD_LOG_FILE"] = str(Path(self.config.log_dir)
+                                       / f"{self.config.name}-worker-{slot.index}.log")
+        return env
 
     def _place(self, slot: Slot, generation: int, pid: int, pidfd: int, now: float) -> Worker:
         """Record a new worker in its slot (lock held)."""
@@ -243,6 +274,7 @@ class Pool:
             worker.proc = psutil.Process(pid)
         except psutil.Error:
             worker.proc = None
+        worker.recycle_at = self._recycler.deadline(now)
         if slot.worker is not None:
             self._retired.append(slot.worker)
         slot.worker = worker
@@ -331,6 +363,10 @@ class Pool:
         times += [w.kill_at for w in self._retired if w.kill_at is not None]
         times += [w.last_seen + self.config.worker_timeout for w in self._live()
                   if not w.retiring]
+        if self._recycler.active and self._active:
+            ages = [s.worker.recycle_at for s in self._slots.values()
+                    if s.worker is not None and s.worker.recycle_at is not None]
+            times += [t for t in [self._recycler.next_time(ages)] if t is not None]
         if not times:
             return None
         return max(0.0, min(times) - now) + 0.001
@@ -340,8 +376,8 @@ class Pool:
         try:
             _, status = os.waitpid(worker.pid, os.WNOHANG)
             code = os.waitstatus_to_exitcode(status) if status else 0
-        except ChildProcessError:  # a fork server's child: the server reaped it
-            code = None
+        except ChildProcessError:  # a fork server's child: the server reaps it
+            code = self.spawner.exit_code(worker.pid)
         os.close(worker.pidfd)
         # Its client will not say goodbye now: no ack wait should wait for it.
         client = self.master.hub.registry.remove_pid(worker.pid)
@@ -363,10 +399,14 @@ class Pool:
                 slot.worker = None
             self._cond.notify_all()
             self._log_exit(worker, code, report)
-            self.master.event("worker_exited", {
-                "worker": worker.slot, "pid": worker.pid, "code": code,
-                "status": describe_status(code), "reason": worker.reason.value,
-                "planned": planned})
+            self.hooks.emit("worker_exited", {
+                "worker": worker.slot, "pid": worker.pid, "generation": worker.generation,
+                "code": code, "status": describe_status(code),
+                "exit_status": code if code is not None and code >= 0 else None,
+                "signal": signal.Signals(-code).name if code is not None and code < 0 else None,
+                "reason": worker.reason.value, "planned": planned})
+            if slot is not None and not planned:
+                slot.reason = worker.reason.value
             if not planned and slot is not None and self._active:
                 if worker.up:
                     slot.booted = True
@@ -455,6 +495,41 @@ class Pool:
                                                       "pid": worker.pid})
         for worker, why in hung:
             self._kill_late(worker, why)
+        self._recycle(now)
+
+    def _recycle(self, now: float) -> None:
+        """Queue workers due for a recycle; start replacements; retire the replaced."""
+        with self._cond:
+            if not self._active or self._exiting:
+                return
+            current = {s.worker.pid: s.worker for s in self._slots.values()
+                       if s.worker is not None and not s.worker.retiring}
+            if self._recycler.active:
+                self._recycler.check([w for w in current.values() if w.up],
+                                     {pid: w.recycle_at for pid, w in current.items()}, now)
+            done = []
+            for index, old_pid in list(self._recycler.running.items()):
+                slot = self._slots.get(index)
+                new = slot.worker if slot is not None else None
+                if slot is None or (new is not None and new.pid != old_pid and new.up):
+                    self._recycler.finish(index)
+                    done += self._pids_to_workers([old_pid])
+            wanted = []
+            for index, pid, why in self._recycler.take(dict(current)):
+                slot = self._slots[index]
+                slot.restarts += 1
+                slot.reason = f"recycle ({why})"
+                current[pid].reason = ExitReason.RECYCLE
+                wanted.append(slot)
+                self.master.log(f"{current[pid].label} is recycled: {why}")
+        if done:
+            self._retire(done, ExitReason.RECYCLE)
+        if wanted:
+            self._spawn(wanted, event="worker_recycling")
+
+    def _pids_to_workers(self, pids: list[int]) -> list[Worker]:
+        """The retired-but-running workers with these pids (lock held)."""
+        return [w for w in self._retired if w.pid in pids]
 
     def _started(self, worker: Worker) -> None:
         """``worker`` reached STARTED: its slot and the pool have booted (lock held)."""
@@ -465,6 +540,8 @@ class Pool:
             slot.booted = True
             slot.boot_failures = 0
         self.master.log(f"{worker.label} started")
+        self.hooks.emit("worker_started", {"worker": worker.slot, "pid": worker.pid,
+                                           "generation": worker.generation})
 
     # -- commands ------------------------------------------------------------------
 
@@ -492,37 +569,25 @@ class Pool:
         self._wake()
         return size
 
-    def _scale_command(self, body: dict[str, Any]) -> Any:
-        text = str(body.get("n", ""))
-        try:
-            amount = int(text)
-        except ValueError:
-            raise wire_error(ErrorCode.BAD_ARGUMENTS, f"scale takes N, +N or -N, not {text!r}"
-                             ) from None
-        size = self.size + amount if text[:1] in "+-" else amount
-        return {"size": self.scale(size)}
-
-    def _signal_command(self, body: dict[str, Any]) -> Any:
-        name = str(body.get("signal", "")).upper().removeprefix("SIG")
-        try:
-            sig = signal.Signals[f"SIG{name}"]
-        except KeyError:
-            raise wire_error(ErrorCode.BAD_ARGUMENTS, f"unknown signal {name!r}") from None
-        wanted = body.get("workers") or []
+    def running(self) -> dict[int, Worker]:
+        """Each slot's current worker, by slot."""
         with self._cond:
-            running = {s.index: s.worker for s in self._slots.values() if s.worker is not None}
-        missing = [w for w in wanted if w not in running]
-        if missing or not running:
-            names = ", ".join(str(w) for w in missing)
-            have = ", ".join(str(w) for w in sorted(running)) or "none"
-            raise wire_error(ErrorCode.BAD_ARGUMENTS,
-                             f"no running worker {names} (running: {have})" if missing
-                             else "no running worker to signal")
-        targets = [w for i, w in sorted(running.items()) if not wanted or i in wanted]
-        for worker in targets:
-            self._kill(worker, sig)
-        return {"signal": sig.name, "workers": [w.slot for w in targets],
-                "pids": [w.pid for w in targets]}
+            return {s.index: s.worker for s in self._slots.values() if s.worker is not None}
+
+    def recycle(self, pid: int, reason: str) -> Worker:
+        """Queue the worker ``pid`` for a recycle (a new one starts first)."""
+        with self._cond:
+            worker = next((s.worker for s in self._slots.values()
+                           if s.worker is not None and s.worker.pid == pid), None)
+            if worker is None or worker.retiring:
+                raise wire_error(ErrorCode.BAD_ARGUMENTS, f"no running worker has pid {pid!r}")
+            self._recycler.want(worker.pid, reason)
+        self._wake()
+        return worker
+
+    def signal(self, worker: Worker, sig: int) -> None:
+        """Send ``sig`` to ``worker`` (through its pidfd)."""
+        self._kill(worker, sig)
 
     # -- information ------------------------------------------------------------------
 
@@ -536,6 +601,8 @@ class Pool:
         for slot, worker in entries:
             row: dict[str, Any] = {"id": slot.index, "pid": None, "state": "FLAPPING"
                                    if slot.flapping else "WAITING", "restarts": slot.restarts}
+            if slot.reason:
+                row["reason"] = slot.reason
             if worker is not None:
                 client = clients.get(worker.pid)
                 row.update(pid=worker.pid, generation=worker.generation,
@@ -548,6 +615,7 @@ class Pool:
     def master_stats(self) -> dict[str, Any]:
         """The master process's own resource use."""
         return {"pid": os.getpid(), **process_stats(self._me),
+                "recycle": self._recycler.statistics(),
                 "fd_budget": self.budget.statistics()}
 
     def kill_all(self) -> None:

@@ -37,6 +37,9 @@ class Spawner(Protocol):
     def spawn_many(self, requests: Sequence[tuple[int, Mapping[str, str]]]) -> list[Spawned]:
         """For each ``(slot, env)``: ``(pid, pidfd)`` of the new worker, or why not."""
 
+    def exit_code(self, pid: int) -> int | None:
+        """The exit code of an ended worker the master is not the parent of (None: unknown)."""
+
 
 class ExecSpawner:
     """Spawns ``argv`` (a TARGET runner or an operator's command) with busd's env."""
@@ -61,6 +64,10 @@ class ExecSpawner:
                        (os.POSIX_SPAWN_DUP2, 1, 2)]
         pid = os.posix_spawn(self.path, self.argv, full_env, file_actions=actions)
         return pid, os.pidfd_open(pid)
+
+    def exit_code(self, pid: int) -> int | None:
+        """The master is the parent of its workers: it reaps them itself."""
+        return None
 
     def spawn_many(self, requests: Sequence[tuple[int, Mapping[str, str]]]) -> list[Spawned]:
         """One posix_spawn per request."""

@@ -299,6 +299,14 @@ class ClientBus(Bus):
         """Ask the master to restart."""
         self.request("restart")
 
+    def recycle(self, reason: str = "asked by the worker") -> Any:
+        """Have the pool replace this worker: a new one reaches STARTED, then this one leaves.
+
+        The application's own rule ("after N requests"): the pool sends this
+        worker SIGTERM once its replacement runs, so capacity never drops.
+        """
+        return self.request("recycle", pid=os.getpid(), reason=reason)
+
     def broadcast(self, channel: str, *args: Any, **kwargs: Any) -> Any:
         """Publish ``channel`` in every process, through the master."""
         return self.request("broadcast", channel=channel, args=list(args), kwargs=kwargs)

@@ -117,6 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
                          epilog=PUBLISH_EPILOG))
     add("scale", _scale, "set or change the number of workers").add_argument(
         "n", type=_scale_arg, metavar="N|+N|-N")
+    add("reopen-logs", _reopen_logs, "reopen busd's and every worker's --log-dir files "
+        "(after logrotate renamed them)")
     sig = add("signal", _signal, "send a signal to workers (default: all of them)")
     sig.add_argument("signal", type=_signal_name, metavar="SIG", help="HUP, SIGHUP or 1")
     sig.add_argument("workers", type=_non_negative, nargs="*", metavar="WORKER")
@@ -578,6 +580,13 @@ def _scale(args: argparse.Namespace, control: Control) -> int:
     result = _command(args, control, "scale", {"n": args.n})
     size = result.get("size") if isinstance(result, dict) else None
     _emit(args, result, f"scale {args.n}: {cell(size)} workers")
+    return EXIT_OK
+
+
+def _reopen_logs(args: argparse.Namespace, control: Control) -> int:
+    result = _command(args, control, "reopen-logs", {})
+    where = result.get("reopened") if isinstance(result, dict) else None
+    _emit(args, result, f"reopen-logs: {cell(where)}")
     return EXIT_OK
 
 

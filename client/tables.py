@@ -49,7 +49,7 @@ def cell(value: Any) -> str:
 #: Worker columns: header, key, how to show the value.
 WORKER_COLUMNS: tuple[tuple[str, str, Callable[[Any], str]], ...] = (
     ("ID", "id", cell), ("PID", "pid", cell), ("STATE", "state", cell),
-    ("RESTARTS", "restarts", cell),
+    ("RESTARTS", "restarts", cell), ("REASON", "reason", cell),
     ("CPU", "cpu_percent", _percent), ("RSS", "rss", _size), ("UPTIME", "uptime", _duration),
 )
 

@@ -27,6 +27,7 @@ from typing import Any
 from busd.errors import MasterLost
 from client.bus import ClientBus, connect
 from client.descendants import end_descendants
+from client.logfiles import follow as follow_log_file
 from client.serve import SERVERS, server_target
 
 PR_SET_PDEATHSIG = 1
@@ -172,6 +173,7 @@ def _serve(target: str | Callable[[ClientBus], Any]) -> int:
         return 70
     assert threading.current_thread() is threading.main_thread()
     install_signals(bus)
+    follow_log_file(bus)
     try:
         func(bus)
     except Exception:
