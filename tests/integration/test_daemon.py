@@ -42,10 +42,17 @@ def status(procs: Processes) -> dict[str, Any]:
 
 
 def wait_status(procs: Processes, predicate: Any, timeout: float = 10) -> dict[str, Any]:
-    """Ask busd until its status satisfies ``predicate`` (each ask is a round trip)."""
+    """Ask busd until its status satisfies ``predicate`` (each ask is a round trip).
+
+    Until a starting busd has bound its socket busctl answers 3 at once: ask again.
+    """
     deadline = time.monotonic() + timeout
     while True:
-        doc = status(procs)
+        done = busctl(procs, "--json", "status")
+        if done.returncode == 3 and time.monotonic() < deadline:
+            continue
+        assert done.returncode == 0, done.stderr
+        doc: dict[str, Any] = json.loads(done.stdout)
         if predicate(doc):
             return doc
         if time.monotonic() > deadline:
