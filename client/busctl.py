@@ -39,7 +39,7 @@ import zmq
 from busd.auth import KeyFileError, client_keys, secure_client
 from busd.control import DEFAULT_TIMEOUT, Control
 from busd.endpoints import PUB_HWM, EndpointError, client_endpoints, configure
-from busd.errors import BusError, NoMaster, ProtocolError
+from busd.errors import BusError, KeyRefused, NoMaster, ProtocolError
 from busd.wire import (
     Kind,
 )
@@ -373,6 +373,8 @@ def _ask(args: argparse.Namespace, control: Control, cmd: str) -> Any:
     """A request answered at once (ping, status), within what is left of --timeout."""
     try:
         return control.request(cmd, timeout=left(args))
+    except KeyRefused:
+        raise
     except NoMaster:
         raise NoMaster(f"no busd answered at {control.endpoint} within {args.timeout:g}s"
                        ) from None
