@@ -53,7 +53,11 @@ def wait_status(procs: Processes, predicate: Any, timeout: float = 10) -> dict[s
             continue
         assert done.returncode == 0, done.stderr
         doc: dict[str, Any] = json.loads(done.stdout)
-        if predicate(doc):
+        try:
+            matched = predicate(doc)
+        except (IndexError, KeyError):  # asked while the pool was still filling its slots
+            matched = False
+        if matched:
             return doc
         if time.monotonic() > deadline:
             pytest.fail(f"status never matched: {json.dumps(doc)[:2000]}")
