@@ -11,9 +11,12 @@ the control socket, then SIGKILL to its process group, every wait bounded;
 afterwards no process of its session may be left (psutil), or the run fails.
 
 1. start: from launching ``busd -w N busd.examples.hello:main`` until every
-   slot of ``workers`` shows STARTED, for N = 1, 8, 32, beside the floor:
-   N bare interpreters (posix_spawn, as the pool does) that ``import zmq``
-   and say hello from a DEALER to a ROUTER here, until all N hellos arrived.
+   slot of ``workers`` shows STARTED, for N = 1, 8, 32, beside the fork-server
+   floor: one interpreter that imports the worker side (pyzmq, msgpack,
+   client.worker) and forks N children that each say hello from a DEALER to a
+   ROUTER here, from its launch until all N hellos arrived.  ``--spawn exec``
+   is measured beside the exec floor: N bare interpreters (posix_spawn, as the
+   pool does) that ``import zmq`` and say hello.
    The busd figure includes busd's own interpreter start and imports (that
    is what a user waits for); the time from busd's first answer (a ping
    queued before it bound, on sockets that retry every 1 ms) to all STARTED
@@ -22,9 +25,11 @@ afterwards no process of its session may be left (psutil), or the run fails.
    start on); once N ``client_joined`` events arrived it polls ``workers``
    back to back (STARTED follows a join by about a millisecond; a worker
    reports it in a PONG, which is not published).  A ``workers`` poll after
-   1 s without events is the fallback should events be missed.  Also N = 32 ``--preload``.
+   1 s without events is the fallback should events be missed.  Also N = 32
+   ``--preload`` and ``--spawn exec``, and N = 32 beside Circus's and
+   gunicorn's start on this machine (1005 and 1735 ms).
 2. ``--reload respawn`` of 32: ``graceful`` until all 32 slots are STARTED
-   with new pids (none of the old), without and with ``--preload``.
+   with new pids (none of the old): the default path, ``--preload``, ``--spawn exec``.
 3. exit of 32: from sending ``exit`` until every worker (pids from
    ``status`` beforehand) and busd itself are gone: pidfds say when each
    ends (no polling), then ``Popen.wait`` and ``psutil.wait_procs`` confirm.
@@ -84,6 +89,8 @@ clock = time.perf_counter
 
 #: Measured earlier on this machine (ms): start 32, reload 32, stop+reap 32, ctl status.
 PEERS = {"circus 0.19": (592.0, 665.0, 190.0, 89.0), "gunicorn": (1600.0, 758.0, 640.0, 70.0)}
+#: Starting 32 workers, medians measured on this machine for issue 11 (ms).
+START32_PEERS = {"circus": 1005.0, "gunicorn": 1735.0}
 #: ``workers`` is asked after this long without an event (should events be missed).
 FALLBACK_POLL = 1.0
 
@@ -97,6 +104,30 @@ s.send(b"%d" % os.getpid())
 s.poll(60000)
 s.close()
 ctx.term()
+"""
+
+
+#: The fork-server floor: an interpreter that imports the worker side (pyzmq,
+#: msgpack, client.worker), then forks N children that each say hello.
+FORK_FLOOR = """
+import os, sys, zmq, msgpack, client.worker
+n, endpoint = int(sys.argv[1]), sys.argv[2]
+pids = []
+for _ in range(n):
+    pid = os.fork()
+    if pid == 0:
+        ctx = zmq.Context()
+        s = ctx.socket(zmq.DEALER)
+        s.setsockopt(zmq.LINGER, 0)
+        s.connect(endpoint)
+        s.send(b"%d" % os.getpid())
+        s.poll(60000)
+        s.close()
+        ctx.term()
+        os._exit(0)
+    pids.append(pid)
+for pid in pids:
+    os.waitpid(pid, 0)
 """
 
 
@@ -240,6 +271,37 @@ def floor_start(ctx: zmq.Context[Any], work: Path, n: int, env: dict[str, str]) 
         reap_children(pids)
         router.close(linger=0)
     return FloorStart(took, spawned, used)
+
+
+def fork_floor_start(ctx: zmq.Context[Any], work: Path, n: int,
+                     env: dict[str, str]) -> FloorStart:
+    """Launch one fork server (worker side imported) forking N hello children; time
+    from its launch until all N hellos arrived (busd's figure includes its launch too)."""
+    endpoint = f"ipc://{work}/forkfloor.sock"
+    router = ctx.socket(zmq.ROUTER)
+    router.setsockopt(zmq.LINGER, 0)
+    router.bind(endpoint)
+    hellos: list[tuple[bytes, int]] = []
+    server: int | None = None
+    try:
+        began = clock()
+        server = os.posix_spawn(PYTHON, [PYTHON, "-c", FORK_FLOOR, str(n), endpoint], env,
+                                setsid=True)
+        deadline = began + 60
+        while len(hellos) < n:
+            if not router.poll(max(1, int((deadline - clock()) * 1000))):
+                raise BenchError(f"fork floor: {len(hellos)} of {n} hellos within 60 s")
+            identity, body = router.recv_multipart()
+            hellos.append((identity, int(body)))
+        took = clock() - began
+        used = usages([pid for _, pid in hellos])
+        for identity, _ in hellos:
+            router.send_multipart([identity, b"bye"])
+    finally:
+        if server is not None:
+            reap_children([server])
+        router.close(linger=0)
+    return FloorStart(took, took, used)
 
 
 def reap_children(pids: list[int]) -> None:
@@ -512,7 +574,7 @@ def usage_text(items: Sequence[Usage]) -> str:
 def bench_start(bench: Bench, n: int) -> None:
     """Start N workers beside the floor, ``reps`` rounds, alternating."""
     for rep in range(bench.reps):
-        floor = floor_start(bench.ctx, bench.work, n, bench.env)
+        floor = fork_floor_start(bench.ctx, bench.work, n, bench.env)
         with running_busd(bench, n) as busd:
             started = busd.launch()
         record_start(bench, f"start{n}", floor, started, rep)
@@ -538,13 +600,16 @@ def record_start(bench: Bench, key: str, floor: FloorStart | None, started: Star
 
 
 def bench_pool32(bench: Bench) -> None:
-    """Rounds of: floor 32; busd 32 start, respawn, exit; the same with --preload."""
+    """Rounds of: both floors of 32; busd 32 start, respawn, exit on the default path
+    (fork server), with --preload, with --spawn exec."""
     for rep in range(bench.reps):
-        floor = floor_start(bench.ctx, bench.work, 32, bench.env)
-        for tag, flags in (("", ()), ("-preload", ("--preload",))):
+        floors = {"": fork_floor_start(bench.ctx, bench.work, 32, bench.env),
+                  "-exec": floor_start(bench.ctx, bench.work, 32, bench.env)}
+        for tag, flags in (("", ()), ("-preload", ("--preload",)),
+                           ("-exec", ("--spawn", "exec"))):
             with running_busd(bench, 32, "--reload", "respawn", *flags) as busd:
                 started = busd.launch()
-                record_start(bench, "start32" + tag, floor if not tag else None, started, rep)
+                record_start(bench, "start32" + tag, floors.get(tag), started, rep)
                 respawn(bench, busd, "respawn32" + tag)
                 exit_pool(bench, busd, "exit32" + tag)
 
@@ -869,19 +934,24 @@ def table_rows(bench: Bench) -> list[Row]:
     rows = []
     for n in (1, 8, 32):
         key = f"start{n}"
-        rows.append(Row(f"start {n} (incl. busd start)", med(key), "ms", 1.15,
+        rows.append(Row(f"start {n} (incl. busd start)", med(key), "ms", 1.3,
                         med(key + ".floor"), ratio_target=True))
         rows.append(Row(f"  start {n}: 1st answer->STARTED", med(key + ".after"), "ms", None,
                         med(key + ".floor")))
     rows.append(Row("  start 32: CPU of all processes", med("start32.cpu"), "ms", None,
                     med("start32.floor.cpu")))
+    rows += [Row(f"start 32 vs {peer}", med("start32"), "ms", figure)
+             for peer, figure in START32_PEERS.items()]
     rows += [
+        Row("start 32 --spawn exec", med("start32-exec"), "ms", None, med("start32-exec.floor")),
         Row("start 32 --preload", med("start32-preload"), "ms", 300),
         Row("  start 32 --preload: 1st ans.->", med("start32-preload.after"), "ms", None),
         Row("respawn 32", med("respawn32"), "ms", 600),
         Row("respawn 32 --preload", med("respawn32-preload"), "ms", 600),
+        Row("respawn 32 --spawn exec", med("respawn32-exec"), "ms", None),
         Row("exit 32, all reaped", med("exit32"), "ms", 200),
         Row("exit 32 --preload, all reaped", med("exit32-preload"), "ms", 200),
+        Row("exit 32 --spawn exec, all reaped", med("exit32-exec"), "ms", 200),
         Row("busctl status p50", med("busctl"), "ms", 60, med("busctl.floor")),
         Row("idle master cpu", med("idle.cpu"), "%", 0.1),
         Row("idle master wake-ups", med("idle.wakeups"), "/s", 2),
@@ -924,7 +994,8 @@ def run_sections(bench: Bench, cold_env: dict[str, str]) -> None:
           "the time from its first answer is shown too)")
     for n in (1, 8):
         bench_start(bench, n)
-    print("1-3. 32 workers, --reload respawn: start, respawn, exit; then with --preload")
+    print("1-3. 32 workers, --reload respawn: start, respawn, exit; on the default path "
+          "(fork server), with --preload, with --spawn exec")
     bench_pool32(bench)
     import_costs(bench)
     bench_status_and_idle(bench, cold_env)
