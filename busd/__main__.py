@@ -31,7 +31,14 @@ from busd.forkserver import ForkServer
 from busd.hooks import PluginError
 from busd.hooks import install_plugins as install_user_plugins
 from busd.hosts import HostTable
-from busd.listen import ListenError, from_systemd, make_listeners
+from busd.listen import (
+    RESTART_ENV,
+    ListenError,
+    from_restart,
+    from_systemd,
+    make_listeners,
+    restart_env,
+)
 from busd.logdir import LogDir
 from busd.master import MasterBus, refuse_if_running
 from busd.options import OneLineParser, env_default
@@ -243,7 +250,8 @@ def run(opts: argparse.Namespace, command: list[str]) -> int:
     reap_orphans(runtime)
     if not opts.target and not command:
         opts.workers = 0  # a master alone: clients attach by themselves
-    listeners = systemd_listeners() + make_listeners(opts.listen)
+    by_address = listening_sockets(opts.listen)
+    listeners = list(by_address.values())
     # Before the master has a thread or a socket (and after the listening
     # sockets, which it passes on): the fork server forks clean.
     forkserver = (ForkServer(opts.target, preload=opts.preload)
@@ -292,6 +300,7 @@ def run(opts: argparse.Namespace, command: list[str]) -> int:
     if logs is not None:
         logs.install(master)
     install_plugins(master, pool, opts, systemd)
+    keep_sockets_on_restart(master, by_address)
     try:
         install_user_plugins(master, opts.plugin)
     except PluginError:
@@ -370,12 +379,37 @@ def log_summary(opts: argparse.Namespace, master: MasterBus, listeners: list[Any
              ", ".join(master.hub.pub_endpoints), listen)
 
 
-def systemd_listeners() -> list[Any]:
-    """The sockets of systemd's socket activation (LISTEN_FDS), logged by name."""
-    found = from_systemd()
-    for name, sock in found:
-        log.info("listening on %s from systemd (%s)", _address(sock), name)
-    return [sock for _, sock in found]
+def listening_sockets(addresses: list[str]) -> dict[str, Any]:
+    """systemd's sockets (LISTEN_FDS) and --listen's, by address; kept across a restart.
+
+    A re-executed master (``busctl restart``) finds its former self's sockets
+    in the environment and takes them instead of binding again.
+    """
+    kept = from_restart()
+    found = {f"systemd:{name}": sock for name, sock in from_systemd()}
+    for name, sock in found.items():
+        log.info("listening on %s from systemd (%s)", _address(sock), name.partition(":")[2])
+    if not found:
+        found = {a: kept.pop(a) for a in list(kept) if a.startswith("systemd:")}
+    for address, sock in zip(addresses, make_listeners(addresses, kept), strict=True):
+        found[address] = sock
+    for address in set(kept) - set(found):
+        kept[address].close()
+    return found
+
+
+def keep_sockets_on_restart(master: MasterBus, sockets: dict[str, Any]) -> None:
+    """Hand the listening sockets to the re-executed master on ``restart``."""
+    if not sockets:
+        return
+    # Every other descriptor is close-on-exec already (PEP 446); these must live on.
+    master.max_cloexec_files = None
+
+    def before_exec() -> None:
+        if master.execv:
+            os.environ[RESTART_ENV] = restart_env(sockets)
+
+    master.subscribe("exit", before_exec, priority=100)
 
 
 def worker_env(opts: argparse.Namespace, master: MasterBus,

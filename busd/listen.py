@@ -15,6 +15,7 @@ worker takes them again (``sd_listen_fds(unset_environment=1)``).
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from collections.abc import Iterable
@@ -56,17 +57,60 @@ def make_listener(address: str) -> socket.socket:
     return sock
 
 
-def make_listeners(addresses: Iterable[str]) -> list[socket.socket]:
-    """One listening socket per address (all closed again if one fails)."""
+def make_listeners(addresses: Iterable[str],
+                   kept: dict[str, socket.socket] | None = None) -> list[socket.socket]:
+    """One listening socket per address (all closed again if one fails).
+
+    An address found in ``kept`` (sockets a restarted master inherited, see
+    :func:`from_restart`) takes that socket instead of binding again.
+    """
     made: list[socket.socket] = []
+    kept = dict(kept or {})
     try:
         for address in addresses:
-            made.append(make_listener(address))
+            made.append(kept.pop(address) if address in kept else make_listener(address))
     except BaseException:
         for sock in made:
             sock.close()
         raise
     return made
+
+
+#: How a master hands its listening sockets to itself across ``restart`` (re-exec).
+RESTART_ENV = "BUSD_RESTART_FDS"
+
+
+def restart_env(sockets: dict[str, socket.socket]) -> str:
+    """``RESTART_ENV``'s value for these sockets (by the address they were made for).
+
+    The descriptors are inheritable (made so by :func:`make_listener`), so
+    they live through ``execv``: connections arriving meanwhile wait in the
+    kernel's backlog and are served by the new master's workers; none is
+    refused.
+    """
+    return json.dumps([[sock.fileno(), address] for address, sock in sockets.items()])
+
+
+def from_restart(environ: dict[str, str] | None = None) -> dict[str, socket.socket]:
+    """In a re-executed master: the listening sockets of its former self, by address.
+
+    The variable is removed from ``environ`` (default ``os.environ``).
+    """
+    env: Any = os.environ if environ is None else environ
+    text = env.pop(RESTART_ENV, "")
+    if not text:
+        return {}
+    found: dict[str, socket.socket] = {}
+    try:
+        for fd, address in json.loads(text):
+            sock = socket.socket(fileno=int(fd))
+            sock.set_inheritable(True)
+            found[str(address)] = sock
+    except (ValueError, TypeError, OSError) as exc:
+        for sock in found.values():
+            sock.close()
+        raise ListenError(f"{RESTART_ENV}={text!r}: {exc}") from exc
+    return found
 
 
 def inherited(environ: dict[str, str] | None = None) -> list[socket.socket]:
