@@ -46,10 +46,12 @@ Status = dict[str, Any]
 
 
 class PoolLog:
-    """What busd and its workers printed (they share one file, lines tagged by worker)."""
+    """What busd and its workers printed: one file, or one per worker with ``--log-dir``."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, log_dir: Path | None = None, name: str = "busd") -> None:
         self.path = path
+        self.log_dir = log_dir
+        self.name = name
 
     @property
     def text(self) -> str:
@@ -57,7 +59,10 @@ class PoolLog:
         return self.path.read_text(errors="replace") if self.path.exists() else ""
 
     def worker(self, slot: int) -> str:
-        """The lines worker ``slot`` logged (``worker N [pid] ...``)."""
+        """Worker ``slot``'s output: its --log-dir file, else its lines here."""
+        if self.log_dir is not None:
+            path = self.log_dir / f"{self.name}-worker-{slot}.log"
+            return path.read_text(errors="replace") if path.exists() else ""
         tag = f"worker {slot} ["
         return "".join(line for line in self.text.splitlines(keepends=True) if tag in line)
 
@@ -302,11 +307,18 @@ class BusdPool:
     # -- teardown ---------------------------------------------------------
 
     def close(self, timeout: float = 30.0) -> list[str]:
-        """Exit busd, kill what remains of its session; name every process left behind."""
-        with contextlib.suppress(Exception):  # a pool the test broke on purpose
-            self.status()
+        """Exit busd, kill what remains of its session; name every process left behind.
+
+        Processes the workers started count too: those alive before the exit
+        and still alive after it (once orphaned, init may reap them first).
+        """
         leaks: list[str] = []
+        started_by_workers: list[psutil.Process] = []
         if self.proc.poll() is None:
+            with contextlib.suppress(NoMaster):
+                workers = {w["pid"] for w in self._control.request("workers", 2.0) or []
+                           if isinstance(w, dict) and w.get("pid")}
+                started_by_workers = _children_of(workers)
             with contextlib.suppress(NoMaster):
                 self._control.request("exit", 5.0)
             try:
@@ -316,7 +328,7 @@ class BusdPool:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(10)
-        leaks += kill_session(self.proc.pid)
+        leaks += kill_session(self.proc.pid, started_by_workers)
         self._control.close()
         self._events.close()
         return leaks
@@ -326,25 +338,40 @@ class BusdPool:
                     f"{self.log.text[-6000:]}", pytrace=False)
 
 
-def kill_session(sid: int) -> list[str]:
-    """Kill every process of session ``sid`` (busd's: its workers and theirs); name each."""
-    left: list[psutil.Process] = []
-    for proc in psutil.process_iter(["pid", "status"]):
+def _children_of(pids: set[int]) -> list[psutil.Process]:
+    """Every live descendant of the processes ``pids``."""
+    found = []
+    for pid in pids:
         try:
-            if proc.info["status"] == psutil.STATUS_ZOMBIE:
+            found += psutil.Process(pid).children(recursive=True)
+        except psutil.Error:
+            continue
+    return found
+
+
+def kill_session(sid: int, also: list[psutil.Process] | None = None) -> list[str]:
+    """Kill every process of session ``sid`` and of ``also``; name each one still running.
+
+    ``also`` holds psutil handles, which know their process's start time: a
+    pid used again since is not taken for it.
+    """
+    left: dict[int, psutil.Process] = {}
+    for proc in [*psutil.process_iter(["pid"]), *(also or [])]:
+        try:
+            if proc.status() == psutil.STATUS_ZOMBIE or not proc.is_running():
                 continue
-            if os.getsid(proc.pid) == sid:
-                left.append(proc)
+            if proc in (also or []) or os.getsid(proc.pid) == sid:
+                left[proc.pid] = proc
         except (ProcessLookupError, PermissionError, psutil.Error):
             continue
     names = []
-    for proc in left:
+    for proc in left.values():
         try:
             names.append(f"pid {proc.pid}: {' '.join(proc.cmdline()) or proc.name()}")
             proc.kill()
         except psutil.Error:
             continue
-    psutil.wait_procs(left, timeout=5)
+    psutil.wait_procs(list(left.values()), timeout=5)
     return names
 
 
@@ -374,9 +401,23 @@ def start_pool(procs: Processes, runtime_dir: Path, target: str | None, flags: t
     if target:
         argv.append(target)
     proc = procs.spawn(argv, name=f"busd-{runtime_dir.name}", env=env)
-    pool = BusdPool(proc, runtime_dir, PoolLog(proc.log_path),  # type: ignore[attr-defined]
-                    workers if target else 0, timeout)
+    log = PoolLog(proc.log_path, _flag(flags, "--log-dir", None),  # type: ignore[attr-defined]
+                  _flag(flags, "--name", "busd"))
+    pool = BusdPool(proc, runtime_dir, log, workers if target else 0, timeout)
     keep(pool)
     pool.wait_answering()
     pool.wait_for("STARTED")
     return pool
+
+
+def _flag(flags: tuple[str, ...], name: str, default: Any) -> Any:
+    """The value of ``name`` in busd's ``flags`` (``--x V`` or ``--x=V``), else ``default``."""
+    for i, flag in enumerate(flags):
+        if flag == name and i + 1 < len(flags):
+            value = flags[i + 1]
+        elif flag.startswith(name + "="):
+            value = flag.split("=", 1)[1]
+        else:
+            continue
+        return Path(value) if name == "--log-dir" else value
+    return default
