@@ -69,7 +69,8 @@ MAX_REAPED = 4096
 
 def _send(sock: socket.socket, obj: Any) -> None:
     data = msgpack.packb(obj, use_bin_type=True)
-    sock.sendall(_HEADER.pack(len(data)) + data)
+    # MSG_NOSIGNAL: a dead peer is an EPIPE error, not a SIGPIPE that kills the master.
+    sock.sendall(_HEADER.pack(len(data)) + data, socket.MSG_NOSIGNAL)
 
 
 def _recv(sock: socket.socket) -> Any:
@@ -388,6 +389,8 @@ def _describe(status: int | None) -> str:
 def serve(sock: socket.socket, target: str, preload: bool,
           master: int) -> int:  # pragma: no cover - runs in the fork server
     """The fork server's loop: import the worker side, then fork on request."""
+    # A terminal's Ctrl-C reaches the whole process group: the master decides.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         worker: Any = importlib.import_module(WORKER_MODULE)
         os.environ["BUSD_PARENT_PID"] = str(master)
