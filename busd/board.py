@@ -5,7 +5,7 @@
     [busd-commands] (owns the bus, the pool) --hub.publish_board(answers)--> Board
                      runs status hooks, psutil               |  (immutable; swapped whole)
     [busd-hub] status / workers request --StatusWanted--> (a new Board, if it is free)
-               answers from the newest Board within 20 ms --> reads the current Board,
+               answers from the newest Board within 10 ms --> reads the current Board,
                                                               adds what it owns itself
                                                               (clients, last seq sent)
 

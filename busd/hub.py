@@ -15,7 +15,7 @@ registers clients and records their pongs and acks, serves repairs from the
 replay window, and answers read-only requests (ping, snapshot, status,
 workers, clients) itself: status and workers from the newest
 :class:`busd.board.Board` the command thread published (a fresh one when
-that thread can make it within 20 ms, else the last), laying its own live
+that thread can make it within 10 ms, else the last), laying its own live
 parts over it.  Everything else becomes a
 :class:`Request` posted to the command thread, whose answer comes back as a
 :class:`SendTo`.  It never runs a listener or a hook and takes no lock but
@@ -75,7 +75,7 @@ HUB_COMMANDS = frozenset({"ping", "snapshot", "replay", "clients"})
 #: Requests answered from the board: a fresh one if it comes within BOARD_WAIT.
 BOARD_COMMANDS = frozenset({"status", "workers"})
 #: How long a status request waits for a fresh board before the last one answers it.
-BOARD_WAIT = 0.02
+BOARD_WAIT = 0.01
 
 
 # -- what other threads send the hub (through its Outbox) ------------------------

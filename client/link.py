@@ -503,7 +503,7 @@ class Link:
 
     def _read_sub_frames(self) -> None:
         recv, batch = self._sub.recv, self._batch
-        fast = self._repair is None and not self._hello_pending
+        fast = self._fast()
         for _ in range(DRAIN_LIMIT):
             try:
                 frame = recv(zmq.NOBLOCK)
@@ -525,7 +525,11 @@ class Link:
                 batch.append(msg)
             else:
                 self._on_broadcast(msg)
-                fast = self._repair is None and not self._hello_pending
+                fast = self._fast()
+
+    def _fast(self) -> bool:
+        """True when the next in-order message needs nothing but delivering."""
+        return self._repair is None and not self._hello_pending and self._check is None
 
     # A broadcast is the bare array [version, kind, epoch, seq, ...] (hot path).
 
@@ -565,6 +569,8 @@ class Link:
         if msg[1] == STATE:
             self._last_state_seq = msg[3]
         self._batch.append(msg)
+        if self._check is not None and self.seq >= self._check[0]:
+            self._apply_check()  # the checked state goes right after its seq
 
     def _flush(self) -> None:
         """Hand the messages read so far to the dispatcher, in one go."""
