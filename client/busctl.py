@@ -296,8 +296,7 @@ def unreachable(endpoint: str) -> str | None:
     if not endpoint.startswith("ipc://"):
         return None
     path = endpoint.removeprefix("ipc://")
-    hint = ("is busd running? --name and --runtime-dir (or BUSD_NAME, BUSD_RUNTIME_DIR) "
-            "say which one to find")
+    hint = "is busd running? --name or --runtime-dir finds another"
     if not os.path.exists(path):
         return f"no busd at {endpoint}: {path} does not exist ({hint})"
     import socket  # here: only this check needs it
