@@ -4,15 +4,19 @@
 
     joined busd (busd --join) --REQUEST host_report {host, client_id, workers}--+
                                                                                  v
-    [ busd-hub ] quick command "host_report" --> HostTable --> status["hosts"]
-                 client hooks (joined/left/lost) --^     \\--> EVENT host_updated,
-                                                              host_lost, host_left
+    [ busd-hub ] --Request / ClientChange--> [ busd-commands ]
+                                               quick command "host_report" --> HostTable
+                                               client hooks (joined/left/lost) --^  |
+                                               status hook --> board --> status["hosts"]
+                                               graceful listener (respawn masters)
+                                               EVENT host_updated, host_lost, host_left
 
 A joined busd is one client of the master (role ``host``); it relays to its
-own workers and reports them.  Everything here runs in the hub thread
-(quick commands, client hooks and status hooks all do), so the table has
-one owner and no lock.  A host whose client is lost stays listed, marked
-``lost`` with each of its workers, until it joins again or leaves.
+own workers and reports them.  Everything here runs on the master's command
+thread (quick commands, client hooks, status hooks and listeners all do),
+so the table has one owner and no lock.  A host whose client is lost stays
+listed, marked ``lost`` with each of its workers, until it joins again or
+leaves.
 """
 
 from __future__ import annotations
@@ -68,9 +72,6 @@ class HostTable:
         self.master.subscribe("graceful", self._graceful_hosts, priority=60)
 
     def _graceful_hosts(self) -> None:
-        # On the command thread. The table is the hub thread's: only a
-        # glance at whether it holds a host (a stale answer costs one no-op
-        # broadcast, or one host reloaded by the next graceful instead).
         if self.master.relay_graceful or not self._host_clients:
             return
         report = self.master.broadcast_and_wait(HOST_GRACEFUL)
