@@ -20,9 +20,10 @@ which loads :mod:`zmq.auth` and its asyncio, is :mod:`busd.zap`.  Its
 thread starts); the hub learns a peer's role from the User-Id libzmq
 attaches to every frame, so no state is shared between the two threads.
 
-Read-only keys may run the requests the hub answers at once (``ping``,
-``status``, ``workers``, ``clients``, ``snapshot``), subscribe and join as
-a watcher; anything else answers ``forbidden``.  ipc peers have no User-Id:
+Read-only keys may run the read-only requests (``ping``, ``status``,
+``workers``, ``clients``, ``snapshot``, ``replay`` and the master's other
+quick commands but ``host_report``), subscribe and join as a watcher;
+anything else answers ``forbidden`` (the hub checks, ``busd.hub``).  ipc peers have no User-Id:
 the runtime dir's permissions (0700, sockets 0600) already say who they are.
 """
 
