@@ -116,18 +116,21 @@ def build_parser() -> argparse.ArgumentParser:
     _publish_options(add("publish", _publish, "publish a channel in every process",
                          epilog=PUBLISH_EPILOG))
     add("scale", _scale, "set or change the number of workers").add_argument(
-        "n", type=_scale_arg, metavar="N|+N|-N")
+        "n", type=_scale_arg, metavar="N|+N|-N",
+        help="the new number of workers, or how many to add (+N) or remove (-N)")
     add("reopen-logs", _reopen_logs, "reopen busd's and every worker's --log-dir files "
         "(after logrotate renamed them)")
     sig = add("signal", _signal, "send a signal to workers (default: all of them)")
     sig.add_argument("signal", type=_signal_name, metavar="SIG", help="HUP, SIGHUP or 1")
-    sig.add_argument("workers", type=_non_negative, nargs="*", metavar="WORKER")
+    sig.add_argument("workers", type=_non_negative, nargs="*", metavar="WORKER",
+                     help="worker ids (slots) as busctl workers lists them; an id with no "
+                     "running worker is an error")
     watch = add("watch", _watch, "print what the master publishes, one line each")
     watch.add_argument("channels", nargs="*", metavar="CHANNEL",
                        help="show only these published channels (states and events always)")
     watch.add_argument("--count", type=_positive_int, metavar="N", help="stop after N messages")
     keygen = add("keygen", None, "create CURVE key pairs (server and client) in DIR")
-    keygen.add_argument("dir", metavar="DIR")
+    keygen.add_argument("dir", metavar="DIR", help="where the key files go (made 0700)")
     keygen.add_argument("--force", action="store_true", help="replace existing key files")
     return parser
 
@@ -189,8 +192,9 @@ def _wait_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _publish_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("channel", metavar="CHANNEL")
-    parser.add_argument("args", nargs="*", type=_json_or_text, metavar="ARG")
+    parser.add_argument("channel", metavar="CHANNEL", help="the channel to publish on")
+    parser.add_argument("args", nargs="*", type=_json_or_text, metavar="ARG",
+                        help="its positional arguments (JSON where they parse)")
     parser.add_argument("--kw", action="append", type=_keyword, default=[], metavar="KEY=VALUE",
                         help="a keyword argument (repeatable)")
     _wait_options(parser)

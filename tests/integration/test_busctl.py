@@ -350,6 +350,20 @@ def test_graceful_wait_times_out_naming_the_silent_client(bus: Bus) -> None:
         f"(pid {bus.clients['slow'].pid})"]
 
 
+def test_timeout_bounds_graceful_wait(bus: Bus) -> None:
+    ids = bus.start_clients(quick="ok", slow="slow")  # slow: 5 s in its graceful listener
+
+    began = time.monotonic()
+    code, out, err = bus.busctl("--json", "graceful", "--wait", timeout=1.5)
+    took = time.monotonic() - began
+
+    assert code == 1, (out, err)
+    assert took < 2.5, f"--timeout 1.5 but graceful --wait took {took:.1f}s"
+    error = json.loads(out)["error"]
+    assert error["details"]["silent"] == [ids["slow"]]
+    assert f"(pid {bus.clients['slow'].pid})" in err
+
+
 @pytest.mark.parametrize(("how", "command"), busctl_commands())
 def test_publish_reaches_every_process_with_json_arguments(
         bus: Bus, how: str, command: list[str]) -> None:

@@ -354,3 +354,23 @@ def test_timeout_rule_is_in_the_help(capsys: pytest.CaptureFixture[str]) -> None
     assert main(["--help"]) == 0
     text = " ".join(capsys.readouterr().out.split())
     assert "--timeout S bounds every command as a whole, --wait included" in text
+
+
+def _undocumented(parser: Any, name: str) -> list[str]:
+    import argparse
+
+    missing = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub, subparser in action.choices.items():
+                missing += _undocumented(subparser, f"{name} {sub}")
+        elif not action.help:
+            missing.append(f"{name} {action.option_strings or action.dest}")
+    return missing
+
+
+def test_every_option_of_both_commands_has_help() -> None:
+    from busd.__main__ import build_parser as busd_parser
+
+    assert _undocumented(busd_parser(), "busd") == []
+    assert _undocumented(build_parser(), "busctl") == []
