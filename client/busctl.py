@@ -23,7 +23,6 @@ shared core of ``busd`` (never the master side, the pool, nor psutil).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import re
@@ -31,29 +30,36 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any, NoReturn
 
 import zmq
 
-from busd.auth import KeyFileError, client_keys, secure_client
+from busd.auth import KeyFileError, client_keys
 from busd.control import DEFAULT_TIMEOUT, Control
-from busd.endpoints import PUB_HWM, EndpointError, client_endpoints, configure
-from busd.errors import BusError, KeyRefused, NoMaster, ProtocolError
+from busd.endpoints import EndpointError, client_endpoints
+from busd.errors import BusError, KeyRefused, NoMaster
 from busd.wire import (
     Kind,
 )
+from client.console import (
+    EXIT_BROKEN_PIPE,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_NO_MASTER,
+    EXIT_OK,
+    EXIT_USAGE,
+)
+from client.console import dumps as _dumps
+from client.console import emit as _emit
+from client.console import error as _error
+from client.console import error_doc as _error_doc
+from client.console import out as _out
+from client.console import print_json as _print_json
+from client.console import quiet_stdout as _quiet_stdout
+from client.keygen import keygen
 from client.tables import cell, format_status, format_workers
-from client.watch import Output, Watcher
+from client.watch import Output, follow, pub_endpoint, wait_restarted
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_NO_MASTER = 3
-EXIT_INTERRUPTED = 130
-#: The reader of stdout went away (128 + SIGPIPE, as a shell reports it).
-EXIT_BROKEN_PIPE = 141
-KEY_NAMES = ("server", "client")
 _REPLY = frozenset({Kind.REPLY})
 
 EPILOG = """\
@@ -265,7 +271,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.deadline = time.monotonic() + args.timeout
     try:
         if args.handler is None:
-            return _keygen(args)
+            return keygen(args)
         return _run_remote(args, args.handler)
     except KeyboardInterrupt:
         if args.command != "watch":
@@ -416,53 +422,6 @@ def _failure_lines(acks: Any) -> list[str]:
     return [str(line) for line in acks.get("failures") or ()]
 
 
-# -- output -------------------------------------------------------------------
-
-def _error(message: str) -> None:
-    print(f"busctl: {message}", file=sys.stderr, flush=True)
-
-
-def _out(text: str) -> None:
-    # One write per document, so `busctl status | head -1` reads it whole.
-    sys.stdout.write(text + "\n")
-    sys.stdout.flush()
-
-
-def _error_doc(code: str, message: str, details: Any) -> dict[str, Any]:
-    return {"error": {"code": code, "message": message, "details": details}}
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "backslashreplace")
-    return repr(value)
-
-
-def _dumps(doc: Any) -> str:
-    return json.dumps(doc, default=_jsonable, sort_keys=False)
-
-
-def _print_json(args: argparse.Namespace, doc: Any) -> None:
-    if args.json:
-        _out(_dumps(doc))
-
-
-def _emit(args: argparse.Namespace, doc: Any, text: str) -> None:
-    """Print ``doc`` as JSON with --json, else ``text`` (if any) for people."""
-    if args.json:
-        _print_json(args, doc)
-    elif text:
-        _out(text)
-
-
-def _quiet_stdout() -> None:
-    # Python flushes stdout again at exit: point it at /dev/null so that is silent.
-    with contextlib.suppress(OSError, ValueError, AttributeError):
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
-
-
 # -- the commands ---------------------------------------------------------------
 
 def _status(args: argparse.Namespace, control: Control) -> int:
@@ -502,58 +461,19 @@ def _lifecycle(args: argparse.Namespace, control: Control) -> int:
 
 def _restart(args: argparse.Namespace, control: Control) -> int:
     """Re-exec the master; with --wait, until the new one is STARTED with all its workers."""
-    pub = _pub_endpoint(args, control) if args.wait else ""
+    pub = pub_endpoint(args, control) if args.wait else ""
     before = _ask(args, control, "ping")
     result = _command(args, control, "restart", {})
     state = result.get("state") if isinstance(result, dict) else None
     if not args.wait:
         return _report_acks(args, result, f"restart: state {cell(state)}")
     epoch = before.get("epoch") if isinstance(before, dict) else None
-    status = _wait_restarted(args, control, pub, epoch)
+    status = wait_restarted(args, control, pub, epoch, left)
     workers = status.get("workers") or []
     _emit(args, status, f"restart: new master pid {status.get('pid')} (epoch "
           f"{status.get('epoch')}) STARTED with {len(workers)} worker"
           f"{'s' if len(workers) != 1 else ''}")
     return EXIT_OK
-
-
-def _wait_restarted(args: argparse.Namespace, control: Control, pub: str,
-                    old_epoch: Any) -> dict[str, Any]:
-    """The new master's status once it and every worker are STARTED (NoMaster past --timeout).
-
-    Woken by the master's own traffic (states, worker events, heartbeats) on a
-    SUB socket between asks, so it neither spins nor sleeps.
-    """
-    sub = control.context.socket(zmq.SUB)
-    try:
-        configure(sub, PUB_HWM)
-        sub.setsockopt(zmq.SUBSCRIBE, b"")
-        secure_client(sub, args.curve, pub)
-        sub.connect(pub)
-        while True:
-            try:
-                status = control.request("status", timeout=min(0.5, left(args)))
-            except NoMaster:
-                status = None
-            if _restarted(status, old_epoch):
-                assert isinstance(status, dict)
-                return status
-            if left(args) <= 0.01:
-                raise NoMaster(f"busd at {control.endpoint} was not STARTED again with all its "
-                               f"workers within --timeout {args.timeout:g}s")
-            if sub.poll(int(min(0.5, left(args)) * 1000) + 1):
-                while sub.poll(0):
-                    sub.recv()
-    finally:
-        sub.close(linger=0)
-
-
-def _restarted(status: Any, old_epoch: Any) -> bool:
-    if not isinstance(status, dict) or status.get("epoch") == old_epoch:
-        return False
-    workers = status.get("workers") or []
-    return status.get("state") == "STARTED" and all(
-        isinstance(w, dict) and w.get("state") == "STARTED" for w in workers)
 
 
 def _publish(args: argparse.Namespace, control: Control) -> int:
@@ -606,87 +526,9 @@ def _signal(args: argparse.Namespace, control: Control) -> int:
 # -- watch --------------------------------------------------------------------
 
 def _watch(args: argparse.Namespace, control: Control) -> int:
-    pub = _pub_endpoint(args, control)
-    sub = control.context.socket(zmq.SUB)
-    try:
-        configure(sub, PUB_HWM)
-        sub.setsockopt(zmq.SUBSCRIBE, b"")
-        secure_client(sub, args.curve, pub)
-        sub.connect(pub)
-        ctl = control.endpoint
-        watcher = Watcher(args, sub, pub, Output(_out, _error),
-                          ctl_path=ctl.removeprefix("ipc://") if ctl.startswith("ipc://") else None,
-                          status=lambda: control.request("status", timeout=min(1.0, args.timeout)))
-        return watcher.run()
-    finally:
-        sub.close(linger=0)
-
-
-def _pub_endpoint(args: argparse.Namespace, control: Control) -> str:
-    """The master's PUB endpoint: beside the runtime dir's, else from its status."""
-    if not args.endpoint:
-        return client_endpoints(args.name, args.runtime_dir).pub
-    status = control.request("status")
-    endpoints = status.get("endpoints", {}) if isinstance(status, dict) else {}
-    pubs, ctls = endpoints.get("pub") or [], endpoints.get("ctl") or []
-    if not pubs:
-        raise ProtocolError("the master's status names no PUB endpoint")
-    if args.endpoint in ctls and ctls.index(args.endpoint) < len(pubs):
-        return str(pubs[ctls.index(args.endpoint)])
-    return str(pubs[0])
-
-
-# -- keygen -------------------------------------------------------------------
-
-def _keygen(args: argparse.Namespace) -> int:
-    """Create server and client CURVE key pairs in ``args.dir``; never a half-written one."""
-    directory = Path(args.dir)
-    try:
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    except OSError as exc:
-        _error(f"cannot create {directory}: {exc.strerror or exc}")
-        return EXIT_USAGE
-    existing = [str(p) for p in _key_files(directory).values() if p.exists()]
-    if existing and not args.force:
-        _error(f"{', '.join(existing)} already exist(s); use --force to replace")
-        return EXIT_USAGE
-    try:
-        made = _write_keys(directory)
-    except OSError as exc:
-        _error(f"cannot write keys in {directory}: {exc.strerror or exc}")
-        return EXIT_USAGE
-    except zmq.ZMQError as exc:
-        _error(f"cannot create CURVE keys: {exc}")
-        return EXIT_FAILED
-    _emit(args, made, "\n".join(f"{name} {kind}: {path}" for name, pair in made.items()
-                                for kind, path in pair.items()))
-    return EXIT_OK
-
-
-def _key_files(directory: Path) -> dict[str, Path]:
-    return {f"{name}.{kind}": directory / f"{name}.{suffix}" for name in KEY_NAMES
-            for kind, suffix in (("public", "key"), ("secret", "key_secret"))}
-
-
-def _write_keys(directory: Path) -> dict[str, dict[str, str]]:
-    # pyzmq writes with the umask's mode: make the files in a private (0700)
-    # scratch dir, make secrets 0600, then move them into place.
-    import tempfile  # here: only keygen needs it, and busctl's start-up time counts
-
-    from zmq.auth.certs import create_certificates
-
-    made: dict[str, dict[str, str]] = {}
-    with tempfile.TemporaryDirectory(dir=directory, prefix=".keygen-") as scratch:
-        for name in KEY_NAMES:
-            public, secret = create_certificates(scratch, name)
-            os.chmod(secret, 0o600)
-            os.chmod(public, 0o644)
-            pair = {"public": directory / Path(public).name,
-                    "secret": directory / Path(secret).name}
-            os.replace(public, pair["public"])
-            os.replace(secret, pair["secret"])
-            made[name] = {kind: str(path) for kind, path in pair.items()}
-    return made
+    ctl = control.endpoint
+    return follow(args, control, Output(_out, _error),
+                  ctl_path=ctl.removeprefix("ipc://") if ctl.startswith("ipc://") else None)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ watcher says so and keeps streaming.
 from __future__ import annotations
 
 import argparse
-import json
+import contextlib
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -28,7 +28,10 @@ from typing import Any
 
 import zmq
 
-from busd.errors import BusError, ProtocolError
+from busd.auth import secure_client
+from busd.control import Control
+from busd.endpoints import PUB_HWM, client_endpoints, configure
+from busd.errors import BusError, NoMaster, ProtocolError
 from busd.wire import (
     BROADCAST_KINDS,
     HEARTBEAT_INTERVAL,
@@ -37,21 +40,10 @@ from busd.wire import (
     Message,
     decode,
 )
+from client.console import EXIT_FAILED, EXIT_NO_MASTER, EXIT_OK, dumps
 
-EXIT_OK, EXIT_FAILED, EXIT_NO_MASTER = 0, 1, 3
 #: After EXITING: how often to look whether the master's socket is gone.
 EXIT_LOOK = 0.1
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "backslashreplace")
-    return repr(value)
-
-
-def dumps(doc: Any) -> str:
-    """One JSON document on one line (bytes as text, anything else by repr)."""
-    return json.dumps(doc, default=_jsonable, sort_keys=False)
 
 
 @dataclass(frozen=True)
@@ -194,4 +186,74 @@ class Watcher:
         return EXIT_FAILED
 
 
-__all__ = ["Output", "Watcher", "dumps"]
+@contextlib.contextmanager
+def subscriber(args: argparse.Namespace, control: Control, pub: str) -> Iterator[zmq.Socket[Any]]:
+    """A SUB socket on the master's ``pub`` endpoint (CURVE as busctl's), closed after."""
+    sub = control.context.socket(zmq.SUB)
+    try:
+        configure(sub, PUB_HWM)
+        sub.setsockopt(zmq.SUBSCRIBE, b"")
+        secure_client(sub, args.curve, pub)
+        sub.connect(pub)
+        yield sub
+    finally:
+        sub.close(linger=0)
+
+
+def follow(args: argparse.Namespace, control: Control, output: Output,
+           ctl_path: str | None) -> int:
+    """``busctl watch``: stream what the master publishes until it ends."""
+    pub = pub_endpoint(args, control)
+    with subscriber(args, control, pub) as sub:
+        watcher = Watcher(args, sub, pub, output, ctl_path=ctl_path,
+                          status=lambda: control.request("status", timeout=min(1.0, args.timeout)))
+        return watcher.run()
+
+
+def pub_endpoint(args: argparse.Namespace, control: Control) -> str:
+    """The master's PUB endpoint: beside the runtime dir's, else from its status."""
+    if not args.endpoint:
+        return client_endpoints(args.name, args.runtime_dir).pub
+    status = control.request("status")
+    endpoints = status.get("endpoints", {}) if isinstance(status, dict) else {}
+    pubs, ctls = endpoints.get("pub") or [], endpoints.get("ctl") or []
+    if not pubs:
+        raise ProtocolError("the master's status names no PUB endpoint")
+    if args.endpoint in ctls and ctls.index(args.endpoint) < len(pubs):
+        return str(pubs[ctls.index(args.endpoint)])
+    return str(pubs[0])
+
+
+def wait_restarted(args: argparse.Namespace, control: Control, pub: str, old_epoch: Any,
+                   left: Callable[[argparse.Namespace], float]) -> dict[str, Any]:
+    """The new master's status once it and every worker are STARTED (NoMaster past --timeout).
+
+    Woken by the master's own traffic (states, worker events, heartbeats) on a
+    SUB socket between asks, so it neither spins nor sleeps.
+    """
+    with subscriber(args, control, pub) as sub:
+        while True:
+            try:
+                status = control.request("status", timeout=min(0.5, left(args)))
+            except NoMaster:
+                status = None
+            if _restarted(status, old_epoch):
+                assert isinstance(status, dict)
+                return status
+            if left(args) <= 0.01:
+                raise NoMaster(f"busd at {control.endpoint} was not STARTED again with all its "
+                               f"workers within --timeout {args.timeout:g}s")
+            if sub.poll(int(min(0.5, left(args)) * 1000) + 1):
+                while sub.poll(0):
+                    sub.recv()
+
+
+def _restarted(status: Any, old_epoch: Any) -> bool:
+    if not isinstance(status, dict) or status.get("epoch") == old_epoch:
+        return False
+    workers = status.get("workers") or []
+    return status.get("state") == "STARTED" and all(
+        isinstance(w, dict) and w.get("state") == "STARTED" for w in workers)
+
+
+__all__ = ["Output", "Watcher", "follow", "pub_endpoint", "wait_restarted"]
