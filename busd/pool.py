@@ -98,6 +98,8 @@ class Worker:
     up: bool = False
     #: When it is due for a recycle by age.
     recycle_at: float | None = None
+    #: Reaped and its pidfd closed: the number may already name another file.
+    reaped: bool = False
 
     @property
     def label(self) -> str:
@@ -299,6 +301,8 @@ class Pool:
         """SIGTERM workers (they leave on their own); SIGKILL after the graceful timeout."""
         deadline = time.monotonic() + self.config.graceful_timeout
         with self._cond:
+            # One may have died and been reaped since the caller listed it.
+            workers = [w for w in workers if not w.reaped]
             for worker in workers:
                 worker.retiring = True
                 worker.reason = worker.reason or reason
@@ -318,17 +322,19 @@ class Pool:
         self.master.log(f"{worker.label} {why}: killing it (SIGKILL)", level=30)
         self._kill(worker, signal.SIGKILL)
 
-    @staticmethod
-    def _kill(worker: Worker, sig: int) -> None:
-        # The pidfd names this very process even if its pid was reused; a
-        # closed pidfd (already reaped) makes this an OSError, which is fine.
-        with contextlib.suppress(OSError):
-            signal.pidfd_send_signal(worker.pidfd, sig)
+    def _kill(self, worker: Worker, sig: int) -> None:
+        # The pidfd names this very process even if its pid was reused.  Once
+        # reaped, its number may be another worker's pidfd or a socket: never
+        # use it then (the lock orders this against _reap's close).
+        with self._cond, contextlib.suppress(OSError):
+            if not worker.reaped:
+                signal.pidfd_send_signal(worker.pidfd, sig)
 
     def _live(self) -> list[Worker]:
         with self._cond:
             workers = [s.worker for s in self._slots.values() if s.worker is not None]
-            return workers + [w for w in self._retired if w not in workers]
+            return [w for w in workers + [w for w in self._retired if w not in workers]
+                    if not w.reaped]
 
     def _wait_all_gone(self, deadline: float) -> bool:
         with self._cond:
@@ -378,7 +384,9 @@ class Pool:
             code = os.waitstatus_to_exitcode(status) if status else 0
         except ChildProcessError:  # a fork server's child: the server reaps it
             code = self.spawner.exit_code(worker.pid)
-        os.close(worker.pidfd)
+        with self._cond:
+            worker.reaped = True
+            os.close(worker.pidfd)
         # Its client will not say goodbye now: no ack wait should wait for it.
         client = self.master.hub.registry.remove_pid(worker.pid)
         if client is not None:
