@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser; defaults come from BUSD_* variables."""
     p = OneLineParser(
         prog="busd", description="Run a busd master with a pool of workers.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=options.HelpFormatter,
         epilog="TARGET is pkg.module:function, called in each worker with its ClientBus; "
                "'-- CMD ARGS' runs a command in each worker instead (it calls "
                "client.connect()). Every option also reads BUSD_<OPTION> "
@@ -82,6 +82,19 @@ def build_parser() -> argparse.ArgumentParser:
                "failed to boot; 70 an unrecoverable error.")
     add = p.add_argument
     add("--version", action="version", version=f"busd {__version__}")
+    for group in (_where_options, _pool_options, _process_options, _security_options,
+                  _recycle_options):
+        group(add)
+    add("target", nargs="?", type=options.target, default=_env("target"), metavar="TARGET",
+        help="pkg.module:function (or asgi:/wsgi:pkg.module:app)")
+    return p
+
+
+Add = Callable[..., Any]
+
+
+def _where_options(add: Add) -> None:
+    """Where the master is found."""
     add("--name", default=_env("name"), help="master name (its runtime dir) [busd]")
     add("--runtime-dir", default=_env("runtime_dir"),
         help="where the ipc sockets live [$XDG_RUNTIME_DIR/busd/NAME or /tmp/busd-UID/NAME]")
@@ -89,6 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="also serve on this control endpoint, e.g. tcp://127.0.0.1:7000 (repeatable)")
     add("-w", "--workers", type=options.count, default=_env("workers", "1"), metavar="N",
         help="pool size")
+    _timeouts(add)
+
+
+def _timeouts(add: Add) -> None:
+    """How long each thing may take."""
     add("--graceful-timeout", type=options.seconds, default=_env("graceful_timeout", "10"),
         metavar="S", help="how long a worker may take to stop before it is SIGKILLed")
     add("--heartbeat", type=options.seconds, default=_env("heartbeat", "1"), metavar="S",
@@ -100,6 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
         "master's death is seen at once)")
     add("--startup-timeout", type=options.seconds, default=_env("startup_timeout", "30"),
         metavar="S", help="how long a new worker may take to join")
+
+
+def _pool_options(add: Add) -> None:
+    """How workers are made, reloaded and restarted."""
     add("--reload", choices=("inplace", "respawn"), default=_env("reload", "inplace"),
         help="graceful: workers reload in place, or new workers replace the old ones")
     add("--spawn", choices=("fork", "exec"), default=_env("spawn", "fork"),
@@ -111,6 +133,18 @@ def build_parser() -> argparse.ArgumentParser:
         default=_split(_env("listen")),
         help="a socket the master makes for the workers: tcp:HOST:PORT or unix:PATH "
              "(repeatable)")
+    add("--backoff", type=options.non_negative_seconds, default=_env("backoff", "0.1"),
+        metavar="S", help="first restart delay of a crashed worker, doubled each time")
+    add("--backoff-max", type=options.seconds, default=_env("backoff_max", "10"),
+        metavar="S", help="the longest restart delay")
+    add("--flap-limit", type=options.count, default=_env("flap_limit", "5"), metavar="N",
+        help="crashes within --flap-window after which a slot stops restarting")
+    add("--flap-window", type=options.seconds, default=_env("flap_window", "60"),
+        metavar="S", help="the window --flap-limit counts crashes in")
+
+
+def _process_options(add: Add) -> None:
+    """busd's own process: pid file, daemon, privileges, logs."""
     add("--pidfile", default=_env("pidfile"), metavar="FILE", help="write busd's pid here")
     add("--daemon", action="store_true", default=_flag(_env("daemon")),
         help="detach from the terminal (double fork)")
@@ -123,14 +157,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="time: a timestamp on every line; plain: none (journald adds its own)")
     add("--log-file", default=_env("log_file"), metavar="FILE",
         help="with --daemon: where output goes [/dev/null]")
-    add("--backoff", type=options.non_negative_seconds, default=_env("backoff", "0.1"), metavar="S",
-        help="first restart delay of a crashed worker, doubled each time")
-    add("--backoff-max", type=options.seconds, default=_env("backoff_max", "10"),
-        metavar="S", help="the longest restart delay")
-    add("--flap-limit", type=options.count, default=_env("flap_limit", "5"), metavar="N",
-        help="crashes within --flap-window after which a slot stops restarting")
-    add("--flap-window", type=options.seconds, default=_env("flap_window", "60"),
-        metavar="S", help="the window --flap-limit counts crashes in")
+    add("--log-dir", metavar="DIR", default=_env("log_dir"),
+        help="each worker's output to DIR/<name>-worker-<id>.log, busd's to DIR/<name>.log; "
+             "SIGUSR1 or busctl reopen-logs reopens them")
+
+
+def _security_options(add: Add) -> None:
+    """CURVE, keys, and a pool joined to a master elsewhere."""
     add("--insecure", action="store_true", default=_flag(_env("insecure")),
         help="allow plain TCP off loopback")
     add("--curve-secret", metavar="FILE", default=_env("curve_secret"),
@@ -147,24 +180,23 @@ def build_parser() -> argparse.ArgumentParser:
     add("--wait-for-master", action="store_true", default=_flag(_env("wait_for_master")),
         help="with --join: when the master is lost, stop the workers and wait for it "
              "(default: exit)")
-    add("--max-age", type=float, metavar="SECONDS", default=_env("max_age"),
+
+
+def _recycle_options(add: Add) -> None:
+    """Recycling, the workers' environment, master-side plugins."""
+    add("--max-age", type=options.seconds, metavar="SECONDS", default=_env("max_age"),
         help="recycle a worker this long after it started (a new one first)")
-    add("--max-rss", type=float, metavar="MIB", default=_env("max_rss"),
+    add("--max-rss", type=options.positive_number, metavar="MIB", default=_env("max_rss"),
         help="recycle a worker whose resident memory passes this (measured by busd)")
-    add("--recycle-jitter", type=float, metavar="SECONDS",
+    add("--recycle-jitter", type=options.non_negative_seconds, metavar="SECONDS",
         default=_env("recycle_jitter", "0"),
         help="add up to this much, at random, to each worker's --max-age")
-    add("--log-dir", metavar="DIR", default=_env("log_dir"),
-        help="each worker's output to DIR/<name>-worker-<id>.log, busd's to DIR/<name>.log; "
-             "SIGUSR1 or busctl reopen-logs reopens them")
-    add("--env", action="append", metavar="KEY=VALUE", default=(_env("env") or "").split(),
+    add("--env", action="append", type=options.key_value, metavar="KEY=VALUE",
+        default=(_env("env") or "").split(),
         help="set this in every worker's environment (repeatable; BUSD_ENV: space separated)")
-    add("--plugin", action="append", metavar="pkg.mod:func",
+    add("--plugin", action="append", type=options.target, metavar="pkg.mod:func",
         default=_split(_env("plugin")),
         help="call func(master_bus) before the master starts (repeatable)")
-    add("target", nargs="?", type=options.target, default=_env("target"), metavar="TARGET",
-        help="pkg.module:function (or asgi:/wsgi:pkg.module:app)")
-    return p
 
 
 def _split(value: str | None) -> list[str]:
@@ -201,15 +233,6 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
 
 def check_pool_flags(parser: argparse.ArgumentParser, opts: argparse.Namespace) -> None:
     """Recycling limits and --env items (a usage error each)."""
-    for flag in ("max_age", "max_rss"):
-        if getattr(opts, flag) is not None and getattr(opts, flag) <= 0:
-            parser.error(f"--{flag.replace('_', '-')} must be more than 0")
-    if opts.recycle_jitter < 0:
-        parser.error("--recycle-jitter must be 0 or more")
-    for item in opts.env:
-        key, sep, _ = item.partition("=")
-        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
-            parser.error(f"--env is KEY=VALUE, not {item!r}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -256,6 +279,29 @@ def run(opts: argparse.Namespace, command: list[str]) -> int:
     # sockets, which it passes on): the fork server forks clean.
     forkserver = (ForkServer(opts.target, preload=opts.preload)
                   if opts.target and opts.spawn == "fork" else None)
+    master = make_master(opts, runtime, listeners)
+    spawner = make_spawner(opts, master, forkserver, command or target_argv(opts.target),
+                           worker_env(opts, master, listeners))
+    pool = make_pool(opts, master, spawner, runtime, logs)
+    if logs is not None:
+        logs.install(master)
+    install_plugins(master, pool, opts, systemd)
+    keep_sockets_on_restart(master, by_address)
+    try:
+        install_user_plugins(master, opts.plugin)
+    except PluginError:
+        master.close()
+        pool.close()
+        raise
+    status = serve(opts, master, pool, listeners, command)
+    if forkserver is not None:
+        forkserver.close()
+    remove_sockets(runtime, listeners)
+    return status
+
+
+def make_master(opts: argparse.Namespace, runtime: Path, listeners: list[Any]) -> MasterBus:
+    """The master bus, on the runtime dir's endpoints and --bind's."""
     master = MasterBus(name=opts.name, runtime_dir=runtime, bind=opts.bind,
                        heartbeat=opts.heartbeat, insecure=opts.insecure,
                        # Joined, the secret is this host's client key (and, with
@@ -270,17 +316,25 @@ def run(opts: argparse.Namespace, command: list[str]) -> int:
     master.status_hooks.append(lambda doc: doc.update(
         listen=[_address(s) for s in listeners]))
     HostTable(master).install()
-    env = worker_env(opts, master, listeners)
-    spawner: Spawner
-    if forkserver is not None:
-        forkserver.env = env
-        forkserver.on_replaced = lambda old, new, how: master.event(
-            "forkserver_replaced", {"old": old, "pid": new, "how": how})
-        master.status_hooks.append(lambda status: status.update(
-            forkserver=forkserver.statistics()))
-        spawner = forkserver
-    else:
-        spawner = ExecSpawner(command or target_argv(opts.target), env)
+    return master
+
+
+def make_spawner(opts: argparse.Namespace, master: MasterBus, forkserver: ForkServer | None,
+                 argv: list[str], env: dict[str, str]) -> Spawner:
+    """The fork server (told where its replacements go), else an exec spawner of ``argv``."""
+    if forkserver is None:
+        return ExecSpawner(argv, env)
+    forkserver.env = env
+    forkserver.on_replaced = lambda old, new, how: master.event(
+        "forkserver_replaced", {"old": old, "pid": new, "how": how})
+    master.status_hooks.append(lambda status: status.update(
+        forkserver=forkserver.statistics()))
+    return forkserver
+
+
+def make_pool(opts: argparse.Namespace, master: MasterBus, spawner: Spawner, runtime: Path,
+              logs: LogDir | None) -> Pool:
+    """The pool, its size checked against the open-file limit, subscribed to the master."""
     pool = Pool(master, spawner, PoolConfig(
         size=opts.workers, graceful_timeout=opts.graceful_timeout,
         worker_timeout=opts.worker_timeout, startup_timeout=opts.startup_timeout,
@@ -297,18 +351,13 @@ def run(opts: argparse.Namespace, command: list[str]) -> int:
         pool.close()
         raise
     pool.subscribe()
-    if logs is not None:
-        logs.install(master)
-    install_plugins(master, pool, opts, systemd)
-    keep_sockets_on_restart(master, by_address)
-    try:
-        install_user_plugins(master, opts.plugin)
-    except PluginError:
-        master.close()
-        pool.close()
-        raise
+    return pool
+
+
+def serve(opts: argparse.Namespace, master: MasterBus, pool: Pool, listeners: list[Any],
+          command: list[str]) -> int:
+    """Start (or join), say so, block until the exit; the exit status."""
     host = None
-    status = EX_OK
     try:
         if opts.join:
             host = join(master, pool, opts)
@@ -329,11 +378,8 @@ def run(opts: argparse.Namespace, command: list[str]) -> int:
     pool.close()
     if pool.boot_failure is not None:
         log.critical("worker failed to boot: %s", pool.boot_failure)
-        status = EX_BOOT
-    if forkserver is not None:
-        forkserver.close()
-    remove_sockets(runtime, listeners)
-    return status
+        return EX_BOOT
+    return EX_OK
 
 
 def remove_sockets(runtime: Path, listeners: list[Any]) -> None:

@@ -30,6 +30,16 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(EX_USAGE, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows an option's default when it has one worth showing."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default in (None, False, [], argparse.SUPPRESS) or "default" in (
+                action.help or "") or "[" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def _expect(form: str, check: Callable[[str], Any]) -> Callable[[str], Any]:
     """An argparse type: ``check(text)``, or "expected FORM, not TEXT"."""
     def convert(text: str) -> Any:
@@ -70,6 +80,20 @@ def _non_negative_seconds(text: str) -> float:
     return value
 
 
+def _positive_number(text: str) -> float:
+    value = float(text)
+    if not 0 < value < float("inf"):
+        raise ValueError(text)
+    return value
+
+
+def _key_value(text: str) -> str:
+    key, sep, _ = text.partition("=")
+    if not sep or not key or not key.replace("_", "a").isalnum() or key[0].isdigit():
+        raise ValueError(text)
+    return text
+
+
 def _listen(text: str) -> str:
     kind, _, rest = text.partition(":")
     if kind == "unix" and rest:
@@ -95,6 +119,8 @@ count = _expect("a whole number of 0 or more", _count)
 positive_count = _expect("a whole number of 1 or more", _positive_count)
 seconds = _expect("a positive number of seconds", _seconds)
 non_negative_seconds = _expect("a number of seconds, 0 or more", _non_negative_seconds)
+positive_number = _expect("a positive number", _positive_number)
+key_value = _expect("KEY=VALUE with KEY a variable name", _key_value)
 listen_address = _expect("tcp:HOST:PORT (PORT 0-65535) or unix:PATH", _listen)
 target = _expect("pkg.module:function", _target)
 
@@ -112,8 +138,10 @@ def check_env(parser: argparse.ArgumentParser, environ: Mapping[str, str] | None
         convert = action.type
         if value is None or not callable(convert):
             continue
-        parts = value.replace(",", " ").split() if action.nargs is None and isinstance(
-            action, argparse._AppendAction) else [value]
+        if not isinstance(action, argparse._AppendAction):
+            parts = [value]
+        else:  # as busd splits them: BUSD_ENV by spaces, lists of addresses by commas too
+            parts = value.split() if action.dest == "env" else value.replace(",", " ").split()
         for part in parts:
             try:
                 convert(part)
@@ -135,5 +163,16 @@ def die(message: str) -> NoReturn:
     raise SystemExit(EX_USAGE)
 
 
-__all__ = ["OneLineParser", "check_env", "count", "env_default", "listen_address",
-           "non_negative_seconds", "positive_count", "seconds", "target"]
+__all__ = [
+    "OneLineParser",
+    "check_env",
+    "count",
+    "env_default",
+    "key_value",
+    "listen_address",
+    "non_negative_seconds",
+    "positive_count",
+    "positive_number",
+    "seconds",
+    "target",
+]

@@ -24,6 +24,11 @@ BAD_BUSD = {  # argv or env -> what the one line must name
     "env workers": ([], {"BUSD_WORKERS": "abc"}, "BUSD_WORKERS"),
     "env listen": ([], {"BUSD_LISTEN": "tcp:127.0.0.1:99999"}, "BUSD_LISTEN"),
     "env heartbeat": ([], {"BUSD_HEARTBEAT": "-1"}, "BUSD_HEARTBEAT"),
+    "max age": (["--max-age", "0"], {}, "--max-age"),
+    "max rss": (["--max-rss", "lots"], {}, "--max-rss"),
+    "env var": (["--env", "NOEQUALS"], {}, "--env"),
+    "env env": ([], {"BUSD_ENV": "A=1 B"}, "BUSD_ENV"),
+    "plugin": (["--plugin", "nocolon"], {}, "--plugin"),
 }
 
 

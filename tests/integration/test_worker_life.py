@@ -163,7 +163,7 @@ def test_a_bad_env_item_is_a_usage_error(busd_procs: Processes, bad: str) -> Non
     busd = start_busd(busd_procs, "--env", bad, f"{T}:env")
     assert busd.wait(15) == 2
     out = busd_procs.output(busd)
-    assert f"--env is KEY=VALUE, not {bad!r}" in out
+    assert f"--env: expected KEY=VALUE with KEY a variable name, not {bad!r}" in out
     assert "Traceback" not in out
 
 
