@@ -6,7 +6,14 @@
       start    -> fill every slot                  select(pidfds + wake pipe, next deadline)
       graceful -> respawn: roll the pool            child exited -> reap, restart with backoff,
       exit     -> wait for workers, kill, reap                      or mark the slot flapping
-    commands: workers, scale, signal               silent worker  -> SIGKILL (hung), replaced
+    commands: scale, signal, recycle               silent worker  -> SIGKILL (hung), replaced
+      (busd.poolcmd)                               due for recycling (busd.recycle) -> spawn
+                                                     the replacement; once it is STARTED,
+    hooks (busd.hooks): worker_spawned/started/      retire the old one
+      exited, reload_begin/end -> EVENT now, master listeners on the command thread
+
+The registry's state hooks and the master's client hooks only write a byte
+to the wake pipe; everything else here is under the pool's lock.
 
 Workers are started by a :class:`busd.spawn.Spawner`; their exits are seen
 through pidfds (no SIGCHLD handler, no polling).  Each slot keeps its
