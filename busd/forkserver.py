@@ -428,18 +428,24 @@ def serve(sock: socket.socket, target: str, preload: bool,
             _reap_children(reaped)
             _send(sock, {"status": reaped.pop(int(request["status"]), None)})
             continue
-        pids = []
-        for spec in request.get("workers", []):
-            pid = os.fork()
-            if pid == 0:
-                sock.close()
-                signal.set_wakeup_fd(-1)
-                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-                os.close(rfd)
-                os.close(wfd)
-                _be_worker(worker, func or target, spec.get("env", {}), me, master)
-            pids.append(pid)
+        pids = [_fork_one(spec.get("env", {}), (sock, rfd, wfd), worker, func or target, me,
+                          master) for spec in request.get("workers", [])]
         _send(sock, {"pids": pids})
+
+
+def _fork_one(env: dict[str, Any], own: tuple[socket.socket, int, int], worker: Any,
+              func: Any, me: int, master: int) -> int:  # pragma: no cover - in the server
+    """Fork one worker; in the child, drop the server's own descriptors and run it."""
+    pid = os.fork()
+    if pid == 0:
+        sock, rfd, wfd = own
+        sock.close()
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        os.close(rfd)
+        os.close(wfd)
+        _be_worker(worker, func, env, me, master)
+    return pid
 
 
 def _be_worker(worker: Any, func: Any, env: dict[str, Any], parent: int,
