@@ -16,7 +16,10 @@ afterwards no process of its session may be left (psutil), or the run fails.
    client.worker) and forks N children that each say hello from a DEALER to a
    ROUTER here, from its launch until all N hellos arrived.  ``--spawn exec``
    is measured beside the exec floor: N bare interpreters (posix_spawn, as the
-   pool does) that ``import zmq`` and say hello.
+   pool does) that ``import zmq`` and say hello.  Start 32 is also measured
+   beside the client floor: the same fork server whose children join a bare
+   ``busd -w 0`` that already runs as real clients (``client.connect``, mirrored
+   to STARTED) before saying hello: a worker's own cost without busd's pool.
    The busd figure includes busd's own interpreter start and imports (that
    is what a user waits for); the time from busd's first answer (a ping
    queued before it bound, on sockets that retry every 1 ms) to all STARTED
@@ -124,6 +127,35 @@ for _ in range(n):
         s.poll(60000)
         s.close()
         ctx.term()
+        os._exit(0)
+    pids.append(pid)
+for pid in pids:
+    os.waitpid(pid, 0)
+"""
+
+
+#: The client floor: the same fork server, whose children each join a running
+#: bare master as real clients (client.connect, mirrored to STARTED), then say hello.
+CLIENT_FLOOR = """
+import os, sys, zmq, msgpack, client.worker
+from busd.bus import State
+from client.bus import connect
+n, endpoint = int(sys.argv[1]), sys.argv[2]
+pids = []
+for _ in range(n):
+    pid = os.fork()
+    if pid == 0:
+        bus = connect()
+        bus.wait(State.STARTED, timeout=60)
+        ctx = zmq.Context()
+        s = ctx.socket(zmq.DEALER)
+        s.setsockopt(zmq.LINGER, 0)
+        s.connect(endpoint)
+        s.send(b"%d" % os.getpid())
+        s.poll(60000)
+        s.close()
+        ctx.term()
+        bus.leave("done")
         os._exit(0)
     pids.append(pid)
 for pid in pids:
@@ -273,8 +305,8 @@ def floor_start(ctx: zmq.Context[Any], work: Path, n: int, env: dict[str, str]) 
     return FloorStart(took, spawned, used)
 
 
-def fork_floor_start(ctx: zmq.Context[Any], work: Path, n: int,
-                     env: dict[str, str]) -> FloorStart:
+def fork_floor_start(ctx: zmq.Context[Any], work: Path, n: int, env: dict[str, str],
+                     script: str = FORK_FLOOR) -> FloorStart:
     """Launch one fork server (worker side imported) forking N hello children; time
     from its launch until all N hellos arrived (busd's figure includes its launch too)."""
     endpoint = f"ipc://{work}/forkfloor.sock"
@@ -285,7 +317,7 @@ def fork_floor_start(ctx: zmq.Context[Any], work: Path, n: int,
     server: int | None = None
     try:
         began = clock()
-        server = os.posix_spawn(PYTHON, [PYTHON, "-c", FORK_FLOOR, str(n), endpoint], env,
+        server = os.posix_spawn(PYTHON, [PYTHON, "-c", script, str(n), endpoint], env,
                                 setsid=True)
         deadline = began + 60
         while len(hellos) < n:
@@ -302,6 +334,14 @@ def fork_floor_start(ctx: zmq.Context[Any], work: Path, n: int,
             reap_children([server])
         router.close(linger=0)
     return FloorStart(took, took, used)
+
+
+def client_floor_start(bench: Bench, n: int) -> FloorStart:
+    """The client floor: N forked real clients joining a bare master that already runs."""
+    with running_busd(bench, 0) as master:
+        master.launch()
+        env = {**bench.env, "BUSD_RUNTIME_DIR": str(master.runtime)}
+        return fork_floor_start(bench.ctx, bench.work, n, env, CLIENT_FLOOR)
 
 
 def reap_children(pids: list[int]) -> None:
@@ -605,6 +645,11 @@ def bench_pool32(bench: Bench) -> None:
     for rep in range(bench.reps):
         floors = {"": fork_floor_start(bench.ctx, bench.work, 32, bench.env),
                   "-exec": floor_start(bench.ctx, bench.work, 32, bench.env)}
+        clients = client_floor_start(bench, 32)
+        bench.add("start32.clientfloor", clients.seconds)
+        bench.add("start32.clientfloor.cpu", sum(u.cpu for u in clients.each))
+        print(f"  client floor #{rep + 1}: {clients.seconds * 1000:.0f} ms "
+              f"(per process {usage_text(clients.each)})")
         for tag, flags in (("", ()), ("-preload", ("--preload",)),
                            ("-exec", ("--spawn", "exec"))):
             with running_busd(bench, 32, "--reload", "respawn", *flags) as busd:
@@ -934,12 +979,16 @@ def table_rows(bench: Bench) -> list[Row]:
     rows = []
     for n in (1, 8, 32):
         key = f"start{n}"
-        rows.append(Row(f"start {n} (incl. busd start)", med(key), "ms", 1.3,
-                        med(key + ".floor"), ratio_target=True))
+        rows.append(Row(f"start {n} (incl. busd start)", med(key), "ms",
+                        1.3 if n == 32 else None, med(key + ".floor"), ratio_target=n == 32))
         rows.append(Row(f"  start {n}: 1st answer->STARTED", med(key + ".after"), "ms", None,
                         med(key + ".floor")))
     rows.append(Row("  start 32: CPU of all processes", med("start32.cpu"), "ms", None,
                     med("start32.floor.cpu")))
+    rows.append(Row("start 32 vs the client floor", med("start32"), "ms", 1.3,
+                    med("start32.clientfloor"), ratio_target=True))
+    rows.append(Row("  client floor: CPU of its clients", med("start32.clientfloor.cpu"), "ms",
+                    None))
     rows += [Row(f"start 32 vs {peer}", med("start32"), "ms", figure)
              for peer, figure in START32_PEERS.items()]
     rows += [
