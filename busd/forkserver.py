@@ -11,7 +11,9 @@
         |     _Ask(requests, reply Future)        {"workers": [{"env": {...}}, ...]} -->
         |   one SimpleQueue (+ a byte on the             fork() per worker: load TARGET
         |   wake pipe)                                   (unless preloaded), run it
-    Pool (command thread, supervisor thread)      <-- {"pids": [...]}
+    Pool (command thread, supervisor thread)      <-- {"pids": [...]}, then their pidfds
+                                                      (SCM_RIGHTS, opened before any reap)
+                                                  {"status": pid} --> <-- {"status": wait status}
 
 The first server is forked by the master's main thread before the master has
 a thread or a socket (:class:`ForkServer` must be made then); it inherits the
@@ -164,18 +166,20 @@ class _Server:
         try:
             _send(self.sock, {"workers": [{"env": {**env, **wanted}} for _, wanted in requests]})
             reply = _recv(self.sock)
+            if not isinstance(reply, dict) or not isinstance(reply.get("pids"), list):
+                error = reply.get("error") if isinstance(reply, dict) else None
+                return [OSError(error or "the fork server did not answer") for _ in requests]
+            pids = [int(pid) for pid in reply["pids"]]
+            # The pidfds come from the server, opened before it could reap anyone:
+            # a worker that ended at once is still seen (and its status asked).
+            _, fds, _, _ = socket.recv_fds(self.sock, 1, len(pids))
         except (OSError, ValueError) as exc:
             return [OSError(f"fork server: {exc}") for _ in requests]
-        if not isinstance(reply, dict) or not isinstance(reply.get("pids"), list):
-            error = reply.get("error") if isinstance(reply, dict) else None
-            return [OSError(error or "the fork server did not answer") for _ in requests]
-        results: list[Spawned] = []
-        for pid in reply["pids"]:
-            try:
-                results.append((int(pid), os.pidfd_open(int(pid))))
-            except OSError as exc:  # it ended already: the pool sees it as a crash
-                results.append(exc)
-        return results
+        if len(fds) != len(pids):
+            for fd in fds:
+                os.close(fd)
+            return [OSError("the fork server sent no pidfds") for _ in requests]
+        return list(zip(pids, fds, strict=True))
 
     def exit_status(self, pid: int) -> int | None:
         """The wait status the server saw for its child ``pid`` (None: unknown)."""
@@ -430,7 +434,11 @@ def serve(sock: socket.socket, target: str, preload: bool,
             continue
         pids = [_fork_one(spec.get("env", {}), (sock, rfd, wfd), worker, func or target, me,
                           master) for spec in request.get("workers", [])]
+        pidfds = [os.pidfd_open(pid) for pid in pids]  # before any is reaped
         _send(sock, {"pids": pids})
+        socket.send_fds(sock, [b"\0"], pidfds)
+        for fd in pidfds:
+            os.close(fd)
 
 
 def _fork_one(env: dict[str, Any], own: tuple[socket.socket, int, int], worker: Any,

@@ -48,9 +48,10 @@ class Hooks:
         self._pending: collections.deque[Hook] = collections.deque()
         self._lock = threading.Lock()
 
-    def emit(self, channel: str, data: dict[str, Any]) -> None:
-        """An EVENT now; the master's listeners on the command thread, in order."""
-        self.master.event(channel, data)
+    def emit(self, channel: str, data: dict[str, Any], event: str | None = None) -> None:
+        """An EVENT now (named ``event``, default the channel); the master's listeners
+        on the command thread, in order."""
+        self.master.event(event or channel, data)
         with self._lock:
             self._pending.append(Hook(channel, data))
         self.master.call_soon(self.flush)

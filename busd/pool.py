@@ -260,9 +260,8 @@ class Pool:
         for worker in made:
             self.master.log(f"{worker.label} spawned (generation {worker.generation})")
             info = {"worker": worker.slot, "pid": worker.pid, "generation": worker.generation}
-            self.hooks.emit("worker_spawned", info)
-            if event != "worker_spawned":
-                self.master.event(event, info)
+            # One event per spawn: worker_restarted or worker_recycling say why.
+            self.hooks.emit("worker_spawned", info, event=event)
         self._wake()
         return made
 
