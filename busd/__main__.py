@@ -292,6 +292,8 @@ def run(opts: argparse.Namespace, command: list[str]) -> int:
     except PluginError:
         master.close()
         pool.close()
+        if forkserver is not None:
+            forkserver.close()
         raise
     status = serve(opts, master, pool, listeners, command)
     if forkserver is not None:
