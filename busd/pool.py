@@ -431,14 +431,18 @@ class Pool:
         """One line for the exit; the boot report (a traceback) the first time it is seen."""
         crashed = worker.reason in (ExitReason.CRASH, ExitReason.TIMEOUT)
         when = "" if worker.up else " before it started"
+        status = "" if code is None else f" with {describe_status(code)}"
+        self._tell_exit(worker.label, f"exited{status}{when} "
+                        f"({worker.reason.value if worker.reason else '?'})",
+                        30 if crashed else 20, report)
+
+    def _tell_exit(self, label: str, what: str, level: int, report: str | None) -> None:
+        """``label what``; then its boot report (a traceback), only the first time it is seen."""
         first = report is not None and self._boot.first_time(report)
         same = "; it failed to boot with the same error" if report and not first else ""
-        status = "" if code is None else f" with {describe_status(code)}"
-        self.master.log(f"{worker.label} exited{status}{when} "
-                        f"({worker.reason.value if worker.reason else '?'}){same}",
-                        level=30 if crashed else 20)
+        self.master.log(f"{label} {what}{same}", level=level)
         if first:
-            self.master.log(f"{worker.label} failed to boot:\n{report}", level=40)
+            self.master.log(f"{label} failed to boot:\n{report}", level=40)
 
     def _failed(self, slot: Slot, now: float, lived: float = 0.0) -> None:
         """A worker of ``slot`` failed: give up at boot, else restart it (lock held)."""

@@ -18,6 +18,8 @@ BAD_TARGETS = {  # how busd is run, and the last line of the worker's traceback
     "not callable": (["tests.integration.targets:NOT_CALLABLE"],
                      "TypeError: tests.integration.targets:NOT_CALLABLE is not callable"),
     "raises": (["tests.integration.targets:crash"], "RuntimeError: this worker cannot start"),
+    "exec": (["--spawn", "exec", "nosuchmodule:main"],
+             "ModuleNotFoundError: No module named 'nosuchmodule'"),
     "preload": (["--preload", "nosuchmodule:main"],
                 "ModuleNotFoundError: No module named 'nosuchmodule'"),
 }
