@@ -7,7 +7,7 @@ named by ``NOTIFY_SOCKET`` (a path, or ``@name`` for an abstract socket)::
                                                 thread, once wait_ready() returned)
     graceful  (priority 0, before the others)   RELOADING=1, MONOTONIC_USEC=<now>
     graceful  (priority 100, after the others)  READY=1 once wait_ready() returned
-    stop      (priority 0, before the others)   STOPPING=1
+    exit      (priority 0, before the others)   STOPPING=1
     every WATCHDOG_USEC/2 from start to exit    WATCHDOG=1
 
 Without ``NOTIFY_SOCKET`` every call is a no-op.  A failed send is logged
@@ -64,7 +64,7 @@ class SdNotify(SimplePlugin):
         return self.socket_path is not None
 
     def subscribe(self) -> None:
-        """Listen on start, graceful (before and after the others), stop and exit."""
+        """Listen on start, graceful (before and after the others) and exit."""
         for channel, listener, priority in self._wiring():
             self.bus.subscribe(channel, listener, priority)
 
@@ -79,7 +79,9 @@ class SdNotify(SimplePlugin):
             ("start", self._on_start, 100),
             ("graceful", self.reloading, 0),
             ("graceful", self._on_reloaded, 100),
-            ("stop", self.stopping, 0),
+            # Not on a plain stop: systemd takes STOPPING=1 for the service
+            # going away, and kills it after TimeoutStopSec if it stays.
+            ("exit", self.stopping, 0),
             ("exit", self._stop_watchdog, 100),
         ]
 

@@ -165,6 +165,14 @@ def test_busd_under_notify_socket_and_watchdog(busd_procs: Processes, busd_sink:
                                                      ["READY"]], reload_fields
         assert int(reload_fields[0]["MONOTONIC_USEC"]) <= time.monotonic_ns() // 1000
 
+        # A stop and start of the bus is no exit: systemd must not hear STOPPING=1.
+        mark = len(systemd.seen)
+        for command in ("stop", "start"):
+            done = busctl(busd_procs, command)
+            assert done.returncode == 0, done.stderr
+        systemd.wait("READY", timeout=30)
+        assert not [f for _, f in systemd.seen[mark:] if "STOPPING" in f]
+
         os.kill(busd.pid, signal.SIGTERM)  # systemctl stop
         systemd.wait("STOPPING", timeout=30)
         assert busd.wait(30) == 0

@@ -85,11 +85,15 @@ def test_lifecycle_notifications_in_order_around_the_other_listeners(
     assert before <= int(reloading["MONOTONIC_USEC"]) <= after
     assert systemd.next() == {"MARK": "graceful"}
     assert systemd.next() == {"READY": "1"}
-    bus.exit()
-    assert systemd.next() == {"STOPPING": "1"}
+    bus.stop()  # a stop alone is no STOPPING=1: systemd would end the service
     assert systemd.next() == {"MARK": "stop"}
+    bus.subscribe("exit", lambda: sd.notify(MARK="exit"))
+    bus.exit()  # stops again (wspbus), then exits: STOPPING=1 before the exit listeners
+    assert systemd.next() == {"MARK": "stop"}
+    assert systemd.next() == {"STOPPING": "1"}
+    assert systemd.next() == {"MARK": "exit"}
     assert systemd.pending() == []
-    assert sd.statistics()["sent"] == 7
+    assert sd.statistics()["sent"] == 9
 
 
 def test_watchdog_pings_every_half_period_until_exit(
