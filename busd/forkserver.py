@@ -30,11 +30,14 @@ answered with an :class:`OSError` each (the pool counts a failed start).
 The server dies with the master (PR_SET_PDEATHSIG, SIGKILL); its workers
 get SIGTERM when it dies, which they ignore while their master lives (see
 ``client.worker``).  The server reaps its own children; the master watches
-them through pidfds.
+them through pidfds.  It is also the workers' child subreaper: what a worker
+leaves running is reparented to the server, and reaped there, rather than
+to init, which is busd itself in a container (busd as PID 1).
 """
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import importlib
 import logging
@@ -67,6 +70,7 @@ READY_TIMEOUT = 30.0
 WORKER_MODULE = "client.worker"
 #: Exit statuses the server keeps for the master to ask about (oldest dropped).
 MAX_REAPED = 4096
+PR_SET_CHILD_SUBREAPER = 36
 
 
 def _send(sock: socket.socket, obj: Any) -> None:
@@ -399,6 +403,7 @@ def serve(sock: socket.socket, target: str, preload: bool,
         worker: Any = importlib.import_module(WORKER_MODULE)
         os.environ["BUSD_PARENT_PID"] = str(master)
         worker.die_with_parent(signal.SIGKILL)
+        adopt_orphans()
         func = worker.load_target(target) if preload else None
     except BaseException:  # noqa: BLE001 - the server's main: its master shows the traceback
         import traceback
@@ -476,6 +481,17 @@ def _be_worker(worker: Any, func: Any, env: dict[str, Any], parent: int,
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
+
+
+def adopt_orphans() -> None:  # pragma: no cover - runs in the fork server
+    """Be the child subreaper of the workers (Linux), so what they leave is reaped here.
+
+    A worker's child that outlives it is reparented to this process, whose
+    loop reaps every child, instead of to init, which is busd itself when
+    busd is a container's PID 1 (and does not reap strangers).
+    """
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 
 
 def _reap_children(reaped: dict[int, int]) -> None:  # pragma: no cover - in the server

@@ -10,14 +10,19 @@ from __future__ import annotations
 
 import json
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+import psutil
 import pytest
 
 from busd.__main__ import parse
+from busd.probe import Probe
+from busd.testing import Processes, Sink
 from busd.testpool import BusdPool
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -106,3 +111,37 @@ def test_health_check_pings_busd(parsed: list[tuple[str, str]], busd_pool: objec
     up = subprocess.run(["sh", "-c", local], env=env, capture_output=True, text=True,
                         timeout=30, check=False)
     assert up.returncode == 0, up.stdout + up.stderr
+
+
+UNSHARE = shutil.which("unshare")
+
+
+def orphan_maker(bus: Any) -> None:
+    """A worker that leaves a process behind: started by a shell that is gone at once."""
+    subprocess.run(["sh", "-c", "sleep 60 > /dev/null 2>&1 &"], check=True)
+    with Probe() as probe:
+        probe.report("orphaned")
+
+
+@pytest.mark.skipif(UNSHARE is None, reason="no unshare(1) to make a PID namespace")
+def test_busd_as_pid_1_leaves_no_zombie(busd_procs: Processes, busd_sink: Sink) -> None:
+    assert UNSHARE is not None
+    namespace = [UNSHARE, "--pid", "--fork", "--mount-proc"]
+    tried = subprocess.run([*namespace, "true"], capture_output=True, text=True, timeout=30,
+                           check=False)
+    if tried.returncode != 0:
+        pytest.skip(f"this machine cannot make a PID namespace: {tried.stderr.strip()}")
+    outer = busd_procs.spawn([*namespace, sys.executable, "-m", "busd", "--heartbeat", "0.2",
+                              "-w", "1", f"{__name__}:orphan_maker"], name="busd")
+    busd_sink.expect("orphaned", timeout=30)
+    (busd,) = psutil.Process(outer.pid).children()  # PID 1 of the namespace
+    orphans = [p for p in busd.children(recursive=True) if p.cmdline()[:2] == ["sleep", "60"]]
+    assert len(orphans) == 1, busd_procs.output(outer)
+    orphan = orphans[0]
+    assert orphan.ppid() != busd.pid, "the orphan went to busd (PID 1), which does not reap it"
+    orphan.terminate()
+    orphan.wait(10)  # a zombie still exists: this returns only once it was reaped
+    done = subprocess.run([sys.executable, "-m", "client.busctl", "exit"], env=busd_procs.env,
+                          capture_output=True, text=True, timeout=30, check=False)
+    assert done.returncode == 0, done.stderr
+    assert outer.wait(30) == 0
