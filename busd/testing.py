@@ -39,8 +39,6 @@ Child processes get ``BUSD_RUNTIME_DIR``, ``BUSD_PROBE`` and a
 from __future__ import annotations
 
 import collections
-import contextlib
-import ctypes
 import os
 import shutil
 import signal
@@ -61,12 +59,19 @@ import zmq
 
 from busd.endpoints import Endpoints, default_endpoints
 from busd.probe import ENV as PROBE_ENV
-from busd.testpool import BusdPool, kill_session, start_pool
+from busd.testpool import (
+    BusdPool,
+    child_subreaper,
+    descendants,
+    kill_session,
+    reap_adopted,
+    session_of,
+    start_pool,
+)
 from busd.testrun import Runner, importable
 
 SOURCE_ROOT = str(Path(__file__).resolve().parents[1])
 Report = dict[str, Any]
-PR_SET_CHILD_SUBREAPER, PR_GET_CHILD_SUBREAPER = 36, 37
 
 
 class Sink:
@@ -420,51 +425,14 @@ class TestClient:
             self._bus.leave("test over")
 
 
-def _descendants() -> set[psutil.Process]:
-    try:
-        return set(psutil.Process().children(recursive=True))
-    except psutil.Error:
-        return set()
-
-
-def _child_subreaper(on: bool) -> bool:
-    """Make this process adopt its orphaned descendants (Linux); the previous setting.
-
-    A worker's child outlives the worker: adopted here rather than by init,
-    it is still there for the leak check to find, name and kill.
-    """
-    if not sys.platform.startswith("linux"):
-        return False
-    libc = ctypes.CDLL(None, use_errno=True)
-    was = ctypes.c_int(0)
-    libc.prctl(PR_GET_CHILD_SUBREAPER, ctypes.byref(was), 0, 0, 0)
-    libc.prctl(PR_SET_CHILD_SUBREAPER, int(on), 0, 0, 0)
-    return bool(was.value)
-
-
-def _reap_adopted(before: set[psutil.Process]) -> None:
-    """Reap adopted orphans that ended by themselves (zombies of this process now)."""
-    for proc in _descendants() - before:
-        with contextlib.suppress(psutil.Error, ChildProcessError):
-            if proc.status() == psutil.STATUS_ZOMBIE and proc.ppid() == os.getpid():
-                os.waitpid(proc.pid, os.WNOHANG)
-
-
-def _sid(proc: psutil.Process) -> int:
-    try:
-        return os.getsid(proc.pid)
-    except OSError:
-        return -1
-
-
 @pytest.fixture
 def _busd_test(busd_dir: Path, busd_procs: Processes, request: pytest.FixtureRequest,
                tmp_path_factory: pytest.TempPathFactory) -> Iterator[BusdTest]:
     # Output and run files go beside the test's tmp_path, never into it.
     procs = Processes(busd_dir, tmp_path_factory.mktemp("busd"), busd_procs.env)
     test = BusdTest(busd_dir, procs, Path(str(request.path)))
-    before = _descendants()
-    was_reaper = _child_subreaper(True)
+    before = descendants()
+    was_reaper = child_subreaper(True)
     try:
         yield test
     finally:
@@ -472,10 +440,10 @@ def _busd_test(busd_dir: Path, busd_procs: Processes, request: pytest.FixtureReq
         leaks += procs.cleanup()
         # What the test itself started and left running (busd_procs' own go next).
         theirs = {proc.pid for proc in busd_procs.started}
-        leaks += kill_session(-1, [p for p in _descendants() - before
-                                   if _sid(p) not in theirs and p.pid not in theirs])
-        _child_subreaper(was_reaper)
-        _reap_adopted(before)
+        leaks += kill_session(-1, [p for p in descendants() - before
+                                   if session_of(p) not in theirs and p.pid not in theirs])
+        child_subreaper(was_reaper)
+        reap_adopted(before)
         if leaks:
             pytest.fail("busd left processes behind (killed now):\n" + "\n".join(leaks),
                         pytrace=False)

@@ -15,6 +15,7 @@ shows the last status and busd's output.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import subprocess
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
 POLL = 0.05
 #: The channel a new watch stream sends itself to know it is live.
 PROBE = "busd.test.probe"
+PR_SET_CHILD_SUBREAPER, PR_GET_CHILD_SUBREAPER = 36, 37
 _BROADCAST = frozenset({Kind.STATE, Kind.PUBLISH, Kind.EVENT, Kind.HEARTBEAT})
 Status = dict[str, Any]
 
@@ -421,3 +423,42 @@ def _flag(flags: tuple[str, ...], name: str, default: Any) -> Any:
             continue
         return Path(value) if name == "--log-dir" else value
     return default
+
+
+def descendants() -> set[psutil.Process]:
+    """Every live descendant of this process."""
+    try:
+        return set(psutil.Process().children(recursive=True))
+    except psutil.Error:
+        return set()
+
+
+def child_subreaper(on: bool) -> bool:
+    """Make this process adopt its orphaned descendants (Linux); the previous setting.
+
+    A worker's child outlives the worker: adopted here rather than by init,
+    it is still there for the leak check to find, name and kill.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    libc = ctypes.CDLL(None, use_errno=True)
+    was = ctypes.c_int(0)
+    libc.prctl(PR_GET_CHILD_SUBREAPER, ctypes.byref(was), 0, 0, 0)
+    libc.prctl(PR_SET_CHILD_SUBREAPER, int(on), 0, 0, 0)
+    return bool(was.value)
+
+
+def reap_adopted(before: set[psutil.Process]) -> None:
+    """Reap adopted orphans that ended by themselves (zombies of this process now)."""
+    for proc in descendants() - before:
+        with contextlib.suppress(psutil.Error, ChildProcessError):
+            if proc.status() == psutil.STATUS_ZOMBIE and proc.ppid() == os.getpid():
+                os.waitpid(proc.pid, os.WNOHANG)
+
+
+def session_of(proc: psutil.Process) -> int:
+    """The session id of ``proc`` (-1 once it is gone)."""
+    try:
+        return os.getsid(proc.pid)
+    except OSError:
+        return -1
