@@ -247,3 +247,29 @@ def test_a_target_that_crashes_at_every_start_keeps_the_master_idle_and_answerin
         assert done.returncode == 0, done.stderr
         assert exit_busd(ctl, busd) == 0
 
+
+
+def test_the_master_stopped_and_resumed_during_a_reload_recovers_its_pool(
+        busd_procs: Processes, busd_dir: Path) -> None:
+    # Workers give a silent master 1 s (BUSD_MASTER_TIMEOUT), then leave.
+    busd = start_busd(busd_procs, "-w", "3", "--reload", "respawn", "--backoff", "0.01",
+                      "busd.examples.hello:main", env={"BUSD_MASTER_TIMEOUT": "1"})
+    commands = Async(default_endpoints(busd_dir).ctl)
+    master = psutil.Process(busd.pid)
+    try:
+        with control(busd_dir) as ctl:
+            pids = [w["pid"] for w in wait_status(ctl, all_started(3))["workers"]]
+            commands.send("graceful")
+            master.suspend()
+            try:
+                assert gone(pids, 15) == [], "workers outlived a silent master"
+            finally:
+                master.resume()
+            replies = commands.collect(timeout=60)
+            assert len(replies) == 1, "the reload got no reply"
+            doc = wait_status(ctl, all_started(3), timeout=60, what="the pool refilled")
+            assert not {w["pid"] for w in doc["workers"]} & set(pids)
+            assert exit_busd(ctl, busd) == 0
+    finally:
+        commands.close()
+    assert wait_session_empty(busd.pid, 10) == []

@@ -1,6 +1,6 @@
 """Model-based test of busd.Bus: random call sequences against the transition table.
 
-Hypothesis drives start, stop, exit, graceful and custom publishes, with
+Hypothesis drives start, stop, exit, restart, graceful and custom publishes, with
 listeners that subscribe, unsubscribe and fail at random, and checks after
 every call that the bus's state, the transitions it made (each one allowed
 by ``TRANSITIONS``, in the order the model predicts), the listeners it ran
@@ -66,6 +66,7 @@ class BusMachine(RuleBasedStateMachine):
         self.model: dict[str, tuple[str, int, bool]] = {}
         self.funcs: dict[str, Any] = {}
         self.made = 0
+        self.restarted = False
 
     # -- listeners ------------------------------------------------------
 
@@ -148,9 +149,12 @@ class BusMachine(RuleBasedStateMachine):
         assert (error is not None) == self.fails("stop")
         self.state = S.STOPPED
 
-    @rule()
-    def exit(self) -> None:
-        error, made = self.call("exit")
+    @rule(method=st.sampled_from(["exit", "restart"]))
+    def exit(self, method: str) -> None:
+        # restart is exit, asking block() to re-exec the process afterwards.
+        error, made = self.call(method)
+        assert self.bus.execv is (method == "restart" or self.restarted)
+        self.restarted = self.bus.execv
         if self.state is S.EXITING:
             assert error is None
             assert made == []
