@@ -16,19 +16,39 @@ from pathlib import Path
 
 import psutil
 
+from busd.endpoints import ensure_runtime_dir
+from busd.errors import BusError
+
 log = logging.getLogger(__name__)
 PIDS_FILE = "workers.pids"
 
 
-def write_pids(path: Path, procs: Iterable[psutil.Process]) -> None:
-    """Record the pool's workers (atomically: write, then rename)."""
+def write_pids(path: Path, procs: Iterable[psutil.Process]) -> bool:
+    """Record the pool's workers (atomically: write, then rename); False if it cannot.
+
+    A runtime dir removed under the master is made again (mode 0700); any
+    other failure (a full disk) is logged and the pool goes on: this file
+    only helps a later master, it must never stop this one.
+    """
     lines = []
     for proc in procs:
         with contextlib.suppress(psutil.Error):
             lines.append(f"{proc.pid} {proc.create_time():.3f}\n")
+    text = "".join(lines)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(lines))
-    os.replace(tmp, path)
+    try:
+        try:
+            tmp.write_text(text)
+        except FileNotFoundError:
+            ensure_runtime_dir(path.parent)
+            tmp.write_text(text)
+        os.replace(tmp, path)
+    except (OSError, BusError) as exc:
+        log.warning("cannot record the workers in %s: %s", path, exc)
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        return False
+    return True
 
 
 def reap_orphans(runtime: Path, timeout: float = 5.0) -> list[int]:
