@@ -181,3 +181,24 @@ def test_full_disk_for_the_logs_does_not_stop_the_master(
             assert ctl.request("scale", n="3")["size"] == 3
             wait_status(ctl, all_started(3))
             assert exit_busd(ctl, busd) == 0
+
+
+def test_a_worker_dying_while_the_runtime_dir_is_gone_is_still_replaced(
+        busd_procs: Processes, busd_sink: Sink, busd_dir: Path) -> None:
+    runtime = busd_dir / "rt"
+    # A slow heartbeat: the pool meets the missing dir before the hub repairs it.
+    busd = busd_procs.spawn([sys.executable, "-m", "busd", "--heartbeat", "2",
+                             "--log-level", "WARNING", "--backoff", "0.01",
+                             "--runtime-dir", str(runtime), "-w", "2", QUIET], name="busd")
+    busd_sink.collect("start", 2, timeout=30)
+    with control(runtime) as ctl:
+        victim = wait_status(ctl, all_started(2))["workers"][0]["pid"]
+        shutil.rmtree(runtime)
+        os.kill(victim, 9)
+        busd_sink.expect("start", timeout=30, where=lambda r: r.get("worker") == 0)
+        doc = wait_status(ctl, lambda d: all_started(2)(d)
+                          and d["workers"][0]["pid"] != victim, what="worker 0 replaced")
+        assert doc["workers"][0]["restarts"] == 1
+        assert (runtime / "workers.pids").exists(), "the pids file was not written again"
+        assert exit_busd(ctl, busd) == 0
+    assert "Traceback" not in busd_procs.output(busd)
