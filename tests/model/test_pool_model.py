@@ -282,7 +282,9 @@ class PoolMachine(RuleBasedStateMachine):
                 assert sum(r.stray() for r in self.raws) == 0, "a command got two replies"
                 assert all(n == 1 for r in self.raws for n in r.replies.values())
                 self.events.read()
-                spawned = self.events.names.count("worker_spawned")  # restarts too
+                # One event per spawn, named after why.
+                spawned = sum(self.events.names.count(e) for e in (
+                    "worker_spawned", "worker_restarted", "worker_recycling"))
                 assert spawned == self.spawns, f"{spawned} spawn events, model {self.spawns}"
                 assert self.events.states[-1:] in ([], [self.state])
                 pids = [w["pid"] for w in doc["workers"]]
