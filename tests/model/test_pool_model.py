@@ -105,6 +105,11 @@ class Events:
         self.names: list[str] = []
         self.states: list[str] = []
 
+    def wait_joined(self, timeout: float = 10) -> None:
+        """Until a first frame (a heartbeat) arrives: the subscription is in place."""
+        assert self.sock.poll(int(timeout * 1000)), "no heartbeat on the PUB socket"
+        self.read()
+
     def read(self) -> None:
         """Take in everything that arrived (test thread only)."""
         while self.sock.poll(0):
@@ -160,6 +165,7 @@ class PoolMachine(RuleBasedStateMachine):
                             and all(w["state"] == "STARTED" for w in d["workers"]))
             self.witness = connect(runtime_dir=self.dir, role="model-witness")
             self.quiesce()
+            self.events.wait_joined()  # what is published from now on reaches us
         except BaseException:
             self.release()  # hypothesis calls no teardown when __init__ fails
             raise
@@ -285,7 +291,8 @@ class PoolMachine(RuleBasedStateMachine):
                 # One event per spawn, named after why.
                 spawned = sum(self.events.names.count(e) for e in (
                     "worker_spawned", "worker_restarted", "worker_recycling"))
-                assert spawned == self.spawns, f"{spawned} spawn events, model {self.spawns}"
+                assert spawned == self.spawns, (
+                    f"{spawned} spawn events, model {self.spawns}: {self.events.names}")
                 assert self.events.states[-1:] in ([], [self.state])
                 pids = [w["pid"] for w in doc["workers"]]
                 self.raws[0].request("exit", timeout=30)
