@@ -286,7 +286,7 @@ def run(opts: argparse.Namespace, command: list[str]) -> int:
     if logs is not None:
         logs.install(master)
     install_plugins(master, pool, opts, systemd)
-    keep_sockets_on_restart(master, by_address)
+    prepare_restart(master, by_address, forkserver)
     try:
         install_user_plugins(master, opts.plugin)
     except PluginError:
@@ -446,15 +446,20 @@ def listening_sockets(addresses: list[str]) -> dict[str, Any]:
     return found
 
 
-def keep_sockets_on_restart(master: MasterBus, sockets: dict[str, Any]) -> None:
-    """Hand the listening sockets to the re-executed master on ``restart``."""
-    if not sockets:
-        return
-    # Every other descriptor is close-on-exec already (PEP 446); these must live on.
-    master.max_cloexec_files = None
+def prepare_restart(master: MasterBus, sockets: dict[str, Any],
+                    forkserver: ForkServer | None) -> None:
+    """On ``restart``: end the fork server (the new master makes its own; this one
+    would linger, a zombie nobody reaps) and hand the listening sockets on."""
+    if sockets:
+        # Every other descriptor is close-on-exec already (PEP 446); these must live on.
+        master.max_cloexec_files = None
 
     def before_exec() -> None:
-        if master.execv:
+        if not master.execv:
+            return
+        if forkserver is not None:
+            forkserver.close()
+        if sockets:
             os.environ[RESTART_ENV] = restart_env(sockets)
 
     master.subscribe("exit", before_exec, priority=100)

@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from busd.testing import Processes
 
 TIMEOUT = 30.0
@@ -97,6 +99,9 @@ def test_restart_keeps_serving_and_watch_follows(busd_procs: Processes, busd_dir
         after = wait_started(busd_procs, 2, epoch=before["epoch"])
         assert after["pid"] == before["pid"]  # re-executed in place
         assert after["listen"] == before["listen"]
+        zombies = [p.pid for p in psutil.Process(busd.pid).children()
+                   if p.status() == psutil.STATUS_ZOMBIE]
+        assert zombies == [], "the former master's fork server was left unreaped"
         served = loop.ok
         loop.wait_ok(served + 20)  # the new workers serve on the same socket
     finally:
