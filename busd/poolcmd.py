@@ -52,6 +52,10 @@ def signal_command(pool: Pool, body: dict[str, Any]) -> Any:
     except KeyError:
         raise wire_error(ErrorCode.BAD_ARGUMENTS, f"unknown signal {name!r}") from None
     wanted = body.get("workers") or []
+    if not isinstance(wanted, list) or not all(
+            isinstance(w, int) and not isinstance(w, bool) for w in wanted):
+        raise wire_error(ErrorCode.BAD_ARGUMENTS,
+                         f"signal takes a list of worker ids, not {wanted!r}")
     running = pool.running()
     missing = [w for w in wanted if w not in running]
     if missing or not running:

@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from busd.testing import Processes, Sink
 
 TIMEOUT = 30.0
@@ -127,3 +129,20 @@ def test_clean_exit_removes_the_sockets_and_bad_commands_fail(busd_procs: Proces
     assert busctl(busd_procs, "exit").returncode == 0
     assert busd.wait(TIMEOUT) == 0
     assert not {"ctl.sock", "pub.sock"} & {p.name for p in busd_dir.iterdir()}
+
+
+def test_a_bad_signal_request_is_refused_and_busd_serves_on(busd_procs: Processes) -> None:
+    from busd.control import Control
+    from busd.endpoints import default_endpoints
+    from busd.errors import BusError
+
+    busd = busd_procs.spawn([sys.executable, "-m", "busd", "-w", "1",
+                             "busd.examples.hello:main"], name="busd")
+    wait_workers(busd_procs, lambda ws: ws[0]["state"] == "STARTED")
+    with Control(default_endpoints(busd_procs.directory).ctl, timeout=10) as control:
+        for workers in ([[0]], "0", [True], {"a": 1}):
+            with pytest.raises(BusError, match="list of worker ids"):
+                control.request("signal", signal="HUP", workers=workers)
+        assert control.request("ping")["pid"] == busd.pid
+    busd.send_signal(signal.SIGTERM)
+    assert busd.wait(TIMEOUT) == 0
