@@ -514,8 +514,10 @@ def main(argv: list[str] | None = None) -> int:  # pragma: no cover - a fork ser
     if len(args) != 3 or not args[0].isdigit():
         print("usage: python -m busd.forkserver FD TARGET preload|fresh", file=sys.stderr)
         return 2
+    stamp = "" if os.environ.get("BUSD_LOG_FORMAT") == "plain" else "%(asctime)s.%(msecs)03d "
     logging.basicConfig(level=os.environ.get("BUSD_LOG_LEVEL", "WARNING").upper(),
-                        format="busd fork server [%(process)d] %(levelname)s: %(message)s")
+                        format=f"{stamp}busd fork server [%(process)d] %(levelname)s: %(message)s",
+                        datefmt="%Y-%m-%d %H:%M:%S")
     sock = socket.socket(fileno=int(args[0]))
     master = int(os.environ.get("BUSD_PARENT_PID", "0") or 0)
     return serve(sock, args[1], args[2] == "preload", master)
