@@ -103,13 +103,15 @@ def test_plain_log_format_has_no_timestamps(busd_procs: Processes) -> None:
 
 def test_status_with_no_master_fails_at_once(busd_procs: Processes, busd_dir: Path) -> None:
     for args in (["--name", "nosuch", "status"], ["status"], ["graceful", "--wait"]):
-        began = time.monotonic()
-        done = busctl(busd_procs, *args)
-        took = time.monotonic() - began
-        assert done.returncode == 3, done.stderr
-        assert took < 0.5, f"busctl {' '.join(args)} took {took:.2f}s with no master"
-        assert "does not exist" in done.stderr
-        assert "--name" in done.stderr
+        took = []
+        for _ in range(3):  # the best of three: a loaded machine delays an interpreter's start
+            began = time.monotonic()
+            done = busctl(busd_procs, *args)
+            took.append(time.monotonic() - began)
+            assert done.returncode == 3, done.stderr
+            assert "does not exist" in done.stderr
+            assert "--name" in done.stderr
+        assert min(took) < 0.5, f"busctl {' '.join(args)} took {took} with no master"
 
 
 def test_clean_exit_removes_the_sockets_and_bad_commands_fail(busd_procs: Processes,
