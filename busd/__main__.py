@@ -34,9 +34,9 @@ from busd.hosts import HostTable
 from busd.listen import (
     RESTART_ENV,
     ListenError,
-    from_restart,
-    from_systemd,
-    make_listeners,
+    describe,
+    listening_sockets,
+    remove_sockets,
     restart_env,
 )
 from busd.logdir import LogDir
@@ -316,7 +316,7 @@ def make_master(opts: argparse.Namespace, runtime: Path, listeners: list[Any]) -
                        pong_interval=min(5 * opts.heartbeat, opts.worker_timeout / 3),
                        no_relay=("log", "main", *SIGNAL_CHANNELS), check_running=False)
     master.status_hooks.append(lambda doc: doc.update(
-        listen=[_address(s) for s in listeners]))
+        listen=[describe(s) for s in listeners]))
     HostTable(master).install()
     return master
 
@@ -384,17 +384,6 @@ def serve(opts: argparse.Namespace, master: MasterBus, pool: Pool, listeners: li
     return EX_OK
 
 
-def remove_sockets(runtime: Path, listeners: list[Any]) -> None:
-    """After a clean exit: close the --listen sockets, remove the files of ours."""
-    paths = [runtime / ep.CTL_FILE, runtime / ep.PUB_FILE]
-    for sock in listeners:
-        name = sock.getsockname()
-        if isinstance(name, str) and name:
-            paths.append(Path(name))
-        sock.close()
-    for path in paths:
-        path.unlink(missing_ok=True)
-
 
 def join(master: MasterBus, pool: Pool, opts: argparse.Namespace) -> Any:
     """``--join``: follow the remote master (busd.join loads the client side)."""
@@ -407,12 +396,6 @@ def join(master: MasterBus, pool: Pool, opts: argparse.Namespace) -> Any:
                        ack_timeout=opts.graceful_timeout + opts.startup_timeout)
 
 
-def _address(sock: Any) -> str:
-    name = sock.getsockname()
-    if isinstance(name, tuple):
-        return f"tcp:{name[0]}:{name[1]}"
-    return f"unix:{name}"
-
 
 def log_summary(opts: argparse.Namespace, master: MasterBus, listeners: list[Any],
                 command: list[str]) -> None:
@@ -421,29 +404,11 @@ def log_summary(opts: argparse.Namespace, master: MasterBus, listeners: list[Any
     pool = (f"{opts.workers} worker{'s' if opts.workers != 1 else ''} of {what} "
             f"(spawn {'exec' if command else opts.spawn}{', preload' if opts.preload else ''}, "
             f"reload {opts.reload})" if opts.workers else "no workers")
-    listen = ", ".join(_address(s) for s in listeners) or "none"
+    listen = ", ".join(describe(s) for s in listeners) or "none"
     log.info("busd %s (pid %d) %s: %s; control %s; pub %s; listen %s", __version__, os.getpid(),
              master.state.name, pool, ", ".join(master.hub.ctl_endpoints),
              ", ".join(master.hub.pub_endpoints), listen)
 
-
-def listening_sockets(addresses: list[str]) -> dict[str, Any]:
-    """systemd's sockets (LISTEN_FDS) and --listen's, by address; kept across a restart.
-
-    A re-executed master (``busctl restart``) finds its former self's sockets
-    in the environment and takes them instead of binding again.
-    """
-    kept = from_restart()
-    found = {f"systemd:{name}": sock for name, sock in from_systemd()}
-    for name, sock in found.items():
-        log.info("listening on %s from systemd (%s)", _address(sock), name.partition(":")[2])
-    if not found:
-        found = {a: kept.pop(a) for a in list(kept) if a.startswith("systemd:")}
-    for address, sock in zip(addresses, make_listeners(addresses, kept), strict=True):
-        found[address] = sock
-    for address in set(kept) - set(found):
-        kept[address].close()
-    return found
 
 
 def prepare_restart(master: MasterBus, sockets: dict[str, Any],

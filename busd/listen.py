@@ -16,12 +16,17 @@ worker takes them again (``sd_listen_fds(unset_environment=1)``).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
+from busd.endpoints import CTL_FILE, PUB_FILE
 from busd.errors import BusError
+
+log = logging.getLogger(__name__)
 
 BACKLOG = 1024
 SD_LISTEN_FDS_START = 3
@@ -148,3 +153,42 @@ def from_systemd(environ: dict[str, str] | None = None,
         sock.set_inheritable(True)
         found.append((names[index] if index < len(names) else f"fd{fd}", sock))
     return found
+
+
+def describe(sock: socket.socket) -> str:
+    """``tcp:HOST:PORT`` or ``unix:PATH``: the address a listening socket is bound to."""
+    name = sock.getsockname()
+    if isinstance(name, tuple):
+        return f"tcp:{name[0]}:{name[1]}"
+    return f"unix:{name}"
+
+
+def listening_sockets(addresses: list[str]) -> dict[str, socket.socket]:
+    """systemd's sockets (LISTEN_FDS) and --listen's, by address; kept across a restart.
+
+    A re-executed master (``busctl restart``) finds its former self's sockets
+    in the environment and takes them instead of binding again.
+    """
+    kept = from_restart()
+    found = {f"systemd:{name}": sock for name, sock in from_systemd()}
+    for name, sock in found.items():
+        log.info("listening on %s from systemd (%s)", describe(sock), name.partition(":")[2])
+    if not found:
+        found = {a: kept.pop(a) for a in list(kept) if a.startswith("systemd:")}
+    for address, sock in zip(addresses, make_listeners(addresses, kept), strict=True):
+        found[address] = sock
+    for address in set(kept) - set(found):
+        kept[address].close()
+    return found
+
+
+def remove_sockets(runtime: Path, listeners: list[socket.socket]) -> None:
+    """After a clean exit: close the --listen sockets, remove the files of ours."""
+    paths = [runtime / CTL_FILE, runtime / PUB_FILE]
+    for sock in listeners:
+        name = sock.getsockname()
+        if isinstance(name, str) and name:
+            paths.append(Path(name))
+        sock.close()
+    for path in paths:
+        path.unlink(missing_ok=True)
