@@ -207,19 +207,17 @@ class Outbox(Generic[T]):
         self._items.append(item)
         if self._signalled:
             return
-        with self._lock:
-            if self._closed_or_signalled():  # another thread may have changed them
-                return
-            self._signalled = True
-            # A full pipe is already a wake-up.
-            with contextlib.suppress(BlockingIOError):
-                os.write(self._wfd, b"\0")
+        self._wake()  # a full pipe is already a wake-up
 
     def _closed_or_signalled(self) -> bool:
         return self._closed or self._signalled
 
-    def drain(self) -> list[T]:
-        """Everything queued so far, in order; clears the wake-up."""
+    def drain(self, limit: int = 0) -> list[T]:
+        """What is queued, in order (at most ``limit`` items if given); clears the wake-up.
+
+        Items left over by the limit leave the wake-up set, so the I/O thread
+        comes back for them after it has looked at its sockets.
+        """
         with contextlib.suppress(BlockingIOError, OSError):
             while os.read(self._rfd, 4096):
                 pass
@@ -227,9 +225,23 @@ class Outbox(Generic[T]):
         items = []
         pop = self._items.popleft
         with contextlib.suppress(IndexError):
-            while True:
-                items.append(pop())
+            if limit:
+                for _ in range(limit):
+                    items.append(pop())
+            else:
+                while True:
+                    items.append(pop())
+        if limit and self._items:
+            self._wake()
         return items
+
+    def _wake(self) -> None:
+        with self._lock:
+            if self._closed_or_signalled():
+                return
+            self._signalled = True
+            with contextlib.suppress(BlockingIOError):
+                os.write(self._wfd, b"\0")
 
     def __len__(self) -> int:
         return len(self._items)

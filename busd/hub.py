@@ -68,6 +68,9 @@ DRAIN_LIMIT = 1000
 #: A client whose process ended is dropped this long after, so that what it
 #: sent just before (acks, its BYE) is still read first.
 ENDED_GRACE = 0.2
+#: Most outbox items (a Publish holds at most PUBLISH_BATCH frames) sent per wake-up.
+OUTBOX_LIMIT = 10_000
+PUBLISH_BATCH = 1000
 #: Bad input: log the first few of each kind, then one in this many.
 COMPLAINT_EVERY = 1000
 #: Requests the hub answers itself, never queued behind a command.
@@ -288,7 +291,8 @@ class Hub:
     def _send_queued(self) -> bool:
         """Send what other threads queued; True once the sockets are closed."""
         send, add = self._pub.send, self.window.add
-        for item in self.outbox.drain():
+        # Bounded, so that a flood of publishes never keeps requests unread.
+        for item in self.outbox.drain(OUTBOX_LIMIT):
             if type(item) is Publish:
                 seq = item.first
                 for frame in item.frames:
@@ -455,7 +459,9 @@ class Hub:
             return {"pong": True, "pid": self.pid, "epoch": self.epoch}
         if cmd == "snapshot":
             # Everything handed over before this request counts as sent.
-            self._send_queued()
+            for _ in range(len(self.outbox) // OUTBOX_LIMIT + 1):
+                if self._send_queued():
+                    break
             return dict(zip(("seq", "state"), self._sent, strict=True))
         if cmd == "replay":
             return self._replay(identity, body)

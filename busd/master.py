@@ -39,7 +39,7 @@ from busd.bus import Bus, State
 from busd.control import Control
 from busd.endpoints import pub_beside
 from busd.errors import AlreadyRunning, BusError, ChannelFailures, NoMaster, ProtocolError
-from busd.hub import ClientChange, Hub, Request, StatusWanted
+from busd.hub import PUBLISH_BATCH, ClientChange, Hub, Request, StatusWanted
 from busd.registry import AckReport, ClientInfo
 from busd.replay import DEFAULT_BYTES, DEFAULT_COUNT, ReplayWindow
 from busd.wire import (
@@ -220,7 +220,9 @@ class MasterBus(Bus):
                 frames = tuple(encode_publish(self.epoch, first + i, channel, list(args), {},
                                               False) for i, args in enumerate(items))
                 self._seq = first + len(frames) - 1
-                self.hub.send_many(frames, first, self._relayed_state)
+                for at in range(0, len(frames), PUBLISH_BATCH):
+                    self.hub.send_many(frames[at:at + PUBLISH_BATCH], first + at,
+                                       self._relayed_state)
         if self._has_listeners(channel):
             for args in items:
                 super().publish(channel, *args)

@@ -237,3 +237,21 @@ def test_connect_returns_with_the_state_already_mirrored(
     """, name="connect")
     assert busd_sink.expect("state", timeout=30)["state"] == "STARTED"
     assert child.wait(20) == 0
+
+
+def test_publish_many_delivers_a_batch_in_order_here_and_there(
+        busd_master: Any, busd_procs: Processes, busd_sink: Sink) -> None:
+    total = 20_000
+    master = busd_master()
+    master.start()
+    [counter] = start_counters(busd_procs, busd_sink, 1)
+    here: list[int] = []
+    master.subscribe("tick", here.append)
+    master.publish("tick", 0)
+    assert master.publish_many("tick", ((i,) for i in range(1, total))) == total - 1
+    assert master.publish_many("tick", []) == 0
+    master.publish("done", "batch")
+    assert_complete(reports(busd_sink, "batch", 1, timeout=60)[counter.pid], total)
+    assert here == list(range(total))
+    master.exit()
+    assert counter.wait(20) == 0
