@@ -440,10 +440,14 @@ class Hub:
         elif cmd in BOARD_COMMANDS:
             # A fresh board if the command thread is free to make one at once,
             # else the last one: never wait on a busy command thread.
+            if self._board_asked:
+                # The command thread has not answered the last ask: it is busy.
+                self._board_waiters.append((0.0, identity, req_id, cmd))
+                self._answer_board_waiters(time.monotonic())
+                return
             self._board_waiters.append((time.monotonic() + BOARD_WAIT, identity, req_id, cmd))
-            if not self._board_asked:
-                self._board_asked = True
-                self.owner.post(StatusWanted())
+            self._board_asked = True
+            self.owner.post(StatusWanted())
         else:
             self.owner.post(Request(identity, req_id, body))
 

@@ -460,6 +460,7 @@ class Link:
             self._master_lost("the master refused HELLO")
             return
         self._hello_pending = False
+        self.stats["welcomes"] += 1
         same_epoch = int(snap["epoch"]) == self.epoch and self.joined.is_set()
         self.epoch, snap_seq = int(snap["epoch"]), int(snap["seq"])
         self.client_id = int(snap["client_id"])
@@ -525,7 +526,8 @@ class Link:
                 batch.append(msg)
             else:
                 self._on_broadcast(msg)
-                fast = self._fast()
+                # It may have handed the batch over (a state check): use the new one.
+                batch, fast = self._batch, self._fast()
 
     def _fast(self) -> bool:
         """True when the next in-order message needs nothing but delivering."""
