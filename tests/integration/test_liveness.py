@@ -189,7 +189,7 @@ def test_the_hub_answers_status_while_the_pool_spawns(
     latencies: list[float] = []
     with control(busd_dir, timeout=60) as ctl, control(busd_dir, timeout=60) as poller:
         wait_status(ctl, lambda s: s["state"] == "STARTED", 30, "busd starts")
-        for size in (12, 0, 12):
+        for size in (8, 0, 8):
             busy = threading.Event()
             busy.set()
 
