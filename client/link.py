@@ -75,7 +75,7 @@ REPAIR_RETRY = 5.0
 HELLO_ID = 1
 #: The request id of the link's own state checks after a loss.
 SNAPSHOT_ID = 2
-#: The request id of the link's repairs (replay requests).
+#: Request ids above this are the link's repairs and the bus's requests.
 REPLAY_ID = 3
 STATE = int(Kind.STATE)
 HEARTBEAT = int(Kind.HEARTBEAT)
@@ -137,6 +137,9 @@ class _Repair:
     next: int
     last: int
     asked: float = 0.0
+    #: The request id of the last ask: a reply to an older ask (one asked
+    #: again after REPAIR_RETRY, say) is stale and ignored.
+    req_id: int = 0
 
 
 #: Hands items to the dispatcher, in order; never refuses.
@@ -429,7 +432,7 @@ class Link:
             self._on_welcome(msg)
         elif req_id == SNAPSHOT_ID:
             self._on_state_check(msg)
-        elif req_id == REPLAY_ID:
+        elif self._repair is not None and req_id == self._repair.req_id:
             self._on_replay(msg)
         elif req_id == 0:
             err = error_from_wire(msg.items[2])
@@ -596,7 +599,8 @@ class Link:
     def _ask_replay(self) -> None:
         assert self._repair is not None
         self._repair.asked = time.monotonic()
-        self._send_now(encode(Kind.REQUEST, REPLAY_ID, {
+        self._repair.req_id = next(self._ids)
+        self._send_now(encode(Kind.REQUEST, self._repair.req_id, {
             "cmd": "replay", "epoch": self.epoch, "from": self._repair.next,
             "to": self._repair.last}))
 
