@@ -282,11 +282,32 @@ def judge(opts: argparse.Namespace, soak: Soak, left: list[str]) -> dict[str, An
         failures.append(f"only {len(kept)} samples after the warm-up")
         summary["failures"] = failures
         return summary
+    summary.update(series(kept))
+    failures += growth(opts, kept, summary)
+    if soak.tally.sent == 0 or soak.tally.received < soak.tally.sent * 0.9:
+        failures.append(f"traffic: {soak.tally.received} of {soak.tally.sent} came back")
+    if soak.busd.returncode not in (0, None):
+        failures.append(f"busd ended with status {soak.busd.returncode}")
+    if left:
+        failures.append(f"processes left behind: {left}")
+    summary["failures"] = failures
+    return summary
+
+
+def series(kept: list[Sample]) -> dict[str, dict[str, float]]:
+    """Start, end, min, max and slope of each sampled figure."""
     xs = [s.t for s in kept]
+    out = {}
     for attr in ("rss", "fds", "threads", "rtt_ms"):
         ys = [float(getattr(s, attr)) for s in kept]
-        summary[attr] = {"start": ys[0], "end": ys[-1], "min": min(ys), "max": max(ys),
-                         "slope_per_min": round(slope_per_min(xs, ys), 4)}
+        out[attr] = {"start": ys[0], "end": ys[-1], "min": min(ys), "max": max(ys),
+                     "slope_per_min": round(slope_per_min(xs, ys), 4)}
+    return out
+
+
+def growth(opts: argparse.Namespace, kept: list[Sample], summary: dict[str, Any]) -> list[str]:
+    """Each sign of growth, as a failure (and the figures it was judged on)."""
+    failures = []
     tenth = max(1, len(kept) // 10)
     rss_growth = (statistics.median(s.rss for s in kept[-tenth:])
                   - statistics.median(s.rss for s in kept[:tenth])) / MIB
@@ -305,14 +326,7 @@ def judge(opts: argparse.Namespace, soak: Soak, left: list[str]) -> dict[str, An
     summary["rtt_ms"]["median_first_last"] = [rtt_first, rtt_last]
     if rtt_last > 3 * rtt_first + 5:
         failures.append(f"round trip grew from {rtt_first:.2f} to {rtt_last:.2f} ms")
-    if soak.tally.sent == 0 or soak.tally.received < soak.tally.sent * 0.9:
-        failures.append(f"traffic: {soak.tally.received} of {soak.tally.sent} came back")
-    if soak.busd.returncode not in (0, None):
-        failures.append(f"busd ended with status {soak.busd.returncode}")
-    if left:
-        failures.append(f"processes left behind: {left}")
-    summary["failures"] = failures
-    return summary
+    return failures
 
 
 def report(summary: dict[str, Any]) -> None:
