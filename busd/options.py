@@ -66,13 +66,6 @@ def _positive_count(text: str) -> int:
     return value
 
 
-def _seconds(text: str) -> float:
-    value = float(text)
-    if not 0 < value < float("inf"):
-        raise ValueError(text)
-    return value
-
-
 def _non_negative_seconds(text: str) -> float:
     value = float(text)
     if not 0 <= value < float("inf"):
@@ -117,7 +110,7 @@ def _target(text: str) -> str:
 
 count = _expect("a whole number of 0 or more", _count)
 positive_count = _expect("a whole number of 1 or more", _positive_count)
-seconds = _expect("a positive number of seconds", _seconds)
+seconds = _expect("a positive number of seconds", _positive_number)
 non_negative_seconds = _expect("a number of seconds, 0 or more", _non_negative_seconds)
 positive_number = _expect("a positive number", _positive_number)
 key_value = _expect("KEY=VALUE with KEY a variable name", _key_value)
