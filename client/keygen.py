@@ -45,25 +45,33 @@ def _key_files(directory: Path) -> dict[str, Path]:
             for kind, suffix in (("public", "key"), ("secret", "key_secret"))}
 
 
-def _write_keys(directory: Path) -> dict[str, dict[str, str]]:
-    # pyzmq writes with the umask's mode: make the files in a private (0700)
-    # scratch dir, make secrets 0600, then move them into place.
+def write_key_pair(directory: Path, name: str) -> tuple[Path, Path]:
+    """Write ``NAME.key`` (0644) and ``NAME.key_secret`` (0600) in ``directory``.
+
+    pyzmq writes with the umask's mode, so the pair is made in a private
+    (0700) scratch dir, the secret made 0600, then both moved into place:
+    never a secret readable by others, never a half-written pair.
+    """
     import tempfile  # here: only keygen needs it, and busctl's start-up time counts
 
     from zmq.auth.certs import create_certificates
 
-    made: dict[str, dict[str, str]] = {}
     with tempfile.TemporaryDirectory(dir=directory, prefix=".keygen-") as scratch:
-        for name in KEY_NAMES:
-            public, secret = create_certificates(scratch, name)
-            os.chmod(secret, 0o600)
-            os.chmod(public, 0o644)
-            pair = {"public": directory / Path(public).name,
-                    "secret": directory / Path(secret).name}
-            os.replace(public, pair["public"])
-            os.replace(secret, pair["secret"])
-            made[name] = {kind: str(path) for kind, path in pair.items()}
+        public, secret = create_certificates(scratch, name)
+        os.chmod(secret, 0o600)
+        os.chmod(public, 0o644)
+        pair = directory / Path(public).name, directory / Path(secret).name
+        os.replace(public, pair[0])
+        os.replace(secret, pair[1])
+    return pair
+
+
+def _write_keys(directory: Path) -> dict[str, dict[str, str]]:
+    made: dict[str, dict[str, str]] = {}
+    for name in KEY_NAMES:
+        public, secret = write_key_pair(directory, name)
+        made[name] = {"public": str(public), "secret": str(secret)}
     return made
 
 
-__all__ = ["KEY_NAMES", "keygen"]
+__all__ = ["KEY_NAMES", "keygen", "write_key_pair"]

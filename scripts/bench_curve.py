@@ -54,7 +54,6 @@ from typing import Any
 
 import msgpack
 import zmq
-import zmq.auth
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -62,6 +61,7 @@ sys.path.insert(0, str(ROOT))
 from busd.auth import client_keys  # noqa: E402
 from busd.control import Control  # noqa: E402
 from busd.master import MasterBus  # noqa: E402
+from client.keygen import write_key_pair  # noqa: E402
 
 CHILD = """
 import sys, threading, time
@@ -103,9 +103,7 @@ class Setup:
         for name in ("server", "client"):
             directory = base / name
             directory.mkdir(mode=0o700)
-            public, secret = zmq.auth.create_certificates(directory, name)
-            Path(secret).chmod(0o600)
-            made[name] = (Path(public), Path(secret))
+            made[name] = write_key_pair(directory, name)
         authorized = base / "authorized"
         authorized.mkdir(mode=0o700)
         shutil.copy(made["client"][0], authorized)

@@ -14,12 +14,12 @@ import sys
 from pathlib import Path
 
 import pytest
-import zmq.auth
 
 from busd.control import Control
 from busd.errors import NoMaster
 from busd.testing import Processes, Sink
 from client.busctl import main as busctl
+from client.keygen import write_key_pair
 
 TIMEOUT = 20.0
 TARGET = "tests.integration.join_targets:main"
@@ -28,9 +28,7 @@ TARGET = "tests.integration.join_targets:main"
 def make_keys(root: Path) -> dict[str, Path]:
     paths = {}
     for name in ("server", "host", "stranger"):
-        public, secret = zmq.auth.create_certificates(root, name)
-        Path(secret).chmod(0o600)
-        paths[name], paths[f"{name}_secret"] = Path(public), Path(secret)
+        paths[name], paths[f"{name}_secret"] = write_key_pair(root, name)
     authorized = root / "authorized"
     authorized.mkdir(mode=0o700)
     shutil.copy(paths["host"], authorized)

@@ -28,7 +28,6 @@ from typing import Any
 
 import psutil
 import pytest
-import zmq.auth
 
 import client
 from busd.control import Control
@@ -36,6 +35,7 @@ from busd.errors import NoMaster
 from busd.testing import Processes, Sink
 from busd.wire import HEARTBEAT_LIVENESS
 from client.busctl import main as busctl
+from client.keygen import write_key_pair
 
 pytestmark = pytest.mark.slow
 
@@ -108,9 +108,7 @@ def keys(tmp_path: Path) -> Keys:
     for name in ("server", "client"):
         directory = tmp_path / name
         directory.mkdir(mode=0o700)
-        public, secret = zmq.auth.create_certificates(directory, name)
-        Path(secret).chmod(0o600)
-        paths[name] = (Path(public), Path(secret))
+        paths[name] = write_key_pair(directory, name)
     authorized = tmp_path / "authorized"
     authorized.mkdir(mode=0o700)
     shutil.copy(paths["client"][0], authorized)

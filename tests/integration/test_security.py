@@ -31,6 +31,7 @@ from busd.control import Control
 from busd.errors import KeyRefused, NoMaster
 from busd.wire import Kind, encode
 from client.busctl import main
+from client.keygen import write_key_pair
 
 TIMEOUT = 8.0
 #: How long a socket that must get nothing is watched.
@@ -56,9 +57,7 @@ def make_keys(root: Path) -> Keys:
     for name in ("server", "client", "reader", "stranger"):
         directory = root / name
         directory.mkdir(mode=0o700)
-        public, secret = zmq.auth.create_certificates(directory, name)
-        Path(secret).chmod(0o600)  # zmq.auth leaves it to the umask
-        made[name] = (Path(public), Path(secret))
+        made[name] = write_key_pair(directory, name)
     authorized, readonly = root / "authorized", root / "readonly"
     for directory, name in ((authorized, "client"), (readonly, "reader")):
         directory.mkdir(mode=0o700)
@@ -378,8 +377,7 @@ def test_an_unsafe_runtime_dir_is_refused(master: Master, tmp_path: Path, proble
 
 def test_a_key_added_or_removed_counts_without_a_restart(
         master: Master, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    public, secret = zmq.auth.create_certificates(tmp_path, "newcomer")
-    Path(secret).chmod(0o600)
+    public, secret = write_key_pair(tmp_path, "newcomer")
     added = master.keys.authorized / "newcomer.key"
     assert busctl(capsys, *remote(master, Path(secret), "ping"))[0] == 3
     shutil.copy(public, added)

@@ -9,18 +9,16 @@ from pathlib import Path
 
 import pytest
 import zmq
-import zmq.auth
 
 from busd import auth
 from busd.auth import KeyFileError, RefusalLog, Role
 from busd.zap import KeyRing
+from client.keygen import write_key_pair
 
 
 def pair(directory: Path, name: str) -> tuple[Path, Path]:
     directory.mkdir(mode=0o700, exist_ok=True)
-    public, secret = zmq.auth.create_certificates(directory, name)
-    Path(secret).chmod(0o600)
-    return Path(public), Path(secret)
+    return write_key_pair(directory, name)
 
 
 def test_a_secret_key_loads_with_its_public_half(tmp_path: Path) -> None:
