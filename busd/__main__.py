@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=options.HelpFormatter,
         epilog="TARGET is pkg.module:function, called in each worker with its ClientBus; "
                "'-- CMD ARGS' runs a command in each worker instead (it calls "
-               "client.connect()). Every option also reads BUSD_<OPTION> "
+               "busd.client.connect()). Every option also reads BUSD_<OPTION> "
                "(--worker-timeout: BUSD_WORKER_TIMEOUT); the command line wins. "
                f"Exit status: 0 clean exit; 1 another busd runs; 2 usage; {EX_BOOT} workers "
                "failed to boot; 70 an unrecoverable error.")

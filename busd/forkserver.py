@@ -3,7 +3,7 @@
 ::
 
     busd main thread --fork--> fork server process (one thread, no ZeroMQ context;
-        |                        has imported zmq, msgpack and client.worker, and
+        |                        has imported zmq, msgpack and busd.client.worker, and
         |                        TARGET itself only with --preload)
         |
     [busd-forkserver] thread: the only user of the socketpair and the server's pidfd
@@ -29,7 +29,7 @@ TARGET``): the master has threads by then.  Requests caught by the death are
 answered with an :class:`OSError` each (the pool counts a failed start).
 The server dies with the master (PR_SET_PDEATHSIG, SIGKILL); its workers
 get SIGTERM when it dies, which they ignore while their master lives (see
-``client.worker``).  The server reaps its own children; the master watches
+``busd.client.worker``).  The server reaps its own children; the master watches
 them through pidfds.  It is also the workers' child subreaper: what a worker
 leaves running is reparented to the server, and reaped there, rather than
 to init, which is busd itself in a container (busd as PID 1).
@@ -67,7 +67,7 @@ MAX_REQUEST = 16 << 20
 ASK_TIMEOUT = 60.0
 #: How long a new server has to say it is ready.
 READY_TIMEOUT = 30.0
-WORKER_MODULE = "client.worker"
+WORKER_MODULE = "busd.client.worker"
 #: Exit statuses the server keeps for the master to ask about (oldest dropped).
 MAX_REAPED = 4096
 PR_SET_CHILD_SUBREAPER = 36

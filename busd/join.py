@@ -33,6 +33,8 @@ import threading
 from typing import Any
 
 from busd.auth import ClientKeys
+from busd.client.bus import ClientBus
+from busd.client.link import FOLLOW_HEARTBEAT, Gone
 from busd.control import Control
 from busd.endpoints import Endpoints, pub_beside
 from busd.errors import BusError, ChannelFailures
@@ -40,8 +42,6 @@ from busd.hosts import HOST_GRACEFUL, HOST_ROLE
 from busd.master import MasterBus
 from busd.pool import Pool
 from busd.wire import Kind
-from client.bus import ClientBus
-from client.link import FOLLOW_HEARTBEAT, Gone
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ Files are opened for appending and written directly by each process (no
 pipe through the master), so what a process wrote before it exited is in
 the file.  After logrotate renames them, SIGUSR1 to busd or ``busctl
 reopen-logs`` reopens the master's and publishes ``reopen_logs``: every
-worker reopens its own (``client.logfiles``).  Until then, lines go on to
+worker reopens its own (``busd.client.logfiles``).  Until then, lines go on to
 the renamed file: none is lost.
 """
 

@@ -82,4 +82,4 @@ class ExecSpawner:
 
 def target_argv(target: str) -> list[str]:
     """The command line that runs TARGET ``pkg.mod:func`` in a worker."""
-    return [sys.executable, "-m", "client.worker", target]
+    return [sys.executable, "-m", "busd.client.worker", target]

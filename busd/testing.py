@@ -32,7 +32,7 @@ Each test gets its own runtime dir under /tmp, so ``pytest -n`` (xdist)
 runs tests side by side.  docs/TESTING.md shows them all.
 
 Child processes get ``BUSD_RUNTIME_DIR``, ``BUSD_PROBE`` and a
-``PYTHONPATH`` that finds busd, so ``client.connect()`` and
+``PYTHONPATH`` that finds busd, so ``busd.client.connect()`` and
 ``busd.probe.Probe()`` work with no arguments.
 """
 
@@ -357,9 +357,9 @@ class TestClient:
 
     @property
     def bus(self) -> Any:
-        """The connected :class:`client.ClientBus` (``role="test"``)."""
+        """The connected :class:`busd.client.ClientBus` (``role="test"``)."""
         if self._bus is None:
-            from client.bus import ClientBus
+            from busd.client.bus import ClientBus
 
             self._bus = ClientBus(self.test.endpoints(), name="busd_client", role="test",
                                   on_master_lost="wait")

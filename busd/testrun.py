@@ -2,7 +2,7 @@
 
 ::
 
-    test thread --spec files--> N x `python -m client.harness SPEC`
+    test thread --spec files--> N x `python -m busd.client.harness SPEC`
         |                              | connect, broadcast busd.run.ready
         | <--- SUB (Events) -----------+
         | --- Control: broadcast busd.run.go (all N are connected) --->
@@ -96,7 +96,7 @@ class Runner:
             except (TypeError, ValueError) as exc:
                 raise TypeError(f"busd_run arguments must be msgpack values: {exc}") from None
             Path(f"{stem}.spec").write_bytes(data)
-            procs.append(self.procs.spawn([sys.executable, "-m", "client.harness",
+            procs.append(self.procs.spawn([sys.executable, "-m", "busd.client.harness",
                                            f"{stem}.spec"], name=f"run{index}"))
             results.append(Path(f"{stem}.result"))
         return procs, results

@@ -59,13 +59,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from busd.auth import client_keys  # noqa: E402
+from busd.client.keygen import write_key_pair  # noqa: E402
 from busd.control import Control  # noqa: E402
 from busd.master import MasterBus  # noqa: E402
-from client.keygen import write_key_pair  # noqa: E402
 
 CHILD = """
 import sys, threading, time
-import client
+from busd import client
 from busd.probe import Probe
 
 ctl, pub, server, secret = sys.argv[1:5]

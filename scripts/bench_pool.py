@@ -13,7 +13,7 @@ afterwards no process of its session may be left (psutil), or the run fails.
 1. start: from launching ``busd -w N busd.examples.hello:main`` until every
    slot of ``workers`` shows STARTED, for N = 1, 8, 32, beside the fork-server
    floor: one interpreter that imports the worker side (pyzmq, msgpack,
-   client.worker) and forks N children that each say hello from a DEALER to a
+   busd.client.worker) and forks N children that each say hello from a DEALER to a
    ROUTER here, from its launch until all N hellos arrived.  ``--spawn exec``
    is measured beside the exec floor: N bare interpreters (posix_spawn, as the
    pool does) that ``import zmq`` and say hello.  Start 32 is also measured
@@ -111,9 +111,9 @@ ctx.term()
 
 
 #: The fork-server floor: an interpreter that imports the worker side (pyzmq,
-#: msgpack, client.worker), then forks N children that each say hello.
+#: msgpack, busd.client.worker), then forks N children that each say hello.
 FORK_FLOOR = """
-import os, sys, zmq, msgpack, client.worker
+import os, sys, zmq, msgpack, busd.client.worker
 n, endpoint = int(sys.argv[1]), sys.argv[2]
 pids = []
 for _ in range(n):
@@ -137,9 +137,9 @@ for pid in pids:
 #: The client floor: the same fork server, whose children each join a running
 #: bare master as real clients (client.connect, mirrored to STARTED), then say hello.
 CLIENT_FLOOR = """
-import os, sys, zmq, msgpack, client.worker
+import os, sys, zmq, msgpack, busd.client.worker
 from busd.bus import State
-from client.bus import connect
+from busd.client.bus import connect
 n, endpoint = int(sys.argv[1]), sys.argv[2]
 pids = []
 for _ in range(n):
@@ -741,7 +741,7 @@ def exit_pool(bench: Bench, busd: Busd, key: str) -> None:
 
 def import_costs(bench: Bench) -> None:
     """Why a worker starts slower than the floor: whole-process import costs (CPU)."""
-    imports = "import client.worker, busd.examples.hello"
+    imports = "import busd.client.worker, busd.examples.hello"
     cases = {"import zmq": "import zmq",
              "worker imports": imports,
              "busd imports": "import busd.__main__"}
@@ -822,7 +822,7 @@ def bench_busctl(bench: Bench, busd: Busd, cold_env: dict[str, str]) -> None:
     print("  request round trips from here, p50: " + ", ".join(
         f"{cmd} {t * 1000:.2f} ms" for cmd, t in rtt.items()) + " (32 workers)")
     if bench.median("busctl") > 60:
-        show_importtime([PYTHON, "-X", "importtime", "-m", "client.busctl",
+        show_importtime([PYTHON, "-X", "importtime", "-m", "busd.client.busctl",
                          "--runtime-dir", str(busd.runtime), "status"], bench.env, 8)
 
 
@@ -1032,7 +1032,7 @@ def print_peers(bench: Bench) -> None:
 
 def warm_up(bench: Bench) -> None:
     """Compile busd's bytecode into the cache and warm the page cache (not measured)."""
-    run_timed([PYTHON, "-c", "import busd.__main__, client.worker, client.busctl, "
+    run_timed([PYTHON, "-c", "import busd.__main__, busd.client.worker, busd.client.busctl, "
                "busd.examples.hello"], bench.env)
     floor_start(bench.ctx, bench.work, 2, bench.env)
 

@@ -159,7 +159,7 @@ probe.close()
 
 BUSD_TICK_CLIENT = """
 import sys, threading, time
-import client
+from busd import client
 from busd.probe import Probe
 runtime, n, probe = sys.argv[1], int(sys.argv[2]), Probe(sys.argv[3])
 bus = client.connect(runtime_dir=runtime, mirror=False)
@@ -242,7 +242,7 @@ dealer.close()
 
 BUSD_GRACEFUL_CLIENT = """
 import sys
-import client
+from busd import client
 from busd.probe import Probe
 runtime, probe = sys.argv[1], Probe(sys.argv[2])
 bus = client.connect(runtime_dir=runtime, mirror=False)

@@ -55,10 +55,10 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from busd.client.bus import connect  # noqa: E402
+from busd.client.control import Control  # noqa: E402
 from busd.endpoints import default_endpoints  # noqa: E402 - after the path above
 from busd.errors import BusError, NoMaster  # noqa: E402
-from client.bus import connect  # noqa: E402
-from client.control import Control  # noqa: E402
 
 MIB = 1 << 20
 

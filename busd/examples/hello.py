@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import os
 
-from client.bus import ClientBus
+from busd.client.bus import ClientBus
 
 log = logging.getLogger("busd.examples.hello")
 

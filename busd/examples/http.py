@@ -23,8 +23,8 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from busd.client.bus import ClientBus
 from busd.listen import inherited
-from client.bus import ClientBus
 
 
 class Handler(BaseHTTPRequestHandler):

@@ -9,8 +9,8 @@ import sys
 import threading
 from pathlib import Path
 
+from busd.client.bus import ClientBus
 from busd.probe import Probe
-from client.bus import ClientBus
 
 
 def quiet(bus: ClientBus) -> None:

@@ -20,11 +20,11 @@ import psutil
 import pytest
 import zmq
 
+from busd.client.control import request_frame
 from busd.endpoints import default_endpoints
 from busd.errors import WaitTimeout
 from busd.testing import Processes, Sink
 from busd.wire import Kind, decode
-from client.control import request_frame
 from tests.chaos.support import (
     all_started,
     busctl,

@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
+from busd.client.control import Control
 from busd.endpoints import default_endpoints
 from busd.errors import AlreadyRunning
 from busd.testing import Processes, Sink
-from client.control import Control
 from tests.chaos.support import all_started, busctl, control, exit_busd, start_busd, wait_status
 
 QUIET = "tests.chaos.targets:quiet"

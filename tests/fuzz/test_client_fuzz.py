@@ -29,9 +29,9 @@ import zmq
 from hypothesis import given, seed
 from hypothesis import strategies as st
 
+from busd.client.bus import connect
 from busd.errors import ProtocolError
 from busd.wire import BROADCAST_KINDS, CLIENT_KINDS, Kind, decode, decode_broadcast, encode
-from client.bus import connect
 from tests.fuzz.frames import expand, frames
 from tests.fuzz.test_master_fuzz import BASE, BATCH, fuzz_settings
 

@@ -25,11 +25,11 @@ import zmq
 from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 
+from busd.client.bus import connect
 from busd.endpoints import default_endpoints
 from busd.errors import ProtocolError
 from busd.testing import Processes
 from busd.wire import CLIENT_KINDS, JOIN_PREFIX, decode
-from client.bus import connect
 from tests.chaos.support import control, exit_busd, wait_status
 from tests.fuzz.frames import expand, frames
 

@@ -7,8 +7,8 @@ import sys
 import threading
 from typing import Any
 
+from busd.client.bus import ClientBus
 from busd.probe import Probe
-from client.bus import ClientBus
 
 #: Enough to pass a --max-rss of 64 MiB above an interpreter's own ~25 MiB.
 BIG = 96 << 20

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 
 from busd import states
+from busd.client.bus import ClientBus
 from busd.probe import Probe
-from client.bus import ClientBus
 
 
 def main(bus: ClientBus) -> None:

@@ -25,10 +25,10 @@ from zmq.utils.monitor import recv_monitor_message
 
 import busd
 from busd import wire
+from busd.client import ClientBus, Control
 from busd.endpoints import Endpoints
 from busd.errors import ProtocolError
 from busd.master import MasterBus
-from client import ClientBus, Control
 
 #: Every wait for a reply is bounded by this (seconds).
 TIMEOUT = 3.0

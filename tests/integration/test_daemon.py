@@ -15,10 +15,10 @@ from typing import Any
 import psutil
 import pytest
 
+from busd.client.control import Control
 from busd.endpoints import default_endpoints
 from busd.errors import NoMaster
 from busd.testing import Processes, Sink
-from client.control import Control
 
 TARGET = "tests.integration.targets:main"
 
@@ -29,7 +29,7 @@ def start_busd(procs: Processes, *args: str) -> subprocess.Popen[bytes]:
 
 
 def busctl(procs: Processes, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "client.busctl", "--timeout", "5", *args],
+    return subprocess.run([sys.executable, "-m", "busd.client.busctl", "--timeout", "5", *args],
                           capture_output=True, text=True, env=procs.env, timeout=timeout,
                           check=False)
 

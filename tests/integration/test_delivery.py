@@ -18,7 +18,7 @@ from busd.testing import Processes, Sink
 
 COUNTER = """
     import sys, time
-    import client
+    from busd import client
     from busd.probe import Probe
 
     probe = Probe()
@@ -228,7 +228,7 @@ def test_connect_returns_with_the_state_already_mirrored(
     master = busd_master()
     master.start()
     child = busd_procs.python("""
-        import client
+        from busd import client
         from busd.probe import Probe
         with Probe() as probe:
             bus = client.connect(timeout=20)

@@ -10,10 +10,10 @@ import threading
 import time
 from pathlib import Path
 
+from busd.client.control import Control
 from busd.endpoints import default_endpoints
 from busd.errors import NoMaster
 from busd.testing import Processes
-from client.control import Control
 
 
 class UnixHTTPConnection(http.client.HTTPConnection):

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
+from busd.client.busctl import main as busctl
+from busd.client.keygen import write_key_pair
 from busd.control import Control
 from busd.errors import NoMaster
 from busd.testing import Processes, Sink
-from client.busctl import main as busctl
-from client.keygen import write_key_pair
 
 TIMEOUT = 20.0
 TARGET = "tests.integration.join_targets:main"

@@ -29,13 +29,13 @@ from typing import Any
 import psutil
 import pytest
 
-import client
+from busd import client
+from busd.client.busctl import main as busctl
+from busd.client.keygen import write_key_pair
 from busd.control import Control
 from busd.errors import NoMaster
 from busd.testing import Processes, Sink
 from busd.wire import HEARTBEAT_LIVENESS
-from client.busctl import main as busctl
-from client.keygen import write_key_pair
 
 pytestmark = pytest.mark.slow
 

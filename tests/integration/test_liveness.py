@@ -107,7 +107,7 @@ def test_a_frozen_master_keeps_its_workers(busd_procs: Processes, busd_sink: Sin
 
 
 CLIENT = """
-    import client
+    from busd import client
     from busd.probe import Probe
     bus = client.connect(timeout=20)
     with Probe() as probe:

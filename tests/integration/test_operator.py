@@ -20,7 +20,7 @@ STAMP = r"[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3} "
 
 
 def busctl(procs: Processes, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "client.busctl", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "busd.client.busctl", *args], capture_output=True,
                           text=True, env=procs.env, timeout=60, check=False)
 
 

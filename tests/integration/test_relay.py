@@ -19,7 +19,7 @@ from busd.wire import BROADCAST_KINDS, Kind, decode
 # A worker: reports every lifecycle step and relayed message to the test.
 WORKER = """
     import os, sys
-    import client
+    from busd import client
     from busd.probe import Probe
 
     probe = Probe()
@@ -162,7 +162,7 @@ def test_client_that_missed_messages_repairs_them_from_the_window(
 
 
 COUNTER = """
-    import client
+    from busd import client
     from busd.probe import Probe
 
     probe = Probe()
@@ -285,7 +285,7 @@ def test_slow_stop_listener_does_not_delay_heartbeats(
 
 
 FAILING_STOP = """
-    import client
+    from busd import client
     from busd.probe import Probe
 
     probe = Probe()

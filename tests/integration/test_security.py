@@ -26,12 +26,12 @@ import pytest
 import zmq
 import zmq.auth
 
-import client
+from busd import client
+from busd.client.busctl import main
+from busd.client.keygen import write_key_pair
 from busd.control import Control
 from busd.errors import KeyRefused, NoMaster
 from busd.wire import Kind, encode
-from client.busctl import main
-from client.keygen import write_key_pair
 
 TIMEOUT = 8.0
 #: How long a socket that must get nothing is watched.

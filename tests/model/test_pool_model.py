@@ -40,12 +40,12 @@ from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from busd.client.bus import ClientBus, connect
+from busd.client.control import request_frame
 from busd.endpoints import default_endpoints
 from busd.errors import ProtocolError
 from busd.testing import SOURCE_ROOT, Processes
 from busd.wire import Kind, decode, decode_broadcast
-from client.bus import ClientBus, connect
-from client.control import request_frame
 from tests.chaos.support import control, gone, wait_status
 
 EXAMPLES = int(os.environ.get("BUSD_POOL_MODEL_EXAMPLES", "8"))
@@ -259,7 +259,8 @@ class PoolMachine(RuleBasedStateMachine):
         self.size = size
 
     def busctl(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "client.busctl", "--timeout", "20", *args],
+        return subprocess.run([sys.executable, "-m", "busd.client.busctl", "--timeout", "20",
+                               *args],
                               capture_output=True, text=True, env=self.procs.env, timeout=60,
                               check=False)
 

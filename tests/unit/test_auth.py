@@ -12,8 +12,8 @@ import zmq
 
 from busd import auth
 from busd.auth import KeyFileError, RefusalLog, Role
+from busd.client.keygen import write_key_pair
 from busd.zap import KeyRing
-from client.keygen import write_key_pair
 
 
 def pair(directory: Path, name: str) -> tuple[Path, Path]:

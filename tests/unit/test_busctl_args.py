@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 import zmq
 
+from busd.client.busctl import build_parser, format_status, main
+from busd.client.watch import Output, Watcher
 from busd.wire import Kind, Message
-from client.busctl import build_parser, format_status, main
-from client.watch import Output, Watcher
 
 
 @pytest.fixture
@@ -344,7 +344,7 @@ def test_interrupted_exits_130(capsys: pytest.CaptureFixture[str],
 
 
 def test_publish_options_may_come_between_channel_and_args() -> None:
-    from client.busctl import parse
+    from busd.client.busctl import parse
 
     args = parse(build_parser(), ["publish", "ch", "--json", "x", "1"])
     assert (args.channel, args.args, args.json) == ("ch", ["x", 1], True)

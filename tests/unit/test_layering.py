@@ -5,12 +5,13 @@
 - ``busd/wire.py``, ``busd/endpoints.py`` and ``busd/control.py`` add only
   msgpack and zmq (and ``busd.bus``, ``busd.errors``, and each other: the five
   form the shared core);
-- ``client/`` takes from busd only that shared core: never the ``busd``
-  package itself, ``master``, ``hub``, ``pool`` or ``plugins``;
-- nothing in ``busd/`` imports ``client/``, except the pytest plugin and the
+- ``busd/client/`` (the package ``busd.client``) takes from busd only that
+  shared core: never the ``busd`` package itself, ``master``, ``hub``, ``pool``
+  or ``plugins``;
+- nothing else in ``busd/`` imports ``busd.client``, except the pytest plugin and the
   examples (which are users of both sides) and the fork server, whose forked
-  child loads the worker's entry point (``client.worker``);
-- nothing in ``busd/`` or ``client/`` imports ``busd.__main__`` or ``client.busctl``.
+  child loads the worker's entry point (``busd.client.worker``);
+- nothing in ``busd/`` imports ``busd.__main__`` or ``busd.client.busctl``.
 
 Files that do not exist yet are passed over; every import is checked, at any
 depth (inside functions and ``if TYPE_CHECKING:`` blocks too).
@@ -37,11 +38,13 @@ WIRE_MAY_IMPORT = SHARED_CORE
 CLIENT_MAY_IMPORT = SHARED_CORE
 # Users of both sides, and the fork server's child loading the worker's main.
 BUSD_MAY_IMPORT_CLIENT = {
-    "busd/testing.py": None, "busd/examples": None, "busd/forkserver.py": {"client.worker"},
+    "busd/testing.py": None, "busd/examples": None, "busd/forkserver.py": {"busd.client.worker"},
     # busd --join: a master that is also a client of another master.
-    "busd/join.py": {"client.bus", "client.link"},
+    "busd/join.py": {"busd.client.bus", "busd.client.link"},
 }
-NOBODY_IMPORTS = {"busd.__main__", "client.busctl"}
+CLIENT = "busd.client"
+CLIENT_DIR = "busd/client"
+NOBODY_IMPORTS = {"busd.__main__", "busd.client.busctl"}
 
 
 @dataclass(frozen=True)
@@ -125,6 +128,10 @@ def top(module: str) -> str:
     return module.split(".")[0]
 
 
+def is_client(module: str) -> bool:
+    return module == CLIENT or module.startswith(CLIENT + ".")
+
+
 # -- the rules ---------------------------------------------------------------
 
 
@@ -150,6 +157,7 @@ def client_violations(relpath: str, source: str | None = None) -> list[str]:
     return [
         str(imp) for imp in found
         if top(imp.module) == "busd" and imp.module not in CLIENT_MAY_IMPORT
+        and not is_client(imp.module)
     ]
 
 
@@ -159,11 +167,11 @@ def busd_violations(relpath: str, source: str | None = None) -> list[str]:
     for prefix, modules in BUSD_MAY_IMPORT_CLIENT.items():
         if relpath == prefix or relpath.startswith(prefix + "/"):
             allowed = modules
-    if allowed is None:
+    if allowed is None or relpath.startswith(CLIENT_DIR + "/"):
         return []
     return [
         str(imp) for imp in found
-        if top(imp.module) == "client" and imp.module not in allowed
+        if is_client(imp.module) and imp.module not in allowed
     ]
 
 
@@ -188,7 +196,7 @@ def test_wire_and_endpoints_add_only_msgpack_and_zmq() -> None:
 
 
 def test_client_imports_only_the_shared_core_of_busd() -> None:
-    problems = [v for path in python_files("client") for v in client_violations(path)]
+    problems = [v for path in python_files(CLIENT_DIR) for v in client_violations(path)]
     assert problems == [], "\n".join(problems)
 
 
@@ -201,21 +209,19 @@ def test_busd_never_imports_client() -> None:
 
 
 def test_nothing_imports_the_command_modules() -> None:
-    files = python_files("busd", "client")
+    files = python_files("busd")
     assert "busd/bus.py" in files
     problems = [v for path in files for v in forbidden_imports(path)]
     assert problems == [], "\n".join(problems)
 
 
 def test_importing_client_never_loads_the_master_side() -> None:
-    modules = ["client"]
-    if (REPO_ROOT / "client" / "bus.py").is_file():
-        modules.append("client.bus")
+    modules = ["busd.client", "busd.client.bus"]
     code = (
         "import sys\n"
         + "".join(f"import {m}\n" for m in modules)
         + "loaded = sorted(m for m in sys.modules if m == 'busd.__main__' or m.startswith(\n"
-        "    ('busd.master', 'busd.pool', 'busd.plugins', 'client.busctl')))\n"
+        "    ('busd.master', 'busd.pool', 'busd.plugins', 'busd.client.busctl')))\n"
         "assert not loaded, loaded\n"
     )
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
@@ -266,24 +272,25 @@ def test_the_rules_catch_violations() -> None:
         "    from busd.master import MasterBus\n"
         "import busd.plugins.base\n"
     )
-    assert client_violations("client/bus.py", client_source) == [
-        "client/bus.py:3: imports busd",
-        "client/bus.py:6: imports busd.master",
-        "client/bus.py:7: imports busd.plugins.base",
+    assert client_violations("busd/client/bus.py", client_source) == [
+        "busd/client/bus.py:3: imports busd",
+        "busd/client/bus.py:6: imports busd.master",
+        "busd/client/bus.py:7: imports busd.plugins.base",
     ]
-    assert busd_violations("busd/master.py", "from client.control import Control\n") == [
-        "busd/master.py:1: imports client.control",
+    assert busd_violations("busd/master.py", "from busd.client.control import Control\n") == [
+        "busd/master.py:1: imports busd.client.control",
     ]
-    assert busd_violations("busd/hub.py", "def f():\n    import client.link\n") == [
-        "busd/hub.py:2: imports client.link",
+    assert busd_violations("busd/hub.py", "def f():\n    import busd.client.link\n") == [
+        "busd/hub.py:2: imports busd.client.link",
     ]
-    assert busd_violations("busd/forkserver.py", "from client.bus import ClientBus\n") == [
-        "busd/forkserver.py:1: imports client.bus",
+    assert busd_violations("busd/forkserver.py", "from busd.client.bus import ClientBus\n") == [
+        "busd/forkserver.py:1: imports busd.client.bus",
     ]
-    assert busd_violations("busd/forkserver.py", "from client.worker import run\n") == []
-    assert busd_violations("busd/examples/hello.py", "from client.bus import ClientBus\n") == []
-    assert forbidden_imports("client/control.py", "from . import busctl\n") == [
-        "client/control.py:1: imports client.busctl",
+    assert busd_violations("busd/forkserver.py", "from busd.client.worker import run\n") == []
+    hello = "from busd.client.bus import ClientBus\n"
+    assert busd_violations("busd/examples/hello.py", hello) == []
+    assert forbidden_imports("busd/client/control.py", "from . import busctl\n") == [
+        "busd/client/control.py:1: imports busd.client.busctl",
     ]
     assert forbidden_imports("busd/master.py", "from busd.__main__ import main\n") == [
         "busd/master.py:1: imports busd.__main__",

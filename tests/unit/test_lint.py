@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-RUFF_PATHS = ("busd", "client", "tests", "scripts")
+RUFF_PATHS = ("busd", "tests", "scripts")
 
 
 def run_tool(*args: str) -> subprocess.CompletedProcess[str]:
@@ -31,7 +31,7 @@ def test_lint_ruff() -> None:
 
 
 def test_lint_mypy_strict() -> None:
-    # No paths: mypy checks the `files` of pyproject.toml (busd and client), strictly.
+    # No paths: mypy checks the `files` of pyproject.toml (busd, busd.client included), strictly.
     result = run_tool("mypy")
 
     assert result.returncode == 0, f"mypy:\n{result.stdout}{result.stderr}"

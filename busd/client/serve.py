@@ -27,12 +27,12 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from client.bus import ClientBus
+from busd.client.bus import ClientBus
 
 log = logging.getLogger(__name__)
 
 #: TARGET prefixes and the module serving each.
-SERVERS = {"asgi": "client.asgi", "wsgi": "client.wsgi"}
+SERVERS = {"asgi": "busd.client.asgi", "wsgi": "busd.client.wsgi"}
 START_TIMEOUT = 30.0
 
 

@@ -1,4 +1,4 @@
-"""One process of ``busd_run`` (busd.testing): ``python -m client.harness SPEC``.
+"""One process of ``busd_run`` (busd.testing): ``python -m busd.client.harness SPEC``.
 
 SPEC is a msgpack file the test wrote: the function (module, qualified
 name, and where its module lives), this process's index, the run's size
@@ -28,9 +28,9 @@ from typing import Any
 
 import msgpack
 
+from busd.client.barrier import Barrier
+from busd.client.bus import ClientBus
 from busd.endpoints import Endpoints
-from client.barrier import Barrier
-from client.bus import ClientBus
 
 READY, GO = "busd.run.ready", "busd.run.go"
 
@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     """Read the spec file named on the command line and run."""
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        print("usage: python -m client.harness SPEC", file=sys.stderr)
+        print("usage: python -m busd.client.harness SPEC", file=sys.stderr)
         return 2
     faulthandler.register(signal.SIGUSR1)  # the test asks for stacks of a hung process
     spec = msgpack.unpackb(Path(args[0]).read_bytes(), raw=False)

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import zmq
 
-from client.console import EXIT_FAILED, EXIT_OK, EXIT_USAGE
-from client.console import emit as _emit
-from client.console import error as _error
+from busd.client.console import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from busd.client.console import emit as _emit
+from busd.client.console import error as _error
 
 KEY_NAMES = ("server", "client")
 

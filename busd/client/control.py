@@ -1,6 +1,6 @@
 """The control client, re-exported: it lives in the core, :mod:`busd.control`.
 
-Kept so that ``client.control.Control`` (and ``client.Control``) stay
+Kept so that ``busd.client.control.Control`` (and ``client.Control``) stay
 importable; new code imports :mod:`busd.control`.
 """
 

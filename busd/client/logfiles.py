@@ -14,7 +14,7 @@ import io
 import os
 import sys
 
-from client.bus import ClientBus
+from busd.client.bus import ClientBus
 
 ENV = "BUSD_LOG_FILE"
 CHANNEL = "reopen_logs"

@@ -12,12 +12,12 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from busd.client.bus import ClientBus, connect
     from busd.control import Control
-    from client.bus import ClientBus, connect
 
 __all__ = ["ClientBus", "Control", "connect"]
 
-_HOMES = {"ClientBus": "client.bus", "connect": "client.bus", "Control": "busd.control"}
+_HOMES = {"ClientBus": "busd.client.bus", "connect": "busd.client.bus", "Control": "busd.control"}
 
 
 def __getattr__(name: str) -> Any:

@@ -29,6 +29,7 @@ from typing import Any
 import zmq
 
 from busd.auth import secure_client
+from busd.client.console import EXIT_FAILED, EXIT_NO_MASTER, EXIT_OK, dumps
 from busd.control import Control
 from busd.endpoints import PUB_HWM, client_endpoints, configure
 from busd.errors import BusError, NoMaster, ProtocolError
@@ -40,7 +41,6 @@ from busd.wire import (
     Message,
     decode,
 )
-from client.console import EXIT_FAILED, EXIT_NO_MASTER, EXIT_OK, dumps
 
 #: After EXITING: how often to look whether the master's socket is gone.
 EXIT_LOOK = 0.1

@@ -15,7 +15,7 @@ import math
 import socket
 from typing import Any
 
-from client.serve import Served, drain_time
+from busd.client.serve import Served, drain_time
 
 try:
     import uvicorn
@@ -85,5 +85,5 @@ class AsgiServed(Served):
 
 
 def make(app: Any, name: str) -> Served:
-    """The serving object for ``app`` (see client.serve)."""
+    """The serving object for ``app`` (see busd.client.serve)."""
     return AsgiServed(app, name)

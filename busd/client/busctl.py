@@ -35,13 +35,7 @@ from typing import Any, NoReturn
 import zmq
 
 from busd.auth import KeyFileError, client_keys
-from busd.control import DEFAULT_TIMEOUT, Control
-from busd.endpoints import EndpointError, client_endpoints
-from busd.errors import BusError, KeyRefused, NoMaster
-from busd.wire import (
-    Kind,
-)
-from client.console import (
+from busd.client.console import (
     EXIT_BROKEN_PIPE,
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -49,16 +43,22 @@ from client.console import (
     EXIT_OK,
     EXIT_USAGE,
 )
-from client.console import dumps as _dumps
-from client.console import emit as _emit
-from client.console import error as _error
-from client.console import error_doc as _error_doc
-from client.console import out as _out
-from client.console import print_json as _print_json
-from client.console import quiet_stdout as _quiet_stdout
-from client.keygen import keygen
-from client.tables import cell, format_status, format_workers
-from client.watch import Output, follow, pub_endpoint, wait_restarted
+from busd.client.console import dumps as _dumps
+from busd.client.console import emit as _emit
+from busd.client.console import error as _error
+from busd.client.console import error_doc as _error_doc
+from busd.client.console import out as _out
+from busd.client.console import print_json as _print_json
+from busd.client.console import quiet_stdout as _quiet_stdout
+from busd.client.keygen import keygen
+from busd.client.tables import cell, format_status, format_workers
+from busd.client.watch import Output, follow, pub_endpoint, wait_restarted
+from busd.control import DEFAULT_TIMEOUT, Control
+from busd.endpoints import EndpointError, client_endpoints
+from busd.errors import BusError, KeyRefused, NoMaster
+from busd.wire import (
+    Kind,
+)
 
 _REPLY = frozenset({Kind.REPLY})
 

@@ -14,7 +14,7 @@ import threading
 import time
 from typing import Any
 
-from client.serve import Served, drain_time
+from busd.client.serve import Served, drain_time
 
 try:
     from waitress import wasyncore  # type: ignore[import-untyped]
@@ -72,5 +72,5 @@ def _channels(socket_map: dict[int, Any], listeners: list[Any]) -> list[Any]:
 
 
 def make(app: Any, name: str) -> Served:
-    """The serving object for ``app`` (see client.serve)."""
+    """The serving object for ``app`` (see busd.client.serve)."""
     return WsgiServed(app, name)

@@ -1,6 +1,6 @@
 """A pool worker's main: connect, call TARGET with the bus, block until exit.
 
-``python -m client.worker pkg.mod:func`` is what ``busd -w N pkg.mod:func``
+``python -m busd.client.worker pkg.mod:func`` is what ``busd -w N pkg.mod:func``
 runs in each worker.  The worker dies with its master (``PR_SET_PDEATHSIG``,
 then a check that the parent is still the master, closing the race of a
 master that died first), ignores SIGINT (a terminal's Ctrl-C goes to the
@@ -24,11 +24,11 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
+from busd.client.bus import ClientBus, connect
+from busd.client.descendants import end_descendants
+from busd.client.logfiles import follow as follow_log_file
+from busd.client.serve import SERVERS, server_target
 from busd.errors import MasterLost
-from client.bus import ClientBus, connect
-from client.descendants import end_descendants
-from client.logfiles import follow as follow_log_file
-from client.serve import SERVERS, server_target
 
 PR_SET_PDEATHSIG = 1
 
@@ -53,7 +53,7 @@ def load_target(target: str) -> Callable[[ClientBus], Any]:
     """Import ``pkg.mod:func`` and return ``func``.
 
     ``asgi:pkg.mod:app`` and ``wsgi:pkg.mod:app`` import ``app`` and return a
-    function serving it on the listening sockets (see :mod:`client.serve`).
+    function serving it on the listening sockets (see :mod:`busd.client.serve`).
     """
     kind, _, spec = target.partition(":")
     if kind in SERVERS:
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run one worker; returns the exit status."""
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        print("usage: python -m client.worker pkg.module:function", file=sys.stderr)
+        print("usage: python -m busd.client.worker pkg.module:function", file=sys.stderr)
         return 2
     configure_logging()
     return run(args[0])

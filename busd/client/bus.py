@@ -31,10 +31,10 @@ from typing import Any
 
 from busd.auth import ClientKeys, client_keys, is_tcp
 from busd.bus import Bus, State
+from busd.client.link import Gone, Link, Synced, master_timeout_from_env
 from busd.endpoints import Endpoints, client_endpoints, pub_beside
 from busd.errors import BusError, ChannelFailures, KeyRefused, MasterLost, NoMaster
 from busd.wire import Kind, describe, encode
-from client.link import Gone, Link, Synced, master_timeout_from_env
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ class ClientBus(Bus):
     default) or ``"wait"`` (stay, and join the next master incarnation).
     ``master_timeout`` is how long a silent master is waited for before it
     is declared lost (default ``BUSD_MASTER_TIMEOUT``, else 30 s;
-    :data:`client.link.FOLLOW_HEARTBEAT` means the master's heartbeat x
+    :data:`busd.client.link.FOLLOW_HEARTBEAT` means the master's heartbeat x
     liveness); a master on this host whose process ends is noticed at once.
     """
 
