@@ -136,6 +136,8 @@ class MasterBus(Bus):
         self._commands: queue.SimpleQueue[Command] = queue.SimpleQueue()
         self._closed = threading.Event()
         self._status: dict[str, Any] = {}
+        #: Client events whose relay or hooks failed (logged; the command thread goes on).
+        self.failed_events = 0
         self.commands: dict[str, Handler] = self._default_commands()
         #: More read-only commands (a read-only key may send them), run on the
         #: command thread like the others; status and workers come from the board.
@@ -288,9 +290,18 @@ class MasterBus(Bus):
         elif type(item) is Request:
             self._answer(item)
         elif type(item) is ClientChange:
+            self._client_changed(item)
+
+    def _client_changed(self, item: ClientChange) -> None:
+        """Relay a client's join, leave or loss; a failure here never ends the command thread."""
+        try:
             self.event(item.event, item.client)
             for hook in self.client_hooks:
                 hook(item.event, item.client)
+        except Exception:  # noqa: BLE001 - one bad event must not leave the master deaf
+            self.failed_events += 1
+            self.log(f"the {item.event!r} event of client {item.client.get('id')} failed",
+                     level=40, traceback=True)
 
     def _answer(self, request: Request) -> None:
         try:
@@ -488,7 +499,8 @@ class MasterBus(Bus):
         """The bus's, the hub's and the relay's counters."""
         stats = super().statistics()
         seq, _ = self.snapshot()
-        stats.update(epoch=self.epoch, seq=seq, hub=self.hub.statistics())
+        stats.update(epoch=self.epoch, seq=seq, hub=self.hub.statistics(),
+                     failed_events=self.failed_events)
         return stats
 
     # -- shutting down ----------------------------------------------------
