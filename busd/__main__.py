@@ -16,16 +16,18 @@ import logging
 import os
 import re
 import signal
+import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from busd import __version__, options
 from busd import endpoints as ep
 from busd.bus import Bus
 from busd.errors import AlreadyRunning, BusError, ChannelFailures
 from busd.exits import EX_BOOT
+from busd.fatal import end_on_thread_death
 from busd.fdbudget import FdBudgetExceeded, raise_nofile
 from busd.forkserver import ForkServer
 from busd.hooks import PluginError
@@ -283,6 +285,7 @@ def run(opts: argparse.Namespace, command: list[str]) -> int:
     spawner = make_spawner(opts, master, forkserver, command or target_argv(opts.target),
                            worker_env(opts, master, listeners))
     pool = make_pool(opts, master, spawner, runtime, logs)
+    end_on_thread_death(lambda: die_now(pool, runtime, listeners))
     if logs is not None:
         logs.install(master)
     install_plugins(master, pool, opts, systemd)
@@ -471,6 +474,15 @@ def wait_workers_started(master: MasterBus, pool: Pool, timeout: float) -> bool:
     pids = {row["pid"] for row in pool.workers() if row["pid"] is not None}
     return master.hub.registry.wait_for(
         lambda clients: pids <= {c.pid for c in clients if c.state == "STARTED"}, timeout)
+
+
+def die_now(pool: Pool, runtime: Path, listeners: list[socket.socket]) -> NoReturn:
+    """A thread of busd's died (busd.fatal): end every worker, remove the sockets, exit 70."""
+    try:
+        pool.kill_all()
+        remove_sockets(runtime, listeners)
+    finally:
+        os._exit(EX_SOFTWARE)  # a process main may end the process; the library never does
 
 
 def signal_actions(master: MasterBus, pool: Pool, reopen_logs: bool = False
