@@ -7,6 +7,9 @@ expects, and exit status 2, never a traceback::
     busd: -w/--workers: expected a whole number of 0 or more, not 'abc'
     busd: BUSD_WORKERS='abc': expected a whole number of 0 or more
     busd: --listen: expected tcp:HOST:PORT (PORT 0-65535) or unix:PATH, not 'tcp:127.0.0.1'
+
+Every duration is a number of seconds (a fraction is fine) of at most a week,
+:data:`MAX_SECONDS`: ``BUSD_HEARTBEAT=1e300`` is refused like any bad value.
 """
 
 from __future__ import annotations
@@ -66,16 +69,30 @@ def _positive_count(text: str) -> int:
     return value
 
 
+#: The longest duration any flag takes: a week.  Past it a timer's milliseconds
+#: overflow what poll() and ZeroMQ take, and no real timeout is that long.
+MAX_SECONDS = 7 * 24 * 3600
+#: The largest plain number (--max-rss, in MiB: a tebibyte).
+MAX_NUMBER = 1 << 20
+
+
 def _non_negative_seconds(text: str) -> float:
     value = float(text)
-    if not 0 <= value < float("inf"):
+    if not 0 <= value <= MAX_SECONDS:
+        raise ValueError(text)
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= MAX_SECONDS:
         raise ValueError(text)
     return value
 
 
 def _positive_number(text: str) -> float:
     value = float(text)
-    if not 0 < value < float("inf"):
+    if not 0 < value <= MAX_NUMBER:
         raise ValueError(text)
     return value
 
@@ -110,9 +127,11 @@ def _target(text: str) -> str:
 
 count = _expect("a whole number of 0 or more", _count)
 positive_count = _expect("a whole number of 1 or more", _positive_count)
-seconds = _expect("a positive number of seconds", _positive_number)
-non_negative_seconds = _expect("a number of seconds, 0 or more", _non_negative_seconds)
-positive_number = _expect("a positive number", _positive_number)
+seconds = _expect(f"a positive number of seconds, at most {MAX_SECONDS} (a week)",
+                  _positive_seconds)
+non_negative_seconds = _expect(f"a number of seconds from 0 to {MAX_SECONDS} (a week)",
+                               _non_negative_seconds)
+positive_number = _expect(f"a positive number, at most {MAX_NUMBER}", _positive_number)
 key_value = _expect("KEY=VALUE with KEY a variable name", _key_value)
 listen_address = _expect("tcp:HOST:PORT (PORT 0-65535) or unix:PATH", _listen)
 target = _expect("pkg.module:function", _target)
@@ -157,6 +176,8 @@ def die(message: str) -> NoReturn:
 
 
 __all__ = [
+    "MAX_NUMBER",
+    "MAX_SECONDS",
     "OneLineParser",
     "check_env",
     "count",

@@ -29,6 +29,13 @@ BAD_BUSD = {  # argv or env -> what the one line must name
     "env var": (["--env", "NOEQUALS"], {}, "--env"),
     "env env": ([], {"BUSD_ENV": "A=1 B"}, "BUSD_ENV"),
     "plugin": (["--plugin", "nocolon"], {}, "--plugin"),
+    # Durations past a week overflowed a timer in the master's I/O thread.
+    "env heartbeat huge": ([], {"BUSD_HEARTBEAT": "1e300"}, "BUSD_HEARTBEAT"),
+    "env graceful huge": ([], {"BUSD_GRACEFUL_TIMEOUT": "1e300"}, "BUSD_GRACEFUL_TIMEOUT"),
+    "heartbeat infinite": (["--heartbeat", "inf"], {}, "--heartbeat"),
+    "max age past a week": (["--max-age", "604801"], {}, "--max-age"),
+    "backoff nan": (["--backoff", "nan"], {}, "--backoff"),
+    "max rss huge": (["--max-rss", "1e300"], {}, "--max-rss"),
 }
 
 
