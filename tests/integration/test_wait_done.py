@@ -93,6 +93,21 @@ def test_respawn_graceful_wait_returns_after_every_old_worker_exited(
     assert all(exited(pid) for pid in reload["exited"])
 
 
+def test_respawn_graceful_wait_of_an_asgi_pool_leaves_no_old_server(
+        busd_pool: Any, busd_dir: Path) -> None:
+    listen = busd_dir / "http.sock"
+    pool: BusdPool = busd_pool("asgi:tests.integration.apps:asgi_app", "--reload", "respawn",
+                               "--listen", f"unix:{listen}", workers=2)
+    old = pool.pids
+
+    done = busctl(pool.runtime_dir, "--timeout", "30", "graceful", "--wait")
+
+    still = [pid for pid in old if not exited(pid)]
+    assert done.returncode == 0, done.stderr
+    assert still == [], f"graceful --wait returned while old uvicorn workers {still} ran"
+    assert done.stdout.endswith("2 new workers STARTED, 2 old workers exited\n")
+
+
 def test_stop_and_exit_wait_return_after_every_listener_finished(
         busd_pool: Any, tmp_path: Path) -> None:
     marks = marks_dir(tmp_path)
