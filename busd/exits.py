@@ -25,6 +25,17 @@ EX_BOOT = 3
 MAX_REPORT = 64 * 1024
 
 
+#: What a worker that never joins the bus is missing (said once per busd).
+NEVER_JOINED = ("a command run by busd must call busd.client.connect() to join; "
+                "a slow start needs a longer --startup-timeout")
+
+
+def never_joined(startup_timeout: float, explain: bool) -> str:
+    """Why a worker that never joined is killed, naming the flag; ``explain`` adds the fix."""
+    text = f"did not join the bus within --startup-timeout {startup_timeout:g}s"
+    return f"{text} ({NEVER_JOINED})" if explain else text
+
+
 class ExitReason(enum.Enum):
     """Why a worker ended: the pool's intent, or CRASH when it had none."""
 
@@ -94,4 +105,5 @@ class BootReports:
             os.rmdir(self.directory)
 
 
-__all__ = ["EX_BOOT", "BootReports", "ExitReason", "describe_status"]
+__all__ = ["EX_BOOT", "NEVER_JOINED", "BootReports", "ExitReason", "describe_status",
+           "never_joined"]

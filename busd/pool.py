@@ -42,6 +42,7 @@ import select
 import signal
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,12 +50,12 @@ from typing import Any
 import psutil
 
 from busd.errors import BusError
-from busd.exits import BootReports, ExitReason, describe_status
+from busd.exits import NEVER_JOINED, BootReports, ExitReason, describe_status, never_joined
 from busd.fdbudget import FdBudget
 from busd.hooks import Hooks
 from busd.master import MasterBus
 from busd.orphans import write_pids
-from busd.poolcmd import install_commands
+from busd.poolcmd import Reload, install_commands
 from busd.recycle import RecycleConfig, Recycler
 from busd.registry import ClientInfo
 from busd.spawn import Spawner
@@ -89,6 +90,7 @@ class Worker:
 
     slot: int
     pid: int
+    #: Which start of its slot this worker is (1 for the slot's first).
     generation: int
     pidfd: int
     started: float
@@ -120,7 +122,10 @@ class Slot:
 
     index: int
     worker: Worker | None = None
+    #: Workers started again after one crashed or was killed for a timeout.
     restarts: int = 0
+    #: Workers replaced by a recycle (max-age, max-rss, bus.recycle()).
+    recycles: int = 0
     failures: int = 0
     crash_times: collections.deque[float] = field(default_factory=collections.deque)
     next_start: float | None = None
@@ -144,7 +149,10 @@ class Pool:
         self._cond = threading.Condition()
         self._slots: dict[int, Slot] = {}
         self._retired: list[Worker] = []
-        self._generation = 0
+        #: Starts of each slot index so far (a slot scaled away and back counts on).
+        self._starts: collections.Counter[int] = collections.Counter()
+        #: The last respawn reload (command thread only): who it started and retired.
+        self.last_reload = Reload((), ())
         self._active = False
         self._exiting = False
         self._closing = False
@@ -207,7 +215,8 @@ class Pool:
         deadline = time.monotonic() + self.config.graceful_timeout
         if not self._wait_all_gone(deadline):
             for worker in self._live():
-                self._kill_late(worker, f"did not exit within {self.config.graceful_timeout:g}s")
+                self._kill_late(worker, "did not exit within --graceful-timeout "
+                                f"{self.config.graceful_timeout:g}s")
             self._wait_all_gone(time.monotonic() + 5.0)
         self.hooks.flush()  # the workers' worker_exited, before the exit listeners after us
         self._wake()
@@ -229,7 +238,9 @@ class Pool:
         if not ready:
             self.hooks.emit_here("reload_end", {"mode": "respawn", "ok": False})
             raise BusError("respawn: new workers did not reach STARTED within "
-                           f"{self.config.startup_timeout}s; old workers kept")
+                           f"--startup-timeout {self.config.startup_timeout:g}s; "
+                           "old workers kept")
+        self.last_reload = Reload(tuple(new), tuple(old))
         self._retire(old, ExitReason.RELOAD)
         self.hooks.emit_here("reload_end", {"mode": "respawn", "ok": True,
                                             "workers": len(new)})
@@ -245,8 +256,9 @@ class Pool:
         with self._cond:
             plan = []
             for slot in slots:
-                self._generation += 1
-                plan.append((slot, self._generation, self._worker_env(slot, self._generation)))
+                self._starts[slot.index] += 1
+                generation = self._starts[slot.index]
+                plan.append((slot, generation, self._worker_env(slot, generation)))
         results = self.spawner.spawn_many([(slot.index, env) for slot, _, env in plan])
         now = time.monotonic()
         made = []
@@ -342,6 +354,17 @@ class Pool:
             return [w for w in workers + [w for w in self._retired if w not in workers]
                     if not w.reaped]
 
+    def wait_exited(self, workers: Sequence[Worker], timeout: float) -> bool:
+        """Wait until each of ``workers`` has exited and been reaped (False past ``timeout``)."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not all(w.reaped for w in workers):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._cond.wait(remaining)
+            return True
+
     def _wait_all_gone(self, deadline: float) -> bool:
         with self._cond:
             while self._live_locked():
@@ -424,7 +447,8 @@ class Pool:
             if not planned and slot is not None and self._active:
                 if worker.up:
                     slot.booted = True
-                self._failed(slot, now, lived=now - worker.started)
+                self._failed(slot, now, lived=now - worker.started,
+                             unjoined=worker.reason is ExitReason.TIMEOUT and not worker.joined)
             self._record_pids()
 
     def _log_exit(self, worker: Worker, code: int | None, report: str | None) -> None:
@@ -444,19 +468,27 @@ class Pool:
         if first:
             self.master.log(f"{label} failed to boot:\n{report}", level=40)
 
-    def _failed(self, slot: Slot, now: float, lived: float = 0.0) -> None:
-        """A worker of ``slot`` failed: give up at boot, else restart it (lock held)."""
+    def _failed(self, slot: Slot, now: float, lived: float = 0.0,
+                unjoined: bool = False) -> None:
+        """A worker of ``slot`` failed: give up at boot, else restart it (lock held).
+
+        At boot, a worker that never joined within the startup timeout ends
+        busd at once: the same command would not join the next time either.
+        """
         if slot.booted or self._booted:
             slot.boot_failures = 0
             self._crashed(slot, now, lived)
             return
         slot.boot_failures += 1
-        if slot.boot_failures < BOOT_ATTEMPTS:
+        if slot.boot_failures < BOOT_ATTEMPTS and not unjoined:
             self._crashed(slot, now, lived)
             return
         if self.boot_failure is None:
-            self.boot_failure = (f"worker {slot.index} failed to boot {slot.boot_failures} "
-                                 "times in a row; no worker ever started")
+            self.boot_failure = (
+                f"worker {slot.index} {never_joined(self.config.startup_timeout, True)}"
+                if unjoined else f"worker {slot.index} failed to boot {slot.boot_failures} "
+                "times in a row")
+            self.boot_failure += "; no worker ever started"
             self.master.log(f"{self.boot_failure}: stopping busd", level=50)
             self._active = False
             self.master.submit("exit")
@@ -502,18 +534,25 @@ class Pool:
                         self._started(worker)
                 if worker.kill_at is not None and worker.kill_at <= now:
                     worker.kill_at = None
-                    hung.append((worker, f"did not stop within {self.config.graceful_timeout:g}s"
-                                 " of SIGTERM"))
+                    hung.append((worker, "did not stop within --graceful-timeout "
+                                 f"{self.config.graceful_timeout:g}s of SIGTERM"))
                 elif (not worker.retiring and not self._exiting
                       and now - worker.last_seen > self.config.worker_timeout):
                     worker.last_seen = now
-                    hung.append((worker, "did not answer within --worker-timeout "
-                                 f"{self.config.worker_timeout:g}s"))
+                    hung.append((worker, self._silence(worker)))
                     self.master.event("worker_lost", {"worker": worker.slot,
                                                       "pid": worker.pid})
         for worker, why in hung:
             self._kill_late(worker, why)
         self._recycle(now)
+
+    def _silence(self, worker: Worker) -> str:
+        """Why a silent worker is killed: it never joined, or it stopped answering."""
+        if worker.joined:
+            return f"did not answer within --worker-timeout {self.config.worker_timeout:g}s"
+        # At boot busd gives up with the explanation; later it is said once here.
+        explain = self._booted and self._boot.first_time(NEVER_JOINED)
+        return never_joined(self.config.startup_timeout, explain)
 
     def _recycle(self, now: float) -> None:
         """Queue workers due for a recycle; start replacements; retire the replaced."""
@@ -535,7 +574,7 @@ class Pool:
             wanted = []
             for index, pid, why in self._recycler.take(dict(current)):
                 slot = self._slots[index]
-                slot.restarts += 1
+                slot.recycles += 1
                 slot.reason = f"recycle ({why})"
                 current[pid].reason = ExitReason.RECYCLE
                 wanted.append(slot)
@@ -618,7 +657,8 @@ class Pool:
             entries = [(s, s.worker) for s in slots]
         for slot, worker in entries:
             row: dict[str, Any] = {"id": slot.index, "pid": None, "state": "FLAPPING"
-                                   if slot.flapping else "WAITING", "restarts": slot.restarts}
+                                   if slot.flapping else "WAITING", "restarts": slot.restarts,
+                                   "recycles": slot.recycles}
             if slot.reason:
                 row["reason"] = slot.reason
             if worker is not None:

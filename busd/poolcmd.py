@@ -2,17 +2,30 @@
 
 Each takes the request body as busctl or a worker sent it, checks it, and
 calls the pool; bad arguments are a BAD_ARGUMENTS error with one clear line.
+With ``--reload respawn``, ``graceful`` with ``wait`` also waits until every
+worker the reload retired has exited: its reply means the old code is gone.
 """
 
 from __future__ import annotations
 
 import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from busd.wire import ErrorCode, wire_error
 
 if TYPE_CHECKING:
-    from busd.pool import Pool
+    from busd.pool import Pool, Worker
+
+
+@dataclass(frozen=True)
+class Reload:
+    """A respawn reload: the workers it started, and the ones it retired."""
+
+    started: tuple[Worker, ...]
+    retired: tuple[Worker, ...]
 
 
 def install_commands(pool: Pool) -> None:
@@ -21,6 +34,37 @@ def install_commands(pool: Pool) -> None:
     commands["scale"] = lambda body: scale_command(pool, body)
     commands["signal"] = lambda body: signal_command(pool, body)
     commands["recycle"] = lambda body: recycle_command(pool, body)
+    if pool.config.reload == "respawn":
+        graceful = commands["graceful"]
+        commands["graceful"] = lambda body: respawn_command(pool, graceful, body)
+
+
+def respawn_command(pool: Pool, graceful: Callable[[dict[str, Any]], Any],
+                    body: dict[str, Any]) -> Any:
+    """``graceful [--wait]`` of a respawn pool: with wait, until the old workers exited.
+
+    The wait is bounded by the body's ``timeout`` (the master's ack timeout
+    without one), counted from when the command began.
+    """
+    began = time.monotonic()
+    result = graceful(body)  # checks the body; runs the respawn (its listener)
+    reload, pool.last_reload = pool.last_reload, Reload((), ())
+    if body.get("wait") is not True:
+        return result
+    limit = body.get("timeout")
+    limit = float(limit) if isinstance(limit, int | float) else pool.master.ack_timeout
+    if not pool.wait_exited(reload.retired, began + limit - time.monotonic()):
+        running = [w.pid for w in reload.retired if not w.reaped]
+        raise wire_error(ErrorCode.TIMEOUT, f"respawn: old workers (pids "
+                         f"{', '.join(map(str, running))}) still running {limit:g}s after "
+                         f"the reload began (they get SIGKILL --graceful-timeout "
+                         f"{pool.config.graceful_timeout:g}s after SIGTERM)",
+                         {"running": running})
+    if isinstance(result, dict):
+        result["reload"] = {"mode": "respawn",
+                            "started": [w.pid for w in reload.started],
+                            "exited": [w.pid for w in reload.retired]}
+    return result
 
 
 def scale_command(pool: Pool, body: dict[str, Any]) -> Any:

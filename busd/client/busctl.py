@@ -5,6 +5,8 @@
     busctl [--name N] [--runtime-dir D] [--endpoint EP] [--timeout S] [--json] CMD ...
 
       status | workers | ping                answered by the master at once
+      wait [--for STATE]                     until the master (perhaps not started yet)
+                                             and every worker are in STATE
       start | stop | exit [--wait]           lifecycle commands, queued on the master's bus
       graceful [--wait] | restart
       publish CHANNEL [ARG...] [--kw K=V]... [--wait]
@@ -13,7 +15,8 @@
       keygen DIR                             CURVE key pairs for tcp endpoints
 
 Exit status: 0 done; 1 busd answered with a failure (its text on stderr);
-2 usage; 3 no busd answered within ``--timeout``; 130 interrupted; 141 the
+2 usage; 3 no busd answered within ``--timeout`` (``wait``: not in STATE
+within it); 130 interrupted; 141 the
 reader of stdout went away (``busctl watch | head -3``).
 
 People and scripts run it often, so it imports only ``client`` and the
@@ -24,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import signal
 import sys
@@ -52,6 +54,8 @@ from busd.client.console import print_json as _print_json
 from busd.client.console import quiet_stdout as _quiet_stdout
 from busd.client.keygen import keygen
 from busd.client.tables import cell, format_status, format_workers
+from busd.client.waitcmd import DEFAULT_WAIT, unreachable, wait_command
+from busd.client.waitcmd import add_options as _wait_for_options
 from busd.client.watch import Output, follow, pub_endpoint, wait_restarted
 from busd.control import DEFAULT_TIMEOUT, Control
 from busd.endpoints import EndpointError, client_endpoints
@@ -65,7 +69,7 @@ _REPLY = frozenset({Kind.REPLY})
 EPILOG = """\
 exit status: 0 done; 1 busd answered with a failure; 2 usage;
 3 no busd answered within --timeout (at once when its socket does not
-exist or refuses); 130 interrupted.
+exist or refuses; wait: not in its state within --timeout); 130 interrupted.
 --timeout S bounds every command as a whole, --wait included: the master
 waits for acks only as long as is left of it (give a longer --timeout for a
 slow reload: busctl --timeout 60 graceful --wait). For watch it bounds the
@@ -114,6 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("status", _status, "show the master, its workers and its clients")
     add("workers", _workers, "list the pool's workers")
     add("ping", _ping, "check that the master answers")
+    _wait_for_options(add("wait", _wait, "wait until the master, even one not started yet, "
+                          f"and every worker are in a state (default --timeout {DEFAULT_WAIT:g})"))
     for name, help_text in LIFECYCLE_HELP.items():
         _wait_options(add(name, _lifecycle, help_text))
     add("restart", _restart, "exit and re-execute the master (clients follow)").add_argument(
@@ -182,9 +188,9 @@ def _global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
     parser.add_argument("--curve-secret", metavar="FILE", default=default(None),
                         help="tcp+CURVE: this client's secret certificate, mode 0600 "
                         "(or BUSD_CURVE_SECRET)")
-    parser.add_argument("--timeout", metavar="S", type=_seconds,
-                        default=default(DEFAULT_TIMEOUT),
-                        help=f"seconds to wait for an answer (default {DEFAULT_TIMEOUT:g})")
+    parser.add_argument("--timeout", metavar="S", type=_seconds, default=default(None),
+                        help=f"seconds to wait for an answer (default {DEFAULT_TIMEOUT:g}; "
+                        f"wait: {DEFAULT_WAIT:g})")
     parser.add_argument("--json", action="store_true", default=default(False),
                         help="print one JSON document (watch: one per line)")
 
@@ -270,7 +276,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     args.deadline = time.monotonic() + args.timeout
     try:
-        if args.handler is None:
+        if args.command == "keygen":
             return keygen(args)
         return _run_remote(args, args.handler)
     except KeyboardInterrupt:
@@ -283,44 +289,23 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
-    """Parse; ``publish``'s ARGs may have options between them (``publish ch --json x``)."""
+    """Parse; ``publish``'s ARGs may have options between them (``publish ch --json x``).
+
+    ``--timeout`` not given is 5 s, for ``wait`` 30 s.
+    """
     args, extra = parser.parse_known_args(argv)
     if extra and args.command == "publish" and not any(x.startswith("-") for x in extra):
         args.args = [*args.args, *(_json_or_text(x) for x in extra)]
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.timeout is None:
+        args.timeout = DEFAULT_WAIT if args.command == "wait" else DEFAULT_TIMEOUT
     return args
 
 
 def left(args: argparse.Namespace) -> float:
     """Seconds left of ``--timeout`` (never quite 0: a last look is allowed)."""
     return max(0.01, float(args.deadline) - time.monotonic())
-
-
-def unreachable(endpoint: str) -> str | None:
-    """Why nobody can answer at an ipc ``endpoint`` right now (None: try it).
-
-    A socket file that does not exist, or that nobody listens on, is known
-    at once; waiting out --timeout for it would only waste the operator's time.
-    """
-    if not endpoint.startswith("ipc://"):
-        return None
-    path = endpoint.removeprefix("ipc://")
-    hint = "is busd running? --name or --runtime-dir finds another"
-    if not os.path.exists(path):
-        return f"no busd at {endpoint}: {path} does not exist ({hint})"
-    import socket  # here: only this check needs it
-
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.connect(path)
-    except ConnectionRefusedError:
-        return f"no busd at {endpoint}: nothing listens on {path} ({hint})"
-    except OSError:
-        return None
-    finally:
-        probe.close()
-    return None
 
 
 def control_endpoint(args: argparse.Namespace) -> str:
@@ -337,7 +322,8 @@ def _run_remote(args: argparse.Namespace, handler: Handler) -> int:
     except (EndpointError, KeyFileError) as exc:
         _error(str(exc))
         return EXIT_USAGE
-    why = unreachable(endpoint)
+    # wait waits for a socket that may not exist yet.
+    why = unreachable(endpoint) if args.command != "wait" else None
     if why is not None:
         _print_json(args, _error_doc("no_master", why, None))
         _error(why)
@@ -447,6 +433,10 @@ def _ping(args: argparse.Namespace, control: Control) -> int:
     return EXIT_OK
 
 
+def _wait(args: argparse.Namespace, control: Control) -> int:
+    return wait_command(args, control, left)
+
+
 def _lifecycle(args: argparse.Namespace, control: Control) -> int:
     wait = bool(getattr(args, "wait", False))
     body: dict[str, Any] = {}
@@ -456,7 +446,13 @@ def _lifecycle(args: argparse.Namespace, control: Control) -> int:
         body["timeout"] = _ack_wait(args)
     result = _command(args, control, args.command, body)
     state = result.get("state") if isinstance(result, dict) else None
-    return _report_acks(args, result, f"{args.command}: state {cell(state)}")
+    reload = result.get("reload") if isinstance(result, dict) else None
+    text = f"{args.command}: state {cell(state)}"
+    if isinstance(reload, dict):  # a respawn: new workers STARTED, then the old ones gone
+        started, exited = len(reload.get("started") or ()), len(reload.get("exited") or ())
+        text += (f"; {started} new worker{'s' if started != 1 else ''} STARTED, {exited} old "
+                 f"worker{'s' if exited != 1 else ''} exited")
+    return _report_acks(args, result, text)
 
 
 def _restart(args: argparse.Namespace, control: Control) -> int:

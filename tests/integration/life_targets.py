@@ -45,15 +45,15 @@ def grow(bus: ClientBus) -> None:
     """The first worker of slot 1 fills BIG bytes once started (recycled by RSS)."""
     probe = Probe()
     _report_start(bus, probe)
-    if os.environ.get("BUSD_WORKER") == "1" and _generation() <= 2:
+    if os.environ.get("BUSD_WORKER") == "1" and _generation() == 1:
         bus.subscribe("start", lambda: _kept.append(bytearray(b"\1") * BIG), priority=60)
 
 
 def recycle_me(bus: ClientBus) -> None:
-    """The first two workers ask to be recycled once started."""
+    """The first worker of each slot asks to be recycled once started."""
     probe = Probe()
     _report_start(bus, probe)
-    if _generation() <= 2:
+    if _generation() == 1:
         bus.subscribe("start", lambda: probe.report("asked", reply=bus.recycle("done 1 job")),
                       priority=60)
 

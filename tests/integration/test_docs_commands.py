@@ -5,7 +5,8 @@ it shows.  The commands of one file run in order, in one scratch directory
 (``.venv`` there is this environment), with the runtime dir of the test.
 A command ending in ``&`` runs in the background; when it is a busd, the
 next command waits until every worker is STARTED and connected, as a
-reader would before typing it.  ``; echo $?`` shows the exit status, which
+reader would before typing it, unless that command is ``busctl wait``
+(which must do that waiting itself).  ``; echo $?`` shows the exit status, which
 must match; without it the status must be 0.
 
 Output is compared by shape, not text, so wording can change: each
@@ -197,14 +198,16 @@ def test_doc_commands(doc: str, busd_procs: Processes, busd_dir: Path, tmp_path:
            "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"}
     env.pop("BUSD_NAME", None)
     failures = []
-    for cmd in commands(doc):
+    found = commands(doc)
+    for index, cmd in enumerate(found):
         text, status, shown = cmd.expected_status()
+        after = found[index + 1].text if index + 1 < len(found) else ""
         if cmd.background:
             proc = subprocess.Popen(["bash", "-c", text.rstrip("& ")], cwd=work, env=env,
                                     stdin=subprocess.DEVNULL, start_new_session=True)
             busd_procs.started.append(proc)
             proc.log_path = work / "busd.log"  # type: ignore[attr-defined]
-            if "busd " in text:
+            if "busd " in text and "busctl wait" not in after:
                 wait_pool_ready(busd_procs, runtime, proc)
             continue
         done = subprocess.run(["bash", "-c", text], cwd=work, env=env, capture_output=True,

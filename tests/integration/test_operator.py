@@ -71,14 +71,15 @@ def test_the_master_says_what_happens_to_each_worker(busd_procs: Processes,
                                 r"\(crash\)")
     # A scale down: its stop listener hangs, so it is killed after --graceful-timeout.
     assert busctl(busd_procs, "scale", "2").returncode == 0
-    wait_line(busd_procs, busd, rf"worker 2 \(pid {pids[2]}\) did not stop within 1s of "
-                                r"SIGTERM: killing it \(SIGKILL\)")
+    wait_line(busd_procs, busd, rf"worker 2 \(pid {pids[2]}\) did not stop within "
+                                r"--graceful-timeout 1s of SIGTERM: killing it \(SIGKILL\)")
     wait_line(busd_procs, busd, rf"worker 2 \(pid {pids[2]}\) exited with signal SIGKILL "
                                 r"\(timeout\)")
     busd.send_signal(signal.SIGTERM)
     assert busd.wait(TIMEOUT) == 0
     out = busd_procs.output(busd)
-    assert re.search(rf"worker 0 \(pid {pids[0]}\) did not exit within 1s: killing it", out), out
+    assert re.search(rf"worker 0 \(pid {pids[0]}\) did not exit within --graceful-timeout 1s: "
+                     r"killing it", out), out
     lines = [line for line in out.splitlines() if line.startswith(("busd ", "20"))]
     assert all(re.match(STAMP, line) for line in lines), [
         line for line in lines if not re.match(STAMP, line)]

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import zmq
 
-from busd.client.busctl import build_parser, format_status, main
+from busd.client.busctl import build_parser, format_status, main, parse
 from busd.client.watch import Output, Watcher
 from busd.wire import Kind, Message
 
@@ -131,7 +131,7 @@ def test_global_options_go_before_or_after_the_command() -> None:
     parser = build_parser()
     before = parser.parse_args(["--json", "--timeout", "2", "--name", "web", "status"])
     after = parser.parse_args(["status", "--json", "--timeout", "2", "--name", "web"])
-    default = parser.parse_args(["status"])
+    default = parse(parser, ["status"])
 
     for args in (before, after):
         assert (args.json, args.timeout, args.name) == (True, 2.0, "web")
@@ -145,6 +145,44 @@ def test_wait_options_on_lifecycle_commands() -> None:
         args = parser.parse_args([cmd, "--wait", "--ack-timeout", "7"])
         assert (args.command, args.wait, args.ack_timeout) == (cmd, True, 7.0)
     assert parser.parse_args(["graceful"]).wait is False
+
+
+def test_wait_takes_a_state_and_its_own_default_timeout() -> None:
+    parser = build_parser()
+    assert (parse(parser, ["wait"]).state, parse(parser, ["wait"]).timeout) == ("STARTED", 30.0)
+    args = parse(parser, ["wait", "--for", "stopped", "--timeout", "2"])
+    assert (args.state, args.timeout) == ("STOPPED", 2.0)
+    assert parse(parser, ["--timeout", "3", "wait"]).timeout == 3.0
+
+
+@pytest.mark.parametrize("argv", [["wait", "--for", "RUNNING"], ["wait", "--for"],
+                                  ["wait", "--timeout", "0"], ["wait", "STARTED"]])
+def test_wait_usage_errors_exit_2(capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert len(err.splitlines()) == 1, err
+
+
+@pytest.mark.parametrize("silent", [False, True])
+def test_wait_gives_up_at_its_timeout_with_one_line(
+        capsys: pytest.CaptureFixture[str], request: pytest.FixtureRequest,
+        silent: bool) -> None:
+    runtime: Path = request.getfixturevalue("silent_runtime_dir" if silent
+                                            else "empty_runtime_dir")
+    began = time.monotonic()
+    code = main(["--runtime-dir", str(runtime), "--timeout", "0.5", "wait"])
+    took = time.monotonic() - began
+    out, err = capsys.readouterr()
+
+    assert code == 3
+    assert 0.5 <= took < 1.0
+    assert out == ""
+    assert err.splitlines() == [
+        f"busctl: wait: busd at ipc://{runtime}/ctl.sock was not STARTED with every worker "
+        "STARTED within --timeout 0.5s: " + ("it did not answer" if silent else
+                                              f"{runtime}/ctl.sock does not exist (is busd "
+                                              "running? --name or --runtime-dir finds another)")]
 
 
 def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
