@@ -337,6 +337,10 @@ def _run_remote(args: argparse.Namespace, handler: Handler) -> int:
     except (EndpointError, KeyFileError) as exc:
         _error(str(exc))
         return EXIT_USAGE
+    except NoMaster as exc:  # an unsafe runtime dir found by default
+        _print_json(args, _error_doc("no_master", str(exc), None))
+        _error(str(exc))
+        return EXIT_NO_MASTER
     why = unreachable(endpoint)
     if why is not None:
         _print_json(args, _error_doc("no_master", why, None))
