@@ -14,6 +14,8 @@ import os
 import sys
 from typing import Any
 
+from busd.client.sanitize import printable
+
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -24,8 +26,8 @@ EXIT_BROKEN_PIPE = 141
 
 
 def error(message: str) -> None:
-    """``busctl: message`` on stderr."""
-    print(f"busctl: {message}", file=sys.stderr, flush=True)
+    """``busctl: message`` on stderr, one line (control characters escaped)."""
+    print(f"busctl: {printable(message)}", file=sys.stderr, flush=True)
 
 
 def out(text: str) -> None:
