@@ -351,6 +351,30 @@ def test_ensure_runtime_dir_makes_it_private(tmp_path: Path) -> None:
     assert stat.S_IMODE(loose.stat().st_mode) == 0o700
 
 
+def test_a_client_refuses_a_default_runtime_dir_others_may_write(tmp_path: Path) -> None:
+    xdg = tmp_path / "xdg"
+    planted = xdg / "busd" / "busd"
+    planted.mkdir(parents=True)
+    planted.chmod(0o777)
+    env = {"XDG_RUNTIME_DIR": str(xdg)}
+    with pytest.raises(NoMaster, match=r"mode 0777, writable by group or others"):
+        endpoints.client_endpoints(env=env)
+    with pytest.raises(endpoints.UnsafeRuntimeDir):
+        endpoints.client_endpoints(name="busd", env=env)
+    # Named on purpose: trusted, as busd itself would refuse it to serve there.
+    assert endpoints.client_endpoints(runtime=planted, env=env).ctl == f"ipc://{planted}/ctl.sock"
+    named = endpoints.client_endpoints(env={**env, "BUSD_RUNTIME_DIR": str(planted)})
+    assert named.ctl == f"ipc://{planted}/ctl.sock"
+    # The pool's own endpoints for its workers need no dir.
+    given = endpoints.client_endpoints(env={**env, "BUSD_PUB_ENDPOINT": "ipc:///p",
+                                            "BUSD_CTL_ENDPOINT": "ipc:///c"})
+    assert given == Endpoints(pub="ipc:///p", ctl="ipc:///c")
+    planted.chmod(0o700)
+    assert endpoints.client_endpoints(env=env).ctl == f"ipc://{planted}/ctl.sock"
+    planted.rmdir()
+    assert endpoints.client_endpoints(env=env).ctl == f"ipc://{planted}/ctl.sock"
+
+
 def test_ipc_path_length_limit() -> None:
     longest = "/" + "p" * (endpoints.MAX_IPC_PATH - 1)
 
