@@ -142,9 +142,8 @@ def client_endpoints(name: str | None = None, runtime: str | Path | None = None,
 
 def check_found_dir(path: Path) -> None:
     """Refuse a default runtime dir (or its ``busd-<uid>`` parent) that is unsafe, if it exists."""
-    for directory in (path.parent, path):
-        if directory is path.parent and directory.name != f"busd-{os.getuid()}":
-            continue
+    parent = [path.parent] if path.parent.name == f"busd-{os.getuid()}" else []
+    for directory in (*parent, path):
         try:
             info = directory.lstat()
         except FileNotFoundError:

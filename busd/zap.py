@@ -141,4 +141,5 @@ class CurveServer:
     def statistics(self) -> dict[str, Any]:
         """Keys per role and the refused handshakes."""
         return {"keys": self.ring.counts(),
-                "refused": self._auth.denied.total if self._auth else 0}
+                "refused": self._auth.denied.total if self._auth else 0,
+                "refusals_not_logged": self._auth.denied.suppressed if self._auth else 0}

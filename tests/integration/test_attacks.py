@@ -37,6 +37,7 @@ from busd import client
 from busd.auth import ClientKeys, KeyPair, client_keys, secure_client
 from busd.client.busctl import main
 from busd.control import Control
+from busd.endpoints import UnsafeRuntimeDir
 from busd.errors import BusError, KeyRefused, NoMaster
 from busd.testing import PoolFactory, Processes
 from busd.testpool import BusdPool
@@ -438,6 +439,11 @@ def test_busctl_and_connect_refuse_a_planted_default_runtime_dir(
         assert fake.received == []
         with pytest.raises(NoMaster, match=expected):
             client.connect(timeout=2)
+        # Endpoints given outright: the default dir is not looked at.
+        with pytest.raises(NoMaster) as nobody:
+            client.connect(ctl=f"ipc://{xdg}/none.sock", pub=f"ipc://{xdg}/none.pub",
+                           timeout=0.5)
+        assert not isinstance(nobody.value, UnsafeRuntimeDir)
         # Named on purpose, the same dir is trusted (and the fake answers).
         code = main(["--timeout", "3", "--runtime-dir", str(runtime), "ping"])
         assert code == 0

@@ -375,6 +375,20 @@ def test_a_client_refuses_a_default_runtime_dir_others_may_write(tmp_path: Path)
     assert endpoints.client_endpoints(env=env).ctl == f"ipc://{planted}/ctl.sock"
 
 
+def test_a_client_refuses_a_planted_per_user_parent(tmp_path: Path) -> None:
+    parent = tmp_path / f"busd-{os.getuid()}"
+    (parent / "busd").mkdir(parents=True, mode=0o700)
+    parent.chmod(0o777)
+    with pytest.raises(endpoints.UnsafeRuntimeDir, match=f"busd-{os.getuid()}: it is mode 0777"):
+        endpoints.check_found_dir(parent / "busd")
+    parent.chmod(0o700)
+    endpoints.check_found_dir(parent / "busd")
+    other = tmp_path / "elsewhere"
+    (other / "busd").mkdir(parents=True, mode=0o700)
+    other.chmod(0o777)  # not busd's own parent: busd does not check it either
+    endpoints.check_found_dir(other / "busd")
+
+
 def test_ipc_path_length_limit() -> None:
     longest = "/" + "p" * (endpoints.MAX_IPC_PATH - 1)
 
