@@ -59,11 +59,15 @@ def print_json(args: argparse.Namespace, doc: Any) -> None:
 
 
 def emit(args: argparse.Namespace, doc: Any, text: str) -> None:
-    """Print ``doc`` as JSON with --json, else ``text`` (if any) for people."""
+    """Print ``doc`` as JSON with --json, else ``text`` (if any) for people.
+
+    Every line of ``text`` is escaped again (its cells already were, with
+    their newlines), so no control character reaches the terminal.
+    """
     if args.json:
         print_json(args, doc)
     elif text:
-        out(text)
+        out("\n".join(printable(line) for line in text.split("\n")))
 
 
 def quiet_stdout() -> None:

@@ -74,3 +74,17 @@ def test_an_error_line_is_one_escaped_line(capsys: pytest.CaptureFixture[str]) -
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     _no_controls(err.rstrip("\n"))
+
+
+def test_text_for_people_keeps_its_lines_and_loses_its_escapes(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    import argparse
+
+    from busd.client.console import emit
+
+    emit(argparse.Namespace(json=False), {}, "publish evil\x1b[2J: relayed\nsecond line")
+    assert capsys.readouterr().out == "publish evil\\x1b[2J: relayed\nsecond line\n"
+    emit(argparse.Namespace(json=True), {"channel": EVIL}, "ignored")
+    out = capsys.readouterr().out
+    assert "\x1b" not in out
+    assert out.count("\n") == 1
