@@ -54,6 +54,10 @@ NEEDS_FULL_KEY = frozenset({"host_report"})
 REFUSAL_LOG_INTERVAL = 60.0
 #: Peers whose refusals are remembered, at most (the oldest are forgotten first).
 REFUSAL_PEERS = 1024
+#: Refusal lines logged per interval in all, whatever the peers (a fresh key each try).
+REFUSAL_LINES = 10
+#: Bytes read of a public key file (a certificate is a few hundred).
+KEY_FILE_LIMIT = 64 * 1024
 
 
 class KeyFileError(BusError):
@@ -122,8 +126,43 @@ def load_public(path: str | Path) -> bytes:
     return _load(path)[0]
 
 
-def load_key_dir(path: str | Path) -> frozenset[bytes]:
-    """The public keys of every ``*.key`` certificate in ``path``; refuses an unsafe dir."""
+#: What a key dir looked like when read: each ``*.key`` file's name and content.
+KeyDirStamp = tuple[tuple[str, bytes], ...]
+
+
+def _check_safe(path: Path, info: os.stat_result, what: str) -> None:
+    """Refuse ``path`` when another user owns it or group or others may write it."""
+    if info.st_uid not in (os.getuid(), 0):
+        raise KeyFileError(f"{what} {path} belongs to uid {info.st_uid}, not to us "
+                           f"(uid {os.getuid()}) or root: anyone who owns it could add a key")
+    mode = stat.S_IMODE(info.st_mode)
+    if mode & 0o022:
+        raise KeyFileError(f"{what} {path} is writable by others (mode {mode:04o}): anyone "
+                           f"could add a key; chmod go-w {path}")
+
+
+def _read_key_file(path: Path) -> bytes:
+    try:
+        # O_NONBLOCK: a FIFO planted under a .key name must not hang the reader.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise KeyFileError(f"cannot read key file {path}: {exc.strerror}") from exc
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise KeyFileError(f"key file {path} is not a regular file")
+        _check_safe(path, info, "key file")
+        return os.read(fd, KEY_FILE_LIMIT)
+    finally:
+        os.close(fd)
+
+
+def key_dir_stamp(path: str | Path) -> KeyDirStamp:
+    """Each ``*.key`` file of ``path`` with its content; refuses an unsafe dir or file.
+
+    Compared on every reload, so a file replaced in place (``cp new.key
+    alice.key``: same inode, maybe the same mtime) counts as a change.
+    """
     path = Path(path)
     try:
         info = path.stat()
@@ -131,37 +170,67 @@ def load_key_dir(path: str | Path) -> frozenset[bytes]:
         raise KeyFileError(f"cannot read key dir {path}: {exc.strerror}") from exc
     if not stat.S_ISDIR(info.st_mode):
         raise KeyFileError(f"key dir {path} is not a directory")
-    if stat.S_IMODE(info.st_mode) & 0o022:
-        raise KeyFileError(f"key dir {path} is writable by others (mode "
-                        f"{stat.S_IMODE(info.st_mode):04o}): anyone could add a key; "
-                        f"chmod go-w {path}")
-    return frozenset(_load(item)[0] for item in sorted(path.glob("*.key")))
+    _check_safe(path, info, "key dir")
+    return tuple((item.name, _read_key_file(item)) for item in sorted(path.glob("*.key")))
+
+
+def load_key_dir(path: str | Path, stamp: KeyDirStamp | None = None) -> frozenset[bytes]:
+    """The public keys of every ``*.key`` certificate in ``path``; refuses an unsafe dir."""
+    path = Path(path)
+    files = key_dir_stamp(path) if stamp is None else stamp
+    return frozenset(_load(path / name)[0] for name, _ in files)
 
 
 # -- the master side -----------------------------------------------------------
 
 class RefusalLog:
-    """Logs a refused peer once per interval, with how many refusals it had meanwhile."""
+    """Logs a refused peer once per interval, and at most ``lines`` lines per interval in all.
 
-    def __init__(self, what: str, interval: float = REFUSAL_LOG_INTERVAL) -> None:
+    A refusal not logged is counted: the peer's own count goes on its next
+    line, and the refusals held back by the overall limit on the next line
+    logged at all (a fresh key per try is still one line per few seconds).
+    """
+
+    def __init__(self, what: str, interval: float = REFUSAL_LOG_INTERVAL,
+                 lines: int = REFUSAL_LINES) -> None:
         self.what = what
         self.interval = interval
+        self.lines = lines
         self._seen: dict[str, tuple[float, int]] = {}
+        self._window = (-interval, 0)
         self.total = 0
+        #: Refusals not logged because of the overall limit, since the last line.
+        self.suppressed = 0
 
     def refused(self, peer: str, detail: str) -> None:
         """Count a refusal of ``peer``; log it if this peer was quiet for an interval."""
         self.total += 1
         now = time.monotonic()
         last, count = self._seen.pop(peer, (-self.interval, 0))
-        if now - last >= self.interval:
+        if now - last < self.interval:
+            self._seen[peer] = (last, count + 1)
+        elif self._take_line(now):
             more = f" ({count} more since the last report)" if count else ""
+            if self.suppressed:
+                more += (f" ({self.suppressed} other refusals not logged: over "
+                         f"{self.lines} lines in {self.interval:g}s)")
+                self.suppressed = 0
             log.warning("%s %s: %s%s", self.what, peer, detail, more)
             self._seen[peer] = (now, 0)
         else:
-            self._seen[peer] = (last, count + 1)
+            self.suppressed += 1
+            self._seen[peer] = (last, count)
         while len(self._seen) > REFUSAL_PEERS:
             del self._seen[next(iter(self._seen))]
+
+    def _take_line(self, now: float) -> bool:
+        start, used = self._window
+        if now - start >= self.interval:
+            start, used = now, 0
+        if used >= self.lines:
+            return False
+        self._window = (start, used + 1)
+        return True
 
 
 def peer_role(frame: zmq.Frame) -> tuple[Role, str]:

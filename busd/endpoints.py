@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 
 import zmq
 
-from busd.errors import BusError
+from busd.errors import BusError, NoMaster
 from busd.wire import MAX_MESSAGE_SIZE
 
 T = TypeVar("T")
@@ -44,6 +44,10 @@ CTL_HWM = 10_000
 
 class EndpointError(BusError):
     """An endpoint or runtime dir is unusable (too long, unsafe, not allowed)."""
+
+
+class UnsafeRuntimeDir(NoMaster):
+    """The default runtime dir is another user's, or others may write it: no master of ours."""
 
 
 class Endpoints(NamedTuple):
@@ -115,14 +119,47 @@ def default_endpoints(directory: Path) -> Endpoints:
 
 def client_endpoints(name: str | None = None, runtime: str | Path | None = None,
                      env: Mapping[str, str] | None = None) -> Endpoints:
-    """Where a client finds a master: explicit env endpoints, else the runtime dir."""
+    """Where a client finds a master: explicit env endpoints, else the runtime dir.
+
+    A runtime dir found by default (not named by ``runtime`` or
+    ``BUSD_RUNTIME_DIR``) is checked as busd checks it: one another user
+    owns, or that group or others may write, raises :class:`UnsafeRuntimeDir`
+    (a :class:`NoMaster`), since a master there is not ours to talk to.
+    """
     env = os.environ if env is None else env
     directory = Path(runtime) if runtime else runtime_dir(name, env)
     defaults = default_endpoints(directory)
+    found = not runtime and not env.get("BUSD_RUNTIME_DIR")
     if runtime or name:
+        if found:
+            check_found_dir(directory)
         return defaults
-    return Endpoints(pub=env.get("BUSD_PUB_ENDPOINT") or defaults.pub,
-                     ctl=env.get("BUSD_CTL_ENDPOINT") or defaults.ctl)
+    pub, ctl = env.get("BUSD_PUB_ENDPOINT"), env.get("BUSD_CTL_ENDPOINT")
+    if found and not (pub and ctl):
+        check_found_dir(directory)
+    return Endpoints(pub=pub or defaults.pub, ctl=ctl or defaults.ctl)
+
+
+def check_found_dir(path: Path) -> None:
+    """Refuse a default runtime dir (or its ``busd-<uid>`` parent) that is unsafe, if it exists."""
+    parent = [path.parent] if path.parent.name == f"busd-{os.getuid()}" else []
+    for directory in (*parent, path):
+        try:
+            info = directory.lstat()
+        except FileNotFoundError:
+            continue
+        mode = stat.S_IMODE(info.st_mode)
+        if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
+            why = "it is not a directory (a symlink?)"
+        elif info.st_uid != os.getuid():
+            why = f"it belongs to uid {info.st_uid}, not to us (uid {os.getuid()})"
+        elif mode & 0o022:
+            why = f"it is mode {mode:04o}, writable by group or others"
+        else:
+            continue
+        raise UnsafeRuntimeDir(f"not talking to a master in {directory}: {why}, so another "
+                               "user could have planted it (name it with --runtime-dir or "
+                               "BUSD_RUNTIME_DIR to trust it)")
 
 
 def pub_beside(ctl: str) -> Endpoints:

@@ -40,7 +40,7 @@ from busd.auth import NEEDS_FULL_KEY, RefusalLog, Role, is_tcp, peer_role
 from busd.board import Board, live_status, live_workers
 from busd.endpoints import CTL_HWM, PUB_HWM, Endpoints, Outbox, configure, secure_ipc
 from busd.errors import ProtocolError
-from busd.registry import NOT_JOINED, ClientInfo, Registry
+from busd.registry import NOT_JOINED, ClientInfo, Registry, bye_reason, hello_fields
 from busd.replay import ReplayWindow
 from busd.rundir import EndpointGuard
 from busd.wire import (
@@ -383,7 +383,7 @@ class Hub:
                   peer: str = "local") -> None:
         body: dict[str, Any] = msg.body
         if msg.kind is Kind.HELLO:
-            self._hello(identity, msg.req_id, body)
+            self._hello(identity, msg.req_id, body, role)
         elif msg.kind is Kind.REQUEST:
             self._request(identity, msg.req_id, body, role, peer)
         elif self.registry.get(identity) is None:
@@ -402,10 +402,7 @@ class Hub:
             self.stats["acks"] += 1
             self.registry.record_ack(identity, body)
         elif msg.kind is Kind.PONG:
-            fields: dict[str, Any] = {"last_seq": int(body.get("seq") or 0)}
-            if isinstance(body.get("state"), str) and body["state"]:
-                fields["state"] = body["state"]
-            self.registry.touch(identity, **fields)
+            self.registry.pong(identity, body)
         elif msg.kind is Kind.BYE:
             self._departed[identity] = None
             info = self.registry.get(identity)
@@ -413,7 +410,7 @@ class Hub:
                 self._departed[info.token] = None
             while len(self._departed) > CTL_HWM:
                 self._departed.popitem(last=False)
-            self._client_gone(identity, "client_left", str(body.get("reason", "")))
+            self._client_gone(identity, "client_left", bye_reason(body))
 
     def _client_gone(self, identity: bytes, event: str, reason: str) -> None:
         for fd, who in list(self._pidfds.items()):
@@ -502,7 +499,9 @@ class Hub:
         return {"epoch": self.epoch, "first": part.first, "frames": list(part.frames),
                 "lost": part.lost, "more": part.more}
 
-    def _hello(self, identity: bytes, req_id: int, body: dict[str, Any]) -> None:
+    def _hello(self, identity: bytes, req_id: int, body: dict[str, Any],
+               role: Role = Role.FULL) -> None:
+        hello_fields(body)  # every field checked before any is used (bad_arguments)
         token = body.get("token")
         wants_sub = bool(body.get("subscribe", True))
         if wants_sub and not isinstance(token, bytes):
@@ -511,7 +510,8 @@ class Hub:
             raise wire_error(ErrorCode.BAD_ARGUMENTS,
                              "this client said BYE: joining again takes a new token")
         self._departed.pop(identity, None)
-        info = self.registry.register(identity, body, joined_seq=NOT_JOINED)
+        info = self.registry.register(identity, body, joined_seq=NOT_JOINED,
+                                      readonly=role is Role.READ_ONLY)
         self.stats["hellos"] += 1
         self._watch_pid(identity, body)
         if wants_sub and token not in self._joined_tokens:

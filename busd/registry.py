@@ -10,6 +10,14 @@ The registry belongs to the hub: only the hub thread registers clients and
 records what they say.  It is a monitor (one lock, held only inside its
 own short methods, never while calling out) so the command thread can wait
 on its condition for acks instead of on a socket.
+
+It is also where what a client says is checked and bounded: a field of the
+wrong type is ``bad_arguments``; text is cut to the limits of
+:mod:`busd.wire`; a PONG's state must be a state's name.  A client whose
+key is read-only (CURVE, ZAP's User-Id ``ro:``) is registered as a
+``readonly`` watcher: its claimed pid, slot and role are not kept, so it is
+never taken for a worker, never waited for in an ack, and its ACKs and
+PONG states are ignored.
 """
 
 from __future__ import annotations
@@ -22,12 +30,30 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from busd.wire import Ack
+import msgpack
+
+from busd.wire import (
+    DESCRIBE_LIMIT,
+    ERRORS_LIMIT,
+    NAME_LIMIT,
+    REASON_LIMIT,
+    RESULT_LIMIT,
+    TOKEN_LIMIT,
+    Ack,
+    ErrorCode,
+    clip,
+    wire_error,
+)
 
 #: How many sequence numbers' acks are kept; older ones are forgotten.
 ACK_MEMORY = 4096
 #: ``joined_seq`` of a client whose snapshot is not sent yet: it expects nothing.
 NOT_JOINED = sys.maxsize
+#: The role a client with a read-only key gets, whatever its HELLO says.
+READONLY_ROLE = "readonly"
+#: What a PONG's ``state`` may be (busd.bus.State's names); anything else is ignored.
+STATE_NAMES = frozenset({"STOPPED", "STARTING", "STARTED", "STOPPING", "EXITING"})
+_LARGEST_ID = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -50,6 +76,8 @@ class ClientInfo:
     #: Messages this client asked to replay after they had left the window.
     lost: int = 0
     token: bytes = b""
+    #: Its key is read-only: never a worker, never waited for, its acks ignored.
+    readonly: bool = False
 
     def as_dict(self, now: float | None = None) -> dict[str, Any]:
         """A plain map for status replies (ages in seconds, no identity bytes)."""
@@ -59,7 +87,7 @@ class ClientInfo:
                 "last_heartbeat": round(now - self.last_seen, 3),
                 "connected_for": round(now - self.connected_at, 3),
                 "last_ack_seq": self.last_ack_seq, "last_seq": self.last_seq,
-                "lost": self.lost}
+                "lost": self.lost, "readonly": self.readonly}
 
     def label(self) -> str:
         """How a message names this client."""
@@ -112,26 +140,39 @@ class Registry:
         #: state changes; they must only wake their owner (the pool: a pipe byte).
         self.state_hooks: list[Callable[[ClientInfo], None]] = []
 
-    def register(self, identity: bytes, hello: dict[str, Any], joined_seq: int) -> ClientInfo:
-        """Record a client that said HELLO (again: same identity keeps its id)."""
+    def register(self, identity: bytes, hello: dict[str, Any], joined_seq: int,
+                 readonly: bool = False) -> ClientInfo:
+        """Record a client that said HELLO (again: same identity keeps its id).
+
+        Raises ProtocolError (``bad_arguments``) for a field of the wrong type.
+        """
+        fields = hello_fields(hello)
+        if readonly:
+            fields.update(pid=0, worker=None, role=READONLY_ROLE)
         now = time.monotonic()
         with self._cond:
             old = self._by_identity.get(identity)
             client_id = old.id if old else self._next_id
             if not old:
                 self._next_id += 1
-            worker = hello.get("worker")
-            token = hello.get("token")
             self._cond.notify_all()
-            info = ClientInfo(
-                id=client_id, identity=identity, pid=int(hello.get("pid") or 0),
-                host=str(hello.get("host") or ""), name=str(hello.get("name") or ""),
-                role=str(hello.get("role") or "client"),
-                worker=worker if isinstance(worker, int) else None,
-                joined_seq=joined_seq, connected_at=now, last_seen=now,
-                lost=old.lost if old else 0, token=token if isinstance(token, bytes) else b"")
+            info = ClientInfo(id=client_id, identity=identity, joined_seq=joined_seq,
+                              connected_at=now, last_seen=now, lost=old.lost if old else 0,
+                              readonly=readonly, **fields)
             self._by_identity[identity] = info
             return info
+
+    def pong(self, identity: bytes, body: dict[str, Any]) -> ClientInfo | None:
+        """Note a PONG: the last seq applied and, from a full client, its state."""
+        seq = body.get("seq")
+        if seq is not None and (type(seq) is not int or seq < 0):
+            raise wire_error(ErrorCode.BAD_ARGUMENTS, "PONG: 'seq' must be an integer >= 0")
+        fields: dict[str, Any] = {"last_seq": seq or 0}
+        state = body.get("state")
+        info = self.get(identity)
+        if state in STATE_NAMES and info is not None and not info.readonly:
+            fields["state"] = state
+        return self.touch(identity, **fields)
 
     def set_joined(self, identity: bytes, joined_seq: int) -> None:
         """Record the snapshot sequence number a client joined at."""
@@ -181,9 +222,9 @@ class Registry:
             return True
 
     def by_pid(self) -> dict[int, ClientInfo]:
-        """Registered clients by process id."""
+        """Registered clients by process id (read-only clients have none)."""
         with self._cond:
-            return {c.pid: c for c in self._by_identity.values()}
+            return {c.pid: c for c in self._by_identity.values() if not c.readonly}
 
     def remove(self, identity: bytes) -> ClientInfo | None:
         """Forget a client (it said BYE or was lost); wakes ack waiters."""
@@ -200,7 +241,8 @@ class Registry:
     def remove_pid(self, pid: int) -> ClientInfo | None:
         """Forget the client of a process that ended (the pool saw it go)."""
         with self._cond:
-            identity = next((i for i, c in self._by_identity.items() if c.pid == pid), None)
+            identity = next((i for i, c in self._by_identity.items()
+                             if c.pid == pid and not c.readonly), None)
         return None if identity is None else self.remove(identity)
 
     def clients(self) -> list[ClientInfo]:
@@ -216,16 +258,21 @@ class Registry:
                     if c.last_seen < older_than and c.joined_seq != NOT_JOINED]
 
     def record_ack(self, identity: bytes, body: dict[str, Any]) -> Ack | None:
-        """Store an ack from a registered client; None if the client is unknown."""
+        """Store an ack from a registered client; None if unknown or read-only."""
+        seq = body.get("seq")
+        if type(seq) is not int or seq < 1:
+            raise wire_error(ErrorCode.BAD_ARGUMENTS, "ACK: 'seq' must be an integer >= 1")
+        errors = body.get("errors") or ()
+        if not isinstance(errors, list | tuple):
+            raise wire_error(ErrorCode.BAD_ARGUMENTS, "ACK: 'errors' must be a list")
         with self._cond:
             info = self._by_identity.get(identity)
-            if info is None:
+            if info is None or info.readonly:
                 return None
-            seq = int(body.get("seq") or 0)
-            errors = body.get("errors") or ()
-            ack = Ack(client=info.id, seq=seq, ok=bool(body.get("ok")),
-                      result=body.get("result"),
-                      errors=tuple(e for e in errors if isinstance(e, dict)))
+            ack = Ack(client=info.id, seq=seq, ok=body.get("ok") is True,
+                      result=bounded_result(body.get("result")),
+                      errors=tuple(bounded_error(e) for e in errors[:ERRORS_LIMIT]
+                                   if isinstance(e, dict)))
             self._acks.setdefault(seq, {})[info.id] = ack
             while len(self._acks) > ACK_MEMORY:
                 self._acks.popitem(last=False)
@@ -238,7 +285,7 @@ class Registry:
         """Ids of the clients that will receive ``seq``: joined before it."""
         with self._cond:
             return {c.id for c in self._by_identity.values()
-                    if c.joined_seq < seq and c.role != "control"}
+                    if c.joined_seq < seq and c.role != "control" and not c.readonly}
 
     def wait_acks(self, seqs: Iterable[int], expected: set[int], timeout: float,
                   on_timeout: Callable[[list[ClientInfo], AckReport], Exception]) -> AckReport:
@@ -304,3 +351,61 @@ class Registry:
         labels = tuple((a.client, known[a.client].label()) for a in acks
                        if not a.ok and a.client in known)
         return AckReport(seqs=seqs, acks=tuple(acks), lost=lost, labels=labels)
+
+
+# -- what a client may say ------------------------------------------------------
+
+def _text(hello: dict[str, Any], key: str, default: str) -> str:
+    value = hello.get(key)
+    if value is None or value == "":
+        return default
+    if not isinstance(value, str):
+        raise wire_error(ErrorCode.BAD_ARGUMENTS, f"HELLO: {key!r} must be a string")
+    return clip(value, NAME_LIMIT)
+
+
+def _number(hello: dict[str, Any], key: str) -> int | None:
+    value = hello.get(key)
+    if value is None:
+        return None
+    if type(value) is not int or not 0 <= value <= _LARGEST_ID:
+        raise wire_error(ErrorCode.BAD_ARGUMENTS,
+                         f"HELLO: {key!r} must be an integer from 0 to {_LARGEST_ID}")
+    return value
+
+
+def hello_fields(hello: dict[str, Any]) -> dict[str, Any]:
+    """A HELLO's fields as ClientInfo takes them: checked (``bad_arguments``) and cut."""
+    token = hello.get("token") or b""
+    if not isinstance(token, bytes) or len(token) > TOKEN_LIMIT:
+        raise wire_error(ErrorCode.BAD_ARGUMENTS,
+                         f"HELLO: 'token' must be bytes, at most {TOKEN_LIMIT} of them")
+    return {"pid": _number(hello, "pid") or 0, "worker": _number(hello, "worker"),
+            "host": _text(hello, "host", ""), "name": _text(hello, "name", ""),
+            "role": _text(hello, "role", "client"), "token": token}
+
+
+def bye_reason(body: dict[str, Any]) -> str:
+    """A BYE's ``reason``, cut to ``REASON_LIMIT`` characters."""
+    reason = body.get("reason")
+    return "" if reason is None else clip(reason if isinstance(reason, str) else repr(reason),
+                                          REASON_LIMIT)
+
+
+def bounded_result(result: Any) -> Any:
+    """An ACK's ``result``, or a note in its place when it encodes to over ``RESULT_LIMIT``."""
+    if result is None or isinstance(result, bool | int | float):
+        return result
+    try:
+        size = len(msgpack.packb(result, use_bin_type=True))
+    except (TypeError, ValueError, OverflowError):
+        return "(a result that cannot be encoded)"
+    if size <= RESULT_LIMIT:
+        return result
+    return f"(a result of {size} bytes, over the {RESULT_LIMIT}-byte limit)"
+
+
+def bounded_error(error: dict[str, Any]) -> dict[str, str]:
+    """One listener failure of an ACK as ``{type, message}``, each cut to its limit."""
+    return {"type": clip(error.get("type", ""), NAME_LIMIT),
+            "message": clip(error.get("message", ""), DESCRIBE_LIMIT)}

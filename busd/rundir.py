@@ -2,18 +2,21 @@
 
 ::
 
-    Hub.__init__ --claim(endpoint)--> abstract unix socket "@busd-ipc-<uid>-<hash of path>"
-                                       (bound and listening while the master lives)
-    Hub._beat    --check()----------> socket file gone?  recreate the dir (0700),
-                                       unbind + bind again, log a warning
+    Hub.__init__ --claim(endpoint)--> <ipc socket file>.lock, flock(LOCK_EX | LOCK_NB)
+                                       (held, with our pid written in it, while the master lives)
+    Hub._beat    --check()----------> socket file gone?  recreate the dir (0700), take
+                                       the lock again, bind again, log a warning
 
-The lock is an abstract-namespace unix socket named after the absolute path
-of the ipc socket file.  It lives in the kernel, not in the file system: a
-second master is refused even when someone removed the runtime dir and its
-socket files (a lock file inside the dir would have gone with it).  It is
-released when the socket is closed or the process dies, however it dies;
-it is close-on-exec, so workers never hold it.  A master that finds it taken
-asks the holder who it is (``SO_PEERCRED``) to name its pid.
+The lock is a file beside the ipc socket file (``ctl.sock.lock``), in the
+runtime dir that only this user may write (mode 0700, checked), so no other
+user can take it first; an abstract unix socket, which any local user can
+bind under any name, would let them keep busd from starting.  ``flock``
+releases it when the descriptor is closed or the process dies, however it
+dies; the descriptor is close-on-exec, so an exec'd worker never holds it.
+The holder writes its pid in the file, so a refused master can name it.
+A lock file removed with its dir (someone ran ``rm -rf`` on the runtime
+dir) is taken again when the endpoint is repaired; a second master that
+took it meanwhile keeps it, and this one stops rebinding that endpoint.
 
 The :class:`EndpointGuard` is owned by the hub thread: ``claim`` runs in the
 hub's constructor, ``check`` on every heartbeat, ``close`` with the sockets.
@@ -21,32 +24,32 @@ hub's constructor, ``check`` on every heartbeat, ``close`` with the sockets.
 
 from __future__ import annotations
 
+import contextlib
 import errno
-import hashlib
+import fcntl
 import logging
 import os
-import socket
-import struct
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import zmq
 
-from busd.endpoints import ensure_runtime_dir, secure_ipc
+from busd.endpoints import EndpointError, ensure_runtime_dir, secure_ipc
 from busd.errors import AlreadyRunning
 
 log = logging.getLogger(__name__)
 
-_UCRED = struct.Struct("3i")
-#: How long a refused master waits for the holder to tell its pid.
-PEER_TIMEOUT = 0.5
+#: How often a lock file removed between its open and its flock is tried again.
+LOCK_TRIES = 5
+#: Bytes of a lock file read to learn its holder's pid.
+PID_BYTES = 32
 
 
-def lock_name(path: str | Path) -> str:
-    """The abstract socket name (without its leading NUL) for ipc file ``path``."""
-    digest = hashlib.sha256(os.path.abspath(path).encode()).hexdigest()[:32]
-    return f"busd-ipc-{os.getuid()}-{digest}"
+def lock_path(path: str | Path) -> str:
+    """The lock file of ipc socket file ``path``."""
+    return os.path.abspath(path) + ".lock"
 
 
 def ipc_path(endpoint: str) -> str | None:
@@ -54,19 +57,41 @@ def ipc_path(endpoint: str) -> str | None:
     return endpoint[len("ipc://"):] if endpoint.startswith("ipc://") else None
 
 
-def holder_pid(name: str) -> int | None:
-    """The pid of the process holding abstract socket ``name``, when it says."""
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+def holder_pid(lock_file: str | Path) -> int | None:
+    """The pid the holder of ``lock_file`` wrote in it, when it did."""
     try:
-        probe.settimeout(PEER_TIMEOUT)
-        probe.connect("\0" + name)
-        pid, _, _ = _UCRED.unpack(probe.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
-                                                   _UCRED.size))
-        return int(pid)
+        fd = os.open(lock_file, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return None
+    try:
+        text = os.read(fd, PID_BYTES).decode("ascii", "replace").strip()
     finally:
-        probe.close()
+        os.close(fd)
+    return int(text) if text.isdigit() and text.isascii() else None
+
+
+def _open_lock(path: str) -> int:
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise EndpointError(f"cannot open lock file {path}: {exc.strerror} "
+                            "(a symlink? remove it)") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid():
+        os.close(fd)
+        raise EndpointError(f"lock file {path} is not a regular file of ours "
+                            f"(uid {info.st_uid}): remove it")
+    return fd
+
+
+def _same_file(fd: int, path: str) -> bool:
+    """Whether ``path`` still names the file open at ``fd`` (not removed or replaced)."""
+    try:
+        named = os.stat(path, follow_symlinks=False)
+    except OSError:
+        return False
+    mine = os.fstat(fd)
+    return (named.st_dev, named.st_ino) == (mine.st_dev, mine.st_ino)
 
 
 class DirLock:
@@ -74,36 +99,62 @@ class DirLock:
 
     def __init__(self, path: str | Path) -> None:
         self.path = os.path.abspath(path)
-        self.name = lock_name(self.path)
-        self._sock: socket.socket | None = None
+        self.file = lock_path(self.path)
+        self._fd: int | None = None
 
     def acquire(self) -> None:
         """Take the lock, or raise :class:`AlreadyRunning` naming the holder."""
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.bind("\0" + self.name)
-            sock.listen(16)
-        except OSError as exc:
-            sock.close()
-            if exc.errno != errno.EADDRINUSE:
-                raise
-            pid = holder_pid(self.name)
-            who = f"a busd master (pid {pid})" if pid else "another busd master"
-            raise AlreadyRunning(f"{who} already serves {self.path} "
-                                 f"(it holds the lock @{self.name}, even if the file "
-                                 "or its dir was removed)") from None
-        self._sock = sock
+        for _ in range(LOCK_TRIES):
+            fd = _open_lock(self.file)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                os.close(fd)
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                    raise
+                pid = holder_pid(self.file)
+                who = f"a busd master (pid {pid})" if pid else "another busd master"
+                raise AlreadyRunning(f"{who} already serves {self.path} "
+                                     f"(it holds the lock {self.file})") from None
+            if not _same_file(fd, self.file):
+                # Its holder removed it between our open and our flock: a fresh one.
+                os.close(fd)
+                continue
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+            self._fd = fd
+            return
+        raise AlreadyRunning(f"cannot take the lock {self.file}: it keeps being replaced")
 
     @property
     def held(self) -> bool:
         """True while this object holds the lock."""
-        return self._sock is not None
+        return self._fd is not None
+
+    def intact(self) -> bool:
+        """Whether the lock file on disk is still the one held (not removed)."""
+        return self._fd is not None and _same_file(self._fd, self.file)
+
+    def renew(self) -> None:
+        """Take the lock again after its file was removed (raises AlreadyRunning)."""
+        if self.intact():
+            return
+        old, self._fd = self._fd, None
+        try:
+            self.acquire()
+        finally:
+            if old is not None:
+                os.close(old)
 
     def release(self) -> None:
-        """Let another master take the path."""
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
+        """Let another master take the path (the lock file is removed while still held)."""
+        if self._fd is None:
+            return
+        fd, self._fd = self._fd, None
+        if _same_file(fd, self.file):
+            with contextlib.suppress(OSError):
+                os.unlink(self.file)
+        os.close(fd)
 
 
 @dataclass
@@ -152,11 +203,14 @@ class EndpointGuard:
         try:
             if not directory.is_dir():
                 ensure_runtime_dir(directory)
+            for lock in self._locks:
+                if lock.path == os.path.abspath(bound.path):
+                    lock.renew()
             # A second listener on the same path; the old one is kept, because
             # unbinding it would cut every connection it accepted.
             bound.sock.bind(bound.endpoint)
             secure_ipc(bound.endpoint)
-        except (OSError, zmq.ZMQError) as exc:
+        except (OSError, zmq.ZMQError, EndpointError, AlreadyRunning) as exc:
             self.failures += 1
             if self.failures <= 5:
                 log.error("cannot rebind %s after its file was removed: %s", bound.endpoint, exc)
@@ -178,4 +232,4 @@ class EndpointGuard:
         self._bound.clear()
 
 
-__all__ = ["DirLock", "EndpointGuard", "holder_pid", "lock_name"]
+__all__ = ["DirLock", "EndpointGuard", "holder_pid", "lock_path"]

@@ -56,6 +56,19 @@ DESCRIBE_LIMIT = 4096
 #: The first byte of a SUB topic that no message starts with; see join_topic().
 JOIN_PREFIX = b"\xffjoin:"
 
+# What the master keeps of the fields a client sends (docs/PROTOCOL.md section 14):
+# longer text is cut, so nothing a peer says can make an event or a reply too large.
+#: Characters kept of a HELLO's ``name``, ``host`` and ``role`` and of an error's ``type``.
+NAME_LIMIT = 256
+#: Characters kept of a BYE's ``reason``.
+REASON_LIMIT = 1024
+#: Bytes a HELLO's ``token`` may have (busd's clients send 12).
+TOKEN_LIMIT = 64
+#: Encoded bytes an ACK's ``result`` may have; a larger one is replaced by a note.
+RESULT_LIMIT = 64 * 1024
+#: Listener failures kept of one ACK's ``errors``.
+ERRORS_LIMIT = 64
+
 
 class Kind(enum.IntEnum):
     """The kind of a message, its second item."""
@@ -230,6 +243,14 @@ def _check_types(kind: Kind, raw: int, obj: list[Any]) -> None:
         raise wire_error(ErrorCode.MALFORMED, f"{kind.name}: the body must be a map")
     if raw == _PUBLISH and not _publish_items_ok(obj):
         raise wire_error(ErrorCode.MALFORMED, "PUBLISH: channel, args list, kwargs map")
+
+
+def clip(value: Any, limit: int) -> str:
+    """``value`` as text of at most ``limit`` characters (a cut one ends with an ellipsis)."""
+    text = value if isinstance(value, str) else str(value)
+    if len(text) <= limit:
+        return text
+    return text[:limit - 1] + "\u2026"
 
 
 def pid_namespace() -> str:

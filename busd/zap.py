@@ -16,32 +16,52 @@ import zmq
 from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils import z85
 
-from busd.auth import ZAP_DOMAIN, KeyFileError, RefusalLog, Role, load_key_dir, load_secret
+from busd.auth import (
+    ZAP_DOMAIN,
+    KeyDirStamp,
+    KeyFileError,
+    RefusalLog,
+    Role,
+    key_dir_stamp,
+    load_key_dir,
+    load_secret,
+)
 
 log = logging.getLogger(__name__)
 
 class KeyRing:
-    """The keys allowed in, by role; re-read when a dir changes (rotation without restart)."""
+    """The keys allowed in, by role; re-read when a key file changes (rotation without restart).
+
+    Every handshake compares each dir's ``*.key`` files, names and content,
+    with what was loaded (a few small reads): a key added, removed or
+    replaced in place counts at once.  A dir or file another user owns or
+    may write is refused: at start, busd does not start; later, the keys
+    loaded before are kept and the problem is logged once.
+    """
 
     def __init__(self, authorized: Path, readonly: Path | None = None) -> None:
         self.dirs = {Role.FULL: authorized, **({Role.READ_ONLY: readonly} if readonly else {})}
         self._keys: dict[Role, frozenset[bytes]] = {}
-        self._stamps: dict[Role, int] = {}
+        self._stamps: dict[Role, KeyDirStamp] = {}
+        self._problems: dict[Role, str] = {}
         for role in self.dirs:
             self._reload(role, strict=True)
 
     def _reload(self, role: Role, strict: bool) -> None:
         directory = self.dirs[role]
         try:
-            stamp = directory.stat().st_mtime_ns
+            stamp = key_dir_stamp(directory)
             if self._stamps.get(role) == stamp:
                 return
-            self._keys[role] = load_key_dir(directory)
+            self._keys[role] = load_key_dir(directory, stamp)
             self._stamps[role] = stamp
+            self._problems.pop(role, None)
         except (OSError, KeyFileError) as exc:
             if strict:
                 raise KeyFileError(str(exc)) from exc
-            log.error("keeping the keys loaded before: %s", exc)
+            if self._problems.get(role) != str(exc):
+                self._problems[role] = str(exc)
+                log.error("keeping the keys loaded before: %s", exc)
 
     def role(self, key: bytes) -> Role | None:
         """The role of z85 public ``key``; a full key wins over a read-only one."""
@@ -121,4 +141,5 @@ class CurveServer:
     def statistics(self) -> dict[str, Any]:
         """Keys per role and the refused handshakes."""
         return {"keys": self.ring.counts(),
-                "refused": self._auth.denied.total if self._auth else 0}
+                "refused": self._auth.denied.total if self._auth else 0,
+                "refusals_not_logged": self._auth.denied.suppressed if self._auth else 0}

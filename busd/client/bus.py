@@ -399,9 +399,10 @@ def connect(name: str | None = None, runtime_dir: str | Path | None = None, *,
     refused key raises :class:`busd.errors.KeyRefused`.  A tcp ``ctl``
     without ``pub`` means the PUB endpoint on the next port.
     """
-    found = client_endpoints(name, runtime_dir)
     if ctl and not pub and ctl.startswith("tcp://"):
         pub = pub_beside(ctl).pub
+    # Both given: the default runtime dir is not looked at (nor refused).
+    found = Endpoints(pub=pub, ctl=ctl) if ctl and pub else client_endpoints(name, runtime_dir)
     endpoints = Endpoints(pub=pub or found.pub, ctl=ctl or found.ctl)
     # Keys only matter over tcp (and loading them costs an import of zmq.auth).
     tcp = is_tcp(endpoints.ctl) or is_tcp(endpoints.pub)

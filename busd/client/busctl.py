@@ -322,6 +322,10 @@ def _run_remote(args: argparse.Namespace, handler: Handler) -> int:
     except (EndpointError, KeyFileError) as exc:
         _error(str(exc))
         return EXIT_USAGE
+    except NoMaster as exc:  # an unsafe runtime dir found by default
+        _print_json(args, _error_doc("no_master", str(exc), None))
+        _error(str(exc))
+        return EXIT_NO_MASTER
     # wait waits for a socket that may not exist yet.
     why = unreachable(endpoint) if args.command != "wait" else None
     if why is not None:

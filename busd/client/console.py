@@ -14,6 +14,8 @@ import os
 import sys
 from typing import Any
 
+from busd.client.sanitize import printable
+
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -24,8 +26,8 @@ EXIT_BROKEN_PIPE = 141
 
 
 def error(message: str) -> None:
-    """``busctl: message`` on stderr."""
-    print(f"busctl: {message}", file=sys.stderr, flush=True)
+    """``busctl: message`` on stderr, one line (control characters escaped)."""
+    print(f"busctl: {printable(message)}", file=sys.stderr, flush=True)
 
 
 def out(text: str) -> None:
@@ -57,11 +59,15 @@ def print_json(args: argparse.Namespace, doc: Any) -> None:
 
 
 def emit(args: argparse.Namespace, doc: Any, text: str) -> None:
-    """Print ``doc`` as JSON with --json, else ``text`` (if any) for people."""
+    """Print ``doc`` as JSON with --json, else ``text`` (if any) for people.
+
+    Every line of ``text`` is escaped again (its cells already were, with
+    their newlines), so no control character reaches the terminal.
+    """
     if args.json:
         print_json(args, doc)
     elif text:
-        out(text)
+        out("\n".join(printable(line) for line in text.split("\n")))
 
 
 def quiet_stdout() -> None:

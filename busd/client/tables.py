@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from busd.client.sanitize import printable
+
 
 def _duration(seconds: Any) -> str:
     if not isinstance(seconds, int | float):
@@ -42,8 +44,8 @@ def _percent(value: Any) -> str:
 
 
 def cell(value: Any) -> str:
-    """A value as a table cell: "-" for nothing."""
-    return "-" if value is None or value == "" else str(value)
+    """A value as a table cell: "-" for nothing; control characters escaped."""
+    return "-" if value is None or value == "" else printable(value)
 
 
 #: Worker columns: header, key, how to show the value.
@@ -80,8 +82,8 @@ def _heartbeat_age(value: Any) -> str:
 
 def format_status(status: dict[str, Any]) -> str:
     """What ``busctl status`` shows people: a header, then workers and clients."""
-    host = f" on {status['host']}" if status.get("host") else ""
-    ctl = ", ".join(status.get("endpoints", {}).get("ctl") or []) or "-"
+    host = f" on {cell(status['host'])}" if status.get("host") else ""
+    ctl = cell(", ".join(str(e) for e in status.get("endpoints", {}).get("ctl") or []))
     header = [("name", cell(status.get("name"))), ("state", cell(status.get("state"))),
               ("pid", f"{cell(status.get('pid'))}{host}"),
               ("epoch", f"{cell(status.get('epoch'))} (seq {cell(status.get('seq'))})"),

@@ -30,6 +30,7 @@ import zmq
 
 from busd.auth import secure_client
 from busd.client.console import EXIT_FAILED, EXIT_NO_MASTER, EXIT_OK, dumps
+from busd.client.sanitize import printable
 from busd.control import Control
 from busd.endpoints import PUB_HWM, client_endpoints, configure
 from busd.errors import BusError, NoMaster, ProtocolError
@@ -168,15 +169,19 @@ class Watcher:
         """The line people see for one message, after its local time."""
         stamp = time.strftime("%H:%M:%S", time.localtime(doc["time"]))
         stamp += f".{int(doc['time'] * 1000) % 1000:03d}"
+        # Every field a peer could have chosen is escaped: a newline or an escape
+        # sequence in a channel name must not forge or erase a line.
         if doc["kind"] == "epoch":
-            return (f"{stamp} epoch {doc['epoch']}: a new master (pid {doc.get('pid')}, "
-                    f"state {doc.get('state')}); seq numbers start again")
+            return (f"{stamp} epoch {doc['epoch']}: a new master (pid "
+                    f"{printable(doc.get('pid'))}, state {printable(doc.get('state'))}); "
+                    "seq numbers start again")
         head = f"{stamp} seq {doc['seq']} {doc['kind']}"
         if doc["kind"] == "state":
-            return f"{head} {doc['state']}"
+            return f"{head} {printable(doc['state'])}"
         if doc["kind"] == "publish":
-            return f"{head} {doc['channel']} {dumps(doc['args'])} {dumps(doc['kwargs'])}"
-        return f"{head} {doc['event']} {dumps(doc['data'])}"
+            return (f"{head} {printable(doc['channel'])} {dumps(doc['args'])} "
+                    f"{dumps(doc['kwargs'])}")
+        return f"{head} {printable(doc['event'])} {dumps(doc['data'])}"
 
     def _ended(self) -> int:
         if self.state == "EXITING":

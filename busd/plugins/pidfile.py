@@ -3,23 +3,35 @@
 Written atomically (a temporary file in the same directory, then linked or
 renamed into place, so a reader never sees a partial number); refused when
 it names another live process; removed on exit only while it still names us.
+
+What is there already is opened without following a symlink and read only
+when it is a regular file (a planted link or FIFO is refused, not read as
+whoever runs busd), and its content is never logged.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 
 from busd.bus import Bus
 from busd.errors import BusError
 from busd.plugins.base import SimplePlugin
 
-__all__ = ["PIDFile", "PIDFileInUse", "pid_alive", "read_pid"]
+__all__ = ["PIDFile", "PIDFileInUse", "PIDFileUnsafe", "pid_alive", "read_pid"]
+
+#: Bytes read of an existing PID file.
+PID_FILE_BYTES = 64
 
 
 class PIDFileInUse(BusError, RuntimeError):
     """The PID file names another process that is still running."""
+
+
+class PIDFileUnsafe(BusError, RuntimeError):
+    """The PID file's path holds something else than a regular file (a symlink, a FIFO)."""
 
 
 class PIDFile(SimplePlugin):
@@ -96,14 +108,16 @@ class PIDFile(SimplePlugin):
 
     def _check_holder(self, pid: int) -> None:
         try:
-            with open(self.pidfile, encoding="ascii", errors="replace") as f:
-                text = f.read(64)
+            text = _read_regular(self.pidfile)
         except FileNotFoundError:
             return
+        except OSError as exc:
+            raise PIDFileUnsafe(
+                f"PID file {self.pidfile!r} is not a regular file (a symlink, a FIFO?): "
+                f"refusing to read or replace it ({exc.strerror}); remove it") from None
         holder = _parse_pid(text)
         if holder is None:
-            self.bus.log(f"Replacing PID file {self.pidfile!r}: it holds no pid "
-                         f"({text.strip()[:20]!r}).", level=30)
+            self.bus.log(f"Replacing PID file {self.pidfile!r}: it holds no pid.", level=30)
         elif holder != pid and pid_alive(holder):
             raise PIDFileInUse(
                 f"PID file {self.pidfile!r} names process {holder}, which is running: "
@@ -116,10 +130,20 @@ class PIDFile(SimplePlugin):
 def read_pid(path: str | os.PathLike[str]) -> int | None:
     """The pid in the file at ``path``; None if it is missing or holds no pid."""
     try:
-        with open(path, encoding="ascii", errors="replace") as f:
-            return _parse_pid(f.read(64))
+        return _parse_pid(_read_regular(path))
     except OSError:
         return None
+
+
+def _read_regular(path: str | os.PathLike[str]) -> str:
+    """The start of the regular file at ``path``; OSError for a symlink or anything else."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(0, "not a regular file")
+        return os.read(fd, PID_FILE_BYTES).decode("ascii", "replace")
+    finally:
+        os.close(fd)
 
 
 def pid_alive(pid: int) -> bool:

@@ -112,3 +112,67 @@ def test_a_frame_without_a_user_id_is_a_local_peer() -> None:
         a.close(linger=0)
         b.close(linger=0)
         ctx.term()
+
+
+def test_a_key_file_replaced_in_place_counts_at_the_next_handshake(tmp_path: Path) -> None:
+    full = tmp_path / "full"
+    full.mkdir(mode=0o700)
+    alice, _ = pair(tmp_path / "a", "alice")
+    evil, _ = pair(tmp_path / "e", "evil")
+    shutil.copy(alice, full / "alice.key")
+    ring = KeyRing(full)
+    alice_key, evil_key = auth.load_public(alice), auth.load_public(evil)
+    assert ring.role(alice_key) is Role.FULL
+    before = os.stat(full / "alice.key")
+    dir_before = os.stat(full)
+    shutil.copyfile(evil, full / "alice.key")  # cp: same inode, new content
+    # As when both writes fall in one tick of the file system's clock.
+    os.utime(full / "alice.key", ns=(before.st_atime_ns, before.st_mtime_ns))
+    os.utime(full, ns=(dir_before.st_atime_ns, dir_before.st_mtime_ns))
+    assert os.stat(full / "alice.key").st_ino == before.st_ino
+    assert ring.role(alice_key) is None, "the replaced key still gets in"
+    assert ring.role(evil_key) is Role.FULL
+
+
+def test_a_key_file_others_may_write_is_refused(tmp_path: Path) -> None:
+    full = tmp_path / "full"
+    full.mkdir(mode=0o700)
+    alice, _ = pair(tmp_path / "a", "alice")
+    shutil.copy(alice, full / "alice.key")
+    (full / "alice.key").chmod(0o666)
+    with pytest.raises(KeyFileError, match=r"alice\.key is writable by others"):
+        auth.load_key_dir(full)
+    with pytest.raises(KeyFileError, match="writable by others"):
+        KeyRing(full)
+
+
+def test_a_key_file_turned_unsafe_is_logged_once(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    full = tmp_path / "full"
+    full.mkdir(mode=0o700)
+    alice, _ = pair(tmp_path / "a", "alice")
+    shutil.copy(alice, full / "alice.key")
+    ring = KeyRing(full)
+    (full / "alice.key").chmod(0o646)
+    with caplog.at_level(logging.ERROR, logger="busd.zap"):
+        for _ in range(20):
+            ring.role(auth.load_public(alice))
+    assert len([r for r in caplog.records if "writable by others" in r.getMessage()]) == 1
+
+
+def test_refusals_of_fresh_peers_are_capped_overall(
+        caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [1000.0]
+    monkeypatch.setattr(auth.time, "monotonic", lambda: clock[0])
+    refusals = RefusalLog("refused", interval=60, lines=10)
+    with caplog.at_level(logging.WARNING, logger="busd.auth"):
+        for i in range(1000):
+            refusals.refused(f"fresh-key-{i}", "no")
+        assert len(caplog.records) == 10
+        assert refusals.suppressed == 990
+        clock[0] += 61
+        refusals.refused("one-more", "no")
+    assert refusals.total == 1001
+    assert len(caplog.records) == 11
+    assert "990 other refusals not logged" in caplog.records[-1].getMessage()
+    assert refusals.suppressed == 0

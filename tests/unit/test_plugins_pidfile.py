@@ -6,9 +6,11 @@ import os
 import stat
 from pathlib import Path
 
+import pytest
+
 from busd import Bus
 from busd.plugins import PIDFile
-from busd.plugins.pidfile import pid_alive, read_pid
+from busd.plugins.pidfile import PIDFileUnsafe, pid_alive, read_pid
 
 
 def test_written_on_start_removed_on_exit(tmp_path: Path, bus: Bus) -> None:
@@ -72,3 +74,36 @@ def test_read_pid_and_pid_alive(tmp_path: Path) -> None:
     assert pid_alive(os.getpid())
     assert not pid_alive(0)
     assert not pid_alive(-1)
+
+
+def test_a_planted_symlink_is_refused_and_its_target_never_read(
+        tmp_path: Path, bus: Bus, logs: list[tuple[str, int]]) -> None:
+    secret = tmp_path / "shadow"
+    secret.write_text("root:SECRET-HASH:19000:0:99999:7:::\n")
+    path = tmp_path / "app.pid"
+    os.symlink(secret, path)
+    plugin = PIDFile(bus, path)
+    with pytest.raises(PIDFileUnsafe, match="not a regular file"):
+        plugin.start()
+    assert path.is_symlink(), "the planted link was replaced, not refused"
+    assert secret.read_text().startswith("root:SECRET")
+    assert not any("SECRET" in msg or "root:" in msg for msg, _ in logs), logs
+    assert read_pid(path) is None, "read_pid followed the link"
+
+
+def test_a_file_without_a_pid_is_never_quoted_in_the_log(
+        tmp_path: Path, bus: Bus, logs: list[tuple[str, int]]) -> None:
+    path = tmp_path / "app.pid"
+    path.write_text("private words\n")
+    PIDFile(bus, path).subscribe()
+    bus.start()
+    assert read_pid(path) == os.getpid()
+    assert not any("private" in msg for msg, _ in logs), logs
+
+
+def test_a_fifo_at_the_path_is_refused_without_blocking(tmp_path: Path, bus: Bus) -> None:
+    path = tmp_path / "app.pid"
+    os.mkfifo(path)
+    with pytest.raises(PIDFileUnsafe):
+        PIDFile(bus, path).start()
+    assert read_pid(path) is None

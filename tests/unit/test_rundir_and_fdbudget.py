@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import resource
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,9 +14,10 @@ from typing import Any
 import pytest
 import zmq
 
+from busd.endpoints import EndpointError
 from busd.errors import AlreadyRunning
 from busd.fdbudget import FdBudget, FdBudgetExceeded, open_fds, raise_nofile
-from busd.rundir import DirLock, EndpointGuard, holder_pid, lock_name
+from busd.rundir import DirLock, EndpointGuard, holder_pid, lock_path
 
 
 @pytest.fixture
@@ -31,7 +33,7 @@ def test_the_lock_is_one_per_path_and_names_its_holder(short_dir: Path) -> None:
     first, second = DirLock(short_dir / "ctl.sock"), DirLock(short_dir / "ctl.sock")
     first.acquire()
     try:
-        assert holder_pid(first.name) == os.getpid()
+        assert holder_pid(first.file) == os.getpid()
         with pytest.raises(AlreadyRunning, match=rf"pid {os.getpid()}"):
             second.acquire()
         other = DirLock(short_dir / "pub.sock")
@@ -39,12 +41,49 @@ def test_the_lock_is_one_per_path_and_names_its_holder(short_dir: Path) -> None:
         other.release()
     finally:
         first.release()
+    assert not os.path.exists(first.file), "a released lock leaves no file behind"
     second.acquire()
     assert second.held
     second.release()
     assert not second.held
-    assert lock_name("/a/b") != lock_name("/a/c")
-    assert lock_name("/a/b") == lock_name("/a/./b")
+    assert lock_path("/a/b") != lock_path("/a/c")
+    assert lock_path("/a/b") == lock_path("/a/./b") == "/a/b.lock"
+
+
+def test_the_lock_is_a_private_file_not_a_name_anyone_can_take(short_dir: Path) -> None:
+    lock = DirLock(short_dir / "ctl.sock")
+    lock.acquire()
+    try:
+        info = os.stat(lock.file, follow_symlinks=False)
+        assert stat.S_ISREG(info.st_mode)
+        assert stat.S_IMODE(info.st_mode) == 0o600
+        assert info.st_uid == os.getuid()
+    finally:
+        lock.release()
+
+
+def test_a_planted_lock_symlink_is_refused(short_dir: Path) -> None:
+    target = short_dir / "elsewhere"
+    target.write_text("")
+    os.symlink(target, short_dir / "ctl.sock.lock")
+    with pytest.raises(EndpointError, match="symlink"):
+        DirLock(short_dir / "ctl.sock").acquire()
+
+
+def test_a_lock_removed_with_its_dir_is_taken_again(short_dir: Path) -> None:
+    lock = DirLock(short_dir / "rt" / "ctl.sock")
+    (short_dir / "rt").mkdir()
+    lock.acquire()
+    try:
+        shutil.rmtree(short_dir / "rt")
+        assert not lock.intact()
+        (short_dir / "rt").mkdir()
+        lock.renew()
+        assert lock.intact()
+        with pytest.raises(AlreadyRunning):
+            DirLock(short_dir / "rt" / "ctl.sock").acquire()
+    finally:
+        lock.release()
 
 
 def test_a_removed_socket_file_is_bound_again(short_dir: Path) -> None:

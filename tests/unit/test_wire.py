@@ -351,6 +351,44 @@ def test_ensure_runtime_dir_makes_it_private(tmp_path: Path) -> None:
     assert stat.S_IMODE(loose.stat().st_mode) == 0o700
 
 
+def test_a_client_refuses_a_default_runtime_dir_others_may_write(tmp_path: Path) -> None:
+    xdg = tmp_path / "xdg"
+    planted = xdg / "busd" / "busd"
+    planted.mkdir(parents=True)
+    planted.chmod(0o777)
+    env = {"XDG_RUNTIME_DIR": str(xdg)}
+    with pytest.raises(NoMaster, match=r"mode 0777, writable by group or others"):
+        endpoints.client_endpoints(env=env)
+    with pytest.raises(endpoints.UnsafeRuntimeDir):
+        endpoints.client_endpoints(name="busd", env=env)
+    # Named on purpose: trusted, as busd itself would refuse it to serve there.
+    assert endpoints.client_endpoints(runtime=planted, env=env).ctl == f"ipc://{planted}/ctl.sock"
+    named = endpoints.client_endpoints(env={**env, "BUSD_RUNTIME_DIR": str(planted)})
+    assert named.ctl == f"ipc://{planted}/ctl.sock"
+    # The pool's own endpoints for its workers need no dir.
+    given = endpoints.client_endpoints(env={**env, "BUSD_PUB_ENDPOINT": "ipc:///p",
+                                            "BUSD_CTL_ENDPOINT": "ipc:///c"})
+    assert given == Endpoints(pub="ipc:///p", ctl="ipc:///c")
+    planted.chmod(0o700)
+    assert endpoints.client_endpoints(env=env).ctl == f"ipc://{planted}/ctl.sock"
+    planted.rmdir()
+    assert endpoints.client_endpoints(env=env).ctl == f"ipc://{planted}/ctl.sock"
+
+
+def test_a_client_refuses_a_planted_per_user_parent(tmp_path: Path) -> None:
+    parent = tmp_path / f"busd-{os.getuid()}"
+    (parent / "busd").mkdir(parents=True, mode=0o700)
+    parent.chmod(0o777)
+    with pytest.raises(endpoints.UnsafeRuntimeDir, match=f"busd-{os.getuid()}: it is mode 0777"):
+        endpoints.check_found_dir(parent / "busd")
+    parent.chmod(0o700)
+    endpoints.check_found_dir(parent / "busd")
+    other = tmp_path / "elsewhere"
+    (other / "busd").mkdir(parents=True, mode=0o700)
+    other.chmod(0o777)  # not busd's own parent: busd does not check it either
+    endpoints.check_found_dir(other / "busd")
+
+
 def test_ipc_path_length_limit() -> None:
     longest = "/" + "p" * (endpoints.MAX_IPC_PATH - 1)
 

@@ -1,0 +1,138 @@
+"""busd.registry without sockets: what a client may say, and what a read-only one counts for."""
+
+from __future__ import annotations
+
+import msgpack
+import pytest
+
+from busd.errors import ProtocolError
+from busd.registry import Registry, bye_reason
+from busd.wire import (
+    DESCRIBE_LIMIT,
+    ERRORS_LIMIT,
+    MAX_MESSAGE_SIZE,
+    NAME_LIMIT,
+    REASON_LIMIT,
+    RESULT_LIMIT,
+    Kind,
+    encode,
+)
+
+WORKER = b"worker-identity"
+READER = b"reader-identity"
+HUGE = "x" * 600_000
+
+
+def hello(**fields: object) -> dict[str, object]:
+    return {"token": b"t" * 12, "pid": 4242, "host": "h", "name": "", "role": "worker",
+            "worker": 0, **fields}
+
+
+def joined(registry: Registry, identity: bytes, readonly: bool = False,
+           **fields: object) -> None:
+    registry.register(identity, hello(**fields), joined_seq=0, readonly=readonly)
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("pid", "x"), ("pid", -1), ("pid", 2**40), ("pid", 1.5), ("worker", "0"),
+    ("name", 7), ("host", ["h"]), ("role", {"r": 1}), ("token", "not bytes"),
+    ("token", b"t" * 65),
+])
+def test_a_hello_field_of_the_wrong_type_is_bad_arguments(field: str, value: object) -> None:
+    with pytest.raises(ProtocolError) as info:
+        Registry().register(WORKER, hello(**{field: value}), joined_seq=0)
+    assert getattr(info.value, "code", None) == "bad_arguments"
+    assert field in str(info.value)
+
+
+def test_long_text_from_a_client_is_cut_and_its_event_stays_small() -> None:
+    registry = Registry()
+    info = registry.register(WORKER, hello(name=HUGE, host=HUGE, role=HUGE), joined_seq=0)
+    assert len(info.name) == len(info.host) == len(info.role) == NAME_LIMIT
+    reason = bye_reason({"reason": HUGE})
+    assert len(reason) == REASON_LIMIT
+    # The master's "client left" event: the client's map and the reason.
+    event = encode(Kind.EVENT, 1, 2, "client_left", {**info.as_dict(), "reason": reason})
+    assert len(event) < 4096
+
+
+def test_an_ack_is_bounded() -> None:
+    registry = Registry()
+    joined(registry, WORKER)
+    ack = registry.record_ack(WORKER, {
+        "seq": 3, "ok": False, "result": ["y" * 100] * 2000,
+        "errors": [{"type": HUGE, "message": HUGE}] * (ERRORS_LIMIT + 10)})
+    assert ack is not None
+    assert isinstance(ack.result, str)
+    assert "over the" in ack.result
+    assert len(ack.errors) == ERRORS_LIMIT
+    assert all(len(e["type"]) == NAME_LIMIT and len(e["message"]) == DESCRIBE_LIMIT
+               for e in ack.errors)
+    small = registry.record_ack(WORKER, {"seq": 4, "ok": True, "result": {"n": [1, 2]}})
+    assert small is not None
+    assert small.result == {"n": [1, 2]}
+    assert len(msgpack.packb(ack.as_dict())) < MAX_MESSAGE_SIZE // 2
+    assert RESULT_LIMIT < MAX_MESSAGE_SIZE
+
+
+@pytest.mark.parametrize("body", [{"seq": "x"}, {"seq": 0}, {"seq": 1, "errors": "e"}])
+def test_a_malformed_ack_is_bad_arguments(body: dict[str, object]) -> None:
+    registry = Registry()
+    joined(registry, WORKER)
+    with pytest.raises(ProtocolError, match="ACK"):
+        registry.record_ack(WORKER, body)
+
+
+def test_a_pong_state_must_be_a_state_name() -> None:
+    registry = Registry()
+    joined(registry, WORKER)
+    registry.pong(WORKER, {"seq": 2, "state": "STARTED"})
+    registry.pong(WORKER, {"seq": 3, "state": "\x1b[2JEXITING"})
+    registry.pong(WORKER, {"seq": 4, "state": HUGE})
+    info = registry.get(WORKER)
+    assert info is not None
+    assert (info.state, info.last_seq) == ("STARTED", 4)
+    with pytest.raises(ProtocolError, match="PONG"):
+        registry.pong(WORKER, {"seq": "x"})
+
+
+def test_a_read_only_client_is_never_taken_for_a_worker() -> None:
+    registry = Registry()
+    joined(registry, WORKER, pid=4242, worker=0)
+    registry.pong(WORKER, {"seq": 1, "state": "STARTED"})
+    joined(registry, READER, readonly=True, pid=4242, worker=0, role="worker")
+    reader = registry.get(READER)
+    assert reader is not None
+    assert (reader.pid, reader.worker, reader.role) == (0, None, "readonly")
+    assert reader.as_dict()["readonly"] is True
+    registry.pong(READER, {"seq": 1, "state": "STOPPING"})
+    assert registry.by_pid()[4242].identity == WORKER
+    assert registry.by_pid()[4242].state == "STARTED"
+    assert 0 not in registry.by_pid()
+    assert registry.get(READER).state == "STOPPED"  # type: ignore[union-attr]
+
+
+def test_a_read_only_client_is_never_waited_for_and_its_acks_are_ignored() -> None:
+    registry = Registry()
+    joined(registry, WORKER)
+    joined(registry, READER, readonly=True)
+    expected = registry.expected(1)
+    worker = registry.get(WORKER)
+    assert worker is not None
+    assert expected == {worker.id}
+    assert registry.record_ack(READER, {"seq": 1, "ok": False,
+                                        "errors": [{"type": "Forged", "message": "x"}]}) is None
+    registry.record_ack(WORKER, {"seq": 1, "ok": True})
+    report = registry.wait_acks([1], expected, 1.0, lambda *_: AssertionError("timed out"))
+    assert report.ok
+    assert [a.client for a in report.acks] == [worker.id]
+
+
+def test_remove_pid_never_removes_a_read_only_client_claiming_it() -> None:
+    registry = Registry()
+    joined(registry, READER, readonly=True, pid=4242)
+    joined(registry, WORKER, pid=4242)
+    gone = registry.remove_pid(4242)
+    assert gone is not None
+    assert gone.identity == WORKER
+    assert registry.get(READER) is not None
