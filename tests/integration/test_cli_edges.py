@@ -132,7 +132,8 @@ def test_a_missing_directory_is_one_line_and_exit_2(
     done = run_busd([*argv, "busd.examples.hello:main"], busd_dir / "rt", env, cwd=tmp_path)
     assert done.returncode == 2, done.stderr
     assert done.stderr.count("\n") == 1, done.stderr
-    assert done.stderr.startswith("busd: ") and named in done.stderr, done.stderr
+    assert done.stderr.startswith("busd: "), done.stderr
+    assert named in done.stderr, done.stderr
     assert not (busd_dir / "rt").exists()
 
 
