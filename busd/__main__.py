@@ -366,6 +366,7 @@ def signal_actions(master: MasterBus, pool: Pool, reopen_logs: bool = False
             return
         log.warning("interrupted twice: killing every worker now")
         pool.kill_all()
+        remove_sockets(Path(master.runtime_dir), [])  # os._exit skips run()'s cleanup
         os._exit(EX_SOFTWARE)  # a process main may end the process; the library never does
 
     return {

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import textwrap
@@ -211,6 +212,20 @@ def test_no_exit_leaves_the_sockets_behind(
                               timeout=30, check=False)
         assert ping.returncode == 3
         assert "does not exist" in ping.stderr, ping.stderr
+
+
+def test_a_forced_exit_leaves_no_socket_behind(
+        busd_procs: Processes, busd_sink: Sink, busd_dir: Path) -> None:
+    runtime = busd_dir / "rt"
+    proc = busd_procs.spawn([BUSD, "--runtime-dir", str(runtime), "-w", "1",
+                             "tests.integration.targets:slow_stop"], name="busd")
+    busd_sink.expect("start", TIMEOUT)
+    proc.send_signal(signal.SIGINT)
+    busd_sink.expect("stopping", TIMEOUT)  # the worker hangs in its stop listener
+    proc.send_signal(signal.SIGINT)  # the second one forces the exit
+    assert proc.wait(TIMEOUT) == 70, busd_procs.output(proc)
+    assert not (runtime / CTL_FILE).exists()
+    assert not (runtime / PUB_FILE).exists()
 
 
 # -- process titles ------------------------------------------------------------------------
