@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import re
 import signal
 import socket
 import sys
@@ -29,6 +28,7 @@ from busd.errors import AlreadyRunning, BusError, ChannelFailures
 from busd.exits import EX_BOOT
 from busd.fatal import end_on_thread_death
 from busd.fdbudget import FdBudgetExceeded, raise_nofile
+from busd.flags import LOG_FORMATS, build_parser, parse
 from busd.forkserver import ForkServer
 from busd.hooks import PluginError
 from busd.hooks import install_plugins as install_user_plugins
@@ -43,10 +43,10 @@ from busd.listen import (
 )
 from busd.logdir import LogDir
 from busd.master import MasterBus, refuse_if_running
-from busd.options import OneLineParser, env_default
 from busd.orphans import reap_orphans
 from busd.plugins import Daemonizer, DropPrivileges, PIDFile, SdNotify, SignalHandler
 from busd.pool import Pool, PoolConfig
+from busd.proctitle import set_title
 from busd.recycle import RecycleConfig
 from busd.spawn import ExecSpawner, Spawner, target_argv
 
@@ -57,192 +57,18 @@ EX_OK, EX_RUNNING, EX_USAGE, EX_SOFTWARE = 0, 1, 2, 70
 SYSTEMD_ONLY = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
 #: The SignalHandler publishes each signal on a channel of its name: keep those local.
 SIGNAL_CHANNELS = ("SIGTERM", "SIGINT", "SIGHUP", "SIGUSR1", "SIGTTIN", "SIGTTOU")
-
-
-def _env(name: str, default: Any = None) -> Any:
-    return env_default(name.replace("-", "_"), default)
-
-
-LOG_FORMATS = {
-    # A timestamp on every line; "plain" for journald, which adds its own.
-    "time": "%(asctime)s.%(msecs)03d busd [%(process)d] %(levelname)s %(name)s: %(message)s",
-    "plain": "busd [%(process)d] %(levelname)s %(name)s: %(message)s",
-}
 DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser; defaults come from BUSD_* variables."""
-    p = OneLineParser(
-        prog="busd", description="Run a busd master with a pool of workers.",
-        formatter_class=options.HelpFormatter,
-        epilog="TARGET is pkg.module:function, called in each worker with its ClientBus; "
-               "'-- CMD ARGS' runs a command in each worker instead (it calls "
-               "busd.client.connect()). Every option also reads BUSD_<OPTION> "
-               "(--worker-timeout: BUSD_WORKER_TIMEOUT); the command line wins. "
-               f"Exit status: 0 clean exit; 1 another busd runs; 2 usage; {EX_BOOT} workers "
-               "failed to boot; 70 an unrecoverable error.")
-    add = p.add_argument
-    add("--version", action="version", version=f"busd {__version__}")
-    for group in (_where_options, _pool_options, _process_options, _security_options,
-                  _recycle_options):
-        group(add)
-    add("target", nargs="?", type=options.target, default=_env("target"), metavar="TARGET",
-        help="pkg.module:function (or asgi:/wsgi:pkg.module:app)")
-    return p
-
-
-Add = Callable[..., Any]
-
-
-def _where_options(add: Add) -> None:
-    """Where the master is found."""
-    add("--name", default=_env("name"), help="master name (its runtime dir) [busd]")
-    add("--runtime-dir", default=_env("runtime_dir"),
-        help="where the ipc sockets live [$XDG_RUNTIME_DIR/busd/NAME or /tmp/busd-UID/NAME]")
-    add("--bind", action="append", default=_split(_env("bind")), metavar="EP",
-        help="also serve on this control endpoint, e.g. tcp://127.0.0.1:7000 (repeatable)")
-    add("-w", "--workers", type=options.count, default=_env("workers", "1"), metavar="N",
-        help="pool size")
-    _timeouts(add)
-
-
-def _timeouts(add: Add) -> None:
-    """How long each thing may take."""
-    add("--graceful-timeout", type=options.seconds, default=_env("graceful_timeout", "10"),
-        metavar="S", help="how long a worker may take to stop before it is SIGKILLed")
-    add("--heartbeat", type=options.seconds, default=_env("heartbeat", "1"), metavar="S",
-        help="seconds between the master's heartbeats")
-    add("--worker-timeout", type=options.seconds, default=_env("worker_timeout", "30"),
-        metavar="S", help="a worker silent this long is killed and replaced")
-    add("--master-timeout", type=options.seconds, default=_env("master_timeout", "30"),
-        metavar="S", help="a worker whose master is silent this long exits (a local "
-        "master's death is seen at once)")
-    add("--startup-timeout", type=options.seconds, default=_env("startup_timeout", "30"),
-        metavar="S", help="how long a new worker may take to join")
-
-
-def _pool_options(add: Add) -> None:
-    """How workers are made, reloaded and restarted."""
-    add("--reload", choices=("inplace", "respawn"), default=_env("reload", "inplace"),
-        help="graceful: workers reload in place, or new workers replace the old ones")
-    add("--spawn", choices=("fork", "exec"), default=_env("spawn", "fork"),
-        help="fork TARGET workers from a clean fork server, or exec a fresh interpreter "
-             "for each")
-    add("--preload", action="store_true", default=_flag(_env("preload")),
-        help="import TARGET once in the fork server, not in each worker")
-    add("--listen", action="append", type=options.listen_address, metavar="ADDRESS",
-        default=_split(_env("listen")),
-        help="a socket the master makes for the workers: tcp:HOST:PORT or unix:PATH "
-             "(repeatable)")
-    add("--backoff", type=options.non_negative_seconds, default=_env("backoff", "0.1"),
-        metavar="S", help="first restart delay of a crashed worker, doubled each time")
-    add("--backoff-max", type=options.seconds, default=_env("backoff_max", "10"),
-        metavar="S", help="the longest restart delay")
-    add("--flap-limit", type=options.count, default=_env("flap_limit", "5"), metavar="N",
-        help="crashes within --flap-window after which a slot stops restarting")
-    add("--flap-window", type=options.seconds, default=_env("flap_window", "60"),
-        metavar="S", help="the window --flap-limit counts crashes in")
-
-
-def _process_options(add: Add) -> None:
-    """busd's own process: pid file, daemon, privileges, logs."""
-    add("--pidfile", default=_env("pidfile"), metavar="FILE", help="write busd's pid here")
-    add("--daemon", action="store_true", default=_flag(_env("daemon")),
-        help="detach from the terminal (double fork)")
-    add("--user", default=_env("user"), help="drop privileges to this user after binding")
-    add("--group", default=_env("group"), help="drop privileges to this group after binding")
-    add("--log-level", default=_env("log_level", "INFO"),
-        choices=("DEBUG", "INFO", "WARNING", "ERROR"), type=str.upper,
-        help="for busd and its workers")
-    add("--log-format", default=_env("log_format", "time"), choices=tuple(LOG_FORMATS),
-        help="time: a timestamp on every line; plain: none (journald adds its own)")
-    add("--log-file", default=_env("log_file"), metavar="FILE",
-        help="with --daemon: where output goes [/dev/null]")
-    add("--log-dir", metavar="DIR", default=_env("log_dir"),
-        help="each worker's output to DIR/<name>-worker-<id>.log, busd's to DIR/<name>.log; "
-             "SIGUSR1 or busctl reopen-logs reopens them")
-
-
-def _security_options(add: Add) -> None:
-    """CURVE, keys, and a pool joined to a master elsewhere."""
-    add("--insecure", action="store_true", default=_flag(_env("insecure")),
-        help="allow plain TCP off loopback")
-    add("--curve-secret", metavar="FILE", default=_env("curve_secret"),
-        help="make every tcp --bind endpoint CURVE with this secret certificate (mode 0600)")
-    add("--authorized-keys", metavar="DIR", default=_env("authorized_keys"),
-        help="with --curve-secret: the public certificates (*.key) allowed in")
-    add("--readonly-keys", metavar="DIR", default=_env("readonly_keys"),
-        help="with --curve-secret: public certificates allowed to read only "
-             "(status, workers, clients, ping, watch)")
-    add("--join", metavar="tcp://HOST:PORT", default=_env("join"),
-        help="run this pool on behalf of the master at HOST:PORT (its lifecycle follows it)")
-    add("--server-key", metavar="FILE", default=_env("server_key"),
-        help="with --join: the master's public certificate (CURVE)")
-    add("--wait-for-master", action="store_true", default=_flag(_env("wait_for_master")),
-        help="with --join: when the master is lost, stop the workers and wait for it "
-             "(default: exit)")
-
-
-def _recycle_options(add: Add) -> None:
-    """Recycling, the workers' environment, master-side plugins."""
-    add("--max-age", type=options.seconds, metavar="SECONDS", default=_env("max_age"),
-        help="recycle a worker this long after it started (a new one first)")
-    add("--max-rss", type=options.positive_number, metavar="MIB", default=_env("max_rss"),
-        help="recycle a worker whose resident memory passes this (measured by busd)")
-    add("--recycle-jitter", type=options.non_negative_seconds, metavar="SECONDS",
-        default=_env("recycle_jitter", "0"),
-        help="add up to this much, at random, to each worker's --max-age")
-    add("--env", action="append", type=options.key_value, metavar="KEY=VALUE",
-        default=(_env("env") or "").split(),
-        help="set this in every worker's environment (repeatable; BUSD_ENV: space separated)")
-    add("--plugin", action="append", type=options.target, metavar="pkg.mod:func",
-        default=_split(_env("plugin")),
-        help="call func(master_bus) before the master starts (repeatable)")
-
-
-def _split(value: str | None) -> list[str]:
-    return value.replace(",", " ").split() if value else []
-
-
-def _flag(value: str | None) -> bool:
-    return bool(value) and str(value).lower() not in ("0", "false", "no", "")
-
-
-def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
-    """Split off ``-- CMD ARGS`` and parse the rest."""
-    command: list[str] = []
-    if "--" in argv:
-        cut = argv.index("--")
-        argv, command = argv[:cut], argv[cut + 1:]
-    parser = build_parser()
-    options.check_env(parser)
-    opts = parser.parse_args(argv)
-    if command and opts.target:
-        parser.error("give either TARGET or -- CMD, not both")
-    if opts.preload and not opts.target:
-        parser.error("--preload needs a TARGET (a command cannot be preloaded)")
-    if opts.preload and opts.spawn == "exec":
-        parser.error("--preload needs --spawn fork")
-    if opts.join and not re.fullmatch(r"tcp://[^/]+:[0-9]+", opts.join):
-        parser.error(f"--join is tcp://HOST:PORT (the master's control endpoint), "
-                     f"not {opts.join!r}")
-    if opts.wait_for_master and not opts.join:
-        parser.error("--wait-for-master goes with --join")
-    check_pool_flags(parser, opts)
-    return opts, command
-
-
-def check_pool_flags(parser: argparse.ArgumentParser, opts: argparse.Namespace) -> None:
-    """Recycling limits and --env items (a usage error each)."""
+__all__ = ["build_parser", "main", "parse"]
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run a master until it exits; returns the exit status."""
     try:
         opts, command = parse(sys.argv[1:] if argv is None else argv)
+        enter_directory(opts)
     except SystemExit as exc:
         return int(exc.code or 0)
+    set_title("master", opts.name or ep.DEFAULT_NAME)
     logging.basicConfig(level=opts.log_level, format=LOG_FORMATS[opts.log_format],
                         datefmt=DATE_FORMAT)
     try:
@@ -258,11 +84,35 @@ def main(argv: list[str] | None = None) -> int:
         return EX_SOFTWARE
 
 
+def enter_directory(opts: argparse.Namespace) -> None:
+    """``--chdir``, then the import path: ``--pythonpath``'s dirs, then the working dir.
+
+    As gunicorn does, TARGET and ``--plugin`` beside the working directory
+    import, however busd was started (its console script puts its own bin
+    dir first, not the working dir); ``PYTHONPATH`` carries the same to
+    every fork server and worker busd starts.
+    """
+    if opts.chdir:
+        try:
+            os.chdir(opts.chdir)
+        except OSError as exc:
+            options.die(f"--chdir {opts.chdir}: {exc.strerror}")
+    first = [*opts.pythonpath, os.getcwd()]
+    for path in reversed(first):
+        while path in sys.path:
+            sys.path.remove(path)
+        sys.path.insert(0, path)
+    inherited = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys([*first, *inherited]))
+
+
 def run(opts: argparse.Namespace, command: list[str]) -> int:
     """Daemonize if asked, check for a live master, start master and pool, block."""
     if opts.daemon:
         out = os.path.abspath(opts.log_file) if opts.log_file else "/dev/null"
         Daemonizer(Bus(), stdout=out, stderr=out).start()
+        if opts.chdir:
+            os.chdir(opts.chdir)  # the daemon's chdir / undone: the workers run there
     logs = LogDir(opts.log_dir, opts.name or os.environ.get("BUSD_NAME") or ep.DEFAULT_NAME
                   ) if opts.log_dir else None
     if logs is not None:
@@ -277,32 +127,69 @@ def run(opts: argparse.Namespace, command: list[str]) -> int:
         opts.workers = 0  # a master alone: clients attach by themselves
     by_address = listening_sockets(opts.listen)
     listeners = list(by_address.values())
+    parts = Parts()
+    try:
+        return run_pool(opts, command, runtime, by_address, logs, systemd, parts)
+    finally:
+        # Every way out, a failed start included: nothing left listening, no
+        # socket file left for busctl to find ("nothing listens" is not "no busd").
+        parts.close()
+        remove_sockets(runtime, listeners)
+
+
+class Parts:
+    """What run_pool made so far, closed in reverse on the way out (each once)."""
+
+    def __init__(self) -> None:
+        self.forkserver: ForkServer | None = None
+        self.master: MasterBus | None = None
+        self.pool: Pool | None = None
+
+    def close_pool(self) -> None:
+        """Close the pool (its supervisor ends: what it knows is final)."""
+        pool, self.pool = self.pool, None
+        if pool is not None:
+            pool.close()
+
+    def close(self) -> None:
+        """Close the master (its exit stops the workers), the pool, the fork server."""
+        master, self.master = self.master, None
+        if master is not None:
+            master.close()
+        self.close_pool()
+        forkserver, self.forkserver = self.forkserver, None
+        if forkserver is not None:
+            forkserver.close()
+
+
+def run_pool(opts: argparse.Namespace, command: list[str], runtime: Path,
+             by_address: dict[str, Any], logs: LogDir | None, systemd: dict[str, str],
+             parts: Parts) -> int:
+    """Make the fork server, master and pool (into ``parts``), start, block; the status."""
+    listeners = list(by_address.values())
     # Before the master has a thread or a socket (and after the listening
     # sockets, which it passes on): the fork server forks clean.
-    forkserver = (ForkServer(opts.target, preload=opts.preload)
-                  if opts.target and opts.spawn == "fork" else None)
-    master = make_master(opts, runtime, listeners)
+    forkserver = parts.forkserver = (
+        ForkServer(opts.target, preload=opts.preload, name=opts.name or ep.DEFAULT_NAME)
+        if opts.target and opts.spawn == "fork" else None)
+    master = parts.master = make_master(opts, runtime, listeners)
     spawner = make_spawner(opts, master, forkserver, command or target_argv(opts.target),
                            worker_env(opts, master, listeners))
-    pool = make_pool(opts, master, spawner, runtime, logs)
+    pool = parts.pool = make_pool(opts, master, spawner, runtime, logs)
     end_on_thread_death(lambda: die_now(pool, runtime, listeners))
     if logs is not None:
         logs.install(master)
     install_plugins(master, pool, opts, systemd)
     prepare_restart(master, by_address, forkserver)
-    try:
-        install_user_plugins(master, opts.plugin)
-    except PluginError:
-        master.close()
-        pool.close()
-        if forkserver is not None:
-            forkserver.close()
-        raise
-    status = serve(opts, master, pool, listeners, command)
-    if forkserver is not None:
-        forkserver.close()
-    remove_sockets(runtime, listeners)
-    return status
+    install_user_plugins(master, opts.plugin)
+    failed = serve(opts, master, pool, listeners, command)
+    if failed is not None:
+        return failed
+    parts.close_pool()
+    if pool.boot_failure is not None:
+        log.critical("worker failed to boot: %s", pool.boot_failure)
+        return EX_BOOT
+    return EX_OK
 
 
 def make_master(opts: argparse.Namespace, runtime: Path, listeners: list[Any]) -> MasterBus:
@@ -352,7 +239,6 @@ def make_pool(opts: argparse.Namespace, master: MasterBus, spawner: Spawner, run
     try:
         pool.budget.check(opts.workers, 0, f"-w {opts.workers}")
     except FdBudgetExceeded:
-        master.close()
         pool.close()
         raise
     pool.subscribe()
@@ -360,8 +246,8 @@ def make_pool(opts: argparse.Namespace, master: MasterBus, spawner: Spawner, run
 
 
 def serve(opts: argparse.Namespace, master: MasterBus, pool: Pool, listeners: list[Any],
-          command: list[str]) -> int:
-    """Start (or join), say so, block until the exit; the exit status."""
+          command: list[str]) -> int | None:
+    """Start (or join), say so, block until the exit; EX_SOFTWARE if it could not start."""
     host = None
     try:
         if opts.join:
@@ -370,22 +256,12 @@ def serve(opts: argparse.Namespace, master: MasterBus, pool: Pool, listeners: li
             master.start()
     except ChannelFailures as exc:
         log.error("could not start: %s", exc)
-        master.close()
         return EX_SOFTWARE
-    except BusError:
-        master.close()
-        pool.close()
-        raise
     log_summary(opts, master, listeners, command)
     master.block()
     if host is not None:
         host.depart("this host's busd exits")
-    pool.close()
-    if pool.boot_failure is not None:
-        log.critical("worker failed to boot: %s", pool.boot_failure)
-        return EX_BOOT
-    return EX_OK
-
+    return None
 
 
 def join(master: MasterBus, pool: Pool, opts: argparse.Namespace) -> Any:
@@ -502,6 +378,7 @@ def signal_actions(master: MasterBus, pool: Pool, reopen_logs: bool = False
             return
         log.warning("interrupted twice: killing every worker now")
         pool.kill_all()
+        remove_sockets(Path(master.runtime_dir), [])  # os._exit skips run()'s cleanup
         os._exit(EX_SOFTWARE)  # a process main may end the process; the library never does
 
     return {

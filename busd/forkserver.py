@@ -57,6 +57,7 @@ from typing import Any
 
 import msgpack
 
+from busd.proctitle import set_title, set_worker_title
 from busd.spawn import Spawned, log_file_of, open_log
 
 log = logging.getLogger(__name__)
@@ -125,19 +126,19 @@ class _Server:
     sock: socket.socket
 
     @classmethod
-    def fork(cls, target: str, preload: bool) -> _Server:
+    def fork(cls, target: str, preload: bool, name: str) -> _Server:
         """Fork it from this process (call before any thread or ZeroMQ context)."""
         parent, child = socket.socketpair()
         master = os.getpid()
         pid = os.fork()
         if pid == 0:  # pragma: no cover - runs in the fork server process
             parent.close()
-            os._exit(serve(child, target, preload, master))
+            os._exit(serve(child, target, preload, master, name))
         child.close()
         return cls(pid, os.pidfd_open(pid), parent)
 
     @classmethod
-    def exec(cls, target: str, preload: bool) -> _Server:
+    def exec(cls, target: str, preload: bool, name: str) -> _Server:
         """Start it as a fresh interpreter (safe in a threaded process)."""
         parent, child = socket.socketpair()
         child.set_inheritable(True)
@@ -145,7 +146,8 @@ class _Server:
                 "preload" if preload else "fresh"]
         try:
             pid = os.posix_spawn(sys.executable, argv,
-                                 {**os.environ, "BUSD_PARENT_PID": str(os.getpid())})
+                                 {**os.environ, "BUSD_PARENT_PID": str(os.getpid()),
+                                  "BUSD_NAME": name})
         finally:
             child.close()
         return cls(pid, os.pidfd_open(pid), parent)
@@ -215,15 +217,17 @@ class ForkServer:
     Make it before the master starts threads.  ``env`` goes to every worker
     (set it before the first spawn); ``on_replaced(old_pid, new_pid, how)``
     is called from the owner thread after a dead server was replaced.
+    ``name`` (the master's) is in the server's process title.
     """
 
     def __init__(self, target: str, *, preload: bool = False,
-                 env: Mapping[str, str] | None = None) -> None:
+                 env: Mapping[str, str] | None = None, name: str = "busd") -> None:
         self.target = target
         self.preload = preload
+        self.name = name
         self.env: dict[str, str] = dict(env or {})
         self.on_replaced: Callable[[int, int, str], object] | None = None
-        self._server: _Server | None = _Server.fork(target, preload)
+        self._server: _Server | None = _Server.fork(target, preload, name)
         self._pid: int | None = self._server.pid
         self._replaced = 0
         #: Why the first server could not start (the TARGET with --preload): kept,
@@ -349,7 +353,7 @@ class ForkServer:
             return
         started = time.monotonic()
         try:
-            server = _Server.exec(self.target, self.preload)
+            server = _Server.exec(self.target, self.preload, self.name)
         except OSError as exc:
             log.error("cannot start a fork server: %s", exc)
             return
@@ -394,9 +398,10 @@ def _describe(status: int | None) -> str:
 # -- the fork server process ----------------------------------------------------------
 
 
-def serve(sock: socket.socket, target: str, preload: bool,
-          master: int) -> int:  # pragma: no cover - runs in the fork server
+def serve(sock: socket.socket, target: str, preload: bool, master: int,
+          name: str = "busd") -> int:  # pragma: no cover - runs in the fork server
     """The fork server's loop: import the worker side, then fork on request."""
+    set_title("forkserver", name)
     # A terminal's Ctrl-C reaches the whole process group: the master decides.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
@@ -469,6 +474,7 @@ def _be_worker(worker: Any, func: Any, env: dict[str, Any], parent: int,
         os.environ.update({str(k): str(v) for k, v in env.items()})
         os.environ["BUSD_PARENT_PID"] = str(parent)
         os.environ["BUSD_MASTER_PID"] = str(master)
+        set_worker_title()
         path = log_file_of(env)
         if path:
             fd = open_log(path)
@@ -520,7 +526,8 @@ def main(argv: list[str] | None = None) -> int:  # pragma: no cover - a fork ser
                         datefmt="%Y-%m-%d %H:%M:%S")
     sock = socket.socket(fileno=int(args[0]))
     master = int(os.environ.get("BUSD_PARENT_PID", "0") or 0)
-    return serve(sock, args[1], args[2] == "preload", master)
+    return serve(sock, args[1], args[2] == "preload", master,
+                 os.environ.get("BUSD_NAME") or "busd")
 
 
 if __name__ == "__main__":  # pragma: no cover

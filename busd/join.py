@@ -72,6 +72,16 @@ class HostBus(ClientBus):
         self._reporter = threading.Thread(target=self._report_loop, name="busd-host-report",
                                           daemon=True)
 
+    def log(self, msg: str = "", level: int = logging.INFO, traceback: bool = False) -> None:
+        """As any bus, but this bus's own ``Bus STATE`` lines only at DEBUG.
+
+        It mirrors the remote master, and drives the local master through the
+        same states, which logs each one: said once is enough.
+        """
+        if level == logging.INFO and msg.startswith("Bus ") and not traceback:
+            level = logging.DEBUG
+        super().log(msg, level, traceback)
+
     # -- the dispatcher thread ----------------------------------------------------
 
     def _apply(self, item: Any) -> None:

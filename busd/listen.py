@@ -183,7 +183,12 @@ def listening_sockets(addresses: list[str]) -> dict[str, socket.socket]:
 
 
 def remove_sockets(runtime: Path, listeners: list[socket.socket]) -> None:
-    """After a clean exit: close the --listen sockets, remove the files of ours."""
+    """On every way out: close the --listen sockets, remove the files of ours.
+
+    Called only once this busd owns the runtime dir (no other master
+    answered there).  A file busd may no longer remove (privileges dropped
+    since it was made) is logged, and left.
+    """
     paths = [runtime / CTL_FILE, runtime / PUB_FILE]
     for sock in listeners:
         name = sock.getsockname()
@@ -191,4 +196,7 @@ def remove_sockets(runtime: Path, listeners: list[socket.socket]) -> None:
             paths.append(Path(name))
         sock.close()
     for path in paths:
-        path.unlink(missing_ok=True)
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            log.warning("cannot remove %s: %s", path, exc)

@@ -15,6 +15,7 @@ Every duration is a number of seconds (a fraction is fine) of at most a week,
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
 import re
 import sys
@@ -24,13 +25,58 @@ from typing import Any, NoReturn
 EX_USAGE = 2
 
 
+NEGATIVE_NUMBER = re.compile(r"^-\d+$|^-\d*\.\d+$")
+
+
 class OneLineParser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors are one line (``prog: message``) and exit 2."""
+    """An ArgumentParser whose errors are one line (``prog: message``) and exit 2.
+
+    An option it does not know is named as such before anything else is
+    looked at (argparse would first take the mistyped flag's value for
+    TARGET and blame TARGET)::
+
+        busd: unrecognized option --wokers (did you mean --workers?)
+    """
 
     def error(self, message: str) -> NoReturn:
         """Print ``prog: message`` (argparse's "argument X:" made "X:") and exit 2."""
         message = re.sub(r"^argument ([^:]+): ", r"\1: ", message)
         self.exit(EX_USAGE, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        """Refuse an unknown option by name, then parse as argparse does."""
+        argv = list(sys.argv[1:] if args is None else args)
+        unknown = unknown_option(self, argv)
+        if unknown is not None:
+            known = [o for o in self._option_string_actions if o.startswith("--")]
+            close = difflib.get_close_matches(unknown, known, n=1, cutoff=0.8)
+            hint = f"did you mean {close[0]}?" if close else f"see {self.prog} --help"
+            self.exit(EX_USAGE, f"{self.prog}: unrecognized option {unknown} ({hint})\n")
+        return super().parse_known_args(argv, namespace)
+
+
+def unknown_option(parser: argparse.ArgumentParser, argv: list[str]) -> str | None:
+    """The first option in ``argv`` (up to ``--``) that ``parser`` has no flag for.
+
+    An abbreviation of a long option counts as known (argparse resolves it
+    and refuses an ambiguous one itself), as does a negative number (a value).
+    """
+    known = parser._option_string_actions
+    for arg in argv:
+        if arg == "--":
+            return None
+        if not arg.startswith("-") or arg == "-" or NEGATIVE_NUMBER.match(arg):
+            continue
+        name = arg.split("=", 1)[0]
+        if name in known:
+            continue
+        if arg.startswith("--"):
+            if parser.allow_abbrev and any(o.startswith(name) for o in known):
+                continue
+        elif arg[:2] in known:
+            continue  # -w2: a short option with its value
+        return name
+    return None
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -118,6 +164,13 @@ def _listen(text: str) -> str:
     return text
 
 
+def _directory(text: str) -> str:
+    path = os.path.abspath(os.path.expanduser(text))
+    if not text or not os.path.isdir(path):
+        raise ValueError(text)
+    return path
+
+
 def _target(text: str) -> str:
     module, sep, func = text.removeprefix("asgi:").removeprefix("wsgi:").partition(":")
     if not sep or not module or not func:
@@ -135,6 +188,7 @@ positive_number = _expect(f"a positive number, at most {MAX_NUMBER}", _positive_
 key_value = _expect("KEY=VALUE with KEY a variable name", _key_value)
 listen_address = _expect("tcp:HOST:PORT (PORT 0-65535) or unix:PATH", _listen)
 target = _expect("pkg.module:function", _target)
+directory = _expect("an existing directory", _directory)
 
 
 def env_name(dest: str) -> str:
@@ -181,6 +235,7 @@ __all__ = [
     "OneLineParser",
     "check_env",
     "count",
+    "directory",
     "env_default",
     "key_value",
     "listen_address",
@@ -189,4 +244,5 @@ __all__ = [
     "positive_number",
     "seconds",
     "target",
+    "unknown_option",
 ]

@@ -162,14 +162,16 @@ class Processes:
 
     def spawn(self, argv: list[str], name: str = "child",
               env: dict[str, str] | None = None,
-              pass_fds: tuple[int, ...] | list[int] = ()) -> subprocess.Popen[bytes]:
-        """Start ``argv`` with stdout and stderr in files named after ``name``."""
+              pass_fds: tuple[int, ...] | list[int] = (),
+              cwd: str | Path | None = None) -> subprocess.Popen[bytes]:
+        """Start ``argv`` (in ``cwd``) with stdout and stderr in files named after ``name``."""
         index = len(self.started)
         out = open(self.logs / f"{name}-{index}.out", "wb")  # noqa: SIM115 - closed below
         try:
             proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, start_new_session=True,
-                                    env={**self.env, **(env or {})}, pass_fds=pass_fds)
+                                    env={**self.env, **(env or {})}, pass_fds=pass_fds,
+                                    cwd=cwd)
         finally:
             out.close()
         proc.log_path = self.logs / f"{name}-{index}.out"  # type: ignore[attr-defined]

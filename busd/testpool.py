@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -43,6 +44,8 @@ POLL = 0.05
 #: The channel a new watch stream sends itself to know it is live.
 PROBE = "busd.test.probe"
 PR_SET_CHILD_SUBREAPER, PR_GET_CHILD_SUBREAPER = 36, 37
+#: What a worker logs (busd.client.descendants) when it ends processes it left running.
+LEFT_RUNNING = re.compile(r"ending \d+ process\(es\) this worker left running: ([\d, ]+)")
 _BROADCAST = frozenset({Kind.STATE, Kind.PUBLISH, Kind.EVENT, Kind.HEARTBEAT})
 Status = dict[str, Any]
 
@@ -67,6 +70,14 @@ class PoolLog:
             return path.read_text(errors="replace") if path.exists() else ""
         tag = f"worker {slot} ["
         return "".join(line for line in self.text.splitlines(keepends=True) if tag in line)
+
+    def everything(self) -> str:
+        """busd's output and, with ``--log-dir``, every worker's file."""
+        texts = [self.text]
+        if self.log_dir is not None:
+            texts += [path.read_text(errors="replace")
+                      for path in sorted(self.log_dir.glob(f"{self.name}-worker-*.log"))]
+        return "\n".join(texts)
 
     def __str__(self) -> str:
         return self.text
@@ -316,11 +327,13 @@ class BusdPool:
         """
         leaks: list[str] = []
         started_by_workers: list[psutil.Process] = []
+        named: dict[int, str] = {}
         if self.proc.poll() is None:
             with contextlib.suppress(NoMaster):
                 workers = {w["pid"] for w in self._control.request("workers", 2.0) or []
                            if isinstance(w, dict) and w.get("pid")}
                 started_by_workers = _children_of(workers)
+                named = {proc.pid: describe(proc) for proc in started_by_workers}
             with contextlib.suppress(NoMaster):
                 self._control.request("exit", 5.0)
             try:
@@ -331,9 +344,23 @@ class BusdPool:
                     os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(10)
         leaks += kill_session(self.proc.pid, started_by_workers)
+        leaks += self._ended_for_workers(named, leaks)
         self._control.close()
         self._events.close()
         return leaks
+
+    def _ended_for_workers(self, named: dict[int, str], named_already: list[str]) -> list[str]:
+        """The processes of ``named`` a worker still had once its exit listeners ran.
+
+        The worker ends them itself (``busd.client.descendants``) and says so
+        in its log; the process is gone by now, but the test left it running.
+        """
+        ended: set[int] = set()
+        for found in LEFT_RUNNING.finditer(self.log.everything()):
+            ended.update(int(pid) for pid in re.findall(r"\d+", found.group(1)))
+        return [f"{line} (left running by its worker, which ended it)"
+                for pid, line in named.items()
+                if pid in ended and not any(n.startswith(f"pid {pid}:") for n in named_already)]
 
     def _fail(self, message: str) -> NoReturn:
         pytest.fail(f"busd_pool: {message}\n--- busd log ({self.log.path}) ---\n"
@@ -369,12 +396,20 @@ def kill_session(sid: int, also: list[psutil.Process] | None = None) -> list[str
     names = []
     for proc in left.values():
         try:
-            names.append(f"pid {proc.pid}: {' '.join(proc.cmdline()) or proc.name()}")
+            names.append(describe(proc))
             proc.kill()
         except psutil.Error:
             continue
     psutil.wait_procs(list(left.values()), timeout=5)
     return names
+
+
+def describe(proc: psutil.Process) -> str:
+    """``pid N: its command line`` (a process title's padding left out), else its name."""
+    try:
+        return f"pid {proc.pid}: {' '.join(a for a in proc.cmdline() if a) or proc.name()}"
+    except psutil.Error:
+        return f"pid {proc.pid}"
 
 
 def _all_in(state: str, pool: BusdPool) -> Callable[[Status], bool]:

@@ -24,6 +24,8 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
+from setproctitle import setproctitle
+
 from busd.client.bus import ClientBus, connect
 from busd.client.descendants import end_descendants
 from busd.client.logfiles import follow as follow_log_file
@@ -136,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     if len(args) != 1:
         print("usage: python -m busd.client.worker pkg.module:function", file=sys.stderr)
         return 2
+    # As busd.proctitle's (busd.client does not import the master side): ps tells workers apart.
+    setproctitle(f"busd: worker {os.environ.get('BUSD_NAME') or 'busd'} "
+                 f"{os.environ.get('BUSD_WORKER') or '?'}")
     configure_logging()
     return run(args[0])
 
