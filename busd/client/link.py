@@ -158,14 +158,15 @@ class Complaints:
     peer sending garbage cannot flood the log, and nothing goes uncounted.
     """
 
-    def __init__(self, interval: float) -> None:
+    def __init__(self, interval: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.interval = interval
+        self.clock = clock
         self._last: dict[str, float] = {}
         self._held: collections.Counter[str] = collections.Counter()
 
     def warn(self, kind: str, message: str, *args: Any) -> None:
         """Log ``message % args`` at WARNING unless ``kind`` was logged within the interval."""
-        now = time.monotonic()
+        now = self.clock()
         last = self._last.get(kind)
         if last is not None and now - last < self.interval:
             self._held[kind] += 1
