@@ -371,9 +371,9 @@ class Hub:
         if now < self._drain.deadline:
             return False
         for info in behind:
-            log.warning("closing without %s: it had %d of %d messages (%d behind) after %.1fs",
-                        info.label(), info.last_seq, self._drain.seq,
-                        self._drain.seq - info.last_seq, now - self._drain.started)
+            log.warning("closing without %s: after %.1fs it had reported seq %d of %d "
+                        "(%d behind)", info.label(), now - self._drain.started, info.last_seq,
+                        self._drain.seq, self._drain.seq - info.last_seq)
         self.stats["closed_behind"] += len(behind)
         return True
 

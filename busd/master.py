@@ -408,10 +408,12 @@ class MasterBus(Bus):
         ``shutdown_timeout`` after the exit listeners ran), except when
         called by a listener: the exit then finishes after it returns.
         """
-        report = self._on_commands(self._exit, wait, timeout)
-        if threading.get_ident() != self._command_thread.ident:
-            self._finished.wait(CLOSE_FLUSH + self.shutdown_timeout + 3.0)
-        return report  # type: ignore[no-any-return]
+        try:
+            return self._on_commands(self._exit, wait, timeout)  # type: ignore[no-any-return]
+        finally:  # failed exit listeners too: EXITING was sent, the exit goes on
+            if (self._state is State.EXITING
+                    and threading.get_ident() != self._command_thread.ident):
+                self._finished.wait(CLOSE_FLUSH + self.shutdown_timeout + 3.0)
 
     def graceful(self, wait: bool = False, timeout: float | None = None) -> AckReport | None:  # type: ignore[override]
         """Relay graceful and run it here; with ``wait``, until every client acked.

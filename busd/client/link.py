@@ -43,6 +43,7 @@ from typing import Any
 import zmq
 
 from busd.auth import ClientKeys, HandshakeWatch, secure_client, watch_handshakes
+from busd.client.complaints import Complaints
 from busd.control import reply_result, request_frame
 from busd.endpoints import CTL_HWM, PUB_HWM, Endpoints, Outbox, configure
 from busd.errors import KeyRefused, MasterLost, ProtocolError
@@ -151,34 +152,6 @@ class _Repair:
 Deliver = Callable[[Sequence[Any]], None]
 
 
-class Complaints:
-    """Logs each kind of complaint at most once per ``interval`` seconds.
-
-    The line that follows a quiet spell says how many were held back, so a
-    peer sending garbage cannot flood the log, and nothing goes uncounted.
-    """
-
-    def __init__(self, interval: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self.interval = interval
-        self.clock = clock
-        self._last: dict[str, float] = {}
-        self._held: collections.Counter[str] = collections.Counter()
-
-    def warn(self, kind: str, message: str, *args: Any) -> None:
-        """Log ``message % args`` at WARNING unless ``kind`` was logged within the interval."""
-        now = self.clock()
-        last = self._last.get(kind)
-        if last is not None and now - last < self.interval:
-            self._held[kind] += 1
-            return
-        self._last[kind] = now
-        held = self._held.pop(kind, 0)
-        if held and last is not None:
-            message += " (and %d more in the last %.0fs)"
-            args = (*args, held, now - last)
-        log.warning(message, *args)
-
-
 def master_timeout_from_env(default: float = DEFAULT_MASTER_TIMEOUT) -> float:
     """``BUSD_MASTER_TIMEOUT`` (seconds, > 0), else ``default``; ValueError if malformed."""
     text = os.environ.get("BUSD_MASTER_TIMEOUT", "").strip()
@@ -221,7 +194,7 @@ class Link:
         self.lost = threading.Event()
         #: True once the master's closing message arrived (in order): its end is no loss.
         self.closed_by_master = False
-        self._complaints = Complaints(COMPLAINT_INTERVAL)
+        self._complaints = Complaints(log, COMPLAINT_INTERVAL)
         self.epoch = 0
         self.seq = 0
         self.client_id = 0
@@ -240,6 +213,8 @@ class Link:
         self._buffer: collections.deque[list[Any]] = collections.deque()
         self._hello_pending = False
         self._left = False
+        #: Set by the thread that queues a BYE (the link thread sets _left when it sends it).
+        self._bye_queued = False
         # A repair in flight: the range [next, last] still to come, when asked.
         self._repair: _Repair | None = None
         self._held: collections.deque[list[Any]] = collections.deque()
@@ -293,6 +268,8 @@ class Link:
     def send(self, kind: Kind, body: dict[str, Any]) -> None:
         """Send an ACK, PONG or BYE (no reply expected)."""
         frame = encode(kind, 0, body)
+        if kind is Kind.BYE:
+            self._bye_queued = True
         self.outbox.put(Bye(frame) if kind is Kind.BYE else Send(frame))
 
     def send_frame(self, frame: bytes) -> None:
@@ -300,9 +277,16 @@ class Link:
         self.outbox.put(Send(frame))
 
     def close(self, linger: float = 0.5) -> None:
-        """Flush what is queued (at most ``linger`` s), close, end the thread."""
+        """Flush what is queued (at most ``linger`` s), close, end the thread.
+
+        A joined client that has not said BYE says it now (reason ``closed``):
+        a master that exits waits for every client it knows of, and a closed
+        one would otherwise keep it waiting until it counts it lost.
+        """
         if self._closed.is_set():
             return
+        if self.joined.is_set() and not self._bye_queued and not self.lost.is_set():
+            self.send(Kind.BYE, {"reason": "closed"})
         self.outbox.put(Close(linger))
         if self._thread.ident is not None:
             self._thread.join(linger + 2.0)

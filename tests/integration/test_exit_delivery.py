@@ -22,7 +22,7 @@ import pytest
 import zmq
 
 from busd.client.bus import ClientBus
-from busd.client.link import Complaints
+from busd.client.complaints import Complaints
 from busd.endpoints import Endpoints
 from busd.master import MasterBus
 from busd.probe import Probe
@@ -225,7 +225,7 @@ def test_busd_workers_count_every_message_of_a_burst_sent_right_before_busctl_ex
 def test_complaints_are_logged_once_per_interval_with_the_count_held_back(
         caplog: pytest.LogCaptureFixture) -> None:
     now = [100.0]
-    complaints = Complaints(10.0, clock=lambda: now[0])
+    complaints = Complaints(logging.getLogger("busd.client.link"), 10.0, clock=lambda: now[0])
     with caplog.at_level(logging.WARNING, logger="busd.client.link"):
         for i in range(50):
             complaints.warn("bad_reply", "bad reply from master: %s", i)
