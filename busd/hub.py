@@ -103,8 +103,25 @@ class SendTo:
 
 @dataclass(frozen=True)
 class Close:
-    """Flush for at most ``flush`` seconds, then close the sockets and end."""
+    """Flush for at most ``flush`` seconds, then close the sockets and end.
 
+    With a ``final`` message (the master's closing EVENT), send it first and
+    keep serving (replays, heartbeats, BYEs) until every live client has it
+    or the ``drain`` seconds have passed; publishes after it are dropped.
+    """
+
+    flush: float
+    final: Publish | None = None
+    drain: float = 0.0
+
+
+@dataclass(frozen=True)
+class _Drain:
+    """The closing: the final seq every client must reach, by when, then how to close."""
+
+    seq: int
+    deadline: float
+    started: float
     flush: float
 
 
@@ -198,6 +215,7 @@ class Hub:
         self._ended: list[tuple[float, bytes]] = []
         self._poller = zmq.Poller()
         self._closing = threading.Event()
+        self._drain: _Drain | None = None
         self._thread = threading.Thread(target=self._run, name="busd-hub", daemon=True)
         try:
             for ep in endpoints:
@@ -250,8 +268,18 @@ class Hub:
     def close(self, flush: float = 0.5) -> None:
         """Send what is queued, then close the sockets (waits at most ``flush`` + 2 s)."""
         self.outbox.put(Close(flush))
+        self.wait_closed(flush + 2.0)
+
+    def close_after(self, frame: bytes, seq: int, state: str, drain: float,
+                    flush: float = 0.5) -> None:
+        """Queue the last message (numbered ``seq``), then a drain and a close (see
+        :class:`Close`); returns at once: :meth:`wait_closed` waits for the end."""
+        self.outbox.put(Close(flush, Publish((frame,), seq, state), drain))
+
+    def wait_closed(self, timeout: float) -> None:
+        """Wait at most ``timeout`` for the I/O thread to end, then close what it left."""
         if self._thread.ident is not None:
-            self._thread.join(flush + 2.0)
+            self._thread.join(timeout)
         if not self._thread.is_alive():
             self._close_sockets(0)
 
@@ -265,7 +293,8 @@ class Hub:
         try:
             while not self._closing.is_set():
                 wake = min([next_beat, *(w[0] for w in self._board_waiters),
-                            *(e[0] for e in self._ended)])
+                            *(e[0] for e in self._ended),
+                            *((self._drain.deadline,) if self._drain else ())])
                 wait_ms = max(0.0, (wake - time.monotonic()) * 1000) + 1
                 ready = dict(poller.poll(int(wait_ms)))
                 if self.outbox.fileno in ready and self._send_queued():
@@ -283,6 +312,9 @@ class Hub:
                 if time.monotonic() >= next_beat:
                     self._beat()
                     next_beat = time.monotonic() + self.heartbeat
+                if self._drain is not None and self._drained(time.monotonic()):
+                    self._close_sockets(int(self._drain.flush * 1000))
+                    return
         except Exception:
             log.exception("busd hub thread failed")
         finally:
@@ -294,6 +326,9 @@ class Hub:
         # Bounded, so that a flood of publishes never keeps requests unread.
         for item in self.outbox.drain(OUTBOX_LIMIT):
             if type(item) is Publish:
+                if self._drain is not None:  # after the closing message: never sent
+                    self.stats["after_close"] += len(item.frames)
+                    continue
                 seq = item.first
                 for frame in item.frames:
                     send(frame, zmq.NOBLOCK)
@@ -306,9 +341,41 @@ class Hub:
                 self._board, self._board_asked = item.board, False
                 self._answer_board_waiters(None)
             elif type(item) is Close:
-                self._close_sockets(int(item.flush * 1000))
-                return True
+                if item.final is None or self._drain is not None:
+                    self._close_sockets(int(item.flush * 1000))
+                    return True
+                self._begin_drain(item)
         return False
+
+    # -- closing: every live client gets everything, up to the closing message ------
+
+    def _begin_drain(self, close: Close) -> None:
+        assert close.final is not None
+        final = close.final
+        for seq, frame in enumerate(final.frames, final.first):
+            self._pub.send(frame, zmq.NOBLOCK)
+            self.window.add(seq, frame)
+        last = final.first + len(final.frames) - 1
+        self._sent = (last, final.state)
+        now = time.monotonic()
+        self._drain = _Drain(last, now + close.drain, now, close.flush)
+        # Announce the final seq at once: a client that missed it asks for a replay.
+        self._beat()
+
+    def _drained(self, now: float) -> bool:
+        """True once every live client has the closing message, or the time is up."""
+        assert self._drain is not None
+        behind = self.registry.behind(self._drain.seq)
+        if not behind:
+            return True
+        if now < self._drain.deadline:
+            return False
+        for info in behind:
+            log.warning("closing without %s: after %.1fs it had reported seq %d of %d "
+                        "(%d behind)", info.label(), now - self._drain.started, info.last_seq,
+                        self._drain.seq, self._drain.seq - info.last_seq)
+        self.stats["closed_behind"] += len(behind)
+        return True
 
     def _send_to(self, identity: bytes, frame: bytes) -> None:
         try:
@@ -436,8 +503,8 @@ class Hub:
             self._answer(identity, req_id, True, self._hub_answer(identity, cmd, body))
         elif cmd in BOARD_COMMANDS:
             # A fresh board if the command thread is free to make one at once,
-            # else the last one: never wait on a busy command thread.
-            if self._board_asked:
+            # else the last one: never wait on a busy command thread (nor a gone one).
+            if self._board_asked or self._drain is not None:
                 # The command thread has not answered the last ask: it is busy.
                 self._board_waiters.append((0.0, identity, req_id, cmd))
                 self._answer_board_waiters(time.monotonic())
@@ -445,6 +512,9 @@ class Hub:
             self._board_waiters.append((time.monotonic() + BOARD_WAIT, identity, req_id, cmd))
             self._board_asked = True
             self.owner.post(StatusWanted())
+        elif self._drain is not None:  # the command thread has ended
+            self._answer(identity, req_id, False, error_to_wire(wire_error(
+                ErrorCode.ILLEGAL_TRANSITION, "the master is exiting")))
         else:
             self.owner.post(Request(identity, req_id, body))
 
@@ -463,7 +533,8 @@ class Hub:
             for _ in range(len(self.outbox) // OUTBOX_LIMIT + 1):
                 if self._send_queued():
                     break
-            return dict(zip(("seq", "state"), self._sent, strict=True))
+            seq, state = self._sent
+            return {"seq": seq, "state": state, "closing": self._drain is not None}
         if cmd == "replay":
             return self._replay(identity, body)
         now = time.monotonic()
@@ -560,7 +631,7 @@ class Hub:
             "client_id": info.id if info else 0, "epoch": self.epoch, "seq": seq,
             "state": state, "heartbeat": self.heartbeat, "liveness": self.liveness,
             "pong_interval": self.pong_interval, "pid": self.pid, "pidns": self.pidns,
-            "pub": self.pub_endpoints})
+            "pub": self.pub_endpoints, "closing": self._drain is not None})
         if info is not None:
             self.owner.post(ClientChange("client_joined", info.as_dict()))
 

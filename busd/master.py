@@ -43,6 +43,7 @@ from busd.hub import PUBLISH_BATCH, ClientChange, Hub, Request, StatusWanted
 from busd.registry import AckReport, ClientInfo
 from busd.replay import DEFAULT_BYTES, DEFAULT_COUNT, ReplayWindow
 from busd.wire import (
+    CLOSING_EVENT,
     HEARTBEAT_INTERVAL,
     HEARTBEAT_LIVENESS,
     ErrorCode,
@@ -63,6 +64,8 @@ DEFAULT_ACK_TIMEOUT = 30.0
 PONG_EVERY = 5
 #: Read-only answers the hub makes itself (a quick command of these names never runs).
 HUB_ANSWERS = frozenset({"ping", "snapshot", "clients", "status", "replay", "workers"})
+#: Seconds the sockets linger for what is still queued when they close.
+CLOSE_FLUSH = 0.5
 
 Handler = Callable[[dict[str, Any]], Any]
 
@@ -135,6 +138,8 @@ class MasterBus(Bus):
         self._state_seqs: list[tuple[int, set[int]]] = []
         self._commands: queue.SimpleQueue[Command] = queue.SimpleQueue()
         self._closed = threading.Event()
+        #: Set once the exit is over: every client served (or given up on), sockets closed.
+        self._finished = threading.Event()
         self._status: dict[str, Any] = {}
         #: Client events whose relay or hooks failed (logged; the command thread goes on).
         self.failed_events = 0
@@ -327,7 +332,27 @@ class MasterBus(Bus):
                 exc = wire_error(ErrorCode.ILLEGAL_TRANSITION, "the master is exiting")
                 self.hub.reply(item.identity, item.req_id, False, error_to_wire(exc))
         self._closed.set()
-        self.hub.close()
+        try:
+            self._close_hub()
+        finally:
+            self._finished.set()
+
+    def _close_hub(self) -> None:
+        """Send the closing EVENT after everything else, then let the hub drain and close.
+
+        The hub keeps answering replays until every live client has the
+        closing message (so everything before it, EXITING included), or
+        ``shutdown_timeout`` passed; it names any client it closed without.
+        """
+        with self._seq_lock:
+            seq = self._seq + 1
+            frame = encode(Kind.EVENT, self.epoch, seq, CLOSING_EVENT,
+                           {"reason": "exit", "drain": self.shutdown_timeout})
+            self._seq = seq
+            # Queued under the lock: a racing publish comes after it and is dropped.
+            self.hub.close_after(frame, seq, self._relayed_state, self.shutdown_timeout,
+                                 CLOSE_FLUSH)
+        self.hub.wait_closed(CLOSE_FLUSH + self.shutdown_timeout + 2.0)
 
     def _refresh_board(self) -> None:
         """Compute the read-only answers (hooks, quick commands) and hand them to the hub."""
@@ -387,8 +412,19 @@ class MasterBus(Bus):
         return self._on_commands(self._stop, wait, timeout)  # type: ignore[no-any-return]
 
     def exit(self, wait: bool = False, timeout: float | None = None) -> AckReport | None:  # type: ignore[override]
-        """Exit; with ``wait``, until every client ran its stop and exit listeners."""
-        return self._on_commands(self._exit, wait, timeout)  # type: ignore[no-any-return]
+        """Exit; with ``wait``, until every client ran its stop and exit listeners.
+
+        Returns once every live client has received everything published
+        before, EXITING included, and the sockets are closed (at most
+        ``shutdown_timeout`` after the exit listeners ran), except when
+        called by a listener: the exit then finishes after it returns.
+        """
+        try:
+            return self._on_commands(self._exit, wait, timeout)  # type: ignore[no-any-return]
+        finally:  # failed exit listeners too: EXITING was sent, the exit goes on
+            if (self._state is State.EXITING
+                    and threading.get_ident() != self._command_thread.ident):
+                self._finished.wait(CLOSE_FLUSH + self.shutdown_timeout + 3.0)
 
     def graceful(self, wait: bool = False, timeout: float | None = None) -> AckReport | None:  # type: ignore[override]
         """Relay graceful and run it here; with ``wait``, until every client acked.
@@ -526,6 +562,8 @@ class MasterBus(Bus):
         self._commands.put(Shutdown())
         if threading.get_ident() != self._command_thread.ident:
             self._command_thread.join(self.shutdown_timeout if timeout is None else timeout)
+            if self._closed.is_set():  # the exit is over; the hub may still be serving
+                self._finished.wait(CLOSE_FLUSH + self.shutdown_timeout + 3.0)
         if not self._closed.is_set():
             self._closed.set()
             self.hub.close()

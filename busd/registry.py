@@ -287,6 +287,18 @@ class Registry:
             return {c.id for c in self._by_identity.values()
                     if c.joined_seq < seq and c.role != "control" and not c.readonly}
 
+    def behind(self, seq: int) -> list[ClientInfo]:
+        """Clients (not busctl's) that have not reported receiving ``seq`` yet, by id.
+
+        A client still waiting for its snapshot counts as behind: its
+        snapshot will hold ``seq`` once it comes.
+        """
+        with self._cond:
+            return sorted((c for c in self._by_identity.values()
+                           if c.role != "control" and (c.last_seq < seq
+                                                       or c.joined_seq == NOT_JOINED)),
+                          key=lambda c: c.id)
+
     def wait_acks(self, seqs: Iterable[int], expected: set[int], timeout: float,
                   on_timeout: Callable[[list[ClientInfo], AckReport], Exception]) -> AckReport:
         """Wait until every expected client acked every seq, or left.

@@ -8,6 +8,7 @@ items are the protocol version and the message kind::
       [1, PUBLISH,   epoch, seq, channel, args, kwargs, ack]
       [1, EVENT,     epoch, seq, event, data]
       [1, HEARTBEAT, epoch, seq, state, interval]     (seq: the last one used)
+      [1, EVENT, epoch, seq, "closing", {reason, drain}]   (the last of an epoch)
 
     client -> master, DEALER -> ROUTER (the ROUTER adds the routing id):
       [1, HELLO,   req_id, {token, pid, host, name, role, worker, subscribe}]
@@ -55,6 +56,8 @@ HEARTBEAT_LIVENESS = 3
 DESCRIBE_LIMIT = 4096
 #: The first byte of a SUB topic that no message starts with; see join_topic().
 JOIN_PREFIX = b"\xffjoin:"
+#: The EVENT a master sends last, when it closes on purpose (docs/PROTOCOL.md, section 9).
+CLOSING_EVENT = "closing"
 
 # What the master keeps of the fields a client sends (docs/PROTOCOL.md section 14):
 # longer text is cut, so nothing a peer says can make an event or a reply too large.

@@ -43,10 +43,12 @@ from typing import Any
 import zmq
 
 from busd.auth import ClientKeys, HandshakeWatch, secure_client, watch_handshakes
+from busd.client.complaints import Complaints
 from busd.control import reply_result, request_frame
 from busd.endpoints import CTL_HWM, PUB_HWM, Endpoints, Outbox, configure
 from busd.errors import KeyRefused, MasterLost, ProtocolError
 from busd.wire import (
+    CLOSING_EVENT,
     HEARTBEAT_INTERVAL,
     HEARTBEAT_LIVENESS,
     Kind,
@@ -78,7 +80,11 @@ SNAPSHOT_ID = 2
 #: Request ids above this are the link's repairs and the bus's requests.
 REPLAY_ID = 3
 STATE = int(Kind.STATE)
+EVENT = int(Kind.EVENT)
 HEARTBEAT = int(Kind.HEARTBEAT)
+PUBLISH = int(Kind.PUBLISH)
+#: A kind of complaint (a bad reply, a bad message...) is logged once per this many seconds.
+COMPLAINT_INTERVAL = 10.0
 #: Most frames read from the SUB socket before the thread looks at its timers.
 DRAIN_LIMIT = 1000
 
@@ -186,6 +192,9 @@ class Link:
         self.curve = curve
         self._watch: HandshakeWatch | None = None
         self.lost = threading.Event()
+        #: True once the master's closing message arrived (in order): its end is no loss.
+        self.closed_by_master = False
+        self._complaints = Complaints(log, COMPLAINT_INTERVAL)
         self.epoch = 0
         self.seq = 0
         self.client_id = 0
@@ -204,6 +213,8 @@ class Link:
         self._buffer: collections.deque[list[Any]] = collections.deque()
         self._hello_pending = False
         self._left = False
+        #: Set by the thread that queues a BYE (the link thread sets _left when it sends it).
+        self._bye_queued = False
         # A repair in flight: the range [next, last] still to come, when asked.
         self._repair: _Repair | None = None
         self._held: collections.deque[list[Any]] = collections.deque()
@@ -257,6 +268,8 @@ class Link:
     def send(self, kind: Kind, body: dict[str, Any]) -> None:
         """Send an ACK, PONG or BYE (no reply expected)."""
         frame = encode(kind, 0, body)
+        if kind is Kind.BYE:
+            self._bye_queued = True
         self.outbox.put(Bye(frame) if kind is Kind.BYE else Send(frame))
 
     def send_frame(self, frame: bytes) -> None:
@@ -264,9 +277,16 @@ class Link:
         self.outbox.put(Send(frame))
 
     def close(self, linger: float = 0.5) -> None:
-        """Flush what is queued (at most ``linger`` s), close, end the thread."""
+        """Flush what is queued (at most ``linger`` s), close, end the thread.
+
+        A joined client that has not said BYE says it now (reason ``closed``):
+        a master that exits waits for every client it knows of, and a closed
+        one would otherwise keep it waiting until it counts it lost.
+        """
         if self._closed.is_set():
             return
+        if self.joined.is_set() and not self._bye_queued and not self.lost.is_set():
+            self.send(Kind.BYE, {"reason": "closed"})
         self.outbox.put(Close(linger))
         if self._thread.ident is not None:
             self._thread.join(linger + 2.0)
@@ -421,7 +441,7 @@ class Link:
                 msg = decode(frame, allowed=frozenset({Kind.REPLY}))
             except ProtocolError as exc:
                 self.stats["bad_replies"] += 1
-                log.warning("bad reply from master: %s", exc)
+                self._complaints.warn("bad_reply", "bad reply from master: %s", exc)
                 continue
             self._on_reply(msg)
         self._flush()
@@ -437,8 +457,8 @@ class Link:
         elif req_id == 0:
             err = error_from_wire(msg.items[2])
             if getattr(err, "code", "") != "unknown_client":
-                log.warning("master reported: %s", err)
-            elif self.joined.is_set() and not self._left:
+                self._complaints.warn("reported", "master reported: %s", err)
+            elif self.joined.is_set() and not self._left and not self.closed_by_master:
                 # The master declared us lost (we were silent too long): join again.
                 log.info("the master does not know this client; joining again")
                 self._rejoin(subscribe=False)
@@ -458,8 +478,8 @@ class Link:
     def _on_welcome(self, msg: Message) -> None:
         try:
             snap = reply_result(msg)
-        except Exception:
-            log.exception("the master refused this client's HELLO")
+        except Exception as exc:  # noqa: BLE001 - a refusal, said in one line
+            log.error("the master refused this client's HELLO: %s", exc)
             self._master_lost("the master refused HELLO")
             return
         self._hello_pending = False
@@ -494,6 +514,8 @@ class Link:
                 self._start_repair(self.seq + 1, snap_seq)
             self._check = (snap_seq, str(snap["state"]))
             self._apply_check()
+        elif snap.get("closing"):  # joined a master that is closing: nothing more comes
+            self._closing(snap_seq)
 
     # -- the published stream ----------------------------------------------------------
 
@@ -517,15 +539,14 @@ class Link:
                 msg = decode_broadcast(frame)
             except ProtocolError as exc:
                 self.stats["bad_messages"] += 1
-                if self.stats["bad_messages"] <= 5:
-                    log.warning("bad message from master: %s", exc)
+                self._complaints.warn("bad_message", "bad message from master: %s", exc)
                 continue
             # The common case, inline: the next message of our epoch, in order.
             if fast and msg[3] == self.seq + 1 and msg[2] == self.epoch and msg[1] != HEARTBEAT:
                 self.seq = msg[3]
                 self.received += 1
-                if msg[1] == STATE:
-                    self._last_state_seq = msg[3]
+                if msg[1] != PUBLISH:
+                    self._noted(msg)
                 batch.append(msg)
             else:
                 self._on_broadcast(msg)
@@ -571,11 +592,26 @@ class Link:
     def _deliver_msg(self, msg: list[Any]) -> None:
         self.seq = msg[3]
         self.received += 1
-        if msg[1] == STATE:
-            self._last_state_seq = msg[3]
+        if msg[1] != PUBLISH:
+            self._noted(msg)
         self._batch.append(msg)
         if self._check is not None and self.seq >= self._check[0]:
             self._apply_check()  # the checked state goes right after its seq
+
+    def _noted(self, msg: list[Any]) -> None:
+        """A STATE or EVENT delivered in order: remember what the stream says of the master."""
+        if msg[1] == STATE:
+            self._last_state_seq = msg[3]
+        elif msg[1] == EVENT and msg[4] == CLOSING_EVENT:
+            self._closing(msg[3])
+
+    def _closing(self, seq: int) -> None:
+        """The master closes on purpose, and this client has everything up to ``seq``."""
+        if self.closed_by_master:
+            return
+        self.closed_by_master = True
+        log.info("the master is closing; every message up to seq %d arrived", seq)
+        self._pong()  # the master waits for this to close
 
     def _flush(self) -> None:
         """Hand the messages read so far to the dispatcher, in one go."""
@@ -614,8 +650,8 @@ class Link:
                 raise ProtocolError("a replay of another master incarnation")
             first, frames, lost = int(part["first"]), part["frames"], int(part["lost"])
         except Exception as exc:  # noqa: BLE001 - whatever it was, the range is gone
-            log.warning("the master could not replay messages %d..%d: %s",
-                        self._repair.next, last, exc)
+            self._complaints.warn("replay", "the master could not replay messages %d..%d: %s",
+                                  self._repair.next, last, exc)
             first, frames, lost = last + 1, [], last + 1 - self._repair.next
             part = {"more": False}
         if lost:
@@ -654,8 +690,8 @@ class Link:
         self._check_asked = False
         try:
             snap = reply_result(msg)
-        except Exception:  # logged; the next loss asks again
-            log.exception("the master would not give a snapshot")
+        except Exception as exc:  # noqa: BLE001 - logged in one line; the next loss asks again
+            self._complaints.warn("snapshot", "the master would not give a snapshot: %s", exc)
             return
         self._check = (int(snap["seq"]), str(snap["state"]))
         self._flush()
@@ -685,7 +721,7 @@ class Link:
             self._send_hello(subscribe)
 
     def _check_master(self) -> None:
-        if not self.joined.is_set() or self.lost.is_set():
+        if not self.joined.is_set() or self.lost.is_set() or self.closed_by_master:
             return
         silent = time.monotonic() - self._last_heard
         if silent > self.master_timeout:
@@ -695,8 +731,11 @@ class Link:
         if self.lost.is_set():
             return
         self.lost.set()
-        self.stats["master_lost"] += 1
-        log.warning("master lost: %s", reason)
+        if self.closed_by_master:  # it said it was closing, and we had everything
+            log.info("the master closed (%s)", reason)
+        else:
+            self.stats["master_lost"] += 1
+            log.warning("master lost: %s", reason)
         self._hello_pending = False
         self._deliver_control(Gone(reason))
 

@@ -36,6 +36,7 @@ from busd.endpoints import PUB_HWM, client_endpoints, configure
 from busd.errors import BusError, NoMaster, ProtocolError
 from busd.wire import (
     BROADCAST_KINDS,
+    CLOSING_EVENT,
     HEARTBEAT_INTERVAL,
     HEARTBEAT_LIVENESS,
     Kind,
@@ -160,6 +161,8 @@ class Watcher:
             if self.channels and channel not in self.channels:
                 return None
             doc.update(channel=channel, args=args, kwargs=kwargs, ack=ack)
+        elif msg.items[2] == CLOSING_EVENT:
+            return None  # housekeeping, like a heartbeat: EXITING said it all
         else:
             doc.update(event=msg.items[2], data=msg.items[3])
         return doc
