@@ -202,6 +202,8 @@ def make_master(opts: argparse.Namespace, runtime: Path, listeners: list[Any]) -
                        if opts.authorized_keys or not opts.join else None,
                        authorized_keys=opts.authorized_keys,
                        readonly_keys=opts.readonly_keys,
+                       # An exit serves clients behind for as long as workers get to stop.
+                       drain_timeout=opts.graceful_timeout,
                        # Often enough that a hung worker is seen within its timeout.
                        pong_interval=min(5 * opts.heartbeat, opts.worker_timeout / 3),
                        no_relay=("log", "main", *SIGNAL_CHANNELS), check_running=False)

@@ -101,6 +101,9 @@ class MasterBus(Bus):
     queued for each subscriber; what a slower one misses it repairs from the
     replay window of the last ``replay_bytes`` bytes / ``replay_count``
     messages, and only past that loses messages (counted, and resynchronised).
+    An exit keeps serving repairs until every live client has everything,
+    for at most ``drain_timeout`` seconds (default ``shutdown_timeout``; the
+    busd command passes its ``--graceful-timeout``).
     """
 
     def __init__(self, name: str | None = None, runtime_dir: str | Path | None = None,
@@ -112,7 +115,8 @@ class MasterBus(Bus):
                  curve_secret: str | Path | None = None,
                  authorized_keys: str | Path | None = None,
                  readonly_keys: str | Path | None = None,
-                 replay_bytes: int = DEFAULT_BYTES, replay_count: int = DEFAULT_COUNT) -> None:
+                 replay_bytes: int = DEFAULT_BYTES, replay_count: int = DEFAULT_COUNT,
+                 drain_timeout: float | None = None) -> None:
         super().__init__()
         self.name = name or os.environ.get("BUSD_NAME") or ep.DEFAULT_NAME
         directory = Path(runtime_dir) if runtime_dir else ep.runtime_dir(self.name)
@@ -129,6 +133,8 @@ class MasterBus(Bus):
         self.started_at = time.time()
         self.ack_timeout = ack_timeout
         self.shutdown_timeout = shutdown_timeout
+        #: How long an exit serves repairs to clients behind (default shutdown_timeout).
+        self.drain_timeout = shutdown_timeout if drain_timeout is None else drain_timeout
         self.no_relay = frozenset(no_relay) | LIFECYCLE_CHANNELS
         #: False when graceful must not reach the clients (the pool respawns them).
         self.relay_graceful = True
@@ -342,17 +348,17 @@ class MasterBus(Bus):
 
         The hub keeps answering replays until every live client has the
         closing message (so everything before it, EXITING included), or
-        ``shutdown_timeout`` passed; it names any client it closed without.
+        ``drain_timeout`` passed; it names any client it closed without.
         """
         with self._seq_lock:
             seq = self._seq + 1
             frame = encode(Kind.EVENT, self.epoch, seq, CLOSING_EVENT,
-                           {"reason": "exit", "drain": self.shutdown_timeout})
+                           {"reason": "exit", "drain": self.drain_timeout})
             self._seq = seq
             # Queued under the lock: a racing publish comes after it and is dropped.
-            self.hub.close_after(frame, seq, self._relayed_state, self.shutdown_timeout,
+            self.hub.close_after(frame, seq, self._relayed_state, self.drain_timeout,
                                  CLOSE_FLUSH)
-        self.hub.wait_closed(CLOSE_FLUSH + self.shutdown_timeout + 2.0)
+        self.hub.wait_closed(CLOSE_FLUSH + self.drain_timeout + 2.0)
 
     def _refresh_board(self) -> None:
         """Compute the read-only answers (hooks, quick commands) and hand them to the hub."""
@@ -416,7 +422,7 @@ class MasterBus(Bus):
 
         Returns once every live client has received everything published
         before, EXITING included, and the sockets are closed (at most
-        ``shutdown_timeout`` after the exit listeners ran), except when
+        ``drain_timeout`` after the exit listeners ran), except when
         called by a listener: the exit then finishes after it returns.
         """
         try:
@@ -424,7 +430,7 @@ class MasterBus(Bus):
         finally:  # failed exit listeners too: EXITING was sent, the exit goes on
             if (self._state is State.EXITING
                     and threading.get_ident() != self._command_thread.ident):
-                self._finished.wait(CLOSE_FLUSH + self.shutdown_timeout + 3.0)
+                self._finished.wait(CLOSE_FLUSH + self.drain_timeout + 3.0)
 
     def graceful(self, wait: bool = False, timeout: float | None = None) -> AckReport | None:  # type: ignore[override]
         """Relay graceful and run it here; with ``wait``, until every client acked.
@@ -563,7 +569,7 @@ class MasterBus(Bus):
         if threading.get_ident() != self._command_thread.ident:
             self._command_thread.join(self.shutdown_timeout if timeout is None else timeout)
             if self._closed.is_set():  # the exit is over; the hub may still be serving
-                self._finished.wait(CLOSE_FLUSH + self.shutdown_timeout + 3.0)
+                self._finished.wait(CLOSE_FLUSH + self.drain_timeout + 3.0)
         if not self._closed.is_set():
             self._closed.set()
             self.hub.close()
