@@ -363,7 +363,7 @@ class TestClient:
 
             self._bus = ClientBus(self.test.endpoints(), name="busd_client", role="test",
                                   on_master_lost="wait")
-            self._bus.connect()
+            self._bus.connect(mirror=True)
         return self._bus
 
     def listen(self, *channels: str) -> None:
