@@ -323,7 +323,8 @@ class PoolFactory:
     """``busd_pool(target, *flags, workers=1, timeout=30.0, env=None)``: a started pool.
 
     ``target`` is ``"pkg.mod:func"``, a module-level function (of the test
-    module, say), or None for a master alone; ``flags`` are busd's.
+    module, say), or None for a master alone (or for a ``-- CMD`` pool, with
+    ``"--", CMD...`` last among the flags); ``flags`` are busd's.
     """
 
     def __init__(self, test: BusdTest) -> None:
