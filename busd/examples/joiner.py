@@ -33,8 +33,9 @@ def main() -> int:
 
 
 def say(what: str) -> None:
-    """One line per step, naming this process."""
-    print(f"joiner (pid {os.getpid()}): {what}", flush=True)
+    """One line per step, naming this process (one write: pool workers share a log)."""
+    sys.stdout.write(f"joiner (pid {os.getpid()}): {what}\n")
+    sys.stdout.flush()
 
 
 if __name__ == "__main__":

@@ -112,16 +112,17 @@ def test_scaling_down_a_cmd_pool_lets_the_worker_leave_as_planned(
         busd_pool: PoolFactory) -> None:
     pool = busd_pool(None, "--", *JOINER, workers=2)
     before = {w["id"]: w["pid"] for w in pool.workers}
-    done = busctl(pool, "scale", "-1")
-    assert done.returncode == 0, done.stderr
+    with pool.events() as events:
+        done = busctl(pool, "scale", "-1")
+        assert done.returncode == 0, done.stderr
+        exited = events.expect(TIMEOUT, kind="event", event="worker_exited")["data"]
+    assert (exited["code"], exited["reason"], exited["planned"]) == (0, "scale", True)
+    gone = exited["pid"]
     pool.size = 1
     status = pool.wait_for("STARTED")
     [kept] = status["workers"]
-    assert kept["pid"] == before[kept["id"]]
+    assert kept["pid"] == before[kept["id"]] != gone
     assert kept["restarts"] == 0
-    [gone] = [pid for pid in before.values() if pid != kept["pid"]]
-    pool.wait_for(lambda s: gone not in [c["pid"] for c in s["clients"]])
-    assert f"(pid {gone}) exited with status 0 (scale)" in pool.log.text, pool.log.text
     assert steps(pool.log.text, gone) == ["started", "stopped", "exiting", "left on SIGTERM"]
     assert steps(pool.log.text, kept["pid"]) == ["started"]
 
@@ -155,7 +156,9 @@ def test_a_worker_leaving_after_a_respawn_reload_never_starts_again(
         busd_pool: PoolFactory, busd_sink: Sink) -> None:
     pool = busd_pool(slow_leaver, "--reload", "respawn", workers=1)
     [old] = pool.pids
-    pool.graceful()  # a respawn reload: a new worker starts, the old one leaves (slowly)
+    # A respawn reload: a new worker starts, the old one leaves (slowly; no
+    # wait, which would wait for it to have exited).
+    pool.graceful(wait=False)
     assert busd_sink.expect("stopping", timeout=TIMEOUT)["pid"] == old
     # While it drains, the master stops and starts again: the leaving worker
     # hears STARTED, and must not go from STOPPING back to STARTING.
