@@ -190,7 +190,7 @@ def join_master(local: MasterBus, pool: Pool, endpoint: str, *, curve: ClientKey
     """
     host = HostBus(find_endpoints(endpoint, curve, timeout), local, pool, curve=curve,
                    wait_for_master=wait_for_master, timeout=timeout, ack_timeout=ack_timeout)
-    host.connect(timeout=timeout)
+    host.connect(mirror=True, timeout=timeout)
     host.start_reports()
     log.info("joined the master at %s as %s", endpoint, host.host)
     return host

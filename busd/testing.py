@@ -325,7 +325,8 @@ class PoolFactory:
     """``busd_pool(target, *flags, workers=1, timeout=30.0, env=None)``: a started pool.
 
     ``target`` is ``"pkg.mod:func"``, a module-level function (of the test
-    module, say), or None for a master alone; ``flags`` are busd's.
+    module, say), or None for a master alone (or for a ``-- CMD`` pool, with
+    ``"--", CMD...`` last among the flags); ``flags`` are busd's.
     """
 
     def __init__(self, test: BusdTest) -> None:
@@ -365,7 +366,7 @@ class TestClient:
 
             self._bus = ClientBus(self.test.endpoints(), name="busd_client", role="test",
                                   on_master_lost="wait")
-            self._bus.connect()
+            self._bus.connect(mirror=True)
         return self._bus
 
     def listen(self, *channels: str) -> None:

@@ -440,7 +440,7 @@ def start_pool(procs: Processes, runtime_dir: Path, target: str | None, flags: t
     proc = procs.spawn(argv, name=f"busd-{runtime_dir.name}", env=env)
     log = PoolLog(proc.log_path, _flag(flags, "--log-dir", None),  # type: ignore[attr-defined]
                   _flag(flags, "--name", "busd"))
-    pool = BusdPool(proc, runtime_dir, log, workers if target else 0, timeout)
+    pool = BusdPool(proc, runtime_dir, log, workers if target or "--" in flags else 0, timeout)
     keep(pool)
     pool.wait_answering()
     pool.wait_for("STARTED")

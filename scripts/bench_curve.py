@@ -87,6 +87,7 @@ def end():
 
 bus.subscribe("tick", tick)
 bus.subscribe("end", end)
+bus.mirror()
 probe.report("ready")
 done.wait(300)
 bus.close()

@@ -155,6 +155,7 @@ class Soak:
                 self.tally.received += 1
 
             bus.subscribe("soak", got)
+            bus.mirror()
             interval = 1.0 / self.opts.rate
             next_at = time.monotonic()
             while not self.stop.wait(max(0.0, next_at - time.monotonic())):

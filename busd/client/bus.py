@@ -2,9 +2,8 @@
 
 ::
 
-    master --> [busd-link] --inbox--> [busd-dispatch] --> local transitions, listeners
-                   ^      (deque + condition;   |
-                   |       no bound, counted)   |
+    master --> [busd-link] --Inbox--> [busd-dispatch] --> local transitions, listeners
+                   ^   (busd.client.inbox)      |
                    +--Outbox: acks, pongs, bye--+
 
 The master decides; the client follows.  Its local state moves with the
@@ -15,22 +14,29 @@ acked once the local listeners ran, with their errors.  ``start()``,
 ``stop()``, ``exit()``, ``graceful()`` and ``restart()`` are forwarded to
 the master; ``publish()`` stays local (wspbus semantics); ``broadcast()``
 goes through the master to every process; ``leave()`` ends only this one.
+
+Nothing runs here before ``mirror()``, ``wait()`` or ``block()``: what
+arrives meanwhile is held, so listeners subscribed after ``connect()`` see
+the start of a master that was already STARTED.  A process that began to
+leave (BYE said, or its exit begun) follows the master no more.  In
+``block()``, SIGINT and SIGTERM make this process alone leave.
 """
 
 from __future__ import annotations
 
-import collections
 import logging
 import os
+import signal
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from typing import Any
 
 from busd.auth import ClientKeys, client_keys, is_tcp
 from busd.bus import Bus, State
+from busd.client.inbox import Inbox, Signalled, Stop
 from busd.client.link import Gone, Link, Synced, master_timeout_from_env
 from busd.endpoints import Endpoints, client_endpoints, pub_beside
 from busd.errors import BusError, ChannelFailures, KeyRefused, MasterLost, NoMaster
@@ -44,8 +50,8 @@ PUBLISH, STATE, EVENT = int(Kind.PUBLISH), int(Kind.STATE), int(Kind.EVENT)
 ACK_RESULT_LIMIT = 4096
 
 
-class _Stop:
-    """Tells the dispatcher to end (after everything queued before it)."""
+#: The signals ``block()`` takes over, each with the handler it must find there.
+LEAVE_SIGNALS = ((signal.SIGINT, signal.default_int_handler), (signal.SIGTERM, signal.SIG_DFL))
 
 
 class ClientBus(Bus):
@@ -70,13 +76,15 @@ class ClientBus(Bus):
         self.timeout = timeout
         self.shutdown_timeout = shutdown_timeout
         self.on_master_lost = on_master_lost
-        self._inbox: collections.deque[Any] = collections.deque()
-        self._inbox_cond = threading.Condition()
-        self._inbox_peak = 0
-        self._mirroring = threading.Event()
+        self._inbox = Inbox()
         self._synced = threading.Event()
+        #: Set by the dispatcher once it has seen the master's snapshot.
+        self._heard = threading.Event()
+        self._master_state: State | None = None
+        #: The signal that made this process leave (see leave_on_signal), or None.
+        self.signalled: int | None = None
         self._left = False
-        self.link = Link(endpoints, self._enqueue,
+        self.link = Link(endpoints, self._inbox.put,
                          {"name": name, "role": role, "worker": worker},
                          wait_for_new_master=on_master_lost == "wait",
                          local_state=lambda: self._state.name,
@@ -88,13 +96,15 @@ class ClientBus(Bus):
 
     # -- joining -------------------------------------------------------------
 
-    def connect(self, mirror: bool = True, timeout: float | None = None) -> ClientBus:
-        """Join the master: returns once the snapshot arrived (NoMaster past ``timeout``).
+    def connect(self, mirror: bool = False, timeout: float | None = None) -> ClientBus:
+        """Join the master: returns once its snapshot arrived (NoMaster past ``timeout``).
 
-        With ``mirror=True`` it returns once the master's state is mirrored
-        here (``bus.state`` is the master's, its listeners ran).  With
-        ``mirror=False`` nothing runs locally until :meth:`mirror` (or
-        :meth:`block`), so listeners can be subscribed first.
+        Then :attr:`master_state` is the master's state, and nothing has run
+        here yet: subscribe listeners, then :meth:`block` (or :meth:`mirror`)
+        runs what the master's state calls for (the start listeners of a
+        STARTED master).  With ``mirror=True`` it returns only once the
+        master's state is mirrored here (``bus.state`` is the master's, its
+        listeners ran): listeners subscribed after that miss the start.
         """
         limit = self.timeout if timeout is None else timeout
         deadline = time.monotonic() + limit
@@ -107,37 +117,49 @@ class ClientBus(Bus):
             raise NoMaster(f"no busd answered at {self.endpoints.ctl} within {limit:g}s")
         if mirror:
             self.mirror()
-            if not self._synced.wait(max(0.0, deadline - time.monotonic())):
-                self.close()
-                raise NoMaster(f"the master's state did not arrive within {limit:g}s")
+        arrived = self._synced if mirror else self._heard
+        if not arrived.wait(max(0.0, deadline - time.monotonic())):
+            self.close()
+            raise NoMaster(f"the master's state did not arrive within {limit:g}s")
         return self
 
+    @property
+    def master_state(self) -> State | None:
+        """The master's state as last heard (None before :meth:`connect` returned).
+
+        It may be ahead of :attr:`state`, which moves as the local listeners run.
+        """
+        return self._master_state
+
     def mirror(self) -> None:
-        """Start applying the master's state and messages locally."""
-        self._mirroring.set()
+        """Start applying the master's state and messages locally (once; idempotent)."""
+        self._inbox.mirror()
 
-    def _enqueue(self, items: Sequence[Any]) -> None:
-        """Called by the link thread: queue items for the dispatcher (never refused)."""
-        with self._inbox_cond:
-            self._inbox.extend(items)
-            self._inbox_peak = max(self._inbox_peak, len(self._inbox))
-            self._inbox_cond.notify()
+    def wait(self, state: State | Iterable[State], interval: float = 0.1,
+             channel: str | None = None, timeout: float | None = None) -> None:
+        """Mirror (if not yet), then wait for ``state`` (see :meth:`busd.Bus.wait`)."""
+        self.mirror()
+        super().wait(state, interval, channel, timeout)
 
-    def _take(self) -> list[Any]:
-        with self._inbox_cond:
-            while not self._inbox:
-                self._inbox_cond.wait()
-            items = list(self._inbox)
-            self._inbox.clear()
-        return items
+    def leave_on_signal(self, signum: int, master_alive: bool = True) -> None:
+        """Leave this process's bus because of ``signum``; safe in a signal handler.
+
+        It only records the signal and wakes the dispatcher, which says BYE
+        (unless ``master_alive`` is False), runs the stop listeners (if this
+        process started) and the exit listeners.  A second signal changes nothing.
+        """
+        if self.signalled is not None:
+            return
+        self.signalled = signum
+        self._inbox.put([Signalled(signum, master_alive)])
 
     # -- the dispatcher thread --------------------------------------------------
 
     def _dispatch(self) -> None:
-        self._mirroring.wait()
-        while True:
-            for item in self._take():
-                if type(item) is _Stop:
+        items = self._inbox.hold_until_mirrored(self._observe)
+        while items is not None:
+            for item in items:
+                if type(item) is Stop:
                     return
                 try:
                     self._apply(item)
@@ -146,11 +168,22 @@ class ClientBus(Bus):
                 if self._state is State.EXITING:
                     self._finish()
                     return
+            items = self._inbox.take()
+
+    def _observe(self, item: Any) -> None:
+        if type(item) is list:
+            if item[1] == STATE:
+                self._master_state = State[item[4]]
+        elif type(item) is Synced:
+            if item.state is not None:
+                self._master_state = State[item.state]
+            self._heard.set()
 
     def _apply(self, item: Any) -> None:
         if type(item) is list:
             self._apply_broadcast(item)
         elif type(item) is Synced:
+            self._observe(item)
             if item.missed:
                 self.log(f"missed {item.missed} message(s) from the master; state checked",
                          level=30)
@@ -160,7 +193,22 @@ class ClientBus(Bus):
             self._synced.set()
         elif type(item) is Gone and self.on_master_lost == "exit":
             self.log(f"Master lost ({item.reason}): exiting", level=30)
-            self._run(self._do_exit)
+            self._run(self._exit_here)
+        elif type(item) is Signalled:
+            self._leave_signalled(item)
+
+    def _leave_signalled(self, item: Signalled) -> None:
+        name = signal.Signals(item.signum).name
+        self.log(f"{name}: this process leaves the bus; the master and the others carry on")
+        if item.master_alive:
+            self._say_bye(name)
+        else:
+            self._left = True
+        self._run(self._exit_here)
+
+    def _exit_here(self) -> None:
+        """Exit this process's bus: stop listeners only if it started (or is starting)."""
+        self._do_exit(stop=self._state is not State.STOPPED)
 
     def _apply_broadcast(self, msg: list[Any]) -> None:
         """A relayed message: ``[version, kind, epoch, seq, ...]`` (see busd.wire)."""
@@ -179,6 +227,7 @@ class ClientBus(Bus):
                 self._ack(seq, outcome)
         elif kind == STATE:
             state = msg[4]
+            self._master_state = State[state]
             self._ack(seq, self._run(lambda: self._mirror_state(state)))
         elif kind == EVENT:
             Bus.publish(self, "busd.event", msg[4], msg[5])
@@ -199,16 +248,21 @@ class ClientBus(Bus):
         A worker's stop listeners run once per stop of the master: an exit
         that follows a stop (the master then runs its own stop listeners
         again, as wspbus does) goes from STOPPED straight to EXITING here.
+        A process that is leaving follows the master no more, except to
+        EXITING: a start now would revive it in the middle of its own stop
+        or exit (its stop runs in another thread).
         """
         target = State[name]
         local = self._state
-        if target is State.STARTED and local in (State.STOPPED, State.STOPPING):
+        if target is State.EXITING:
+            self._do_exit(stop=local is not State.STOPPED)
+        elif self._left or self._exit_owner is not None:
+            return
+        elif target is State.STARTED and local is State.STOPPED:
             self._do_start()
         elif target in (State.STOPPING, State.STOPPED) and local in (
                 State.STARTING, State.STARTED):
             self._do_stop()
-        elif target is State.EXITING:
-            self._do_exit(stop=local is not State.STOPPED)
 
     def _publish_relayed(self, channel: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
         if channel == "graceful":
@@ -326,7 +380,8 @@ class ClientBus(Bus):
     # -- leaving and closing -----------------------------------------------------
 
     def leave(self, reason: str = "leaving", master_alive: bool = True) -> None:
-        """End this process's bus only: run local stop and exit listeners, tell the master.
+        """End this process's bus only: tell the master, run the local stop
+        listeners (if this process started) and exit listeners.
 
         With ``master_alive=False`` nothing waits to reach the master.
         """
@@ -334,16 +389,35 @@ class ClientBus(Bus):
             self._say_bye(reason)
         else:
             self._left = True
-        self._do_exit()
+        self._exit_here()
         self.close(linger=0.5 if master_alive else 0.0)
 
     def block(self, interval: float = 0.1, timeout: float | None = None) -> None:
-        """Mirror (if not yet), wait for EXITING, then close the link."""
+        """Mirror (if not yet), wait for EXITING, then close the link.
+
+        In the main thread, while it blocks, SIGINT and SIGTERM (unless the
+        process set its own handlers) call :meth:`leave_on_signal`: this
+        process alone leaves and ``block()`` returns normally.
+        """
         self.mirror()
+        saved = self._take_signals()
         try:
             super().block(interval, timeout)
         finally:
+            for signum, handler in saved.items():
+                signal.signal(signum, handler)
             self.close()
+
+    def _take_signals(self) -> dict[int, Any]:
+        """Install the leave handler where Python's defaults are; return what it replaced."""
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        saved: dict[int, Any] = {}
+        for signum, default in LEAVE_SIGNALS:
+            if signal.getsignal(signum) == default:
+                saved[signum] = default
+                signal.signal(signum, lambda signum, _frame: self.leave_on_signal(signum))
+        return saved
 
     def _clean_exit(self) -> None:
         if self._state is not State.EXITING:
@@ -356,11 +430,11 @@ class ClientBus(Bus):
 
         Waits at most ``timeout`` (default ``shutdown_timeout``) for listeners
         the dispatcher is still running, such as exit listeners, and at most
-        ``linger`` for queued messages to reach the master.
+        ``linger`` for queued messages to reach the master.  A bus that never
+        mirrored ends without running anything it held.
         """
-        self._mirroring.set()
         if threading.current_thread() is not self._dispatcher:
-            self._enqueue([_Stop()])
+            self._inbox.put([Stop()])
             if self._dispatcher.is_alive():
                 self._dispatcher.join(self.shutdown_timeout if timeout is None else timeout)
         self.link.close(linger)
@@ -370,7 +444,7 @@ class ClientBus(Bus):
         stats = super().statistics()
         stats["link"] = self.link.statistics()
         stats["queued"] = len(self._inbox)
-        stats["queued_peak"] = self._inbox_peak
+        stats["queued_peak"] = self._inbox.peak
         return stats
 
     def __enter__(self) -> ClientBus:
@@ -381,13 +455,19 @@ class ClientBus(Bus):
 
 
 def connect(name: str | None = None, runtime_dir: str | Path | None = None, *,
-            pub: str | None = None, ctl: str | None = None, mirror: bool = True,
+            pub: str | None = None, ctl: str | None = None, mirror: bool = False,
             timeout: float = DEFAULT_TIMEOUT, on_master_lost: str | None = None,
             role: str = "worker", master_timeout: float | None = None,
             server_key: str | Path | None = None,
             curve_secret: str | Path | None = None) -> ClientBus:
-    """Connect a ClientBus to a master and return it, joined.
+    """Connect a ClientBus to a master and return it, joined (not yet mirrored).
 
+    The usual pattern is ``bus = connect()``, ``bus.subscribe(...)``, then
+    ``bus.block()``: mirroring begins at ``block()``, so the start listeners
+    run when the master is STARTED, and the stop listeners only after them.
+    ``bus.master_state`` tells the master's state at once.  ``mirror=True``
+    returns only once the master's state is mirrored here (its listeners
+    ran): for code that reads ``bus.state`` or waits for channels straight away.
     With no arguments the master is found from ``BUSD_PUB_ENDPOINT`` and
     ``BUSD_CTL_ENDPOINT``, else ``BUSD_RUNTIME_DIR`` / ``BUSD_NAME``, else the
     default runtime dir.  ``BUSD_WORKER`` names the pool slot;

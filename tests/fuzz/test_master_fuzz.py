@@ -98,7 +98,7 @@ def test_hostile_frames_on_the_control_and_pub_sockets_are_counted_and_survived(
             wait_status(ctl, lambda d: d["state"] == "STARTED", what="a started master")
             dealer.connect(endpoints.ctl)
             xsub.connect(endpoints.pub)
-            with connect(runtime_dir=busd_dir, role="fuzz-witness") as witness:
+            with connect(runtime_dir=busd_dir, role="fuzz-witness", mirror=True) as witness:
                 master = psutil.Process(busd.pid)
                 rss_start = master.memory_info().rss
 

@@ -121,7 +121,7 @@ def client_bus(master: MasterBus) -> Iterator[ClientBus]:
     # "wait": a slow test machine must not make the probe exit on its own.
     bus = ClientBus(endpoints, name="probe", timeout=TIMEOUT, on_master_lost="wait")
     try:
-        bus.connect(timeout=TIMEOUT)
+        bus.connect(mirror=True, timeout=TIMEOUT)
         yield bus
     finally:
         bus.close()

@@ -223,7 +223,7 @@ def test_a_dispatcher_blocked_ten_seconds_is_not_lost_and_loses_nothing(
     quiet_about_loss(busd_procs, counter)
 
 
-def test_connect_returns_with_the_state_already_mirrored(
+def test_connect_tells_the_state_and_mirror_true_has_it_mirrored(
         busd_master: Any, busd_procs: Processes, busd_sink: Sink) -> None:
     master = busd_master()
     master.start()
@@ -232,10 +232,16 @@ def test_connect_returns_with_the_state_already_mirrored(
         from busd.probe import Probe
         with Probe() as probe:
             bus = client.connect(timeout=20)
-            probe.report("state", state=bus.state.name)
+            probe.report("joined", state=bus.state.name, master=bus.master_state.name)
+            bus.close()
+            bus = client.connect(mirror=True, timeout=20)
+            probe.report("mirrored", state=bus.state.name, master=bus.master_state.name)
             bus.leave("done")
     """, name="connect")
-    assert busd_sink.expect("state", timeout=30)["state"] == "STARTED"
+    # connect(): the master's state is known, nothing ran here yet (block() mirrors).
+    joined = busd_sink.expect("joined", timeout=30)
+    assert (joined["state"], joined["master"]) == ("STOPPED", "STARTED")
+    assert busd_sink.expect("mirrored", timeout=30)["state"] == "STARTED"
     assert child.wait(20) == 0
 
 

@@ -122,6 +122,7 @@ class Events:
         self.queue: queue.Queue[tuple[str, dict[str, Any]]] = queue.Queue()
         self.bus = client.connect(runtime_dir=runtime, timeout=TIMEOUT, role="watcher")
         self.bus.subscribe("busd.event", lambda name, data: self.queue.put((name, data)))
+        self.bus.mirror()
 
     def wait(self, name: str, where: Callable[[dict[str, Any]], bool],
              timeout: float = TIMEOUT) -> dict[str, Any]:

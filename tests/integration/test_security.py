@@ -159,7 +159,7 @@ def test_an_authorised_key_runs_commands_and_receives_the_relay(
 
     got = threading.Event()
     bus = client.connect(ctl=master.ctl, pub=master.pub, server_key=master.keys.server,
-                         curve_secret=master.keys.client_secret, timeout=TIMEOUT)
+                         curve_secret=master.keys.client_secret, mirror=True, timeout=TIMEOUT)
     try:
         bus.subscribe("secret-channel", lambda value: got.set() if value == 42 else None)
         code, _, err = busctl(capsys, *remote(master, master.keys.client_secret,
@@ -267,7 +267,7 @@ def test_a_read_only_key_reads_but_may_not_change_anything(
 def test_a_read_only_client_may_watch(master: Master, capsys: pytest.CaptureFixture[str]) -> None:
     got = threading.Event()
     bus = client.connect(ctl=master.ctl, pub=master.pub, server_key=master.keys.server,
-                         curve_secret=master.keys.reader_secret, timeout=TIMEOUT)
+                         curve_secret=master.keys.reader_secret, mirror=True, timeout=TIMEOUT)
     try:
         bus.subscribe("news", lambda value: got.set())
         code, _, err = busctl(capsys, *remote(master, master.keys.client_secret,

@@ -163,7 +163,7 @@ class PoolMachine(RuleBasedStateMachine):
             with control(self.dir) as ctl:
                 wait_status(ctl, lambda d: d["state"] == "STARTED" and len(d["workers"]) == 2
                             and all(w["state"] == "STARTED" for w in d["workers"]))
-            self.witness = connect(runtime_dir=self.dir, role="model-witness")
+            self.witness = connect(runtime_dir=self.dir, role="model-witness", mirror=True)
             self.quiesce()
             self.events.wait_joined()  # what is published from now on reaches us
         except BaseException:
