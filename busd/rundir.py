@@ -2,7 +2,8 @@
 
 ::
 
-    Hub.__init__ --claim(endpoint)--> <ipc socket file>.lock, flock(LOCK_EX | LOCK_NB)
+    Hub.__init__ --claim(endpoint)--> <ipc socket file>.lock, flock(LOCK_EX | LOCK_NB),
+                                       then "@busd-ipc-<uid>-<hash of path>" (listening)
                                        (held, with our pid written in it, while the master lives)
     Hub._beat    --check()----------> socket file gone?  recreate the dir (0700), take
                                        the lock again, bind again, log a warning
@@ -14,9 +15,16 @@ bind under any name, would let them keep busd from starting.  ``flock``
 releases it when the descriptor is closed or the process dies, however it
 dies; the descriptor is close-on-exec, so an exec'd worker never holds it.
 The holder writes its pid in the file, so a refused master can name it.
-A lock file removed with its dir (someone ran ``rm -rf`` on the runtime
-dir) is taken again when the endpoint is repaired; a second master that
-took it meanwhile keeps it, and this one stops rebinding that endpoint.
+
+A lock file goes with its dir (someone ran ``rm -rf`` on the runtime dir),
+so the master also holds a second lock in the kernel: an abstract unix
+socket named after the socket file's path, listening while it lives.  A
+second master that finds that name taken asks the holder who it is
+(``SO_PEERCRED``, which the kernel fills in and no process can forge): a
+holder of our own uid is a master of ours, and we refuse to start even with
+the dir gone; one of another uid is a squatter, and is ignored (logged):
+the lock file, which nobody else can take, still holds.  A lock file
+removed with its dir is taken again when the endpoint is repaired.
 
 The :class:`EndpointGuard` is owned by the hub thread: ``claim`` runs in the
 hub's constructor, ``check`` on every heartbeat, ``close`` with the sockets.
@@ -27,9 +35,12 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import hashlib
 import logging
 import os
+import socket
 import stat
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +56,30 @@ log = logging.getLogger(__name__)
 LOCK_TRIES = 5
 #: Bytes of a lock file read to learn its holder's pid.
 PID_BYTES = 32
+#: How long a refused master waits for the kernel lock's holder to say who it is.
+PEER_TIMEOUT = 0.5
+_UCRED = struct.Struct("3i")
+
+
+def kernel_lock_name(path: str | Path) -> str:
+    """The abstract socket name (without its leading NUL) for ipc file ``path``."""
+    digest = hashlib.sha256(os.path.abspath(path).encode()).hexdigest()[:32]
+    return f"busd-ipc-{os.getuid()}-{digest}"
+
+
+def kernel_lock_holder(name: str) -> tuple[int, int] | None:
+    """The (pid, uid) of the process listening on abstract socket ``name``, if it answers."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.settimeout(PEER_TIMEOUT)
+        probe.connect("\0" + name)
+        pid, uid, _ = _UCRED.unpack(probe.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                     _UCRED.size))
+        return int(pid), int(uid)
+    except OSError:
+        return None
+    finally:
+        probe.close()
 
 
 def lock_path(path: str | Path) -> str:
@@ -95,15 +130,51 @@ def _same_file(fd: int, path: str) -> bool:
 
 
 class DirLock:
-    """Held by the master serving ipc file ``path``: a second one is refused."""
+    """Held by the master serving ipc file ``path``: a second one is refused.
 
-    def __init__(self, path: str | Path) -> None:
+    With ``kernel`` it also holds the kernel lock (see the module docstring).
+    """
+
+    def __init__(self, path: str | Path, kernel: bool = True) -> None:
         self.path = os.path.abspath(path)
         self.file = lock_path(self.path)
+        self.kernel = kernel
+        self.kernel_name = kernel_lock_name(self.path)
         self._fd: int | None = None
+        self._kernel: socket.socket | None = None
 
     def acquire(self) -> None:
-        """Take the lock, or raise :class:`AlreadyRunning` naming the holder."""
+        """Take the lock file, then the kernel lock, or raise :class:`AlreadyRunning`."""
+        self._acquire_file()
+        if self.kernel and self._kernel is None:
+            try:
+                self._kernel = self._take_kernel_lock()
+            except AlreadyRunning:
+                self.release()
+                raise
+
+    def _take_kernel_lock(self) -> socket.socket | None:
+        """The listening abstract socket; None when another user squats its name."""
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind("\0" + self.kernel_name)
+            sock.listen(16)
+        except OSError as exc:
+            sock.close()
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            holder = kernel_lock_holder(self.kernel_name)
+            if holder is not None and holder[1] == os.getuid():
+                raise AlreadyRunning(
+                    f"a busd master (pid {holder[0]}) already serves {self.path} (it holds "
+                    f"@{self.kernel_name}, even if the file or its dir was removed)") from None
+            who = f"uid {holder[1]} (pid {holder[0]})" if holder else "a process that does not say"
+            log.warning("@%s is held by %s, not a master of ours: ignored (the lock file %s "
+                        "holds)", self.kernel_name, who, self.file)
+            return None
+        return sock
+
+    def _acquire_file(self) -> None:
         for _ in range(LOCK_TRIES):
             fd = _open_lock(self.file)
             try:
@@ -141,13 +212,16 @@ class DirLock:
             return
         old, self._fd = self._fd, None
         try:
-            self.acquire()
+            self._acquire_file()
         finally:
             if old is not None:
                 os.close(old)
 
     def release(self) -> None:
         """Let another master take the path (the lock file is removed while still held)."""
+        if self._kernel is not None:
+            self._kernel.close()
+            self._kernel = None
         if self._fd is None:
             return
         fd, self._fd = self._fd, None
@@ -178,7 +252,9 @@ class EndpointGuard:
         path = ipc_path(endpoint)
         if path is None or any(lock.path == os.path.abspath(path) for lock in self._locks):
             return
-        lock = DirLock(path)
+        # One kernel lock, on the first endpoint (the control socket), is enough
+        # to find a master of ours with its dir gone; each costs a descriptor.
+        lock = DirLock(path, kernel=not self._locks)
         lock.acquire()
         self._locks.append(lock)
 

@@ -26,7 +26,7 @@ def test_a_failing_client_event_leaves_the_command_thread_serving(busd_dir: Path
         raise RuntimeError(f"a hook that fails on {event}")
 
     master.client_hooks.append(broken)
-    bus = client.connect(runtime_dir=busd_dir, timeout=10)
+    bus = client.connect(runtime_dir=busd_dir, timeout=10, mirror=True)
     try:
         with Control(default_endpoints(busd_dir).ctl, timeout=5) as ctl:
             report = ctl.request("graceful", timeout=5, wait=True)
