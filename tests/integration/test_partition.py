@@ -206,3 +206,37 @@ def test_a_pool_that_exits_when_lost_counts_what_it_missed_when_it_joins_again(
     finally:
         events.close()
         setup.net.link(up=True)
+
+
+def test_a_pool_waiting_for_its_master_joins_the_new_one_after_a_restart_during_a_cut(
+        setup: Setup, capsys: pytest.CaptureFixture[str]) -> None:
+    master, runtime = setup.master(HEARTBEAT)
+    events = Events(runtime)
+    try:
+        host, pids = setup.host("h", "--wait-for-master")
+        events.wait("host_updated", workers_are(pids, "STARTED"))
+        epoch = json.loads(ctl(runtime, "--json", "status", capsys=capsys))["epoch"]
+        up_at = cut(setup, LONG_CUT)
+        try:
+            bound = LOST_AFTER + 2 * HEARTBEAT + 1.0
+            assert pids_of(setup.sink.collect("stop", WORKERS, bound)) == pids
+            events.wait("host_lost", workers_are(pids, "lost"), timeout=bound)
+            events.close()
+            ctl(runtime, "restart", "--wait", capsys=capsys)
+            events = Events(runtime)
+            assert time.monotonic() < up_at, "the cut was over before the master restarted"
+        finally:
+            restore(setup, up_at)
+        assert pids_of(setup.sink.collect("start", WORKERS, HEAL_WITHIN)) == pids
+        events.wait("host_updated", workers_are(pids, "STARTED"))
+        status = json.loads(ctl(runtime, "--json", "status", capsys=capsys))
+        assert status["epoch"] != epoch
+        assert [workers_are(pids, "STARTED")(h) for h in status["hosts"]] == [True], status
+
+        ctl(runtime, "exit", capsys=capsys)
+        assert pids_of(setup.sink.collect("exit", WORKERS, TIMEOUT)) == pids
+        assert host.wait(TIMEOUT) == 0, setup.procs.output(host)
+        assert master.wait(TIMEOUT) == 0, setup.procs.output(master)
+    finally:
+        events.close()
+        setup.net.link(up=True)
