@@ -2,8 +2,8 @@
 
 ::
 
-    joined busd (busd --join) --REQUEST host_report {host, client_id, workers}--+
-                                                                                 v
+    joined busd (busd --join) --REQUEST host_report {host, client_id, workers, missed}--+
+                                                                                         v
     [ busd-hub ] --Request / ClientChange--> [ busd-commands ]
                                                quick command "host_report" --> HostTable
                                                client hooks (joined/left/lost) --^  |
@@ -17,6 +17,12 @@ thread (quick commands, client hooks, status hooks and listeners all do),
 so the table has one owner and no lock.  A host whose client is lost stays
 listed, marked ``lost`` with each of its workers, until it joins again or
 leaves.
+
+Both sides count the other lost after the same silence: the master's
+heartbeat x liveness (the hub holds clients of role ``host`` to it, and the
+joined busd takes it from its welcome).  ``missed`` is what the host says it
+never delivered, counted exactly on its side (older than the replay window
+when its link came back, or relayed while it was away after an exit).
 """
 
 from __future__ import annotations
@@ -84,14 +90,17 @@ class HostTable:
                 and isinstance(workers, list)):
             raise wire_error(ErrorCode.BAD_ARGUMENTS,
                              "host_report needs 'host' (str), 'client_id' (int), 'workers' (list)")
+        missed = body.get("missed", 0)
+        if type(missed) is not int or missed < 0:
+            raise wire_error(ErrorCode.BAD_ARGUMENTS, "host_report: 'missed' is an integer >= 0")
         rows = [_worker_row(w) for w in workers[:MAX_REPORTED_WORKERS] if isinstance(w, dict)]
         entry = self._hosts.get(host)
         joined = entry is not None and entry["state"] == "joined" and entry["client"] == client_id
-        if joined and entry is not None and entry["workers"] == rows:
+        if joined and entry is not None and entry["workers"] == rows and entry["missed"] == missed:
             return {"ok": True}
         since = entry["since"] if joined and entry is not None else time.time()
         self._hosts[host] = {"host": host, "client": client_id, "state": "joined",
-                             "since": since, "workers": rows}
+                             "since": since, "workers": rows, "missed": missed}
         self._clients[client_id] = host
         self.master.event("host_updated", dict(self._hosts[host]))
         return {"ok": True}

@@ -40,6 +40,7 @@ from busd.auth import NEEDS_FULL_KEY, RefusalLog, Role, is_tcp, peer_role
 from busd.board import Board, live_status, live_workers
 from busd.endpoints import CTL_HWM, PUB_HWM, Endpoints, Outbox, configure, secure_ipc
 from busd.errors import ProtocolError
+from busd.hosts import HOST_ROLE
 from busd.registry import NOT_JOINED, ClientInfo, Registry, bye_reason, hello_fields
 from busd.replay import ReplayWindow
 from busd.rundir import EndpointGuard
@@ -674,7 +675,10 @@ class Hub:
                 del self._pending_hello[token]
                 self._welcome(identity, req_id, self.registry.get(identity))
         limit = now - self.pong_interval * self.liveness
-        for info in self.registry.expired(limit):
+        # A joined host answers every heartbeat and counts us lost after heartbeat
+        # x liveness: it is counted lost after the same silence here (one number).
+        hosts = {HOST_ROLE: now - self.heartbeat * self.liveness}
+        for info in self.registry.expired(limit, hosts):
             log.warning("%s lost: silent for %.1fs", info.label(), now - info.last_seen)
             self._client_gone(info.identity, "client_lost", "silent")
 

@@ -11,6 +11,8 @@
                                      PUBLISH channel [ack]     -> local.publish / broadcast_and_wait
                                      master lost               -> exit (default), or stop and
                                                                   wait (--wait-for-master)
+                                     the same master again     -> mirror its state (the link
+                                                                  repaired what it missed)
       ^ REQUEST host_report        [ busd-host-report thread ] reads the local pool's workers
       |                                                        every REPORT_INTERVAL, sends changes
     local MasterBus (ipc) --> local workers (the pool)
@@ -21,20 +23,34 @@ master relays, and acks to the remote master only once they all acked (so
 ``graceful --wait`` on the master waits for every worker on every host).
 The local master never starts by itself: the remote state drives it.
 
+A partition heals.  Both sides count the other lost after the master's
+heartbeat x liveness of silence (from its welcome).  Waiting for the master,
+the link joins again as soon as it hears it (same epoch, or a new one); what
+was relayed meanwhile comes from the replay window, and what the window no
+longer held is counted.  Without waiting, the joined busd exits; it leaves
+in its runtime dir the last (epoch, seq) it delivered (``joined.resume``), and
+the next busd joined there to the same master counts what it relayed in
+between, exactly: seq S+1 .. T of one epoch, never delivered on this host.
+Either count goes to this busd's log and, added up over every busd joined
+here (the file carries it), to the master in every report (``missed``,
+shown per host by ``busctl status --json``).
+
 This module uses both sides (a master and a client), like the pytest
 plugin: it is loaded only by ``busd --join``.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
 import threading
+from pathlib import Path
 from typing import Any
 
 from busd.auth import ClientKeys
 from busd.client.bus import ClientBus
-from busd.client.link import FOLLOW_HEARTBEAT, Gone
+from busd.client.link import FOLLOW_HEARTBEAT, Gone, Synced
 from busd.control import Control
 from busd.endpoints import Endpoints, pub_beside
 from busd.errors import BusError, ChannelFailures
@@ -50,6 +66,8 @@ REPORT_INTERVAL = 0.5
 #: A report is sent at least every this many intervals, changed or not.
 REPORT_EVERY = 20
 PUBLISH = int(Kind.PUBLISH)
+#: In the local runtime dir: where an exiting joined busd had got to.
+RESUME_FILE = "joined.resume"
 
 
 class HostBus(ClientBus):
@@ -65,6 +83,13 @@ class HostBus(ClientBus):
         self.local = local
         self.pool = pool
         self.ack_timeout = ack_timeout
+        self.master_endpoint = endpoints.ctl
+        self._resume_file = Path(local.runtime_dir) / RESUME_FILE
+        #: Where a busd joined here before exited: (epoch, seq, missed), read once.
+        self._resume = _read_resume(self._resume_file, self.master_endpoint)
+        #: What earlier joined busds here missed, and what was relayed while none was
+        #: here (written by the dispatcher only).
+        self.missed_before = self._resume[2] if self._resume else 0
         self.subscribe("start", lambda: self.local.start(wait=True, timeout=ack_timeout))
         self.subscribe("stop", lambda: self.local.stop(wait=True, timeout=ack_timeout))
         self.subscribe("exit", self.local.exit)
@@ -86,11 +111,34 @@ class HostBus(ClientBus):
 
     def _apply(self, item: Any) -> None:
         if type(item) is Gone and self.on_master_lost == "wait":
-            log.warning("master lost (%s): stopping the local pool until it is back",
-                        item.reason)
+            log.warning("master lost (%s): stopping the local pool until it is back "
+                        "(delivered here up to seq %d of epoch %d)",
+                        item.reason, item.seq, item.epoch)
             self._run(self._do_stop)
             return
+        if type(item) is Gone:
+            log.warning("master lost (%s): exiting (delivered here up to seq %d of epoch %d)",
+                        item.reason, item.seq, item.epoch)
+            _write_resume(self._resume_file, {"master": self.master_endpoint,
+                                              "epoch": item.epoch, "seq": item.seq,
+                                              "missed": self.missed()})
+        elif type(item) is Synced and self._resume is not None:
+            self._count_resumed(item)
         super()._apply(item)
+
+    def _count_resumed(self, synced: Synced) -> None:
+        """The first snapshot after a busd here exited: count what was relayed in between."""
+        epoch, seq, _ = self._resume or (0, 0, 0)
+        self._resume = None
+        if epoch != synced.epoch:
+            log.info("the master restarted since a busd here last followed it (epoch %d, "
+                     "now %d): nothing of its earlier incarnation is counted", epoch,
+                     synced.epoch)
+            return
+        self.missed_before += max(0, synced.seq - seq)
+        log.warning("%d message(s) relayed by the master while this host was away "
+                    "(seq %d..%d of epoch %d) were not delivered here: lost",
+                    synced.seq - seq, seq + 1, synced.seq, epoch)
 
     def _apply_broadcast(self, msg: list[Any]) -> None:
         if msg[1] != PUBLISH:
@@ -119,7 +167,7 @@ class HostBus(ClientBus):
         self._reporter.start()
 
     def _report_loop(self) -> None:
-        sent: tuple[int, list[dict[str, Any]]] | None = None
+        sent: tuple[int, list[dict[str, Any]], int] | None = None
         rounds = 0
         wait = 0.0  # the first report at once, then one look every interval
         while not self._stopping.wait(wait):
@@ -133,12 +181,20 @@ class HostBus(ClientBus):
             except Exception:
                 log.exception("cannot read the local workers")
                 continue
-            current = (self.link.client_id, rows)
+            current = (self.link.client_id, rows, self.missed())
             if current == sent and rounds % REPORT_EVERY:
                 continue
             sent = current
             self.link.request("host_report", host=self.host, client_id=current[0],
-                              workers=rows).add_done_callback(_report_failed)
+                              workers=rows, missed=current[2]).add_done_callback(_report_failed)
+
+    def missed(self) -> int:
+        """Messages relayed by the master that this host never delivered, counted exactly.
+
+        Those older than the replay window when the link came back, and those
+        relayed while an earlier joined busd here was away (it had exited).
+        """
+        return int(self.link.stats["missed"]) + self.missed_before
 
     def depart(self, reason: str) -> None:
         """Stop reporting, say BYE to the remote master, close the link."""
@@ -147,6 +203,38 @@ class HostBus(ClientBus):
             self._reporter.join(REPORT_INTERVAL + 2.0)
         self._say_bye(reason)
         self.close()
+
+
+def _read_resume(path: Path, master: str) -> tuple[int, int, int] | None:
+    """(epoch, seq, missed) left by a busd that followed ``master`` here and exited.
+
+    The file is removed: it is read once.
+    """
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        log.warning("cannot read %s: %s", path, exc)
+        return None
+    path.unlink(missing_ok=True)
+    try:
+        doc = json.loads(text)
+        numbers = (doc["epoch"], doc["seq"], doc["missed"])
+        if doc["master"] == master and all(type(n) is int and n >= 0 for n in numbers):
+            return numbers
+    except (ValueError, KeyError, TypeError):
+        log.warning("ignoring %s: not what a joined busd writes", path)
+    return None
+
+
+def _write_resume(path: Path, doc: dict[str, Any]) -> None:
+    try:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(doc))
+        tmp.replace(path)
+    except OSError as exc:
+        log.warning("cannot write %s (what this host misses is not counted): %s", path, exc)
 
 
 def _checked(report: Any) -> Any:

@@ -26,7 +26,7 @@ import collections
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -250,12 +250,19 @@ class Registry:
         with self._cond:
             return sorted(self._by_identity.values(), key=lambda c: c.id)
 
-    def expired(self, older_than: float) -> list[ClientInfo]:
-        """Clients not heard from since the monotonic time ``older_than``."""
+    def expired(self, older_than: float,
+                by_role: Mapping[str, float] | None = None) -> list[ClientInfo]:
+        """Clients not heard from since the monotonic time ``older_than``.
+
+        ``by_role`` gives some roles their own time instead (a joined host is
+        held to the master's heartbeat x liveness, as it holds the master).
+        """
+        limits = by_role or {}
         with self._cond:
             # A client still waiting for its snapshot is the join timeout's business.
             return [c for c in self._by_identity.values()
-                    if c.last_seen < older_than and c.joined_seq != NOT_JOINED]
+                    if c.last_seen < limits.get(c.role, older_than)
+                    and c.joined_seq != NOT_JOINED]
 
     def record_ack(self, identity: bytes, body: dict[str, Any]) -> Ack | None:
         """Store an ack from a registered client; None if unknown or read-only."""

@@ -71,6 +71,8 @@ JOIN_BUFFER = 1_000_000
 DEFAULT_MASTER_TIMEOUT = 30.0
 #: A master_timeout of this means: the master's heartbeat x liveness, from its
 #: welcome (a pool joined over the network follows its master that closely).
+#: Such a client also answers every heartbeat, for the master counts a joined
+#: host lost after the same heartbeat x liveness of silence: one number, both sides.
 FOLLOW_HEARTBEAT = 0.0
 #: A repair request unanswered this long is sent again.
 REPAIR_RETRY = 5.0
@@ -131,9 +133,11 @@ class Synced:
 
 @dataclass(frozen=True)
 class Gone:
-    """The master is lost, for ``reason``."""
+    """The master is lost, for ``reason``; everything up to ``seq`` of ``epoch`` came first."""
 
     reason: str
+    epoch: int = 0
+    seq: int = 0
 
 
 @dataclass
@@ -212,6 +216,9 @@ class Link:
         self._futures_lock = threading.Lock()
         self._buffer: collections.deque[list[Any]] = collections.deque()
         self._hello_pending = False
+        self._hello_sent = 0.0
+        #: The master refused our HELLO: hearing it again is no reason to join again.
+        self._refused = False
         self._left = False
         #: Set by the thread that queues a BYE (the link thread sets _left when it sends it).
         self._bye_queued = False
@@ -359,6 +366,11 @@ class Link:
         if (self.joined.is_set() and not self.lost.is_set() and not self._left
                 and time.monotonic() - self._last_pong > PONG_SLACK * self.pong_interval):
             self._pong()
+        if (self._hello_pending and self.lost.is_set()
+                and time.monotonic() - self._hello_sent > REPAIR_RETRY):
+            # A HELLO sent as the link came back may have gone down with it again.
+            self._hello_pending = False
+            self._heard_again()
         if self._repair is not None and time.monotonic() - self._repair.asked > REPAIR_RETRY:
             self.stats["repair_retries"] += 1
             self._ask_replay()
@@ -406,6 +418,7 @@ class Link:
 
     def _send_hello(self, subscribe: bool) -> None:
         self._hello_pending = True
+        self._hello_sent = time.monotonic()
         self._ctl.send(encode(Kind.HELLO, HELLO_ID, {**self.hello, "subscribe": subscribe}))
 
     def _watch_master(self, snap: dict[str, Any]) -> None:
@@ -480,6 +493,7 @@ class Link:
             snap = reply_result(msg)
         except Exception as exc:  # noqa: BLE001 - a refusal, said in one line
             log.error("the master refused this client's HELLO: %s", exc)
+            self._refused = True
             self._master_lost("the master refused HELLO")
             return
         self._hello_pending = False
@@ -492,6 +506,7 @@ class Link:
         self.liveness = int(snap["liveness"])
         if self._follow_heartbeat:
             self.master_timeout = self.heartbeat * self.liveness
+            self.pong_interval = min(self.pong_interval, self.heartbeat)
         self._last_heard = time.monotonic()
         self.lost.clear()
         self._watch_master(snap)
@@ -555,7 +570,8 @@ class Link:
 
     def _fast(self) -> bool:
         """True when the next in-order message needs nothing but delivering."""
-        return self._repair is None and not self._hello_pending and self._check is None
+        return (self._repair is None and not self._hello_pending and self._check is None
+                and not self.lost.is_set())
 
     # A broadcast is the bare array [version, kind, epoch, seq, ...] (hot path).
 
@@ -564,6 +580,9 @@ class Link:
             self._hold(msg)
             return
         epoch, seq = msg[2], msg[3]
+        if epoch == self.epoch and self.lost.is_set() and self._heard_again():
+            self._hold(msg)
+            return
         if epoch != self.epoch:
             if (self.lost.is_set() and not self.wait_for_new_master) or self._left:
                 return
@@ -720,6 +739,24 @@ class Link:
             self.stats["rejoins"] += 1
             self._send_hello(subscribe)
 
+    def _heard_again(self) -> bool:
+        """A master we counted lost speaks again, same epoch: a partition healed.
+
+        Waiting for it (``on_master_lost="wait"``), join again: the welcome
+        repairs what was published meanwhile from the replay window (counting
+        exactly what it no longer holds) and hands over the state to mirror.
+        This side may have noticed the silence first, while the master still
+        counts this client joined: then nothing else would make it rejoin.
+        True while that HELLO is unanswered (what comes meanwhile is held).
+        """
+        if (self.wait_for_new_master and self.joined.is_set() and not self._left
+                and not self._refused and not self.closed_by_master):
+            if not self._hello_pending:
+                log.info("the master answers again (epoch %d, after seq %d); joining again",
+                         self.epoch, self.seq)
+            self._rejoin(subscribe=False)
+        return self._hello_pending
+
     def _check_master(self) -> None:
         if not self.joined.is_set() or self.lost.is_set() or self.closed_by_master:
             return
@@ -737,7 +774,7 @@ class Link:
             self.stats["master_lost"] += 1
             log.warning("master lost: %s", reason)
         self._hello_pending = False
-        self._deliver_control(Gone(reason))
+        self._deliver_control(Gone(reason, self.epoch, self.seq))
 
     def statistics(self) -> dict[str, Any]:
         """Counters: received, gaps, repaired, missed, resyncs, new epochs, bad messages."""
