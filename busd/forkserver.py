@@ -31,8 +31,9 @@ The server dies with the master (PR_SET_PDEATHSIG, SIGKILL); its workers
 get SIGTERM when it dies, which they ignore while their master lives (see
 ``busd.client.worker``).  The server reaps its own children; the master watches
 them through pidfds.  It is also the workers' child subreaper: what a worker
-leaves running is reparented to the server, and reaped there, rather than
-to init, which is busd itself in a container (busd as PID 1).
+leaves running is reparented to the server rather than to init (which is
+busd itself in a container, busd as PID 1), and ended there
+(:class:`busd.strays.Strays`): no process outlives the worker it came from.
 """
 
 from __future__ import annotations
@@ -58,7 +59,8 @@ from typing import Any
 import msgpack
 
 from busd.proctitle import set_title, set_worker_title
-from busd.spawn import Spawned, log_file_of, open_log
+from busd.spawn import Spawned, SpawnerGone, log_file_of, open_log
+from busd.strays import Strays
 
 log = logging.getLogger(__name__)
 
@@ -174,17 +176,19 @@ class _Server:
             reply = _recv(self.sock)
             if not isinstance(reply, dict) or not isinstance(reply.get("pids"), list):
                 error = reply.get("error") if isinstance(reply, dict) else None
-                return [OSError(error or "the fork server did not answer") for _ in requests]
+                if error:
+                    return [OSError(error) for _ in requests]
+                return [SpawnerGone("the fork server did not answer") for _ in requests]
             pids = [int(pid) for pid in reply["pids"]]
             # The pidfds come from the server, opened before it could reap anyone:
             # a worker that ended at once is still seen (and its status asked).
             _, fds, _, _ = socket.recv_fds(self.sock, 1, len(pids))
         except (OSError, ValueError) as exc:
-            return [OSError(f"fork server: {exc}") for _ in requests]
+            return [SpawnerGone(f"fork server: {exc}") for _ in requests]
         if len(fds) != len(pids):
             for fd in fds:
                 os.close(fd)
-            return [OSError("the fork server sent no pidfds") for _ in requests]
+            return [SpawnerGone("the fork server sent no pidfds") for _ in requests]
         return list(zip(pids, fds, strict=True))
 
     def exit_status(self, pid: int) -> int | None:
@@ -251,7 +255,7 @@ class ForkServer:
         try:
             return ask.reply.result(ASK_TIMEOUT)
         except TimeoutError:
-            return [OSError("the fork server did not answer in time") for _ in requests]
+            return [SpawnerGone("the fork server did not answer in time") for _ in requests]
 
     def exit_code(self, pid: int) -> int | None:
         """A worker's exit code (negative: the signal) once it has ended; None: unknown.
@@ -334,7 +338,7 @@ class ForkServer:
             self._replace(None, "none running")
         server = self._server
         if server is None:
-            return [OSError("no fork server") for _ in ask.requests]
+            return [SpawnerGone("no fork server") for _ in ask.requests]
         results = server.ask(ask.requests, self.env)
         if all(isinstance(r, OSError) for r in results) and _ended(server.pidfd):
             self._lost(server)
@@ -425,11 +429,14 @@ def serve(sock: socket.socket, target: str, preload: bool, master: int,
     signal.signal(signal.SIGCHLD, lambda signum, frame: None)
     me = os.getpid()
     reaped: dict[int, int] = {}
+    strays = Strays(me)
     while True:
-        ready, _, _ = select.select([sock.fileno(), rfd], [], [])
+        ready, _, _ = select.select([sock.fileno(), rfd], [], [], strays.timeout())
         if rfd in ready:
             os.read(rfd, 4096)
-            _reap_children(reaped)
+            strays.forget(_reap_children(reaped))
+            strays.end_inherited()
+        strays.kill_due()
         if sock.fileno() not in ready:
             continue
         try:
@@ -444,6 +451,7 @@ def serve(sock: socket.socket, target: str, preload: bool, master: int,
             continue
         pids = [_fork_one(spec.get("env", {}), (sock, rfd, wfd), worker, func or target, me,
                           master) for spec in request.get("workers", [])]
+        strays.workers.update(pids)
         pidfds = [os.pidfd_open(pid) for pid in pids]  # before any is reaped
         _send(sock, {"pids": pids})
         socket.send_fds(sock, [b"\0"], pidfds)
@@ -500,15 +508,17 @@ def adopt_orphans() -> None:  # pragma: no cover - runs in the fork server
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 
 
-def _reap_children(reaped: dict[int, int]) -> None:  # pragma: no cover - in the server
+def _reap_children(reaped: dict[int, int]) -> list[int]:  # pragma: no cover - in the server
     """Reap every ended child, keeping its status until the master asks (bounded)."""
+    ended: list[int] = []
     while True:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
-            return
+            return ended
         if pid == 0:
-            return
+            return ended
+        ended.append(pid)
         reaped[pid] = status
         while len(reaped) > MAX_REAPED:
             del reaped[next(iter(reaped))]

@@ -14,6 +14,14 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
+
+class SpawnerGone(OSError):
+    """No process was made because the spawner itself was gone (the fork server died).
+
+    The pool tries again once a new one is up; it is not a crash of the slot.
+    """
+
+
 #: What a spawner gives back for each worker asked for.
 Spawned = tuple[int, int] | OSError
 #: A worker whose env names a file here has its stdout and stderr appended to it.

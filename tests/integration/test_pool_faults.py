@@ -1,0 +1,134 @@
+"""Pool faults a chaos round found: ghost clients, orphans of killed workers,
+slots marked flapping by fork-server deaths, a full log disk nobody is told of.
+
+Each test drives a real ``busd`` (real processes, real sockets) into the fault.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+import zmq
+
+from busd.endpoints import default_endpoints
+from busd.testing import Processes, Sink
+from busd.wire import Kind, decode, encode, pid_namespace
+from tests.chaos.support import (
+    all_started,
+    control,
+    exit_busd,
+    gone,
+    start_busd,
+    wait_status,
+)
+
+QUIET = "tests.chaos.targets:quiet"
+
+
+def _reaped() -> int:
+    child = subprocess.Popen(["true"])
+    child.wait(10)
+    return child.pid
+
+
+@contextlib.contextmanager
+def ghost(busd_dir: Path, pid: int) -> Iterator[None]:
+    """A client that says HELLO for process ``pid`` (dead) and then says nothing."""
+    ctx: zmq.Context[Any] = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    try:
+        sock.connect(default_endpoints(busd_dir).ctl)
+        sock.send(encode(Kind.HELLO, 1, {
+            "token": os.urandom(12), "pid": pid, "host": os.uname().nodename,
+            "pidns": pid_namespace(), "name": "ghost", "role": "client",
+            "subscribe": False}))
+        assert sock.poll(10_000), "no answer to the HELLO"
+        reply = decode(sock.recv(), allowed=frozenset({Kind.REPLY}))
+        assert reply.items[1] is True, reply
+        yield
+    finally:
+        sock.close(0)
+        ctx.term()
+
+
+def test_a_hello_from_a_dead_process_leaves_at_once_and_delays_no_ack_wait(
+        busd_procs: Processes, busd_sink: Sink, busd_dir: Path) -> None:
+    # The default heartbeat: a ghost would stay ~liveness x 1 s, holding every wait.
+    busd = start_busd(busd_procs, "--heartbeat", "1", "-w", "2", QUIET)
+    busd_sink.collect("start", 2, timeout=30)
+    pid = _reaped()
+    with control(busd_dir) as ctl:
+        wait_status(ctl, all_started(2))
+        with ghost(busd_dir, pid):
+            said = time.monotonic()
+            while any(c["pid"] == pid for c in ctl.request("clients")):
+                assert time.monotonic() - said < 0.5, "the ghost is still a client"
+                threading.Event().wait(0.01)
+            began = time.monotonic()
+            report = ctl.request("graceful", wait=True, timeout=10)
+            took = time.monotonic() - began
+        assert report["acks"]["ok"] is True, report
+        assert len(report["acks"]["acks"]) == 2
+        assert took < 1.0, f"graceful --wait took {took:.2f}s"
+        assert exit_busd(ctl, busd) == 0
+
+
+def test_a_worker_the_pool_retires_leaves_the_ack_wait_instead_of_failing_it(
+        busd_procs: Processes, busd_sink: Sink, busd_dir: Path) -> None:
+    busd = start_busd(busd_procs, "-w", "3", "--graceful-timeout", "1",
+                      "tests.chaos.targets:slow_once_told_to_go")
+    busd_sink.collect("start", 3, timeout=30)
+    with control(busd_dir) as ctl:
+        wait_status(ctl, all_started(3))
+        # The retired worker stays a client until its SIGKILL 1 s later, and
+        # would take 3 s over the reload.
+        assert ctl.request("scale", n="-1")["size"] == 2
+        began = time.monotonic()
+        report = ctl.request("graceful", wait=True, timeout=10)
+        took = time.monotonic() - began
+        assert report["acks"]["ok"] is True, report["acks"]["failures"]
+        assert report["acks"]["lost"] == []
+        assert len(report["acks"]["acks"]) == 2
+        assert took < 1.0, f"graceful --wait waited {took:.2f}s for a retired worker"
+        assert exit_busd(ctl, busd) == 0
+
+
+def _alive(pids: list[int]) -> list[int]:
+    return [pid for pid in pids if psutil.pid_exists(pid)
+            and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+
+
+@pytest.mark.parametrize("spawn", ["fork", "exec"])
+def test_a_scale_down_ends_the_children_of_a_worker_it_kills(
+        busd_procs: Processes, busd_sink: Sink, busd_dir: Path, spawn: str) -> None:
+    busd = start_busd(busd_procs, "-w", "2", "--graceful-timeout", "1", "--spawn", spawn,
+                      "tests.chaos.targets:keeps_children_past_sigterm")
+    reports = busd_sink.collect("start", 2, timeout=30)
+    children = {r["worker"]: r["children"] for r in reports}
+    everyone = children[0] + children[1]
+    try:
+        with control(busd_dir) as ctl:
+            wait_status(ctl, all_started(2))
+            assert _alive(everyone) == everyone
+            # Worker 1 ignores SIGTERM: SIGKILLed at the graceful timeout, it
+            # never ends its two sleepers (which ignore SIGTERM; one has its own session).
+            assert ctl.request("scale", n="-1")["size"] == 1
+            assert gone(children[1], timeout=15) == [], "a scaled-down worker left children"
+            assert _alive(children[0]) == children[0], "a live worker's children were hit"
+            # Worker 0's own end: busd's exit SIGKILLs it too (it ignores SIGTERM).
+            exit_busd(ctl, busd, timeout=30)
+        assert gone(everyone, timeout=15) == [], "children outlived busd"
+    finally:
+        for pid in _alive(everyone):
+            with contextlib.suppress(psutil.Error):
+                psutil.Process(pid).kill()
