@@ -59,7 +59,7 @@ from typing import Any
 import msgpack
 
 from busd.proctitle import set_title, set_worker_title
-from busd.spawn import Spawned, SpawnerGone, log_file_of, open_log
+from busd.spawn import EX_SPAWN_LOST, Spawned, SpawnerGone, log_file_of, open_log
 from busd.strays import Strays
 
 log = logging.getLogger(__name__)
@@ -449,27 +449,40 @@ def serve(sock: socket.socket, target: str, preload: bool, master: int,
             _reap_children(reaped)
             _send(sock, {"status": reaped.pop(int(request["status"]), None)})
             continue
-        pids = [_fork_one(spec.get("env", {}), (sock, rfd, wfd), worker, func or target, me,
-                          master) for spec in request.get("workers", [])]
-        strays.workers.update(pids)
-        pidfds = [os.pidfd_open(pid) for pid in pids]  # before any is reaped
-        _send(sock, {"pids": pids})
-        socket.send_fds(sock, [b"\0"], pidfds)
-        for fd in pidfds:
-            os.close(fd)
+        # Each child waits for a byte on `go` before it runs: one this server
+        # dies before handing to the master reads end-of-file and exits (the
+        # master would never know it, and it would run on as a stray worker).
+        go, ready_to_go = os.pipe()
+        try:
+            pids = [_fork_one(spec.get("env", {}), (sock, rfd, wfd, ready_to_go), worker,
+                              func or target, me, master, go)
+                    for spec in request.get("workers", [])]
+            strays.workers.update(pids)
+            pidfds = [os.pidfd_open(pid) for pid in pids]  # before any is reaped
+            _send(sock, {"pids": pids})
+            socket.send_fds(sock, [b"\0"], pidfds)
+            for fd in pidfds:
+                os.close(fd)
+            os.write(ready_to_go, b"\1" * len(pids))
+        finally:
+            os.close(go)
+            os.close(ready_to_go)
 
 
-def _fork_one(env: dict[str, Any], own: tuple[socket.socket, int, int], worker: Any,
-              func: Any, me: int, master: int) -> int:  # pragma: no cover - in the server
+def _fork_one(env: dict[str, Any], own: tuple[socket.socket, int, int, int], worker: Any,
+              func: Any, me: int, master: int, go: int) -> int:  # pragma: no cover - server
     """Fork one worker; in the child, drop the server's own descriptors and run it."""
     pid = os.fork()
     if pid == 0:
-        sock, rfd, wfd = own
+        sock, rfd, wfd, ready_to_go = own
         sock.close()
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        os.close(rfd)
-        os.close(wfd)
+        for fd in (rfd, wfd, ready_to_go):
+            os.close(fd)
+        if os.read(go, 1) != b"\1":
+            os._exit(EX_SPAWN_LOST)  # the master was never told of this process
+        os.close(go)
         _be_worker(worker, func, env, me, master)
     return pid
 

@@ -121,6 +121,10 @@ class Slot:
         self.next_start = now + min(policy.backoff_max,
                                     policy.backoff * 2 ** min(self.lost_spawns - 1, 16))
 
+    def crash_count(self) -> int:
+        """Crashes within the flap window at the last crash."""
+        return len(self.crash_times)
+
     def rearm(self) -> None:
         """Forget its crashes: a FLAPPING slot is started again (``scale N``)."""
         self.flapping = False
@@ -137,6 +141,7 @@ class Slot:
             row["reason"] = self.reason
         if self.flapping:
             row["flapping"] = self.flap_reason or "crashed too often"
+            row["reason"] = f"flapping: {self.crash_count()} crashes, not restarted"
         worker = self.worker
         if worker is not None:
             row.update(pid=worker.pid, generation=worker.generation,

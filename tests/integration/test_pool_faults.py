@@ -24,10 +24,12 @@ from busd.testing import Processes, Sink
 from busd.wire import Kind, decode, encode, pid_namespace
 from tests.chaos.support import (
     all_started,
+    busctl,
     control,
     exit_busd,
     gone,
     start_busd,
+    states,
     wait_status,
 )
 
@@ -132,3 +134,65 @@ def test_a_scale_down_ends_the_children_of_a_worker_it_kills(
         for pid in _alive(everyone):
             with contextlib.suppress(psutil.Error):
                 psutil.Process(pid).kill()
+
+
+def _new_forkserver(ctl: Any, old: int | None, timeout: float = 30) -> int:
+    """Wait for a fork server other than ``old`` to be up; its pid."""
+    doc = wait_status(ctl, lambda d: d.get("forkserver", {}).get("pid") not in (None, old),
+                      timeout=timeout, what="a new fork server", show=("forkserver",))
+    return int(doc["forkserver"]["pid"])
+
+
+def test_fork_server_deaths_during_a_scale_up_mark_no_slot_flapping(
+        busd_procs: Processes, busd_sink: Sink, busd_dir: Path) -> None:
+    busd = start_busd(busd_procs, "-w", "4", QUIET)
+    busd_sink.collect("start", 4, timeout=30)
+    with control(busd_dir) as ctl:
+        server = _new_forkserver(ctl, None)
+        wait_status(ctl, all_started(4))
+        scaled: list[Any] = []
+        scaler = threading.Thread(target=lambda: scaled.append(
+            ctl.request("scale", n="16", timeout=60)))
+        kills = 0
+        with control(busd_dir) as killer:
+            scaler.start()
+            for _ in range(7):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(server, 9)
+                    kills += 1
+                server = _new_forkserver(killer, server)
+        scaler.join(60)
+        assert scaled == [{"size": 16}]
+        assert kills == 7
+        doc = wait_status(ctl, all_started(16), timeout=60, what="16 started workers")
+        assert "FLAPPING" not in states(doc)
+        # A slot whose spawns failed for want of a fork server never ran a
+        # process: nothing of it was restarted.
+        assert [w["restarts"] for w in doc["workers"]] == [0] * 16, doc["workers"]
+        workers = [c for c in ctl.request("clients") if c["worker"] is not None]
+        assert sorted(c["pid"] for c in workers) == sorted(w["pid"] for w in doc["workers"]), \
+            "a worker of a dead fork server runs on, unknown to the pool"
+        assert exit_busd(ctl, busd) == 0
+
+
+def test_scale_restarts_a_flapping_slot(
+        busd_procs: Processes, busd_sink: Sink, busd_dir: Path) -> None:
+    busd = start_busd(busd_procs, "-w", "2", "--backoff", "0.01", "--flap-limit", "2",
+                      "tests.chaos.targets:crash_after_first")
+    busd_sink.collect("start", 2, timeout=30)
+    with control(busd_dir) as ctl:
+        wait_status(ctl, all_started(2))
+        for pid in [w["pid"] for w in ctl.request("workers")]:
+            os.kill(pid, 9)
+        doc = wait_status(ctl, lambda d: states(d) == ["FLAPPING"] * 2, what="both flapping")
+        assert "crashes in" in doc["workers"][0]["flapping"], doc["workers"][0]
+        table = busctl(busd_procs, "status")
+        assert "flapping: 3 crashes, not restarted" in table.stdout, table.stdout
+        # The cause is gone: `scale N` (the same N) starts them again.
+        for marker in busd_dir.glob("started-*"):
+            marker.unlink()
+        assert ctl.request("scale", n="2")["size"] == 2
+        busd_sink.collect("start", 2, timeout=30)
+        doc = wait_status(ctl, all_started(2), what="both started again")
+        assert "flapping" not in doc["workers"][0]
+        assert exit_busd(ctl, busd) == 0
