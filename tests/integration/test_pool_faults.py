@@ -7,6 +7,7 @@ Each test drives a real ``busd`` (real processes, real sockets) into the fault.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import subprocess
 import threading
@@ -196,3 +197,73 @@ def test_scale_restarts_a_flapping_slot(
         doc = wait_status(ctl, all_started(2), what="both started again")
         assert "flapping" not in doc["workers"][0]
         assert exit_busd(ctl, busd) == 0
+
+
+@contextlib.contextmanager
+def small_tmpfs(where: Path) -> Iterator[Path]:
+    """A 1 MiB tmpfs mounted at ``where`` (root only: skipped otherwise); unmounted after."""
+    where.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1M,mode=0700", "tmpfs",
+                           str(where)], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs (needs root or CAP_SYS_ADMIN): {done.stderr.strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def fill(path: Path) -> None:
+    """Write ``path`` until the disk is full."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT)
+    try:
+        while True:
+            os.write(fd, b"\0" * 65536)
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+    finally:
+        os.close(fd)
+
+
+def wait_output(procs: Processes, proc: subprocess.Popen[bytes], text: str,
+                timeout: float = 15) -> str:
+    """Wait until ``proc`` printed ``text``; its output."""
+    deadline = time.monotonic() + timeout
+    while text not in (out := procs.output(proc)):
+        assert time.monotonic() < deadline, f"{text!r} never printed:\n{out}"
+        threading.Event().wait(0.05)  # polling a file under a deadline
+    return out
+
+
+def test_a_full_log_disk_is_said_once_and_so_is_its_end(
+        busd_procs: Processes, busd_sink: Sink, busd_dir: Path) -> None:
+    with small_tmpfs(busd_dir / "logs") as logs:
+        busd = start_busd(busd_procs, "--log-dir", str(logs), "-w", "1", QUIET)
+        busd_sink.expect("start", timeout=30)
+        with control(busd_dir) as ctl:
+            doc = wait_status(ctl, all_started(1))
+            assert doc["logs"]["full"] is False, doc["logs"]
+            fill(logs / "filler")
+            out = wait_output(busd_procs, busd, "is full")
+            doc = wait_status(ctl, lambda d: d["logs"]["full"], what="logs full",
+                              show=("logs",))
+            checks = doc["logs"]["checks"]
+            # Three more looks at the full disk: still said once.
+            wait_status(ctl, lambda d: d["logs"]["checks"] >= checks + 3, show=("logs",))
+            out = busd_procs.output(busd)
+            assert out.count("is full") == 1, out
+            assert "WARNING" in out.splitlines()[0], out
+            table = busctl(busd_procs, "status")
+            assert "logs:    FULL:" in table.stdout, table.stdout
+            # The pool keeps serving.
+            assert ctl.request("graceful", wait=True, timeout=10)["acks"]["ok"] is True
+            (logs / "filler").unlink()
+            out = wait_output(busd_procs, busd, "space returned")
+            wait_status(ctl, lambda d: not d["logs"]["full"], what="logs not full",
+                        show=("logs",))
+            assert out.count("is full") == 1, out
+            assert "logs:" not in busctl(busd_procs, "status").stdout
+            assert exit_busd(ctl, busd) == 0
+        log = (logs / "busd.log").read_text()
+        assert "space returned" in log, log
