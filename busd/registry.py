@@ -140,6 +140,9 @@ class Registry:
         self._waits: list[dict[int, set[int]]] = []
         #: Ids of clients the pool retired (bounded): leaving is not being lost.
         self._excused: collections.OrderedDict[int, None] = collections.OrderedDict()
+        #: Pids the pool is retiring, until it reaps them: one that says HELLO
+        #: only now (SIGTERMed before it joined) is leaving from the start.
+        self._leaving_pids: collections.OrderedDict[int, None] = collections.OrderedDict()
         #: Called (by the thread that noted it, outside the lock) when a client's
         #: state changes; they must only wake their owner (the pool: a pipe byte).
         self.state_hooks: list[Callable[[ClientInfo], None]] = []
@@ -162,8 +165,11 @@ class Registry:
             self._cond.notify_all()
             info = ClientInfo(id=client_id, identity=identity, joined_seq=joined_seq,
                               connected_at=now, last_seen=now, lost=old.lost if old else 0,
-                              readonly=readonly, leaving=client_id in self._excused,
+                              readonly=readonly, leaving=client_id in self._excused
+                              or (not readonly and fields["pid"] in self._leaving_pids),
                               **fields)
+            if info.leaving:
+                self._excused[client_id] = None
             self._by_identity[identity] = info
             return info
 
@@ -250,6 +256,9 @@ class Registry:
         and its leaving (before it answered) is not counted as lost.
         """
         with self._cond:
+            self._leaving_pids[pid] = None
+            while len(self._leaving_pids) > ACK_MEMORY:
+                self._leaving_pids.popitem(last=False)
             found = next((c for c in self._by_identity.values()
                           if c.pid == pid and not c.readonly), None)
             if found is None:
@@ -265,6 +274,7 @@ class Registry:
     def remove_pid(self, pid: int) -> ClientInfo | None:
         """Forget the client of a process that ended (the pool saw it go)."""
         with self._cond:
+            self._leaving_pids.pop(pid, None)  # the number may name another process now
             identity = next((i for i, c in self._by_identity.items()
                              if c.pid == pid and not c.readonly), None)
         return None if identity is None else self.remove(identity)
