@@ -491,6 +491,9 @@ def _be_worker(worker: Any, func: Any, env: dict[str, Any], parent: int,
                master: int) -> None:  # pragma: no cover - runs in a worker
     """In a freshly forked worker: take the env and the log file, run, never return."""
     code = 70
+    # Until the worker's own handler is in (busd.client.worker), SIGTERM from
+    # this server's death (PR_SET_PDEATHSIG) is ignored; the pool's ends it.
+    signal.signal(signal.SIGTERM, lambda signum, frame: _early_term(parent))
     try:
         os.environ.update({str(k): str(v) for k, v in env.items()})
         os.environ["BUSD_PARENT_PID"] = str(parent)
@@ -508,6 +511,14 @@ def _be_worker(worker: Any, func: Any, env: dict[str, Any], parent: int,
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
+
+
+def _early_term(parent: int) -> None:  # pragma: no cover - runs in a worker
+    """SIGTERM before the worker's own handler: its fork server died (stay), or go."""
+    if os.getppid() != parent:
+        return
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def adopt_orphans() -> None:  # pragma: no cover - runs in the fork server

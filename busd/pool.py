@@ -402,6 +402,11 @@ class Pool:
             worker.exit_code = code
             slot = self._slots.get(worker.slot)
             planned = worker.retiring or self._exiting or worker in self._retired
+            if worker.reason is None and code is None and not planned and client is None \
+                    and not worker.joined:
+                # Its fork server died (the new one never had it) before it joined:
+                # the server had not let it run (busd.spawn.EX_SPAWN_LOST).
+                worker.reason = ExitReason.SPAWN_LOST
             if worker.reason is None:
                 worker.reason = (ExitReason.RELOAD if worker.retiring or worker in self._retired
                                  else ExitReason.STOP if self._exiting else ExitReason.CRASH)
@@ -419,7 +424,9 @@ class Pool:
                 "reason": worker.reason.value, "planned": planned})
             if slot is not None and not planned:
                 slot.reason = worker.reason.value
-            if not planned and slot is not None and self._active:
+            if worker.reason is ExitReason.SPAWN_LOST and slot is not None and self._active:
+                slot.spawn_lost(now, self.config.policy)
+            elif not planned and slot is not None and self._active:
                 if worker.up:
                     slot.booted = True
                 self._failed(slot, now, lived=now - worker.started,
