@@ -388,8 +388,8 @@ class ForkServer:
             server.reap(5.0)
 
 
-def _ended(pidfd: int) -> bool:
-    return bool(select.select([pidfd], [], [], 0.2)[0])
+def _ended(pidfd: int, wait: float = 0.2) -> bool:
+    return bool(select.select([pidfd], [], [], wait)[0])
 
 
 def _describe(status: int | None) -> str:
@@ -492,8 +492,13 @@ def _be_worker(worker: Any, func: Any, env: dict[str, Any], parent: int,
     """In a freshly forked worker: take the env and the log file, run, never return."""
     code = 70
     # Until the worker's own handler is in (busd.client.worker), SIGTERM from
-    # this server's death (PR_SET_PDEATHSIG) is ignored; the pool's ends it.
-    signal.signal(signal.SIGTERM, lambda signum, frame: _early_term(parent))
+    # this server's death (PR_SET_PDEATHSIG) is ignored while the master
+    # lives; the pool's, or one after the master's death, ends it.
+    try:
+        master_fd: int | None = os.pidfd_open(master)
+    except OSError:
+        master_fd = None
+    signal.signal(signal.SIGTERM, lambda signum, frame: _early_term(parent, master_fd))
     try:
         os.environ.update({str(k): str(v) for k, v in env.items()})
         os.environ["BUSD_PARENT_PID"] = str(parent)
@@ -513,9 +518,13 @@ def _be_worker(worker: Any, func: Any, env: dict[str, Any], parent: int,
         os._exit(code)
 
 
-def _early_term(parent: int) -> None:  # pragma: no cover - runs in a worker
-    """SIGTERM before the worker's own handler: its fork server died (stay), or go."""
-    if os.getppid() != parent:
+def _early_term(parent: int, master: int | None) -> None:  # pragma: no cover - a worker
+    """SIGTERM before the worker's own handler: its fork server died (stay), or go.
+
+    The server dies with its master: the master's main thread may be gone
+    while its other threads still end, so its pidfd gets a moment to say so.
+    """
+    if os.getppid() != parent and master is not None and not _ended(master, 1.0):
         return
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     os.kill(os.getpid(), signal.SIGTERM)
