@@ -58,8 +58,9 @@ from typing import Any
 
 import msgpack
 
-from busd.proctitle import set_title, set_worker_title
-from busd.spawn import EX_SPAWN_LOST, Spawned, SpawnerGone, log_file_of, open_log
+from busd.forkchild import fork_one
+from busd.proctitle import set_title
+from busd.spawn import Spawned, SpawnerGone
 from busd.strays import Strays
 
 log = logging.getLogger(__name__)
@@ -454,7 +455,7 @@ def serve(sock: socket.socket, target: str, preload: bool, master: int,
         # master would never know it, and it would run on as a stray worker).
         go, ready_to_go = os.pipe()
         try:
-            pids = [_fork_one(spec.get("env", {}), (sock, rfd, wfd, ready_to_go), worker,
+            pids = [fork_one(spec.get("env", {}), (sock, rfd, wfd, ready_to_go), worker,
                               func or target, me, master, go)
                     for spec in request.get("workers", [])]
             strays.workers.update(pids)
@@ -467,67 +468,6 @@ def serve(sock: socket.socket, target: str, preload: bool, master: int,
         finally:
             os.close(go)
             os.close(ready_to_go)
-
-
-def _fork_one(env: dict[str, Any], own: tuple[socket.socket, int, int, int], worker: Any,
-              func: Any, me: int, master: int, go: int) -> int:  # pragma: no cover - server
-    """Fork one worker; in the child, drop the server's own descriptors and run it."""
-    pid = os.fork()
-    if pid == 0:
-        sock, rfd, wfd, ready_to_go = own
-        sock.close()
-        signal.set_wakeup_fd(-1)
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        for fd in (rfd, wfd, ready_to_go):
-            os.close(fd)
-        if os.read(go, 1) != b"\1":
-            os._exit(EX_SPAWN_LOST)  # the master was never told of this process
-        os.close(go)
-        _be_worker(worker, func, env, me, master)
-    return pid
-
-
-def _be_worker(worker: Any, func: Any, env: dict[str, Any], parent: int,
-               master: int) -> None:  # pragma: no cover - runs in a worker
-    """In a freshly forked worker: take the env and the log file, run, never return."""
-    code = 70
-    # Until the worker's own handler is in (busd.client.worker), SIGTERM from
-    # this server's death (PR_SET_PDEATHSIG) is ignored while the master
-    # lives; the pool's, or one after the master's death, ends it.
-    try:
-        master_fd: int | None = os.pidfd_open(master)
-    except OSError:
-        master_fd = None
-    signal.signal(signal.SIGTERM, lambda signum, frame: _early_term(parent, master_fd))
-    try:
-        os.environ.update({str(k): str(v) for k, v in env.items()})
-        os.environ["BUSD_PARENT_PID"] = str(parent)
-        os.environ["BUSD_MASTER_PID"] = str(master)
-        set_worker_title()
-        path = log_file_of(env)
-        if path:
-            fd = open_log(path)
-            os.dup2(fd, 1)
-            os.dup2(fd, 2)
-            os.close(fd)
-        worker.configure_logging()
-        code = worker.run(func)
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-
-
-def _early_term(parent: int, master: int | None) -> None:  # pragma: no cover - a worker
-    """SIGTERM before the worker's own handler: its fork server died (stay), or go.
-
-    The server dies with its master: the master's main thread may be gone
-    while its other threads still end, so its pidfd gets a moment to say so.
-    """
-    if os.getppid() != parent and master is not None and not _ended(master, 1.0):
-        return
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def adopt_orphans() -> None:  # pragma: no cover - runs in the fork server
