@@ -45,6 +45,8 @@ class ExitReason(enum.Enum):
     RELOAD = "reload"
     TIMEOUT = "timeout"
     STOP = "stop"
+    #: Its fork server died before it let the worker run: a lost spawn, not a crash.
+    SPAWN_LOST = "spawn lost"
 
 
 def describe_status(code: int | None) -> str:

@@ -31,8 +31,9 @@ The server dies with the master (PR_SET_PDEATHSIG, SIGKILL); its workers
 get SIGTERM when it dies, which they ignore while their master lives (see
 ``busd.client.worker``).  The server reaps its own children; the master watches
 them through pidfds.  It is also the workers' child subreaper: what a worker
-leaves running is reparented to the server, and reaped there, rather than
-to init, which is busd itself in a container (busd as PID 1).
+leaves running is reparented to the server rather than to init (which is
+busd itself in a container, busd as PID 1), and ended there
+(:class:`busd.strays.Strays`): no process outlives the worker it came from.
 """
 
 from __future__ import annotations
@@ -57,8 +58,10 @@ from typing import Any
 
 import msgpack
 
-from busd.proctitle import set_title, set_worker_title
-from busd.spawn import Spawned, log_file_of, open_log
+from busd.forkchild import fork_one
+from busd.proctitle import set_title
+from busd.spawn import Spawned, SpawnerGone
+from busd.strays import Strays
 
 log = logging.getLogger(__name__)
 
@@ -174,17 +177,19 @@ class _Server:
             reply = _recv(self.sock)
             if not isinstance(reply, dict) or not isinstance(reply.get("pids"), list):
                 error = reply.get("error") if isinstance(reply, dict) else None
-                return [OSError(error or "the fork server did not answer") for _ in requests]
+                if error:
+                    return [OSError(error) for _ in requests]
+                return [SpawnerGone("the fork server did not answer") for _ in requests]
             pids = [int(pid) for pid in reply["pids"]]
             # The pidfds come from the server, opened before it could reap anyone:
             # a worker that ended at once is still seen (and its status asked).
             _, fds, _, _ = socket.recv_fds(self.sock, 1, len(pids))
         except (OSError, ValueError) as exc:
-            return [OSError(f"fork server: {exc}") for _ in requests]
+            return [SpawnerGone(f"fork server: {exc}") for _ in requests]
         if len(fds) != len(pids):
             for fd in fds:
                 os.close(fd)
-            return [OSError("the fork server sent no pidfds") for _ in requests]
+            return [SpawnerGone("the fork server sent no pidfds") for _ in requests]
         return list(zip(pids, fds, strict=True))
 
     def exit_status(self, pid: int) -> int | None:
@@ -251,7 +256,7 @@ class ForkServer:
         try:
             return ask.reply.result(ASK_TIMEOUT)
         except TimeoutError:
-            return [OSError("the fork server did not answer in time") for _ in requests]
+            return [SpawnerGone("the fork server did not answer in time") for _ in requests]
 
     def exit_code(self, pid: int) -> int | None:
         """A worker's exit code (negative: the signal) once it has ended; None: unknown.
@@ -334,7 +339,7 @@ class ForkServer:
             self._replace(None, "none running")
         server = self._server
         if server is None:
-            return [OSError("no fork server") for _ in ask.requests]
+            return [SpawnerGone("no fork server") for _ in ask.requests]
         results = server.ask(ask.requests, self.env)
         if all(isinstance(r, OSError) for r in results) and _ended(server.pidfd):
             self._lost(server)
@@ -384,8 +389,8 @@ class ForkServer:
             server.reap(5.0)
 
 
-def _ended(pidfd: int) -> bool:
-    return bool(select.select([pidfd], [], [], 0.2)[0])
+def _ended(pidfd: int, wait: float = 0.2) -> bool:
+    return bool(select.select([pidfd], [], [], wait)[0])
 
 
 def _describe(status: int | None) -> str:
@@ -425,11 +430,14 @@ def serve(sock: socket.socket, target: str, preload: bool, master: int,
     signal.signal(signal.SIGCHLD, lambda signum, frame: None)
     me = os.getpid()
     reaped: dict[int, int] = {}
+    strays = Strays(me)
     while True:
-        ready, _, _ = select.select([sock.fileno(), rfd], [], [])
+        ready, _, _ = select.select([sock.fileno(), rfd], [], [], strays.timeout())
         if rfd in ready:
             os.read(rfd, 4096)
-            _reap_children(reaped)
+            strays.forget(_reap_children(reaped))
+            strays.end_inherited()
+        strays.kill_due()
         if sock.fileno() not in ready:
             continue
         try:
@@ -442,51 +450,24 @@ def serve(sock: socket.socket, target: str, preload: bool, master: int,
             _reap_children(reaped)
             _send(sock, {"status": reaped.pop(int(request["status"]), None)})
             continue
-        pids = [_fork_one(spec.get("env", {}), (sock, rfd, wfd), worker, func or target, me,
-                          master) for spec in request.get("workers", [])]
-        pidfds = [os.pidfd_open(pid) for pid in pids]  # before any is reaped
-        _send(sock, {"pids": pids})
-        socket.send_fds(sock, [b"\0"], pidfds)
-        for fd in pidfds:
-            os.close(fd)
-
-
-def _fork_one(env: dict[str, Any], own: tuple[socket.socket, int, int], worker: Any,
-              func: Any, me: int, master: int) -> int:  # pragma: no cover - in the server
-    """Fork one worker; in the child, drop the server's own descriptors and run it."""
-    pid = os.fork()
-    if pid == 0:
-        sock, rfd, wfd = own
-        sock.close()
-        signal.set_wakeup_fd(-1)
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        os.close(rfd)
-        os.close(wfd)
-        _be_worker(worker, func, env, me, master)
-    return pid
-
-
-def _be_worker(worker: Any, func: Any, env: dict[str, Any], parent: int,
-               master: int) -> None:  # pragma: no cover - runs in a worker
-    """In a freshly forked worker: take the env and the log file, run, never return."""
-    code = 70
-    try:
-        os.environ.update({str(k): str(v) for k, v in env.items()})
-        os.environ["BUSD_PARENT_PID"] = str(parent)
-        os.environ["BUSD_MASTER_PID"] = str(master)
-        set_worker_title()
-        path = log_file_of(env)
-        if path:
-            fd = open_log(path)
-            os.dup2(fd, 1)
-            os.dup2(fd, 2)
-            os.close(fd)
-        worker.configure_logging()
-        code = worker.run(func)
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
+        # Each child waits for a byte on `go` before it runs: one this server
+        # dies before handing to the master reads end-of-file and exits (the
+        # master would never know it, and it would run on as a stray worker).
+        go, ready_to_go = os.pipe()
+        try:
+            pids = [fork_one(spec.get("env", {}), (sock, rfd, wfd, ready_to_go), worker,
+                              func or target, me, master, go)
+                    for spec in request.get("workers", [])]
+            strays.workers.update(pids)
+            pidfds = [os.pidfd_open(pid) for pid in pids]  # before any is reaped
+            _send(sock, {"pids": pids})
+            socket.send_fds(sock, [b"\0"], pidfds)
+            for fd in pidfds:
+                os.close(fd)
+            os.write(ready_to_go, b"\1" * len(pids))
+        finally:
+            os.close(go)
+            os.close(ready_to_go)
 
 
 def adopt_orphans() -> None:  # pragma: no cover - runs in the fork server
@@ -500,15 +481,17 @@ def adopt_orphans() -> None:  # pragma: no cover - runs in the fork server
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 
 
-def _reap_children(reaped: dict[int, int]) -> None:  # pragma: no cover - in the server
+def _reap_children(reaped: dict[int, int]) -> list[int]:  # pragma: no cover - in the server
     """Reap every ended child, keeping its status until the master asks (bounded)."""
+    ended: list[int] = []
     while True:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
-            return
+            return ended
         if pid == 0:
-            return
+            return ended
+        ended.append(pid)
         reaped[pid] = status
         while len(reaped) > MAX_REAPED:
             del reaped[next(iter(reaped))]

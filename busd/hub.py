@@ -601,7 +601,13 @@ class Hub:
             return
         try:
             fd = os.pidfd_open(pid)
-        except OSError:  # already gone: it will not answer heartbeats either
+        except ProcessLookupError:
+            # Gone before its HELLO was read (a worker killed just after its
+            # spawn): removed now, never kept until the liveness timeout.
+            self.stats["processes_ended"] += 1
+            self._ended.append((time.monotonic(), identity))
+            return
+        except OSError:  # no pidfds here (EMFILE, ENOSYS): heartbeats alone tell
             return
         self._pidfds[fd] = identity
         self._poller.register(fd, zmq.POLLIN)

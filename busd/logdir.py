@@ -11,6 +11,10 @@ the file.  After logrotate renames them, SIGUSR1 to busd or ``busctl
 reopen-logs`` reopens the master's and publishes ``reopen_logs``: every
 worker reopens its own (``busd.client.logfiles``).  Until then, lines go on to
 the renamed file: none is lost.
+
+A full disk is said once when it fills and once when space returns
+(:mod:`busd.logspace`), on the stderr busd had before its output went to
+the directory (a terminal, or the journal under systemd).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from busd.logspace import LogSpace
 from busd.master import MasterBus
 
 FLAGS = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
@@ -32,6 +37,9 @@ class LogDir:
     def __init__(self, directory: str | Path, name: str) -> None:
         self.directory = Path(directory).absolute()
         self.name = name
+        #: busd's stderr from before the first redirect (None until then).
+        self.console: int | None = None
+        self.space: LogSpace | None = None
 
     @property
     def master_log(self) -> Path:
@@ -51,6 +59,11 @@ class LogDir:
         """
         self.directory.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.master_log, FLAGS, 0o644)
+        if self.console is None:
+            try:
+                self.console = os.dup(2)  # not inherited: os.dup makes it close-on-exec
+            except OSError:
+                self.console = None
         try:
             for stream in (sys.stdout, sys.stderr) if flush else ():
                 if stream is not None:
@@ -61,8 +74,10 @@ class LogDir:
             os.close(fd)
 
     def install(self, master: MasterBus) -> None:
-        """Add the ``reopen-logs`` command."""
+        """Add the ``reopen-logs`` command; watch the directory's free space."""
         master.commands["reopen-logs"] = lambda body: self.reopen(master)
+        self.space = LogSpace(self.directory, self.console)
+        self.space.install(master)
 
     def reopen(self, master: MasterBus) -> dict[str, Any]:
         """Reopen the master's file, and have every worker reopen its own."""

@@ -53,12 +53,14 @@ from busd.errors import BusError
 from busd.exits import NEVER_JOINED, BootReports, ExitReason, describe_status, never_joined
 from busd.fdbudget import FdBudget
 from busd.hooks import Hooks
+from busd.killtree import kill_tree
 from busd.master import MasterBus
 from busd.orphans import write_pids
 from busd.poolcmd import Reload, install_commands
 from busd.recycle import RecycleConfig, Recycler
 from busd.registry import ClientInfo
-from busd.spawn import Spawner
+from busd.slots import RestartPolicy, Slot, Worker, process_stats
+from busd.spawn import Spawner, SpawnerGone
 from busd.wire import ErrorCode, wire_error
 
 
@@ -80,61 +82,14 @@ class PoolConfig:
     log_dir: str | None = None
     name: str = "busd"
 
+    @property
+    def policy(self) -> RestartPolicy:
+        """How a crashing slot is restarted."""
+        return RestartPolicy(self.backoff, self.backoff_max, self.flap_limit, self.flap_window)
+
 
 #: Failures in a row of a slot that never started, before the pool gives up.
 BOOT_ATTEMPTS = 2
-
-@dataclass(eq=False)
-class Worker:
-    """One worker process (internal, mutable; the pool's lock guards it)."""
-
-    slot: int
-    pid: int
-    #: Which start of its slot this worker is (1 for the slot's first).
-    generation: int
-    pidfd: int
-    started: float
-    started_wall: float
-    last_seen: float
-    retiring: bool = False
-    joined: bool = False
-    kill_at: float | None = None
-    exit_code: int | None = None
-    proc: psutil.Process | None = None
-    #: Why the pool ended it (None: it was not asked to go).
-    reason: ExitReason | None = None
-    #: It reached STARTED.
-    up: bool = False
-    #: When it is due for a recycle by age.
-    recycle_at: float | None = None
-    #: Reaped and its pidfd closed: the number may already name another file.
-    reaped: bool = False
-
-    @property
-    def label(self) -> str:
-        """``worker 0 (pid 123)``: how logs and errors name it."""
-        return f"worker {self.slot} (pid {self.pid})"
-
-
-@dataclass(eq=False)
-class Slot:
-    """A place for one worker, with its restart history."""
-
-    index: int
-    worker: Worker | None = None
-    #: Workers started again after one crashed or was killed for a timeout.
-    restarts: int = 0
-    #: Workers replaced by a recycle (max-age, max-rss, bus.recycle()).
-    recycles: int = 0
-    failures: int = 0
-    crash_times: collections.deque[float] = field(default_factory=collections.deque)
-    next_start: float | None = None
-    flapping: bool = False
-    booted: bool = False
-    boot_failures: int = 0
-    #: Why its last worker was replaced.
-    reason: str | None = None
-
 
 class Pool:
     """Keeps ``config.size`` workers running for a master, and reaps every one."""
@@ -267,6 +222,7 @@ class Pool:
                 if isinstance(result, OSError):
                     self._spawn_failed(slot, result, now)
                     continue
+                slot.lost_spawns = 0
                 made.append(self._place(slot, generation, *result, now))
             self._record_pids()
         for worker in made:
@@ -309,6 +265,12 @@ class Pool:
     def _spawn_failed(self, slot: Slot, error: OSError, now: float) -> None:
         """No process could be made for ``slot`` (lock held)."""
         text = str(error).rstrip()
+        if isinstance(error, SpawnerGone):
+            # Not the slot's fault: tried again once a new fork server is up.
+            self.master.log(f"worker {slot.index} not started ({text}): trying again",
+                            level=30)
+            slot.spawn_lost(now, self.config.policy)
+            return
         if self._boot.first_time(text):
             self.master.log(f"cannot start worker {slot.index}: {text}", level=40)
         else:
@@ -331,6 +293,8 @@ class Pool:
                     if slot.worker is worker:
                         slot.worker = None
         for worker in workers:
+            # Going because the pool said so: no ack wait should wait for it.
+            self.master.hub.registry.excuse_pid(worker.pid)
             self._kill(worker, signal.SIGTERM)
         self._wake()
 
@@ -338,7 +302,18 @@ class Pool:
         """SIGKILL a worker that overran a timeout, and say so."""
         worker.reason = ExitReason.TIMEOUT
         self.master.log(f"{worker.label} {why}: killing it (SIGKILL)", level=30)
-        self._kill(worker, signal.SIGKILL)
+        self.master.hub.registry.excuse_pid(worker.pid)
+        self._kill_tree(worker)
+
+    def _kill_tree(self, worker: Worker) -> None:
+        """SIGKILL ``worker`` and every process below it (it cannot end them itself now)."""
+        with self._cond:
+            if worker.reaped:
+                return
+            below = kill_tree(worker.pidfd, worker.proc)
+        if below:
+            self.master.log(f"{worker.label}: killed {len(below)} process(es) it left "
+                            f"running: {', '.join(map(str, below))}", level=30)
 
     def _kill(self, worker: Worker, sig: int) -> None:
         # The pidfd names this very process even if its pid was reused.  Once
@@ -427,6 +402,11 @@ class Pool:
             worker.exit_code = code
             slot = self._slots.get(worker.slot)
             planned = worker.retiring or self._exiting or worker in self._retired
+            if worker.reason is None and code is None and not planned and client is None \
+                    and not worker.joined:
+                # Its fork server died (the new one never had it) before it joined:
+                # the server had not let it run (busd.spawn.EX_SPAWN_LOST).
+                worker.reason = ExitReason.SPAWN_LOST
             if worker.reason is None:
                 worker.reason = (ExitReason.RELOAD if worker.retiring or worker in self._retired
                                  else ExitReason.STOP if self._exiting else ExitReason.CRASH)
@@ -444,7 +424,9 @@ class Pool:
                 "reason": worker.reason.value, "planned": planned})
             if slot is not None and not planned:
                 slot.reason = worker.reason.value
-            if not planned and slot is not None and self._active:
+            if worker.reason is ExitReason.SPAWN_LOST and slot is not None and self._active:
+                slot.spawn_lost(now, self.config.policy)
+            elif not planned and slot is not None and self._active:
                 if worker.up:
                     slot.booted = True
                 self._failed(slot, now, lived=now - worker.started,
@@ -497,19 +479,11 @@ class Pool:
         """Schedule a restart with backoff, or give up on a flapping slot (lock held)."""
         if slot.index >= self.size:
             return
-        slot.crash_times.append(now)
-        while slot.crash_times and slot.crash_times[0] < now - self.config.flap_window:
-            slot.crash_times.popleft()
-        if len(slot.crash_times) > self.config.flap_limit:
-            slot.flapping = True
-            self.master.log(f"worker {slot.index} is flapping: {len(slot.crash_times)} "
-                            f"crashes in {self.config.flap_window:g}s; not restarting",
-                            level=40)
-            self.master.event("worker_flapping", {"worker": slot.index})
-            return
-        slot.failures = 1 if lived > self.config.flap_window else slot.failures + 1
-        delay = min(self.config.backoff_max, self.config.backoff * 2 ** (slot.failures - 1))
-        slot.next_start = now + delay
+        if slot.crash(now, lived, self.config.policy):
+            self.master.log(f"worker {slot.index} is flapping: {slot.flap_reason}; not "
+                            "restarting (busctl scale starts it again)", level=40)
+            self.master.event("worker_flapping", {"worker": slot.index,
+                                                  "reason": slot.flap_reason})
 
     def _tick(self) -> None:
         now = time.monotonic()
@@ -519,7 +493,9 @@ class Pool:
             due = [slot for slot in self._slots.values() if self._active
                    and slot.next_start is not None and slot.next_start <= now]
             for slot in due:
-                slot.restarts += 1
+                # A retry of a spawn the fork server lost is not a restart.
+                slot.restarts += 0 if slot.retry else 1
+                slot.retry = False
                 slot.next_start = None
         if due:
             self._spawn(due, event="worker_restarted")
@@ -611,10 +587,14 @@ class Pool:
                 self.budget.check(size - self.size, len(self._live()), f"scale {size}")
             old, self.size = self.size, size
             grow = []
-            for index in range(old, size):
+            for index in range(size):
                 slot = self._slots.setdefault(index, Slot(index))
-                slot.flapping = False
-                if self._active and slot.worker is None:
+                # `scale N` is the operator's word: a flapping slot is started again.
+                rearm = slot.flapping
+                if rearm:
+                    slot.rearm()
+                if (self._active and slot.worker is None
+                        and (index >= old or rearm) and slot.next_start is None):
                     grow.append(slot)
             retire = [self._slots[i].worker for i in range(size, old)
                       if i in self._slots and self._slots[i].worker is not None]
@@ -656,18 +636,9 @@ class Pool:
             slots = sorted(self._slots.values(), key=lambda s: s.index)
             entries = [(s, s.worker) for s in slots]
         for slot, worker in entries:
-            row: dict[str, Any] = {"id": slot.index, "pid": None, "state": "FLAPPING"
-                                   if slot.flapping else "WAITING", "restarts": slot.restarts,
-                                   "recycles": slot.recycles}
-            if slot.reason:
-                row["reason"] = slot.reason
-            if worker is not None:
-                client = clients.get(worker.pid)
-                row.update(pid=worker.pid, generation=worker.generation,
-                           state=client.state if client else "SPAWNED",
-                           uptime=round(time.time() - worker.started_wall, 3),
-                           **process_stats(worker.proc))
-            rows.append(row)
+            client = clients.get(worker.pid) if worker is not None else None
+            stats = process_stats(worker.proc) if worker is not None else {}
+            rows.append(slot.row(client.state if client else None, stats, time.time()))
         return rows
 
     def master_stats(self) -> dict[str, Any]:
@@ -682,7 +653,7 @@ class Pool:
             self._exiting = True
             self._active = False
         for worker in self._live():
-            self._kill(worker, signal.SIGKILL)
+            self._kill_tree(worker)
 
     def close(self) -> None:
         """End the supervisor thread; release the wake pipe, the pids file, the boot dir."""
@@ -698,18 +669,6 @@ class Pool:
                 os.close(fd)
             except OSError:
                 continue
-
-
-def process_stats(proc: psutil.Process | None) -> dict[str, Any]:
-    """cpu %, rss, open fds and threads of a process (empty when it is gone)."""
-    if proc is None:
-        return {}
-    try:
-        with proc.oneshot():
-            return {"cpu_percent": proc.cpu_percent(None), "rss": proc.memory_info().rss,
-                    "fds": proc.num_fds(), "threads": proc.num_threads()}
-    except psutil.Error:
-        return {}
 
 
 def _all_started(pids: list[int], clients: list[ClientInfo]) -> bool:

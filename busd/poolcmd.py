@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 from busd.wire import ErrorCode, wire_error
 
 if TYPE_CHECKING:
-    from busd.pool import Pool, Worker
+    from busd.pool import Pool
+    from busd.slots import Worker
 
 
 @dataclass(frozen=True)

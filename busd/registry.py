@@ -78,6 +78,8 @@ class ClientInfo:
     token: bytes = b""
     #: Its key is read-only: never a worker, never waited for, its acks ignored.
     readonly: bool = False
+    #: Its process is being retired by the pool: no ack wait waits for it.
+    leaving: bool = False
 
     def as_dict(self, now: float | None = None) -> dict[str, Any]:
         """A plain map for status replies (ages in seconds, no identity bytes)."""
@@ -87,7 +89,7 @@ class ClientInfo:
                 "last_heartbeat": round(now - self.last_seen, 3),
                 "connected_for": round(now - self.connected_at, 3),
                 "last_ack_seq": self.last_ack_seq, "last_seq": self.last_seq,
-                "lost": self.lost, "readonly": self.readonly}
+                "lost": self.lost, "readonly": self.readonly, "leaving": self.leaving}
 
     def label(self) -> str:
         """How a message names this client."""
@@ -136,6 +138,11 @@ class Registry:
         self._acks: collections.OrderedDict[int, dict[int, Ack]] = collections.OrderedDict()
         self._departed: dict[int, ClientInfo] = {}
         self._waits: list[dict[int, set[int]]] = []
+        #: Ids of clients the pool retired (bounded): leaving is not being lost.
+        self._excused: collections.OrderedDict[int, None] = collections.OrderedDict()
+        #: Pids the pool is retiring, until it reaps them: one that says HELLO
+        #: only now (SIGTERMed before it joined) is leaving from the start.
+        self._leaving_pids: collections.OrderedDict[int, None] = collections.OrderedDict()
         #: Called (by the thread that noted it, outside the lock) when a client's
         #: state changes; they must only wake their owner (the pool: a pipe byte).
         self.state_hooks: list[Callable[[ClientInfo], None]] = []
@@ -158,7 +165,11 @@ class Registry:
             self._cond.notify_all()
             info = ClientInfo(id=client_id, identity=identity, joined_seq=joined_seq,
                               connected_at=now, last_seen=now, lost=old.lost if old else 0,
-                              readonly=readonly, **fields)
+                              readonly=readonly, leaving=client_id in self._excused
+                              or (not readonly and fields["pid"] in self._leaving_pids),
+                              **fields)
+            if info.leaving:
+                self._excused[client_id] = None
             self._by_identity[identity] = info
             return info
 
@@ -238,9 +249,32 @@ class Registry:
                 self._cond.notify_all()
             return info
 
+    def excuse_pid(self, pid: int) -> ClientInfo | None:
+        """The pool is retiring process ``pid``: no ack wait waits for its client.
+
+        Waits in progress stop waiting for it, later ones do not expect it,
+        and its leaving (before it answered) is not counted as lost.
+        """
+        with self._cond:
+            self._leaving_pids[pid] = None
+            while len(self._leaving_pids) > ACK_MEMORY:
+                self._leaving_pids.popitem(last=False)
+            found = next((c for c in self._by_identity.values()
+                          if c.pid == pid and not c.readonly), None)
+            if found is None:
+                return None
+            info = replace(found, leaving=True)
+            self._by_identity[info.identity] = info
+            self._excused[info.id] = None
+            while len(self._excused) > ACK_MEMORY:
+                self._excused.popitem(last=False)
+            self._settle(info.id, None)
+            return info
+
     def remove_pid(self, pid: int) -> ClientInfo | None:
         """Forget the client of a process that ended (the pool saw it go)."""
         with self._cond:
+            self._leaving_pids.pop(pid, None)  # the number may name another process now
             identity = next((i for i, c in self._by_identity.items()
                              if c.pid == pid and not c.readonly), None)
         return None if identity is None else self.remove(identity)
@@ -291,8 +325,8 @@ class Registry:
     def expected(self, seq: int) -> set[int]:
         """Ids of the clients that will receive ``seq``: joined before it."""
         with self._cond:
-            return {c.id for c in self._by_identity.values()
-                    if c.joined_seq < seq and c.role != "control" and not c.readonly}
+            return {c.id for c in self._by_identity.values() if c.joined_seq < seq
+                    and c.role != "control" and not c.readonly and not c.leaving}
 
     def behind(self, seq: int) -> list[ClientInfo]:
         """Clients (not busctl's) that have not reported receiving ``seq`` yet, by id.
@@ -320,7 +354,7 @@ class Registry:
             # Who still owes which seq; record_ack and remove shrink it, and
             # wake this thread only when it empties (one wake-up per wait).
             missing = {cid: {s for s in seqs if cid not in self._acks.get(s, {})}
-                       for cid in expected & present}
+                       for cid in expected & present if cid not in self._excused}
             missing = {cid: owed for cid, owed in missing.items() if owed}
             self._waits.append(missing)
             try:
@@ -365,7 +399,7 @@ class Registry:
                                 result=got[-1].result,
                                 errors=tuple(e for a in got for e in a.errors)))
         lost = tuple(self._departed[cid] for cid in sorted(expected - answered - present)
-                     if cid in self._departed)
+                     if cid in self._departed and cid not in self._excused)
         known = {c.id: c for c in (*self._departed.values(), *self._by_identity.values())}
         labels = tuple((a.client, known[a.client].label()) for a in acks
                        if not a.ok and a.client in known)

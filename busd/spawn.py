@@ -14,6 +14,21 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
+
+class SpawnerGone(OSError):
+    """No process was made because the spawner itself was gone (the fork server died).
+
+    A process the dead server forked but never reported ends at once with
+    :data:`EX_SPAWN_LOST` (it never runs the worker).
+
+    The pool tries again once a new one is up; it is not a crash of the slot.
+    """
+
+
+#: Exit status of a forked worker whose fork server died before the master learned of
+#: it: it ends before running anything (the spawn is retried, not counted as a crash).
+EX_SPAWN_LOST = 75
+
 #: What a spawner gives back for each worker asked for.
 Spawned = tuple[int, int] | OSError
 #: A worker whose env names a file here has its stdout and stderr appended to it.

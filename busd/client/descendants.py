@@ -5,8 +5,10 @@ ends, whether asked to (exit, scale down) or because its master died
 (``PR_SET_PDEATHSIG``), would leave them running, reparented to init: the
 orphans supervisord and PM2 users meet.  At its end the worker sends each
 descendant still running SIGTERM, then SIGKILL after a short grace.  A
-process that daemonized itself (double fork) has left the tree on purpose
-and is not followed.
+process that daemonized itself (double fork) has left the tree and is not
+followed here; with the fork server it was reparented to the server, which
+ends it (``busd.strays``).  A worker the pool SIGKILLs never gets here: the
+pool ends its tree itself (``busd.killtree``).
 """
 
 from __future__ import annotations

@@ -93,6 +93,10 @@ def format_status(status: dict[str, Any]) -> str:
         header.append(("usage", f"cpu {_percent(usage.get('cpu_percent'))}, "
                                 f"rss {_size(usage.get('rss'))}, fds {cell(usage.get('fds'))}, "
                                 f"threads {cell(usage.get('threads'))}"))
+    logs = status.get("logs")
+    if isinstance(logs, dict) and logs.get("full"):
+        header.append(("logs", f"FULL: {cell(logs.get('dir'))} ({cell(logs.get('free'))} "
+                               "bytes free); output is lost until space returns"))
     lines = [f"{key + ':':<9}{value}" for key, value in header]
     hosts = [h for h in status.get("hosts") or [] if isinstance(h, dict)]
     return "\n".join([*lines, "", format_workers(status.get("workers") or []), "",

@@ -59,3 +59,31 @@ def ignores_sigterm(bus: ClientBus) -> None:
     """A worker that ignores SIGTERM and whose stop listener never returns."""
     stop_hangs(bus)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def keeps_children_past_sigterm(bus: ClientBus) -> None:
+    """Ignore SIGTERM; run two sleepers that ignore it too, one in a session of its own."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    probe = Probe()
+    sleeper = ["sh", "-c", "trap '' TERM; exec sleep 600"]
+    # Not waited for: the test ends them (the point is that busd does).
+    near = subprocess.Popen(sleeper)
+    away = subprocess.Popen(sleeper, start_new_session=True)
+    worker = int(os.environ.get("BUSD_WORKER", "-1"))
+    bus.subscribe("start", lambda: probe.report("start", worker=worker,
+                                                children=[near.pid, away.pid]))
+
+
+def slow_once_told_to_go(bus: ClientBus) -> None:
+    """On SIGTERM, stay (the pool SIGKILLs it later); then a reload takes it 3 s."""
+    probe = Probe()
+    told = threading.Event()
+    signal.signal(signal.SIGTERM, lambda signum, frame: told.set())
+    worker = int(os.environ.get("BUSD_WORKER", "-1"))
+    bus.subscribe("start", lambda: probe.report("start", worker=worker))
+
+    def graceful() -> None:
+        if told.is_set():
+            threading.Event().wait(3)
+
+    bus.subscribe("graceful", graceful)
