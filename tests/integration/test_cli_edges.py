@@ -196,7 +196,7 @@ def test_no_exit_leaves_the_sockets_behind(
         "plugin raises": ["--plugin", "plug:boom", "busd.examples.hello:main"],
         "no such command": ["--", "no-such-command-here"],
         "boot fails": ["--backoff", "0", "nosuchmodule:main"],
-        "join times out": ["--join", silent_master, "--startup-timeout", "1",
+        "join times out": ["--join", silent_master, "--insecure", "--startup-timeout", "1",
                            "busd.examples.hello:main"],
     }[case]
     runtime = busd_dir / "rt"
