@@ -306,6 +306,7 @@ def test_plain_tcp_with_insecure_serves(busd_procs: Processes, busd_dir: Path) -
 def test_master_bus_refuses_plain_tcp_unless_insecure(busd_dir: Path, busd_master: object) -> None:
     with pytest.raises(EndpointError, match="--insecure"):
         MasterBus(runtime_dir=busd_dir / "a", bind=["tcp://127.0.0.1:*"])
+    assert not (busd_dir / "a").exists()
     master = busd_master(runtime_dir=busd_dir / "b", bind=["tcp://127.0.0.1:*"],  # type: ignore[operator]
                          insecure=True)
     assert any(e.startswith("tcp://127.0.0.1:") for e in master.hub.ctl_endpoints)
