@@ -12,7 +12,6 @@ started and one failed twice in a row), 70 after an unrecoverable error.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import os
 import signal
@@ -46,9 +45,18 @@ from busd.logdir import LogDir
 from busd.master import MasterBus, refuse_if_running
 from busd.orphans import reap_orphans
 from busd.plugins import Daemonizer, PIDFile, SdNotify, SignalHandler
-from busd.plugins.pidfile import read_pid
-from busd.plugins.privileges import drop_ids, environment_for
+from busd.plugins.privileges import environment_for
 from busd.pool import Pool, PoolConfig
+from busd.privileged import (
+    UsageError,
+    close_listeners,
+    make_log_dir,
+    make_runtime_dir,
+    open_logs,
+    remove_pidfile,
+    switch_user,
+    write_pidfile,
+)
 from busd.proctitle import set_title
 from busd.recycle import RecycleConfig
 from busd.spawn import ExecSpawner, Spawner, target_argv
@@ -157,87 +165,6 @@ def run(opts: argparse.Namespace, command: list[str]) -> int:
             remove_sockets(owned, listeners)
         else:
             close_listeners(listeners)
-
-
-class UsageError(BusError):
-    """A flag's value that proved unusable at start (exit status 2)."""
-
-
-def make_runtime_dir(runtime: Path, switched: bool) -> Path:
-    """The runtime dir, made (mode 0700) or checked as ours; a dir we may not make is usage."""
-    try:
-        return ep.ensure_runtime_dir(runtime)
-    except OSError as exc:
-        hint = (f" (busd runs as uid {os.getuid()} since --user: give a --runtime-dir "
-                "that user may make)" if switched else "")
-        raise UsageError(f"runtime dir {runtime}: {exc.strerror}{hint}") from None
-
-
-def write_pidfile(path: str | None) -> PIDFile | None:
-    """``--pidfile``, written now: before ``--user``, as root, so it may live in /run.
-
-    A ``restart`` re-executes busd with the same pid: a file that names it
-    already is kept as it is (busd may no longer be allowed to replace it).
-    """
-    if not path:
-        return None
-    bus = Bus()
-    bus.subscribe("log", lambda msg, level=logging.INFO: log.log(level, "%s", msg))
-    pidfile = PIDFile(bus, path)
-    if read_pid(path) == os.getpid():
-        pidfile.finalized = True
-    else:
-        pidfile.start()
-    return pidfile
-
-
-def remove_pidfile(pidfile: PIDFile) -> None:
-    """Remove our PID file, or say why it stays: busd wrote it as root, then switched user."""
-    directory = os.path.dirname(os.path.abspath(pidfile.pidfile))
-    if read_pid(pidfile.pidfile) == os.getpid() and not os.access(directory, os.W_OK | os.X_OK):
-        log.info("PID file %s left: busd wrote it before --user and may not remove it "
-                 "from %s now (the next busd replaces it)", pidfile.pidfile, directory)
-        return
-    pidfile.exit()
-
-
-def make_log_dir(opts: argparse.Namespace) -> None:
-    """With --user, a --log-dir that does not exist yet is made by root, owned by that user."""
-    if not opts.log_dir or opts.uid is None or os.path.exists(opts.log_dir):
-        return
-    os.makedirs(opts.log_dir)
-    os.chown(opts.log_dir, opts.uid, -1 if opts.gid is None else opts.gid)
-
-
-def switch_user(opts: argparse.Namespace) -> None:
-    """``--user``/``--group`` (checked and resolved by the parser): give up root now."""
-    if opts.uid is None and opts.gid is None:
-        return
-    drop_ids(opts.uid, opts.gid)
-    log.debug("switched to uid %d, gid %d", os.getuid(), os.getgid())
-
-
-def open_logs(opts: argparse.Namespace) -> LogDir | None:
-    """``--log-dir``: busd's own output to its file from now on (as the user busd runs as)."""
-    if not opts.log_dir:
-        return None
-    logs = LogDir(opts.log_dir, opts.name or ep.DEFAULT_NAME)
-    try:
-        logs.redirect_master()
-    except OSError as exc:
-        raise UsageError(f"--log-dir {logs.directory}: {exc.strerror} "
-                         f"(busd writes there as uid {os.getuid()})") from None
-    return logs
-
-
-def close_listeners(listeners: list[socket.socket]) -> None:
-    """Close the --listen sockets and remove their files (no runtime dir of ours to clean)."""
-    for sock in listeners:
-        name = sock.getsockname()
-        sock.close()
-        if isinstance(name, str) and name:
-            with contextlib.suppress(OSError):
-                os.unlink(name)
 
 
 class Parts:
