@@ -44,8 +44,19 @@ from busd.listen import (
 from busd.logdir import LogDir
 from busd.master import MasterBus, refuse_if_running
 from busd.orphans import reap_orphans
-from busd.plugins import Daemonizer, DropPrivileges, PIDFile, SdNotify, SignalHandler
+from busd.plugins import Daemonizer, PIDFile, SdNotify, SignalHandler
+from busd.plugins.privileges import environment_for
 from busd.pool import Pool, PoolConfig
+from busd.privileged import (
+    UsageError,
+    close_listeners,
+    make_log_dir,
+    make_runtime_dir,
+    open_logs,
+    remove_pidfile,
+    switch_user,
+    write_pidfile,
+)
 from busd.proctitle import set_title
 from busd.recycle import RecycleConfig
 from busd.spawn import ExecSpawner, Spawner, target_argv
@@ -73,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
                         datefmt=DATE_FORMAT)
     try:
         return run(opts, command)
-    except (ListenError, PluginError) as exc:
+    except (ListenError, PluginError, UsageError) as exc:
         print(f"busd: {exc}", file=sys.stderr)
         return EX_USAGE
     except BusError as exc:
@@ -107,40 +118,60 @@ def enter_directory(opts: argparse.Namespace) -> None:
 
 
 def run(opts: argparse.Namespace, command: list[str]) -> int:
-    """Daemonize if asked, check for a live master, start master and pool, block."""
+    """Daemonize if asked, check for a live master, do what needs root, switch user
+    (``--user``), then make the runtime dir, master and pool, and block.
+
+    As root with ``--user``: the PID file and the ``--listen`` sockets (low
+    ports) are made as root; everything after (the runtime dir, the log
+    files, the fork server, the master, every worker) as the new user, in
+    the dir that user has by default (``/tmp/busd-UID/NAME``) unless
+    ``--runtime-dir`` names one.
+    """
     if opts.daemon:
         out = os.path.abspath(opts.log_file) if opts.log_file else "/dev/null"
         Daemonizer(Bus(), stdout=out, stderr=out).start()
         if opts.chdir:
             os.chdir(opts.chdir)  # the daemon's chdir / undone: the workers run there
-    logs = LogDir(opts.log_dir, opts.name or os.environ.get("BUSD_NAME") or ep.DEFAULT_NAME
-                  ) if opts.log_dir else None
-    if logs is not None:
-        logs.redirect_master()
     raise_nofile()  # a pool needs descriptors; the hard limit is the operator's word
     systemd = take_systemd_env()  # before any worker or fork server can inherit it
-    runtime = ep.ensure_runtime_dir(Path(opts.runtime_dir) if opts.runtime_dir
-                                    else ep.runtime_dir(opts.name))
+    if opts.uid is not None:
+        environment_for(opts.uid, os.environ)  # the new user's HOME, not root's XDG dir
+    runtime = (Path(opts.runtime_dir) if opts.runtime_dir
+               else ep.runtime_dir(opts.name, uid=opts.uid))
     refuse_if_running(ep.default_endpoints(runtime).ctl)
-    reap_orphans(runtime)
     if not opts.target and not command:
         opts.workers = 0  # a master alone: clients attach by themselves
-    by_address = listening_sockets(opts.listen)
-    listeners = list(by_address.values())
     parts = Parts()
     try:
-        return run_pool(opts, command, runtime, by_address, logs, systemd, parts)
+        parts.pidfile = write_pidfile(opts.pidfile)
+    except (OSError, BusError) as exc:
+        log.error("could not start: %s", exc)
+        return EX_SOFTWARE
+    owned: Path | None = None
+    by_address = listening_sockets(opts.listen)
+    listeners = list(by_address.values())
+    try:
+        make_log_dir(opts)
+        switch_user(opts)
+        owned = make_runtime_dir(runtime, switched=opts.uid is not None)
+        reap_orphans(owned)
+        logs = open_logs(opts)
+        return run_pool(opts, command, owned, by_address, logs, systemd, parts)
     finally:
         # Every way out, a failed start included: nothing left listening, no
         # socket file left for busctl to find ("nothing listens" is not "no busd").
         parts.close()
-        remove_sockets(runtime, listeners)
+        if owned is not None:
+            remove_sockets(owned, listeners)
+        else:
+            close_listeners(listeners)
 
 
 class Parts:
     """What run_pool made so far, closed in reverse on the way out (each once)."""
 
     def __init__(self) -> None:
+        self.pidfile: PIDFile | None = None
         self.forkserver: ForkServer | None = None
         self.master: MasterBus | None = None
         self.pool: Pool | None = None
@@ -152,7 +183,8 @@ class Parts:
             pool.close()
 
     def close(self) -> None:
-        """Close the master (its exit stops the workers), the pool, the fork server."""
+        """Close the master (its exit stops the workers), the pool, the fork server; the
+        PID file goes last."""
         master, self.master = self.master, None
         if master is not None:
             master.close()
@@ -160,6 +192,9 @@ class Parts:
         forkserver, self.forkserver = self.forkserver, None
         if forkserver is not None:
             forkserver.close()
+        pidfile, self.pidfile = self.pidfile, None
+        if pidfile is not None:
+            remove_pidfile(pidfile)
 
 
 def run_pool(opts: argparse.Namespace, command: list[str], runtime: Path,
@@ -286,8 +321,10 @@ def log_summary(opts: argparse.Namespace, master: MasterBus, listeners: list[Any
             f"(spawn {'exec' if command else opts.spawn}{', preload' if opts.preload else ''}, "
             f"reload {opts.reload})" if opts.workers else "no workers")
     listen = ", ".join(describe(s) for s in listeners) or "none"
-    log.info("busd %s (pid %d) %s: %s; control %s; pub %s; listen %s", __version__, os.getpid(),
-             master.state.name, pool, ", ".join(master.hub.ctl_endpoints),
+    who = f", uid {os.getuid()} gid {os.getgid()}" if opts.uid is not None or opts.gid is not None \
+        else ""
+    log.info("busd %s (pid %d%s) %s: %s; control %s; pub %s; listen %s", __version__,
+             os.getpid(), who, master.state.name, pool, ", ".join(master.hub.ctl_endpoints),
              ", ".join(master.hub.pub_endpoints), listen)
 
 
@@ -334,13 +371,9 @@ def take_systemd_env() -> dict[str, str]:
 
 def install_plugins(master: MasterBus, pool: Pool, opts: argparse.Namespace,
                     systemd: dict[str, str] | None = None) -> None:
-    """Signals, PID file, systemd notification (``systemd``: its variables), privileges."""
-    if opts.pidfile:
-        PIDFile(master, opts.pidfile).subscribe()
+    """Signals and systemd notification (``systemd``: its variables)."""
     SdNotify(master, environ=systemd, wait_ready=lambda: wait_workers_started(
         master, pool, opts.startup_timeout)).subscribe()
-    if opts.user or opts.group:
-        DropPrivileges(master, uid=opts.user, gid=opts.group).subscribe()
     actions = signal_actions(master, pool, reopen_logs=bool(opts.log_dir))
     handler = SignalHandler(master, handlers=actions)
     handler.subscribe()

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import ipaddress
 import os
+import re
 import select
 import stat
 import threading
@@ -35,6 +35,9 @@ T = TypeVar("T")
 DEFAULT_NAME = "busd"
 PUB_FILE = "pub.sock"
 CTL_FILE = "ctl.sock"
+#: The longest busd name (``--name``, ``BUSD_NAME``), and what one is made of.
+MAX_NAME = 64
+NAME = re.compile(rf"[A-Za-z0-9_][A-Za-z0-9_.-]{{0,{MAX_NAME - 1}}}", re.ASCII)
 #: sockaddr_un holds 108 bytes with the terminating NUL.
 MAX_IPC_PATH = 107
 #: Queue limits: a subscriber that never reads costs at most this many messages.
@@ -57,17 +60,30 @@ class Endpoints(NamedTuple):
     ctl: str
 
 
-def runtime_dir(name: str | None = None, env: Mapping[str, str] | None = None) -> Path:
-    """The runtime dir for master ``name`` (not created)."""
+def check_name(name: str) -> str:
+    """``name`` if it is a good busd name, else :class:`EndpointError` saying why.
+
+    A name becomes a directory name (the runtime dir) and part of file names
+    (``--log-dir``'s): 1 to :data:`MAX_NAME` letters, digits, ``-``, ``_``
+    or ``.``, not starting with ``.`` or ``-``, so it never climbs out of
+    the directory it is put in.
+    """
+    if not NAME.fullmatch(name):
+        raise EndpointError(f"bad busd name {name!r}: a name is 1 to {MAX_NAME} letters, "
+                            "digits, '-', '_' or '.', not starting with '.' or '-'")
+    return name
+
+
+def runtime_dir(name: str | None = None, env: Mapping[str, str] | None = None,
+                uid: int | None = None) -> Path:
+    """The runtime dir for master ``name`` (not created), as user ``uid`` (default: ours)."""
     env = os.environ if env is None else env
-    name = name or env.get("BUSD_NAME") or DEFAULT_NAME
-    if "/" in name or name in (".", ".."):
-        raise EndpointError(f"bad busd name {name!r}: it becomes a directory name")
+    name = check_name(name or env.get("BUSD_NAME") or DEFAULT_NAME)
     if env.get("BUSD_RUNTIME_DIR"):
         return Path(env["BUSD_RUNTIME_DIR"])
     if env.get("XDG_RUNTIME_DIR"):
         return Path(env["XDG_RUNTIME_DIR"]) / "busd" / name
-    return Path(f"/tmp/busd-{os.getuid()}") / name
+    return Path(f"/tmp/busd-{os.getuid() if uid is None else uid}") / name
 
 
 def ensure_runtime_dir(path: Path) -> Path:
@@ -148,6 +164,11 @@ def check_found_dir(path: Path) -> None:
             info = directory.lstat()
         except FileNotFoundError:
             continue
+        except PermissionError:
+            raise UnsafeRuntimeDir(f"not talking to a master in {directory}: we (uid "
+                                   f"{os.getuid()}) may not look into {directory.parent} "
+                                   "(name the dir with --runtime-dir or BUSD_RUNTIME_DIR)"
+                                   ) from None
         mode = stat.S_IMODE(info.st_mode)
         if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
             why = "it is not a directory (a symlink?)"
@@ -174,8 +195,11 @@ def pub_beside(ctl: str) -> Endpoints:
 
 
 def check_bind(endpoint: str, insecure: bool = False, curve: bool = False) -> None:
-    """Refuse a plain TCP endpoint off loopback unless ``insecure`` is set.
+    """Refuse a plain TCP endpoint, loopback included, unless ``insecure`` is set.
 
+    Any local user may connect to a loopback port, and plain TCP tells no
+    user from another: they could command the master and read everything it
+    publishes.  The ipc endpoints (a 0700 dir) are the safe way on one host.
     With ``curve`` every tcp endpoint is a CURVE server: any address will do.
     """
     parts = urlsplit(endpoint)
@@ -183,13 +207,10 @@ def check_bind(endpoint: str, insecure: bool = False, curve: bool = False) -> No
         return
     if parts.scheme != "tcp":
         raise EndpointError(f"unsupported endpoint {endpoint!r}: use ipc:// or tcp://")
-    host = parts.hostname or ""
-    try:
-        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = False
-    if not loopback and not insecure and not curve:
-        raise EndpointError(f"{endpoint}: plain TCP is allowed only on loopback; give "
+    if not insecure and not curve:
+        raise EndpointError(f"{endpoint}: plain TCP lets anyone who can reach it (every "
+                            "local user, on loopback too) command busd and read all it "
+                            "publishes; use the ipc endpoints on one host, give "
                             "--curve-secret and --authorized-keys (CURVE), or --insecure")
 
 

@@ -27,6 +27,7 @@ from busd import __version__, options
 from busd import endpoints as ep
 from busd.exits import EX_BOOT
 from busd.options import OneLineParser, env_default
+from busd.plugins import privileges
 
 LOG_FORMATS = {
     # A timestamp on every line; "plain" for journald, which adds its own.
@@ -77,7 +78,8 @@ def _where_options(add: Add) -> None:
     add("--runtime-dir", default=_env("runtime_dir"),
         help="where the ipc sockets live [$XDG_RUNTIME_DIR/busd/NAME or /tmp/busd-UID/NAME]")
     add("--bind", action="append", default=_split(_env("bind")), metavar="EP",
-        help="also serve on this control endpoint, e.g. tcp://127.0.0.1:7000 (repeatable)")
+        help="also serve on this control endpoint (repeatable); tcp needs CURVE keys "
+             "or --insecure")
 
 
 def _timeouts(add: Add) -> None:
@@ -146,7 +148,8 @@ def _logging_options(add: Add) -> None:
 
 def _security_options(add: Add) -> None:
     add("--insecure", action="store_true", default=_flag(_env("insecure")),
-        help="allow plain TCP off loopback")
+        help="allow plain TCP (--bind, --join) without CURVE keys: anyone who can reach the "
+             "port (every local user, on loopback too) may command busd")
     add("--curve-secret", metavar="FILE", default=_env("curve_secret"),
         help="make every tcp --bind endpoint CURVE with this secret certificate (mode 0600)")
     add("--authorized-keys", metavar="DIR", default=_env("authorized_keys"),
@@ -175,8 +178,11 @@ def _process_options(add: Add) -> None:
     add("--pidfile", default=_env("pidfile"), metavar="FILE", help="write busd's pid here")
     add("--daemon", action="store_true", default=_flag(_env("daemon")),
         help="detach from the terminal (double fork)")
-    add("--user", default=_env("user"), help="drop privileges to this user after binding")
-    add("--group", default=_env("group"), help="drop privileges to this group after binding")
+    add("--user", default=_env("user"),
+        help="as root: bind --listen, write --pidfile, then become this user before "
+             "anything else (runtime dir, logs, fork server, workers)")
+    add("--group", default=_env("group"),
+        help="as root: become this group too [--user's primary group]")
     add("--plugin", action="append", type=options.target, metavar="pkg.mod:func",
         default=_split(_env("plugin")),
         help="call func(master_bus) before the master starts (repeatable)")
@@ -214,7 +220,14 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
                      f"not {opts.join!r}")
     if opts.wait_for_master and not opts.join:
         parser.error("--wait-for-master goes with --join")
+    if opts.name:
+        try:
+            ep.check_name(opts.name)
+        except ep.EndpointError as exc:
+            parser.error(f"{where(argv, 'name')}: {exc}")
     check_binds(parser, opts)
+    check_join(parser, opts)
+    check_account(parser, opts, argv)
     opts.pythonpath = import_dirs(parser, opts, "--pythonpath" in argv or any(
         a.startswith("--pythonpath=") for a in argv))
     return opts, command
@@ -229,6 +242,47 @@ def check_binds(parser: argparse.ArgumentParser, opts: argparse.Namespace) -> No
             ep.check_bind(endpoint, opts.insecure, curve=curve)
         except ep.EndpointError as exc:
             parser.error(f"--bind {exc}")
+
+
+def where(argv: list[str], dest: str) -> str:
+    """How to name where a value came from: ``--flag``, or ``BUSD_FLAG='value'``."""
+    flag = "--" + dest.replace("_", "-")
+    if any(a == flag or a.startswith(flag + "=") for a in argv):
+        return flag
+    return f"{options.env_name(dest)}={env_default(dest)!r}"
+
+
+def check_join(parser: argparse.ArgumentParser, opts: argparse.Namespace) -> None:
+    """Joining over plain TCP (no keys) needs --insecure, as the master's plain TCP does."""
+    if opts.join and not (opts.server_key or opts.curve_secret) and not opts.insecure:
+        parser.error(f"--join {opts.join}: plain TCP (no keys) lets anyone who can reach "
+                     "that port pose as the master or read what it sends; give --server-key "
+                     "and --curve-secret (CURVE), or --insecure")
+
+
+def check_account(parser: argparse.ArgumentParser, opts: argparse.Namespace,
+                  argv: list[str]) -> None:
+    """--user and --group: known, and only root may switch; ``opts.uid``/``opts.gid`` set.
+
+    Both are None when there is nothing to switch (no flag, or busd runs as
+    that user already: a ``restart`` re-executes busd after the switch).
+    """
+    opts.uid = opts.gid = None
+    try:
+        uid = privileges.resolve_uid(opts.user or None)
+    except privileges.UnknownAccount:
+        parser.error(f"{where(argv, 'user')}: no user {opts.user!r} on this system")
+    try:
+        gid = privileges.target_gid(uid, privileges.resolve_gid(opts.group or None))
+    except privileges.UnknownAccount:
+        parser.error(f"{where(argv, 'group')}: no group {opts.group!r} on this system")
+    if (uid is None or uid == os.getuid()) and (gid is None or gid == os.getgid()):
+        return
+    if os.geteuid() != 0:
+        parser.error(f"{where(argv, 'user' if opts.user else 'group')}: only root may switch "
+                     f"to another user or group (busd runs as uid {os.getuid()}, "
+                     f"gid {os.getgid()})")
+    opts.uid, opts.gid = uid, gid
 
 
 def import_dirs(parser: argparse.ArgumentParser, opts: argparse.Namespace,

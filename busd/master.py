@@ -103,7 +103,10 @@ class MasterBus(Bus):
     messages, and only past that loses messages (counted, and resynchronised).
     An exit keeps serving repairs until every live client has everything,
     for at most ``drain_timeout`` seconds (default ``shutdown_timeout``; the
-    busd command passes its ``--graceful-timeout``).
+    busd command passes its ``--graceful-timeout``).  A ``tcp://`` ``bind``
+    endpoint needs CURVE keys (``curve_secret``, ``authorized_keys``) or
+    ``insecure=True``, loopback included (any local user may connect
+    there): else :class:`~busd.endpoints.EndpointError`, before anything is made.
     """
 
     def __init__(self, name: str | None = None, runtime_dir: str | Path | None = None,
@@ -119,15 +122,16 @@ class MasterBus(Bus):
                  drain_timeout: float | None = None) -> None:
         super().__init__()
         self.name = name or os.environ.get("BUSD_NAME") or ep.DEFAULT_NAME
+        curve = curve_server(curve_secret, authorized_keys, readonly_keys)
+        extras = list(bind or ())
+        for extra in extras:  # before anything is made: a refusal leaves nothing behind
+            ep.check_bind(extra, insecure, curve=curve is not None)
         directory = Path(runtime_dir) if runtime_dir else ep.runtime_dir(self.name)
         self.runtime_dir = ep.ensure_runtime_dir(directory)
         endpoints = [ep.default_endpoints(self.runtime_dir)]
         if check_running:
             refuse_if_running(endpoints[0].ctl)
-        curve = curve_server(curve_secret, authorized_keys, readonly_keys)
-        for extra in bind or ():
-            ep.check_bind(extra, insecure, curve=curve is not None)
-            endpoints.append(pub_beside(extra))
+        endpoints += [pub_beside(extra) for extra in extras]
         self.epoch = int.from_bytes(os.urandom(6), "big")
         self.pid = os.getpid()
         self.started_at = time.time()

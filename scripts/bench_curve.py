@@ -110,7 +110,8 @@ class Setup:
         shutil.copy(made["client"][0], authorized)
         self.server_key, self.client_secret = made["server"][0], made["client"][1]
         self.keys = client_keys(self.server_key, self.client_secret)
-        self.plain = MasterBus(runtime_dir=base / "p", bind=["tcp://127.0.0.1:*"])
+        self.plain = MasterBus(runtime_dir=base / "p", bind=["tcp://127.0.0.1:*"],
+                               insecure=True)
         self.curve = MasterBus(runtime_dir=base / "c", bind=["tcp://127.0.0.1:*"],
                                curve_secret=made["server"][1], authorized_keys=authorized)
         for master in (self.plain, self.curve):

@@ -2,6 +2,9 @@
 
 Start at priority 77: after the listeners at the default 50 (which bind the
 low ports root is needed for), before the ones that should not run as root.
+A process that starts others (the busd command: its fork server and
+workers) must drop before it starts any: :func:`drop_ids` and
+:func:`environment_for` do it at once, without a bus.
 """
 
 from __future__ import annotations
@@ -9,12 +12,14 @@ from __future__ import annotations
 import grp
 import os
 import pwd
+from collections.abc import MutableMapping
 
 from busd.bus import Bus
 from busd.errors import BusError
 from busd.plugins.base import SimplePlugin
 
-__all__ = ["DropPrivileges", "UnknownAccount"]
+__all__ = ["DropPrivileges", "UnknownAccount", "drop_ids", "environment_for",
+           "target_gid"]
 
 
 class UnknownAccount(BusError, ValueError):
@@ -77,16 +82,8 @@ class DropPrivileges(SimplePlugin):
             self.bus.log(f"Not running as root (euid {euid}): uid/gid left unchanged.",
                          level=30)
             return
-        gid = self.gid
-        if gid is None and self.uid is not None:
-            gid = _primary_gid(self.uid)
         self.bus.log("Started as uid: {!r} gid: {!r}".format(*current_ids()))
-        # Groups first, then gid, then uid: after setuid nothing else is allowed.
-        os.setgroups([])
-        if gid is not None:
-            os.setgid(gid)
-        if self.uid is not None:
-            os.setuid(self.uid)
+        drop_ids(self.uid, self.gid)
         self.bus.log("Running as uid: {!r} gid: {!r}".format(*current_ids()))
 
     def _apply_umask(self) -> None:
@@ -95,6 +92,44 @@ class DropPrivileges(SimplePlugin):
             return
         old = os.umask(self.umask)
         self.bus.log(f"umask old: {old:03o}, new: {self.umask:03o}")
+
+
+def target_gid(uid: int | None, gid: int | None) -> int | None:
+    """The gid to switch to: ``gid``, else ``uid``'s primary group (never root's by default)."""
+    return _primary_gid(uid) if gid is None and uid is not None else gid
+
+
+def drop_ids(uid: int | None, gid: int | None) -> None:
+    """As root: no supplementary groups, then ``gid`` (default: ``uid``'s group), then ``uid``.
+
+    In that order: after setuid nothing else is allowed.  The real, effective
+    and saved ids all change, so nothing can take root back.
+    """
+    gid = target_gid(uid, gid)
+    os.setgroups([])
+    if gid is not None:
+        os.setgid(gid)
+    if uid is not None:
+        os.setuid(uid)
+
+
+def environment_for(uid: int, environ: MutableMapping[str, str]) -> None:
+    """Make ``environ`` user ``uid``'s: its ``HOME``, ``USER`` and ``LOGNAME``, and no
+    ``XDG_RUNTIME_DIR`` unless that dir is ``uid``'s (root's would be unusable)."""
+    try:
+        entry = pwd.getpwuid(uid)
+    except KeyError:
+        entry = None
+    if entry is not None:
+        environ.update(HOME=entry.pw_dir, USER=entry.pw_name, LOGNAME=entry.pw_name)
+    xdg = environ.get("XDG_RUNTIME_DIR")
+    if xdg:
+        try:
+            owner: int | None = os.stat(xdg).st_uid
+        except OSError:
+            owner = None
+        if owner != uid:
+            del environ["XDG_RUNTIME_DIR"]
 
 
 def resolve_uid(value: int | str | None) -> int | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import grp
 import os
 import pwd
+from pathlib import Path
 
 import pytest
 
@@ -94,3 +95,24 @@ def test_start_listens_at_priority_77(bus: Bus) -> None:
     plugin = DropPrivileges(bus)
     plugin.subscribe()
     assert bus._priorities[("start", plugin.start)] == 77
+
+
+def test_drop_ids_clears_groups_then_gid_then_uid(calls: list[tuple[str, object]]) -> None:
+    from busd.plugins.privileges import drop_ids
+
+    drop_ids(NOBODY.pw_uid, None)
+    assert calls == [("setgroups", []), ("setgid", NOBODY.pw_gid), ("setuid", NOBODY.pw_uid)]
+
+
+def test_environment_for_a_user_is_theirs(tmp_path: Path) -> None:
+    from busd.plugins.privileges import environment_for
+
+    mine = str(tmp_path)  # ours, not nobody's: it goes
+    environ = {"HOME": "/root", "USER": "root", "LOGNAME": "root", "XDG_RUNTIME_DIR": mine,
+               "OTHER": "kept"}
+    environment_for(NOBODY.pw_uid, environ)
+    assert environ == {"HOME": NOBODY.pw_dir, "USER": NOBODY.pw_name,
+                       "LOGNAME": NOBODY.pw_name, "OTHER": "kept"}
+    environ = {"XDG_RUNTIME_DIR": mine}
+    environment_for(os.getuid(), environ)  # our own dir stays
+    assert environ["XDG_RUNTIME_DIR"] == mine

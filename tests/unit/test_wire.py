@@ -332,10 +332,22 @@ def test_runtime_dir_precedence(name: str | None, env: dict[str, str], expected:
     assert endpoints.runtime_dir(name, env=env) == Path(expected)
 
 
-@pytest.mark.parametrize("name", ["a/b", ".", ".."])
-def test_runtime_dir_refuses_a_name_that_is_not_a_directory_name(name: str) -> None:
+@pytest.mark.parametrize("name", ["a/b", ".", "..", "../x", ".hidden", "-x", "a b", "a\nb",
+                                  "é", "x" * 65])
+def test_runtime_dir_refuses_a_name_that_is_not_a_plain_file_name(name: str) -> None:
     with pytest.raises(EndpointError, match="bad busd name"):
         endpoints.runtime_dir(name, env={})
+    with pytest.raises(EndpointError, match="bad busd name"):
+        endpoints.runtime_dir(None, env={"BUSD_NAME": name, "BUSD_RUNTIME_DIR": "/r"})
+
+
+@pytest.mark.parametrize("name", ["busd", "web-1", "app_2.blue", "X" * 64, "0"])
+def test_plain_names_are_good_names(name: str) -> None:
+    assert endpoints.check_name(name) == name
+
+
+def test_runtime_dir_of_another_uid() -> None:
+    assert endpoints.runtime_dir("web", env={}, uid=4321) == Path("/tmp/busd-4321/web")
 
 
 def test_ensure_runtime_dir_makes_it_private(tmp_path: Path) -> None:
@@ -407,23 +419,22 @@ def test_default_endpoints() -> None:
         pub="ipc:///run/b/pub.sock", ctl="ipc:///run/b/ctl.sock")
 
 
-@pytest.mark.parametrize("endpoint", [
-    "tcp://127.0.0.1:5555", "tcp://127.0.0.1:*", "tcp://127.1.2.3:80", "tcp://localhost:1",
-    "tcp://[::1]:5555", "ipc:///tmp/x.sock", "inproc://bus",
-])
-def test_check_bind_allows_loopback_and_local_transports(endpoint: str) -> None:
+@pytest.mark.parametrize("endpoint", ["ipc:///tmp/x.sock", "inproc://bus"])
+def test_check_bind_allows_local_transports(endpoint: str) -> None:
     endpoints.check_bind(endpoint)
     endpoints.check_bind(endpoint, insecure=True)
 
 
 @pytest.mark.parametrize("endpoint", [
-    "tcp://0.0.0.0:5555", "tcp://*:5555", "tcp://10.1.2.3:5555", "tcp://192.168.0.1:*",
-    "tcp://[::]:5555", "tcp://eth0:5555", "tcp://example.com:5555",
+    "tcp://127.0.0.1:5555", "tcp://127.0.0.1:*", "tcp://127.1.2.3:80", "tcp://localhost:1",
+    "tcp://[::1]:5555", "tcp://0.0.0.0:5555", "tcp://*:5555", "tcp://10.1.2.3:5555",
+    "tcp://192.168.0.1:*", "tcp://[::]:5555", "tcp://eth0:5555", "tcp://example.com:5555",
 ])
-def test_check_bind_refuses_plain_tcp_off_loopback_unless_insecure(endpoint: str) -> None:
+def test_check_bind_refuses_plain_tcp_loopback_included_unless_insecure(endpoint: str) -> None:
     with pytest.raises(EndpointError, match="--insecure"):
         endpoints.check_bind(endpoint)
     endpoints.check_bind(endpoint, insecure=True)
+    endpoints.check_bind(endpoint, curve=True)
 
 
 @pytest.mark.parametrize("endpoint", ["udp://127.0.0.1:5", "pgm://eth0;239.1.1.1:5", "x"])
