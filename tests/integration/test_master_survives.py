@@ -48,7 +48,8 @@ def test_a_thread_of_busd_that_dies_ends_busd_and_its_workers(busd_pool: PoolFac
     done = subprocess.run([sys.executable, "-m", "busd.client.busctl", "--runtime-dir",
                            str(pool.runtime_dir), "publish", "crash"],
                           capture_output=True, text=True, timeout=30, check=False)
-    assert done.returncode == 0, done.stderr
+    # busd may end before its reply to the publish leaves: either is fine here.
+    assert done.returncode in (0, 3), done.stderr
 
     assert pool.proc.wait(20) == 70
     assert "CRITICAL" in pool.log.text
