@@ -21,6 +21,9 @@ from typing import Any
 from busd.proctitle import set_worker_title
 from busd.spawn import EX_SPAWN_LOST, log_file_of, open_log
 
+#: The worker a process comes from, in its environment (see busd.strays).
+WORKER_PID_ENV = "BUSD_WORKER_PID"
+
 
 def fork_one(env: dict[str, Any], own: tuple[socket.socket, int, int, int], worker: Any,
               func: Any, me: int, master: int, go: int) -> int:  # pragma: no cover - server
@@ -55,6 +58,9 @@ def _be_worker(worker: Any, func: Any, env: dict[str, Any], parent: int,
     try:
         os.environ.update({str(k): str(v) for k, v in env.items()})
         os.environ["BUSD_PARENT_PID"] = str(parent)
+        # Inherited by what it starts: the fork server, as their subreaper,
+        # tells a live worker's daemon (kept) from one whose worker ended.
+        os.environ[WORKER_PID_ENV] = str(os.getpid())
         os.environ["BUSD_MASTER_PID"] = str(master)
         set_worker_title()
         path = log_file_of(env)

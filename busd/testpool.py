@@ -44,8 +44,10 @@ POLL = 0.05
 #: The channel a new watch stream sends itself to know it is live.
 PROBE = "busd.test.probe"
 PR_SET_CHILD_SUBREAPER, PR_GET_CHILD_SUBREAPER = 36, 37
-#: What a worker logs (busd.client.descendants) when it ends processes it left running.
-LEFT_RUNNING = re.compile(r"ending \d+ process\(es\) this worker left running: ([\d, ]+)")
+#: What a worker (busd.client.descendants), or the fork server for a worker
+#: (busd.strays), logs when it ends processes the worker left running.
+LEFT_RUNNING = re.compile(r"ending \d+ process\(es\) (?:this worker|worker pid \d+|a worker "
+                          r"that ended) left running: ([\d, ]+)")
 _BROADCAST = frozenset({Kind.STATE, Kind.PUBLISH, Kind.EVENT, Kind.HEARTBEAT})
 Status = dict[str, Any]
 
@@ -332,7 +334,7 @@ class BusdPool:
             with contextlib.suppress(NoMaster):
                 workers = {w["pid"] for w in self._control.request("workers", 2.0) or []
                            if isinstance(w, dict) and w.get("pid")}
-                started_by_workers = _children_of(workers)
+                started_by_workers = _started_by_workers(self.proc.pid, workers)
                 named = {proc.pid: describe(proc) for proc in started_by_workers}
             with contextlib.suppress(NoMaster):
                 self._control.request("exit", 5.0)
@@ -365,6 +367,24 @@ class BusdPool:
     def _fail(self, message: str) -> NoReturn:
         pytest.fail(f"busd_pool: {message}\n--- busd log ({self.log.path}) ---\n"
                     f"{self.log.text[-6000:]}", pytrace=False)
+
+
+def _started_by_workers(master: int, workers: set[int]) -> list[psutil.Process]:
+    """What the workers started: their descendants, and what the fork server adopted.
+
+    A worker's daemon whose parent ended first is the fork server's child
+    (its subreaper), not the worker's; busd's own processes are the
+    master's children (the fork server, exec'd workers) and the workers.
+    """
+    found = {p.pid: p for p in _children_of(workers)}
+    try:
+        own = psutil.Process(master).children()
+        below = psutil.Process(master).children(recursive=True)
+    except psutil.Error:
+        return list(found.values())
+    ours = {p.pid for p in own} | workers
+    found.update((p.pid, p) for p in below if p.pid not in ours)
+    return list(found.values())
 
 
 def _children_of(pids: set[int]) -> list[psutil.Process]:

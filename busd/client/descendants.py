@@ -7,8 +7,8 @@ orphans supervisord and PM2 users meet.  At its end the worker sends each
 descendant still running SIGTERM, then SIGKILL after a short grace.  A
 process that daemonized itself (double fork) has left the tree and is not
 followed here; with the fork server it was reparented to the server, which
-ends it (``busd.strays``).  A worker the pool SIGKILLs never gets here: the
-pool ends its tree itself (``busd.killtree``).
+ends it when this worker has ended (``busd.strays``).  A worker the pool
+SIGKILLs never gets here: the pool ends its tree itself (``busd.killtree``).
 """
 
 from __future__ import annotations

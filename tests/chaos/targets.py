@@ -87,3 +87,15 @@ def slow_once_told_to_go(bus: ClientBus) -> None:
             threading.Event().wait(3)
 
     bus.subscribe("graceful", graceful)
+
+
+def starts_a_daemon(bus: ClientBus) -> None:
+    """Worker 0 starts a daemon whose parent (a shell) ends at once: the fork server adopts it."""
+    probe = Probe()
+    worker = int(os.environ.get("BUSD_WORKER", "-1"))
+    daemon = []
+    if worker == 0:
+        done = subprocess.run(["sh", "-c", "sleep 600 > /dev/null 2>&1 & echo $!"],
+                              capture_output=True, text=True, check=True, timeout=10)
+        daemon.append(int(done.stdout.strip()))
+    bus.subscribe("start", lambda: probe.report("start", worker=worker, daemon=daemon))

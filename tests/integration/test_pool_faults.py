@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import signal
 import subprocess
 import threading
 import time
@@ -267,3 +268,30 @@ def test_a_full_log_disk_is_said_once_and_so_is_its_end(
             assert exit_busd(ctl, busd) == 0
         log = (logs / "busd.log").read_text()
         assert "space returned" in log, log
+
+
+def test_a_live_workers_daemon_lives_with_its_worker_and_ends_with_it(
+        busd_procs: Processes, busd_sink: Sink, busd_dir: Path) -> None:
+    busd = start_busd(busd_procs, "-w", "2", "--log-level", "WARNING",
+                      "tests.chaos.targets:starts_a_daemon")
+    reports = busd_sink.collect("start", 2, timeout=30)
+    [daemon] = next(r["daemon"] for r in reports if r["worker"] == 0)
+    try:
+        with control(busd_dir) as ctl:
+            workers = wait_status(ctl, all_started(2))["workers"]
+            owner, other = workers[0]["pid"], workers[1]["pid"]
+            assert psutil.Process(daemon).ppid() != owner, "the shell between them ended"
+            # Another worker's end makes the fork server look at what it adopted.
+            os.kill(other, signal.SIGKILL)
+            wait_status(ctl, lambda d: all_started(2)(d) and other not in
+                        [w["pid"] for w in d["workers"]], what="worker 1 replaced")
+            assert _alive([daemon]) == [daemon], "a live worker's daemon was ended"
+            os.kill(owner, signal.SIGKILL)
+            assert gone([daemon], timeout=15) == [], "a daemon outlived its worker"
+            exit_busd(ctl, busd, timeout=30)
+        log = busd_procs.output(busd)
+        assert f"left running: {daemon} (sleep 600)" in log, log
+    finally:
+        for pid in _alive([daemon]):
+            with contextlib.suppress(psutil.Error):
+                psutil.Process(pid).kill()
