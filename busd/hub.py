@@ -37,9 +37,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 import zmq
 
 from busd.auth import NEEDS_FULL_KEY, RefusalLog, Role, is_tcp, peer_role
+from busd.backlog import PUB_BYTES, REPLAY_SLACK, TRACK_MIN, Published, Replies
 from busd.board import Board, live_status, live_workers
 from busd.endpoints import CTL_HWM, PUB_HWM, Endpoints, Outbox, configure, secure_ipc
-from busd.errors import ProtocolError
+from busd.errors import Busy, ProtocolError
 from busd.registry import NOT_JOINED, ClientInfo, Registry, bye_reason, hello_fields
 from busd.replay import ReplayWindow
 from busd.rundir import EndpointGuard
@@ -175,13 +176,17 @@ class Hub:
     def __init__(self, owner: HubOwner, endpoints: list[Endpoints], heartbeat: float,
                  liveness: int, context: zmq.Context[Any] | None = None,
                  pong_interval: float | None = None, pub_hwm: int = PUB_HWM,
-                 window: ReplayWindow | None = None, curve: CurveServer | None = None) -> None:
+                 pub_bytes: int = PUB_BYTES, window: ReplayWindow | None = None,
+                 curve: CurveServer | None = None) -> None:
         self.owner = owner
         self.epoch = owner.epoch
         self.pid = os.getpid()
         self.pidns = pid_namespace()
         self.registry = Registry()
         self.window = window or ReplayWindow()
+        #: Unread bytes: of replies, per peer; of big published frames (busd.backlog).
+        self.replies = Replies()
+        self.published = Published(pub_bytes)
         self.heartbeat = heartbeat
         self.liveness = liveness
         #: How often clients answer; they are lost after ``liveness`` of these.
@@ -331,7 +336,10 @@ class Hub:
                     continue
                 seq = item.first
                 for frame in item.frames:
-                    send(frame, zmq.NOBLOCK)
+                    if len(frame) < TRACK_MIN:
+                        send(frame, zmq.NOBLOCK)
+                    else:
+                        self._send_big(frame)
                     add(seq, frame)
                     seq += 1
                 self._sent = (seq - 1, item.state)
@@ -377,11 +385,25 @@ class Hub:
         self.stats["closed_behind"] += len(behind)
         return True
 
+    def _send_big(self, frame: bytes) -> None:
+        """Publish a tracked frame, or leave it to repairs while subscribers hold too much."""
+        if self.published.room(len(frame)):
+            tracker = self._pub.send(frame, zmq.NOBLOCK, copy=False, track=True)
+            if tracker is not None:
+                self.published.sent(tracker, len(frame))
+
     def _send_to(self, identity: bytes, frame: bytes) -> None:
+        if not self.replies.room(identity, len(frame)):
+            self._complain("reply_dropped", "a client leaves its replies unread; one was dropped")
+            return
         try:
-            self._ctl.send_multipart([identity, frame], zmq.NOBLOCK)
+            tracker = self._ctl.send_multipart([identity, frame], zmq.NOBLOCK, copy=False,
+                                               track=True)
         except zmq.Again:
             self._complain("reply_dropped", "a client's queue is full; a reply was dropped")
+            return
+        if tracker is not None:
+            self.replies.sent(identity, tracker, len(frame))
 
     def _answer(self, identity: bytes, req_id: int, ok: bool, payload: Any) -> None:
         if not self._ctl.closed:
@@ -421,7 +443,7 @@ class Hub:
                 continue
             try:
                 self._dispatch(identity, msg, role, peer)
-            except ProtocolError as exc:
+            except (ProtocolError, Busy) as exc:
                 self._reject(identity, msg.req_id, exc)
             except Exception as exc:
                 log.exception("error handling %s from a client", msg.kind.name)
@@ -554,6 +576,7 @@ class Hub:
             else:
                 answer = live_status(board, clients, self._sent[0], mono)
                 answer["replay"] = self.window.statistics()
+                answer["unread"] = self._unread()
             self._answer(identity, req_id, True, answer)
 
     def _replay(self, identity: bytes, body: dict[str, Any]) -> dict[str, Any]:
@@ -562,6 +585,10 @@ class Hub:
             raise wire_error(ErrorCode.BAD_ARGUMENTS, "replay needs integers 1 <= from <= to")
         if body.get("epoch") != self.epoch:
             raise wire_error(ErrorCode.BAD_ARGUMENTS, "replay of another master incarnation")
+        if self.replies.unread(identity) > REPLAY_SLACK:
+            self.stats["replay_busy"] += 1
+            raise wire_error(ErrorCode.BUSY, "an earlier replay answer to this client is "
+                             "still unread: ask again once it is read")
         part = self.window.slice(first, min(last, self._sent[0]))
         if part.lost:
             self.stats["replay_lost"] += part.lost
@@ -664,6 +691,7 @@ class Hub:
         # announcing a seq still in the outbox would send clients to repair.
         seq, state = self._sent
         self.guard.check()
+        self.replies.sweep()
         self._pub.send(encode(Kind.HEARTBEAT, self.epoch, seq, state, self.heartbeat),
                        zmq.NOBLOCK)
         now = time.monotonic()
@@ -684,7 +712,10 @@ class Hub:
                 "pub": self.pub_endpoints,
                 "ctl": self.ctl_endpoints, "clients": len(self.registry.clients()),
                 "curve": self._curve.statistics() if self._curve is not None else None,
-                "replay": self.window.statistics()}
+                "replay": self.window.statistics(), "unread": self._unread()}
+
+    def _unread(self) -> dict[str, Any]:
+        return {"replies": self.replies.statistics(), "published": self.published.statistics()}
 
 
 def _reply_frame(req_id: int, ok: bool, payload: Any) -> bytes:

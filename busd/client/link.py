@@ -74,6 +74,9 @@ DEFAULT_MASTER_TIMEOUT = 30.0
 FOLLOW_HEARTBEAT = 0.0
 #: A repair request unanswered this long is sent again.
 REPAIR_RETRY = 5.0
+#: A repair the master answered ``busy`` (an earlier answer still on its way) is asked
+#: again after this long.
+BUSY_RETRY = 0.05
 HELLO_ID = 1
 #: The request id of the link's own state checks after a loss.
 SNAPSHOT_ID = 2
@@ -644,6 +647,11 @@ class Link:
         if self._repair is None:
             return
         last = self._repair.last
+        if not msg.items[1] and _code(msg.items[2]) == "busy":
+            # Not a loss: the master still holds our last answer. Ask again shortly.
+            self.stats["repair_busy"] += 1
+            self._repair.asked = time.monotonic() - REPAIR_RETRY + BUSY_RETRY
+            return
         try:
             part = reply_result(msg)
             if part.get("epoch") != self.epoch:
@@ -743,3 +751,8 @@ class Link:
         """Counters: received, gaps, repaired, missed, resyncs, new epochs, bad messages."""
         return {"epoch": self.epoch, "seq": self.seq, "client_id": self.client_id,
                 "received": self.received, "held": len(self._held), **dict(self.stats)}
+
+
+def _code(error: Any) -> Any:
+    """The ``code`` of an error map from the wire (None if it is not one)."""
+    return error.get("code") if isinstance(error, dict) else None

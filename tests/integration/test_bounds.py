@@ -1,0 +1,149 @@
+"""The master's resource bounds, attacked and fault-injected on real processes.
+
+Each test makes the master hold what a peer does not take, or run out of
+file descriptors, and checks the documented bound (docs/GUIDE.md, "Resource
+bounds"): its memory grows by less than the bound, it stays up and answers,
+and the clients it could not serve are told so (``busy``) or repaired with an
+exact loss count.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+import zmq
+
+from busd.backlog import PEER_BYTES
+from busd.testing import Processes, Sink
+from busd.wire import Kind, decode, encode
+
+MIB = 1 << 20
+
+#: A master in a process of its own, publishing on demand: each line "N SIZE" read
+#: from the fifo named by argv[2] publishes N messages of SIZE bytes on "big", then
+#: one on "done".
+MASTER = """
+    import os, sys
+    from busd.master import MasterBus
+    from busd.probe import Probe
+
+    probe = Probe()
+    master = MasterBus(runtime_dir=os.environ["BUSD_RUNTIME_DIR"], heartbeat=0.2,
+                       liveness=100, replay_bytes=int(sys.argv[1]))
+    master.start()
+    orders = open(os.open(sys.argv[2], os.O_RDWR))  # O_RDWR: never blocks, never EOF
+    probe.report("master", pid=os.getpid(), epoch=master.epoch)
+    for line in orders:
+        count, size = (int(x) for x in line.split())
+        blob = b"x" * size
+        for i in range(count):
+            master.publish("big", i, blob)
+        master.publish("done", count)
+        probe.report("published", count=count)
+    master.close()
+"""
+
+#: A client counting what it gets on "big"; on "done" it reports that, and its losses.
+WORKER = """
+    import busd.client
+    from busd.probe import Probe
+
+    probe = Probe()
+    bus = busd.client.connect(master_timeout=60)
+    got = []
+    bus.subscribe("big", lambda i, blob: got.append(i))
+
+    def done(count):
+        link = bus.statistics()["link"]
+        probe.report("done", count=count, got=got, missed=link.get("missed", 0),
+                     state=bus.state.name)
+
+    bus.subscribe("done", done)
+    probe.report("joined", state=bus.state.name)
+    bus.block()
+"""
+
+
+def rss(pid: int) -> int:
+    """Resident bytes of process ``pid``."""
+    return int(psutil.Process(pid).memory_info().rss)
+
+
+@pytest.fixture
+def dealers(busd_dir: Path) -> Iterator[Callable[..., zmq.Socket[Any]]]:
+    """Makes raw DEALERs on the master's ctl socket; ``reads=False``: one that takes nothing."""
+    context: zmq.Context[Any] = zmq.Context()
+    made: list[zmq.Socket[Any]] = []
+
+    def make(reads: bool = True) -> zmq.Socket[Any]:
+        sock = context.socket(zmq.DEALER)
+        made.append(sock)
+        sock.setsockopt(zmq.LINGER, 0)
+        if not reads:
+            # libzmq would otherwise read replies into our own queue for us.
+            sock.setsockopt(zmq.RCVHWM, 1)
+            sock.setsockopt(zmq.RCVBUF, 4096)
+        sock.connect(f"ipc://{busd_dir}/ctl.sock")
+        return sock
+
+    try:
+        yield make
+    finally:
+        for sock in made:
+            sock.close(linger=0)
+        context.term()
+
+
+def ask(sock: zmq.Socket[Any], req_id: int, cmd: str, timeout: float = 5.0,
+        **args: Any) -> tuple[Any, float]:
+    """Send a request and return (its reply's items, seconds it took)."""
+    started = time.monotonic()
+    sock.send(encode(Kind.REQUEST, req_id, {"cmd": cmd, **args}))
+    assert sock.poll(int(timeout * 1000)), f"no answer to {cmd} in {timeout}s"
+    return decode(sock.recv()).items, time.monotonic() - started
+
+
+def test_unread_replay_answers_do_not_grow_the_master(busd_procs: Processes, busd_sink: Sink,
+                                                      busd_dir: Path,
+                                                      dealers: Callable[..., Any]) -> None:
+    """A full-key peer asks for 300 huge replays and reads none: the master barely grows."""
+    with start_master(busd_procs, busd_sink, busd_dir, 64 * MIB) as (info, orders):
+        orders.write("60 250000\n")
+        busd_sink.expect("published", timeout=30)
+        attack_with_replays(dealers, info)
+
+
+def attack_with_replays(dealers: Callable[..., Any], info: dict[str, Any]) -> None:
+    attacker = dealers(reads=False)
+    before = rss(info["pid"])
+    for i in range(300):
+        attacker.send(encode(Kind.REQUEST, 10 + i, {"cmd": "replay", "epoch": info["epoch"],
+                                                    "from": 3, "to": 2**62}))
+    status = dealers()
+    # Once a status after the asks is answered, the hub has read them all.
+    (_, ok, answer), took = ask(status, 1, "status")
+    assert ok
+    assert took < 1.0, f"status took {took:.2f}s under the attack"
+    grew = rss(info["pid"]) - before
+    assert grew < 4 * PEER_BYTES + 8 * MIB, f"the master grew by {grew / MIB:.1f} MiB"
+    assert answer["unread"]["replies"]["bytes"] <= PEER_BYTES
+
+
+@contextlib.contextmanager
+def start_master(procs: Processes, sink: Sink, directory: Path,
+                 window: int) -> Iterator[tuple[dict[str, Any], Any]]:
+    """Start the MASTER script; give its report and the fifo that orders publishes."""
+    fifo = directory / "orders"
+    os.mkfifo(fifo, 0o600)
+    procs.python(MASTER, str(window), str(fifo), name="master")
+    info = sink.expect("master", timeout=15)
+    # The master has the fifo open by now: opening it cannot block.
+    with open(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK), "w", buffering=1) as orders:
+        yield info, orders
