@@ -26,6 +26,7 @@ replies are bounded too.  Only the hub thread uses these objects.
 from __future__ import annotations
 
 import collections
+import ctypes
 from typing import Protocol
 
 #: The most reply bytes one ROUTER peer may leave unread before replies to it are dropped.
@@ -131,3 +132,25 @@ class Published:
     def statistics(self) -> dict[str, int]:
         """Unread bytes, the bound, and how many big frames went to the window only."""
         return {"bytes": self.unread(), "max_bytes": self.max_bytes, "withheld": self.withheld}
+
+
+#: glibc's mallopt parameter number for the mmap threshold.
+_M_MMAP_THRESHOLD = -3
+#: Allocations this large or larger get their own mapping, returned to the system when freed.
+MMAP_THRESHOLD = 128 << 10
+
+
+def pin_mmap_threshold() -> bool:
+    """Keep glibc's mmap threshold at :data:`MMAP_THRESHOLD`; True if it took.
+
+    glibc raises the threshold each time a mapped block is freed, so after the
+    first big frames go, later ones come from the heap and, once freed, stay
+    in the process (a master that held 300 MB for a stopped subscriber kept
+    most of it after the subscriber drained).  A fixed threshold stops that:
+    every frame of 128 KiB or more is its own mapping, given back when freed.
+    """
+    try:
+        libc = ctypes.CDLL(None)
+        return bool(libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD))
+    except (OSError, AttributeError):  # not glibc: its allocator decides
+        return False

@@ -37,7 +37,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 import zmq
 
 from busd.auth import NEEDS_FULL_KEY, RefusalLog, Role, is_tcp, peer_role
-from busd.backlog import PUB_BYTES, REPLAY_SLACK, TRACK_MIN, Published, Replies
+from busd.backlog import (
+    PUB_BYTES,
+    REPLAY_SLACK,
+    TRACK_MIN,
+    Published,
+    Replies,
+    pin_mmap_threshold,
+)
 from busd.board import Board, live_status, live_workers
 from busd.endpoints import CTL_HWM, PUB_HWM, Endpoints, Outbox, configure, secure_ipc
 from busd.errors import Busy, ProtocolError
@@ -187,6 +194,7 @@ class Hub:
         #: Unread bytes: of replies, per peer; of big published frames (busd.backlog).
         self.replies = Replies()
         self.published = Published(pub_bytes)
+        pin_mmap_threshold()
         self.heartbeat = heartbeat
         self.liveness = liveness
         #: How often clients answer; they are lost after ``liveness`` of these.

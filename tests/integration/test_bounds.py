@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,7 +21,7 @@ import psutil
 import pytest
 import zmq
 
-from busd.backlog import PEER_BYTES
+from busd.backlog import PEER_BYTES, PUB_BYTES
 from busd.testing import Processes, Sink
 from busd.wire import Kind, decode, encode
 
@@ -62,10 +63,11 @@ WORKER = """
 
     def done(count):
         link = bus.statistics()["link"]
-        probe.report("done", count=count, got=got, missed=link.get("missed", 0),
+        probe.report("done", count=count, got=got, missed=link.get("missed", 0), link=link,
                      state=bus.state.name)
 
     bus.subscribe("done", done)
+    bus.wait(bus.states.STARTED, timeout=10)
     probe.report("joined", state=bus.state.name)
     bus.block()
 """
@@ -147,3 +149,48 @@ def start_master(procs: Processes, sink: Sink, directory: Path,
     # The master has the fifo open by now: opening it cannot block.
     with open(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK), "w", buffering=1) as orders:
         yield info, orders
+
+
+def test_a_stopped_subscriber_costs_the_master_a_bounded_number_of_bytes(
+        busd_procs: Processes, busd_sink: Sink, busd_dir: Path,
+        dealers: Callable[..., Any]) -> None:
+    """300 publishes of 1 MB while a worker is stopped: the master stays under window +
+    bound, and the worker, continued, reports exactly what it lost and mirrors the state."""
+    window = 32 * MIB
+    with start_master(busd_procs, busd_sink, busd_dir, window) as (info, orders):
+        worker = busd_procs.python(WORKER, name="worker")
+        assert busd_sink.expect("joined", timeout=15)["state"] == "STARTED"
+        before = rss(info["pid"])
+        os.kill(worker.pid, signal.SIGSTOP)
+        try:
+            orders.write("300 1000000\n")
+            busd_sink.expect("published", timeout=60)
+            # A snapshot is answered once the hub has sent all that was handed to it.
+            (_, ok, _), _ = ask(dealers(), 1, "snapshot")
+            assert ok
+            grew = rss(info["pid"]) - before
+        finally:
+            os.kill(worker.pid, signal.SIGCONT)
+        bound = window + PUB_BYTES + 16 * MIB
+        assert grew < bound, f"the master grew by {grew / MIB:.0f} MiB (bound {bound / MIB:.0f})"
+        done = busd_sink.expect("done", timeout=30)
+        kept = rss(info["pid"]) - before
+        assert kept < bound, f"after the worker drained the master kept {kept / MIB:.0f} MiB"
+        print(f"grew {grew / MIB:.0f} MiB, kept {kept / MIB:.0f} MiB, bound {bound / MIB:.0f}")
+    got, missed = done["got"], done["missed"]
+    assert got == sorted(set(got)), "delivered twice or out of order"
+    assert missed > 0, "nothing was lost: the test did not fill the bound"
+    assert len(got) + missed == 300, (str(done["link"]) +
+        f"got {len(got)} ({_ranges(got)}), reported {missed} lost: not exact")
+    assert done["state"] == "STARTED"
+
+
+def _ranges(numbers: list[int]) -> str:
+    """``0-4, 9-12``: runs of consecutive numbers."""
+    runs: list[list[int]] = []
+    for n in numbers:
+        if runs and n == runs[-1][1] + 1:
+            runs[-1][1] = n
+        else:
+            runs.append([n, n])
+    return ", ".join(f"{a}-{b}" for a, b in runs)
