@@ -20,10 +20,16 @@ worker just spawned has not connected yet), plus the new workers, plus
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import resource
+import socket
 from dataclasses import dataclass
+from typing import Any
+
+import zmq
+from zmq.utils.monitor import parse_monitor_message
 
 from busd.errors import BusError
 
@@ -121,4 +127,95 @@ class FdBudget:
                 "reserve": self.reserve, "refused": self.refused}
 
 
-__all__ = ["FdBudget", "FdBudgetExceeded", "raise_nofile"]
+#: Descriptors a HELLO must leave free (fewer than the pool's RESERVE, so a worker the
+#: pool's budget let start is admitted): busctl's connections, status reads, spawns.
+HELLO_RESERVE = 8
+#: Descriptors kept free at all times: a connection accepted past this is cut at once.
+ACCEPT_RESERVE = 4
+
+
+class FdGate:
+    """The hub's side of the budget: admits clients at HELLO and cuts surplus connections.
+
+    libzmq accepts connections on its own thread, before any HELLO, and aborts
+    the process when an ipc accept fails for lack of a descriptor.  So the hub
+    refuses a client's HELLO (``busy``) while fewer than ``hello_reserve``
+    descriptors would remain, and watches every accepted connection (a socket
+    monitor): one accepted while fewer than ``accept_reserve`` remain is shut
+    down at once (libzmq then closes it), so the last descriptors are never
+    taken by a flood of connections that never say HELLO.
+    """
+
+    def __init__(self, hello_reserve: int = HELLO_RESERVE,
+                 accept_reserve: int = ACCEPT_RESERVE) -> None:
+        self.hello_reserve = hello_reserve
+        self.accept_reserve = accept_reserve
+        self.refused = 0
+        self.cut = 0
+
+    def admit(self) -> str | None:
+        """None when one more client fits; else why not (and it is counted)."""
+        opened, limit = open_fds(), soft_limit()
+        if opened + FDS_PER_WORKER + self.hello_reserve <= limit:
+            return None
+        self.refused += 1
+        return (f"the master is at its open-file limit ({opened} of {limit} descriptors "
+                f"open, {FDS_PER_WORKER} per client, {self.hello_reserve} kept free): try "
+                "again later, or raise its limit (ulimit -n, LimitNOFILE=)")
+
+    def accepted(self, fd: int) -> bool:
+        """A connection was accepted on ``fd``: cut it if it ate into the reserve (True)."""
+        if open_fds() + self.accept_reserve <= soft_limit():
+            return False
+        self.cut += 1
+        try:
+            sock = socket.socket(fileno=fd)
+        except OSError:  # already closed (and maybe reused by a non-socket): nothing to cut
+            return True
+        try:
+            sock.shutdown(socket.SHUT_RDWR)  # libzmq sees the end and closes it itself
+        except OSError:
+            pass
+        finally:
+            sock.detach()
+        return True
+
+    def statistics(self) -> dict[str, int]:
+        """Open descriptors, the limit, reserves, HELLOs refused, connections cut."""
+        return {"open": open_fds(), "limit": soft_limit(), "per_client": FDS_PER_WORKER,
+                "hello_reserve": self.hello_reserve, "accept_reserve": self.accept_reserve,
+                "refused": self.refused, "cut": self.cut}
+
+
+class AcceptWatch:
+    """Monitors of the hub's listening sockets: each accepted connection goes to the gate.
+
+    Made (and read, and closed) by the hub's thread only.
+    """
+
+    def __init__(self, sockets: list[zmq.Socket[Any]], gate: FdGate) -> None:
+        self.gate = gate
+        self._watched = sockets
+        self.monitors = [sock.get_monitor_socket(zmq.EVENT_ACCEPTED) for sock in sockets]
+
+    def read(self, monitor: zmq.Socket[Any]) -> None:
+        """Take every event waiting on ``monitor``."""
+        while True:
+            try:
+                frames = monitor.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            event = parse_monitor_message(frames)
+            if event["event"] == zmq.EVENT_ACCEPTED:
+                self.gate.accepted(int(event["value"]))
+
+    def close(self) -> None:
+        """Stop monitoring and close the monitor sockets."""
+        for sock, monitor in zip(self._watched, self.monitors, strict=True):
+            if not sock.closed:
+                with contextlib.suppress(zmq.ZMQError):
+                    sock.disable_monitor()
+            monitor.close(linger=0)
+
+
+__all__ = ["AcceptWatch", "FdBudget", "FdBudgetExceeded", "FdGate", "raise_nofile"]

@@ -48,6 +48,7 @@ from busd.backlog import (
 from busd.board import Board, live_status, live_workers
 from busd.endpoints import CTL_HWM, PUB_HWM, Endpoints, Outbox, configure, secure_ipc
 from busd.errors import Busy, ProtocolError
+from busd.fdbudget import AcceptWatch, FdGate
 from busd.registry import NOT_JOINED, ClientInfo, Registry, bye_reason, hello_fields
 from busd.replay import ReplayWindow
 from busd.rundir import EndpointGuard
@@ -215,6 +216,9 @@ class Hub:
         self._ctl = self._ctx.socket(zmq.ROUTER)
         configure(self._pub, pub_hwm)
         configure(self._ctl, CTL_HWM)
+        #: Clients are admitted while descriptors last; surplus connections are cut.
+        self.fdgate = FdGate()
+        self._accepts = AcceptWatch([self._pub, self._ctl], self.fdgate)
         self.pub_endpoints: list[str] = []
         self.ctl_endpoints: list[str] = []
         #: Locks our ipc endpoints; rebinds them when their files are removed.
@@ -300,8 +304,12 @@ class Hub:
 
     def _run(self) -> None:
         poller = self._poller
-        for item in (self._pub, self._ctl, self.outbox.fileno):
+        for item in (self._pub, self._ctl, self.outbox.fileno, *self._accepts.monitors):
             poller.register(item, zmq.POLLIN)
+        fds = self.fdgate.statistics()
+        log.info("open files: %d of %d; about %d more clients fit (%d descriptors each)",
+                 fds["open"], fds["limit"], max(0, fds["limit"] - fds["open"] - fds[
+                     "hello_reserve"]) // fds["per_client"], fds["per_client"])
         next_beat = time.monotonic()
         try:
             while not self._closing.is_set():
@@ -312,6 +320,9 @@ class Hub:
                 ready = dict(poller.poll(int(wait_ms)))
                 if self.outbox.fileno in ready and self._send_queued():
                     return
+                for monitor in self._accepts.monitors:
+                    if monitor in ready:
+                        self._accepts.read(monitor)
                 if self._ctl in ready:
                     self._read_ctl()
                 if self._pub in ready:
@@ -419,6 +430,7 @@ class Hub:
 
     def _close_sockets(self, linger_ms: int) -> None:
         self._closing.set()
+        self._accepts.close()
         for sock in (self._pub, self._ctl):
             if not sock.closed:
                 sock.close(linger=linger_ms)
@@ -585,6 +597,7 @@ class Hub:
                 answer = live_status(board, clients, self._sent[0], mono)
                 answer["replay"] = self.window.statistics()
                 answer["unread"] = self._unread()
+                answer["fds"] = self.fdgate.statistics()
             self._answer(identity, req_id, True, answer)
 
     def _replay(self, identity: bytes, body: dict[str, Any]) -> dict[str, Any]:
@@ -616,6 +629,11 @@ class Hub:
             raise wire_error(ErrorCode.BAD_ARGUMENTS,
                              "this client said BYE: joining again takes a new token")
         self._departed.pop(identity, None)
+        if self.registry.get(identity) is None:
+            refusal = self.fdgate.admit()
+            if refusal is not None:
+                self.stats["refused_busy"] += 1
+                raise wire_error(ErrorCode.BUSY, f"busy: {refusal}")
         info = self.registry.register(identity, body, joined_seq=NOT_JOINED,
                                       readonly=role is Role.READ_ONLY)
         self.stats["hellos"] += 1
@@ -720,7 +738,8 @@ class Hub:
                 "pub": self.pub_endpoints,
                 "ctl": self.ctl_endpoints, "clients": len(self.registry.clients()),
                 "curve": self._curve.statistics() if self._curve is not None else None,
-                "replay": self.window.statistics(), "unread": self._unread()}
+                "replay": self.window.statistics(), "unread": self._unread(),
+                "fds": self.fdgate.statistics()}
 
     def _unread(self) -> dict[str, Any]:
         return {"replies": self.replies.statistics(), "published": self.published.statistics()}

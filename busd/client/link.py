@@ -46,7 +46,7 @@ from busd.auth import ClientKeys, HandshakeWatch, secure_client, watch_handshake
 from busd.client.complaints import Complaints
 from busd.control import reply_result, request_frame
 from busd.endpoints import CTL_HWM, PUB_HWM, Endpoints, Outbox, configure
-from busd.errors import KeyRefused, MasterLost, ProtocolError
+from busd.errors import Busy, KeyRefused, MasterLost, ProtocolError
 from busd.wire import (
     CLOSING_EVENT,
     HEARTBEAT_INTERVAL,
@@ -192,6 +192,8 @@ class Link:
         self.settled = threading.Event()
         #: Why the master refused the handshake (None while it has not).
         self.refusal: str | None = None
+        #: The error of a refused first HELLO (``busy``: the master is full), if it was.
+        self.refused: Busy | None = None
         self.curve = curve
         self._watch: HandshakeWatch | None = None
         self.lost = threading.Event()
@@ -483,6 +485,13 @@ class Link:
             snap = reply_result(msg)
         except Exception as exc:  # noqa: BLE001 - a refusal, said in one line
             log.error("the master refused this client's HELLO: %s", exc)
+            if isinstance(exc, Busy) and not self.joined.is_set():
+                # A first HELLO refused (the master is full): connect() says so at once.
+                self.refused = exc
+                self.refusal = str(exc)
+                self._hello_pending = False
+                self.settled.set()
+                return
             self._master_lost("the master refused HELLO")
             return
         self._hello_pending = False

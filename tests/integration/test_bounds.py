@@ -10,8 +10,11 @@ exact loss count.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,6 +25,7 @@ import pytest
 import zmq
 
 from busd.backlog import PEER_BYTES, PUB_BYTES
+from busd.client.busctl import main as busctl_main
 from busd.testing import Processes, Sink
 from busd.wire import Kind, decode, encode
 
@@ -194,3 +198,66 @@ def _ranges(numbers: list[int]) -> str:
         else:
             runs.append([n, n])
     return ", ".join(f"{a}-{b}" for a, b in runs)
+
+
+#: A client that joins and stays, or is refused (and says so in the one line busd logs).
+CLIENT = """
+    import sys
+    import busd.client
+    from busd.errors import Busy
+    from busd.probe import Probe
+
+    with Probe() as probe:
+        try:
+            bus = busd.client.connect(timeout=10)
+        except Busy as exc:
+            probe.report("refused", text=str(exc))
+            sys.exit(1)
+        probe.report("joined")
+    bus.block()
+"""
+
+
+def test_past_the_open_file_limit_clients_are_refused_busy_and_the_master_lives(
+        busd_procs: Processes, busd_sink: Sink, busd_dir: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """busd at 64 descriptors: clients join until one is refused ``busy`` (one line); the
+    master stays up, its workers keep working, and status counts the refusals."""
+    master = busd_procs.spawn(["prlimit", "--nofile=64:64", sys.executable, "-m", "busd",
+                               "--runtime-dir", str(busd_dir), "-w", "2",
+                               "tests.integration.targets:main"], name="busd")
+    busd_sink.collect("spawned", 2, timeout=20)
+    joined = 0
+    refused: list[subprocess.Popen[bytes]] = []
+    for _ in range(40):
+        client = busd_procs.python(CLIENT, name="client")
+        report = busd_sink.get("joined", 15) if not refused else None
+        if report is None:
+            refused.append(client)
+            busd_sink.expect("refused", timeout=15)
+            if len(refused) == 3:
+                break
+        else:
+            joined += 1
+        assert master.poll() is None, f"busd died: {Processes.output(master)[-2000:]}"
+    assert joined > 0, "no client fits: the test shows nothing"
+    assert len(refused) == 3, f"{joined} joined and none was refused"
+
+    for client in refused:
+        assert client.wait(15) == 1
+        lines = Processes.output(client).splitlines()
+        assert len(lines) == 1, lines
+        assert "busy" in lines[0], lines
+    assert busctl(busd_dir, "graceful") == 0
+    assert {r["worker"] for r in busd_sink.collect("graceful", 2)} == {0, 1}
+    capsys.readouterr()
+    assert busctl(busd_dir, "--json", "status") == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["fds"]["refused"] >= 3
+    assert status["fds"]["limit"] == 64
+    assert master.poll() is None
+
+
+def busctl(directory: Path, *args: str) -> int:
+    """Run busctl in this process against the master in ``directory``."""
+    return busctl_main(["--runtime-dir", str(directory), "--timeout", "10", *args])
