@@ -27,7 +27,9 @@ from __future__ import annotations
 
 import collections
 import ctypes
-from typing import Protocol
+from typing import Any, Protocol
+
+import zmq
 
 #: The most reply bytes one ROUTER peer may leave unread before replies to it are dropped.
 PEER_BYTES = 2 << 20
@@ -84,6 +86,19 @@ class Replies:
             (tracker, size + ENTRY_OVERHEAD))
         self._bytes[identity] = self._bytes.get(identity, 0) + size + ENTRY_OVERHEAD
 
+    def send(self, sock: zmq.Socket[Any], identity: bytes, frame: bytes) -> bool:
+        """Send a reply on the ROUTER ``sock``, tracked; False if it was dropped."""
+        if not self.room(identity, len(frame)):
+            return False
+        try:
+            tracker = sock.send_multipart([identity, frame], zmq.NOBLOCK, copy=False,
+                                          track=True)
+        except zmq.Again:  # its queue is full (count high-water mark)
+            return False
+        if tracker is not None:
+            self.sent(identity, tracker, len(frame))
+        return True
+
     def sweep(self) -> None:
         """Forget peers whose replies have all been taken (or whose connection closed)."""
         for identity in list(self._peers):
@@ -123,6 +138,13 @@ class Published:
             return True
         self.withheld += 1
         return False
+
+    def send(self, sock: zmq.Socket[Any], frame: bytes) -> None:
+        """Publish a frame on ``sock``, tracked, or leave it to repairs (withheld)."""
+        if self.room(len(frame)):
+            tracker = sock.send(frame, zmq.NOBLOCK, copy=False, track=True)
+            if tracker is not None:
+                self.sent(tracker, len(frame))
 
     def sent(self, tracker: Tracker, size: int) -> None:
         """Count a frame handed to libzmq."""

@@ -206,6 +206,13 @@ class FdGate:
             sock.detach()
         return True
 
+    def describe(self) -> str:
+        """The budget in one line, for the log at start."""
+        fds = self.statistics()
+        fit = max(0, fds["limit"] - fds["open"] - fds["hello_reserve"]) // FDS_PER_WORKER
+        return (f"open files: {fds['open']} of {fds['limit']}; about {fit} more clients fit "
+                f"({FDS_PER_WORKER} descriptors each)")
+
     def statistics(self) -> dict[str, int]:
         """Open descriptors, the limit, reserves, HELLOs refused, connections cut."""
         limit = soft_limit()

@@ -26,7 +26,6 @@ slow listener or a spawn runs.
 from __future__ import annotations
 
 import collections
-import contextlib
 import logging
 import os
 import threading
@@ -49,6 +48,7 @@ from busd.board import Board, live_status, live_workers
 from busd.endpoints import CTL_HWM, PUB_HWM, Endpoints, Outbox, configure, secure_ipc
 from busd.errors import Busy, ProtocolError
 from busd.fdbudget import AcceptWatch, FdGate
+from busd.pidwatch import PidWatch
 from busd.registry import NOT_JOINED, ClientInfo, Registry, bye_reason, hello_fields
 from busd.replay import ReplayWindow
 from busd.rundir import EndpointGuard
@@ -228,9 +228,9 @@ class Hub:
         self._joined_tokens: collections.OrderedDict[bytes, None] = collections.OrderedDict()
         # Identities and tokens of clients that said BYE: never registered again.
         self._departed: collections.OrderedDict[bytes, None] = collections.OrderedDict()
-        self._pidfds: dict[int, bytes] = {}
         self._ended: list[tuple[float, bytes]] = []
         self._poller = zmq.Poller()
+        self._pids = PidWatch(self._poller, self.pid, self.pidns)
         self._closing = threading.Event()
         self._drain: _Drain | None = None
         self._thread = threading.Thread(target=self._run, name="busd-hub", daemon=True)
@@ -306,10 +306,7 @@ class Hub:
         poller = self._poller
         for item in (self._pub, self._ctl, self.outbox.fileno, *self._accepts.monitors):
             poller.register(item, zmq.POLLIN)
-        fds = self.fdgate.statistics()
-        log.info("open files: %d of %d; about %d more clients fit (%d descriptors each)",
-                 fds["open"], fds["limit"], max(0, fds["limit"] - fds["open"] - fds[
-                     "hello_reserve"]) // fds["per_client"], fds["per_client"])
+        log.info("%s", self.fdgate.describe())
         next_beat = time.monotonic()
         try:
             while not self._closing.is_set():
@@ -327,8 +324,9 @@ class Hub:
                     self._read_ctl()
                 if self._pub in ready:
                     self._read_subscriptions()
-                for fd in [fd for fd in self._pidfds if fd in ready]:
-                    self._process_ended(fd)
+                for identity in self._pids.ended(ready):
+                    self.stats["processes_ended"] += 1
+                    self._ended.append((time.monotonic() + ENDED_GRACE, identity))
                 if self._board_waiters:
                     self._answer_board_waiters(time.monotonic())
                 if self._ended:
@@ -358,7 +356,7 @@ class Hub:
                     if len(frame) < TRACK_MIN:
                         send(frame, zmq.NOBLOCK)
                     else:
-                        self._send_big(frame)
+                        self.published.send(self._pub, frame)
                     add(seq, frame)
                     seq += 1
                 self._sent = (seq - 1, item.state)
@@ -404,25 +402,10 @@ class Hub:
         self.stats["closed_behind"] += len(behind)
         return True
 
-    def _send_big(self, frame: bytes) -> None:
-        """Publish a tracked frame, or leave it to repairs while subscribers hold too much."""
-        if self.published.room(len(frame)):
-            tracker = self._pub.send(frame, zmq.NOBLOCK, copy=False, track=True)
-            if tracker is not None:
-                self.published.sent(tracker, len(frame))
-
     def _send_to(self, identity: bytes, frame: bytes) -> None:
-        if not self.replies.room(identity, len(frame)):
-            self._complain("reply_dropped", "a client leaves its replies unread; one was dropped")
-            return
-        try:
-            tracker = self._ctl.send_multipart([identity, frame], zmq.NOBLOCK, copy=False,
-                                               track=True)
-        except zmq.Again:
-            self._complain("reply_dropped", "a client's queue is full; a reply was dropped")
-            return
-        if tracker is not None:
-            self.replies.sent(identity, tracker, len(frame))
+        if not self.replies.send(self._ctl, identity, frame):
+            self._complain("reply_dropped", "a client leaves its replies unread (or its queue "
+                           "is full); one was dropped")
 
     def _answer(self, identity: bytes, req_id: int, ok: bool, payload: Any) -> None:
         if not self._ctl.closed:
@@ -439,8 +422,7 @@ class Hub:
         if self._own_context and not self._ctx.closed:
             self._ctx.term()
         self.guard.close()
-        for fd in list(self._pidfds):
-            self._forget_pidfd(fd)
+        self._pids.close()
         self.outbox.close()
 
     def _read_ctl(self) -> None:
@@ -522,9 +504,7 @@ class Hub:
             self._client_gone(identity, "client_left", bye_reason(body))
 
     def _client_gone(self, identity: bytes, event: str, reason: str) -> None:
-        for fd, who in list(self._pidfds.items()):
-            if who == identity:
-                self._forget_pidfd(fd)
+        self._pids.forget_client(identity)
         info = self.registry.remove(identity)
         if info is not None:
             self.owner.post(ClientChange(event, {**info.as_dict(), "reason": reason}))
@@ -637,39 +617,12 @@ class Hub:
         info = self.registry.register(identity, body, joined_seq=NOT_JOINED,
                                       readonly=role is Role.READ_ONLY)
         self.stats["hellos"] += 1
-        self._watch_pid(identity, body)
+        self._pids.watch(identity, body)
         if wants_sub and token not in self._joined_tokens:
             assert isinstance(token, bytes)
             self._pending_hello[token] = (identity, req_id, time.monotonic())
             return
         self._welcome(identity, req_id, info)
-
-    def _watch_pid(self, identity: bytes, body: dict[str, Any]) -> None:
-        """Watch a client's process through a pidfd when it shares our pid namespace."""
-        pid = body.get("pid")
-        if (type(pid) is not int or pid <= 0 or not self.pidns
-                or body.get("pidns") != self.pidns
-                or identity in self._pidfds.values() or pid == self.pid):
-            return
-        try:
-            fd = os.pidfd_open(pid)
-        except OSError:  # already gone: it will not answer heartbeats either
-            return
-        self._pidfds[fd] = identity
-        self._poller.register(fd, zmq.POLLIN)
-
-    def _forget_pidfd(self, fd: int) -> None:
-        self._pidfds.pop(fd, None)
-        with contextlib.suppress(KeyError, ValueError):
-            self._poller.unregister(fd)
-        os.close(fd)
-
-    def _process_ended(self, fd: int) -> None:
-        identity = self._pidfds.get(fd)
-        self._forget_pidfd(fd)
-        if identity is not None:
-            self.stats["processes_ended"] += 1
-            self._ended.append((time.monotonic() + ENDED_GRACE, identity))
 
     def _drop_ended(self, now: float) -> None:
         due = [e for e in self._ended if e[0] <= now]
