@@ -74,6 +74,10 @@ class Forbidden(BusError):
     """The master refused a request that this client's key is not allowed to make."""
 
 
+class Busy(BusError):
+    """The master is at a resource bound (open files, unread replies): try again later."""
+
+
 class KeyRefused(NoMaster):
     """The master refused this client's CURVE handshake (its key, or no key)."""
 

@@ -26,7 +26,6 @@ slow listener or a spawn runs.
 from __future__ import annotations
 
 import collections
-import contextlib
 import logging
 import os
 import threading
@@ -37,10 +36,20 @@ from typing import TYPE_CHECKING, Any, Protocol
 import zmq
 
 from busd.auth import NEEDS_FULL_KEY, RefusalLog, Role, is_tcp, peer_role
+from busd.backlog import (
+    PUB_BYTES,
+    REPLAY_SLACK,
+    TRACK_MIN,
+    Published,
+    Replies,
+    pin_mmap_threshold,
+)
 from busd.board import Board, live_status, live_workers
 from busd.endpoints import CTL_HWM, PUB_HWM, Endpoints, Outbox, configure, secure_ipc
-from busd.errors import ProtocolError
+from busd.errors import Busy, ProtocolError
+from busd.fdbudget import AcceptWatch, FdGate
 from busd.hosts import HOST_ROLE
+from busd.pidwatch import PidWatch
 from busd.registry import NOT_JOINED, ClientInfo, Registry, bye_reason, hello_fields
 from busd.replay import ReplayWindow
 from busd.rundir import EndpointGuard
@@ -176,13 +185,18 @@ class Hub:
     def __init__(self, owner: HubOwner, endpoints: list[Endpoints], heartbeat: float,
                  liveness: int, context: zmq.Context[Any] | None = None,
                  pong_interval: float | None = None, pub_hwm: int = PUB_HWM,
-                 window: ReplayWindow | None = None, curve: CurveServer | None = None) -> None:
+                 pub_bytes: int = PUB_BYTES, window: ReplayWindow | None = None,
+                 curve: CurveServer | None = None) -> None:
         self.owner = owner
         self.epoch = owner.epoch
         self.pid = os.getpid()
         self.pidns = pid_namespace()
         self.registry = Registry()
         self.window = window or ReplayWindow()
+        #: Unread bytes: of replies, per peer; of big published frames (busd.backlog).
+        self.replies = Replies()
+        self.published = Published(pub_bytes)
+        pin_mmap_threshold()
         self.heartbeat = heartbeat
         self.liveness = liveness
         #: How often clients answer; they are lost after ``liveness`` of these.
@@ -203,6 +217,9 @@ class Hub:
         self._ctl = self._ctx.socket(zmq.ROUTER)
         configure(self._pub, pub_hwm)
         configure(self._ctl, CTL_HWM)
+        #: Clients are admitted while descriptors last; surplus connections are cut.
+        self.fdgate = FdGate()
+        self._accepts = AcceptWatch([self._pub, self._ctl], self.fdgate)
         self.pub_endpoints: list[str] = []
         self.ctl_endpoints: list[str] = []
         #: Locks our ipc endpoints; rebinds them when their files are removed.
@@ -212,9 +229,9 @@ class Hub:
         self._joined_tokens: collections.OrderedDict[bytes, None] = collections.OrderedDict()
         # Identities and tokens of clients that said BYE: never registered again.
         self._departed: collections.OrderedDict[bytes, None] = collections.OrderedDict()
-        self._pidfds: dict[int, bytes] = {}
         self._ended: list[tuple[float, bytes]] = []
         self._poller = zmq.Poller()
+        self._pids = PidWatch(self._poller, self.pid, self.pidns)
         self._closing = threading.Event()
         self._drain: _Drain | None = None
         self._thread = threading.Thread(target=self._run, name="busd-hub", daemon=True)
@@ -288,8 +305,9 @@ class Hub:
 
     def _run(self) -> None:
         poller = self._poller
-        for item in (self._pub, self._ctl, self.outbox.fileno):
+        for item in (self._pub, self._ctl, self.outbox.fileno, *self._accepts.monitors):
             poller.register(item, zmq.POLLIN)
+        log.info("%s", self.fdgate.describe())
         next_beat = time.monotonic()
         try:
             while not self._closing.is_set():
@@ -300,12 +318,16 @@ class Hub:
                 ready = dict(poller.poll(int(wait_ms)))
                 if self.outbox.fileno in ready and self._send_queued():
                     return
+                for monitor in self._accepts.monitors:
+                    if monitor in ready:
+                        self._accepts.read(monitor)
                 if self._ctl in ready:
                     self._read_ctl()
                 if self._pub in ready:
                     self._read_subscriptions()
-                for fd in [fd for fd in self._pidfds if fd in ready]:
-                    self._process_ended(fd)
+                for identity in self._pids.ended(ready):
+                    self.stats["processes_ended"] += 1
+                    self._ended.append((time.monotonic() + ENDED_GRACE, identity))
                 if self._board_waiters:
                     self._answer_board_waiters(time.monotonic())
                 if self._ended:
@@ -332,7 +354,10 @@ class Hub:
                     continue
                 seq = item.first
                 for frame in item.frames:
-                    send(frame, zmq.NOBLOCK)
+                    if len(frame) < TRACK_MIN:
+                        send(frame, zmq.NOBLOCK)
+                    else:
+                        self.published.send(self._pub, frame)
                     add(seq, frame)
                     seq += 1
                 self._sent = (seq - 1, item.state)
@@ -379,10 +404,9 @@ class Hub:
         return True
 
     def _send_to(self, identity: bytes, frame: bytes) -> None:
-        try:
-            self._ctl.send_multipart([identity, frame], zmq.NOBLOCK)
-        except zmq.Again:
-            self._complain("reply_dropped", "a client's queue is full; a reply was dropped")
+        if not self.replies.send(self._ctl, identity, frame):
+            self._complain("reply_dropped", "a client leaves its replies unread (or its queue "
+                           "is full); one was dropped")
 
     def _answer(self, identity: bytes, req_id: int, ok: bool, payload: Any) -> None:
         if not self._ctl.closed:
@@ -390,6 +414,7 @@ class Hub:
 
     def _close_sockets(self, linger_ms: int) -> None:
         self._closing.set()
+        self._accepts.close()
         for sock in (self._pub, self._ctl):
             if not sock.closed:
                 sock.close(linger=linger_ms)
@@ -398,8 +423,7 @@ class Hub:
         if self._own_context and not self._ctx.closed:
             self._ctx.term()
         self.guard.close()
-        for fd in list(self._pidfds):
-            self._forget_pidfd(fd)
+        self._pids.close()
         self.outbox.close()
 
     def _read_ctl(self) -> None:
@@ -422,7 +446,7 @@ class Hub:
                 continue
             try:
                 self._dispatch(identity, msg, role, peer)
-            except ProtocolError as exc:
+            except (ProtocolError, Busy) as exc:
                 self._reject(identity, msg.req_id, exc)
             except Exception as exc:
                 log.exception("error handling %s from a client", msg.kind.name)
@@ -481,9 +505,7 @@ class Hub:
             self._client_gone(identity, "client_left", bye_reason(body))
 
     def _client_gone(self, identity: bytes, event: str, reason: str) -> None:
-        for fd, who in list(self._pidfds.items()):
-            if who == identity:
-                self._forget_pidfd(fd)
+        self._pids.forget_client(identity)
         info = self.registry.remove(identity)
         if info is not None:
             self.owner.post(ClientChange(event, {**info.as_dict(), "reason": reason}))
@@ -555,6 +577,8 @@ class Hub:
             else:
                 answer = live_status(board, clients, self._sent[0], mono)
                 answer["replay"] = self.window.statistics()
+                answer["unread"] = self._unread()
+                answer["fds"] = self.fdgate.statistics()
             self._answer(identity, req_id, True, answer)
 
     def _replay(self, identity: bytes, body: dict[str, Any]) -> dict[str, Any]:
@@ -563,6 +587,10 @@ class Hub:
             raise wire_error(ErrorCode.BAD_ARGUMENTS, "replay needs integers 1 <= from <= to")
         if body.get("epoch") != self.epoch:
             raise wire_error(ErrorCode.BAD_ARGUMENTS, "replay of another master incarnation")
+        if self.replies.unread(identity) > REPLAY_SLACK:
+            self.stats["replay_busy"] += 1
+            raise wire_error(ErrorCode.BUSY, "an earlier replay answer to this client is "
+                             "still unread: ask again once it is read")
         part = self.window.slice(first, min(last, self._sent[0]))
         if part.lost:
             self.stats["replay_lost"] += part.lost
@@ -582,48 +610,24 @@ class Hub:
             raise wire_error(ErrorCode.BAD_ARGUMENTS,
                              "this client said BYE: joining again takes a new token")
         self._departed.pop(identity, None)
+        if self.registry.get(identity) is None:
+            refusal = self.fdgate.admit()
+            if refusal is not None:
+                self.stats["refused_busy"] += 1
+                raise wire_error(ErrorCode.BUSY, f"busy: {refusal}")
         info = self.registry.register(identity, body, joined_seq=NOT_JOINED,
                                       readonly=role is Role.READ_ONLY)
         self.stats["hellos"] += 1
-        self._watch_pid(identity, body)
+        if self._pids.watch(identity, body):
+            # Gone before its HELLO was read (a worker killed just after its
+            # spawn): removed now, never kept until the liveness timeout.
+            self.stats["processes_ended"] += 1
+            self._ended.append((time.monotonic(), identity))
         if wants_sub and token not in self._joined_tokens:
             assert isinstance(token, bytes)
             self._pending_hello[token] = (identity, req_id, time.monotonic())
             return
         self._welcome(identity, req_id, info)
-
-    def _watch_pid(self, identity: bytes, body: dict[str, Any]) -> None:
-        """Watch a client's process through a pidfd when it shares our pid namespace."""
-        pid = body.get("pid")
-        if (type(pid) is not int or pid <= 0 or not self.pidns
-                or body.get("pidns") != self.pidns
-                or identity in self._pidfds.values() or pid == self.pid):
-            return
-        try:
-            fd = os.pidfd_open(pid)
-        except ProcessLookupError:
-            # Gone before its HELLO was read (a worker killed just after its
-            # spawn): removed now, never kept until the liveness timeout.
-            self.stats["processes_ended"] += 1
-            self._ended.append((time.monotonic(), identity))
-            return
-        except OSError:  # no pidfds here (EMFILE, ENOSYS): heartbeats alone tell
-            return
-        self._pidfds[fd] = identity
-        self._poller.register(fd, zmq.POLLIN)
-
-    def _forget_pidfd(self, fd: int) -> None:
-        self._pidfds.pop(fd, None)
-        with contextlib.suppress(KeyError, ValueError):
-            self._poller.unregister(fd)
-        os.close(fd)
-
-    def _process_ended(self, fd: int) -> None:
-        identity = self._pidfds.get(fd)
-        self._forget_pidfd(fd)
-        if identity is not None:
-            self.stats["processes_ended"] += 1
-            self._ended.append((time.monotonic() + ENDED_GRACE, identity))
 
     def _drop_ended(self, now: float) -> None:
         due = [e for e in self._ended if e[0] <= now]
@@ -671,6 +675,7 @@ class Hub:
         # announcing a seq still in the outbox would send clients to repair.
         seq, state = self._sent
         self.guard.check()
+        self.replies.sweep()
         self._pub.send(encode(Kind.HEARTBEAT, self.epoch, seq, state, self.heartbeat),
                        zmq.NOBLOCK)
         now = time.monotonic()
@@ -694,7 +699,11 @@ class Hub:
                 "pub": self.pub_endpoints,
                 "ctl": self.ctl_endpoints, "clients": len(self.registry.clients()),
                 "curve": self._curve.statistics() if self._curve is not None else None,
-                "replay": self.window.statistics()}
+                "replay": self.window.statistics(), "unread": self._unread(),
+                "fds": self.fdgate.statistics()}
+
+    def _unread(self) -> dict[str, Any]:
+        return {"replies": self.replies.statistics(), "published": self.published.statistics()}
 
 
 def _reply_frame(req_id: int, ok: bool, payload: Any) -> bytes:

@@ -95,7 +95,9 @@ class ReplayWindow:
         """The frames ``first..last`` still held, up to ``limit`` bytes of them."""
         last = min(last, self.newest)
         lost = max(0, min(last + 1, self._first) - first)
-        start = max(first, self._first)
+        # A range wholly older than the window: nothing held, and the next seq is last + 1
+        # (not the window's oldest, which would skip messages nobody counted).
+        start = min(max(first, self._first), last + 1)
         frames: list[bytes] = []
         size = 0
         offset = self._head - self._first

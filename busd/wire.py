@@ -37,6 +37,7 @@ import msgpack
 
 from busd.errors import (
     BusError,
+    Busy,
     ChannelFailures,
     Forbidden,
     IllegalTransition,
@@ -121,6 +122,7 @@ class ErrorCode(str, enum.Enum):
     TIMEOUT = "timeout"
     NO_MASTER = "no_master"
     FORBIDDEN = "forbidden"
+    BUSY = "busy"
     INTERNAL = "internal"
 
 
@@ -283,6 +285,7 @@ _CODE_CLASSES: dict[ErrorCode, type[BusError]] = {
     ErrorCode.TIMEOUT: WaitTimeout,
     ErrorCode.NO_MASTER: NoMaster,
     ErrorCode.FORBIDDEN: Forbidden,
+    ErrorCode.BUSY: Busy,
     ErrorCode.INTERNAL: RemoteError,
 }
 

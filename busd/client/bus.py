@@ -112,6 +112,8 @@ class ClientBus(Bus):
         self.link.start()
         if not self.link.settled.wait(limit) or not self.link.joined.is_set():
             self.close()
+            if self.link.refused is not None:
+                raise self.link.refused
             if self.link.refusal is not None:
                 raise KeyRefused(self.link.refusal)
             raise NoMaster(f"no busd answered at {self.endpoints.ctl} within {limit:g}s")

@@ -46,7 +46,7 @@ from busd.auth import ClientKeys, HandshakeWatch, secure_client, watch_handshake
 from busd.client.complaints import Complaints
 from busd.control import reply_result, request_frame
 from busd.endpoints import CTL_HWM, PUB_HWM, Endpoints, Outbox, configure
-from busd.errors import KeyRefused, MasterLost, ProtocolError
+from busd.errors import Busy, KeyRefused, MasterLost, ProtocolError
 from busd.wire import (
     CLOSING_EVENT,
     HEARTBEAT_INTERVAL,
@@ -76,6 +76,9 @@ DEFAULT_MASTER_TIMEOUT = 30.0
 FOLLOW_HEARTBEAT = 0.0
 #: A repair request unanswered this long is sent again.
 REPAIR_RETRY = 5.0
+#: A repair the master answered ``busy`` (an earlier answer still on its way) is asked
+#: again after this long.
+BUSY_RETRY = 0.05
 HELLO_ID = 1
 #: The request id of the link's own state checks after a loss.
 SNAPSHOT_ID = 2
@@ -193,6 +196,8 @@ class Link:
         self.settled = threading.Event()
         #: Why the master refused the handshake (None while it has not).
         self.refusal: str | None = None
+        #: The error of a refused first HELLO (``busy``: the master is full), if it was.
+        self.refused: Busy | None = None
         self.curve = curve
         self._watch: HandshakeWatch | None = None
         self.lost = threading.Event()
@@ -494,6 +499,13 @@ class Link:
         except Exception as exc:  # noqa: BLE001 - a refusal, said in one line
             log.error("the master refused this client's HELLO: %s", exc)
             self._refused = True
+            if isinstance(exc, Busy) and not self.joined.is_set():
+                # A first HELLO refused (the master is full): connect() says so at once.
+                self.refused = exc
+                self.refusal = str(exc)
+                self._hello_pending = False
+                self.settled.set()
+                return
             self._master_lost("the master refused HELLO")
             return
         self._hello_pending = False
@@ -663,6 +675,11 @@ class Link:
         if self._repair is None:
             return
         last = self._repair.last
+        if not msg.items[1] and _code(msg.items[2]) == "busy":
+            # Not a loss: the master still holds our last answer. Ask again shortly.
+            self.stats["repair_busy"] += 1
+            self._repair.asked = time.monotonic() - REPAIR_RETRY + BUSY_RETRY
+            return
         try:
             part = reply_result(msg)
             if part.get("epoch") != self.epoch:
@@ -780,3 +797,8 @@ class Link:
         """Counters: received, gaps, repaired, missed, resyncs, new epochs, bad messages."""
         return {"epoch": self.epoch, "seq": self.seq, "client_id": self.client_id,
                 "received": self.received, "held": len(self._held), **dict(self.stats)}
+
+
+def _code(error: Any) -> Any:
+    """The ``code`` of an error map from the wire (None if it is not one)."""
+    return error.get("code") if isinstance(error, dict) else None
