@@ -447,7 +447,8 @@ def serve(sock: socket.socket, target: str, preload: bool, master: int,
         if not isinstance(request, dict):
             return 0
         if "status" in request:
-            _reap_children(reaped)
+            # Reaped here before its SIGCHLD was read: what it kept ends now too.
+            strays.forget(_reap_children(reaped))
             _send(sock, {"status": reaped.pop(int(request["status"]), None)})
             continue
         # Each child waits for a byte on `go` before it runs: one this server

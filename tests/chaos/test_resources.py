@@ -27,14 +27,15 @@ pytestmark = pytest.mark.slow
 
 def test_fd_exhaustion_refuses_scale_and_respawn_and_the_pool_keeps_serving(
         busd_procs: Processes, busd_sink: Sink, busd_dir: Path) -> None:
-    # The hard limit is 64 too (sh's ulimit sets both), so busd cannot raise it; 7 workers
-    # fit in it beside the master's own descriptors (sockets, locks, pipes).
+    # The hard limit is 64 too (sh's ulimit sets both), so busd cannot raise it; 6 workers
+    # fit in it beside the master's own descriptors (sockets, locks, pipes, the
+    # accept monitor).
     busd = busd_procs.spawn(["sh", "-c", f"ulimit -n 64 && exec {sys.executable} -m busd "
-                             "--heartbeat 0.2 --log-level WARNING -w 7 --reload respawn "
+                             "--heartbeat 0.2 --log-level WARNING -w 6 --reload respawn "
                              + QUIET], name="busd")
-    busd_sink.collect("start", 7, timeout=60)
+    busd_sink.collect("start", 6, timeout=60)
     with control(busd_dir) as ctl:
-        before = wait_status(ctl, all_started(7), what="7 started workers")
+        before = wait_status(ctl, all_started(6), what="6 started workers")
         pids = [w["pid"] for w in before["workers"]]
 
         scaled = busctl(busd_procs, "scale", "16")
@@ -47,7 +48,7 @@ def test_fd_exhaustion_refuses_scale_and_respawn_and_the_pool_keeps_serving(
         assert "respawn reload refused" in reload.stderr, reload.stderr
 
         assert busd.poll() is None, "the master died"
-        after = wait_status(ctl, all_started(7), what="the same 7 workers")
+        after = wait_status(ctl, all_started(6), what="the same 6 workers")
         assert [w["pid"] for w in after["workers"]] == pids, "the pool changed"
         budget = after["master"]["fd_budget"]
         assert budget["limit"] == 64
@@ -55,9 +56,9 @@ def test_fd_exhaustion_refuses_scale_and_respawn_and_the_pool_keeps_serving(
         assert budget["open"] < 64
         # Still serving: a broadcast acked by every worker, and a scale that fits.
         acks = ctl.request("broadcast", channel="ping", wait=True, timeout=10)["acks"]
-        assert len(acks["acks"]) == 7, acks
-        assert ctl.request("scale", n="-2")["size"] == 5
-        wait_status(ctl, all_started(5), what="5 workers")
+        assert len(acks["acks"]) == 6, acks
+        assert ctl.request("scale", n="-2")["size"] == 4
+        wait_status(ctl, all_started(4), what="4 workers")
         assert exit_busd(ctl, busd) == 0
 
 
