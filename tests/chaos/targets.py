@@ -99,3 +99,14 @@ def starts_a_daemon(bus: ClientBus) -> None:
                               capture_output=True, text=True, check=True, timeout=10)
         daemon.append(int(done.stdout.strip()))
     bus.subscribe("start", lambda: probe.report("start", worker=worker, daemon=daemon))
+
+
+def slow_start(bus: ClientBus) -> None:
+    """An application that takes 2 s to start (its start listener), then stops at once."""
+    probe = Probe()
+
+    def start() -> None:
+        threading.Event().wait(2.0)  # the application's own slow start, not a synchronisation
+        probe.report("start")
+
+    bus.subscribe("start", start)

@@ -176,7 +176,10 @@ def with_pid_gone_ok(pid: int, sig: int) -> None:
 @pytest.mark.parametrize("during", ["graceful", "scale"])
 def test_master_sigkill_during_a_reload_or_scale_leaves_no_process(
         busd_procs: Processes, busd_dir: Path, during: str) -> None:
-    busd = start_busd(busd_procs, "-w", "3", "--reload", "respawn", "busd.examples.hello:main")
+    # New workers take 2 s to start (slow_start): the change stays under way
+    # long enough to be seen, however fast they are spawned.
+    busd = start_busd(busd_procs, "-w", "3", "--reload", "respawn",
+                      "tests.chaos.targets:slow_start")
     commands = Async(default_endpoints(busd_dir).ctl)
     try:
         with control(busd_dir) as ctl:
