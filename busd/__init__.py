@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from busd.errors import (
+from busd.core.errors import (
     AlreadyRunning,
     BusError,
     ChannelFailures,
@@ -24,8 +24,8 @@ from busd.errors import (
 )
 
 if TYPE_CHECKING:
-    from busd.bus import Bus, State, states
-    from busd.master import MasterBus
+    from busd.core.bus import Bus, State, states
+    from busd.master.bus import MasterBus
 
 __all__ = [
     "AlreadyRunning",
@@ -46,8 +46,8 @@ __all__ = [
 __version__ = "0.1.0"
 
 
-_HOMES = {"Bus": "busd.bus", "State": "busd.bus", "states": "busd.bus",
-          "MasterBus": "busd.master"}
+_HOMES = {"Bus": "busd.core.bus", "State": "busd.core.bus", "states": "busd.core.bus",
+          "MasterBus": "busd.master.bus"}
 
 
 def __getattr__(name: str) -> Any:

@@ -21,33 +21,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
-from busd import __version__, options
-from busd import endpoints as ep
-from busd.bus import Bus
-from busd.errors import AlreadyRunning, BusError, ChannelFailures
-from busd.exits import EX_BOOT
-from busd.fatal import end_on_thread_death
-from busd.fdbudget import FdBudgetExceeded, raise_nofile
-from busd.flags import LOG_FORMATS, build_parser, parse
-from busd.forkserver import ForkServer
-from busd.hooks import PluginError
-from busd.hooks import install_plugins as install_user_plugins
-from busd.hosts import HostTable
-from busd.listen import (
-    RESTART_ENV,
-    ListenError,
-    describe,
-    listening_sockets,
-    remove_sockets,
-    restart_env,
-)
-from busd.logdir import LogDir
-from busd.master import MasterBus, refuse_if_running
-from busd.orphans import reap_orphans
-from busd.plugins import Daemonizer, PIDFile, SdNotify, SignalHandler
-from busd.plugins.privileges import environment_for
-from busd.pool import Pool, PoolConfig
-from busd.privileged import (
+from busd import __version__
+from busd.core import endpoints as ep
+from busd.core.bus import Bus
+from busd.core.errors import AlreadyRunning, BusError, ChannelFailures
+from busd.daemon import options
+from busd.daemon.fatal import end_on_thread_death
+from busd.daemon.flags import LOG_FORMATS, build_parser, parse
+from busd.daemon.privileged import (
     UsageError,
     close_listeners,
     make_log_dir,
@@ -57,9 +38,29 @@ from busd.privileged import (
     switch_user,
     write_pidfile,
 )
-from busd.proctitle import set_title
-from busd.recycle import RecycleConfig
-from busd.spawn import ExecSpawner, Spawner, target_argv
+from busd.master.bus import MasterBus, refuse_if_running
+from busd.master.fdbudget import FdBudgetExceeded, raise_nofile
+from busd.master.hosts import HostTable
+from busd.plugins import Daemonizer, PIDFile, SdNotify, SignalHandler
+from busd.plugins.privileges import environment_for
+from busd.pool.exits import EX_BOOT
+from busd.pool.forkserver import ForkServer
+from busd.pool.hooks import PluginError
+from busd.pool.hooks import install_plugins as install_user_plugins
+from busd.pool.listen import (
+    RESTART_ENV,
+    ListenError,
+    describe,
+    listening_sockets,
+    remove_sockets,
+    restart_env,
+)
+from busd.pool.logdir import LogDir
+from busd.pool.orphans import reap_orphans
+from busd.pool.pool import Pool, PoolConfig
+from busd.pool.proctitle import set_title
+from busd.pool.recycle import RecycleConfig
+from busd.pool.spawn import ExecSpawner, Spawner, target_argv
 
 log = logging.getLogger("busd.main")
 
@@ -302,9 +303,9 @@ def serve(opts: argparse.Namespace, master: MasterBus, pool: Pool, listeners: li
 
 
 def join(master: MasterBus, pool: Pool, opts: argparse.Namespace) -> Any:
-    """``--join``: follow the remote master (busd.join loads the client side)."""
-    from busd.auth import client_keys
-    from busd.join import join_master
+    """``--join``: follow the remote master (busd.hosts.join loads the client side)."""
+    from busd.core.auth import client_keys
+    from busd.hosts.join import join_master
 
     return join_master(master, pool, opts.join,
                        curve=client_keys(opts.server_key, opts.curve_secret),
@@ -388,7 +389,7 @@ def wait_workers_started(master: MasterBus, pool: Pool, timeout: float) -> bool:
 
 
 def die_now(pool: Pool, runtime: Path, listeners: list[socket.socket]) -> NoReturn:
-    """A thread of busd's died (busd.fatal): end every worker, remove the sockets, exit 70."""
+    """A thread of busd's died (busd.daemon.fatal): end every worker, remove sockets, exit 70."""
     try:
         pool.kill_all()
         remove_sockets(runtime, listeners)

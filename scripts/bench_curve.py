@@ -58,15 +58,15 @@ import zmq
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from busd.auth import client_keys  # noqa: E402
-from busd.client.keygen import write_key_pair  # noqa: E402
-from busd.control import Control  # noqa: E402
-from busd.master import MasterBus  # noqa: E402
+from busd.client.ctl.keygen import write_key_pair  # noqa: E402
+from busd.core.auth import client_keys  # noqa: E402
+from busd.core.control import Control  # noqa: E402
+from busd.master.bus import MasterBus  # noqa: E402
 
 CHILD = """
 import sys, threading, time
 from busd import client
-from busd.probe import Probe
+from busd.testing.probe import Probe
 
 ctl, pub, server, secret = sys.argv[1:5]
 probe = Probe()

@@ -13,7 +13,7 @@ afterwards no process of its session may be left (psutil), or the run fails.
 1. start: from launching ``busd -w N busd.examples.hello:main`` until every
    slot of ``workers`` shows STARTED, for N = 1, 8, 32, beside the fork-server
    floor: one interpreter that imports the worker side (pyzmq, msgpack,
-   busd.client.worker) and forks N children that each say hello from a DEALER to a
+   busd.client.worker.main) and forks N children that each say hello from a DEALER to a
    ROUTER here, from its launch until all N hellos arrived.  ``--spawn exec``
    is measured beside the exec floor: N bare interpreters (posix_spawn, as the
    pool does) that ``import zmq`` and say hello.  Start 32 is also measured
@@ -77,9 +77,9 @@ from typing import Any
 import psutil
 import zmq
 
-from busd.control import Control
-from busd.errors import BusError, NoMaster, ProtocolError
-from busd.wire import BROADCAST_KINDS, Kind, decode
+from busd.core.control import Control
+from busd.core.errors import BusError, NoMaster, ProtocolError
+from busd.core.wire import BROADCAST_KINDS, Kind, decode
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = ROOT / ".venv" / "bin"
@@ -111,9 +111,9 @@ ctx.term()
 
 
 #: The fork-server floor: an interpreter that imports the worker side (pyzmq,
-#: msgpack, busd.client.worker), then forks N children that each say hello.
+#: msgpack, busd.client.worker.main), then forks N children that each say hello.
 FORK_FLOOR = """
-import os, sys, zmq, msgpack, busd.client.worker
+import os, sys, zmq, msgpack, busd.client.worker.main
 n, endpoint = int(sys.argv[1]), sys.argv[2]
 pids = []
 for _ in range(n):
@@ -137,8 +137,8 @@ for pid in pids:
 #: The client floor: the same fork server, whose children each join a running
 #: bare master as real clients (client.connect, mirrored to STARTED), then say hello.
 CLIENT_FLOOR = """
-import os, sys, zmq, msgpack, busd.client.worker
-from busd.bus import State
+import os, sys, zmq, msgpack, busd.client.worker.main
+from busd.core.bus import State
 from busd.client.bus import connect
 n, endpoint = int(sys.argv[1]), sys.argv[2]
 pids = []
@@ -687,7 +687,7 @@ class Background:
 
 def respawn(bench: Bench, busd: Busd, key: str) -> None:
     """graceful until every slot is STARTED with a new pid; then the old ones' end."""
-    old = {int(r["pid"]) for r in busd.control.request("workers")}
+    old = {int(r["pid"]) for r in busd.core.control.request("workers")}
     old_fds = open_pidfds(old)
     began = clock()
     request = Background(bench.ctx, busd.ctl, "graceful", 60)
@@ -715,7 +715,7 @@ def _ms(seconds: float | None) -> str:
 
 def exit_pool(bench: Bench, busd: Busd, key: str) -> None:
     """exit until every worker (from status) and busd itself are gone."""
-    status = busd.control.request("status")
+    status = busd.core.control.request("status")
     pids = [int(w["pid"]) for w in status["workers"] if w.get("pid")]
     procs = [psutil.Process(pid) for pid in pids]
     fds = open_pidfds([*pids, busd.pid])
@@ -741,7 +741,7 @@ def exit_pool(bench: Bench, busd: Busd, key: str) -> None:
 
 def import_costs(bench: Bench) -> None:
     """Why a worker starts slower than the floor: whole-process import costs (CPU)."""
-    imports = "import busd.client.worker, busd.examples.hello"
+    imports = "import busd.client.worker.main, busd.examples.hello"
     cases = {"import zmq": "import zmq",
              "worker imports": imports,
              "busd imports": "import busd.__main__"}
@@ -813,7 +813,7 @@ def bench_busctl(bench: Bench, busd: Busd, cold_env: dict[str, str]) -> None:
             bench.add(key, wall)
             cpu[key].append(used)
     cold = [run_timed(status, cold_env) for _ in range(5 if bench.quick else 10)]
-    rtt = {cmd: ping_times(busd.control, cmd) for cmd in ("ping", "workers", "status")}
+    rtt = {cmd: ping_times(busd.core.control, cmd) for cmd in ("ping", "workers", "status")}
     print(f"  python -c 'import zmq, msgpack' p50 {bench.spread('busctl.floor')} ms "
           f"(cpu {statistics.median(cpu['busctl.floor']) * 1000:.0f}); busctl status p50 "
           f"{bench.spread('busctl')} ms (cpu {statistics.median(cpu['busctl']) * 1000:.0f})")
@@ -822,7 +822,7 @@ def bench_busctl(bench: Bench, busd: Busd, cold_env: dict[str, str]) -> None:
     print("  request round trips from here, p50: " + ", ".join(
         f"{cmd} {t * 1000:.2f} ms" for cmd, t in rtt.items()) + " (32 workers)")
     if bench.median("busctl") > 60:
-        show_importtime([PYTHON, "-X", "importtime", "-m", "busd.client.busctl",
+        show_importtime([PYTHON, "-X", "importtime", "-m", "busd.client.ctl.busctl",
                          "--runtime-dir", str(busd.runtime), "status"], bench.env, 8)
 
 
@@ -881,7 +881,7 @@ def python_thread_names(pid: int) -> dict[int, str]:
 def bench_idle(bench: Bench, busd: Busd) -> None:
     """The master's CPU and wake-ups over a quiet window, in total and per thread."""
     seconds = 10.0 if bench.quick else 30.0
-    workers = [int(r["pid"]) for r in busd.control.request("workers")]
+    workers = [int(r["pid"]) for r in busd.core.control.request("workers")]
     master = psutil.Process(busd.pid)
     before, cpu0, ctx0 = thread_samples(busd.pid), master.cpu_times(), master.num_ctx_switches()
     workers0 = {pid: thread_samples(pid) for pid in workers}
@@ -1032,7 +1032,8 @@ def print_peers(bench: Bench) -> None:
 
 def warm_up(bench: Bench) -> None:
     """Compile busd's bytecode into the cache and warm the page cache (not measured)."""
-    run_timed([PYTHON, "-c", "import busd.__main__, busd.client.worker, busd.client.busctl, "
+    run_timed([PYTHON, "-c", "import busd.__main__, busd.client.worker.main, "
+               "busd.client.ctl.busctl, "
                "busd.examples.hello"], bench.env)
     floor_start(bench.ctx, bench.work, 2, bench.env)
 

@@ -34,7 +34,7 @@ else the machine is doing; only the ratios are meant to travel.
    broadcasting to N SUB+DEALER processes and waiting for their N acks.
 
 Children are fresh interpreters (``sys.executable -c``); they report over a
-PUSH (:class:`busd.probe.Probe`) to a PULL here, which is how readiness is
+PUSH (:class:`busd.testing.probe.Probe`) to a PULL here, which is how readiness is
 awaited (never a fixed sleep).  Every child is reaped, or killed, at the end.
 
 Example output (a full run on a 2-core VM while another job kept it busy, load
@@ -112,10 +112,10 @@ from typing import Any
 import msgpack
 import zmq
 
-from busd.control import Control
-from busd.endpoints import default_endpoints
-from busd.errors import BusError
-from busd.master import MasterBus
+from busd.core.control import Control
+from busd.core.endpoints import default_endpoints
+from busd.core.errors import BusError
+from busd.master.bus import MasterBus
 
 ROOT = Path(__file__).resolve().parents[1]
 Report = dict[str, Any]
@@ -127,7 +127,7 @@ PUBLISH, HELLO, REQUEST, ACK, REPLY = 2, 10, 11, 12, 20
 
 RAW_SUB = """
 import sys, time, msgpack, zmq
-from busd.probe import Probe
+from busd.testing.probe import Probe
 endpoint, n, probe = sys.argv[1], int(sys.argv[2]), Probe(sys.argv[3])
 sub = zmq.Context().socket(zmq.SUB)
 for opt, value in ((zmq.RCVHWM, 0), (zmq.RCVTIMEO, 10000), (zmq.LINGER, 0)):
@@ -160,7 +160,7 @@ probe.close()
 BUSD_TICK_CLIENT = """
 import sys, threading, time
 from busd import client
-from busd.probe import Probe
+from busd.testing.probe import Probe
 runtime, n, probe = sys.argv[1], int(sys.argv[2]), Probe(sys.argv[3])
 bus = client.connect(runtime_dir=runtime, mirror=False)
 done = threading.Event()
@@ -187,7 +187,7 @@ probe.close()
 
 RAW_ECHO = """
 import os, sys, threading, msgpack, zmq
-from busd.probe import Probe
+from busd.testing.probe import Probe
 endpoint, probe = sys.argv[1], Probe(sys.argv[2])
 pid, epoch = os.getpid(), int.from_bytes(os.urandom(6), "big")
 router = zmq.Context().socket(zmq.ROUTER)
@@ -211,8 +211,8 @@ probe.close()
 
 BUSD_MASTER = """
 import sys
-from busd.master import MasterBus
-from busd.probe import Probe
+from busd.master.bus import MasterBus
+from busd.testing.probe import Probe
 master, probe = MasterBus(runtime_dir=sys.argv[1]), Probe(sys.argv[2])
 probe.report("ready")
 master.block()
@@ -243,7 +243,7 @@ dealer.close()
 BUSD_GRACEFUL_CLIENT = """
 import sys
 from busd import client
-from busd.probe import Probe
+from busd.testing.probe import Probe
 runtime, probe = sys.argv[1], Probe(sys.argv[2])
 bus = client.connect(runtime_dir=runtime, mirror=False)
 bus.subscribe("graceful", lambda: None)

@@ -57,8 +57,8 @@ sys.path.insert(0, str(ROOT))
 
 from busd.client.bus import connect  # noqa: E402
 from busd.client.control import Control  # noqa: E402
-from busd.endpoints import default_endpoints  # noqa: E402 - after the path above
-from busd.errors import BusError, NoMaster  # noqa: E402
+from busd.core.endpoints import default_endpoints  # noqa: E402 - after the path above
+from busd.core.errors import BusError, NoMaster  # noqa: E402
 
 MIB = 1 << 20
 

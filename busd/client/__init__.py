@@ -2,7 +2,7 @@
 
 ``connect()`` finds the master (from ``BUSD_*`` environment variables, else
 the default runtime dir) and returns a joined :class:`ClientBus`.  Names are
-loaded on first use, so ``busctl`` (which needs only ``busd.control``)
+loaded on first use, so ``busctl`` (which needs only ``busd.core.control``)
 starts without the bus machinery.
 """
 
@@ -13,11 +13,15 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from busd.client.bus import ClientBus, connect
-    from busd.control import Control
+    from busd.core.control import Control
 
 __all__ = ["ClientBus", "Control", "connect"]
 
-_HOMES = {"ClientBus": "busd.client.bus", "connect": "busd.client.bus", "Control": "busd.control"}
+_HOMES = {
+    "ClientBus": "busd.client.bus",
+    "connect": "busd.client.bus",
+    "Control": "busd.core.control",
+}
 
 
 def __getattr__(name: str) -> Any:

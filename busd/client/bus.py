@@ -34,13 +34,13 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from typing import Any
 
-from busd.auth import ClientKeys, client_keys, is_tcp
-from busd.bus import Bus, State
 from busd.client.inbox import Inbox, Signalled, Stop
-from busd.client.link import Gone, Link, Synced, master_timeout_from_env
-from busd.endpoints import Endpoints, client_endpoints, pub_beside
-from busd.errors import BusError, ChannelFailures, KeyRefused, MasterLost, NoMaster
-from busd.wire import Kind, describe, encode
+from busd.client.link.thread import Gone, Link, Synced, master_timeout_from_env
+from busd.core.auth import ClientKeys, client_keys, is_tcp
+from busd.core.bus import Bus, State
+from busd.core.endpoints import Endpoints, client_endpoints, pub_beside
+from busd.core.errors import BusError, ChannelFailures, KeyRefused, MasterLost, NoMaster
+from busd.core.wire import Kind, describe, encode
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ class ClientBus(Bus):
     default) or ``"wait"`` (stay, and join the next master incarnation).
     ``master_timeout`` is how long a silent master is waited for before it
     is declared lost (default ``BUSD_MASTER_TIMEOUT``, else 30 s;
-    :data:`busd.client.link.FOLLOW_HEARTBEAT` means the master's heartbeat x
+    :data:`busd.client.link.thread.FOLLOW_HEARTBEAT` means the master's heartbeat x
     liveness); a master on this host whose process ends is noticed at once.
     """
 
@@ -213,7 +213,7 @@ class ClientBus(Bus):
         self._do_exit(stop=self._state is not State.STOPPED)
 
     def _apply_broadcast(self, msg: list[Any]) -> None:
-        """A relayed message: ``[version, kind, epoch, seq, ...]`` (see busd.wire)."""
+        """A relayed message: ``[version, kind, epoch, seq, ...]`` (see busd.core.wire)."""
         kind, seq = msg[1], msg[3]
         if kind == PUBLISH:
             channel, args, kwargs, ack = msg[4], msg[5], msg[6], msg[7]
@@ -478,7 +478,7 @@ def connect(name: str | None = None, runtime_dir: str | Path | None = None, *,
     Over tcp, ``server_key`` (the master's public certificate) and
     ``curve_secret`` (this client's secret certificate), else
     ``BUSD_SERVER_KEY`` / ``BUSD_CURVE_SECRET``, make the connection CURVE; a
-    refused key raises :class:`busd.errors.KeyRefused`.  A tcp ``ctl``
+    refused key raises :class:`busd.core.errors.KeyRefused`.  A tcp ``ctl``
     without ``pub`` means the PUB endpoint on the next port.
     """
     if ctl and not pub and ctl.startswith("tcp://"):

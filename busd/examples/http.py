@@ -24,7 +24,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from busd.client.bus import ClientBus
-from busd.listen import inherited
+from busd.pool.listen import inherited
 
 
 class Handler(BaseHTTPRequestHandler):

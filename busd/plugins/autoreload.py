@@ -6,7 +6,7 @@ import os
 import re
 import sys
 
-from busd.bus import Bus
+from busd.core.bus import Bus
 from busd.plugins.monitor import Monitor
 
 __all__ = ["Autoreloader"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from busd.bus import Bus
+from busd.core.bus import Bus
 
 
 class SimplePlugin:

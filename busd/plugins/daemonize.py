@@ -16,7 +16,7 @@ import os
 import sys
 import threading
 
-from busd.bus import Bus
+from busd.core.bus import Bus
 from busd.plugins.base import SimplePlugin
 
 __all__ = ["Daemonizer"]

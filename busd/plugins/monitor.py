@@ -14,7 +14,7 @@ import traceback
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from busd.bus import Bus
+from busd.core.bus import Bus
 from busd.plugins.base import SimplePlugin
 
 __all__ = ["BackgroundTask", "Monitor"]

@@ -16,8 +16,8 @@ import os
 import stat
 import tempfile
 
-from busd.bus import Bus
-from busd.errors import BusError
+from busd.core.bus import Bus
+from busd.core.errors import BusError
 from busd.plugins.base import SimplePlugin
 
 __all__ = ["PIDFile", "PIDFileInUse", "PIDFileUnsafe", "pid_alive", "read_pid"]

@@ -14,8 +14,8 @@ import os
 import pwd
 from collections.abc import MutableMapping
 
-from busd.bus import Bus
-from busd.errors import BusError
+from busd.core.bus import Bus
+from busd.core.errors import BusError
 from busd.plugins.base import SimplePlugin
 
 __all__ = ["DropPrivileges", "UnknownAccount", "drop_ids", "environment_for",

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from busd.bus import Bus
+from busd.core.bus import Bus
 from busd.plugins.base import SimplePlugin
 from busd.plugins.monitor import BackgroundTask
 

@@ -38,7 +38,7 @@ from collections.abc import Callable, Mapping
 from types import FrameType
 from typing import Any, TypeAlias
 
-from busd.bus import Bus
+from busd.core.bus import Bus
 
 __all__ = ["SignalHandler"]
 

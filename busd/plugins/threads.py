@@ -13,8 +13,8 @@ import itertools
 import threading
 from typing import Any
 
-from busd.bus import Bus
-from busd.errors import ChannelFailures
+from busd.core.bus import Bus
+from busd.core.errors import ChannelFailures
 from busd.plugins.base import SimplePlugin
 
 __all__ = ["ThreadManager"]

@@ -16,8 +16,8 @@ import psutil
 import pytest
 
 from busd.client.control import Control
-from busd.endpoints import default_endpoints
-from busd.errors import NoMaster
+from busd.core.endpoints import default_endpoints
+from busd.core.errors import NoMaster
 from busd.testing import Processes
 
 Status = dict[str, Any]
@@ -32,7 +32,8 @@ def start_busd(procs: Processes, *args: str, name: str = "busd",
 
 def busctl(procs: Processes, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
     """Run the real ``busctl`` with the test's runtime dir."""
-    return subprocess.run([sys.executable, "-m", "busd.client.busctl", "--timeout", "10", *args],
+    return subprocess.run([sys.executable, "-m", "busd.client.ctl.busctl",
+                           "--timeout", "10", *args],
                           capture_output=True, text=True, env=procs.env, timeout=timeout,
                           check=False)
 

@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 
 from busd.client.bus import ClientBus
-from busd.probe import Probe
+from busd.testing.probe import Probe
 
 
 def quiet(bus: ClientBus) -> None:

@@ -21,10 +21,10 @@ import pytest
 import zmq
 
 from busd.client.control import request_frame
-from busd.endpoints import default_endpoints
-from busd.errors import WaitTimeout
+from busd.core.endpoints import default_endpoints
+from busd.core.errors import WaitTimeout
+from busd.core.wire import Kind, decode
 from busd.testing import Processes, Sink
-from busd.wire import Kind, decode
 from tests.chaos.support import (
     all_started,
     busctl,

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from busd.client.control import Control
-from busd.endpoints import default_endpoints
-from busd.errors import AlreadyRunning
+from busd.core.endpoints import default_endpoints
+from busd.core.errors import AlreadyRunning
 from busd.testing import Processes, Sink
 from tests.chaos.support import all_started, busctl, control, exit_busd, start_busd, wait_status
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from busd.errors import BusError
+from busd.core.errors import BusError
 from busd.testing import Processes
 from tests.chaos.support import all_started, control, exit_busd, start_busd, wait_status
 

@@ -2,7 +2,7 @@
 
 The file is taken from the installed CherryPy (a test-only dependency),
 never copied into this repository, and run in a pytest of its own with
-``cherrypy.process.wspbus`` mapped to ``busd.bus`` (see wspbus_shim.py).
+``cherrypy.process.wspbus`` mapped to ``busd.core.bus`` (see wspbus_shim.py).
 Every one of its tests must pass: none may fail, error, skip or xfail.
 """
 

@@ -1,4 +1,4 @@
-"""A pytest plugin that makes ``cherrypy.process.wspbus`` be ``busd.bus``.
+"""A pytest plugin that makes ``cherrypy.process.wspbus`` be ``busd.core.bus``.
 
 Loaded with ``-p wspbus_shim`` by ``test_cherrypy_bus.py`` so that
 CherryPy's own ``cherrypy/test/test_bus.py``, unchanged, tests busd's Bus:
@@ -12,7 +12,7 @@ import sys
 
 import cherrypy.process
 
-import busd.bus
+import busd.core.bus
 
-sys.modules["cherrypy.process.wspbus"] = busd.bus
-cherrypy.process.wspbus = busd.bus  # type: ignore[attr-defined]
+sys.modules["cherrypy.process.wspbus"] = busd.core.bus
+cherrypy.process.wspbus = busd.core.bus  # type: ignore[attr-defined]

@@ -8,7 +8,7 @@ from typing import Any
 import msgpack
 from hypothesis import strategies as st
 
-from busd.wire import VERSION, Kind
+from busd.core.wire import VERSION, Kind
 
 #: Commands a fuzzed request may name: none of them ends or stops the master.
 SAFE_COMMANDS = ["ping", "status", "clients", "workers", "snapshot", "broadcast", "graceful",

@@ -30,8 +30,8 @@ from hypothesis import given, seed
 from hypothesis import strategies as st
 
 from busd.client.bus import connect
-from busd.errors import ProtocolError
-from busd.wire import BROADCAST_KINDS, CLIENT_KINDS, Kind, decode, decode_broadcast, encode
+from busd.core.errors import ProtocolError
+from busd.core.wire import BROADCAST_KINDS, CLIENT_KINDS, Kind, decode, decode_broadcast, encode
 from tests.fuzz.frames import expand, frames
 from tests.fuzz.test_master_fuzz import BASE, BATCH, fuzz_settings
 

@@ -26,10 +26,10 @@ from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 
 from busd.client.bus import connect
-from busd.endpoints import default_endpoints
-from busd.errors import ProtocolError
+from busd.core.endpoints import default_endpoints
+from busd.core.errors import ProtocolError
+from busd.core.wire import CLIENT_KINDS, JOIN_PREFIX, decode
 from busd.testing import Processes
-from busd.wire import CLIENT_KINDS, JOIN_PREFIX, decode
 from tests.chaos.support import control, exit_busd, wait_status
 from tests.fuzz.frames import expand, frames
 

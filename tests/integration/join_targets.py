@@ -6,7 +6,7 @@ import os
 from typing import Any
 
 from busd.client.bus import ClientBus
-from busd.probe import Probe
+from busd.testing.probe import Probe
 
 
 def main(bus: ClientBus) -> None:

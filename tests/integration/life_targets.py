@@ -8,7 +8,7 @@ import threading
 from typing import Any
 
 from busd.client.bus import ClientBus
-from busd.probe import Probe
+from busd.testing.probe import Probe
 
 #: Enough to pass a --max-rss of 64 MiB above an interpreter's own ~25 MiB.
 BIG = 96 << 20

@@ -27,9 +27,9 @@ from typing import Any
 import pytest
 
 from busd import client
-from busd.client.keygen import write_key_pair
-from busd.control import Control
-from busd.errors import NoMaster
+from busd.client.ctl.keygen import write_key_pair
+from busd.core.control import Control
+from busd.core.errors import NoMaster
 from busd.testing import Processes, Sink
 
 TIMEOUT = 20.0

@@ -34,14 +34,14 @@ import pytest
 import zmq
 
 from busd import client
-from busd.auth import ClientKeys, KeyPair, client_keys, secure_client
-from busd.client.busctl import main
-from busd.control import Control
-from busd.endpoints import UnsafeRuntimeDir
-from busd.errors import BusError, KeyRefused, NoMaster
+from busd.client.ctl.busctl import main
+from busd.core.auth import ClientKeys, KeyPair, client_keys, secure_client
+from busd.core.control import Control
+from busd.core.endpoints import UnsafeRuntimeDir
+from busd.core.errors import BusError, KeyRefused, NoMaster
+from busd.core.wire import Kind, decode, encode
 from busd.testing import PoolFactory, Processes
-from busd.testpool import BusdPool
-from busd.wire import Kind, decode, encode
+from busd.testing.pool import BusdPool
 from tests.integration.test_security import Keys, make_keys
 
 TIMEOUT = 10.0
@@ -475,7 +475,7 @@ def test_a_key_dir_another_user_owns_is_refused(
 def test_watch_escapes_what_a_publisher_chose(busd_pool: PoolFactory) -> None:
     pool = busd_pool(idle, "--heartbeat", "0.2", workers=1)
     watcher = subprocess.Popen(
-        [sys.executable, "-m", "busd.client.busctl", "--runtime-dir", str(pool.runtime_dir),
+        [sys.executable, "-m", "busd.client.ctl.busctl", "--runtime-dir", str(pool.runtime_dir),
          "--timeout", "10", "watch", "--count", "1", EVIL],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     try:

@@ -24,11 +24,11 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 import busd
-from busd import wire
 from busd.client import ClientBus, Control
-from busd.endpoints import Endpoints
-from busd.errors import ProtocolError
-from busd.master import MasterBus
+from busd.core import wire
+from busd.core.endpoints import Endpoints
+from busd.core.errors import ProtocolError
+from busd.master.bus import MasterBus
 
 #: Every wait for a reply is bounded by this (seconds).
 TIMEOUT = 3.0
@@ -428,7 +428,7 @@ def test_a_burst_of_garbage_is_answered_counted_and_logged_sparingly(
                + [(pack([7, 11, 1, {"cmd": "ping"}]), "bad_version")] * 1500
                + [(pack([1, 42, 1, {}]), "unknown_kind")] * 1000)
     dealer = raw.dealer(RCVHWM=0, SNDHWM=0)
-    caplog.set_level(logging.WARNING, logger="busd.hub")
+    caplog.set_level(logging.WARNING, logger="busd.master.hub")
 
     for frame, _code in garbage:
         dealer.send(frame)
@@ -446,7 +446,7 @@ def test_a_burst_of_garbage_is_answered_counted_and_logged_sparingly(
     assert codes == expected
     hub = counters(master)
     assert {code: hub.get(code) for code in expected} == expected
-    lines = [r for r in caplog.records if r.name == "busd.hub"]
+    lines = [r for r in caplog.records if r.name == "busd.master.hub"]
     assert 3 <= len(lines) <= 50, f"{len(lines)} log lines for {len(garbage)} bad frames"
     assert_serving(master)
 

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from busd.exits import EX_BOOT
+from busd.pool.exits import EX_BOOT
 from busd.testing import Processes
 
 BAD_TARGETS = {  # how busd is run, and the last line of the worker's traceback

@@ -24,10 +24,10 @@ import psutil
 import pytest
 import zmq
 
-from busd.backlog import PEER_BYTES, PUB_BYTES
-from busd.client.busctl import main as busctl_main
+from busd.client.ctl.busctl import main as busctl_main
+from busd.core.wire import Kind, decode, encode
+from busd.master.backlog import PEER_BYTES, PUB_BYTES
 from busd.testing import Processes, Sink
-from busd.wire import Kind, decode, encode
 
 MIB = 1 << 20
 
@@ -36,8 +36,8 @@ MIB = 1 << 20
 #: one on "done".
 MASTER = """
     import os, sys
-    from busd.master import MasterBus
-    from busd.probe import Probe
+    from busd.master.bus import MasterBus
+    from busd.testing.probe import Probe
 
     probe = Probe()
     master = MasterBus(runtime_dir=os.environ["BUSD_RUNTIME_DIR"], heartbeat=0.2,
@@ -58,7 +58,7 @@ MASTER = """
 #: A client counting what it gets on "big"; on "done" it reports that, and its losses.
 WORKER = """
     import busd.client
-    from busd.probe import Probe
+    from busd.testing.probe import Probe
 
     probe = Probe()
     bus = busd.client.connect(master_timeout=60)
@@ -204,8 +204,8 @@ def _ranges(numbers: list[int]) -> str:
 CLIENT = """
     import sys
     import busd.client
-    from busd.errors import Busy
-    from busd.probe import Probe
+    from busd.core.errors import Busy
+    from busd.testing.probe import Probe
 
     with Probe() as probe:
         try:

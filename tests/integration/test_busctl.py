@@ -3,7 +3,7 @@
 The master and the clients are child processes (new session, output to files
 in ``tmp_path``, process group killed and reaped on the way out).  busctl
 runs in-process (``main([...])``) and as a real command (``python -m
-busd.client.busctl`` and the ``busctl`` console script).  Nothing waits on a
+busd.client.ctl.busctl`` and the ``busctl`` console script).  Nothing waits on a
 clock: readiness is a ping that answers, a status that lists the clients,
 an ack, or a process that ended; each wait is bounded and fails with a message.
 """
@@ -32,9 +32,9 @@ import pytest
 import zmq
 import zmq.auth
 
-from busd.client.busctl import main
 from busd.client.control import Control
-from busd.endpoints import default_endpoints
+from busd.client.ctl.busctl import main
+from busd.core.endpoints import default_endpoints
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 #: Upper bound of every wait; the normal case takes milliseconds.
@@ -248,8 +248,8 @@ def pool(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Iterator[Bus]:
 
 
 def busctl_commands() -> list[tuple[str, list[str]]]:
-    """busctl as a real process: ``python -m busd.client.busctl``, and the console script."""
-    commands = [("module", [sys.executable, "-m", "busd.client.busctl"])]
+    """busctl as a real process: ``python -m busd.client.ctl.busctl``, and the console script."""
+    commands = [("module", [sys.executable, "-m", "busd.client.ctl.busctl"])]
     # Not shutil.which: on a systemd host that finds systemd's busctl (D-Bus) first.
     script = Path(sys.executable).parent / "busctl"
     if os.access(script, os.X_OK):
@@ -396,7 +396,7 @@ def test_publish_without_wait_and_refused_channels(bus: Bus) -> None:
 def test_watch_prints_one_json_line_per_message_with_increasing_seq(bus: Bus) -> None:
     stdout = (bus.out / "watch.stdout").open("w+")
     watch = subprocess.Popen(
-        [sys.executable, "-m", "busd.client.busctl", "--endpoint", bus.ctl, "--timeout", "5",
+        [sys.executable, "-m", "busd.client.ctl.busctl", "--endpoint", bus.ctl, "--timeout", "5",
          "--json", "watch", "--count", "3"],
         env=child_env(), stdout=stdout, stderr=subprocess.PIPE, text=True,
         start_new_session=True)
@@ -430,7 +430,7 @@ def test_watch_prints_one_json_line_per_message_with_increasing_seq(bus: Bus) ->
 def test_watch_for_people_filters_channels_and_ends_when_busd_exits(bus: Bus) -> None:
     bus.start_clients(a="ok")
     watch = subprocess.Popen(
-        [sys.executable, "-m", "busd.client.busctl", "--runtime-dir", str(bus.directory),
+        [sys.executable, "-m", "busd.client.ctl.busctl", "--runtime-dir", str(bus.directory),
          "watch", "chan"], env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         bufsize=0, start_new_session=True)
     bus.procs.append(watch)
@@ -457,7 +457,8 @@ def test_watch_for_people_filters_channels_and_ends_when_busd_exits(bus: Bus) ->
 def start_watch(bus: Bus) -> subprocess.Popen[bytes]:
     """``busctl watch`` as a real process with its output on pipes, reaped by ``bus``."""
     watch = subprocess.Popen(
-        [sys.executable, "-m", "busd.client.busctl", "--runtime-dir", str(bus.directory), "watch"],
+        [sys.executable, "-m", "busd.client.ctl.busctl",
+         "--runtime-dir", str(bus.directory), "watch"],
         env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0,
         start_new_session=True)
     bus.procs.append(watch)

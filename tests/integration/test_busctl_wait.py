@@ -17,7 +17,7 @@ from typing import Any
 
 from busd.client.bus import ClientBus
 from busd.testing import Processes
-from busd.testpool import BusdPool
+from busd.testing.pool import BusdPool
 
 TIMEOUT = 30.0
 
@@ -38,7 +38,7 @@ def slow_stop(bus: ClientBus) -> None:
 def busctl(runtime: Path, *args: str, env: dict[str, str] | None = None,
            timeout: float = 60) -> subprocess.CompletedProcess[str]:
     """busctl as a real command, for the busd of ``runtime``."""
-    return subprocess.run([sys.executable, "-m", "busd.client.busctl", "--runtime-dir",
+    return subprocess.run([sys.executable, "-m", "busd.client.ctl.busctl", "--runtime-dir",
                            str(runtime), *args], capture_output=True, text=True,
                           env={**os.environ, **(env or {})}, timeout=timeout, check=False)
 
@@ -53,7 +53,7 @@ def status_of(runtime: Path) -> dict[str, Any]:
 def test_wait_started_before_busd_returns_once_every_worker_is_started(
         busd_procs: Processes, busd_dir: Path) -> None:
     runtime = busd_dir / "late"
-    waiter = busd_procs.spawn([sys.executable, "-m", "busd.client.busctl", "--runtime-dir",
+    waiter = busd_procs.spawn([sys.executable, "-m", "busd.client.ctl.busctl", "--runtime-dir",
                                str(runtime), "--timeout", str(TIMEOUT), "wait"], name="wait")
     assert not runtime.exists()
     busd = busd_procs.spawn([sys.executable, "-m", "busd", "--runtime-dir", str(runtime),

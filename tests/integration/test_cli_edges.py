@@ -18,9 +18,9 @@ import psutil
 import pytest
 import zmq
 
-from busd.control import Control
-from busd.endpoints import CTL_FILE, PUB_FILE
-from busd.errors import NoMaster
+from busd.core.control import Control
+from busd.core.endpoints import CTL_FILE, PUB_FILE
+from busd.core.errors import NoMaster
 from busd.testing import PoolFactory, Processes, Sink
 from tests.integration.test_join import join_argv, make_keys, start_master
 
@@ -32,7 +32,7 @@ APP = '''
 import os
 import sys
 
-from busd.probe import Probe
+from busd.testing.probe import Probe
 
 
 def main(bus):
@@ -207,7 +207,7 @@ def test_no_exit_leaves_the_sockets_behind(
     assert not (runtime / CTL_FILE).exists(), done.stderr
     assert not (runtime / PUB_FILE).exists(), done.stderr
     if case == "plugin missing":
-        ping = subprocess.run([sys.executable, "-m", "busd.client.busctl", "--runtime-dir",
+        ping = subprocess.run([sys.executable, "-m", "busd.client.ctl.busctl", "--runtime-dir",
                                str(runtime), "ping"], capture_output=True, text=True,
                               timeout=30, check=False)
         assert ping.returncode == 3
@@ -263,7 +263,7 @@ def test_a_command_worker_keeps_its_own_title(
     script = tmp_path / "cmd_worker.py"
     script.write_text(textwrap.dedent('''
         from busd.client import connect
-        from busd.probe import Probe
+        from busd.testing.probe import Probe
 
         bus = connect()
         with Probe() as probe:

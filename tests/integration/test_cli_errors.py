@@ -68,7 +68,7 @@ def test_busd_refuses_a_listen_address_it_cannot_bind(busd_dir: Path) -> None:
     assert "--listen" in done.stderr, done.stderr
 
 
-@pytest.mark.parametrize("module", ["busd", "busd.client.busctl"])
+@pytest.mark.parametrize("module", ["busd", "busd.client.ctl.busctl"])
 def test_version(module: str, busd_dir: Path) -> None:
     done = run(module, ["--version"], {}, busd_dir)
     assert done.returncode == 0, done.stderr

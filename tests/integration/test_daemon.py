@@ -16,8 +16,8 @@ import psutil
 import pytest
 
 from busd.client.control import Control
-from busd.endpoints import default_endpoints
-from busd.errors import NoMaster
+from busd.core.endpoints import default_endpoints
+from busd.core.errors import NoMaster
 from busd.testing import Processes, Sink
 
 TARGET = "tests.integration.targets:main"
@@ -29,7 +29,7 @@ def start_busd(procs: Processes, *args: str) -> subprocess.Popen[bytes]:
 
 
 def busctl(procs: Processes, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "busd.client.busctl", "--timeout", "5", *args],
+    return subprocess.run([sys.executable, "-m", "busd.client.ctl.busctl", "--timeout", "5", *args],
                           capture_output=True, text=True, env=procs.env, timeout=timeout,
                           check=False)
 
@@ -199,7 +199,8 @@ def test_new_busd_kills_workers_a_dead_one_left(busd_procs: Processes, busd_sink
     # Workers that cannot notice their master's death: SIGTERM ignored, no pdeathsig.
     busd = start_busd(busd_procs, "-w", "2", "--", sys.executable, "-c",
                       "import signal, os; signal.signal(signal.SIGTERM, signal.SIG_IGN);"
-                      "from busd.probe import Probe; p = Probe(); p.report('up'); p.close();"
+                      "from busd.testing.probe import Probe; "
+                      "p = Probe(); p.report('up'); p.close();"
                       "signal.pause()")
     ups = busd_sink.collect("up", 2, timeout=30)
     orphans = [r["pid"] for r in ups]

@@ -19,7 +19,7 @@ from busd.testing import Processes, Sink
 COUNTER = """
     import sys, time
     from busd import client
-    from busd.probe import Probe
+    from busd.testing.probe import Probe
 
     probe = Probe()
     slow = float(sys.argv[1]) if len(sys.argv) > 1 else 0.0
@@ -229,7 +229,7 @@ def test_connect_tells_the_state_and_mirror_true_has_it_mirrored(
     master.start()
     child = busd_procs.python("""
         from busd import client
-        from busd.probe import Probe
+        from busd.testing.probe import Probe
         with Probe() as probe:
             bus = client.connect(timeout=20)
             probe.report("joined", state=bus.state.name, master=bus.master_state.name)

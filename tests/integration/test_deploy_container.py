@@ -21,9 +21,9 @@ import psutil
 import pytest
 
 from busd.__main__ import parse
-from busd.probe import Probe
 from busd.testing import Processes, Sink
-from busd.testpool import BusdPool
+from busd.testing.pool import BusdPool
+from busd.testing.probe import Probe
 
 ROOT = Path(__file__).resolve().parents[2]
 INSTRUCTIONS = {"FROM", "RUN", "CMD", "LABEL", "EXPOSE", "ENV", "ADD", "COPY", "ENTRYPOINT",
@@ -98,7 +98,7 @@ def test_health_check_pings_busd(parsed: list[tuple[str, str]], busd_pool: objec
     assert "busctl" in command
     assert " ping" in command
     # Run it as the image would (sh -c), with this checkout's busctl.
-    local = command.replace("/venv/bin/busctl", f"{sys.executable} -m busd.client.busctl")
+    local = command.replace("/venv/bin/busctl", f"{sys.executable} -m busd.client.ctl.busctl")
     env = {"PATH": "/usr/bin:/bin", "BUSD_RUNTIME_DIR": str(busd_dir / "none")}
     # No busd: the same command, told to give up sooner than the image's 3 s.
     quick = local.replace("--timeout 3", "--timeout 0.5")
@@ -141,7 +141,8 @@ def test_busd_as_pid_1_leaves_no_zombie(busd_procs: Processes, busd_sink: Sink) 
     assert orphan.ppid() != busd.pid, "the orphan went to busd (PID 1), which does not reap it"
     orphan.terminate()
     orphan.wait(10)  # a zombie still exists: this returns only once it was reaped
-    done = subprocess.run([sys.executable, "-m", "busd.client.busctl", "exit"], env=busd_procs.env,
+    done = subprocess.run([sys.executable, "-m", "busd.client.ctl.busctl",
+                           "exit"], env=busd_procs.env,
                           capture_output=True, text=True, timeout=30, check=False)
     assert done.returncode == 0, done.stderr
     assert outer.wait(30) == 0

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from busd.auth import load_key_dir, load_public, load_secret
+from busd.core.auth import load_key_dir, load_public, load_secret
 
 ROOT = Path(__file__).resolve().parents[2]
 MULTIHOST = ROOT / "deploy" / "multihost"

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from busd.client.bus import ClientBus
-from busd.probe import Probe
 from busd.testing import Processes, Sink
+from busd.testing.probe import Probe
 from tests.integration import targets
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -114,7 +114,8 @@ class Notifications:
 
 
 def busctl(procs: Processes, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "busd.client.busctl", "--timeout", "20", *args],
+    return subprocess.run([sys.executable, "-m", "busd.client.ctl.busctl",
+                           "--timeout", "20", *args],
                           capture_output=True, text=True, env=procs.env, timeout=60,
                           check=False)
 

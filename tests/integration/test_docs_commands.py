@@ -30,11 +30,11 @@ from pathlib import Path
 
 import pytest
 
-from busd.control import Control
-from busd.endpoints import default_endpoints
-from busd.errors import NoMaster
+from busd.core.control import Control
+from busd.core.endpoints import default_endpoints
+from busd.core.errors import NoMaster
 from busd.testing import Processes
-from busd.testpool import Events
+from busd.testing.pool import Events
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ["README.md", "docs/GUIDE.md", "docs/TESTING.md", "deploy/README.md"]

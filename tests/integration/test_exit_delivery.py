@@ -22,20 +22,20 @@ import pytest
 import zmq
 
 from busd.client.bus import ClientBus
-from busd.client.complaints import Complaints
-from busd.endpoints import Endpoints
-from busd.master import MasterBus
-from busd.probe import Probe
+from busd.client.link.complaints import Complaints
+from busd.core.endpoints import Endpoints
+from busd.core.wire import Kind, Message, decode, encode
+from busd.master.bus import MasterBus
 from busd.testing import Processes, Sink
-from busd.testpool import BusdPool
-from busd.wire import Kind, Message, decode, encode
+from busd.testing.pool import BusdPool
+from busd.testing.probe import Probe
 
 #: The reproduction's size: a burst far past the PUB high-water mark (100k) of a stopped client.
 TOTAL = 300_000
 
 BEHIND = """
     from busd import client
-    from busd.probe import Probe
+    from busd.testing.probe import Probe
 
     probe = Probe()
     bus = client.connect(mirror=False, timeout=20)
@@ -107,11 +107,11 @@ def test_a_client_stopped_for_good_holds_the_exit_only_for_the_shutdown_timeout(
     for i in range(1000):
         master.publish("tick", i)
     began = time.monotonic()
-    with caplog.at_level(logging.WARNING, logger="busd.hub"):
+    with caplog.at_level(logging.WARNING, logger="busd.master.hub"):
         master.exit()
     took = time.monotonic() - began
     assert took < 2.0 + 3.0, f"exit() took {took:.1f}s with a 2 s shutdown timeout"
-    lines = [r.getMessage() for r in caplog.records if r.name == "busd.hub"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "busd.master.hub"]
     about = [line for line in lines if f"pid {proc.pid}" in line and "behind" in line]
     assert about, lines
     assert master.hub.stats["closed_behind"] == 1
@@ -121,7 +121,7 @@ def test_a_client_stopped_for_good_holds_the_exit_only_for_the_shutdown_timeout(
 SLOW_EXIT = """
     import os, select, sys
     from busd import client
-    from busd.probe import Probe
+    from busd.testing.probe import Probe
 
     master_pid = int(sys.argv[1])
     probe = Probe()
@@ -148,7 +148,7 @@ def busctl(pool: BusdPool, *argv: str) -> subprocess.CompletedProcess[str]:
 
 
 def busctl_argv(pool: BusdPool, *argv: str) -> list[str]:
-    return [sys.executable, "-m", "busd.client.busctl", "--runtime-dir", str(pool.runtime_dir),
+    return [sys.executable, "-m", "busd.client.ctl.busctl", "--runtime-dir", str(pool.runtime_dir),
             *argv]
 
 
@@ -225,8 +225,9 @@ def test_busd_workers_count_every_message_of_a_burst_sent_right_before_busctl_ex
 def test_complaints_are_logged_once_per_interval_with_the_count_held_back(
         caplog: pytest.LogCaptureFixture) -> None:
     now = [100.0]
-    complaints = Complaints(logging.getLogger("busd.client.link"), 10.0, clock=lambda: now[0])
-    with caplog.at_level(logging.WARNING, logger="busd.client.link"):
+    complaints = Complaints(logging.getLogger("busd.client.link.thread"), 10.0,
+                            clock=lambda: now[0])
+    with caplog.at_level(logging.WARNING, logger="busd.client.link.thread"):
         for i in range(50):
             complaints.warn("bad_reply", "bad reply from master: %s", i)
         complaints.warn("bad_message", "bad message from master: %s", "x")
@@ -273,7 +274,7 @@ def test_a_client_logs_a_flood_of_bad_replies_and_a_refused_snapshot_in_a_few_li
     master = RawMaster(busd_dir)
     bus = ClientBus(master.endpoints, master_timeout=30.0)
     try:
-        with caplog.at_level(logging.INFO, logger="busd.client.link"):
+        with caplog.at_level(logging.INFO, logger="busd.client.link.thread"):
             with ThreadPoolExecutor(1) as pool:
                 joined = pool.submit(bus.connect, mirror=False)
                 identity, hello = master.next_request()
@@ -298,7 +299,7 @@ def test_a_client_logs_a_flood_of_bad_replies_and_a_refused_snapshot_in_a_few_li
             master.reply(identity, asked.req_id, True, {"pong": True})
             assert ping.result(10) == {"pong": True}  # so every frame before it was read
         assert bus.link.stats["bad_replies"] == 200
-        records = [r for r in caplog.records if r.name == "busd.client.link"]
+        records = [r for r in caplog.records if r.name == "busd.client.link.thread"]
         assert not [r for r in records if r.exc_info], "a traceback was logged"
         bad = [r.getMessage() for r in records if "bad reply" in r.getMessage()]
         assert len(bad) == 1, bad

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from busd.testing import PoolFactory
-from busd.testrun import Runner
+from busd.testing.run import Runner
 
 
 def quiet(bus: Any) -> None:

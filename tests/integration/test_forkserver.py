@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from busd.forkserver import ForkServer
+from busd.pool.forkserver import ForkServer
 from busd.testing import Processes, Sink
 from tests.integration.test_daemon import busctl, start_busd, states, status, wait_status
 
@@ -122,7 +122,7 @@ def test_a_dead_fork_server_is_replaced_and_said_so(busd_procs: Processes,
 
 
 APP = """
-from busd.probe import Probe
+from busd.testing.probe import Probe
 
 VERSION = {version}
 

@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 
 from busd.client.control import Control
-from busd.endpoints import default_endpoints
-from busd.errors import NoMaster
+from busd.core.endpoints import default_endpoints
+from busd.core.errors import NoMaster
 from busd.testing import Processes
 
 

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from busd.client.busctl import main as busctl
-from busd.client.keygen import write_key_pair
-from busd.control import Control
-from busd.errors import NoMaster
+from busd.client.ctl.busctl import main as busctl
+from busd.client.ctl.keygen import write_key_pair
+from busd.core.control import Control
+from busd.core.errors import NoMaster
 from busd.testing import Processes, Sink
 
 TIMEOUT = 20.0

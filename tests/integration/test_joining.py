@@ -20,9 +20,9 @@ from pathlib import Path
 from types import FrameType
 
 from busd.client.bus import ClientBus
-from busd.probe import Probe
 from busd.testing import PoolFactory, Processes, Sink
-from busd.testpool import BusdPool, Status
+from busd.testing.pool import BusdPool, Status
+from busd.testing.probe import Probe
 
 TIMEOUT = 30.0
 JOINER = [sys.executable, "-m", "busd.examples.joiner"]
@@ -31,7 +31,7 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "busd" / "examples" / "joiner.py
 
 
 def busctl(pool: BusdPool, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "busd.client.busctl", "--runtime-dir",
+    return subprocess.run([sys.executable, "-m", "busd.client.ctl.busctl", "--runtime-dir",
                            str(pool.runtime_dir), "--timeout", "20", *args],
                           capture_output=True, text=True, timeout=60, check=False)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from busd.listen import ListenError, from_systemd
+from busd.pool.listen import ListenError, from_systemd
 from busd.testing import Processes
 from tests.integration.test_daemon import busctl, states, wait_status
 

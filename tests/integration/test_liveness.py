@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from busd.control import Control
-from busd.endpoints import default_endpoints
+from busd.core.control import Control
+from busd.core.endpoints import default_endpoints
 from busd.testing import Processes, Sink
 
 TARGET = "tests.integration.targets:main"
@@ -108,7 +108,7 @@ def test_a_frozen_master_keeps_its_workers(busd_procs: Processes, busd_sink: Sin
 
 CLIENT = """
     from busd import client
-    from busd.probe import Probe
+    from busd.testing.probe import Probe
     bus = client.connect(timeout=20)
     with Probe() as probe:
         probe.report("joined")

@@ -11,7 +11,7 @@ import psutil
 
 from busd import client
 from busd.client.control import Control
-from busd.endpoints import default_endpoints
+from busd.core.endpoints import default_endpoints
 from busd.testing import PoolFactory
 
 
@@ -45,7 +45,7 @@ def test_a_thread_of_busd_that_dies_ends_busd_and_its_workers(busd_pool: PoolFac
                      "tests.integration.fatal_targets:doomed_thread", workers=2)
     pids = pool.pids
     assert len(pids) == 2
-    done = subprocess.run([sys.executable, "-m", "busd.client.busctl", "--runtime-dir",
+    done = subprocess.run([sys.executable, "-m", "busd.client.ctl.busctl", "--runtime-dir",
                            str(pool.runtime_dir), "publish", "crash"],
                           capture_output=True, text=True, timeout=30, check=False)
     # busd may end before its reply to the publish leaves: either is fine here.

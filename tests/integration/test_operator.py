@@ -20,7 +20,8 @@ STAMP = r"[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3} "
 
 
 def busctl(procs: Processes, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "busd.client.busctl", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "busd.client.ctl.busctl",
+                           *args], capture_output=True,
                           text=True, env=procs.env, timeout=60, check=False)
 
 
@@ -135,9 +136,9 @@ def test_clean_exit_removes_the_sockets_and_bad_commands_fail(busd_procs: Proces
 
 
 def test_a_bad_signal_request_is_refused_and_busd_serves_on(busd_procs: Processes) -> None:
-    from busd.control import Control
-    from busd.endpoints import default_endpoints
-    from busd.errors import BusError
+    from busd.core.control import Control
+    from busd.core.endpoints import default_endpoints
+    from busd.core.errors import BusError
 
     busd = busd_procs.spawn([sys.executable, "-m", "busd", "-w", "1",
                              "busd.examples.hello:main"], name="busd")

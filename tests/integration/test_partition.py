@@ -23,8 +23,8 @@ from typing import Any
 import psutil
 import pytest
 
-from busd.client.busctl import main as busctl
-from busd.wire import HEARTBEAT_LIVENESS
+from busd.client.ctl.busctl import main as busctl
+from busd.core.wire import HEARTBEAT_LIVENESS
 from tests.integration import netns
 from tests.integration.netns import TIMEOUT, WORKERS, Events, Setup, pids_of, workers_are
 

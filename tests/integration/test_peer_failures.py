@@ -187,7 +187,8 @@ def test_20_concurrent_busctl_commands_are_all_answered(
     with control(busd_dir) as ctl:
         wait_status(ctl, all_started(2))
         began = time.monotonic()
-        running = [subprocess.Popen([sys.executable, "-m", "busd.client.busctl", "--timeout", "30",
+        running = [subprocess.Popen([sys.executable, "-m", "busd.client.ctl.busctl",
+                                     "--timeout", "30",
                                      *cmd], env=env, stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE, text=True) for cmd in commands]
         results = []

@@ -21,9 +21,9 @@ import psutil
 import pytest
 import zmq
 
-from busd.endpoints import default_endpoints
+from busd.core.endpoints import default_endpoints
+from busd.core.wire import Kind, decode, encode, pid_namespace
 from busd.testing import Processes, Sink
-from busd.wire import Kind, decode, encode, pid_namespace
 from tests.chaos.support import (
     all_started,
     busctl,

@@ -30,17 +30,17 @@ from pathlib import Path
 import psutil
 import pytest
 
-from busd.control import Control
-from busd.endpoints import EndpointError
-from busd.errors import NoMaster
-from busd.master import MasterBus
+from busd.core.control import Control
+from busd.core.endpoints import EndpointError
+from busd.core.errors import NoMaster
+from busd.master.bus import MasterBus
 from busd.testing import SOURCE_ROOT, Processes, Sink
-from busd.testpool import BusdPool, PoolLog
+from busd.testing.pool import BusdPool, PoolLog
 from tests.integration.accounts import as_user, check_reachable, made_user, reachable
 
 TIMEOUT = 20.0
 TARGET = "busd.examples.hello:main"
-BUSCTL = [sys.executable, "-m", "busd.client.busctl"]
+BUSCTL = [sys.executable, "-m", "busd.client.ctl.busctl"]
 
 
 @pytest.fixture

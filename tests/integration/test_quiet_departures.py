@@ -19,7 +19,8 @@ NOISE = ("rejected a message", "does not know this client", "joining again", "Tr
 
 
 def busctl(procs: Processes, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "busd.client.busctl", "--timeout", "20", *args],
+    return subprocess.run([sys.executable, "-m", "busd.client.ctl.busctl",
+                           "--timeout", "20", *args],
                           capture_output=True, text=True, env=procs.env, timeout=60,
                           check=False)
 
@@ -40,7 +41,7 @@ def test_planned_departures_are_quiet(busd_procs: Processes) -> None:
     busd = busd_procs.spawn([sys.executable, "-m", "busd", "-w", "3", "--heartbeat", "0.2",
                              "--reload", "respawn", "busd.examples.hello:main"], name="busd")
     first = wait_pids(busd_procs, 3)
-    watch = busd_procs.spawn([sys.executable, "-m", "busd.client.busctl", "--json", "--timeout",
+    watch = busd_procs.spawn([sys.executable, "-m", "busd.client.ctl.busctl", "--json", "--timeout",
                               "20", "watch"], name="watch")
     assert busctl(busd_procs, "ping").returncode == 0
     # The watcher is subscribed once it has seen a heartbeat-driven message: a publish.

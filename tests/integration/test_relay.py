@@ -12,15 +12,15 @@ from typing import Any
 
 import zmq
 
-from busd.endpoints import default_endpoints
+from busd.core.endpoints import default_endpoints
+from busd.core.wire import BROADCAST_KINDS, Kind, decode
 from busd.testing import Processes, Sink
-from busd.wire import BROADCAST_KINDS, Kind, decode
 
 # A worker: reports every lifecycle step and relayed message to the test.
 WORKER = """
     import os, sys
     from busd import client
-    from busd.probe import Probe
+    from busd.testing.probe import Probe
 
     probe = Probe()
     ident = int(sys.argv[1])
@@ -163,7 +163,7 @@ def test_client_that_missed_messages_repairs_them_from_the_window(
 
 COUNTER = """
     from busd import client
-    from busd.probe import Probe
+    from busd.testing.probe import Probe
 
     probe = Probe()
     bus = client.connect(mirror=False, timeout=10)
@@ -286,7 +286,7 @@ def test_slow_stop_listener_does_not_delay_heartbeats(
 
 FAILING_STOP = """
     from busd import client
-    from busd.probe import Probe
+    from busd.testing.probe import Probe
 
     probe = Probe()
     bus = client.connect(mirror=False, timeout=10)

@@ -26,7 +26,8 @@ TIMEOUT = 30.0
 
 
 def busctl(procs: Processes, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "busd.client.busctl", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "busd.client.ctl.busctl",
+                           *args], capture_output=True,
                           text=True, env=procs.env, timeout=60, check=False)
 
 
@@ -87,7 +88,7 @@ def test_restart_keeps_serving_and_watch_follows(busd_procs: Processes, busd_dir
                             name="busd")
     before = wait_started(busd_procs, 2)
     port = int(before["listen"][0].rsplit(":", 1)[1])
-    watch = busd_procs.spawn([sys.executable, "-m", "busd.client.busctl", "--timeout", "20",
+    watch = busd_procs.spawn([sys.executable, "-m", "busd.client.ctl.busctl", "--timeout", "20",
                               "watch"], name="watch")
     loop = RequestLoop(port)
     loop.start()

@@ -27,11 +27,11 @@ import zmq
 import zmq.auth
 
 from busd import client
-from busd.client.busctl import main
-from busd.client.keygen import write_key_pair
-from busd.control import Control
-from busd.errors import KeyRefused, NoMaster
-from busd.wire import Kind, encode
+from busd.client.ctl.busctl import main
+from busd.client.ctl.keygen import write_key_pair
+from busd.core.control import Control
+from busd.core.errors import KeyRefused, NoMaster
+from busd.core.wire import Kind, encode
 
 TIMEOUT = 8.0
 #: How long a socket that must get nothing is watched.
@@ -85,7 +85,7 @@ class Master:
 
 
 def client_keys(keys: Keys, secret: Path, server: Path | None = None) -> Any:
-    from busd.auth import client_keys as load
+    from busd.core.auth import client_keys as load
 
     return load(server or keys.server, secret)
 

@@ -19,9 +19,9 @@ from typing import Any
 import psutil
 
 from busd.client.bus import ClientBus
-from busd.probe import Probe
 from busd.testing import Processes, Sink
-from busd.testpool import BusdPool
+from busd.testing.pool import BusdPool
+from busd.testing.probe import Probe
 from tests.integration.test_busctl_wait import busctl, slow_stop, status_of
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from busd.client.control import Control
-from busd.endpoints import default_endpoints
+from busd.core.endpoints import default_endpoints
 from busd.testing import Processes, Sink
 from tests.integration.test_daemon import busctl, start_busd, states, status, wait_status
 
@@ -175,7 +175,7 @@ def test_hook_channels_reach_a_plugin_and_watch(busd_procs: Processes,
     busd = start_busd(busd_procs, "-w", "2", "--reload", "respawn", "--backoff", "0.05",
                       "--plugin", f"{T}:hooks_plugin", f"{T}:steady")
     first = busd_sink.collect("start", 2, timeout=30)
-    watch = busd_procs.spawn([sys.executable, "-m", "busd.client.busctl", "--json", "watch"],
+    watch = busd_procs.spawn([sys.executable, "-m", "busd.client.ctl.busctl", "--json", "watch"],
                              name="watch")
     deadline = time.monotonic() + 20
     while '"mark"' not in busd_procs.output(watch):  # until it has subscribed

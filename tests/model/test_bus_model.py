@@ -28,8 +28,8 @@ from hypothesis.stateful import (
     rule,
 )
 
-from busd.bus import TRANSITIONS, Bus, State
-from busd.errors import ChannelFailures, IllegalTransition
+from busd.core.bus import TRANSITIONS, Bus, State
+from busd.core.errors import ChannelFailures, IllegalTransition
 
 EXAMPLES = int(os.environ.get("BUSD_MODEL_EXAMPLES", "500"))
 SEED = os.environ.get("BUSD_MODEL_SEED")

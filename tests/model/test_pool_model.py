@@ -42,10 +42,10 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from busd.client.bus import ClientBus, connect
 from busd.client.control import request_frame
-from busd.endpoints import default_endpoints
-from busd.errors import ProtocolError
+from busd.core.endpoints import default_endpoints
+from busd.core.errors import ProtocolError
+from busd.core.wire import Kind, decode, decode_broadcast
 from busd.testing import SOURCE_ROOT, Processes
-from busd.wire import Kind, decode, decode_broadcast
 from tests.chaos.support import control, gone, wait_status
 
 EXAMPLES = int(os.environ.get("BUSD_POOL_MODEL_EXAMPLES", "8"))
@@ -259,7 +259,7 @@ class PoolMachine(RuleBasedStateMachine):
         self.size = size
 
     def busctl(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "busd.client.busctl", "--timeout", "20",
+        return subprocess.run([sys.executable, "-m", "busd.client.ctl.busctl", "--timeout", "20",
                                *args],
                               capture_output=True, text=True, env=self.procs.env, timeout=60,
                               check=False)

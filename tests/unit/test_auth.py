@@ -1,4 +1,4 @@
-"""busd.auth and busd.zap without a master: key files, key dirs, roles, refusal logs."""
+"""busd.core.auth and busd.security.zap without a master: key files, key dirs, roles, refusals."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import zmq
 
-from busd import auth
-from busd.auth import KeyFileError, RefusalLog, Role
-from busd.client.keygen import write_key_pair
-from busd.zap import KeyRing
+from busd.client.ctl.keygen import write_key_pair
+from busd.core import auth
+from busd.core.auth import KeyFileError, RefusalLog, Role
+from busd.security.zap import KeyRing
 
 
 def pair(directory: Path, name: str) -> tuple[Path, Path]:
@@ -92,7 +92,7 @@ def test_the_key_ring_keeps_its_keys_when_a_dir_turns_bad(
 
 def test_refusals_are_logged_once_per_peer_per_interval(caplog: pytest.LogCaptureFixture) -> None:
     refusals = RefusalLog("refused", interval=3600)
-    with caplog.at_level(logging.WARNING, logger="busd.auth"):
+    with caplog.at_level(logging.WARNING, logger="busd.core.auth"):
         for _ in range(50):
             refusals.refused("peer-a", "no")
         refusals.refused("peer-b", "no")
@@ -154,7 +154,7 @@ def test_a_key_file_turned_unsafe_is_logged_once(
     shutil.copy(alice, full / "alice.key")
     ring = KeyRing(full)
     (full / "alice.key").chmod(0o646)
-    with caplog.at_level(logging.ERROR, logger="busd.zap"):
+    with caplog.at_level(logging.ERROR, logger="busd.security.zap"):
         for _ in range(20):
             ring.role(auth.load_public(alice))
     assert len([r for r in caplog.records if "writable by others" in r.getMessage()]) == 1
@@ -165,7 +165,7 @@ def test_refusals_of_fresh_peers_are_capped_overall(
     clock = [1000.0]
     monkeypatch.setattr(auth.time, "monotonic", lambda: clock[0])
     refusals = RefusalLog("refused", interval=60, lines=10)
-    with caplog.at_level(logging.WARNING, logger="busd.auth"):
+    with caplog.at_level(logging.WARNING, logger="busd.core.auth"):
         for i in range(1000):
             refusals.refused(f"fresh-key-{i}", "no")
         assert len(caplog.records) == 10

@@ -1,10 +1,10 @@
-"""The unread-bytes bookkeeping of busd.backlog, with trackers the test sets done."""
+"""The unread-bytes bookkeeping of busd.master.backlog, with trackers the test sets done."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from busd.backlog import ENTRY_OVERHEAD, Published, Replies
+from busd.master.backlog import ENTRY_OVERHEAD, Published, Replies
 
 
 @dataclass

@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 import zmq
 
-from busd.client.busctl import build_parser, format_status, main, parse
-from busd.client.watch import Output, Watcher
-from busd.wire import Kind, Message
+from busd.client.ctl.busctl import build_parser, format_status, main, parse
+from busd.client.ctl.watch import Output, Watcher
+from busd.core.wire import Kind, Message
 
 
 @pytest.fixture
@@ -375,14 +375,14 @@ def test_interrupted_exits_130(capsys: pytest.CaptureFixture[str],
     def interrupted(*args: Any, **kwargs: Any) -> Any:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("busd.control.Control.call", interrupted)
+    monkeypatch.setattr("busd.core.control.Control.call", interrupted)
 
     assert main(["--runtime-dir", str(silent_runtime_dir), "graceful"]) == 130
     assert capsys.readouterr().err.startswith("busctl: interrupted")
 
 
 def test_publish_options_may_come_between_channel_and_args() -> None:
-    from busd.client.busctl import parse
+    from busd.client.ctl.busctl import parse
 
     args = parse(build_parser(), ["publish", "ch", "--json", "x", "1"])
     assert (args.channel, args.args, args.json) == ("ch", ["x", 1], True)

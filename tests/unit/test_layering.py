@@ -1,20 +1,19 @@
 """The layering rule of DESIGN.md, checked on the source (parsed, never imported).
 
-- ``busd/bus.py`` and ``busd/errors.py`` import only the stdlib (bus may
-  import ``busd.errors``);
-- ``busd/wire.py``, ``busd/endpoints.py`` and ``busd/control.py`` add only
-  msgpack and zmq (and ``busd.bus``, ``busd.errors``, and each other: the five
-  form the shared core);
-- ``busd/client/`` (the package ``busd.client``) takes from busd only that
-  shared core: never the ``busd`` package itself, ``master``, ``hub``, ``pool``
-  or ``plugins``;
-- nothing else in ``busd/`` imports ``busd.client``, except the pytest plugin and the
-  examples (which are users of both sides) and the fork server, whose forked
-  child loads the worker's entry point (``busd.client.worker``);
-- nothing in ``busd/`` imports ``busd.__main__`` or ``busd.client.busctl``.
+One rule per folder: the parts of busd a module in that folder may import.
+The part of a module is its folder under ``busd/`` (``busd.core``,
+``busd.master``, ...) and, on the client side, under ``busd/client/``
+(``busd.client`` for its top, ``busd.client.ctl``, ...); every import is
+checked, at any depth (inside functions and ``if TYPE_CHECKING:`` blocks too,
+and ``importlib.import_module("...")`` with a literal name).
 
-Files that do not exist yet are passed over; every import is checked, at any
-depth (inside functions and ``if TYPE_CHECKING:`` blocks too).
+- ``busd/core/`` imports only the stdlib, msgpack, pyzmq and itself;
+- the client side (``busd/client/`` and its folders) imports only
+  ``busd.core`` and the client side;
+- nothing in ``busd/`` imports the client side except ``busd/hosts/`` (a
+  joined pool is a client of another master), ``busd/testing/`` and
+  ``busd/examples/``;
+- nothing imports ``busd.__main__`` or busctl's module.
 """
 
 from __future__ import annotations
@@ -29,22 +28,31 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STDLIB = frozenset(sys.stdlib_module_names)
-CORE = {"busd/bus.py": {"busd.errors"}, "busd/errors.py": set()}
-WIRE_LAYER = ("busd/wire.py", "busd/endpoints.py", "busd/control.py", "busd/auth.py")
-WIRE_THIRD_PARTY = {"msgpack", "zmq"}
-SHARED_CORE = {"busd.bus", "busd.errors", "busd.wire", "busd.endpoints", "busd.control",
-               "busd.auth"}
-WIRE_MAY_IMPORT = SHARED_CORE
-CLIENT_MAY_IMPORT = SHARED_CORE
-# Users of both sides, and the fork server's child loading the worker's main.
-BUSD_MAY_IMPORT_CLIENT = {
-    "busd/testing.py": None, "busd/examples": None, "busd/forkserver.py": {"busd.client.worker"},
-    # busd --join: a master that is also a client of another master.
-    "busd/join.py": {"busd.client.bus", "busd.client.link"},
+THIRD_PARTY_OF_CORE = frozenset({"msgpack", "zmq"})
+CLIENT_SIDE = frozenset({"busd.client", "busd.client.ctl", "busd.client.link",
+                         "busd.client.testing", "busd.client.worker"})
+#: Folder -> the parts its modules may import (besides the stdlib and third parties).
+RULES: dict[str, frozenset[str]] = {
+    "busd/core": frozenset({"busd.core"}),
+    "busd/security": frozenset({"busd.core", "busd.security"}),
+    "busd/master": frozenset({"busd.core", "busd.security", "busd.master"}),
+    "busd/pool": frozenset({"busd.core", "busd.master", "busd.pool"}),
+    "busd/hosts": frozenset({"busd.core", "busd.security", "busd.master", "busd.pool",
+                             "busd.hosts"}) | CLIENT_SIDE,
+    "busd/plugins": frozenset({"busd.core", "busd.plugins"}),
+    "busd/daemon": frozenset({"busd", "busd.core", "busd.security", "busd.master", "busd.pool",
+                              "busd.hosts", "busd.plugins", "busd.daemon"}),
+    "busd/testing": frozenset({"busd", "busd.core", "busd.security", "busd.master", "busd.pool",
+                               "busd.hosts", "busd.plugins", "busd.testing"}) | CLIENT_SIDE,
+    "busd/examples": frozenset({"busd", "busd.core", "busd.master", "busd.pool", "busd.examples"})
+    | CLIENT_SIDE,
+    "busd/client": frozenset({"busd.core"}) | CLIENT_SIDE,
+    # The face hands out the core's names and MasterBus (lazily); the command's main.
+    "busd/__init__.py": frozenset({"busd.core", "busd.master"}),
+    "busd/__main__.py": frozenset({"busd", "busd.core", "busd.security", "busd.master",
+                                   "busd.pool", "busd.hosts", "busd.plugins", "busd.daemon"}),
 }
-CLIENT = "busd.client"
-CLIENT_DIR = "busd/client"
-NOBODY_IMPORTS = {"busd.__main__", "busd.client.busctl"}
+NOBODY_IMPORTS = frozenset({"busd.__main__", "busd.client.ctl.busctl"})
 
 
 @dataclass(frozen=True)
@@ -112,67 +120,47 @@ def imports_of(relpath: str, root: Path = REPO_ROOT) -> list[Import]:
     return list(imports_in_source(source, relpath, root))
 
 
-def existing(relpaths: Iterator[str] | tuple[str, ...] | list[str]) -> list[str]:
-    return [p for p in relpaths if (REPO_ROOT / p).is_file()]
+def python_files(folder: str = "busd") -> list[str]:
+    return [p.relative_to(REPO_ROOT).as_posix() for p in sorted((REPO_ROOT / folder).rglob("*.py"))]
 
 
-def python_files(*folders: str) -> list[str]:
-    found = []
-    for folder in folders:
-        for path in sorted((REPO_ROOT / folder).rglob("*.py")):
-            found.append(path.relative_to(REPO_ROOT).as_posix())
-    return found
+def part_of(module: str) -> str | None:
+    """``busd.master.hub`` -> ``busd.master``; ``busd.client.ctl.x`` -> ``busd.client.ctl``."""
+    parts = module.split(".")
+    if parts[0] != "busd":
+        return None
+    if len(parts) == 1 or (len(parts) == 2 and not is_repo_module(module, REPO_ROOT)):
+        return "busd"
+    if parts[1] == "client":
+        sub = f"busd.client.{parts[2]}" if len(parts) > 2 else "busd.client"
+        return sub if sub in CLIENT_SIDE else "busd.client"
+    return f"busd.{parts[1]}"
 
 
-def top(module: str) -> str:
-    return module.split(".")[0]
+def rule_of(relpath: str) -> tuple[str, frozenset[str]]:
+    """The folder rule that governs ``relpath`` (the most specific one)."""
+    if relpath in RULES:
+        return relpath, RULES[relpath]
+    parts = relpath.split("/")
+    folder = "/".join(parts[:2]) if parts[1] != "client" else "busd/client"
+    assert folder in RULES, f"{relpath}: no layering rule for {folder}/ (add one)"
+    return folder, RULES[folder]
 
 
-def is_client(module: str) -> bool:
-    return module == CLIENT or module.startswith(CLIENT + ".")
-
-
-# -- the rules ---------------------------------------------------------------
-
-
-def core_violations(relpath: str, allowed_busd: set[str], source: str | None = None) -> list[str]:
+def violations(relpath: str, source: str | None = None) -> list[str]:
     found = imports_of(relpath) if source is None else list(imports_in_source(source, relpath))
-    return [
-        str(imp) for imp in found
-        if top(imp.module) not in STDLIB and imp.module not in allowed_busd
-    ]
-
-
-def wire_violations(relpath: str, source: str | None = None) -> list[str]:
-    found = imports_of(relpath) if source is None else list(imports_in_source(source, relpath))
-    return [
-        str(imp) for imp in found
-        if top(imp.module) not in STDLIB | WIRE_THIRD_PARTY
-        and imp.module not in WIRE_MAY_IMPORT
-    ]
-
-
-def client_violations(relpath: str, source: str | None = None) -> list[str]:
-    found = imports_of(relpath) if source is None else list(imports_in_source(source, relpath))
-    return [
-        str(imp) for imp in found
-        if top(imp.module) == "busd" and imp.module not in CLIENT_MAY_IMPORT
-        and not is_client(imp.module)
-    ]
-
-
-def busd_violations(relpath: str, source: str | None = None) -> list[str]:
-    found = imports_of(relpath) if source is None else list(imports_in_source(source, relpath))
-    allowed: set[str] | None = set()
-    for prefix, modules in BUSD_MAY_IMPORT_CLIENT.items():
-        if relpath == prefix or relpath.startswith(prefix + "/"):
-            allowed = modules
-    if allowed is None or relpath.startswith(CLIENT_DIR + "/"):
-        return []
-    return [
-        str(imp) for imp in found
-        if is_client(imp.module) and imp.module not in allowed
-    ]
+    folder, allowed = rule_of(relpath)
+    bad = []
+    for imp in found:
+        top = imp.module.split(".")[0]
+        if top in STDLIB or (top != "busd" and folder != "busd/core"):
+            continue
+        if folder == "busd/core" and top in THIRD_PARTY_OF_CORE:
+            continue
+        part = part_of(imp.module)
+        if part is None or part not in allowed:
+            bad.append(f"{imp} (rule of {folder}: {', '.join(sorted(allowed))})")
+    return bad
 
 
 def forbidden_imports(relpath: str, source: str | None = None) -> list[str]:
@@ -183,45 +171,26 @@ def forbidden_imports(relpath: str, source: str | None = None) -> list[str]:
     ]
 
 
-def test_bus_and_errors_import_only_the_stdlib() -> None:
-    checked = existing(list(CORE))
-    assert checked == list(CORE), "busd/bus.py and busd/errors.py must exist"
-    problems = [v for path in checked for v in core_violations(path, CORE[path])]
-    assert problems == [], "\n".join(problems)
-
-
-def test_wire_and_endpoints_add_only_msgpack_and_zmq() -> None:
-    problems = [v for path in existing(WIRE_LAYER) for v in wire_violations(path)]
-    assert problems == [], "\n".join(problems)
-
-
-def test_client_imports_only_the_shared_core_of_busd() -> None:
-    problems = [v for path in python_files(CLIENT_DIR) for v in client_violations(path)]
-    assert problems == [], "\n".join(problems)
-
-
-def test_busd_never_imports_client() -> None:
-    files = python_files("busd")
-    assert "busd/master.py" in files
-    assert "busd/control.py" in files
-    problems = [v for path in files for v in busd_violations(path)]
+def test_every_module_keeps_its_folders_rule() -> None:
+    files = python_files()
+    assert "busd/core/bus.py" in files
+    assert "busd/master/hub.py" in files
+    problems = [v for path in files for v in violations(path)]
     assert problems == [], "\n".join(problems)
 
 
 def test_nothing_imports_the_command_modules() -> None:
-    files = python_files("busd")
-    assert "busd/bus.py" in files
-    problems = [v for path in files for v in forbidden_imports(path)]
+    problems = [v for path in python_files() for v in forbidden_imports(path)]
     assert problems == [], "\n".join(problems)
 
 
-def test_importing_client_never_loads_the_master_side() -> None:
-    modules = ["busd.client", "busd.client.bus"]
+def test_importing_the_client_side_never_loads_the_master_side() -> None:
     code = (
         "import sys\n"
-        + "".join(f"import {m}\n" for m in modules)
-        + "loaded = sorted(m for m in sys.modules if m == 'busd.__main__' or m.startswith(\n"
-        "    ('busd.master', 'busd.pool', 'busd.plugins', 'busd.client.busctl')))\n"
+        "import busd.client, busd.client.bus\n"
+        "loaded = sorted(m for m in sys.modules if m == 'busd.__main__' or m.startswith(\n"
+        "    ('busd.master', 'busd.pool', 'busd.plugins', 'busd.security', 'busd.hosts',\n"
+        "     'busd.daemon', 'busd.client.ctl')))\n"
         "assert not loaded, loaded\n"
     )
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
@@ -244,54 +213,49 @@ def test_the_checker_resolves_relative_dynamic_and_nested_imports() -> None:
         "from .. import client\n"
         "def later():\n"
         "    import importlib\n"
-        "    importlib.import_module('busd.master')\n"
-        "    __import__('busd.pool')\n"
+        "    importlib.import_module('busd.master.bus')\n"
+        "    __import__('busd.pool.pool')\n"
     )
-    found = {(imp.line, imp.module) for imp in imports_in_source(source, "busd/wire.py")}
+    found = {(imp.line, imp.module) for imp in imports_in_source(source, "busd/core/wire.py")}
     assert found == {
-        (1, "__future__"), (2, "json"), (2, "zmq.asyncio"), (3, "busd.errors"),
-        (4, "busd.bus"), (5, "client"), (7, "importlib"), (8, "busd.master"), (9, "busd.pool"),
+        (1, "__future__"), (2, "json"), (2, "zmq.asyncio"), (3, "busd.core.errors"),
+        (4, "busd.core.bus"), (5, "busd.client"), (7, "importlib"), (8, "busd.master.bus"),
+        (9, "busd.pool.pool"),
     }
 
 
 def test_the_rules_catch_violations() -> None:
-    assert core_violations("busd/errors.py", set(), "import zmq\nfrom busd import bus\n") == [
-        "busd/errors.py:1: imports zmq", "busd/errors.py:2: imports busd.bus",
+    assert violations("busd/core/errors.py", "import zmq\nimport psutil\n") == [
+        "busd/core/errors.py:2: imports psutil (rule of busd/core: busd.core)",
     ]
-    assert core_violations("busd/bus.py", {"busd.errors"}, "from .errors import BusError\n") == []
-    assert wire_violations("busd/endpoints.py", "import msgpack\nfrom .wire import X\n") == []
-    assert wire_violations("busd/wire.py", "import psutil\nfrom busd.master import M\n") == [
-        "busd/wire.py:1: imports psutil", "busd/wire.py:2: imports busd.master",
+    assert violations("busd/core/bus.py", "from busd.master.bus import MasterBus\n") == [
+        "busd/core/bus.py:1: imports busd.master.bus (rule of busd/core: busd.core)",
     ]
     client_source = (
         "from typing import TYPE_CHECKING\n"
         "import zmq\n"
-        "from busd import Bus\n"
-        "from busd.bus import Bus as B\n"
+        "from busd.core.bus import Bus\n"
         "if TYPE_CHECKING:\n"
-        "    from busd.master import MasterBus\n"
+        "    from busd.master.bus import MasterBus\n"
         "import busd.plugins.base\n"
     )
-    assert client_violations("busd/client/bus.py", client_source) == [
-        "busd/client/bus.py:3: imports busd",
-        "busd/client/bus.py:6: imports busd.master",
-        "busd/client/bus.py:7: imports busd.plugins.base",
+    assert [v.split(" (")[0] for v in violations("busd/client/bus.py", client_source)] == [
+        "busd/client/bus.py:5: imports busd.master.bus",
+        "busd/client/bus.py:6: imports busd.plugins.base",
     ]
-    assert busd_violations("busd/master.py", "from busd.client.control import Control\n") == [
-        "busd/master.py:1: imports busd.client.control",
+    assert violations("busd/client/ctl/watch.py", "from busd.client.bus import B\n") == []
+    assert [v.split(" (")[0] for v in violations(
+        "busd/master/hub.py", "def f():\n    import busd.client.link.thread\n")] == [
+        "busd/master/hub.py:2: imports busd.client.link.thread",
     ]
-    assert busd_violations("busd/hub.py", "def f():\n    import busd.client.link\n") == [
-        "busd/hub.py:2: imports busd.client.link",
+    assert violations("busd/hosts/join.py", "from busd.client.bus import ClientBus\n") == []
+    assert [v.split(" (")[0] for v in violations(
+        "busd/pool/forkserver.py", "from busd.client.bus import ClientBus\n")] == [
+        "busd/pool/forkserver.py:1: imports busd.client.bus",
     ]
-    assert busd_violations("busd/forkserver.py", "from busd.client.bus import ClientBus\n") == [
-        "busd/forkserver.py:1: imports busd.client.bus",
+    assert forbidden_imports("busd/client/ctl/watch.py", "from . import busctl\n") == [
+        "busd/client/ctl/watch.py:1: imports busd.client.ctl.busctl",
     ]
-    assert busd_violations("busd/forkserver.py", "from busd.client.worker import run\n") == []
-    hello = "from busd.client.bus import ClientBus\n"
-    assert busd_violations("busd/examples/hello.py", hello) == []
-    assert forbidden_imports("busd/client/control.py", "from . import busctl\n") == [
-        "busd/client/control.py:1: imports busd.client.busctl",
-    ]
-    assert forbidden_imports("busd/master.py", "from busd.__main__ import main\n") == [
-        "busd/master.py:1: imports busd.__main__",
+    assert forbidden_imports("busd/master/bus.py", "from busd.__main__ import main\n") == [
+        "busd/master/bus.py:1: imports busd.__main__",
     ]

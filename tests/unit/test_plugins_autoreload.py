@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-import busd.bus
+import busd.core.bus
 from busd import Bus
 from busd.plugins import Autoreloader
 
@@ -95,8 +95,8 @@ def test_a_file_missing_from_the_start_is_ignored(
 
 
 def test_sysfiles_follows_match(bus: Bus) -> None:
-    only_busd = Autoreloader(bus, match=r"busd\.bus$").sysfiles()
-    assert only_busd == {os.path.abspath(busd.bus.__file__)}
+    only_busd = Autoreloader(bus, match=r"busd\.core\.bus$").sysfiles()
+    assert only_busd == {os.path.abspath(busd.core.bus.__file__)}
     everything = Autoreloader(bus).sysfiles()
     assert os.path.abspath(os.__file__) in everything
     assert all(os.path.isabs(f) for f in everything)

@@ -1,9 +1,9 @@
-"""docs/PROTOCOL.md agrees with busd.wire.
+"""docs/PROTOCOL.md agrees with busd.core.wire.
 
 Every fenced block tagged ``msgpack-example`` holds one line of JSON (the
 decoded message; bytes as ``{"$bin": "<hex>"}``) and a ``hex:`` line (its
 msgpack encoding): the hex must decode to exactly that value, types
-included, and ``busd.wire.decode`` must accept it.  A block tagged
+included, and ``busd.core.wire.decode`` must accept it.  A block tagged
 ``msgpack-example-invalid`` has an ``error: <code>`` line, and its JSON line
 is optional (a frame that is not msgpack has none): ``decode`` must refuse
 it with a ProtocolError of that code.  There must be at least one valid
@@ -22,9 +22,9 @@ from typing import Any
 import msgpack
 import pytest
 
-from busd import wire
-from busd.endpoints import CTL_HWM, PUB_HWM
-from busd.errors import ProtocolError
+from busd.core import wire
+from busd.core.endpoints import CTL_HWM, PUB_HWM
+from busd.core.errors import ProtocolError
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "PROTOCOL.md"
 FENCE = re.compile(r"^```(msgpack-example(?:-invalid)?)[ \t]*\n(.*?)^```[ \t]*$",

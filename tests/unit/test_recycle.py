@@ -1,4 +1,4 @@
-"""busd.recycle.Recycler: which workers are due, and one slot at a time."""
+"""busd.pool.recycle.Recycler: which workers are due, and one slot at a time."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import psutil
 
-from busd.recycle import RecycleConfig, Recycler
+from busd.pool.recycle import RecycleConfig, Recycler
 
 
 @dataclass

@@ -1,13 +1,12 @@
-"""busd.registry without sockets: what a client may say, and what a read-only one counts for."""
+"""busd.master.registry without sockets: what a client may say, what a read-only one counts."""
 
 from __future__ import annotations
 
 import msgpack
 import pytest
 
-from busd.errors import ProtocolError
-from busd.registry import Registry, bye_reason
-from busd.wire import (
+from busd.core.errors import ProtocolError
+from busd.core.wire import (
     DESCRIBE_LIMIT,
     ERRORS_LIMIT,
     MAX_MESSAGE_SIZE,
@@ -17,6 +16,7 @@ from busd.wire import (
     Kind,
     encode,
 )
+from busd.master.registry import Registry, bye_reason
 
 WORKER = b"worker-identity"
 READER = b"reader-identity"

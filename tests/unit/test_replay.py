@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from busd.endpoints import Outbox
-from busd.replay import ENTRY_OVERHEAD, ReplayWindow
+from busd.core.endpoints import Outbox
+from busd.master.replay import ENTRY_OVERHEAD, ReplayWindow
 
 
 def filled(window: ReplayWindow, last: int, size: int = 10) -> ReplayWindow:

@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 import zmq
 
-from busd.endpoints import EndpointError
-from busd.errors import AlreadyRunning
-from busd.fdbudget import FdBudget, FdBudgetExceeded, open_fds, raise_nofile
-from busd.rundir import DirLock, EndpointGuard, holder_pid, lock_path
+from busd.core.endpoints import EndpointError
+from busd.core.errors import AlreadyRunning
+from busd.master.fdbudget import FdBudget, FdBudgetExceeded, open_fds, raise_nofile
+from busd.master.rundir import DirLock, EndpointGuard, holder_pid, lock_path
 
 
 @pytest.fixture

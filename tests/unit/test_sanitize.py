@@ -6,9 +6,9 @@ import time
 
 import pytest
 
-from busd.client.sanitize import printable
-from busd.client.tables import cell, format_clients, format_status, format_workers
-from busd.client.watch import Watcher
+from busd.client.ctl.sanitize import printable
+from busd.client.ctl.tables import cell, format_clients, format_status, format_workers
+from busd.client.ctl.watch import Watcher
 
 EVIL = "evil\x1b[2J\n12:00:00.000 seq 99 state EXITING"
 
@@ -68,7 +68,7 @@ def test_tables_escape_every_cell() -> None:
 
 
 def test_an_error_line_is_one_escaped_line(capsys: pytest.CaptureFixture[str]) -> None:
-    from busd.client.console import error
+    from busd.client.ctl.console import error
 
     error(f"client 3 (pid 4): RuntimeError: {EVIL}")
     err = capsys.readouterr().err
@@ -80,7 +80,7 @@ def test_text_for_people_keeps_its_lines_and_loses_its_escapes(
         capsys: pytest.CaptureFixture[str]) -> None:
     import argparse
 
-    from busd.client.console import emit
+    from busd.client.ctl.console import emit
 
     emit(argparse.Namespace(json=False), {}, "publish evil\x1b[2J: relayed\nsecond line")
     assert capsys.readouterr().out == "publish evil\\x1b[2J: relayed\nsecond line\n"

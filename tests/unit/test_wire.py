@@ -1,4 +1,4 @@
-"""busd.wire (the codec, its checks, errors on the wire) and busd.endpoints."""
+"""busd.core.wire (the codec, its checks, errors on the wire) and busd.core.endpoints."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import msgpack
 import pytest
 import zmq
 
-from busd import endpoints, wire
-from busd.endpoints import EndpointError, Endpoints, Outbox
-from busd.errors import (
+from busd.core import endpoints, wire
+from busd.core.endpoints import EndpointError, Endpoints, Outbox
+from busd.core.errors import (
     BusError,
     ChannelFailures,
     IllegalTransition,
@@ -23,7 +23,7 @@ from busd.errors import (
     RemoteError,
     WaitTimeout,
 )
-from busd.wire import Kind
+from busd.core.wire import Kind
 
 EPOCH = 0x5F3A9C21B7E4
 TOKEN = bytes(range(12))

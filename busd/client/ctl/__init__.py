@@ -1,0 +1,2 @@
+"""busctl: the commands, their output for people, watch and wait.
+"""

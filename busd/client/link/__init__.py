@@ -1,0 +1,2 @@
+"""The link thread (sockets) of a client and what it reports.
+"""

@@ -1,0 +1,2 @@
+"""What the pytest plugin runs in child processes: the harness and barriers.
+"""

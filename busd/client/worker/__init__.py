@@ -1,0 +1,2 @@
+"""A pool worker's main, ASGI/WSGI serving, log files, descendants.
+"""

@@ -1,0 +1,367 @@
+"""The busd wire protocol: message kinds, the msgpack codec, limits and errors.
+
+Every message is one ZeroMQ frame holding one msgpack array whose first two
+items are the protocol version and the message kind::
+
+    master -> clients, PUB (one frame; clients subscribe to everything):
+      [1, STATE,     epoch, seq, state]
+      [1, PUBLISH,   epoch, seq, channel, args, kwargs, ack]
+      [1, EVENT,     epoch, seq, event, data]
+      [1, HEARTBEAT, epoch, seq, state, interval]     (seq: the last one used)
+      [1, EVENT, epoch, seq, "closing", {reason, drain}]   (the last of an epoch)
+
+    client -> master, DEALER -> ROUTER (the ROUTER adds the routing id):
+      [1, HELLO,   req_id, {token, pid, host, name, role, worker, subscribe}]
+      [1, REQUEST, req_id, {cmd, ...arguments}]
+      [1, ACK,     0,      {epoch, seq, ok, result, errors}]
+      [1, PONG,    0,      {epoch, seq, state}]
+      [1, BYE,     0,      {reason}]
+
+    master -> one client, ROUTER -> DEALER:
+      [1, REPLY, req_id, true,  result]
+      [1, REPLY, req_id, false, {code, message, details}]
+
+``epoch`` names one master incarnation; ``seq`` counts the STATE, PUBLISH
+and EVENT messages of an epoch from 1 without gaps.  docs/PROTOCOL.md is the
+full description.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import msgpack
+
+from busd.core.errors import (
+    BusError,
+    Busy,
+    ChannelFailures,
+    Forbidden,
+    IllegalTransition,
+    NoMaster,
+    ProtocolError,
+    RemoteError,
+    WaitTimeout,
+)
+
+VERSION = 1
+#: The largest frame a busd socket accepts from outside (ZMQ_MAXMSGSIZE).
+MAX_MESSAGE_SIZE = 1 << 20
+#: Default seconds between heartbeats, and how many missed ones mean "lost".
+HEARTBEAT_INTERVAL = 1.0
+HEARTBEAT_LIVENESS = 3
+#: Characters of an exception's text that travel in an error or an ack.
+DESCRIBE_LIMIT = 4096
+#: The first byte of a SUB topic that no message starts with; see join_topic().
+JOIN_PREFIX = b"\xffjoin:"
+#: The EVENT a master sends last, when it closes on purpose (docs/PROTOCOL.md, section 9).
+CLOSING_EVENT = "closing"
+
+# What the master keeps of the fields a client sends (docs/PROTOCOL.md section 14):
+# longer text is cut, so nothing a peer says can make an event or a reply too large.
+#: Characters kept of a HELLO's ``name``, ``host`` and ``role`` and of an error's ``type``.
+NAME_LIMIT = 256
+#: Characters kept of a BYE's ``reason``.
+REASON_LIMIT = 1024
+#: Bytes a HELLO's ``token`` may have (busd's clients send 12).
+TOKEN_LIMIT = 64
+#: Encoded bytes an ACK's ``result`` may have; a larger one is replaced by a note.
+RESULT_LIMIT = 64 * 1024
+#: Listener failures kept of one ACK's ``errors``.
+ERRORS_LIMIT = 64
+
+
+class Kind(enum.IntEnum):
+    """The kind of a message, its second item."""
+
+    STATE = 1
+    PUBLISH = 2
+    EVENT = 3
+    HEARTBEAT = 4
+    HELLO = 10
+    REQUEST = 11
+    ACK = 12
+    PONG = 13
+    BYE = 14
+    REPLY = 20
+
+
+_KINDS = {kind.value: kind for kind in Kind}
+_INT_SETS: dict[frozenset[Kind], frozenset[int]] = {}
+_PUBLISH = Kind.PUBLISH.value
+#: Kinds sent on PUB, which carry an epoch and a sequence number.
+BROADCAST_KINDS = frozenset({Kind.STATE, Kind.PUBLISH, Kind.EVENT, Kind.HEARTBEAT})
+#: Kinds a client sends to the master.
+CLIENT_KINDS = frozenset({Kind.HELLO, Kind.REQUEST, Kind.ACK, Kind.PONG, Kind.BYE})
+_BROADCAST_INTS = frozenset(int(k) for k in BROADCAST_KINDS)
+_CLIENT_INTS = frozenset(int(k) for k in CLIENT_KINDS)
+#: How many items each kind has, version and kind included.
+ARITY = {
+    Kind.STATE: 5, Kind.PUBLISH: 8, Kind.EVENT: 6, Kind.HEARTBEAT: 6,
+    Kind.HELLO: 4, Kind.REQUEST: 4, Kind.ACK: 4, Kind.PONG: 4, Kind.BYE: 4,
+    Kind.REPLY: 5,
+}
+_ARITY = {int(kind): n for kind, n in ARITY.items()}
+
+
+class ErrorCode(str, enum.Enum):
+    """The ``code`` of an error on the wire."""
+
+    MALFORMED = "malformed"
+    TOO_LARGE = "too_large"
+    BAD_VERSION = "bad_version"
+    UNKNOWN_KIND = "unknown_kind"
+    UNKNOWN_CLIENT = "unknown_client"
+    UNKNOWN_COMMAND = "unknown_command"
+    BAD_ARGUMENTS = "bad_arguments"
+    CHANNEL_FAILURES = "channel_failures"
+    ILLEGAL_TRANSITION = "illegal_transition"
+    TIMEOUT = "timeout"
+    NO_MASTER = "no_master"
+    FORBIDDEN = "forbidden"
+    BUSY = "busy"
+    INTERNAL = "internal"
+
+
+class Message(NamedTuple):
+    """A decoded message: its kind and the items after version and kind."""
+
+    kind: Kind
+    items: tuple[Any, ...]
+
+    @property
+    def epoch(self) -> int:
+        """The epoch of a PUB message."""
+        return int(self.items[0])
+
+    @property
+    def seq(self) -> int:
+        """The sequence number of a PUB message."""
+        return int(self.items[1])
+
+    @property
+    def req_id(self) -> int:
+        """The request id of a DEALER/ROUTER message."""
+        return int(self.items[0])
+
+    @property
+    def body(self) -> Any:
+        """The last item (the body of a client message)."""
+        return self.items[-1]
+
+
+def encode(kind: Kind, *items: Any) -> bytes:
+    """Encode one message; raises ProtocolError if an item is not msgpack data."""
+    return _pack(kind.name, [VERSION, int(kind), *items])
+
+
+def encode_publish(epoch: int, seq: int, channel: str, args: Any, kwargs: dict[str, Any],
+                   ack: bool) -> bytes:
+    """Encode a PUBLISH (the master's hot path: one call, no enum)."""
+    return _pack("PUBLISH", [VERSION, _PUBLISH, epoch, seq, channel, args, kwargs, ack])
+
+
+def _pack(name: str, message: list[Any]) -> bytes:
+    try:
+        data: bytes = msgpack.packb(message, use_bin_type=True)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise ProtocolError(f"cannot encode {name} message: {exc}") from exc
+    if len(data) > MAX_MESSAGE_SIZE:
+        raise wire_error(ErrorCode.TOO_LARGE,
+                         f"{name} message is {len(data)} bytes, over {MAX_MESSAGE_SIZE}")
+    return data
+
+
+def decode(data: bytes, allowed: frozenset[Kind] | None = None) -> Message:
+    """Decode and check one frame; raises ProtocolError with a wire ``code``."""
+    obj = _decode_checked(data, allowed)
+    return Message(_KINDS[obj[1]], tuple(obj[2:]))
+
+
+def decode_broadcast(data: bytes) -> list[Any]:
+    """Decode and check a PUB frame; return the bare array ``[1, kind, epoch, seq, ...]``.
+
+    The same checks as :func:`decode`, for the client's hot path.
+    """
+    if len(data) <= MAX_MESSAGE_SIZE:
+        try:
+            obj = msgpack.unpackb(data, raw=False, strict_map_key=False)
+        except Exception:  # noqa: BLE001 - malformed: the checked path below says how
+            obj = None
+        # The common case, checked inline: [1, kind, epoch:int, seq:int, ...].
+        if (type(obj) is list and len(obj) > 3 and obj[0] == VERSION
+                and type(obj[0]) is int and type(obj[1]) is int
+                and _ARITY.get(obj[1]) == len(obj) and obj[1] in _BROADCAST_INTS
+                and type(obj[2]) is int and type(obj[3]) is int
+                and (obj[1] != _PUBLISH or _publish_items_ok(obj))):
+            return obj
+    return _decode_checked(data, BROADCAST_KINDS)
+
+
+def _publish_items_ok(obj: list[Any]) -> bool:
+    return (type(obj[4]) is str and type(obj[5]) is list and type(obj[6]) is dict
+            and (not obj[6] or all(type(k) is str for k in obj[6])))
+
+
+def _decode_checked(data: bytes, allowed: frozenset[Kind] | None) -> list[Any]:
+    if len(data) > MAX_MESSAGE_SIZE:
+        raise wire_error(ErrorCode.TOO_LARGE, f"{len(data)} bytes, over {MAX_MESSAGE_SIZE}")
+    try:
+        # Length limits inside follow from len(data), already capped above.
+        obj = msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=False)
+    except Exception as exc:  # msgpack raises many unrelated types
+        raise wire_error(ErrorCode.MALFORMED, f"not msgpack: {exc.__class__.__name__}") from exc
+    if type(obj) is not list or len(obj) < 2:
+        raise wire_error(ErrorCode.MALFORMED, "a message is an array [version, kind, ...]")
+    version, raw = obj[0], obj[1]
+    if type(version) is not int or version != VERSION:
+        raise wire_error(ErrorCode.BAD_VERSION, f"protocol version {version!r} is not {VERSION}",
+                         {"got": version if isinstance(version, int) else repr(version),
+                          "supported": [VERSION]})
+    # Plain ints from here on: hashing an IntEnum member runs Python code.
+    kind = _KINDS.get(raw) if type(raw) is int else None
+    if kind is None:
+        raise wire_error(ErrorCode.UNKNOWN_KIND, f"unknown message kind {raw!r}")
+    if allowed is not None and raw not in _as_ints(allowed):
+        raise wire_error(ErrorCode.UNKNOWN_KIND, f"{kind.name} is not accepted here")
+    if len(obj) != _ARITY[raw]:
+        raise wire_error(ErrorCode.MALFORMED,
+                         f"{kind.name} has {_ARITY[raw]} items, got {len(obj)}")
+    _check_types(kind, raw, obj)
+    return obj
+
+
+def _as_ints(kinds: frozenset[Kind]) -> frozenset[int]:
+    found = _INT_SETS.get(kinds)
+    if found is None:
+        found = _INT_SETS[kinds] = frozenset(int(k) for k in kinds)
+    return found
+
+
+def _check_types(kind: Kind, raw: int, obj: list[Any]) -> None:
+    if type(obj[2]) is not int or (raw in _BROADCAST_INTS and type(obj[3]) is not int):
+        raise wire_error(ErrorCode.MALFORMED, f"{kind.name}: ids must be integers")
+    if raw in _CLIENT_INTS and type(obj[3]) is not dict:
+        raise wire_error(ErrorCode.MALFORMED, f"{kind.name}: the body must be a map")
+    if raw == _PUBLISH and not _publish_items_ok(obj):
+        raise wire_error(ErrorCode.MALFORMED, "PUBLISH: channel, args list, kwargs map")
+
+
+def clip(value: Any, limit: int) -> str:
+    """``value`` as text of at most ``limit`` characters (a cut one ends with an ellipsis)."""
+    text = value if isinstance(value, str) else str(value)
+    if len(text) <= limit:
+        return text
+    return text[:limit - 1] + "\u2026"
+
+
+def pid_namespace() -> str:
+    """This kernel boot and pid namespace: equal on two processes means their pids compare.
+
+    Empty where ``/proc`` does not say (then nobody watches anybody's pid).
+    """
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as boot:
+            boot_id = boot.read().strip()
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return ""
+    return f"{boot_id}:{namespace}"
+
+
+def join_topic(token: bytes) -> bytes:
+    """The SUB topic a joining client adds so the master's XPUB sees it is subscribed."""
+    return JOIN_PREFIX + token
+
+
+# -- errors on the wire -------------------------------------------------
+
+_CODE_CLASSES: dict[ErrorCode, type[BusError]] = {
+    ErrorCode.CHANNEL_FAILURES: ChannelFailures,
+    ErrorCode.ILLEGAL_TRANSITION: IllegalTransition,
+    ErrorCode.TIMEOUT: WaitTimeout,
+    ErrorCode.NO_MASTER: NoMaster,
+    ErrorCode.FORBIDDEN: Forbidden,
+    ErrorCode.BUSY: Busy,
+    ErrorCode.INTERNAL: RemoteError,
+}
+
+
+def wire_error(code: ErrorCode, message: str, details: Any = None) -> BusError:
+    """Build the exception for ``code``, carrying ``code`` and ``details``."""
+    cls = _CODE_CLASSES.get(code, ProtocolError)
+    exc = cls(message)
+    exc.code = code.value  # type: ignore[attr-defined]
+    exc.details = details  # type: ignore[attr-defined]
+    return exc
+
+
+def error_to_wire(exc: BaseException) -> dict[str, Any]:
+    """The ``{code, message, details}`` map for an exception."""
+    code = getattr(exc, "code", None)
+    details = getattr(exc, "details", None)
+    if isinstance(exc, ChannelFailures):
+        code = ErrorCode.CHANNEL_FAILURES.value
+        details = {"channel": exc.channel, "errors": [describe(e) for e in exc.get_instances()]}
+    elif code is None or not isinstance(code, str):
+        code = _code_for(exc).value
+    if details is None:
+        details = {"type": type(exc).__name__}
+    return {"code": code, "message": str(exc) or type(exc).__name__, "details": details}
+
+
+def _code_for(exc: BaseException) -> ErrorCode:
+    for code, cls in _CODE_CLASSES.items():
+        if cls is not RemoteError and isinstance(exc, cls):
+            return code
+    if isinstance(exc, ProtocolError):
+        return ErrorCode.MALFORMED
+    return ErrorCode.INTERNAL
+
+
+def describe(exc: BaseException) -> dict[str, str]:
+    """A listener failure as ``{type, message}``."""
+    return {"type": type(exc).__name__, "message": str(exc)[:DESCRIBE_LIMIT]}
+
+
+def error_from_wire(data: Any) -> BusError:
+    """Rebuild the exception a ``{code, message, details}`` map describes."""
+    if not isinstance(data, dict):
+        return wire_error(ErrorCode.INTERNAL, f"malformed error {data!r}")
+    try:
+        code = ErrorCode(data.get("code"))
+    except ValueError:
+        code = ErrorCode.INTERNAL
+    message = str(data.get("message", ""))
+    details = data.get("details")
+    if code is ErrorCode.CHANNEL_FAILURES:
+        errors = details.get("errors", []) if isinstance(details, dict) else []
+        channel = details.get("channel") if isinstance(details, dict) else None
+        exc: BusError = ChannelFailures(
+            channel=channel,
+            exceptions=[RemoteError(f"{e.get('type')}: {e.get('message')}") for e in errors
+                        if isinstance(e, dict)])
+        exc.code = code.value  # type: ignore[attr-defined]
+        exc.details = details  # type: ignore[attr-defined]
+        return exc
+    return wire_error(code, message, details)
+
+
+# -- acknowledgements ---------------------------------------------------
+
+class Ack(NamedTuple):
+    """One client's answer to a relayed message: ran its listeners, with what result."""
+
+    client: int
+    seq: int
+    ok: bool
+    result: Any = None
+    errors: Sequence[dict[str, str]] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        """A plain map, for replies and ``--json``."""
+        return {"client": self.client, "seq": self.seq, "ok": self.ok,
+                "result": self.result, "errors": list(self.errors)}

@@ -1,0 +1,2 @@
+"""The busd command: its flags, their values, and what ends it.
+"""

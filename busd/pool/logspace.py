@@ -1,0 +1,123 @@
+"""A full ``--log-dir`` disk, said: once when it fills, once when space returns.
+
+::
+
+    [busd-logspace] every ``interval``: statvfs(DIR)
+        free < FULL_BELOW (or no inode left) -> FULL: one WARNING
+        free >= BACK_ABOVE again             -> one WARNING "space returned"
+    each said on busd's own stderr as it was before --log-dir took it (a
+    terminal, or the journal under systemd), in the master's log file (if
+    it still takes a line), and on the bus's ``log`` channel;
+    ``busctl status`` shows it (``logs`` in --json, a ``logs:`` line)
+
+The workers write their own files (no pipe through the master), so the
+master cannot see their failed writes; the free space of the directory is
+what it can see.  The pool keeps serving on a full disk: output is lost
+until space returns, and this is how the operator learns of it.  The two
+thresholds differ so a disk at the edge is not reported again and again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+from busd.master.bus import MasterBus
+
+#: Fewer free bytes than this: the disk is full (the next lines cannot go).
+FULL_BELOW = 16 * 1024
+#: Space has returned once this much is free again.
+BACK_ABOVE = 64 * 1024
+#: How often the directory is looked at.
+INTERVAL = 1.0
+
+
+@dataclass(frozen=True)
+class SpaceState:
+    """What ``status`` shows of the log directory's disk."""
+
+    dir: str
+    full: bool = False
+    free: int | None = None
+    #: Wall-clock time the current (or last) episode began.
+    since: float | None = None
+    #: How many times the disk filled.
+    episodes: int = 0
+    checks: int = 0
+    error: str | None = None
+
+
+class LogSpace:
+    """Watches the free space of one log directory (its own thread owns the state)."""
+
+    def __init__(self, directory: Path, console: int | None,
+                 interval: float = INTERVAL) -> None:
+        self.directory = directory
+        self.console = console
+        self.interval = interval
+        #: Replaced whole by the watcher thread; read by the status hook.
+        self.state = SpaceState(dir=str(directory))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="busd-logspace", daemon=True)
+        self._master: MasterBus | None = None
+
+    def install(self, master: MasterBus) -> None:
+        """Start watching; ``status`` shows it; the watch ends with the master's exit."""
+        self._master = master
+        master.status_hooks.append(lambda status: status.update(logs=asdict(self.state)))
+        master.subscribe("exit", self.close, priority=95)
+        self._thread.start()
+
+    def close(self) -> None:
+        """Stop watching (bounded)."""
+        self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(self.interval + 1.0)
+
+    def check(self) -> SpaceState:
+        """Look at the disk once; say it when it filled or when space returned."""
+        old = self.state
+        try:
+            st = os.statvfs(self.directory)
+        except OSError as exc:
+            self.state = replace(old, checks=old.checks + 1, error=str(exc))
+            return self.state
+        free = st.f_bavail * st.f_frsize
+        no_inode = st.f_files > 0 and st.f_favail == 0
+        full = (free < FULL_BELOW or no_inode) if not old.full else (
+            free < BACK_ABOVE or no_inode)
+        new = replace(old, full=full, free=free, checks=old.checks + 1, error=None)
+        if full and not old.full:
+            new = replace(new, since=time.time(), episodes=old.episodes + 1)
+            what = "no inode left" if no_inode else f"{free} bytes free"
+            self._say(f"the log directory {self.directory} is full ({what}): workers' and "
+                      "busd's output is lost until space returns")
+        elif old.full and not full:
+            self._say(f"space returned in the log directory {self.directory} ({free} bytes "
+                      f"free) after {time.time() - (old.since or time.time()):.0f}s: "
+                      "output is written again")
+        self.state = new
+        return new
+
+    def _watch(self) -> None:
+        while not self._stop.is_set():
+            self.check()
+            self._stop.wait(self.interval)
+
+    def _say(self, text: str) -> None:
+        if self.console is not None:
+            line = f"busd WARNING: {text}\n".encode(errors="replace")
+            with contextlib.suppress(OSError):  # a console gone is nothing to tell
+                os.write(self.console, line)
+        master = self._master
+        if master is not None:
+            # On the command thread, as every log line of busd's: also to the
+            # master's log file (if it takes it) and to `busctl watch log`.
+            master.call_soon(lambda: master.log(text, level=30))
+
+
+__all__ = ["BACK_ABOVE", "FULL_BELOW", "LogSpace", "SpaceState"]

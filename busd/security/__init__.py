@@ -1,0 +1,2 @@
+"""The master's half of CURVE: the ZAP handler and key directories' roles.
+"""
