@@ -504,9 +504,9 @@ class Link:
         self.lost.clear()
         actions = self.stream.welcome(int(snap["epoch"]), int(snap["seq"]), str(snap["state"]),
                                       bool(snap.get("closing")), self._last_heard)
+        self._perform(actions)
         self.joined.set()
         self.settled.set()
-        self._perform(actions)
         self._watch_master(snap)
 
     # -- the published stream ----------------------------------------------------------
