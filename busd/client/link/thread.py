@@ -15,7 +15,9 @@ heartbeat announcing a newer seq, is repaired: the link asks the master's
 replay window for the missing range over DEALER and delivers it, in order,
 exactly once, before anything newer (held meanwhile).  Only what the window
 no longer holds is lost; then the loss is counted exactly and the state is
-checked.  A new epoch makes the link join again; it never guesses.
+checked.  A new epoch makes the link join again; it never guesses.  All of
+that sequencing is a socket-free state machine, :class:`busd.client.link.stream.Stream`:
+this thread feeds it what it reads and performs the actions it returns.
 
 The link thread never stops reading: the dispatcher's queue has no bound
 (its length is reported), so a backlog is never mistaken for a silent
@@ -43,12 +45,29 @@ from typing import Any
 import zmq
 
 from busd.client.link.complaints import Complaints
+from busd.client.link.stream import (
+    REPAIR_RETRY,
+    Action,
+    AskReplay,
+    AskStateCheck,
+    Closing,
+    CountLost,
+    Deliver,
+    Heartbeat,
+    ReplayAnswer,
+    ReplayBusy,
+    ReplayFailed,
+    ReplayPart,
+    SendHello,
+    Stream,
+    StreamState,
+    Synced,
+)
 from busd.core.auth import ClientKeys, HandshakeWatch, secure_client, watch_handshakes
 from busd.core.control import reply_result, request_frame
 from busd.core.endpoints import CTL_HWM, PUB_HWM, Endpoints, Outbox, configure
 from busd.core.errors import Busy, KeyRefused, MasterLost, ProtocolError
 from busd.core.wire import (
-    CLOSING_EVENT,
     HEARTBEAT_INTERVAL,
     HEARTBEAT_LIVENESS,
     Kind,
@@ -65,8 +84,6 @@ log = logging.getLogger(__name__)
 
 #: A PONG goes out unasked when none went for this many pong intervals.
 PONG_SLACK = 1.5
-#: Messages held while a snapshot is on its way; past this, the oldest go.
-JOIN_BUFFER = 1_000_000
 #: Seconds a client waits for a silent master by default (BUSD_MASTER_TIMEOUT).
 DEFAULT_MASTER_TIMEOUT = 30.0
 #: A master_timeout of this means: the master's heartbeat x liveness, from its
@@ -74,20 +91,11 @@ DEFAULT_MASTER_TIMEOUT = 30.0
 #: Such a client also answers every heartbeat, for the master counts a joined
 #: host lost after the same heartbeat x liveness of silence: one number, both sides.
 FOLLOW_HEARTBEAT = 0.0
-#: A repair request unanswered this long is sent again.
-REPAIR_RETRY = 5.0
-#: A repair the master answered ``busy`` (an earlier answer still on its way) is asked
-#: again after this long.
-BUSY_RETRY = 0.05
 HELLO_ID = 1
 #: The request id of the link's own state checks after a loss.
 SNAPSHOT_ID = 2
 #: Request ids above this are the link's repairs and the bus's requests.
 REPLAY_ID = 3
-STATE = int(Kind.STATE)
-EVENT = int(Kind.EVENT)
-HEARTBEAT = int(Kind.HEARTBEAT)
-PUBLISH = int(Kind.PUBLISH)
 #: A kind of complaint (a bad reply, a bad message...) is logged once per this many seconds.
 COMPLAINT_INTERVAL = 10.0
 #: Most frames read from the SUB socket before the thread looks at its timers.
@@ -125,16 +133,6 @@ LinkMessage = Send | Bye | Close
 
 
 @dataclass(frozen=True)
-class Synced:
-    """The state to mirror (None: keep it) after a join or a loss of ``missed`` messages."""
-
-    epoch: int
-    seq: int
-    state: str | None
-    missed: int
-
-
-@dataclass(frozen=True)
 class Gone:
     """The master is lost, for ``reason``; everything up to ``seq`` of ``epoch`` came first."""
 
@@ -143,20 +141,11 @@ class Gone:
     seq: int = 0
 
 
-@dataclass
-class _Repair:
-    """The range still to come from the replay window, and when it was asked for."""
-
-    next: int
-    last: int
-    asked: float = 0.0
-    #: The request id of the last ask: a reply to an older ask (one asked
-    #: again after REPAIR_RETRY, say) is stale and ignored.
-    req_id: int = 0
-
-
 #: Hands items to the dispatcher, in order; never refuses.
-Deliver = Callable[[Sequence[Any]], None]
+DeliverTo = Callable[[Sequence[Any]], None]
+
+__all__ = ["Bye", "Close", "Gone", "Link", "LinkMessage", "Send", "Synced",
+           "master_timeout_from_env"]
 
 
 def master_timeout_from_env(default: float = DEFAULT_MASTER_TIMEOUT) -> float:
@@ -176,7 +165,7 @@ def master_timeout_from_env(default: float = DEFAULT_MASTER_TIMEOUT) -> float:
 class Link:
     """The sockets of one client and the thread that owns them."""
 
-    def __init__(self, endpoints: Endpoints, deliver: Deliver, hello: dict[str, Any],
+    def __init__(self, endpoints: Endpoints, deliver: DeliverTo, hello: dict[str, Any],
                  wait_for_new_master: bool = False,
                  local_state: Callable[[], str] = lambda: "",
                  master_timeout: float = DEFAULT_MASTER_TIMEOUT,
@@ -201,36 +190,20 @@ class Link:
         self.curve = curve
         self._watch: HandshakeWatch | None = None
         self.lost = threading.Event()
-        #: True once the master's closing message arrived (in order): its end is no loss.
-        self.closed_by_master = False
         self._complaints = Complaints(log, COMPLAINT_INTERVAL)
-        self.epoch = 0
-        self.seq = 0
+        self._ids = itertools.count(REPLAY_ID + 1)
+        #: The sequencing: epoch, seq, repairs, held and buffered messages, losses.
+        self.stream = Stream(lambda: next(self._ids), wait_for_new_master, log)
         self.client_id = 0
         self.heartbeat = HEARTBEAT_INTERVAL
         self.pong_interval = HEARTBEAT_INTERVAL
         self.liveness = HEARTBEAT_LIVENESS
         self.stats: collections.Counter[str] = collections.Counter()
-        self.received = 0
-        self._ids = itertools.count(REPLAY_ID + 1)
-        self._check: tuple[int, str] | None = None
-        self._check_asked = False
-        self._missed_since_check = 0
-        self._last_state_seq = 0
         self._futures: dict[int, Future[Any]] = {}
         self._futures_lock = threading.Lock()
-        self._buffer: collections.deque[list[Any]] = collections.deque()
-        self._hello_pending = False
         self._hello_sent = 0.0
-        #: The master refused our HELLO: hearing it again is no reason to join again.
-        self._refused = False
-        self._left = False
-        #: Set by the thread that queues a BYE (the link thread sets _left when it sends it).
+        #: Set by the thread that queues a BYE (the link thread tells the stream as it sends it).
         self._bye_queued = False
-        # A repair in flight: the range [next, last] still to come, when asked.
-        self._repair: _Repair | None = None
-        self._held: collections.deque[list[Any]] = collections.deque()
-        self._batch: list[Any] = []
         self._last_heard = time.monotonic()
         self._last_pong = time.monotonic()
         self._pong_slot = -1
@@ -246,6 +219,21 @@ class Link:
 
     # -- any thread ---------------------------------------------------------
 
+    @property
+    def epoch(self) -> int:
+        """The master incarnation followed (0 before the first welcome)."""
+        return self.stream.epoch
+
+    @property
+    def seq(self) -> int:
+        """The last seq delivered (or counted lost) in order."""
+        return self.stream.seq
+
+    @property
+    def closed_by_master(self) -> bool:
+        """True once the master's closing message arrived (in order): its end is no loss."""
+        return self.stream.closed
+
     def start(self) -> None:
         """Connect, subscribe, say HELLO and start the thread."""
         self._sub.setsockopt(zmq.SUBSCRIBE, b"")
@@ -255,7 +243,7 @@ class Link:
         self._watch = watch_handshakes(self._ctl, self.endpoints.ctl, self.curve)
         self._sub.connect(self.endpoints.pub)
         self._ctl.connect(self.endpoints.ctl)
-        self._send_hello(subscribe=True)
+        self._perform(self.stream.join())
         self._thread.start()
 
     def request(self, cmd: str, **args: Any) -> Future[Any]:
@@ -350,8 +338,9 @@ class Link:
             return 1000.0 * self.heartbeat
         deadline = min(self._last_heard + self.master_timeout,
                        self._last_pong + PONG_SLACK * self.pong_interval)
-        if self._repair is not None:
-            deadline = min(deadline, self._repair.asked + REPAIR_RETRY)
+        repair = self.stream.deadline()
+        if repair is not None:
+            deadline = min(deadline, repair)
         return max(0.0, deadline - time.monotonic()) * 1000.0 + 1.0
 
     def _pong(self) -> None:
@@ -368,24 +357,22 @@ class Link:
     def _keep_alive(self) -> None:
         # A heartbeat stuck behind a backlog must not make the master think
         # this client is dead: past the slack, answer without waiting for it.
-        if (self.joined.is_set() and not self.lost.is_set() and not self._left
-                and time.monotonic() - self._last_pong > PONG_SLACK * self.pong_interval):
+        now = time.monotonic()
+        if (self.joined.is_set() and not self.lost.is_set() and not self.stream.left
+                and now - self._last_pong > PONG_SLACK * self.pong_interval):
             self._pong()
-        if (self._hello_pending and self.lost.is_set()
-                and time.monotonic() - self._hello_sent > REPAIR_RETRY):
+        if (self.stream.state is StreamState.REJOINING and self.lost.is_set()
+                and now - self._hello_sent > REPAIR_RETRY):
             # A HELLO sent as the link came back may have gone down with it again.
-            self._hello_pending = False
-            self._heard_again()
-        if self._repair is not None and time.monotonic() - self._repair.asked > REPAIR_RETRY:
-            self.stats["repair_retries"] += 1
-            self._ask_replay()
+            self._perform(self.stream.hello_overdue())
+        self._perform(self.stream.tick(now))
 
     def _pong_due(self) -> bool:
         # Answer the first heartbeat of each wall-clock slot of pong_interval:
         # every client on the host picks the same heartbeat, so the master
         # reads their answers in one wake-up instead of one each.
         slot = int(time.time() / self.pong_interval)
-        if slot == self._pong_slot or self._left:
+        if slot == self._pong_slot or self.stream.left:
             return False
         self._pong_slot = slot
         return True
@@ -395,7 +382,7 @@ class Link:
             if type(item) is Send:
                 self._send_now(item.frame)
             elif type(item) is Bye:
-                self._left = True
+                self.stream.leave()
                 self._send_now(item.frame)
             elif type(item) is Close:
                 self._close_sockets(int(item.linger * 1000))
@@ -422,7 +409,6 @@ class Link:
                 future.set_exception(MasterLost("the link to the master closed"))
 
     def _send_hello(self, subscribe: bool) -> None:
-        self._hello_pending = True
         self._hello_sent = time.monotonic()
         self._ctl.send(encode(Kind.HELLO, HELLO_ID, {**self.hello, "subscribe": subscribe}))
 
@@ -462,7 +448,6 @@ class Link:
                 self._complaints.warn("bad_reply", "bad reply from master: %s", exc)
                 continue
             self._on_reply(msg)
-        self._flush()
 
     def _on_reply(self, msg: Message) -> None:
         req_id = msg.req_id
@@ -470,16 +455,15 @@ class Link:
             self._on_welcome(msg)
         elif req_id == SNAPSHOT_ID:
             self._on_state_check(msg)
-        elif self._repair is not None and req_id == self._repair.req_id:
+        elif self.stream.expects(req_id):
             self._on_replay(msg)
         elif req_id == 0:
             err = error_from_wire(msg.items[2])
             if getattr(err, "code", "") != "unknown_client":
                 self._complaints.warn("reported", "master reported: %s", err)
-            elif self.joined.is_set() and not self._left and not self.closed_by_master:
+            else:
                 # The master declared us lost (we were silent too long): join again.
-                log.info("the master does not know this client; joining again")
-                self._rejoin(subscribe=False)
+                self._perform(self.stream.unknown_client())
         else:
             self._settle(req_id, msg)
 
@@ -498,20 +482,17 @@ class Link:
             snap = reply_result(msg)
         except Exception as exc:  # noqa: BLE001 - a refusal, said in one line
             log.error("the master refused this client's HELLO: %s", exc)
-            self._refused = True
-            if isinstance(exc, Busy) and not self.joined.is_set():
+            first_busy = isinstance(exc, Busy) and not self.joined.is_set()
+            self._perform(self.stream.refused_hello(first_busy))
+            if isinstance(exc, Busy) and first_busy:
                 # A first HELLO refused (the master is full): connect() says so at once.
                 self.refused = exc
                 self.refusal = str(exc)
-                self._hello_pending = False
                 self.settled.set()
                 return
             self._master_lost("the master refused HELLO")
             return
-        self._hello_pending = False
         self.stats["welcomes"] += 1
-        same_epoch = int(snap["epoch"]) == self.epoch and self.joined.is_set()
-        self.epoch, snap_seq = int(snap["epoch"]), int(snap["seq"])
         self.client_id = int(snap["client_id"])
         self.heartbeat = float(snap["heartbeat"])
         self.pong_interval = float(snap.get("pong_interval") or self.heartbeat)
@@ -521,258 +502,86 @@ class Link:
             self.pong_interval = min(self.pong_interval, self.heartbeat)
         self._last_heard = time.monotonic()
         self.lost.clear()
-        self._watch_master(snap)
-        buffered = [m for m in self._buffer if m[2] == self.epoch]
-        self._buffer.clear()
-        if not same_epoch:
-            # A first join, or a new master: start from its snapshot.
-            self._repair = None
-            self._held.clear()
-            self.seq = self._last_state_seq = snap_seq
-            self._deliver_control(Synced(self.epoch, self.seq, snap["state"], 0))
+        actions = self.stream.welcome(int(snap["epoch"]), int(snap["seq"]), str(snap["state"]),
+                                      bool(snap.get("closing")), self._last_heard)
+        self._perform(actions)
         self.joined.set()
         self.settled.set()
-        # Joined again in the same epoch: what we missed meanwhile is repaired,
-        # then the state is mirrored again (a lost master made us stop, maybe).
-        for m in buffered:
-            self._on_broadcast(m)
-        if same_epoch:
-            if snap_seq > self.seq and self._repair is None:
-                self._start_repair(self.seq + 1, snap_seq)
-            self._check = (snap_seq, str(snap["state"]))
-            self._apply_check()
-        elif snap.get("closing"):  # joined a master that is closing: nothing more comes
-            self._closing(snap_seq)
+        self._watch_master(snap)
 
     # -- the published stream ----------------------------------------------------------
 
     def _read_sub(self) -> None:
-        self._last_heard = time.monotonic()
-        try:
-            self._read_sub_frames()
-        finally:
-            self._flush()
-            self._apply_check()
-
-    def _read_sub_frames(self) -> None:
-        recv, batch = self._sub.recv, self._batch
-        fast = self._fast()
+        self._last_heard = now = time.monotonic()
+        recv, msgs = self._sub.recv, []
         for _ in range(DRAIN_LIMIT):
             try:
                 frame = recv(zmq.NOBLOCK)
             except zmq.Again:
-                return
+                break
             try:
-                msg = decode_broadcast(frame)
+                msgs.append(decode_broadcast(frame))
             except ProtocolError as exc:
                 self.stats["bad_messages"] += 1
                 self._complaints.warn("bad_message", "bad message from master: %s", exc)
-                continue
-            # The common case, inline: the next message of our epoch, in order.
-            if fast and msg[3] == self.seq + 1 and msg[2] == self.epoch and msg[1] != HEARTBEAT:
-                self.seq = msg[3]
-                self.received += 1
-                if msg[1] != PUBLISH:
-                    self._noted(msg)
-                batch.append(msg)
-            else:
-                self._on_broadcast(msg)
-                # It may have handed the batch over (a state check): use the new one.
-                batch, fast = self._batch, self._fast()
+        self._perform(self.stream.receive(msgs, now))
 
-    def _fast(self) -> bool:
-        """True when the next in-order message needs nothing but delivering."""
-        return (self._repair is None and not self._hello_pending and self._check is None
-                and not self.lost.is_set())
-
-    # A broadcast is the bare array [version, kind, epoch, seq, ...] (hot path).
-
-    def _on_broadcast(self, msg: list[Any]) -> None:
-        if self._hello_pending:
-            self._hold(msg)
-            return
-        epoch, seq = msg[2], msg[3]
-        if epoch == self.epoch and self.lost.is_set() and self._heard_again():
-            self._hold(msg)
-            return
-        if epoch != self.epoch:
-            if (self.lost.is_set() and not self.wait_for_new_master) or self._left:
-                return
-            log.info("a new master incarnation (epoch %d); joining it", epoch)
-            self.stats["new_epochs"] += 1
-            self._rejoin(subscribe=True)
-            self._hold(msg)
-            return
-        if msg[1] == HEARTBEAT:
-            if self._pong_due():
-                self._pong()
-            if seq > self.seq and self._repair is None:
-                self._start_repair(self.seq + 1, seq)
-            return
-        if self._repair is not None:
-            self._held.append(msg)
-            return
-        if seq <= self.seq:
-            return
-        if seq != self.seq + 1:
-            self._start_repair(self.seq + 1, seq - 1)
-            self._held.append(msg)
-            return
-        self._deliver_msg(msg)
-
-    def _deliver_msg(self, msg: list[Any]) -> None:
-        self.seq = msg[3]
-        self.received += 1
-        if msg[1] != PUBLISH:
-            self._noted(msg)
-        self._batch.append(msg)
-        if self._check is not None and self.seq >= self._check[0]:
-            self._apply_check()  # the checked state goes right after its seq
-
-    def _noted(self, msg: list[Any]) -> None:
-        """A STATE or EVENT delivered in order: remember what the stream says of the master."""
-        if msg[1] == STATE:
-            self._last_state_seq = msg[3]
-        elif msg[1] == EVENT and msg[4] == CLOSING_EVENT:
-            self._closing(msg[3])
-
-    def _closing(self, seq: int) -> None:
-        """The master closes on purpose, and this client has everything up to ``seq``."""
-        if self.closed_by_master:
-            return
-        self.closed_by_master = True
-        log.info("the master is closing; every message up to seq %d arrived", seq)
-        self._pong()  # the master waits for this to close
-
-    def _flush(self) -> None:
-        """Hand the messages read so far to the dispatcher, in one go."""
-        if self._batch:
-            batch, self._batch = self._batch, []
-            self.deliver(batch)
-
-    def _deliver_control(self, item: Synced | Gone) -> None:
-        """A snapshot or a loss: after what came before it."""
-        self._flush()
-        self.deliver([item])
+    def _perform(self, actions: list[Action]) -> None:
+        """Do what the stream asks, in order."""
+        for action in actions:
+            if type(action) is Deliver:
+                self.deliver(action.items)
+            elif type(action) is Synced:
+                self.deliver([action])
+            elif type(action) is Heartbeat:
+                if self._pong_due():
+                    self._pong()
+            elif type(action) is AskReplay:
+                self._send_now(encode(Kind.REQUEST, action.req_id, {
+                    "cmd": "replay", "epoch": action.epoch, "from": action.first,
+                    "to": action.last}))
+            elif type(action) is CountLost:
+                self.stats["missed"] += action.count
+                log.warning("%d message(s) before seq %d were older than the master's replay "
+                            "window: lost; checking the state", action.count, action.next_seq)
+            elif type(action) is AskStateCheck:
+                self._send_now(encode(Kind.REQUEST, SNAPSHOT_ID, {"cmd": "snapshot"}))
+            elif type(action) is SendHello:
+                self._send_hello(action.subscribe)
+            elif type(action) is Closing:
+                log.info("the master is closing; every message up to seq %d arrived", action.seq)
+                self._pong()  # the master waits for this to close
 
     # -- repairs -------------------------------------------------------------------
 
-    def _start_repair(self, first: int, last: int) -> None:
-        """Ask the master's replay window for ``first..last``; hold newer messages meanwhile."""
-        self.stats["gaps"] += 1
-        self._repair = _Repair(first, last)
-        self._ask_replay()
-
-    def _ask_replay(self) -> None:
-        assert self._repair is not None
-        self._repair.asked = time.monotonic()
-        self._repair.req_id = next(self._ids)
-        self._send_now(encode(Kind.REQUEST, self._repair.req_id, {
-            "cmd": "replay", "epoch": self.epoch, "from": self._repair.next,
-            "to": self._repair.last}))
-
     def _on_replay(self, msg: Message) -> None:
-        if self._repair is None:
-            return
-        last = self._repair.last
+        repair = self.stream.repair
+        assert repair is not None
+        answer: ReplayAnswer
         if not msg.items[1] and _code(msg.items[2]) == "busy":
-            # Not a loss: the master still holds our last answer. Ask again shortly.
-            self.stats["repair_busy"] += 1
-            self._repair.asked = time.monotonic() - REPAIR_RETRY + BUSY_RETRY
-            return
-        try:
-            part = reply_result(msg)
-            if part.get("epoch") != self.epoch:
-                raise ProtocolError("a replay of another master incarnation")
-            first, frames, lost = int(part["first"]), part["frames"], int(part["lost"])
-        except Exception as exc:  # noqa: BLE001 - whatever it was, the range is gone
-            self._complaints.warn("replay", "the master could not replay messages %d..%d: %s",
-                                  self._repair.next, last, exc)
-            first, frames, lost = last + 1, [], last + 1 - self._repair.next
-            part = {"more": False}
-        if lost:
-            self._lose(lost, first)
-        for frame in frames:
-            replayed = decode_broadcast(frame)
-            if replayed[2] == self.epoch and replayed[3] == self.seq + 1:
-                self.stats["repaired"] += 1
-                self._deliver_msg(replayed)
-        if part.get("more") and self.seq < last:
-            self._repair.next = self.seq + 1
-            self._ask_replay()
-            return
-        self._repair = None
-        if self.seq < last:  # the window ended before our range did: gone too
-            self._lose(last - self.seq, last + 1)
-        held, self._held = self._held, collections.deque()
-        for m in held:
-            self._on_broadcast(m)
-        self._flush()
-        self._apply_check()
-
-    def _lose(self, count: int, next_seq: int) -> None:
-        """``count`` messages before ``next_seq`` are gone for good: count them, check state."""
-        self.stats["missed"] += count
-        self._missed_since_check += count
-        log.warning("%d message(s) before seq %d were older than the master's replay "
-                    "window: lost; checking the state", count, next_seq)
-        self.seq = max(self.seq, next_seq - 1)
-        if not self._check_asked:
-            self._check_asked = True
-            self.stats["resyncs"] += 1
-            self._send_now(encode(Kind.REQUEST, SNAPSHOT_ID, {"cmd": "snapshot"}))
+            answer = ReplayBusy()
+        else:
+            try:
+                part = reply_result(msg)
+                if part.get("epoch") != self.epoch:
+                    raise ProtocolError("a replay of another master incarnation")
+                answer = ReplayPart(int(part["first"]),
+                                    [decode_broadcast(f) for f in part["frames"]],
+                                    int(part["lost"]), bool(part.get("more")))
+            except Exception as exc:  # noqa: BLE001 - whatever it was, the range is gone
+                self._complaints.warn("replay", "the master could not replay messages %d..%d: %s",
+                                      repair.next, repair.last, exc)
+                answer = ReplayFailed()
+        self._perform(self.stream.replayed(msg.req_id, answer, time.monotonic()))
 
     def _on_state_check(self, msg: Message) -> None:
-        self._check_asked = False
         try:
             snap = reply_result(msg)
         except Exception as exc:  # noqa: BLE001 - logged in one line; the next loss asks again
             self._complaints.warn("snapshot", "the master would not give a snapshot: %s", exc)
+            self._perform(self.stream.state_checked(None))
             return
-        self._check = (int(snap["seq"]), str(snap["state"]))
-        self._flush()
-        self._apply_check()
-
-    def _apply_check(self) -> None:
-        """Deliver a pending state check once the stream has reached its seq."""
-        if self._check is None or self.seq < self._check[0]:
-            return
-        seq, state = self._check
-        self._check = None
-        missed, self._missed_since_check = self._missed_since_check, 0
-        # A STATE delivered after the checked seq is newer than the check's state.
-        fresh = state if self._last_state_seq <= seq else None
-        self._deliver_control(Synced(self.epoch, seq, fresh, missed))
-
-    def _hold(self, msg: list[Any]) -> None:
-        if msg[1] == HEARTBEAT:
-            return
-        self._buffer.append(msg)
-        if len(self._buffer) > JOIN_BUFFER:
-            self._buffer.popleft()
-
-    def _rejoin(self, subscribe: bool) -> None:
-        if not self._hello_pending and not self._left:
-            self.stats["rejoins"] += 1
-            self._send_hello(subscribe)
-
-    def _heard_again(self) -> bool:
-        """A master we counted lost speaks again, same epoch: a partition healed.
-
-        Waiting for it (``on_master_lost="wait"``), join again: the welcome
-        repairs what was published meanwhile from the replay window (counting
-        exactly what it no longer holds) and hands over the state to mirror.
-        This side may have noticed the silence first, while the master still
-        counts this client joined: then nothing else would make it rejoin.
-        True while that HELLO is unanswered (what comes meanwhile is held).
-        """
-        if (self.wait_for_new_master and self.joined.is_set() and not self._left
-                and not self._refused and not self.closed_by_master):
-            if not self._hello_pending:
-                log.info("the master answers again (epoch %d, after seq %d); joining again",
-                         self.epoch, self.seq)
-            self._rejoin(subscribe=False)
-        return self._hello_pending
+        self._perform(self.stream.state_checked(int(snap["seq"]), str(snap["state"])))
 
     def _check_master(self) -> None:
         if not self.joined.is_set() or self.lost.is_set() or self.closed_by_master:
@@ -790,13 +599,14 @@ class Link:
         else:
             self.stats["master_lost"] += 1
             log.warning("master lost: %s", reason)
-        self._hello_pending = False
-        self._deliver_control(Gone(reason, self.epoch, self.seq))
+        self._perform(self.stream.master_lost())
+        self.deliver([Gone(reason, self.epoch, self.seq)])
 
     def statistics(self) -> dict[str, Any]:
         """Counters: received, gaps, repaired, missed, resyncs, new epochs, bad messages."""
         return {"epoch": self.epoch, "seq": self.seq, "client_id": self.client_id,
-                "received": self.received, "held": len(self._held), **dict(self.stats)}
+                "received": self.stream.received, "held": self.stream.held,
+                **dict(self.stream.stats), **dict(self.stats)}
 
 
 def _code(error: Any) -> Any:

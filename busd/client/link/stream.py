@@ -1,0 +1,474 @@
+"""A client's sequenced stream: in-order, exactly-once delivery, with no sockets and no threads.
+
+The link thread (``busd.client.link.thread``) owns the sockets; it feeds a
+:class:`Stream` what it reads and performs the actions the stream returns::
+
+    link thread                      Stream (this module)
+    -----------                      --------------------
+    join()                      -->  [SendHello(subscribe=True)]
+    frames read on SUB          -->  receive(msgs, now)     -> [Deliver, AskReplay, Heartbeat, ...]
+    HELLO reply (a snapshot)    -->  welcome(...)           -> [Synced, Deliver, AskReplay, ...]
+    replay reply                -->  replayed(req_id, part) -> [CountLost, Deliver, AskStateCheck]
+    snapshot reply (a check)    -->  state_checked(seq, st) -> [Deliver, Synced]
+    its timers                  -->  tick(now)              -> [AskReplay] (asked again)
+    the master lost, BYE sent   -->  master_lost(), leave()
+
+Sequencing is docs/PROTOCOL.md sections 7 and 8: a gap (or a heartbeat
+announcing a newer seq) is repaired from the master's replay window before
+anything newer is delivered; what the window no longer holds is counted
+lost, exactly, and the state is then checked; a new epoch makes the client
+join again.  Time only enters as ``now`` (seconds, any monotonic clock), so
+tests drive every transition without waiting.
+
+States, and who moves them (``TRANSITIONS`` is the table; ``_enter`` checks it)::
+
+            join()              welcome                gap (a frame or a heartbeat ahead)
+      IDLE -------> JOINING ------------> LIVE ------------------------> REPAIRING
+       ^               |                  |  ^<------ repair done --------+  |
+       +-first HELLO --+                  |  |                              |
+         refused busy     new epoch,      |  | welcome (REPAIRING if a      |
+                          unknown_client  v  | repair is still out)         |
+                                       REJOINING <--------------------------+
+                                          |  ^
+                      master_lost()       v  | heard again, or a new epoch
+      (from every state) -------------->  LOST   (waiting for the master)
+                                          |
+                                          +--welcome--> LIVE | REPAIRING
+
+A welcome is taken in any state (a late one too: the master answered a
+HELLO this side gave up on), and a refused first HELLO goes back to IDLE.
+A repair asked before a HELLO or a loss is still in flight in REJOINING or
+LOST: its answer is applied there too (it does not change the state).  In
+JOINING and REJOINING every frame (heartbeats aside) is buffered until the
+welcome.  Leaving (BYE) is a fact, not a state: after it no HELLO is sent
+and another epoch's frames are ignored, while the current epoch's are still
+delivered in order.
+"""
+
+from __future__ import annotations
+
+import collections
+import enum
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from busd.client.link.streamtypes import (
+    Action,
+    AskReplay,
+    AskStateCheck,
+    Closing,
+    CountLost,
+    Deliver,
+    Heartbeat,
+    ReplayAnswer,
+    ReplayBusy,
+    ReplayFailed,
+    ReplayPart,
+    SendHello,
+    Synced,
+)
+from busd.core.wire import CLOSING_EVENT, Kind
+
+__all__ = [
+    "BUSY_RETRY", "JOIN_BUFFER", "REPAIR_RETRY", "TRANSITIONS", "Action", "AskReplay",
+    "AskStateCheck", "BadTransition", "Closing", "CountLost", "Deliver", "Heartbeat",
+    "Repair", "ReplayAnswer", "ReplayBusy", "ReplayFailed", "ReplayPart", "SendHello",
+    "Stream", "StreamState", "Synced",
+]
+
+#: Messages buffered while a HELLO is unanswered; past this, the oldest go.
+JOIN_BUFFER = 1_000_000
+#: A repair request unanswered this long is sent again.
+REPAIR_RETRY = 5.0
+#: A repair the master answered ``busy`` (an earlier answer still on its way) is asked
+#: again after this long.
+BUSY_RETRY = 0.05
+STATE = int(Kind.STATE)
+EVENT = int(Kind.EVENT)
+HEARTBEAT = int(Kind.HEARTBEAT)
+PUBLISH = int(Kind.PUBLISH)
+
+
+class StreamState(enum.Enum):
+    """Where a client's stream stands with its master (see the module's diagram)."""
+
+    IDLE = "idle"  # no HELLO out and never welcomed
+    JOINING = "joining"  # the first HELLO is out; frames are buffered
+    LIVE = "live"  # joined, delivering in order
+    REPAIRING = "repairing"  # joined, a replay ask is out; newer frames are held
+    REJOINING = "rejoining"  # welcomed before, a HELLO is out again; frames are buffered
+    LOST = "lost"  # the link counted its master lost; no HELLO is out
+
+
+S = StreamState
+#: The allowed moves; ``Stream._enter`` refuses any other.
+TRANSITIONS: dict[StreamState, frozenset[StreamState]] = {
+    S.IDLE: frozenset({S.JOINING, S.LIVE, S.LOST}),
+    S.JOINING: frozenset({S.LIVE, S.REPAIRING, S.IDLE, S.LOST}),
+    S.LIVE: frozenset({S.REPAIRING, S.REJOINING, S.LOST}),
+    S.REPAIRING: frozenset({S.LIVE, S.REJOINING, S.LOST}),
+    S.REJOINING: frozenset({S.LIVE, S.REPAIRING, S.LOST}),
+    S.LOST: frozenset({S.LIVE, S.REPAIRING, S.JOINING, S.REJOINING}),
+}
+
+
+class BadTransition(RuntimeError):
+    """The stream was asked to move where its table does not allow (a bug)."""
+
+
+@dataclass
+class Repair:
+    """The range still to come from the replay window, and the ask in flight for it."""
+
+    next: int
+    last: int
+    asked: float = 0.0
+    #: The request id of the last ask: a reply to an older one (asked again after
+    #: REPAIR_RETRY, say) is stale and ignored.
+    req_id: int = 0
+
+
+class Stream:
+    """The sequencing of one client: feed it what arrives, perform what it returns."""
+
+    def __init__(self, next_id: Callable[[], int], wait_for_new_master: bool = False,
+                 log: logging.Logger | None = None) -> None:
+        self._next_id = next_id
+        self.wait_for_new_master = wait_for_new_master
+        self._log = log or logging.getLogger(__name__)
+        self.state = S.IDLE
+        self.epoch = 0
+        self.seq = 0
+        #: Messages delivered in order (replayed ones included).
+        self.received = 0
+        self.stats: collections.Counter[str] = collections.Counter()
+        #: Welcomed at least once.
+        self.joined = False
+        #: BYE was sent: no HELLO from now on.
+        self.left = False
+        #: The master refused a HELLO: hearing it again is no reason to join again.
+        self.refused = False
+        #: The master's closing message arrived (in order): its end is no loss.
+        self.closed = False
+        self.repair: Repair | None = None
+        self._held: collections.deque[list[Any]] = collections.deque()
+        self._buffer: collections.deque[list[Any]] = collections.deque()
+        self._check: tuple[int, str] | None = None
+        self._check_asked = False
+        self._missed_since_check = 0
+        self._last_state_seq = 0
+        self._batch: list[Any] = []
+        self._out: list[Action] = []
+
+    # -- the choke point ------------------------------------------------------------
+
+    def _enter(self, new: StreamState) -> None:
+        old = self.state
+        if new is old:
+            return
+        if new not in TRANSITIONS[old]:
+            raise BadTransition(f"stream: {old.name} -> {new.name} is not a transition")
+        if new in (S.JOINING, S.REJOINING) and self.left:
+            raise BadTransition(f"stream: {new.name} after BYE")
+        self._log.debug("stream: %s -> %s (epoch %d, seq %d)", old.name, new.name,
+                        self.epoch, self.seq)
+        self.state = new
+
+    def _actions(self) -> list[Action]:
+        """Hand over the batch and everything asked for since the last event."""
+        if self._batch:
+            self._out.append(Deliver(self._batch))
+            self._batch = []
+        out, self._out = self._out, []
+        return out
+
+    # -- events -----------------------------------------------------------------------
+
+    def join(self) -> list[Action]:
+        """The first HELLO (the link says it as it starts)."""
+        self._enter(S.JOINING)
+        self._out.append(SendHello(subscribe=True))
+        return self._actions()
+
+    def receive(self, msgs: Sequence[list[Any]], now: float) -> list[Action]:
+        """Frames read from SUB, in arrival order (each a checked bare array)."""
+        batch = self._batch
+        fast = self._fast()
+        for msg in msgs:
+            # The common case, inline: the next message of our epoch, in order.
+            if fast and msg[3] == self.seq + 1 and msg[2] == self.epoch and msg[1] != HEARTBEAT:
+                self.seq = msg[3]
+                self.received += 1
+                if msg[1] != PUBLISH:
+                    self._noted(msg)
+                batch.append(msg)
+            else:
+                self._one(msg, now)
+                # It may have handed the batch over (a state check): use the new one.
+                batch, fast = self._batch, self._fast()
+        self._apply_check()
+        return self._actions()
+
+    def welcome(self, epoch: int, seq: int, state: str, closing: bool,
+                now: float) -> list[Action]:
+        """The master answered a HELLO with its snapshot ``(epoch, seq, state)``."""
+        same_epoch = epoch == self.epoch and self.joined
+        self.epoch = epoch
+        buffered = [m for m in self._buffer if m[2] == epoch]
+        self._buffer.clear()
+        if not same_epoch:
+            # A first join, or a new master: start from its snapshot.
+            self.repair = None
+            self._held.clear()
+            self.seq = self._last_state_seq = seq
+            self._control(Synced(epoch, seq, state, 0))
+        self.joined = True
+        self._enter(S.LIVE if self.repair is None else S.REPAIRING)
+        # Joined again in the same epoch: what we missed meanwhile is repaired,
+        # then the state is mirrored again (a lost master made us stop, maybe).
+        for m in buffered:
+            self._one(m, now)
+        if same_epoch:
+            if seq > self.seq and self.repair is None:
+                self._start_repair(self.seq + 1, seq, now)
+            self._check = (seq, state)
+            self._apply_check()
+        elif closing:  # joined a master that is closing: nothing more comes
+            self._closing(seq)
+        return self._actions()
+
+    def refused_hello(self, first_busy: bool) -> list[Action]:
+        """The master refused a HELLO; ``first_busy``: the first one, for being full."""
+        self.refused = True
+        if first_busy and not self.joined:
+            self._enter(S.IDLE)
+        return self._actions()
+
+    def expects(self, req_id: int) -> bool:
+        """True if ``req_id`` is the replay ask now in flight (any other is stale)."""
+        return self.repair is not None and req_id == self.repair.req_id
+
+    def replayed(self, req_id: int, answer: ReplayAnswer, now: float) -> list[Action]:
+        """The answer to a replay ask; one to an ask no longer in flight is ignored."""
+        repair = self.repair
+        if repair is None or req_id != repair.req_id:
+            self.stats["stale_replies"] += 1
+            return self._actions()
+        last = repair.last
+        if type(answer) is ReplayBusy:
+            # Not a loss: the master still holds our last answer. Ask again shortly.
+            self.stats["repair_busy"] += 1
+            repair.asked = now - REPAIR_RETRY + BUSY_RETRY
+            return self._actions()
+        if type(answer) is ReplayPart:
+            part = answer
+        else:
+            part = ReplayPart(first=last + 1, frames=(), lost=last + 1 - repair.next, more=False)
+        if part.lost:
+            self._lose(part.lost, part.first)
+        for msg in part.frames:
+            if msg[2] == self.epoch and msg[3] == self.seq + 1:
+                self.stats["repaired"] += 1
+                self._deliver(msg)
+        if part.more and self.seq < last:
+            repair.next = self.seq + 1
+            self._ask_replay(now)
+            return self._actions()
+        self.repair = None
+        if self.state is S.REPAIRING:
+            self._enter(S.LIVE)
+        if self.seq < last:  # the window ended before our range did: gone too
+            self._lose(last - self.seq, last + 1)
+        held, self._held = self._held, collections.deque()
+        for m in held:
+            self._one(m, now)
+        self._apply_check()
+        return self._actions()
+
+    def state_checked(self, seq: int | None, state: str = "") -> list[Action]:
+        """The answer to a state check: ``(seq, state)``, or None if the master refused it."""
+        self._check_asked = False
+        if seq is not None:
+            self._check = (seq, state)
+            self._apply_check()
+        return self._actions()
+
+    def tick(self, now: float) -> list[Action]:
+        """Time passed: a repair unanswered for REPAIR_RETRY seconds is asked again."""
+        if self.repair is not None and now - self.repair.asked > REPAIR_RETRY:
+            self.stats["repair_retries"] += 1
+            self._ask_replay(now)
+        return self._actions()
+
+    def deadline(self) -> float | None:
+        """When :meth:`tick` next has something to do (None: nothing is waited for)."""
+        return None if self.repair is None else self.repair.asked + REPAIR_RETRY
+
+    def unknown_client(self) -> list[Action]:
+        """The master does not know this client (it counted it lost): join again."""
+        if self.joined and not self.left and not self.closed:
+            self._log.info("the master does not know this client; joining again")
+            self._rejoin(subscribe=False)
+        return self._actions()
+
+    def master_lost(self) -> list[Action]:
+        """The link counted the master lost (silence, its process ended, a refusal)."""
+        self._enter(S.LOST)
+        return self._actions()
+
+    def hello_overdue(self) -> list[Action]:
+        """A HELLO sent while the master was lost went unanswered: say it again, if still due."""
+        if self.state is S.REJOINING:
+            self._enter(S.LOST)
+            self._heard_again()
+        return self._actions()
+
+    def leave(self) -> None:
+        """BYE was sent: never join again."""
+        self.left = True
+
+    @property
+    def held(self) -> int:
+        """Messages held behind a repair."""
+        return len(self._held)
+
+    # -- the sequencing --------------------------------------------------------------
+
+    def _fast(self) -> bool:
+        """True when the next in-order message needs nothing but delivering."""
+        return self.state is S.LIVE and self._check is None
+
+    def _one(self, msg: list[Any], now: float) -> None:
+        """One frame, as docs/PROTOCOL.md section 8 says."""
+        if self.state in (S.JOINING, S.REJOINING):
+            self._hold(msg)
+            return
+        epoch, seq = msg[2], msg[3]
+        if epoch == self.epoch and self.state is S.LOST and self._heard_again():
+            self._hold(msg)
+            return
+        if epoch != self.epoch:
+            if (self.state is S.LOST and not self.wait_for_new_master) or self.left:
+                return
+            self._log.info("a new master incarnation (epoch %d); joining it", epoch)
+            self.stats["new_epochs"] += 1
+            self._rejoin(subscribe=True)
+            self._hold(msg)
+            return
+        if msg[1] == HEARTBEAT:
+            self._out.append(Heartbeat())
+            if seq > self.seq and self.repair is None:
+                self._start_repair(self.seq + 1, seq, now)
+            return
+        if self.repair is not None:
+            self._held.append(msg)
+            return
+        if seq <= self.seq:
+            return
+        if seq != self.seq + 1:
+            self._start_repair(self.seq + 1, seq - 1, now)
+            self._held.append(msg)
+            return
+        self._deliver(msg)
+
+    def _deliver(self, msg: list[Any]) -> None:
+        self.seq = msg[3]
+        self.received += 1
+        if msg[1] != PUBLISH:
+            self._noted(msg)
+        self._batch.append(msg)
+        if self._check is not None and self.seq >= self._check[0]:
+            self._apply_check()  # the checked state goes right after its seq
+
+    def _noted(self, msg: list[Any]) -> None:
+        """A STATE or EVENT delivered in order: remember what the stream says of the master."""
+        if msg[1] == STATE:
+            self._last_state_seq = msg[3]
+        elif msg[1] == EVENT and msg[4] == CLOSING_EVENT:
+            self._closing(msg[3])
+
+    def _closing(self, seq: int) -> None:
+        if not self.closed:
+            self.closed = True
+            self._out.append(Closing(seq))
+
+    def _control(self, item: Synced) -> None:
+        """A snapshot or a loss: after what came before it."""
+        if self._batch:
+            self._out.append(Deliver(self._batch))
+            self._batch = []
+        self._out.append(item)
+
+    def _hold(self, msg: list[Any]) -> None:
+        if msg[1] == HEARTBEAT:
+            return
+        self._buffer.append(msg)
+        if len(self._buffer) > JOIN_BUFFER:
+            self._buffer.popleft()
+
+    # -- repairs, losses, state checks -------------------------------------------
+
+    def _start_repair(self, first: int, last: int, now: float) -> None:
+        """Ask the replay window for ``first..last``; hold newer messages meanwhile."""
+        self.stats["gaps"] += 1
+        self.repair = Repair(first, last)
+        if self.state is S.LIVE:
+            self._enter(S.REPAIRING)
+        self._ask_replay(now)
+
+    def _ask_replay(self, now: float) -> None:
+        repair = self.repair
+        assert repair is not None
+        repair.asked = now
+        repair.req_id = self._next_id()
+        self._out.append(AskReplay(self.epoch, repair.next, repair.last, repair.req_id))
+
+    def _lose(self, count: int, next_seq: int) -> None:
+        """``count`` messages before ``next_seq`` are gone for good: count them, check state."""
+        self._missed_since_check += count
+        self._out.append(CountLost(count, next_seq))
+        self.seq = max(self.seq, next_seq - 1)
+        if not self._check_asked:
+            self._check_asked = True
+            self.stats["resyncs"] += 1
+            self._out.append(AskStateCheck())
+
+    def _apply_check(self) -> None:
+        """Deliver a pending state check once the stream has reached its seq."""
+        if self._check is None or self.seq < self._check[0]:
+            return
+        seq, state = self._check
+        self._check = None
+        missed, self._missed_since_check = self._missed_since_check, 0
+        # A STATE delivered after the checked seq is newer than the check's state.
+        fresh = state if self._last_state_seq <= seq else None
+        self._control(Synced(self.epoch, seq, fresh, missed))
+
+    # -- joining again -------------------------------------------------------------
+
+    def _rejoin(self, subscribe: bool) -> None:
+        if self.state in (S.JOINING, S.REJOINING) or self.left:
+            return
+        self.stats["rejoins"] += 1
+        self._enter(S.REJOINING if self.joined else S.JOINING)
+        self._out.append(SendHello(subscribe))
+
+    def _heard_again(self) -> bool:
+        """A master counted lost speaks again, same epoch: a partition healed.
+
+        Waiting for it (``on_master_lost="wait"``), join again: the welcome
+        repairs what was published meanwhile from the replay window (counting
+        exactly what it no longer holds) and hands over the state to mirror.
+        This side may have noticed the silence first, while the master still
+        counts this client joined: then nothing else would make it rejoin.
+        True while that HELLO is unanswered (what comes meanwhile is buffered).
+        """
+        if (self.wait_for_new_master and self.joined and not self.left
+                and not self.refused and not self.closed):
+            if self.state is S.LOST:
+                self._log.info("the master answers again (epoch %d, after seq %d); "
+                               "joining again", self.epoch, self.seq)
+            self._rejoin(subscribe=False)
+        return self.state is S.REJOINING

@@ -1,0 +1,109 @@
+"""What goes into a client's :class:`~busd.client.link.stream.Stream` and what comes out.
+
+::
+
+    link thread --frames, ReplayAnswer, snapshots--> Stream --[Action, ...]--> link thread
+
+Every value is a frozen dataclass: an action is performed by the link thread
+in the order the stream returned it; an answer is what the link made of a
+reply from the master's replay window.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+# -- what the stream asks of the link (actions) -------------------------------------
+
+
+@dataclass(frozen=True)
+class Deliver:
+    """Hand these messages (bare arrays ``[1, kind, epoch, seq, ...]``) on, in order."""
+
+    items: list[Any]
+
+
+@dataclass(frozen=True)
+class Synced:
+    """The state to mirror (None: keep it) after a join or a loss of ``missed`` messages.
+
+    The link hands it to the dispatcher as it is, after what came before it.
+    """
+
+    epoch: int
+    seq: int
+    state: str | None
+    missed: int
+
+
+@dataclass(frozen=True)
+class AskReplay:
+    """Send ``REQUEST {cmd: replay, epoch, from: first, to: last}`` with ``req_id``."""
+
+    epoch: int
+    first: int
+    last: int
+    req_id: int
+
+
+@dataclass(frozen=True)
+class AskStateCheck:
+    """Send ``REQUEST {cmd: snapshot}`` (the state check after a loss)."""
+
+
+@dataclass(frozen=True)
+class CountLost:
+    """``count`` messages before ``next_seq`` are gone for good (older than the window)."""
+
+    count: int
+    next_seq: int
+
+
+@dataclass(frozen=True)
+class SendHello:
+    """Say HELLO (``subscribe``: the SUB's join topic must be seen again)."""
+
+    subscribe: bool
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """A heartbeat of the followed epoch arrived: answer it if a PONG is due."""
+
+
+@dataclass(frozen=True)
+class Closing:
+    """The master closes on purpose and every message up to ``seq`` arrived."""
+
+    seq: int
+
+
+Action = Deliver | Synced | AskReplay | AskStateCheck | CountLost | SendHello | Heartbeat | Closing
+
+
+# -- what the link hands the stream, besides frames ---------------------------------
+
+
+@dataclass(frozen=True)
+class ReplayPart:
+    """A replay answer: ``frames`` (decoded) numbered from ``first``; ``lost`` before it."""
+
+    first: int
+    frames: Sequence[list[Any]]
+    lost: int
+    more: bool
+
+
+@dataclass(frozen=True)
+class ReplayBusy:
+    """The master still holds an earlier answer to this client: ask again shortly."""
+
+
+@dataclass(frozen=True)
+class ReplayFailed:
+    """The master could not replay (an error reply, another epoch): the range is gone."""
+
+
+ReplayAnswer = ReplayPart | ReplayBusy | ReplayFailed
