@@ -8,8 +8,9 @@ venv, busd, zmq) where another user can: on a machine where the interpreter
 lives under a directory only root may enter (``/root`` is 0700 where pyenv
 installs it), the command runs in its own mount namespace in which that one
 directory is a read-only view (a tmpfs holding a bind mount of the one entry
-on the interpreter's path).  Nothing changes outside that namespace, and it
-goes away with its processes.
+on the interpreter's path), and so is every other such directory on the
+way (a checkout in a ``mktemp -d`` directory, as CI makes one).  Nothing
+changes outside that namespace, and it goes away with its processes.
 """
 
 from __future__ import annotations
@@ -80,26 +81,33 @@ def needed_paths() -> list[Path]:
         Path(busd.__file__).parents[1])]
 
 
-def blocked_dir() -> Path | None:
-    """The first directory on the way to what is needed that others may not enter."""
+def blocked_dirs() -> list[Path]:
+    """The directories on the way to what is needed that others may not enter, outermost first.
+
+    There may be several: a pyenv Python under /root, and a checkout (with its
+    venv) in a directory made by ``mktemp -d``, as CI makes one.
+    """
+    found: set[Path] = set()
     for path in needed_paths():
         for directory in reversed(path.parents):
             if directory != Path("/") and not directory.stat().st_mode & stat.S_IXOTH:
-                return directory
-    return None
+                found.add(directory)
+    return sorted(found, key=lambda d: len(d.parts))
 
 
 def reachable(argv: list[str]) -> list[str]:
     """``argv``, run where every user can reach this Python (see the module docstring)."""
-    blocked = blocked_dir()
-    if blocked is None:
+    blocked = blocked_dirs()
+    if not blocked:
         return argv
     if shutil.which("unshare") is None:
-        pytest.skip(f"{blocked} is closed to other users and unshare is not installed")
-    entries = sorted({p.relative_to(blocked).parts[0] for p in needed_paths()
-                      if p.is_relative_to(blocked) and p != blocked})
-    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", OPEN_DIR,
-            "open-dir", str(blocked), ":".join(entries), *argv]
+        pytest.skip(f"{blocked[0]} is closed to other users and unshare is not installed")
+    # Innermost last: each step opens one directory, then runs the next.
+    for directory in reversed(blocked):
+        entries = sorted({p.relative_to(directory).parts[0] for p in needed_paths()
+                          if p.is_relative_to(directory) and p != directory})
+        argv = ["sh", "-c", OPEN_DIR, "open-dir", str(directory), ":".join(entries), *argv]
+    return ["unshare", "--mount", "--propagation", "private", *argv]
 
 
 def as_user(argv: list[str], user: pwd.struct_passwd) -> list[str]:
