@@ -23,7 +23,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +41,7 @@ from busd.core.errors import BusError, KeyRefused, NoMaster
 from busd.core.wire import Kind, decode, encode
 from busd.testing import PoolFactory, Processes
 from busd.testing.pool import BusdPool
+from tests.integration.accounts import made_user
 from tests.integration.test_security import Keys, make_keys
 
 TIMEOUT = 10.0
@@ -166,20 +166,8 @@ def reader(secured: Secured) -> contextlib.AbstractContextManager[Peer]:
 @pytest.fixture
 def local_user() -> Iterator[pwd.struct_passwd]:
     """Another local user, made for this test and removed after it."""
-    if os.getuid() != 0:
-        pytest.skip("making another local user needs root")
-    if shutil.which("useradd") is None or shutil.which("userdel") is None:
-        pytest.skip("useradd/userdel are not installed")
-    name = f"bt{uuid.uuid4().hex[:10]}"
-    made = subprocess.run(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin",
-                           "--user-group", name], capture_output=True, text=True, check=False,
-                          timeout=30)
-    if made.returncode != 0:
-        pytest.skip(f"useradd failed: {made.stderr.strip()}")
-    try:
-        yield pwd.getpwnam(name)
-    finally:
-        subprocess.run(["userdel", name], capture_output=True, check=False, timeout=30)
+    with made_user() as user:
+        yield user
 
 
 def short_dir(prefix: str) -> Path:
