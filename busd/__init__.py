@@ -46,8 +46,12 @@ __all__ = [
 __version__ = "0.1.0"
 
 
-_HOMES = {"Bus": "busd.core.bus", "State": "busd.core.bus", "states": "busd.core.bus",
-          "MasterBus": "busd.master.bus"}
+_HOMES = {
+    "Bus": "busd.core.bus",
+    "State": "busd.core.bus",
+    "states": "busd.core.bus",
+    "MasterBus": "busd.master.bus",
+}
 
 
 def __getattr__(name: str) -> Any:

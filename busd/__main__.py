@@ -81,8 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:
         return int(exc.code or 0)
     set_title("master", opts.name or ep.DEFAULT_NAME)
-    logging.basicConfig(level=opts.log_level, format=LOG_FORMATS[opts.log_format],
-                        datefmt=DATE_FORMAT)
+    logging.basicConfig(
+        level=opts.log_level, format=LOG_FORMATS[opts.log_format], datefmt=DATE_FORMAT
+    )
     try:
         return run(opts, command)
     except (ListenError, PluginError, UsageError) as exc:
@@ -137,8 +138,9 @@ def run(opts: argparse.Namespace, command: list[str]) -> int:
     systemd = take_systemd_env()  # before any worker or fork server can inherit it
     if opts.uid is not None:
         environment_for(opts.uid, os.environ)  # the new user's HOME, not root's XDG dir
-    runtime = (Path(opts.runtime_dir) if opts.runtime_dir
-               else ep.runtime_dir(opts.name, uid=opts.uid))
+    runtime = (
+        Path(opts.runtime_dir) if opts.runtime_dir else ep.runtime_dir(opts.name, uid=opts.uid)
+    )
     refuse_if_running(ep.default_endpoints(runtime).ctl)
     if not opts.target and not command:
         opts.workers = 0  # a master alone: clients attach by themselves
@@ -198,19 +200,32 @@ class Parts:
             remove_pidfile(pidfile)
 
 
-def run_pool(opts: argparse.Namespace, command: list[str], runtime: Path,
-             by_address: dict[str, Any], logs: LogDir | None, systemd: dict[str, str],
-             parts: Parts) -> int:
+def run_pool(
+    opts: argparse.Namespace,
+    command: list[str],
+    runtime: Path,
+    by_address: dict[str, Any],
+    logs: LogDir | None,
+    systemd: dict[str, str],
+    parts: Parts,
+) -> int:
     """Make the fork server, master and pool (into ``parts``), start, block; the status."""
     listeners = list(by_address.values())
     # Before the master has a thread or a socket (and after the listening
     # sockets, which it passes on): the fork server forks clean.
     forkserver = parts.forkserver = (
         ForkServer(opts.target, preload=opts.preload, name=opts.name or ep.DEFAULT_NAME)
-        if opts.target and opts.spawn == "fork" else None)
+        if opts.target and opts.spawn == "fork"
+        else None
+    )
     master = parts.master = make_master(opts, runtime, listeners)
-    spawner = make_spawner(opts, master, forkserver, command or target_argv(opts.target),
-                           worker_env(opts, master, listeners))
+    spawner = make_spawner(
+        opts,
+        master,
+        forkserver,
+        command or target_argv(opts.target),
+        worker_env(opts, master, listeners),
+    )
     pool = parts.pool = make_pool(opts, master, spawner, runtime, logs)
     end_on_thread_death(lambda: die_now(pool, runtime, listeners))
     if logs is not None:
@@ -230,50 +245,78 @@ def run_pool(opts: argparse.Namespace, command: list[str], runtime: Path,
 
 def make_master(opts: argparse.Namespace, runtime: Path, listeners: list[Any]) -> MasterBus:
     """The master bus, on the runtime dir's endpoints and --bind's."""
-    master = MasterBus(name=opts.name, runtime_dir=runtime, bind=opts.bind,
-                       heartbeat=opts.heartbeat, insecure=opts.insecure,
-                       # Joined, the secret is this host's client key (and, with
-                       # --authorized-keys, also that of its own tcp endpoints).
-                       curve_secret=opts.curve_secret
-                       if opts.authorized_keys or not opts.join else None,
-                       authorized_keys=opts.authorized_keys,
-                       readonly_keys=opts.readonly_keys,
-                       # An exit serves clients behind for as long as workers get to stop.
-                       drain_timeout=opts.graceful_timeout,
-                       # Often enough that a hung worker is seen within its timeout.
-                       pong_interval=min(5 * opts.heartbeat, opts.worker_timeout / 3),
-                       no_relay=("log", "main", *SIGNAL_CHANNELS), check_running=False)
-    master.status_hooks.append(lambda doc: doc.update(
-        listen=[describe(s) for s in listeners]))
+    master = MasterBus(
+        name=opts.name,
+        runtime_dir=runtime,
+        bind=opts.bind,
+        heartbeat=opts.heartbeat,
+        insecure=opts.insecure,
+        # Joined, the secret is this host's client key (and, with
+        # --authorized-keys, also that of its own tcp endpoints).
+        curve_secret=opts.curve_secret if opts.authorized_keys or not opts.join else None,
+        authorized_keys=opts.authorized_keys,
+        readonly_keys=opts.readonly_keys,
+        # An exit serves clients behind for as long as workers get to stop.
+        drain_timeout=opts.graceful_timeout,
+        # Often enough that a hung worker is seen within its timeout.
+        pong_interval=min(5 * opts.heartbeat, opts.worker_timeout / 3),
+        no_relay=("log", "main", *SIGNAL_CHANNELS),
+        check_running=False,
+    )
+    master.status_hooks.append(lambda doc: doc.update(listen=[describe(s) for s in listeners]))
     HostTable(master).install()
     return master
 
 
-def make_spawner(opts: argparse.Namespace, master: MasterBus, forkserver: ForkServer | None,
-                 argv: list[str], env: dict[str, str]) -> Spawner:
+def make_spawner(
+    opts: argparse.Namespace,
+    master: MasterBus,
+    forkserver: ForkServer | None,
+    argv: list[str],
+    env: dict[str, str],
+) -> Spawner:
     """The fork server (told where its replacements go), else an exec spawner of ``argv``."""
     if forkserver is None:
         return ExecSpawner(argv, env)
     forkserver.env = env
     forkserver.on_replaced = lambda old, new, how: master.event(
-        "forkserver_replaced", {"old": old, "pid": new, "how": how})
-    master.status_hooks.append(lambda status: status.update(
-        forkserver=forkserver.statistics()))
+        "forkserver_replaced", {"old": old, "pid": new, "how": how}
+    )
+    master.status_hooks.append(lambda status: status.update(forkserver=forkserver.statistics()))
     return forkserver
 
 
-def make_pool(opts: argparse.Namespace, master: MasterBus, spawner: Spawner, runtime: Path,
-              logs: LogDir | None) -> Pool:
+def make_pool(
+    opts: argparse.Namespace,
+    master: MasterBus,
+    spawner: Spawner,
+    runtime: Path,
+    logs: LogDir | None,
+) -> Pool:
     """The pool, its size checked against the open-file limit, subscribed to the master."""
-    pool = Pool(master, spawner, PoolConfig(
-        size=opts.workers, graceful_timeout=opts.graceful_timeout,
-        worker_timeout=opts.worker_timeout, startup_timeout=opts.startup_timeout,
-        reload=opts.reload, backoff=opts.backoff, backoff_max=opts.backoff_max,
-        flap_limit=opts.flap_limit, flap_window=opts.flap_window,
-        recycle=RecycleConfig(max_age=opts.max_age, jitter=opts.recycle_jitter,
-                              max_rss=int(opts.max_rss * (1 << 20)) if opts.max_rss else None),
-        log_dir=str(logs.directory) if logs else None, name=master.name),
-        pids_file=runtime / "workers.pids")
+    pool = Pool(
+        master,
+        spawner,
+        PoolConfig(
+            size=opts.workers,
+            graceful_timeout=opts.graceful_timeout,
+            worker_timeout=opts.worker_timeout,
+            startup_timeout=opts.startup_timeout,
+            reload=opts.reload,
+            backoff=opts.backoff,
+            backoff_max=opts.backoff_max,
+            flap_limit=opts.flap_limit,
+            flap_window=opts.flap_window,
+            recycle=RecycleConfig(
+                max_age=opts.max_age,
+                jitter=opts.recycle_jitter,
+                max_rss=int(opts.max_rss * (1 << 20)) if opts.max_rss else None,
+            ),
+            log_dir=str(logs.directory) if logs else None,
+            name=master.name,
+        ),
+        pids_file=runtime / "workers.pids",
+    )
     try:
         pool.budget.check(opts.workers, 0, f"-w {opts.workers}")
     except FdBudgetExceeded:
@@ -283,8 +326,13 @@ def make_pool(opts: argparse.Namespace, master: MasterBus, spawner: Spawner, run
     return pool
 
 
-def serve(opts: argparse.Namespace, master: MasterBus, pool: Pool, listeners: list[Any],
-          command: list[str]) -> int | None:
+def serve(
+    opts: argparse.Namespace,
+    master: MasterBus,
+    pool: Pool,
+    listeners: list[Any],
+    command: list[str],
+) -> int | None:
     """Start (or join), say so, block until the exit; EX_SOFTWARE if it could not start."""
     host = None
     try:
@@ -307,31 +355,51 @@ def join(master: MasterBus, pool: Pool, opts: argparse.Namespace) -> Any:
     from busd.core.auth import client_keys
     from busd.hosts.join import join_master
 
-    return join_master(master, pool, opts.join,
-                       curve=client_keys(opts.server_key, opts.curve_secret),
-                       wait_for_master=opts.wait_for_master, timeout=opts.startup_timeout,
-                       ack_timeout=opts.graceful_timeout + opts.startup_timeout)
+    return join_master(
+        master,
+        pool,
+        opts.join,
+        curve=client_keys(opts.server_key, opts.curve_secret),
+        wait_for_master=opts.wait_for_master,
+        timeout=opts.startup_timeout,
+        ack_timeout=opts.graceful_timeout + opts.startup_timeout,
+    )
 
 
-
-def log_summary(opts: argparse.Namespace, master: MasterBus, listeners: list[Any],
-                command: list[str]) -> None:
+def log_summary(
+    opts: argparse.Namespace, master: MasterBus, listeners: list[Any], command: list[str]
+) -> None:
     """One line after start: what runs, how many, where to reach it."""
     what = " ".join(command) if command else opts.target
-    pool = (f"{opts.workers} worker{'s' if opts.workers != 1 else ''} of {what} "
-            f"(spawn {'exec' if command else opts.spawn}{', preload' if opts.preload else ''}, "
-            f"reload {opts.reload})" if opts.workers else "no workers")
+    pool = (
+        f"{opts.workers} worker{'s' if opts.workers != 1 else ''} of {what} "
+        f"(spawn {'exec' if command else opts.spawn}{', preload' if opts.preload else ''}, "
+        f"reload {opts.reload})"
+        if opts.workers
+        else "no workers"
+    )
     listen = ", ".join(describe(s) for s in listeners) or "none"
-    who = f", uid {os.getuid()} gid {os.getgid()}" if opts.uid is not None or opts.gid is not None \
+    who = (
+        f", uid {os.getuid()} gid {os.getgid()}"
+        if opts.uid is not None or opts.gid is not None
         else ""
-    log.info("busd %s (pid %d%s) %s: %s; control %s; pub %s; listen %s", __version__,
-             os.getpid(), who, master.state.name, pool, ", ".join(master.hub.ctl_endpoints),
-             ", ".join(master.hub.pub_endpoints), listen)
+    )
+    log.info(
+        "busd %s (pid %d%s) %s: %s; control %s; pub %s; listen %s",
+        __version__,
+        os.getpid(),
+        who,
+        master.state.name,
+        pool,
+        ", ".join(master.hub.ctl_endpoints),
+        ", ".join(master.hub.pub_endpoints),
+        listen,
+    )
 
 
-
-def prepare_restart(master: MasterBus, sockets: dict[str, Any],
-                    forkserver: ForkServer | None) -> None:
+def prepare_restart(
+    master: MasterBus, sockets: dict[str, Any], forkserver: ForkServer | None
+) -> None:
     """On ``restart``: end the fork server (the new master makes its own; this one
     would linger, a zombie nobody reaps) and hand the listening sockets on."""
     if sockets:
@@ -349,17 +417,21 @@ def prepare_restart(master: MasterBus, sockets: dict[str, Any],
     master.subscribe("exit", before_exec, priority=100)
 
 
-def worker_env(opts: argparse.Namespace, master: MasterBus,
-               listeners: list[Any]) -> dict[str, str]:
+def worker_env(opts: argparse.Namespace, master: MasterBus, listeners: list[Any]) -> dict[str, str]:
     """What a worker needs to find its master and its listening sockets."""
-    return {**os.environ, "BUSD_NAME": master.name, "BUSD_RUNTIME_DIR": str(master.runtime_dir),
-            "BUSD_PUB_ENDPOINT": master.hub.pub_endpoints[0],
-            "BUSD_CTL_ENDPOINT": master.hub.ctl_endpoints[0],
-            **dict(item.split("=", 1) for item in opts.env),
-            "BUSD_LOG_LEVEL": opts.log_level, "BUSD_LOG_FORMAT": opts.log_format,
-            "BUSD_MASTER_TIMEOUT": str(opts.master_timeout),
-            "BUSD_GRACEFUL_TIMEOUT": str(opts.graceful_timeout),
-            "BUSD_LISTEN_FDS": ",".join(str(s.fileno()) for s in listeners)}
+    return {
+        **os.environ,
+        "BUSD_NAME": master.name,
+        "BUSD_RUNTIME_DIR": str(master.runtime_dir),
+        "BUSD_PUB_ENDPOINT": master.hub.pub_endpoints[0],
+        "BUSD_CTL_ENDPOINT": master.hub.ctl_endpoints[0],
+        **dict(item.split("=", 1) for item in opts.env),
+        "BUSD_LOG_LEVEL": opts.log_level,
+        "BUSD_LOG_FORMAT": opts.log_format,
+        "BUSD_MASTER_TIMEOUT": str(opts.master_timeout),
+        "BUSD_GRACEFUL_TIMEOUT": str(opts.graceful_timeout),
+        "BUSD_LISTEN_FDS": ",".join(str(s.fileno()) for s in listeners),
+    }
 
 
 def take_systemd_env() -> dict[str, str]:
@@ -370,11 +442,15 @@ def take_systemd_env() -> dict[str, str]:
     return {key: os.environ.pop(key) for key in SYSTEMD_ONLY if key in os.environ}
 
 
-def install_plugins(master: MasterBus, pool: Pool, opts: argparse.Namespace,
-                    systemd: dict[str, str] | None = None) -> None:
+def install_plugins(
+    master: MasterBus, pool: Pool, opts: argparse.Namespace, systemd: dict[str, str] | None = None
+) -> None:
     """Signals and systemd notification (``systemd``: its variables)."""
-    SdNotify(master, environ=systemd, wait_ready=lambda: wait_workers_started(
-        master, pool, opts.startup_timeout)).subscribe()
+    SdNotify(
+        master,
+        environ=systemd,
+        wait_ready=lambda: wait_workers_started(master, pool, opts.startup_timeout),
+    ).subscribe()
     actions = signal_actions(master, pool, reopen_logs=bool(opts.log_dir))
     handler = SignalHandler(master, handlers=actions)
     handler.subscribe()
@@ -385,7 +461,8 @@ def wait_workers_started(master: MasterBus, pool: Pool, timeout: float) -> bool:
     """Wait until every worker the pool has now is STARTED (False past ``timeout``)."""
     pids = {row["pid"] for row in pool.workers() if row["pid"] is not None}
     return master.hub.registry.wait_for(
-        lambda clients: pids <= {c.pid for c in clients if c.state == "STARTED"}, timeout)
+        lambda clients: pids <= {c.pid for c in clients if c.state == "STARTED"}, timeout
+    )
 
 
 def die_now(pool: Pool, runtime: Path, listeners: list[socket.socket]) -> NoReturn:
@@ -397,8 +474,9 @@ def die_now(pool: Pool, runtime: Path, listeners: list[socket.socket]) -> NoRetu
         os._exit(EX_SOFTWARE)  # a process main may end the process; the library never does
 
 
-def signal_actions(master: MasterBus, pool: Pool, reopen_logs: bool = False
-                   ) -> dict[str | int, Callable[[], object] | None]:
+def signal_actions(
+    master: MasterBus, pool: Pool, reopen_logs: bool = False
+) -> dict[str | int, Callable[[], object] | None]:
     """Each signal becomes a command in the master's queue, like busctl's.
 
     SIGUSR1 reopens the log files with ``--log-dir`` (gunicorn's USR1), else

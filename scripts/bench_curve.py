@@ -110,10 +110,13 @@ class Setup:
         shutil.copy(made["client"][0], authorized)
         self.server_key, self.client_secret = made["server"][0], made["client"][1]
         self.keys = client_keys(self.server_key, self.client_secret)
-        self.plain = MasterBus(runtime_dir=base / "p", bind=["tcp://127.0.0.1:*"],
-                               insecure=True)
-        self.curve = MasterBus(runtime_dir=base / "c", bind=["tcp://127.0.0.1:*"],
-                               curve_secret=made["server"][1], authorized_keys=authorized)
+        self.plain = MasterBus(runtime_dir=base / "p", bind=["tcp://127.0.0.1:*"], insecure=True)
+        self.curve = MasterBus(
+            runtime_dir=base / "c",
+            bind=["tcp://127.0.0.1:*"],
+            curve_secret=made["server"][1],
+            authorized_keys=authorized,
+        )
         for master in (self.plain, self.curve):
             master.start()
         self.ctx: zmq.Context[Any] = zmq.Context()
@@ -145,8 +148,10 @@ def percentile(values: list[float], pct: float) -> float:
 
 
 def bench_ping(setup: Setup, count: int) -> dict[str, tuple[float, float]]:
-    controls = {"tcp plain": Control(setup.tcp(setup.plain)[0], 5.0),
-                "tcp+CURVE": Control(setup.tcp(setup.curve)[0], 5.0, curve=setup.keys)}
+    controls = {
+        "tcp plain": Control(setup.tcp(setup.plain)[0], 5.0),
+        "tcp+CURVE": Control(setup.tcp(setup.curve)[0], 5.0, curve=setup.keys),
+    }
     times: dict[str, list[float]] = {name: [] for name in controls}
     try:
         for control in controls.values():
@@ -166,9 +171,11 @@ def bench_ping(setup: Setup, count: int) -> dict[str, tuple[float, float]]:
 
 def relay_once(setup: Setup, master: MasterBus, curve: bool, n: int) -> dict[str, Any]:
     ctl, pub = setup.tcp(master)
-    env = {**os.environ, "BUSD_PROBE": setup.probe,
-           "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH"))
-                                         if p)}
+    env = {
+        **os.environ,
+        "BUSD_PROBE": setup.probe,
+        "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
+    }
     args = [str(setup.server_key), str(setup.client_secret)] if curve else ["", ""]
     child = subprocess.Popen([sys.executable, "-c", CHILD, ctl, pub, *args], env=env)
     try:
@@ -186,19 +193,28 @@ def relay_once(setup: Setup, master: MasterBus, curve: bool, n: int) -> dict[str
             child.kill()
             child.wait(10)
     span = max(done["last"] - done["first"], 1e-9)
-    return {"received": done["count"], "rate": done["count"] / span, "offered": offered,
-            "missed": done["missed"]}
+    return {
+        "received": done["count"],
+        "rate": done["count"] / span,
+        "offered": offered,
+        "missed": done["missed"],
+    }
 
 
 def bench_relay(setup: Setup, n: int, rounds: int) -> dict[str, dict[str, Any]]:
     best: dict[str, dict[str, Any]] = {}
     for _ in range(rounds):
-        for name, master, curve in (("tcp plain", setup.plain, False),
-                                    ("tcp+CURVE", setup.curve, True)):
+        for name, master, curve in (
+            ("tcp plain", setup.plain, False),
+            ("tcp+CURVE", setup.curve, True),
+        ):
             result = relay_once(setup, master, curve, n)
-            print(f"   {name:<10} {result['rate']:>10,.0f} msg/s received "
-                  f"({result['received']:,}/{n:,}, missed {result['missed']}); "
-                  f"offered {result['offered']:,.0f} msg/s", flush=True)
+            print(
+                f"   {name:<10} {result['rate']:>10,.0f} msg/s received "
+                f"({result['received']:,}/{n:,}, missed {result['missed']}); "
+                f"offered {result['offered']:,.0f} msg/s",
+                flush=True,
+            )
             if name not in best or result["rate"] > best[name]["rate"]:
                 best[name] = result
     return best
@@ -209,19 +225,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer rounds and messages")
     opts = parser.parse_args(argv)
     pings, n, rounds = (1000, 20_000, 1) if opts.quick else (4000, 100_000, 2)
-    print(f"busd CURVE cost ({'quick' if opts.quick else 'full'}), {os.cpu_count()} CPUs, "
-          f"pyzmq {zmq.__version__}, libzmq {zmq.zmq_version()}, loopback tcp")
+    print(
+        f"busd CURVE cost ({'quick' if opts.quick else 'full'}), {os.cpu_count()} CPUs, "
+        f"pyzmq {zmq.__version__}, libzmq {zmq.zmq_version()}, loopback tcp"
+    )
     base = Path(tempfile.mkdtemp(prefix="bc", dir="/tmp"))
     began = time.monotonic()
     setup = Setup(base)
     try:
-        print(f"\n1. command round trip (ping), {pings} after 200 warm-up, "
-              "alternating blocks of 100")
+        print(
+            f"\n1. command round trip (ping), {pings} after 200 warm-up, alternating blocks of 100"
+        )
         ping = bench_ping(setup, pings)
         for name, (p50, p99) in ping.items():
             print(f"   {name:<10} p50 {p50:8.1f} µs   p99 {p99:8.1f} µs")
-        print(f"\n2. relay to one client.connect() subscriber, N = {n:,}, "
-              f"best of {rounds} alternating round(s)")
+        print(
+            f"\n2. relay to one client.connect() subscriber, N = {n:,}, "
+            f"best of {rounds} alternating round(s)"
+        )
         relay = bench_relay(setup, n, rounds)
     finally:
         setup.close()
@@ -230,12 +251,18 @@ def main(argv: list[str] | None = None) -> int:
     plain_p99, curve_p99 = ping["tcp plain"][1], ping["tcp+CURVE"][1]
     plain_rate, curve_rate = relay["tcp plain"]["rate"], relay["tcp+CURVE"]["rate"]
     print(f"\nsummary ({time.monotonic() - began:.0f} s)          plain      CURVE   ratio")
-    print(f"ping p50 (µs)               {plain_p50:10.1f} {curve_p50:10.1f} "
-          f"{curve_p50 / plain_p50:7.2f}")
-    print(f"ping p99 (µs)               {plain_p99:10.1f} {curve_p99:10.1f} "
-          f"{curve_p99 / plain_p99:7.2f}")
-    print(f"relay (msg/s)               {plain_rate:10,.0f} {curve_rate:10,.0f} "
-          f"{curve_rate / plain_rate:7.2f}")
+    print(
+        f"ping p50 (µs)               {plain_p50:10.1f} {curve_p50:10.1f} "
+        f"{curve_p50 / plain_p50:7.2f}"
+    )
+    print(
+        f"ping p99 (µs)               {plain_p99:10.1f} {curve_p99:10.1f} "
+        f"{curve_p99 / plain_p99:7.2f}"
+    )
+    print(
+        f"relay (msg/s)               {plain_rate:10,.0f} {curve_rate:10,.0f} "
+        f"{curve_rate / plain_rate:7.2f}"
+    )
     return 0
 
 

@@ -254,13 +254,16 @@ def run_measured(cmd: Sequence[str], env: dict[str, str]) -> tuple[float, float]
     """Wall and CPU seconds of one whole process; BenchError if it fails."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     began = clock()
-    done = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                          timeout=30, check=False)
+    done = subprocess.run(
+        cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=30, check=False
+    )
     took = clock() - began
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
-        raise BenchError(f"{' '.join(cmd[:4])} ... exited {done.returncode}: "
-                         f"{done.stderr.decode(errors='replace')[-500:]}")
+        raise BenchError(
+            f"{' '.join(cmd[:4])} ... exited {done.returncode}: "
+            f"{done.stderr.decode(errors='replace')[-500:]}"
+        )
     return took, (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
 
 
@@ -287,8 +290,9 @@ def floor_start(ctx: zmq.Context[Any], work: Path, n: int, env: dict[str, str]) 
     try:
         began = clock()
         for _ in range(n):
-            pids.append(os.posix_spawn(PYTHON, [PYTHON, "-c", FLOOR_CHILD, endpoint], env,
-                                       setsid=True))
+            pids.append(
+                os.posix_spawn(PYTHON, [PYTHON, "-c", FLOOR_CHILD, endpoint], env, setsid=True)
+            )
         spawned = clock() - began
         deadline = began + 60
         while len(identities) < n:
@@ -305,8 +309,9 @@ def floor_start(ctx: zmq.Context[Any], work: Path, n: int, env: dict[str, str]) 
     return FloorStart(took, spawned, used)
 
 
-def fork_floor_start(ctx: zmq.Context[Any], work: Path, n: int, env: dict[str, str],
-                     script: str = FORK_FLOOR) -> FloorStart:
+def fork_floor_start(
+    ctx: zmq.Context[Any], work: Path, n: int, env: dict[str, str], script: str = FORK_FLOOR
+) -> FloorStart:
     """Launch one fork server (worker side imported) forking N hello children; time
     from its launch until all N hellos arrived (busd's figure includes its launch too)."""
     endpoint = f"ipc://{work}/forkfloor.sock"
@@ -317,8 +322,7 @@ def fork_floor_start(ctx: zmq.Context[Any], work: Path, n: int, env: dict[str, s
     server: int | None = None
     try:
         began = clock()
-        server = os.posix_spawn(PYTHON, [PYTHON, "-c", script, str(n), endpoint], env,
-                                setsid=True)
+        server = os.posix_spawn(PYTHON, [PYTHON, "-c", script, str(n), endpoint], env, setsid=True)
         deadline = began + 60
         while len(hellos) < n:
             if not router.poll(max(1, int((deadline - clock()) * 1000))):
@@ -376,22 +380,41 @@ class Started:
     def describe(self) -> str:
         """One line: each step in ms."""
         ms = _ms
-        return (f"1st answer {ms(self.first_answer)}, spawns {ms(self.first_spawn)}.."
-                f"{ms(self.last_spawn)}, last joined {ms(self.last_joined)}, all STARTED "
-                f"{ms(self.all_started)} ms ({self.polls} workers polls"
-                + (f", {self.unknown} answered 'unknown command'" if self.unknown else "")
-                + ")")
+        return (
+            f"1st answer {ms(self.first_answer)}, spawns {ms(self.first_spawn)}.."
+            f"{ms(self.last_spawn)}, last joined {ms(self.last_joined)}, all STARTED "
+            f"{ms(self.all_started)} ms ({self.polls} workers polls"
+            + (f", {self.unknown} answered 'unknown command'" if self.unknown else "")
+            + ")"
+        )
 
 
 class Busd:
     """A busd subprocess with a control DEALER and an event SUB connected before it binds."""
 
-    def __init__(self, ctx: zmq.Context[Any], env: dict[str, str], work: Path,
-                 workers: int, flags: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        ctx: zmq.Context[Any],
+        env: dict[str, str],
+        work: Path,
+        workers: int,
+        flags: Sequence[str] = (),
+    ) -> None:
         self.runtime = Path(tempfile.mkdtemp(prefix="bpd-", dir="/tmp"))
         self.log_path = work / f"{self.runtime.name}.log"
-        self.argv = [PYTHON, "-m", "busd", "--runtime-dir", str(self.runtime),
-                     "--log-level", "WARNING", "-w", str(workers), *flags, TARGET]
+        self.argv = [
+            PYTHON,
+            "-m",
+            "busd",
+            "--runtime-dir",
+            str(self.runtime),
+            "--log-level",
+            "WARNING",
+            "-w",
+            str(workers),
+            *flags,
+            TARGET,
+        ]
         self.workers = workers
         self.ctl = f"ipc://{self.runtime}/ctl.sock"
         self.control = Control(self.ctl, timeout=10, context=ctx)
@@ -415,9 +438,14 @@ class Busd:
         """Start busd and wait until all its workers are STARTED; times from the launch."""
         with open(self.log_path, "wb") as out:
             self.launched = clock()
-            self.proc = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, env=self.env,
-                                         start_new_session=True)
+            self.proc = subprocess.Popen(
+                self.argv,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=self.env,
+                start_new_session=True,
+            )
         first = self._first_answer()
         started = self.wait_started(set(), self.launched)
         started.first_answer = first
@@ -460,8 +488,9 @@ class Busd:
                     break
                 next_poll = clock() + FALLBACK_POLL
             if clock() > deadline:
-                raise BenchError(f"workers not all STARTED within {timeout} s: {rows}\n"
-                                 f"{self.log_tail()}")
+                raise BenchError(
+                    f"workers not all STARTED within {timeout} s: {rows}\n{self.log_tail()}"
+                )
             wait = 0.0 if len(joined) >= self.workers else max(0.0, next_poll - clock())
             if self.sub.poll(int(wait * 1000)):
                 self._drain_events(old, spawns, joined)
@@ -469,11 +498,15 @@ class Busd:
             self._check_alive()
         pids = [int(r["pid"]) for r in rows]
         return Started(
-            all_started=done - since, polls=polls, unknown=self.unknown_workers,
+            all_started=done - since,
+            polls=polls,
+            unknown=self.unknown_workers,
             first_spawn=min(spawns) - since if spawns else None,
             last_spawn=max(spawns) - since if spawns else None,
             last_joined=max(joined.values()) - since if joined else None,
-            workers=usages(pids), master=usage(self.pid))
+            workers=usages(pids),
+            master=usage(self.pid),
+        )
 
     def _workers(self) -> Any:
         """The ``workers`` rows; None while busd does not know the command yet.
@@ -489,8 +522,7 @@ class Busd:
             self.unknown_workers += 1
             return None
 
-    def _drain_events(self, old: set[int], spawns: list[float],
-                      joined: dict[int, float]) -> None:
+    def _drain_events(self, old: set[int], spawns: list[float], joined: dict[int, float]) -> None:
         while True:
             try:
                 frame = self.sub.recv(zmq.NOBLOCK)
@@ -541,8 +573,9 @@ class Busd:
             self.problems.append(f"busd {self.pid} exited with {self.proc.returncode}")
         _, alive = psutil.wait_procs(session_members(self.pid), timeout=2)
         if alive:
-            self.problems.append(f"left behind by busd {self.pid}: "
-                                 f"{[(p.pid, p.name()) for p in alive]}")
+            self.problems.append(
+                f"left behind by busd {self.pid}: {[(p.pid, p.name()) for p in alive]}"
+            )
             for proc in alive:
                 with contextlib.suppress(psutil.Error):
                     proc.kill()
@@ -604,8 +637,10 @@ def usage_text(items: Sequence[Usage]) -> str:
     """Mean CPU and mean runqueue wait of some processes, in ms."""
     if not items:
         return "-"
-    return (f"cpu {statistics.mean(u.cpu for u in items) * 1000:.0f} ms, waited for a cpu "
-            f"{statistics.mean(u.wait for u in items) * 1000:.0f} ms")
+    return (
+        f"cpu {statistics.mean(u.cpu for u in items) * 1000:.0f} ms, waited for a cpu "
+        f"{statistics.mean(u.wait for u in items) * 1000:.0f} ms"
+    )
 
 
 # -- 1. start, 2. respawn, 3. exit ------------------------------------------------------
@@ -620,8 +655,9 @@ def bench_start(bench: Bench, n: int) -> None:
         record_start(bench, f"start{n}", floor, started, rep)
 
 
-def record_start(bench: Bench, key: str, floor: FloorStart | None, started: Started,
-                 rep: int) -> None:
+def record_start(
+    bench: Bench, key: str, floor: FloorStart | None, started: Started, rep: int
+) -> None:
     """Keep a start's samples and print its line."""
     bench.add(key, started.all_started)
     master = [started.master] if started.master else []
@@ -632,26 +668,30 @@ def record_start(bench: Bench, key: str, floor: FloorStart | None, started: Star
     if floor is not None:
         bench.add(key + ".floor", floor.seconds)
         bench.add(key + ".floor.cpu", sum(u.cpu for u in floor.each))
-        text += (f"floor {floor.seconds * 1000:.0f} ms (spawned by {floor.spawned * 1000:.0f}, "
-                 f"per process {usage_text(floor.each)}); ")
+        text += (
+            f"floor {floor.seconds * 1000:.0f} ms (spawned by {floor.spawned * 1000:.0f}, "
+            f"per process {usage_text(floor.each)}); "
+        )
     print(text + f"busd {started.describe()}")
-    print(f"      per busd worker {usage_text(started.workers)}; busd master "
-          f"{usage_text(master)}")
+    print(f"      per busd worker {usage_text(started.workers)}; busd master {usage_text(master)}")
 
 
 def bench_pool32(bench: Bench) -> None:
     """Rounds of: both floors of 32; busd 32 start, respawn, exit on the default path
     (fork server), with --preload, with --spawn exec."""
     for rep in range(bench.reps):
-        floors = {"": fork_floor_start(bench.ctx, bench.work, 32, bench.env),
-                  "-exec": floor_start(bench.ctx, bench.work, 32, bench.env)}
+        floors = {
+            "": fork_floor_start(bench.ctx, bench.work, 32, bench.env),
+            "-exec": floor_start(bench.ctx, bench.work, 32, bench.env),
+        }
         clients = client_floor_start(bench, 32)
         bench.add("start32.clientfloor", clients.seconds)
         bench.add("start32.clientfloor.cpu", sum(u.cpu for u in clients.each))
-        print(f"  client floor #{rep + 1}: {clients.seconds * 1000:.0f} ms "
-              f"(per process {usage_text(clients.each)})")
-        for tag, flags in (("", ()), ("-preload", ("--preload",)),
-                           ("-exec", ("--spawn", "exec"))):
+        print(
+            f"  client floor #{rep + 1}: {clients.seconds * 1000:.0f} ms "
+            f"(per process {usage_text(clients.each)})"
+        )
+        for tag, flags in (("", ()), ("-preload", ("--preload",)), ("-exec", ("--spawn", "exec"))):
             with running_busd(bench, 32, "--reload", "respawn", *flags) as busd:
                 started = busd.launch()
                 record_start(bench, "start32" + tag, floors.get(tag), started, rep)
@@ -666,8 +706,9 @@ class Background:
         self.control = Control(endpoint, timeout=timeout, context=ctx)
         self.replied: float | None = None
         self.error: BusError | None = None
-        self._thread = threading.Thread(target=self._run, args=(cmd, timeout),
-                                        name=f"bench-{cmd}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, args=(cmd, timeout), name=f"bench-{cmd}", daemon=True
+        )
         self._thread.start()
 
     def _run(self, cmd: str, timeout: float) -> None:
@@ -701,11 +742,13 @@ def respawn(bench: Bench, busd: Busd, key: str) -> None:
     if len(gone) < len(old_fds):
         raise BenchError(f"{len(old_fds) - len(gone)} old workers still there after 20 s")
     bench.add(key, started.all_started)
-    print(f"  {key}: all new STARTED {started.all_started * 1000:.0f} ms (spawns "
-          f"{_ms(started.first_spawn)}..{_ms(started.last_spawn)}, last joined "
-          f"{_ms(started.last_joined)}, graceful replied {_ms(request.replied - began)}, "
-          f"{started.polls} polls; old workers ended {_ms(min(gone.values()) - began)}.."
-          f"{_ms(max(gone.values()) - began)})")
+    print(
+        f"  {key}: all new STARTED {started.all_started * 1000:.0f} ms (spawns "
+        f"{_ms(started.first_spawn)}..{_ms(started.last_spawn)}, last joined "
+        f"{_ms(started.last_joined)}, graceful replied {_ms(request.replied - began)}, "
+        f"{started.polls} polls; old workers ended {_ms(min(gone.values()) - began)}.."
+        f"{_ms(max(gone.values()) - began)})"
+    )
     print(f"      per new worker {usage_text(started.workers)}")
 
 
@@ -734,25 +777,32 @@ def exit_pool(bench: Bench, busd: Busd, key: str) -> None:
     bench.add(key, done)
     workers = [t - began for p, t in ended.items() if p != busd.pid]
     replied = None if request.replied is None else request.replied - began
-    print(f"  {key}: all gone {done * 1000:.0f} ms (workers ended {_ms(min(workers))}.."
-          f"{_ms(max(workers))}, exit replied {_ms(replied)}, busd ended "
-          f"{_ms(ended[busd.pid] - began)})")
+    print(
+        f"  {key}: all gone {done * 1000:.0f} ms (workers ended {_ms(min(workers))}.."
+        f"{_ms(max(workers))}, exit replied {_ms(replied)}, busd ended "
+        f"{_ms(ended[busd.pid] - began)})"
+    )
 
 
 def import_costs(bench: Bench) -> None:
     """Why a worker starts slower than the floor: whole-process import costs (CPU)."""
     imports = "import busd.client.worker.main, busd.examples.hello"
-    cases = {"import zmq": "import zmq",
-             "worker imports": imports,
-             "busd imports": "import busd.__main__"}
+    cases = {
+        "import zmq": "import zmq",
+        "worker imports": imports,
+        "busd imports": "import busd.__main__",
+    }
     cpu: dict[str, list[float]] = collections.defaultdict(list)
     for _ in range(3 if bench.quick else 7):
         for name, code in cases.items():
             cpu[name].append(run_measured([PYTHON, "-c", code], bench.env)[1])
-    print("  whole process CPU, p50: " + ", ".join(
-        f"{name} {statistics.median(v) * 1000:.0f} ms" for name, v in cpu.items()))
-    show_importtime([PYTHON, "-X", "importtime", "-c", "import zmq, msgpack; " + imports],
-                    bench.env, 8)
+    print(
+        "  whole process CPU, p50: "
+        + ", ".join(f"{name} {statistics.median(v) * 1000:.0f} ms" for name, v in cpu.items())
+    )
+    show_importtime(
+        [PYTHON, "-X", "importtime", "-c", "import zmq, msgpack; " + imports], bench.env, 8
+    )
 
 
 @dataclass
@@ -773,8 +823,7 @@ class Imported:
 
 def import_tree(cmd: list[str], env: dict[str, str]) -> list[Imported]:
     """The top-level imports of a process, each with its subtree."""
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=30,
-                          check=False)
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=30, check=False)
     waiting: dict[int, list[Imported]] = collections.defaultdict(list)
     for line in done.stderr.splitlines():
         match = re.match(r"import time:\s+(\d+) \|\s+(\d+) \|( *)(\S+)", line)
@@ -789,14 +838,22 @@ def show_importtime(cmd: list[str], env: dict[str, str], top: int) -> None:
     """The heaviest top-level imports, and what busd's and client's modules pull in."""
     roots = import_tree(cmd, env)
     ours = [e for root in roots for e in root.walk() if e.name.split(".")[0] in OURS]
-    pulled = sorted((c for e in ours for c in e.children if c.name.split(".")[0] not in OURS),
-                    key=lambda c: -c.cumulative)
-    print("  -X importtime (ms), top level: " + ", ".join(
-        f"{e.name} {e.cumulative / 1000:.1f}" for e in sorted(roots, key=lambda e: -e.cumulative)
-        [:top]))
-    print(f"    busd/client modules' own time {sum(e.own for e in ours) / 1000:.1f}; what they "
-          "import (cumulative): " + ", ".join(f"{c.name} {c.cumulative / 1000:.1f}"
-                                            for c in pulled[:top]))
+    pulled = sorted(
+        (c for e in ours for c in e.children if c.name.split(".")[0] not in OURS),
+        key=lambda c: -c.cumulative,
+    )
+    print(
+        "  -X importtime (ms), top level: "
+        + ", ".join(
+            f"{e.name} {e.cumulative / 1000:.1f}"
+            for e in sorted(roots, key=lambda e: -e.cumulative)[:top]
+        )
+    )
+    print(
+        f"    busd/client modules' own time {sum(e.own for e in ours) / 1000:.1f}; what they "
+        "import (cumulative): "
+        + ", ".join(f"{c.name} {c.cumulative / 1000:.1f}" for c in pulled[:top])
+    )
 
 
 # -- 4. busctl status, 5. idle -----------------------------------------------------------
@@ -807,23 +864,44 @@ def bench_busctl(bench: Bench, busd: Busd, cold_env: dict[str, str]) -> None:
     status = [BUSCTL, "--runtime-dir", str(busd.runtime), "status"]
     cpu: dict[str, list[float]] = collections.defaultdict(list)
     for _ in range(20):
-        for key, cmd in (("busctl.floor", [PYTHON, "-c", "import zmq, msgpack"]),
-                         ("busctl", status)):
+        for key, cmd in (
+            ("busctl.floor", [PYTHON, "-c", "import zmq, msgpack"]),
+            ("busctl", status),
+        ):
             wall, used = run_measured(cmd, bench.env)
             bench.add(key, wall)
             cpu[key].append(used)
     cold = [run_timed(status, cold_env) for _ in range(5 if bench.quick else 10)]
     rtt = {cmd: ping_times(busd.core.control, cmd) for cmd in ("ping", "workers", "status")}
-    print(f"  python -c 'import zmq, msgpack' p50 {bench.spread('busctl.floor')} ms "
-          f"(cpu {statistics.median(cpu['busctl.floor']) * 1000:.0f}); busctl status p50 "
-          f"{bench.spread('busctl')} ms (cpu {statistics.median(cpu['busctl']) * 1000:.0f})")
-    print(f"  busctl status without a bytecode cache (PYTHONDONTWRITEBYTECODE=1, no "
-          f"__pycache__): p50 {statistics.median(cold) * 1000:.0f} ms")
-    print("  request round trips from here, p50: " + ", ".join(
-        f"{cmd} {t * 1000:.2f} ms" for cmd, t in rtt.items()) + " (32 workers)")
+    print(
+        f"  python -c 'import zmq, msgpack' p50 {bench.spread('busctl.floor')} ms "
+        f"(cpu {statistics.median(cpu['busctl.floor']) * 1000:.0f}); busctl status p50 "
+        f"{bench.spread('busctl')} ms (cpu {statistics.median(cpu['busctl']) * 1000:.0f})"
+    )
+    print(
+        f"  busctl status without a bytecode cache (PYTHONDONTWRITEBYTECODE=1, no "
+        f"__pycache__): p50 {statistics.median(cold) * 1000:.0f} ms"
+    )
+    print(
+        "  request round trips from here, p50: "
+        + ", ".join(f"{cmd} {t * 1000:.2f} ms" for cmd, t in rtt.items())
+        + " (32 workers)"
+    )
     if bench.median("busctl") > 60:
-        show_importtime([PYTHON, "-X", "importtime", "-m", "busd.client.ctl.busctl",
-                         "--runtime-dir", str(busd.runtime), "status"], bench.env, 8)
+        show_importtime(
+            [
+                PYTHON,
+                "-X",
+                "importtime",
+                "-m",
+                "busd.client.ctl.busctl",
+                "--runtime-dir",
+                str(busd.runtime),
+                "status",
+            ],
+            bench.env,
+            8,
+        )
 
 
 def ping_times(control: Control, cmd: str) -> float:
@@ -859,9 +937,13 @@ def thread_samples(pid: int) -> dict[int, ThreadSample]:
         except (OSError, ValueError, IndexError):
             continue
         counts = dict(re.findall(r"^(\w*voluntary_ctxt_switches):\s*(\d+)", status, re.M))
-        samples[thread.id] = ThreadSample(comm, thread.user_time + thread.system_time, ran,
-                                          int(counts["voluntary_ctxt_switches"]),
-                                          int(counts["nonvoluntary_ctxt_switches"]))
+        samples[thread.id] = ThreadSample(
+            comm,
+            thread.user_time + thread.system_time,
+            ran,
+            int(counts["voluntary_ctxt_switches"]),
+            int(counts["nonvoluntary_ctxt_switches"]),
+        )
     return samples
 
 
@@ -870,12 +952,16 @@ def python_thread_names(pid: int) -> dict[int, str]:
     if not PY_SPY.exists():
         return {}
     try:
-        out = subprocess.run([str(PY_SPY), "dump", "--pid", str(pid)], capture_output=True,
-                             text=True, timeout=20, check=False).stdout
+        out = subprocess.run(
+            [str(PY_SPY), "dump", "--pid", str(pid)],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=False,
+        ).stdout
     except (OSError, subprocess.TimeoutExpired):
         return {}
-    return {int(m[1]): m[2] for m in re.finditer(r'^Thread (\d+) \([^)]*\): "([^"]*)"', out,
-                                                  re.M)}
+    return {int(m[1]): m[2] for m in re.finditer(r'^Thread (\d+) \([^)]*\): "([^"]*)"', out, re.M)}
 
 
 def bench_idle(bench: Bench, busd: Busd) -> None:
@@ -896,22 +982,29 @@ def bench_idle(bench: Bench, busd: Busd) -> None:
     ran = sum(new.ran - old.ran for _, old, new in live) / took * 100
     bench.samples["idle.cpu"].append(cpu)
     bench.samples["idle.wakeups"].append(wakes / took)
-    print(f"  master pid {busd.pid}, {took:.1f} s: cpu {cpu:.3f} % of a core (psutil; "
-          f"schedstat says {ran:.3f} %), {wakes / took:.1f} wake-ups/s (all threads; "
-          f"psutil's num_ctx_switches gives {(ctx1.voluntary - ctx0.voluntary) / took:.1f}/s: "
-          "the main thread's only)")
+    print(
+        f"  master pid {busd.pid}, {took:.1f} s: cpu {cpu:.3f} % of a core (psutil; "
+        f"schedstat says {ran:.3f} %), {wakes / took:.1f} wake-ups/s (all threads; "
+        f"psutil's num_ctx_switches gives {(ctx1.voluntary - ctx0.voluntary) / took:.1f}/s: "
+        "the main thread's only)"
+    )
     names = python_thread_names(busd.pid)
     for tid, old, new in live:
         name = names.get(tid) or new.comm
-        print(f"    tid {tid:<7} {name:<20} cpu {(new.cpu - old.cpu) / took * 100:5.2f} % "
-              f"(schedstat {(new.ran - old.ran) / took * 100:6.3f} %)  wake-ups "
-              f"{(new.voluntary - old.voluntary) / took:5.1f}/s  preempted "
-              f"{(new.involuntary - old.involuntary) / took:5.1f}/s")
+        print(
+            f"    tid {tid:<7} {name:<20} cpu {(new.cpu - old.cpu) / took * 100:5.2f} % "
+            f"(schedstat {(new.ran - old.ran) / took * 100:6.3f} %)  wake-ups "
+            f"{(new.voluntary - old.voluntary) / took:5.1f}/s  preempted "
+            f"{(new.involuntary - old.involuntary) / took:5.1f}/s"
+        )
     summarize_workers(workers0, workers1, took)
 
 
-def summarize_workers(before: dict[int, dict[int, ThreadSample]],
-                      after: dict[int, dict[int, ThreadSample]], took: float) -> None:
+def summarize_workers(
+    before: dict[int, dict[int, ThreadSample]],
+    after: dict[int, dict[int, ThreadSample]],
+    took: float,
+) -> None:
     """The workers' idle cost, for reference (not a target)."""
     cpu = wakes = 0.0
     for pid, threads in before.items():
@@ -921,8 +1014,10 @@ def summarize_workers(before: dict[int, dict[int, ThreadSample]],
                 cpu += new.ran - old.ran
                 wakes += new.voluntary - old.voluntary
     count = max(1, len(before))
-    print(f"  workers ({len(before)}, for reference): cpu {cpu / took * 100:.2f} % of a core "
-          f"in all, {wakes / took / count:.1f} wake-ups/s each")
+    print(
+        f"  workers ({len(before)}, for reference): cpu {cpu / took * 100:.2f} % of a core "
+        f"in all, {wakes / took / count:.1f} wake-ups/s each"
+    )
 
 
 def bench_status_and_idle(bench: Bench, cold_env: dict[str, str]) -> None:
@@ -962,15 +1057,28 @@ class Row:
 
     def cells(self) -> list[str]:
         """The printed cells."""
+
         def fmt(value: float | None) -> str:
             if value is None:
                 return "-"
             return f"{value:.3f} {self.unit}" if value < 1 else f"{value:.0f} {self.unit}"
+
         ratio = self.ratio()
-        target = "-" if self.target is None else (
-            f"<= {self.target:g}x" if self.ratio_target else f"<= {self.target:g} {self.unit}")
-        return [self.metric, fmt(self.floor), fmt(self.busd),
-                "-" if ratio is None else f"{ratio:.2f}x", target, self.verdict()]
+        target = (
+            "-"
+            if self.target is None
+            else (
+                f"<= {self.target:g}x" if self.ratio_target else f"<= {self.target:g} {self.unit}"
+            )
+        )
+        return [
+            self.metric,
+            fmt(self.floor),
+            fmt(self.busd),
+            "-" if ratio is None else f"{ratio:.2f}x",
+            target,
+            self.verdict(),
+        ]
 
 
 def table_rows(bench: Bench) -> list[Row]:
@@ -979,18 +1087,51 @@ def table_rows(bench: Bench) -> list[Row]:
     rows = []
     for n in (1, 8, 32):
         key = f"start{n}"
-        rows.append(Row(f"start {n} (incl. busd start)", med(key), "ms",
-                        1.3 if n == 32 else None, med(key + ".floor"), ratio_target=n == 32))
-        rows.append(Row(f"  start {n}: 1st answer->STARTED", med(key + ".after"), "ms", None,
-                        med(key + ".floor")))
-    rows.append(Row("  start 32: CPU of all processes", med("start32.cpu"), "ms", None,
-                    med("start32.floor.cpu")))
-    rows.append(Row("start 32 vs the client floor", med("start32"), "ms", 1.3,
-                    med("start32.clientfloor"), ratio_target=True))
-    rows.append(Row("  client floor: CPU of its clients", med("start32.clientfloor.cpu"), "ms",
-                    None))
-    rows += [Row(f"start 32 vs {peer}", med("start32"), "ms", figure)
-             for peer, figure in START32_PEERS.items()]
+        rows.append(
+            Row(
+                f"start {n} (incl. busd start)",
+                med(key),
+                "ms",
+                1.3 if n == 32 else None,
+                med(key + ".floor"),
+                ratio_target=n == 32,
+            )
+        )
+        rows.append(
+            Row(
+                f"  start {n}: 1st answer->STARTED",
+                med(key + ".after"),
+                "ms",
+                None,
+                med(key + ".floor"),
+            )
+        )
+    rows.append(
+        Row(
+            "  start 32: CPU of all processes",
+            med("start32.cpu"),
+            "ms",
+            None,
+            med("start32.floor.cpu"),
+        )
+    )
+    rows.append(
+        Row(
+            "start 32 vs the client floor",
+            med("start32"),
+            "ms",
+            1.3,
+            med("start32.clientfloor"),
+            ratio_target=True,
+        )
+    )
+    rows.append(
+        Row("  client floor: CPU of its clients", med("start32.clientfloor.cpu"), "ms", None)
+    )
+    rows += [
+        Row(f"start 32 vs {peer}", med("start32"), "ms", figure)
+        for peer, figure in START32_PEERS.items()
+    ]
     rows += [
         Row("start 32 --spawn exec", med("start32-exec"), "ms", None, med("start32-exec.floor")),
         Row("start 32 --preload", med("start32-preload"), "ms", 300),
@@ -1018,10 +1159,12 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
 def print_peers(bench: Bench) -> None:
     """busd beside the peers measured earlier on this machine."""
     med = bench.median
-    ours = (f"{med('start32'):.0f} ({med('start32-preload'):.0f} preload)",
-            f"{med('respawn32'):.0f} ({med('respawn32-preload'):.0f} preload)",
-            f"{med('exit32'):.0f} ({med('exit32-preload'):.0f} preload)",
-            f"{med('busctl'):.0f}")
+    ours = (
+        f"{med('start32'):.0f} ({med('start32-preload'):.0f} preload)",
+        f"{med('respawn32'):.0f} ({med('respawn32-preload'):.0f} preload)",
+        f"{med('exit32'):.0f} ({med('exit32-preload'):.0f} preload)",
+        f"{med('busctl'):.0f}",
+    )
     metrics = ("start 32", "reload 32", "stop+reap 32", "ctl status")
     rows = [[m, ours[i], *(f"{p[i]:.0f}" for p in PEERS.values())] for i, m in enumerate(metrics)]
     print_table(["ms (median)", "busd", *PEERS], rows)
@@ -1032,20 +1175,31 @@ def print_peers(bench: Bench) -> None:
 
 def warm_up(bench: Bench) -> None:
     """Compile busd's bytecode into the cache and warm the page cache (not measured)."""
-    run_timed([PYTHON, "-c", "import busd.__main__, busd.client.worker.main, "
-               "busd.client.ctl.busctl, "
-               "busd.examples.hello"], bench.env)
+    run_timed(
+        [
+            PYTHON,
+            "-c",
+            "import busd.__main__, busd.client.worker.main, "
+            "busd.client.ctl.busctl, "
+            "busd.examples.hello",
+        ],
+        bench.env,
+    )
     floor_start(bench.ctx, bench.work, 2, bench.env)
 
 
 def run_sections(bench: Bench, cold_env: dict[str, str]) -> None:
     """Sections 1 to 5, printing details as they go."""
-    print("1. start (busd's figure includes its own interpreter start and imports; "
-          "the time from its first answer is shown too)")
+    print(
+        "1. start (busd's figure includes its own interpreter start and imports; "
+        "the time from its first answer is shown too)"
+    )
     for n in (1, 8):
         bench_start(bench, n)
-    print("1-3. 32 workers, --reload respawn: start, respawn, exit; on the default path "
-          "(fork server), with --preload, with --spawn exec")
+    print(
+        "1-3. 32 workers, --reload respawn: start, respawn, exit; on the default path "
+        "(fork server), with --preload, with --spawn exec"
+    )
     bench_pool32(bench)
     import_costs(bench)
     bench_status_and_idle(bench, cold_env)
@@ -1055,8 +1209,11 @@ def main(argv: list[str] | None = None) -> int:
     """Run every section and print the summary; 1 if the run failed or left processes."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="1 round each, 10 s idle")
-    parser.add_argument("--cold-bytecode", action="store_true",
-                        help="no bytecode cache for the children (the environment as it is)")
+    parser.add_argument(
+        "--cold-bytecode",
+        action="store_true",
+        help="no bytecode cache for the children (the environment as it is)",
+    )
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="bp-", dir="/tmp"))
     cold_env = child_env(None)
@@ -1065,13 +1222,17 @@ def main(argv: list[str] | None = None) -> int:
     ctx.setsockopt(zmq.RECONNECT_IVL, 1)  # sockets connected before busd binds find it at once
     bench = Bench(ctx, env, work, args.quick)
     began = clock()
-    print(f"busd pool benchmark ({'quick' if args.quick else 'full'}): {os.cpu_count()} CPUs, "
-          f"load {os.getloadavg()[0]:.1f}, Python {sys.version.split()[0]}, pyzmq "
-          f"{zmq.__version__}, libzmq {zmq.zmq_version()}; bytecode "
-          f"{'as the environment has it' if args.cold_bytecode else 'cached (warm)'}")
+    print(
+        f"busd pool benchmark ({'quick' if args.quick else 'full'}): {os.cpu_count()} CPUs, "
+        f"load {os.getloadavg()[0]:.1f}, Python {sys.version.split()[0]}, pyzmq "
+        f"{zmq.__version__}, libzmq {zmq.zmq_version()}; bytecode "
+        f"{'as the environment has it' if args.cold_bytecode else 'cached (warm)'}"
+    )
     if os.getloadavg()[0] > (os.cpu_count() or 1):
-        print("note: the machine is busy (load above its CPU count): wall times are inflated; "
-              "floor and busd alternate, compare the ratios and the CPU figures")
+        print(
+            "note: the machine is busy (load above its CPU count): wall times are inflated; "
+            "floor and busd alternate, compare the ratios and the CPU figures"
+        )
     try:
         warm_up(bench)
         run_sections(bench, cold_env)
@@ -1083,10 +1244,14 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(work, ignore_errors=True)
     print("\npeers, measured earlier on this machine (ms)")
     print_peers(bench)
-    print(f"\nsummary ({clock() - began:.0f} s; medians of {bench.reps} round(s); "
-          f"load now {os.getloadavg()[0]:.1f})")
-    print_table(["metric", "floor", "busd", "ratio", "target", "result"],
-                [row.cells() for row in table_rows(bench)])
+    print(
+        f"\nsummary ({clock() - began:.0f} s; medians of {bench.reps} round(s); "
+        f"load now {os.getloadavg()[0]:.1f})"
+    )
+    print_table(
+        ["metric", "floor", "busd", "ratio", "target", "result"],
+        [row.cells() for row in table_rows(bench)],
+    )
     for problem in bench.problems:
         print(f"PROBLEM: {problem}", file=sys.stderr)
     return 1 if bench.problems else 0

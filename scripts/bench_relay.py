@@ -271,9 +271,14 @@ class Children:
         """Start ``python -c source args`` in its own session."""
         log_path = self.directory / f"{name}-{len(self.procs)}.log"
         with open(log_path, "wb") as out:
-            proc = subprocess.Popen([sys.executable, "-c", source, *args], stdout=out,
-                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    env=self.env, start_new_session=True)
+            proc = subprocess.Popen(
+                [sys.executable, "-c", source, *args],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=self.env,
+                start_new_session=True,
+            )
         self.logs[proc.pid] = log_path
         self.procs.append(proc)
         return proc
@@ -311,8 +316,13 @@ class Sink:
         self._sock.bind(self.endpoint)
         self._unclaimed: list[Report] = []
 
-    def collect(self, event: str, count: int, timeout: float = 30.0,
-                between: Callable[[], None] | None = None) -> list[Report]:
+    def collect(
+        self,
+        event: str,
+        count: int,
+        timeout: float = 30.0,
+        between: Callable[[], None] | None = None,
+    ) -> list[Report]:
         """``count`` reports of ``event``; ``between`` runs every 5 ms while waiting."""
         found = [r for r in self._unclaimed if r["event"] == event][:count]
         self._unclaimed = [r for r in self._unclaimed if not any(r is f for f in found)]
@@ -404,9 +414,11 @@ def print_table(rows: list[Row]) -> None:
     print("-" * len(header))
     for row in rows:
         name = f"{row.metric} ({row.unit})"
-        print(f"{name:<30} {format_value(row.floor, row.unit):>11} "
-              f"{format_value(row.busd, row.unit):>11} {row.ratio:>7.2f} {row.target():>7}  "
-              f"{row.verdict()}")
+        print(
+            f"{name:<30} {format_value(row.floor, row.unit):>11} "
+            f"{format_value(row.busd, row.unit):>11} {row.ratio:>7.2f} {row.target():>7}  "
+            f"{row.verdict()}"
+        )
 
 
 # -- 1. throughput ------------------------------------------------------------------
@@ -438,16 +450,19 @@ class Flow:
     def lossless(self) -> bool:
         """Every message arrived: nothing missed (repaired gaps are fine) or dropped."""
         return self.count == self.n and not any(
-            self.link.get(k) for k in ("missed", "overflow", "dropped"))
+            self.link.get(k) for k in ("missed", "overflow", "dropped")
+        )
 
     def describe(self) -> str:
         """Three lines: what arrived, how fast it was offered, the link's counters."""
         keys = ("received", "gaps", "repaired", "missed", "resyncs", "dropped")
         end_to_end = self.count / (self.last - self.sent_first)
-        lines = [f"{self.rate:,.0f} msg/s received ({self.count:,}/{self.n:,}"
-                 f"{', LOSSY' if not self.lossless else ''})",
-                 f"sender offered {self.send_rate:,.0f} msg/s; first sent to last received "
-                 f"{end_to_end:,.0f} msg/s"]
+        lines = [
+            f"{self.rate:,.0f} msg/s received ({self.count:,}/{self.n:,}"
+            f"{', LOSSY' if not self.lossless else ''})",
+            f"sender offered {self.send_rate:,.0f} msg/s; first sent to last received "
+            f"{end_to_end:,.0f} msg/s",
+        ]
         if self.link:
             lines.append("link: " + ", ".join(f"{k}={self.link.get(k, 0)}" for k in keys))
         return "\n".join(lines).replace("\n", "\n" + " " * 18)
@@ -481,8 +496,7 @@ def busd_throughput(run: Run, n: int) -> Flow:
     runtime = run.fresh("t")
     master = MasterBus(runtime_dir=runtime)
     try:
-        run.children.spawn("tick-client", BUSD_TICK_CLIENT, str(runtime), str(n),
-                           run.sink.endpoint)
+        run.children.spawn("tick-client", BUSD_TICK_CLIENT, str(runtime), str(n), run.sink.endpoint)
         ready = run.sink.collect("ready", 1)[0]
         sent_first = time.monotonic()
         for i in range(n):
@@ -493,16 +507,25 @@ def busd_throughput(run: Run, n: int) -> Flow:
         master.exit(wait=True, timeout=10)
     finally:
         master.close()
-    return Flow(n, done["count"], sent_first, sent_last, done["first"], done["last"],
-                # A new client id: the master dropped the client (as lost), it joined again.
-                {**done["link"], "dropped": int(done["link"]["client_id"] != ready["client_id"])})
+    return Flow(
+        n,
+        done["count"],
+        sent_first,
+        sent_last,
+        done["first"],
+        done["last"],
+        # A new client id: the master dropped the client (as lost), it joined again.
+        {**done["link"], "dropped": int(done["link"]["client_id"] != ready["client_id"])},
+    )
 
 
 def bench_throughput(run: Run) -> list[Row]:
     """Section 1: rounds of floor then busd; the best of each is compared."""
     n, rounds = (50_000, 1) if run.quick else (200_000, 2)
-    print(f"\n1. throughput to one subscriber, N = {n:,}, best of {rounds} alternating round(s)",
-          flush=True)
+    print(
+        f"\n1. throughput to one subscriber, N = {n:,}, best of {rounds} alternating round(s)",
+        flush=True,
+    )
     raws, buses = [], []
     for _ in range(rounds):
         raws.append(raw_throughput(run, n))
@@ -549,8 +572,12 @@ def busd_fanout(run: Run, n: int, k: int, stop_one: bool = False) -> list[Flow]:
     runtime = run.fresh("f")
     master = MasterBus(runtime_dir=runtime)
     try:
-        procs = [run.children.spawn(f"fan-client{i}", BUSD_TICK_CLIENT, str(runtime), str(n),
-                                    run.sink.endpoint) for i in range(k)]
+        procs = [
+            run.children.spawn(
+                f"fan-client{i}", BUSD_TICK_CLIENT, str(runtime), str(n), run.sink.endpoint
+            )
+            for i in range(k)
+        ]
         run.sink.collect("ready", k)
         if stop_one:
             os.kill(procs[0].pid, signal.SIGSTOP)
@@ -567,15 +594,17 @@ def busd_fanout(run: Run, n: int, k: int, stop_one: bool = False) -> list[Flow]:
         master.exit(wait=True, timeout=10)
     finally:
         master.close()
-    return [Flow(n, d["count"], sent_first, sent_last, d["first"], d["last"], d["link"])
-            for d in dones]
+    return [
+        Flow(n, d["count"], sent_first, sent_last, d["first"], d["last"], d["link"]) for d in dones
+    ]
 
 
 def bench_bursts(run: Run) -> list[Row]:
     """Sections 1b and 1c: a lossless burst to 4; what one stuck subscriber costs."""
     n = 50_000 if run.quick else 200_000
-    print(f"\n1b. a burst of {n:,} publishes to 4 subscribers (every message, in order)",
-          flush=True)
+    print(
+        f"\n1b. a burst of {n:,} publishes to 4 subscribers (every message, in order)", flush=True
+    )
     raws = raw_fanout(run, n, 4)
     run.children.wait_exit(10.0)
     buses = busd_fanout(run, n, 4)
@@ -585,23 +614,41 @@ def bench_bursts(run: Run) -> list[Row]:
     for flow in buses:
         print(f"   busd publish   {flow.describe()}", flush=True)
     lossless = all(f.lossless for f in buses)
-    rows = [Row("burst to 4, slowest", min(f.rate for f in raws), min(f.rate for f in buses),
-                "msg/s", None, True, ok=lossless)]
+    rows = [
+        Row(
+            "burst to 4, slowest",
+            min(f.rate for f in raws),
+            min(f.rate for f in buses),
+            "msg/s",
+            None,
+            True,
+            ok=lossless,
+        )
+    ]
     n = 30_000 if run.quick else 100_000
-    print(f"\n1c. a burst of {n:,} to 3 subscribers, then again with one SIGSTOPped",
-          flush=True)
+    print(f"\n1c. a burst of {n:,} to 3 subscribers, then again with one SIGSTOPped", flush=True)
     free = busd_fanout(run, n, 3)
     run.children.wait_exit(10.0)
     stuck = busd_fanout(run, n, 3, stop_one=True)
     run.children.wait_exit(10.0)
     free_s = free[0].sent_last - free[0].sent_first
     stuck_s = stuck[0].sent_last - stuck[0].sent_first
-    print(f"   publisher's burst: {free_s:.2f} s with all reading, {stuck_s:.2f} s with one "
-          f"stopped (ratio {stuck_s / free_s:.2f}, target <= 3)")
+    print(
+        f"   publisher's burst: {free_s:.2f} s with all reading, {stuck_s:.2f} s with one "
+        f"stopped (ratio {stuck_s / free_s:.2f}, target <= 3)"
+    )
     for flow in stuck:
         print(f"   busd, one stopped  {flow.describe()}", flush=True)
-    rows.append(Row("burst, 1 of 3 stopped", free_s, stuck_s, "s", 3.0,
-                    ok=all(f.lossless for f in free + stuck)))
+    rows.append(
+        Row(
+            "burst, 1 of 3 stopped",
+            free_s,
+            stuck_s,
+            "s",
+            3.0,
+            ok=all(f.lossless for f in free + stuck),
+        )
+    )
     return rows
 
 
@@ -619,8 +666,9 @@ def time_calls(call: Callable[[], object], count: int) -> list[float]:
     return times
 
 
-def interleave(calls: dict[str, Callable[[], object]], warmup: int, count: int,
-               block: int) -> dict[str, list[float]]:
+def interleave(
+    calls: dict[str, Callable[[], object]], warmup: int, count: int, block: int
+) -> dict[str, list[float]]:
     """Time every call ``count`` times, alternating blocks of ``block`` calls.
 
     Alternating makes the floor and busd share whatever else the machine is
@@ -666,39 +714,61 @@ class RawEcho:
 def bench_ping(run: Run) -> list[Row]:
     """Section 2: ping round trips, floor and busd alternating."""
     warmup, count, block = 200, 2000, 100
-    print(f"\n2. command round trip, {count} after {warmup} warm-up, alternating blocks of "
-          f"{block}", flush=True)
+    print(
+        f"\n2. command round trip, {count} after {warmup} warm-up, alternating blocks of {block}",
+        flush=True,
+    )
     child_dir, local_dir = run.fresh("c"), run.fresh("p")
     echo = RawEcho(run)
     run.children.spawn("master", BUSD_MASTER, str(child_dir), run.sink.endpoint)
     local = MasterBus(runtime_dir=local_dir)
-    child_ctl, local_ctl = (Control(default_endpoints(d).ctl, timeout=5.0, context=run.ctx)
-                            for d in (child_dir, local_dir))
+    child_ctl, local_ctl = (
+        Control(default_endpoints(d).ctl, timeout=5.0, context=run.ctx)
+        for d in (child_dir, local_dir)
+    )
     try:
         run.sink.collect("ready", 2)
-        times = interleave({"raw": echo.ping, "busd": lambda: child_ctl.request("ping"),
-                            "local": lambda: local_ctl.request("ping")}, warmup, count, block)
+        times = interleave(
+            {
+                "raw": echo.ping,
+                "busd": lambda: child_ctl.request("ping"),
+                "local": lambda: local_ctl.request("ping"),
+            },
+            warmup,
+            count,
+            block,
+        )
     finally:
         with contextlib.suppress(BusError):
             child_ctl.request("exit", timeout=2.0)
         for closing in (echo, child_ctl, local_ctl, local):
             closing.close()
         run.children.wait_exit(10.0)
-    sizes = (len(msgpack.packb([1, REQUEST, 2000, {"cmd": "ping"}])),
-             len(msgpack.packb([1, REPLY, 2000, True,
-                                {"pong": True, "pid": 12345, "epoch": 1 << 47}])))
+    sizes = (
+        len(msgpack.packb([1, REQUEST, 2000, {"cmd": "ping"}])),
+        len(msgpack.packb([1, REPLY, 2000, True, {"pong": True, "pid": 12345, "epoch": 1 << 47}])),
+    )
     print(f"   frames: request {sizes[0]} B, reply {sizes[1]} B (floor and busd)")
-    for name, label in (("raw", "raw DEALER/ROUTER"), ("busd", "busd, master in child"),
-                        ("local", "busd, master in-proc")):
-        print(f"   {label:<22} p50 {percentile(times[name], 50) * 1e6:7.1f} µs   "
-              f"p99 {percentile(times[name], 99) * 1e6:7.1f} µs")
+    for name, label in (
+        ("raw", "raw DEALER/ROUTER"),
+        ("busd", "busd, master in child"),
+        ("local", "busd, master in-proc"),
+    ):
+        print(
+            f"   {label:<22} p50 {percentile(times[name], 50) * 1e6:7.1f} µs   "
+            f"p99 {percentile(times[name], 99) * 1e6:7.1f} µs"
+        )
     raw, bus, local_times = times["raw"], times["busd"], times["local"]
     us = 1e6
     return [
         Row("ping p50", percentile(raw, 50) * us, percentile(bus, 50) * us, "µs", 2.0),
         Row("ping p99", percentile(raw, 99) * us, percentile(bus, 99) * us, "µs"),
-        Row("ping p50, in-proc master", percentile(raw, 50) * us,
-            percentile(local_times, 50) * us, "µs"),
+        Row(
+            "ping p50, in-proc master",
+            percentile(raw, 50) * us,
+            percentile(local_times, 50) * us,
+            "µs",
+        ),
     ]
 
 
@@ -748,8 +818,11 @@ class RawBroadcaster:
     def broadcast(self, n: int, deadline: float) -> int:
         """Send one busd-sized PUBLISH; count the acks to it until ``n`` or ``deadline``."""
         self.seq += 1
-        self.pub.send(msgpack.packb([1, PUBLISH, self.epoch, self.seq, "graceful", [], {}, True],
-                                    use_bin_type=True))
+        self.pub.send(
+            msgpack.packb(
+                [1, PUBLISH, self.epoch, self.seq, "graceful", [], {}, True], use_bin_type=True
+            )
+        )
         return self._collect(self.seq, n, deadline)
 
     def _collect(self, seq: int, n: int, deadline: float) -> int:
@@ -801,8 +874,9 @@ class BusdGraceful:
         """Start clients until there are ``n``; return how many were started."""
         added = n - self.spawned
         for _ in range(added):
-            self.run.children.spawn("client", BUSD_GRACEFUL_CLIENT, str(self.runtime),
-                                    self.run.sink.endpoint)
+            self.run.children.spawn(
+                "client", BUSD_GRACEFUL_CLIENT, str(self.runtime), self.run.sink.endpoint
+            )
         self.spawned = n
         return added
 
@@ -822,8 +896,10 @@ class BusdGraceful:
 def bench_graceful(run: Run) -> list[Row]:
     """Section 3: graceful with every ack for N = 1, 8, 32, floor and busd alternating."""
     sizes, warmup, count = [1, 8, 32], 20, 50 if run.quick else 200
-    print(f"\n3. graceful(wait=True) with every ack, {count} after {warmup} warm-up, "
-          "alternating", flush=True)
+    print(
+        f"\n3. graceful(wait=True) with every ack, {count} after {warmup} warm-up, alternating",
+        flush=True,
+    )
     raw, bus = RawBroadcaster(run), BusdGraceful(run)
     rows: list[Row] = []
     ms = 1e3
@@ -834,13 +910,16 @@ def bench_graceful(run: Run) -> list[Row]:
             raw.wait_ready(n)
             run.sink.collect("ready", added, timeout=60)
             wait_clients(bus.master, n)
-            times = interleave({"raw": functools.partial(raw.once, n), "busd": bus.once},
-                               warmup, count, block=1)
+            times = interleave(
+                {"raw": functools.partial(raw.once, n), "busd": bus.once}, warmup, count, block=1
+            )
             r50, r99 = (percentile(times["raw"], p) * ms for p in (50, 99))
             b50, b99 = (percentile(times["busd"], p) * ms for p in (50, 99))
-            print(f"   N={n:<3} raw p50 {r50:6.2f} ms p99 {r99:6.2f} ms | "
-                  f"busd p50 {b50:6.2f} ms p99 {b99:6.2f} ms | p99 ratio {b99 / r99:5.2f}",
-                  flush=True)
+            print(
+                f"   N={n:<3} raw p50 {r50:6.2f} ms p99 {r99:6.2f} ms | "
+                f"busd p50 {b50:6.2f} ms p99 {b99:6.2f} ms | p99 ratio {b99 / r99:5.2f}",
+                flush=True,
+            )
             rows.append(Row(f"graceful N={n} p50", r50, b50, "ms"))
             rows.append(Row(f"graceful N={n} p99", r99, b99, "ms", 3.0, ok=bus.bad == 0))
     finally:
@@ -858,8 +937,11 @@ def bench_graceful(run: Run) -> list[Row]:
 def main(argv: list[str] | None = None) -> int:
     """Run the three sections and print the summary; 1 if the run itself failed."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="50,000 messages and 50 gracefuls per N, one round (seconds, noisier)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="50,000 messages and 50 gracefuls per N, one round (seconds, noisier)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
     directory = Path(tempfile.mkdtemp(prefix="bb-", dir="/tmp"))
@@ -868,12 +950,13 @@ def main(argv: list[str] | None = None) -> int:
     sink = Sink(ctx, directory, children)
     run = Run(directory, ctx, children, sink, args.quick)
     started = time.monotonic()
-    print(f"busd relay benchmark ({'quick' if args.quick else 'full'}), "
-          f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}, pyzmq {zmq.__version__}, "
-          f"libzmq {zmq.zmq_version()}, msgpack {'.'.join(map(str, msgpack.version))}")
+    print(
+        f"busd relay benchmark ({'quick' if args.quick else 'full'}), "
+        f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}, pyzmq {zmq.__version__}, "
+        f"libzmq {zmq.zmq_version()}, msgpack {'.'.join(map(str, msgpack.version))}"
+    )
     try:
-        rows = (bench_throughput(run) + bench_bursts(run) + bench_ping(run)
-                + bench_graceful(run))
+        rows = bench_throughput(run) + bench_bursts(run) + bench_ping(run) + bench_graceful(run)
     except (BusError, RuntimeError, TimeoutError) as exc:
         print(f"benchmark failed: {exc}", file=sys.stderr)
         return 1

@@ -102,8 +102,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--reload-every", type=float, default=10.0)
     p.add_argument("--scale-every", type=float, default=30.0)
     p.add_argument("--kill-every", type=float, default=15.0)
-    p.add_argument("--warmup", type=float, default=None,
-                   help="seconds left out of the slopes [10%% of the run, at most 120]")
+    p.add_argument(
+        "--warmup",
+        type=float,
+        default=None,
+        help="seconds left out of the slopes [10%% of the run, at most 120]",
+    )
     p.add_argument("--rss-slope", type=float, default=1.0, help="MiB/min [1]")
     p.add_argument("--rss-growth", type=float, default=8.0, help="MiB [8]")
     p.add_argument("--seed", type=int, default=13)
@@ -139,11 +143,28 @@ class Soak:
         self.log = workdir / "busd.log"
         with open(self.log, "wb") as out:
             self.busd = subprocess.Popen(
-                [sys.executable, "-m", "busd", "--runtime-dir", str(workdir),
-                 "--log-level", "WARNING", "--backoff", "0.05", "--flap-limit", "1000",
-                 "-w", str(opts.workers), "busd.examples.hello:main"],
-                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+                [
+                    sys.executable,
+                    "-m",
+                    "busd",
+                    "--runtime-dir",
+                    str(workdir),
+                    "--log-level",
+                    "WARNING",
+                    "--backoff",
+                    "0.05",
+                    "--flap-limit",
+                    "1000",
+                    "-w",
+                    str(opts.workers),
+                    "busd.examples.hello:main",
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                env={**os.environ, "PYTHONPATH": str(ROOT)},
+            )
         self.master = psutil.Process(self.busd.pid)
         self.ctl = Control(default_endpoints(workdir).ctl, timeout=10)
 
@@ -151,6 +172,7 @@ class Soak:
 
     def traffic(self) -> None:
         with connect(runtime_dir=self.dir, role="soak") as bus:
+
             def got(i: int) -> None:
                 self.tally.received += 1
 
@@ -171,8 +193,11 @@ class Soak:
         ctl = Control(default_endpoints(self.dir).ctl, timeout=30)
         o = self.opts
         now = time.monotonic()
-        due = {"reload": now + o.reload_every, "scale": now + o.scale_every,
-               "kill": now + o.kill_every}
+        due = {
+            "reload": now + o.reload_every,
+            "scale": now + o.scale_every,
+            "kill": now + o.kill_every,
+        }
         try:
             while True:
                 action = min(due, key=due.__getitem__)
@@ -182,8 +207,11 @@ class Soak:
                     self.act(ctl, action)
                 except BusError as exc:
                     self.tally.errors.append(f"{action}: {exc}")
-                due[action] += {"reload": o.reload_every, "scale": o.scale_every,
-                                "kill": o.kill_every}[action]
+                due[action] += {
+                    "reload": o.reload_every,
+                    "scale": o.scale_every,
+                    "kill": o.kill_every,
+                }[action]
         finally:
             ctl.close()
 
@@ -192,8 +220,9 @@ class Soak:
             ctl.request("graceful", timeout=30)
             self.tally.reloads += 1
         elif action == "scale":
-            self.size = self.opts.workers + 2 if self.size == self.opts.workers \
-                else self.opts.workers
+            self.size = (
+                self.opts.workers + 2 if self.size == self.opts.workers else self.opts.workers
+            )
             ctl.request("scale", n=str(self.size))
             self.tally.scales += 1
         else:
@@ -209,11 +238,17 @@ class Soak:
         rtt = (time.perf_counter() - began) * 1000
         window = int(self.ctl.request("status", timeout=10).get("replay", {}).get("bytes", 0))
         with self.master.oneshot():
-            self.samples.append(Sample(t=time.monotonic() - t0,
-                                       rss=self.master.memory_info().rss,
-                                       fds=self.master.num_fds(),
-                                       threads=self.master.num_threads(),
-                                       rtt_ms=round(rtt, 3), size=self.size, window=window))
+            self.samples.append(
+                Sample(
+                    t=time.monotonic() - t0,
+                    rss=self.master.memory_info().rss,
+                    fds=self.master.num_fds(),
+                    threads=self.master.num_threads(),
+                    rtt_ms=round(rtt, 3),
+                    size=self.size,
+                    window=window,
+                )
+            )
 
     # -- the run ---------------------------------------------------------------
 
@@ -221,8 +256,9 @@ class Soak:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.busd.poll() is not None:
-                raise SystemExit(f"busd ended at start ({self.busd.returncode}): "
-                                 f"{self.log.read_text()[-2000:]}")
+                raise SystemExit(
+                    f"busd ended at start ({self.busd.returncode}): {self.log.read_text()[-2000:]}"
+                )
             with contextlib.suppress(NoMaster):
                 workers = self.ctl.request("workers", timeout=1)
                 if [w["state"] for w in workers] == ["STARTED"] * self.opts.workers:
@@ -232,8 +268,10 @@ class Soak:
 
     def run(self) -> None:
         self.wait_ready()
-        threads = [threading.Thread(target=self.traffic, name="traffic"),
-                   threading.Thread(target=self.chaos, name="chaos")]
+        threads = [
+            threading.Thread(target=self.traffic, name="traffic"),
+            threading.Thread(target=self.chaos, name="chaos"),
+        ]
         for t in threads:
             t.start()
         t0 = time.monotonic()
@@ -278,8 +316,10 @@ def same_size(samples: list[Sample], attr: str) -> tuple[float, float]:
     size = max(sizes)
     chosen = [s for s in samples if s.size == size]
     third = max(1, len(chosen) // 3)
-    return (statistics.median(getattr(s, attr) for s in chosen[:third]),
-            statistics.median(getattr(s, attr) for s in chosen[-third:]))
+    return (
+        statistics.median(getattr(s, attr) for s in chosen[:third]),
+        statistics.median(getattr(s, attr) for s in chosen[-third:]),
+    )
 
 
 def judge(opts: argparse.Namespace, soak: Soak, left: list[str]) -> dict[str, Any]:
@@ -287,8 +327,12 @@ def judge(opts: argparse.Namespace, soak: Soak, left: list[str]) -> dict[str, An
     warmup = opts.warmup if opts.warmup is not None else min(120.0, opts.duration / 10)
     kept = [s for s in soak.samples if s.t >= warmup] or soak.samples
     failures = list(soak.tally.errors)
-    summary: dict[str, Any] = {"duration": opts.duration, "samples": len(soak.samples),
-                               "warmup": warmup, **asdict(soak.tally)}
+    summary: dict[str, Any] = {
+        "duration": opts.duration,
+        "samples": len(soak.samples),
+        "warmup": warmup,
+        **asdict(soak.tally),
+    }
     if len(kept) < 5:
         failures.append(f"only {len(kept)} samples after the warm-up")
         summary["failures"] = failures
@@ -311,8 +355,13 @@ def series(kept: list[Sample]) -> dict[str, dict[str, float]]:
     out = {}
     for attr in ("rss", "rss_net", "window", "fds", "threads", "rtt_ms"):
         ys = [float(getattr(s, attr)) for s in kept]
-        out[attr] = {"start": ys[0], "end": ys[-1], "min": min(ys), "max": max(ys),
-                     "slope_per_min": round(slope_per_min(xs, ys), 4)}
+        out[attr] = {
+            "start": ys[0],
+            "end": ys[-1],
+            "min": min(ys),
+            "max": max(ys),
+            "slope_per_min": round(slope_per_min(xs, ys), 4),
+        }
     return out
 
 
@@ -322,13 +371,20 @@ def growth(opts: argparse.Namespace, kept: list[Sample], summary: dict[str, Any]
     tenth = max(1, len(kept) // 10)
     for attr in ("rss", "rss_net"):
         summary[attr]["growth_mib"] = round(
-            (statistics.median(getattr(s, attr) for s in kept[-tenth:])
-             - statistics.median(getattr(s, attr) for s in kept[:tenth])) / MIB, 3)
+            (
+                statistics.median(getattr(s, attr) for s in kept[-tenth:])
+                - statistics.median(getattr(s, attr) for s in kept[:tenth])
+            )
+            / MIB,
+            3,
+        )
     # Judged net of the replay window: it grows by design, up to its bound.
     net = summary["rss_net"]
     if net["slope_per_min"] / MIB > opts.rss_slope and net["growth_mib"] > opts.rss_growth:
-        failures.append(f"RSS less the replay window grows {net['slope_per_min'] / MIB:.2f} "
-                        f"MiB/min ({net['growth_mib']:.1f} MiB over the run)")
+        failures.append(
+            f"RSS less the replay window grows {net['slope_per_min'] / MIB:.2f} "
+            f"MiB/min ({net['growth_mib']:.1f} MiB over the run)"
+        )
     for attr in ("fds", "threads"):
         first, last = same_size(kept, attr)
         summary[attr]["same_size_first_last"] = [first, last]
@@ -344,17 +400,27 @@ def growth(opts: argparse.Namespace, kept: list[Sample], summary: dict[str, Any]
 
 
 def report(summary: dict[str, Any]) -> None:
-    print(f"soak: {summary['duration']:g}s, {summary['samples']} samples, "
-          f"{summary['reloads']} reloads, {summary['scales']} scale changes, "
-          f"{summary['kills']} kills, {summary['received']}/{summary['sent']} broadcasts back")
-    units = {"rss": ("MiB", MIB), "rss_net": ("MiB", MIB), "window": ("MiB", MIB),
-             "fds": ("", 1), "threads": ("", 1), "rtt_ms": ("ms", 1)}
+    print(
+        f"soak: {summary['duration']:g}s, {summary['samples']} samples, "
+        f"{summary['reloads']} reloads, {summary['scales']} scale changes, "
+        f"{summary['kills']} kills, {summary['received']}/{summary['sent']} broadcasts back"
+    )
+    units = {
+        "rss": ("MiB", MIB),
+        "rss_net": ("MiB", MIB),
+        "window": ("MiB", MIB),
+        "fds": ("", 1),
+        "threads": ("", 1),
+        "rtt_ms": ("ms", 1),
+    }
     for attr, (unit, div) in units.items():
         if attr in summary:
             s = summary[attr]
-            print(f"  {attr:8} start {s['start'] / div:10.2f}{unit}  end {s['end'] / div:10.2f}"
-                  f"{unit}  max {s['max'] / div:10.2f}{unit}  slope "
-                  f"{s['slope_per_min'] / div:+.4f}{unit}/min")
+            print(
+                f"  {attr:8} start {s['start'] / div:10.2f}{unit}  end {s['end'] / div:10.2f}"
+                f"{unit}  max {s['max'] / div:10.2f}{unit}  slope "
+                f"{s['slope_per_min'] / div:+.4f}{unit}/min"
+            )
     for failure in summary["failures"]:
         print(f"FAIL: {failure}")
     print("PASS: no growth" if not summary["failures"] else "soak failed")
@@ -374,8 +440,9 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             left = soak.close()
         summary = judge(opts, soak, [str(p) for p in left])
-        summary["log_tail"] = soak.log.read_text(errors="replace")[-1500:] \
-            if summary["failures"] else ""
+        summary["log_tail"] = (
+            soak.log.read_text(errors="replace")[-1500:] if summary["failures"] else ""
+        )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     report(summary)

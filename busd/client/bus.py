@@ -65,10 +65,19 @@ class ClientBus(Bus):
     liveness); a master on this host whose process ends is noticed at once.
     """
 
-    def __init__(self, endpoints: Endpoints, *, name: str = "", role: str = "worker",
-                 worker: int | None = None, timeout: float = DEFAULT_TIMEOUT,
-                 on_master_lost: str = "exit", shutdown_timeout: float = 60.0,
-                 master_timeout: float | None = None, curve: ClientKeys | None = None) -> None:
+    def __init__(
+        self,
+        endpoints: Endpoints,
+        *,
+        name: str = "",
+        role: str = "worker",
+        worker: int | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        on_master_lost: str = "exit",
+        shutdown_timeout: float = 60.0,
+        master_timeout: float | None = None,
+        curve: ClientKeys | None = None,
+    ) -> None:
         if on_master_lost not in ("exit", "wait"):
             raise ValueError("on_master_lost is 'exit' or 'wait'")
         super().__init__()
@@ -84,15 +93,18 @@ class ClientBus(Bus):
         #: The signal that made this process leave (see leave_on_signal), or None.
         self.signalled: int | None = None
         self._left = False
-        self.link = Link(endpoints, self._inbox.put,
-                         {"name": name, "role": role, "worker": worker},
-                         wait_for_new_master=on_master_lost == "wait",
-                         local_state=lambda: self._state.name,
-                         master_timeout=master_timeout_from_env() if master_timeout is None
-                         else master_timeout,
-                         curve=curve)
-        self._dispatcher = threading.Thread(target=self._dispatch, name="busd-dispatch",
-                                            daemon=True)
+        self.link = Link(
+            endpoints,
+            self._inbox.put,
+            {"name": name, "role": role, "worker": worker},
+            wait_for_new_master=on_master_lost == "wait",
+            local_state=lambda: self._state.name,
+            master_timeout=master_timeout_from_env() if master_timeout is None else master_timeout,
+            curve=curve,
+        )
+        self._dispatcher = threading.Thread(
+            target=self._dispatch, name="busd-dispatch", daemon=True
+        )
 
     # -- joining -------------------------------------------------------------
 
@@ -137,8 +149,13 @@ class ClientBus(Bus):
         """Start applying the master's state and messages locally (once; idempotent)."""
         self._inbox.mirror()
 
-    def wait(self, state: State | Iterable[State], interval: float = 0.1,
-             channel: str | None = None, timeout: float | None = None) -> None:
+    def wait(
+        self,
+        state: State | Iterable[State],
+        interval: float = 0.1,
+        channel: str | None = None,
+        timeout: float | None = None,
+    ) -> None:
         """Mirror (if not yet), then wait for ``state`` (see :meth:`busd.Bus.wait`)."""
         self.mirror()
         super().wait(state, interval, channel, timeout)
@@ -187,8 +204,9 @@ class ClientBus(Bus):
         elif type(item) is Synced:
             self._observe(item)
             if item.missed:
-                self.log(f"missed {item.missed} message(s) from the master; state checked",
-                         level=30)
+                self.log(
+                    f"missed {item.missed} message(s) from the master; state checked", level=30
+                )
             state = item.state
             if state is not None:
                 self._run(lambda: self._mirror_state(state))
@@ -262,8 +280,7 @@ class ClientBus(Bus):
             return
         elif target is State.STARTED and local is State.STOPPED:
             self._do_start()
-        elif target in (State.STOPPING, State.STOPPED) and local in (
-                State.STARTING, State.STARTED):
+        elif target in (State.STOPPING, State.STOPPED) and local in (State.STARTING, State.STARTED):
             self._do_stop()
 
     def _publish_relayed(self, channel: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
@@ -276,13 +293,13 @@ class ClientBus(Bus):
         if self._left:  # after BYE the master no longer knows us: it would reject this
             return
         # Tell the master at once, so it need not wait for the next heartbeat.
-        self.link.send(Kind.PONG, {"epoch": self.link.epoch, "seq": self.link.seq,
-                                   "state": new.name})
+        self.link.send(
+            Kind.PONG, {"epoch": self.link.epoch, "seq": self.link.seq, "state": new.name}
+        )
 
     def _ack(self, seq: int, outcome: tuple[bool, Any, list[dict[str, str]]]) -> None:
         ok, result, errors = outcome
-        body = {"epoch": self.link.epoch, "seq": seq, "ok": ok, "result": result,
-                "errors": errors}
+        body = {"epoch": self.link.epoch, "seq": seq, "ok": ok, "result": result, "errors": errors}
         try:
             frame = encode(Kind.ACK, 0, body)
         except BusError:
@@ -307,8 +324,14 @@ class ClientBus(Bus):
 
     # -- forwarded to the master ---------------------------------------------------
 
-    def request(self, cmd: str, timeout: float | None = None, *,
-                body: dict[str, Any] | None = None, **args: Any) -> Any:
+    def request(
+        self,
+        cmd: str,
+        timeout: float | None = None,
+        *,
+        body: dict[str, Any] | None = None,
+        **args: Any,
+    ) -> Any:
         """Send a command to the master and return its result.
 
         ``timeout`` bounds the wait for the answer; ``body`` holds arguments
@@ -318,8 +341,10 @@ class ClientBus(Bus):
         args = {**(body or {}), **args}
         limit = self.timeout if timeout is None else timeout
         if args.get("wait") and threading.current_thread() is self._dispatcher:
-            raise BusError("a listener cannot wait for every client's ack: "
-                           "its own ack would come only after it returns")
+            raise BusError(
+                "a listener cannot wait for every client's ack: "
+                "its own ack would come only after it returns"
+            )
         wait_timeout = args.get("timeout")
         if isinstance(wait_timeout, int | float):
             limit += float(wait_timeout)
@@ -367,13 +392,24 @@ class ClientBus(Bus):
         """Publish ``channel`` in every process, through the master."""
         return self.request("broadcast", channel=channel, args=list(args), kwargs=kwargs)
 
-    def broadcast_and_wait(self, channel: str, args: Iterable[Any] = (),
-                           kwargs: dict[str, Any] | None = None,
-                           timeout: float | None = None) -> Any:
+    def broadcast_and_wait(
+        self,
+        channel: str,
+        args: Iterable[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> Any:
         """Broadcast and wait until every client ran its listeners; returns the acks."""
-        return self.request("broadcast", body={
-            "channel": channel, "args": list(args), "kwargs": kwargs or {}, "wait": True,
-            "timeout": timeout})
+        return self.request(
+            "broadcast",
+            body={
+                "channel": channel,
+                "args": list(args),
+                "kwargs": kwargs or {},
+                "wait": True,
+                "timeout": timeout,
+            },
+        )
 
     def status(self) -> Any:
         """The master's status."""
@@ -456,12 +492,20 @@ class ClientBus(Bus):
         self.close()
 
 
-def connect(name: str | None = None, runtime_dir: str | Path | None = None, *,
-            pub: str | None = None, ctl: str | None = None, mirror: bool = False,
-            timeout: float = DEFAULT_TIMEOUT, on_master_lost: str | None = None,
-            role: str = "worker", master_timeout: float | None = None,
-            server_key: str | Path | None = None,
-            curve_secret: str | Path | None = None) -> ClientBus:
+def connect(
+    name: str | None = None,
+    runtime_dir: str | Path | None = None,
+    *,
+    pub: str | None = None,
+    ctl: str | None = None,
+    mirror: bool = False,
+    timeout: float = DEFAULT_TIMEOUT,
+    on_master_lost: str | None = None,
+    role: str = "worker",
+    master_timeout: float | None = None,
+    server_key: str | Path | None = None,
+    curve_secret: str | Path | None = None,
+) -> ClientBus:
     """Connect a ClientBus to a master and return it, joined (not yet mirrored).
 
     The usual pattern is ``bus = connect()``, ``bus.subscribe(...)``, then
@@ -489,12 +533,16 @@ def connect(name: str | None = None, runtime_dir: str | Path | None = None, *,
     # Keys only matter over tcp (and loading them costs an import of zmq.auth).
     tcp = is_tcp(endpoints.ctl) or is_tcp(endpoints.pub)
     worker_env = os.environ.get("BUSD_WORKER", "")
-    bus = ClientBus(endpoints, name=os.environ.get("BUSD_WORKER_NAME", ""), role=role,
-                    worker=int(worker_env) if worker_env.isdigit() else None,
-                    timeout=timeout, master_timeout=master_timeout,
-                    curve=client_keys(server_key, curve_secret) if tcp else None,
-                    on_master_lost=on_master_lost or os.environ.get("BUSD_ON_MASTER_LOST",
-                                                                    "exit"))
+    bus = ClientBus(
+        endpoints,
+        name=os.environ.get("BUSD_WORKER_NAME", ""),
+        role=role,
+        worker=int(worker_env) if worker_env.isdigit() else None,
+        timeout=timeout,
+        master_timeout=master_timeout,
+        curve=client_keys(server_key, curve_secret) if tcp else None,
+        on_master_lost=on_master_lost or os.environ.get("BUSD_ON_MASTER_LOST", "exit"),
+    )
     return bus.connect(mirror=mirror, timeout=timeout)
 
 

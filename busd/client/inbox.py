@@ -92,7 +92,7 @@ class Inbox:
                 if kind is Signalled:
                     return [item]
                 if kind is Mirror:
-                    return held + items[i + 1:]
+                    return held + items[i + 1 :]
                 observe(item)
                 held.append(item)
 

@@ -81,6 +81,7 @@ class KeyPair(NamedTuple):
 
 # -- key files -----------------------------------------------------------------
 
+
 def check_private(path: Path) -> None:
     """Refuse a secret key file that is missing or that others may read or write."""
     try:
@@ -91,8 +92,10 @@ def check_private(path: Path) -> None:
         raise KeyFileError(f"key file {path} is not a regular file")
     mode = stat.S_IMODE(info.st_mode)
     if mode & 0o077:
-        raise KeyFileError(f"secret key file {path} is mode {mode:04o}, readable or writable "
-                        f"by others: chmod 600 {path}")
+        raise KeyFileError(
+            f"secret key file {path} is mode {mode:04o}, readable or writable "
+            f"by others: chmod 600 {path}"
+        )
     if info.st_uid != os.getuid() and os.getuid() != 0:
         raise KeyFileError(f"secret key file {path} belongs to uid {info.st_uid}, not to us")
 
@@ -134,12 +137,16 @@ KeyDirStamp = tuple[tuple[str, bytes], ...]
 def _check_safe(path: Path, info: os.stat_result, what: str) -> None:
     """Refuse ``path`` when another user owns it or group or others may write it."""
     if info.st_uid not in (os.getuid(), 0):
-        raise KeyFileError(f"{what} {path} belongs to uid {info.st_uid}, not to us "
-                           f"(uid {os.getuid()}) or root: anyone who owns it could add a key")
+        raise KeyFileError(
+            f"{what} {path} belongs to uid {info.st_uid}, not to us "
+            f"(uid {os.getuid()}) or root: anyone who owns it could add a key"
+        )
     mode = stat.S_IMODE(info.st_mode)
     if mode & 0o022:
-        raise KeyFileError(f"{what} {path} is writable by others (mode {mode:04o}): anyone "
-                           f"could add a key; chmod go-w {path}")
+        raise KeyFileError(
+            f"{what} {path} is writable by others (mode {mode:04o}): anyone "
+            f"could add a key; chmod go-w {path}"
+        )
 
 
 def _read_key_file(path: Path) -> bytes:
@@ -184,6 +191,7 @@ def load_key_dir(path: str | Path, stamp: KeyDirStamp | None = None) -> frozense
 
 # -- the master side -----------------------------------------------------------
 
+
 class RefusalLog:
     """Logs a refused peer once per interval, and at most ``lines`` lines per interval in all.
 
@@ -192,8 +200,9 @@ class RefusalLog:
     logged at all (a fresh key per try is still one line per few seconds).
     """
 
-    def __init__(self, what: str, interval: float = REFUSAL_LOG_INTERVAL,
-                 lines: int = REFUSAL_LINES) -> None:
+    def __init__(
+        self, what: str, interval: float = REFUSAL_LOG_INTERVAL, lines: int = REFUSAL_LINES
+    ) -> None:
         self.what = what
         self.interval = interval
         self.lines = lines
@@ -213,8 +222,10 @@ class RefusalLog:
         elif self._take_line(now):
             more = f" ({count} more since the last report)" if count else ""
             if self.suppressed:
-                more += (f" ({self.suppressed} other refusals not logged: over "
-                         f"{self.lines} lines in {self.interval:g}s)")
+                more += (
+                    f" ({self.suppressed} other refusals not logged: over "
+                    f"{self.lines} lines in {self.interval:g}s)"
+                )
                 self.suppressed = 0
             log.warning("%s %s: %s%s", self.what, peer, detail, more)
             self._seen[peer] = (now, 0)
@@ -255,6 +266,7 @@ def is_tcp(endpoint: str) -> bool:
 
 # -- the client side -----------------------------------------------------------
 
+
 class ClientKeys(NamedTuple):
     """What a client needs to talk CURVE: the master's public key and its own pair."""
 
@@ -262,8 +274,11 @@ class ClientKeys(NamedTuple):
     own: KeyPair
 
 
-def client_keys(server_key: str | Path | None = None, curve_secret: str | Path | None = None,
-                env: Mapping[str, str] | None = None) -> ClientKeys | None:
+def client_keys(
+    server_key: str | Path | None = None,
+    curve_secret: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+) -> ClientKeys | None:
     """Keys from the arguments, else BUSD_SERVER_KEY / BUSD_CURVE_SECRET; None if neither."""
     env = os.environ if env is None else env
     server = server_key or env.get("BUSD_SERVER_KEY") or None
@@ -271,9 +286,11 @@ def client_keys(server_key: str | Path | None = None, curve_secret: str | Path |
     if server is None and secret is None:
         return None
     if server is None or secret is None:
-        raise KeyFileError("CURVE needs both the master's public key (--server-key, "
-                        "BUSD_SERVER_KEY) and this client's secret key (--curve-secret, "
-                        "BUSD_CURVE_SECRET)")
+        raise KeyFileError(
+            "CURVE needs both the master's public key (--server-key, "
+            "BUSD_SERVER_KEY) and this client's secret key (--curve-secret, "
+            "BUSD_CURVE_SECRET)"
+        )
     return ClientKeys(load_public(server), load_secret(secret))
 
 
@@ -287,22 +304,31 @@ def secure_client(sock: zmq.Socket[Any], keys: ClientKeys | None, endpoint: str)
 
 
 _FAILURES: dict[int, str] = {
-    zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+    zmq.EVENT_HANDSHAKE_FAILED_AUTH: (
         "the master refused the key (its public key is not in the master's "
-        "--authorized-keys or --readonly-keys)",
-    zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:
+        "--authorized-keys or --readonly-keys)"
+    ),
+    zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: (
         "the master refused the key: the handshake failed (CURVE settings differ; a "
         "CURVE master needs --server-key and --curve-secret, or BUSD_SERVER_KEY and "
-        "BUSD_CURVE_SECRET)",
-    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
+        "BUSD_CURVE_SECRET)"
+    ),
+    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL: (
         "the master refused the key: the handshake failed (is --server-key the "
-        "master's public key?)",
+        "master's public key?)"
+    ),
 }
-_NO_KEY = ("the master refused the key: this client has none and the master requires "
-           "CURVE (give --server-key FILE and --curve-secret FILE, or BUSD_SERVER_KEY and "
-           "BUSD_CURVE_SECRET)")
-_WATCHED = (zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_AUTH
-            | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+_NO_KEY = (
+    "the master refused the key: this client has none and the master requires "
+    "CURVE (give --server-key FILE and --curve-secret FILE, or BUSD_SERVER_KEY and "
+    "BUSD_CURVE_SECRET)"
+)
+_WATCHED = (
+    zmq.EVENT_HANDSHAKE_SUCCEEDED
+    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+)
 
 
 class HandshakeWatch:
@@ -340,7 +366,8 @@ class HandshakeWatch:
             self.socket.close(linger=0)
 
 
-def watch_handshakes(sock: zmq.Socket[Any], endpoint: str,
-                     keys: ClientKeys | None) -> HandshakeWatch | None:
+def watch_handshakes(
+    sock: zmq.Socket[Any], endpoint: str, keys: ClientKeys | None
+) -> HandshakeWatch | None:
     """A HandshakeWatch for a tcp endpoint, or None (ipc needs none)."""
     return HandshakeWatch(sock, endpoint, keys is not None) if is_tcp(endpoint) else None

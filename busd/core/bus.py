@@ -177,17 +177,20 @@ class Bus:
 
     # -- pub/sub -------------------------------------------------------
 
-    def subscribe(self, channel: str, callback: Callable[..., Any] | None = None,
-                  priority: int | None = None) -> Any:
+    def subscribe(
+        self, channel: str, callback: Callable[..., Any] | None = None, priority: int | None = None
+    ) -> Any:
         """Add ``callback`` to ``channel``; without a callback, return a decorator.
 
         The priority is the argument, else ``callback.priority``, else 50.
         Subscribing again updates the priority and keeps the original order.
         """
         if callback is None:
+
             def decorator(func: F) -> F:
                 self.subscribe(channel, func, priority)
                 return func
+
             return decorator
         if priority is None:
             priority = getattr(callback, "priority", DEFAULT_PRIORITY)
@@ -222,8 +225,11 @@ class Bus:
             if cached is not None and cached[0] == members:
                 return cached[1]
             keyed = [
-                (self._priorities.get((channel, cb), DEFAULT_PRIORITY),
-                 self._order.get((channel, cb), sys.maxsize), cb)
+                (
+                    self._priorities.get((channel, cb), DEFAULT_PRIORITY),
+                    self._order.get((channel, cb), sys.maxsize),
+                    cb,
+                )
                 for cb in members
             ]
             keyed.sort(key=lambda item: (item[0], item[1]))
@@ -256,8 +262,9 @@ class Bus:
                     failures = ChannelFailures(channel=channel)
                 failures.handle_exception()
                 if channel != "log":
-                    self.log(f"Error in {channel!r} listener {listener!r}",
-                             level=40, traceback=True)
+                    self.log(
+                        f"Error in {channel!r} listener {listener!r}", level=40, traceback=True
+                    )
         if failures:
             raise failures
         return output
@@ -417,8 +424,13 @@ class Bus:
 
     # -- waiting -------------------------------------------------------
 
-    def wait(self, state: State | Iterable[State], interval: float = 0.1,
-             channel: str | None = None, timeout: float | None = None) -> None:
+    def wait(
+        self,
+        state: State | Iterable[State],
+        interval: float = 0.1,
+        channel: str | None = None,
+        timeout: float | None = None,
+    ) -> None:
         """Wait until the bus is in ``state`` (or one of several states).
 
         Wakes at once on a state change.  While waiting, publishes ``channel``
@@ -439,7 +451,8 @@ class Bus:
                 if deadline is not None and now >= deadline:
                     names = ", ".join(sorted(s.name for s in wanted))
                     raise WaitTimeout(
-                        f"bus still {self._state.name} after {timeout}s waiting for {names}")
+                        f"bus still {self._state.name} after {timeout}s waiting for {names}"
+                    )
                 ticking = channel is not None and bool(self.listeners.get(channel))
                 limits = [t for t in (next_tick if ticking else None, deadline) if t is not None]
                 if not (blocker and self._deferred):
@@ -524,14 +537,21 @@ class Bus:
     def _join_threads(timeout: float | None) -> None:
         current = threading.current_thread()
         for thread in threading.enumerate():
-            if (thread is current or thread.daemon
-                    or thread is threading.main_thread()
-                    or isinstance(thread, threading._DummyThread)):
+            if (
+                thread is current
+                or thread.daemon
+                or thread is threading.main_thread()
+                or isinstance(thread, threading._DummyThread)
+            ):
                 continue
             thread.join(timeout)
 
-    def start_with_callback(self, func: Callable[..., Any], args: Iterable[Any] | None = None,
-                            kwargs: dict[str, Any] | None = None) -> threading.Thread:
+    def start_with_callback(
+        self,
+        func: Callable[..., Any],
+        args: Iterable[Any] | None = None,
+        kwargs: dict[str, Any] | None = None,
+    ) -> threading.Thread:
         """Start the bus, and call ``func`` in a new thread once it is STARTED."""
         call_args = tuple(args or ())
         call_kwargs = dict(kwargs or {})
@@ -558,8 +578,7 @@ class Bus:
     def _clean_exit(self) -> None:
         """At interpreter exit, exit a bus that was left running."""
         if self._state is not State.EXITING:
-            self.log("busd.Bus was not exited before the interpreter ended; exiting now",
-                     level=30)
+            self.log("busd.Bus was not exited before the interpreter ended; exiting now", level=30)
             self._do_exit()
 
     def _do_execv(self) -> None:

@@ -43,9 +43,13 @@ class Control:
     handshake is watched, so a refused key raises :class:`KeyRefused` at once.
     """
 
-    def __init__(self, endpoint: str, timeout: float = DEFAULT_TIMEOUT,
-                 context: zmq.Context[Any] | None = None,
-                 curve: ClientKeys | None = None) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        timeout: float = DEFAULT_TIMEOUT,
+        context: zmq.Context[Any] | None = None,
+        curve: ClientKeys | None = None,
+    ) -> None:
         self.endpoint = endpoint
         self.timeout = timeout
         self._own_context = context is None

@@ -69,13 +69,16 @@ def check_name(name: str) -> str:
     the directory it is put in.
     """
     if not NAME.fullmatch(name):
-        raise EndpointError(f"bad busd name {name!r}: a name is 1 to {MAX_NAME} letters, "
-                            "digits, '-', '_' or '.', not starting with '.' or '-'")
+        raise EndpointError(
+            f"bad busd name {name!r}: a name is 1 to {MAX_NAME} letters, "
+            "digits, '-', '_' or '.', not starting with '.' or '-'"
+        )
     return name
 
 
-def runtime_dir(name: str | None = None, env: Mapping[str, str] | None = None,
-                uid: int | None = None) -> Path:
+def runtime_dir(
+    name: str | None = None, env: Mapping[str, str] | None = None, uid: int | None = None
+) -> Path:
     """The runtime dir for master ``name`` (not created), as user ``uid`` (default: ours)."""
     env = os.environ if env is None else env
     name = check_name(name or env.get("BUSD_NAME") or DEFAULT_NAME)
@@ -110,21 +113,27 @@ def check_private_dir(path: Path) -> None:
     if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
         raise EndpointError(f"runtime dir {path} is not a directory (a symlink?)")
     if info.st_uid != os.getuid():
-        raise EndpointError(f"runtime dir {path} belongs to uid {info.st_uid}, not to us "
-                            f"(uid {os.getuid()}): choose another --runtime-dir")
+        raise EndpointError(
+            f"runtime dir {path} belongs to uid {info.st_uid}, not to us "
+            f"(uid {os.getuid()}): choose another --runtime-dir"
+        )
     mode = stat.S_IMODE(info.st_mode)
     if mode & 0o022:
-        raise EndpointError(f"runtime dir {path} is mode {mode:04o}, writable by group or "
-                            f"others (they could replace its sockets): chmod 700 {path}")
+        raise EndpointError(
+            f"runtime dir {path} is mode {mode:04o}, writable by group or "
+            f"others (they could replace its sockets): chmod 700 {path}"
+        )
 
 
 def ipc_endpoint(path: Path) -> str:
     """``ipc://path``, refusing a path the kernel cannot bind."""
     text = str(path)
     if len(text.encode()) > MAX_IPC_PATH:
-        raise EndpointError(f"ipc path {text!r} is {len(text.encode())} bytes, "
-                            f"over the {MAX_IPC_PATH} a unix socket allows; "
-                            "choose a shorter --runtime-dir")
+        raise EndpointError(
+            f"ipc path {text!r} is {len(text.encode())} bytes, "
+            f"over the {MAX_IPC_PATH} a unix socket allows; "
+            "choose a shorter --runtime-dir"
+        )
     return f"ipc://{text}"
 
 
@@ -133,8 +142,9 @@ def default_endpoints(directory: Path) -> Endpoints:
     return Endpoints(pub=ipc_endpoint(directory / PUB_FILE), ctl=ipc_endpoint(directory / CTL_FILE))
 
 
-def client_endpoints(name: str | None = None, runtime: str | Path | None = None,
-                     env: Mapping[str, str] | None = None) -> Endpoints:
+def client_endpoints(
+    name: str | None = None, runtime: str | Path | None = None, env: Mapping[str, str] | None = None
+) -> Endpoints:
     """Where a client finds a master: explicit env endpoints, else the runtime dir.
 
     A runtime dir found by default (not named by ``runtime`` or
@@ -165,10 +175,11 @@ def check_found_dir(path: Path) -> None:
         except FileNotFoundError:
             continue
         except PermissionError:
-            raise UnsafeRuntimeDir(f"not talking to a master in {directory}: we (uid "
-                                   f"{os.getuid()}) may not look into {directory.parent} "
-                                   "(name the dir with --runtime-dir or BUSD_RUNTIME_DIR)"
-                                   ) from None
+            raise UnsafeRuntimeDir(
+                f"not talking to a master in {directory}: we (uid "
+                f"{os.getuid()}) may not look into {directory.parent} "
+                "(name the dir with --runtime-dir or BUSD_RUNTIME_DIR)"
+            ) from None
         mode = stat.S_IMODE(info.st_mode)
         if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
             why = "it is not a directory (a symlink?)"
@@ -178,9 +189,11 @@ def check_found_dir(path: Path) -> None:
             why = f"it is mode {mode:04o}, writable by group or others"
         else:
             continue
-        raise UnsafeRuntimeDir(f"not talking to a master in {directory}: {why}, so another "
-                               "user could have planted it (name it with --runtime-dir or "
-                               "BUSD_RUNTIME_DIR to trust it)")
+        raise UnsafeRuntimeDir(
+            f"not talking to a master in {directory}: {why}, so another "
+            "user could have planted it (name it with --runtime-dir or "
+            "BUSD_RUNTIME_DIR to trust it)"
+        )
 
 
 def pub_beside(ctl: str) -> Endpoints:
@@ -208,16 +221,18 @@ def check_bind(endpoint: str, insecure: bool = False, curve: bool = False) -> No
     if parts.scheme != "tcp":
         raise EndpointError(f"unsupported endpoint {endpoint!r}: use ipc:// or tcp://")
     if not insecure and not curve:
-        raise EndpointError(f"{endpoint}: plain TCP lets anyone who can reach it (every "
-                            "local user, on loopback too) command busd and read all it "
-                            "publishes; use the ipc endpoints on one host, give "
-                            "--curve-secret and --authorized-keys (CURVE), or --insecure")
+        raise EndpointError(
+            f"{endpoint}: plain TCP lets anyone who can reach it (every "
+            "local user, on loopback too) command busd and read all it "
+            "publishes; use the ipc endpoints on one host, give "
+            "--curve-secret and --authorized-keys (CURVE), or --insecure"
+        )
 
 
 def secure_ipc(endpoint: str) -> None:
     """Make a bound ipc socket file mode 0600."""
     if endpoint.startswith("ipc://"):
-        path = endpoint[len("ipc://"):]
+        path = endpoint[len("ipc://") :]
         if os.path.exists(path):
             os.chmod(path, 0o600)
 

@@ -25,8 +25,9 @@ class ChannelFailures(BusError):
 
     delimiter = "\n"
 
-    def __init__(self, *args: object, channel: str | None = None,
-                 exceptions: Iterable[BaseException] = ()) -> None:
+    def __init__(
+        self, *args: object, channel: str | None = None, exceptions: Iterable[BaseException] = ()
+    ) -> None:
         super().__init__(*args)
         self.channel = channel
         self._exceptions: list[BaseException] = list(exceptions)

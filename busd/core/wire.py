@@ -100,8 +100,15 @@ _BROADCAST_INTS = frozenset(int(k) for k in BROADCAST_KINDS)
 _CLIENT_INTS = frozenset(int(k) for k in CLIENT_KINDS)
 #: How many items each kind has, version and kind included.
 ARITY = {
-    Kind.STATE: 5, Kind.PUBLISH: 8, Kind.EVENT: 6, Kind.HEARTBEAT: 6,
-    Kind.HELLO: 4, Kind.REQUEST: 4, Kind.ACK: 4, Kind.PONG: 4, Kind.BYE: 4,
+    Kind.STATE: 5,
+    Kind.PUBLISH: 8,
+    Kind.EVENT: 6,
+    Kind.HEARTBEAT: 6,
+    Kind.HELLO: 4,
+    Kind.REQUEST: 4,
+    Kind.ACK: 4,
+    Kind.PONG: 4,
+    Kind.BYE: 4,
     Kind.REPLY: 5,
 }
 _ARITY = {int(kind): n for kind, n in ARITY.items()}
@@ -158,8 +165,9 @@ def encode(kind: Kind, *items: Any) -> bytes:
     return _pack(kind.name, [VERSION, int(kind), *items])
 
 
-def encode_publish(epoch: int, seq: int, channel: str, args: Any, kwargs: dict[str, Any],
-                   ack: bool) -> bytes:
+def encode_publish(
+    epoch: int, seq: int, channel: str, args: Any, kwargs: dict[str, Any], ack: bool
+) -> bytes:
     """Encode a PUBLISH (the master's hot path: one call, no enum)."""
     return _pack("PUBLISH", [VERSION, _PUBLISH, epoch, seq, channel, args, kwargs, ack])
 
@@ -170,8 +178,9 @@ def _pack(name: str, message: list[Any]) -> bytes:
     except (TypeError, ValueError, OverflowError) as exc:
         raise ProtocolError(f"cannot encode {name} message: {exc}") from exc
     if len(data) > MAX_MESSAGE_SIZE:
-        raise wire_error(ErrorCode.TOO_LARGE,
-                         f"{name} message is {len(data)} bytes, over {MAX_MESSAGE_SIZE}")
+        raise wire_error(
+            ErrorCode.TOO_LARGE, f"{name} message is {len(data)} bytes, over {MAX_MESSAGE_SIZE}"
+        )
     return data
 
 
@@ -192,18 +201,29 @@ def decode_broadcast(data: bytes) -> list[Any]:
         except Exception:  # noqa: BLE001 - malformed: the checked path below says how
             obj = None
         # The common case, checked inline: [1, kind, epoch:int, seq:int, ...].
-        if (type(obj) is list and len(obj) > 3 and obj[0] == VERSION
-                and type(obj[0]) is int and type(obj[1]) is int
-                and _ARITY.get(obj[1]) == len(obj) and obj[1] in _BROADCAST_INTS
-                and type(obj[2]) is int and type(obj[3]) is int
-                and (obj[1] != _PUBLISH or _publish_items_ok(obj))):
+        if (
+            type(obj) is list
+            and len(obj) > 3
+            and obj[0] == VERSION
+            and type(obj[0]) is int
+            and type(obj[1]) is int
+            and _ARITY.get(obj[1]) == len(obj)
+            and obj[1] in _BROADCAST_INTS
+            and type(obj[2]) is int
+            and type(obj[3]) is int
+            and (obj[1] != _PUBLISH or _publish_items_ok(obj))
+        ):
             return obj
     return _decode_checked(data, BROADCAST_KINDS)
 
 
 def _publish_items_ok(obj: list[Any]) -> bool:
-    return (type(obj[4]) is str and type(obj[5]) is list and type(obj[6]) is dict
-            and (not obj[6] or all(type(k) is str for k in obj[6])))
+    return (
+        type(obj[4]) is str
+        and type(obj[5]) is list
+        and type(obj[6]) is dict
+        and (not obj[6] or all(type(k) is str for k in obj[6]))
+    )
 
 
 def _decode_checked(data: bytes, allowed: frozenset[Kind] | None) -> list[Any]:
@@ -218,9 +238,11 @@ def _decode_checked(data: bytes, allowed: frozenset[Kind] | None) -> list[Any]:
         raise wire_error(ErrorCode.MALFORMED, "a message is an array [version, kind, ...]")
     version, raw = obj[0], obj[1]
     if type(version) is not int or version != VERSION:
-        raise wire_error(ErrorCode.BAD_VERSION, f"protocol version {version!r} is not {VERSION}",
-                         {"got": version if isinstance(version, int) else repr(version),
-                          "supported": [VERSION]})
+        raise wire_error(
+            ErrorCode.BAD_VERSION,
+            f"protocol version {version!r} is not {VERSION}",
+            {"got": version if isinstance(version, int) else repr(version), "supported": [VERSION]},
+        )
     # Plain ints from here on: hashing an IntEnum member runs Python code.
     kind = _KINDS.get(raw) if type(raw) is int else None
     if kind is None:
@@ -228,8 +250,9 @@ def _decode_checked(data: bytes, allowed: frozenset[Kind] | None) -> list[Any]:
     if allowed is not None and raw not in _as_ints(allowed):
         raise wire_error(ErrorCode.UNKNOWN_KIND, f"{kind.name} is not accepted here")
     if len(obj) != _ARITY[raw]:
-        raise wire_error(ErrorCode.MALFORMED,
-                         f"{kind.name} has {_ARITY[raw]} items, got {len(obj)}")
+        raise wire_error(
+            ErrorCode.MALFORMED, f"{kind.name} has {_ARITY[raw]} items, got {len(obj)}"
+        )
     _check_types(kind, raw, obj)
     return obj
 
@@ -255,7 +278,7 @@ def clip(value: Any, limit: int) -> str:
     text = value if isinstance(value, str) else str(value)
     if len(text) <= limit:
         return text
-    return text[:limit - 1] + "\u2026"
+    return text[: limit - 1] + "\u2026"
 
 
 def pid_namespace() -> str:
@@ -342,8 +365,12 @@ def error_from_wire(data: Any) -> BusError:
         channel = details.get("channel") if isinstance(details, dict) else None
         exc: BusError = ChannelFailures(
             channel=channel,
-            exceptions=[RemoteError(f"{e.get('type')}: {e.get('message')}") for e in errors
-                        if isinstance(e, dict)])
+            exceptions=[
+                RemoteError(f"{e.get('type')}: {e.get('message')}")
+                for e in errors
+                if isinstance(e, dict)
+            ],
+        )
         exc.code = code.value  # type: ignore[attr-defined]
         exc.details = details  # type: ignore[attr-defined]
         return exc
@@ -351,6 +378,7 @@ def error_from_wire(data: Any) -> BusError:
 
 
 # -- acknowledgements ---------------------------------------------------
+
 
 class Ack(NamedTuple):
     """One client's answer to a relayed message: ran its listeners, with what result."""
@@ -363,5 +391,10 @@ class Ack(NamedTuple):
 
     def as_dict(self) -> dict[str, Any]:
         """A plain map, for replies and ``--json``."""
-        return {"client": self.client, "seq": self.seq, "ok": self.ok,
-                "result": self.result, "errors": list(self.errors)}
+        return {
+            "client": self.client,
+            "seq": self.seq,
+            "ok": self.ok,
+            "result": self.result,
+            "errors": list(self.errors),
+        }

@@ -1,2 +1,1 @@
-"""The busd command: its flags, their values, and what ends it.
-"""
+"""The busd command: its flags, their values, and what ends it."""

@@ -32,13 +32,18 @@ def end_on_thread_death(on_death: Callable[[], None]) -> Callable[[], None]:
 
     def hook(args: threading.ExceptHookArgs) -> None:
         thread = args.thread
-        if thread is None or not thread.name.startswith(THREAD_PREFIX) or (
-                args.exc_type is SystemExit):
+        if (
+            thread is None
+            or not thread.name.startswith(THREAD_PREFIX)
+            or (args.exc_type is SystemExit)
+        ):
             previous(args)
             return
-        log.critical("thread %s died: busd ends so that its supervisor starts a new one",
-                     thread.name, exc_info=(args.exc_type, args.exc_value or args.exc_type(),
-                                            args.exc_traceback))
+        log.critical(
+            "thread %s died: busd ends so that its supervisor starts a new one",
+            thread.name,
+            exc_info=(args.exc_type, args.exc_value or args.exc_type(), args.exc_traceback),
+        )
         on_death()
 
     threading.excepthook = hook

@@ -46,147 +46,322 @@ def _env(name: str, default: Any = None) -> Any:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser; defaults come from BUSD_* variables."""
     p = OneLineParser(
-        prog="busd", description="Run a busd master with a pool of workers.",
+        prog="busd",
+        description="Run a busd master with a pool of workers.",
         formatter_class=options.HelpFormatter,
         epilog="TARGET is pkg.module:function, called in each worker with its ClientBus; "
-               "'-- CMD ARGS' runs a command in each worker instead (it calls "
-               "busd.client.connect()). Every option also reads BUSD_<OPTION> "
-               "(--worker-timeout: BUSD_WORKER_TIMEOUT); the command line wins. "
-               f"Exit status: 0 clean exit; 1 another busd runs; 2 usage; {EX_BOOT} workers "
-               "failed to boot; 70 an unrecoverable error.")
+        "'-- CMD ARGS' runs a command in each worker instead (it calls "
+        "busd.client.connect()). Every option also reads BUSD_<OPTION> "
+        "(--worker-timeout: BUSD_WORKER_TIMEOUT); the command line wins. "
+        f"Exit status: 0 clean exit; 1 another busd runs; 2 usage; {EX_BOOT} workers "
+        "failed to boot; 70 an unrecoverable error.",
+    )
     p.add_argument("--version", action="version", version=f"busd {__version__}")
     groups: list[tuple[str, str, Callable[[Add], None]]] = [
         ("where busd is found", "the runtime dir and the control endpoints", _where_options),
         ("pool", "how many workers, how they are made and restarted", _pool_options),
         ("timeouts", "how long each thing may take", _timeouts),
-        ("reload and recycle", "graceful reloads, and workers replaced by age or memory",
-         _recycle_options),
+        (
+            "reload and recycle",
+            "graceful reloads, and workers replaced by age or memory",
+            _recycle_options,
+        ),
         ("logging", "what busd and its workers log, and where", _logging_options),
         ("security", "tcp endpoints: CURVE keys, or plain TCP", _security_options),
         ("hosts", "a pool on this host following a master on another", _host_options),
-        ("process", "busd's own process: where it runs, what it imports, its duties",
-         _process_options),
+        (
+            "process",
+            "busd's own process: where it runs, what it imports, its duties",
+            _process_options,
+        ),
     ]
     for title, description, fill in groups:
         fill(p.add_argument_group(title, description).add_argument)
-    p.add_argument("target", nargs="?", type=options.target, default=_env("target"),
-                   metavar="TARGET", help="pkg.module:function (or asgi:/wsgi:pkg.module:app)")
+    p.add_argument(
+        "target",
+        nargs="?",
+        type=options.target,
+        default=_env("target"),
+        metavar="TARGET",
+        help="pkg.module:function (or asgi:/wsgi:pkg.module:app)",
+    )
     return p
 
 
 def _where_options(add: Add) -> None:
     add("--name", default=_env("name"), help="master name (its runtime dir) [busd]")
-    add("--runtime-dir", default=_env("runtime_dir"),
-        help="where the ipc sockets live [$XDG_RUNTIME_DIR/busd/NAME or /tmp/busd-UID/NAME]")
-    add("--bind", action="append", default=_split(_env("bind")), metavar="EP",
-        help="also serve on this control endpoint (repeatable); tcp needs CURVE keys "
-             "or --insecure")
+    add(
+        "--runtime-dir",
+        default=_env("runtime_dir"),
+        help="where the ipc sockets live [$XDG_RUNTIME_DIR/busd/NAME or /tmp/busd-UID/NAME]",
+    )
+    add(
+        "--bind",
+        action="append",
+        default=_split(_env("bind")),
+        metavar="EP",
+        help="also serve on this control endpoint (repeatable); tcp needs CURVE keys or --insecure",
+    )
 
 
 def _timeouts(add: Add) -> None:
-    add("--graceful-timeout", type=options.seconds, default=_env("graceful_timeout", "10"),
-        metavar="S", help="how long a worker may take to stop before it is SIGKILLed")
-    add("--heartbeat", type=options.seconds, default=_env("heartbeat", "1"), metavar="S",
-        help="seconds between the master's heartbeats")
-    add("--worker-timeout", type=options.seconds, default=_env("worker_timeout", "30"),
-        metavar="S", help="a worker silent this long is killed and replaced")
-    add("--master-timeout", type=options.seconds, default=_env("master_timeout", "30"),
-        metavar="S", help="a worker whose master is silent this long exits (a local "
-        "master's death is seen at once)")
-    add("--startup-timeout", type=options.seconds, default=_env("startup_timeout", "30"),
-        metavar="S", help="how long a new worker may take to join")
+    add(
+        "--graceful-timeout",
+        type=options.seconds,
+        default=_env("graceful_timeout", "10"),
+        metavar="S",
+        help="how long a worker may take to stop before it is SIGKILLed",
+    )
+    add(
+        "--heartbeat",
+        type=options.seconds,
+        default=_env("heartbeat", "1"),
+        metavar="S",
+        help="seconds between the master's heartbeats",
+    )
+    add(
+        "--worker-timeout",
+        type=options.seconds,
+        default=_env("worker_timeout", "30"),
+        metavar="S",
+        help="a worker silent this long is killed and replaced",
+    )
+    add(
+        "--master-timeout",
+        type=options.seconds,
+        default=_env("master_timeout", "30"),
+        metavar="S",
+        help="a worker whose master is silent this long exits (a local "
+        "master's death is seen at once)",
+    )
+    add(
+        "--startup-timeout",
+        type=options.seconds,
+        default=_env("startup_timeout", "30"),
+        metavar="S",
+        help="how long a new worker may take to join",
+    )
 
 
 def _pool_options(add: Add) -> None:
-    add("-w", "--workers", type=options.count, default=_env("workers", "1"), metavar="N",
-        help="pool size")
-    add("--spawn", choices=("fork", "exec"), default=_env("spawn", "fork"),
-        help="fork TARGET workers from a clean fork server, or exec a fresh interpreter "
-             "for each")
-    add("--preload", action="store_true", default=_flag(_env("preload")),
-        help="import TARGET once in the fork server, not in each worker")
-    add("--listen", action="append", type=options.listen_address, metavar="ADDRESS",
+    add(
+        "-w",
+        "--workers",
+        type=options.count,
+        default=_env("workers", "1"),
+        metavar="N",
+        help="pool size",
+    )
+    add(
+        "--spawn",
+        choices=("fork", "exec"),
+        default=_env("spawn", "fork"),
+        help="fork TARGET workers from a clean fork server, or exec a fresh interpreter for each",
+    )
+    add(
+        "--preload",
+        action="store_true",
+        default=_flag(_env("preload")),
+        help="import TARGET once in the fork server, not in each worker",
+    )
+    add(
+        "--listen",
+        action="append",
+        type=options.listen_address,
+        metavar="ADDRESS",
         default=_split(_env("listen")),
-        help="a socket the master makes for the workers: tcp:HOST:PORT or unix:PATH "
-             "(repeatable)")
-    add("--env", action="append", type=options.key_value, metavar="KEY=VALUE",
+        help="a socket the master makes for the workers: tcp:HOST:PORT or unix:PATH (repeatable)",
+    )
+    add(
+        "--env",
+        action="append",
+        type=options.key_value,
+        metavar="KEY=VALUE",
         default=(_env("env") or "").split(),
-        help="set this in every worker's environment (repeatable; BUSD_ENV: space separated)")
-    add("--backoff", type=options.non_negative_seconds, default=_env("backoff", "0.1"),
-        metavar="S", help="first restart delay of a crashed worker, doubled each time")
-    add("--backoff-max", type=options.seconds, default=_env("backoff_max", "10"),
-        metavar="S", help="the longest restart delay")
-    add("--flap-limit", type=options.count, default=_env("flap_limit", "5"), metavar="N",
-        help="crashes within --flap-window after which a slot stops restarting")
-    add("--flap-window", type=options.seconds, default=_env("flap_window", "60"),
-        metavar="S", help="the window --flap-limit counts crashes in")
+        help="set this in every worker's environment (repeatable; BUSD_ENV: space separated)",
+    )
+    add(
+        "--backoff",
+        type=options.non_negative_seconds,
+        default=_env("backoff", "0.1"),
+        metavar="S",
+        help="first restart delay of a crashed worker, doubled each time",
+    )
+    add(
+        "--backoff-max",
+        type=options.seconds,
+        default=_env("backoff_max", "10"),
+        metavar="S",
+        help="the longest restart delay",
+    )
+    add(
+        "--flap-limit",
+        type=options.count,
+        default=_env("flap_limit", "5"),
+        metavar="N",
+        help="crashes within --flap-window after which a slot stops restarting",
+    )
+    add(
+        "--flap-window",
+        type=options.seconds,
+        default=_env("flap_window", "60"),
+        metavar="S",
+        help="the window --flap-limit counts crashes in",
+    )
 
 
 def _recycle_options(add: Add) -> None:
-    add("--reload", choices=("inplace", "respawn"), default=_env("reload", "inplace"),
-        help="graceful: workers reload in place, or new workers replace the old ones")
-    add("--max-age", type=options.seconds, metavar="SECONDS", default=_env("max_age"),
-        help="recycle a worker this long after it started (a new one first)")
-    add("--max-rss", type=options.positive_number, metavar="MIB", default=_env("max_rss"),
-        help="recycle a worker whose resident memory passes this (measured by busd)")
-    add("--recycle-jitter", type=options.non_negative_seconds, metavar="SECONDS",
+    add(
+        "--reload",
+        choices=("inplace", "respawn"),
+        default=_env("reload", "inplace"),
+        help="graceful: workers reload in place, or new workers replace the old ones",
+    )
+    add(
+        "--max-age",
+        type=options.seconds,
+        metavar="SECONDS",
+        default=_env("max_age"),
+        help="recycle a worker this long after it started (a new one first)",
+    )
+    add(
+        "--max-rss",
+        type=options.positive_number,
+        metavar="MIB",
+        default=_env("max_rss"),
+        help="recycle a worker whose resident memory passes this (measured by busd)",
+    )
+    add(
+        "--recycle-jitter",
+        type=options.non_negative_seconds,
+        metavar="SECONDS",
         default=_env("recycle_jitter", "0"),
-        help="add up to this much, at random, to each worker's --max-age")
+        help="add up to this much, at random, to each worker's --max-age",
+    )
 
 
 def _logging_options(add: Add) -> None:
-    add("--log-level", default=_env("log_level", "INFO"),
-        choices=("DEBUG", "INFO", "WARNING", "ERROR"), type=str.upper,
-        help="for busd and its workers")
-    add("--log-format", default=_env("log_format", "time"), choices=tuple(LOG_FORMATS),
-        help="time: a timestamp on every line; plain: none (journald adds its own)")
-    add("--log-file", default=_env("log_file"), metavar="FILE",
-        help="with --daemon: where output goes [/dev/null]")
-    add("--log-dir", metavar="DIR", default=_env("log_dir"),
+    add(
+        "--log-level",
+        default=_env("log_level", "INFO"),
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        type=str.upper,
+        help="for busd and its workers",
+    )
+    add(
+        "--log-format",
+        default=_env("log_format", "time"),
+        choices=tuple(LOG_FORMATS),
+        help="time: a timestamp on every line; plain: none (journald adds its own)",
+    )
+    add(
+        "--log-file",
+        default=_env("log_file"),
+        metavar="FILE",
+        help="with --daemon: where output goes [/dev/null]",
+    )
+    add(
+        "--log-dir",
+        metavar="DIR",
+        default=_env("log_dir"),
         help="each worker's output to DIR/<name>-worker-<id>.log, busd's to DIR/<name>.log; "
-             "SIGUSR1 or busctl reopen-logs reopens them")
+        "SIGUSR1 or busctl reopen-logs reopens them",
+    )
 
 
 def _security_options(add: Add) -> None:
-    add("--insecure", action="store_true", default=_flag(_env("insecure")),
+    add(
+        "--insecure",
+        action="store_true",
+        default=_flag(_env("insecure")),
         help="allow plain TCP (--bind, --join) without CURVE keys: anyone who can reach the "
-             "port (every local user, on loopback too) may command busd")
-    add("--curve-secret", metavar="FILE", default=_env("curve_secret"),
-        help="make every tcp --bind endpoint CURVE with this secret certificate (mode 0600)")
-    add("--authorized-keys", metavar="DIR", default=_env("authorized_keys"),
-        help="with --curve-secret: the public certificates (*.key) allowed in")
-    add("--readonly-keys", metavar="DIR", default=_env("readonly_keys"),
+        "port (every local user, on loopback too) may command busd",
+    )
+    add(
+        "--curve-secret",
+        metavar="FILE",
+        default=_env("curve_secret"),
+        help="make every tcp --bind endpoint CURVE with this secret certificate (mode 0600)",
+    )
+    add(
+        "--authorized-keys",
+        metavar="DIR",
+        default=_env("authorized_keys"),
+        help="with --curve-secret: the public certificates (*.key) allowed in",
+    )
+    add(
+        "--readonly-keys",
+        metavar="DIR",
+        default=_env("readonly_keys"),
         help="with --curve-secret: public certificates allowed to read only "
-             "(status, workers, clients, ping, watch)")
+        "(status, workers, clients, ping, watch)",
+    )
 
 
 def _host_options(add: Add) -> None:
-    add("--join", metavar="tcp://HOST:PORT", default=_env("join"),
-        help="run this pool on behalf of the master at HOST:PORT (its lifecycle follows it)")
-    add("--server-key", metavar="FILE", default=_env("server_key"),
-        help="with --join: the master's public certificate (CURVE)")
-    add("--wait-for-master", action="store_true", default=_flag(_env("wait_for_master")),
+    add(
+        "--join",
+        metavar="tcp://HOST:PORT",
+        default=_env("join"),
+        help="run this pool on behalf of the master at HOST:PORT (its lifecycle follows it)",
+    )
+    add(
+        "--server-key",
+        metavar="FILE",
+        default=_env("server_key"),
+        help="with --join: the master's public certificate (CURVE)",
+    )
+    add(
+        "--wait-for-master",
+        action="store_true",
+        default=_flag(_env("wait_for_master")),
         help="with --join: when the master is lost, stop the workers and wait for it "
-             "(default: exit)")
+        "(default: exit)",
+    )
 
 
 def _process_options(add: Add) -> None:
-    add("--chdir", type=options.directory, metavar="DIR", default=_env("chdir"),
-        help="change to DIR before anything else; the workers run there too")
-    add("--pythonpath", action="append", metavar="DIR", default=_dirs(_env("pythonpath")),
+    add(
+        "--chdir",
+        type=options.directory,
+        metavar="DIR",
+        default=_env("chdir"),
+        help="change to DIR before anything else; the workers run there too",
+    )
+    add(
+        "--pythonpath",
+        action="append",
+        metavar="DIR",
+        default=_dirs(_env("pythonpath")),
         help="put DIR first on the import path of busd and its workers (repeatable or "
-             "comma separated; relative to --chdir); the working directory comes next")
+        "comma separated; relative to --chdir); the working directory comes next",
+    )
     add("--pidfile", default=_env("pidfile"), metavar="FILE", help="write busd's pid here")
-    add("--daemon", action="store_true", default=_flag(_env("daemon")),
-        help="detach from the terminal (double fork)")
-    add("--user", default=_env("user"),
+    add(
+        "--daemon",
+        action="store_true",
+        default=_flag(_env("daemon")),
+        help="detach from the terminal (double fork)",
+    )
+    add(
+        "--user",
+        default=_env("user"),
         help="as root: bind --listen, write --pidfile, then become this user before "
-             "anything else (runtime dir, logs, fork server, workers)")
-    add("--group", default=_env("group"),
-        help="as root: become this group too [--user's primary group]")
-    add("--plugin", action="append", type=options.target, metavar="pkg.mod:func",
+        "anything else (runtime dir, logs, fork server, workers)",
+    )
+    add(
+        "--group",
+        default=_env("group"),
+        help="as root: become this group too [--user's primary group]",
+    )
+    add(
+        "--plugin",
+        action="append",
+        type=options.target,
+        metavar="pkg.mod:func",
         default=_split(_env("plugin")),
-        help="call func(master_bus) before the master starts (repeatable)")
+        help="call func(master_bus) before the master starts (repeatable)",
+    )
 
 
 def _split(value: str | None) -> list[str]:
@@ -206,7 +381,7 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     command: list[str] = []
     if "--" in argv:
         cut = argv.index("--")
-        argv, command = argv[:cut], argv[cut + 1:]
+        argv, command = argv[:cut], argv[cut + 1 :]
     parser = build_parser()
     options.check_env(parser)
     opts = parser.parse_args(argv)
@@ -217,8 +392,9 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     if opts.preload and opts.spawn == "exec":
         parser.error("--preload needs --spawn fork")
     if opts.join and not re.fullmatch(r"tcp://[^/]+:[0-9]+", opts.join):
-        parser.error(f"--join is tcp://HOST:PORT (the master's control endpoint), "
-                     f"not {opts.join!r}")
+        parser.error(
+            f"--join is tcp://HOST:PORT (the master's control endpoint), not {opts.join!r}"
+        )
     if opts.wait_for_master and not opts.join:
         parser.error("--wait-for-master goes with --join")
     if opts.name:
@@ -229,8 +405,9 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     check_binds(parser, opts)
     check_join(parser, opts)
     check_account(parser, opts, argv)
-    opts.pythonpath = import_dirs(parser, opts, "--pythonpath" in argv or any(
-        a.startswith("--pythonpath=") for a in argv))
+    opts.pythonpath = import_dirs(
+        parser, opts, "--pythonpath" in argv or any(a.startswith("--pythonpath=") for a in argv)
+    )
     return opts, command
 
 
@@ -256,13 +433,16 @@ def where(argv: list[str], dest: str) -> str:
 def check_join(parser: argparse.ArgumentParser, opts: argparse.Namespace) -> None:
     """Joining over plain TCP (no keys) needs --insecure, as the master's plain TCP does."""
     if opts.join and not (opts.server_key or opts.curve_secret) and not opts.insecure:
-        parser.error(f"--join {opts.join}: plain TCP (no keys) lets anyone who can reach "
-                     "that port pose as the master or read what it sends; give --server-key "
-                     "and --curve-secret (CURVE), or --insecure")
+        parser.error(
+            f"--join {opts.join}: plain TCP (no keys) lets anyone who can reach "
+            "that port pose as the master or read what it sends; give --server-key "
+            "and --curve-secret (CURVE), or --insecure"
+        )
 
 
-def check_account(parser: argparse.ArgumentParser, opts: argparse.Namespace,
-                  argv: list[str]) -> None:
+def check_account(
+    parser: argparse.ArgumentParser, opts: argparse.Namespace, argv: list[str]
+) -> None:
     """--user and --group: known, and only root may switch; ``opts.uid``/``opts.gid`` set.
 
     Both are None when there is nothing to switch (no flag, or busd runs as
@@ -280,14 +460,17 @@ def check_account(parser: argparse.ArgumentParser, opts: argparse.Namespace,
     if (uid is None or uid == os.getuid()) and (gid is None or gid == os.getgid()):
         return
     if os.geteuid() != 0:
-        parser.error(f"{where(argv, 'user' if opts.user else 'group')}: only root may switch "
-                     f"to another user or group (busd runs as uid {os.getuid()}, "
-                     f"gid {os.getgid()})")
+        parser.error(
+            f"{where(argv, 'user' if opts.user else 'group')}: only root may switch "
+            f"to another user or group (busd runs as uid {os.getuid()}, "
+            f"gid {os.getgid()})"
+        )
     opts.uid, opts.gid = uid, gid
 
 
-def import_dirs(parser: argparse.ArgumentParser, opts: argparse.Namespace,
-                from_flag: bool) -> list[str]:
+def import_dirs(
+    parser: argparse.ArgumentParser, opts: argparse.Namespace, from_flag: bool
+) -> list[str]:
     """--pythonpath's directories, absolute (relative ones from --chdir), each checked."""
     base = opts.chdir or os.getcwd()
     found: list[str] = []
@@ -297,8 +480,11 @@ def import_dirs(parser: argparse.ArgumentParser, opts: argparse.Namespace,
                 continue
             path = os.path.normpath(os.path.join(base, os.path.expanduser(part)))
             if not os.path.isdir(path):
-                where = ("--pythonpath" if from_flag
-                         else f"{options.env_name('pythonpath')}={env_default('pythonpath')!r}")
+                where = (
+                    "--pythonpath"
+                    if from_flag
+                    else f"{options.env_name('pythonpath')}={env_default('pythonpath')!r}"
+                )
                 parser.error(f"{where}: expected an existing directory, not {part!r}")
             if path not in found:
                 found.append(path)

@@ -83,19 +83,24 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Shows an option's default when it has one worth showing."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.default in (None, False, [], argparse.SUPPRESS) or "default" in (
-                action.help or "") or "[" in (action.help or ""):
+        if (
+            action.default in (None, False, [], argparse.SUPPRESS)
+            or "default" in (action.help or "")
+            or "[" in (action.help or "")
+        ):
             return action.help
         return super()._get_help_string(action)
 
 
 def _expect(form: str, check: Callable[[str], Any]) -> Callable[[str], Any]:
     """An argparse type: ``check(text)``, or "expected FORM, not TEXT"."""
+
     def convert(text: str) -> Any:
         try:
             return check(text)
         except (ValueError, OverflowError):
             raise argparse.ArgumentTypeError(f"expected {form}, not {text!r}") from None
+
     convert.form = form  # type: ignore[attr-defined]
     convert.__name__ = form
     return convert
@@ -180,10 +185,12 @@ def _target(text: str) -> str:
 
 count = _expect("a whole number of 0 or more", _count)
 positive_count = _expect("a whole number of 1 or more", _positive_count)
-seconds = _expect(f"a positive number of seconds, at most {MAX_SECONDS} (a week)",
-                  _positive_seconds)
-non_negative_seconds = _expect(f"a number of seconds from 0 to {MAX_SECONDS} (a week)",
-                               _non_negative_seconds)
+seconds = _expect(
+    f"a positive number of seconds, at most {MAX_SECONDS} (a week)", _positive_seconds
+)
+non_negative_seconds = _expect(
+    f"a number of seconds from 0 to {MAX_SECONDS} (a week)", _non_negative_seconds
+)
 positive_number = _expect(f"a positive number, at most {MAX_NUMBER}", _positive_number)
 key_value = _expect("KEY=VALUE with KEY a variable name", _key_value)
 listen_address = _expect("tcp:HOST:PORT (PORT 0-65535) or unix:PATH", _listen)
@@ -214,8 +221,7 @@ def check_env(parser: argparse.ArgumentParser, environ: Mapping[str, str] | None
             except (argparse.ArgumentTypeError, ValueError) as exc:
                 form = getattr(convert, "form", None)
                 why = f"expected {form}" if form else str(exc)
-                parser.exit(EX_USAGE, f"{parser.prog}: {env_name(action.dest)}={value!r}: "
-                            f"{why}\n")
+                parser.exit(EX_USAGE, f"{parser.prog}: {env_name(action.dest)}={value!r}: {why}\n")
 
 
 def env_default(dest: str, default: Any = None) -> Any:

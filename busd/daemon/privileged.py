@@ -42,8 +42,12 @@ def make_runtime_dir(runtime: Path, switched: bool) -> Path:
     try:
         return ep.ensure_runtime_dir(runtime)
     except OSError as exc:
-        hint = (f" (busd runs as uid {os.getuid()} since --user: give a --runtime-dir "
-                "that user may make)" if switched else "")
+        hint = (
+            f" (busd runs as uid {os.getuid()} since --user: give a --runtime-dir "
+            "that user may make)"
+            if switched
+            else ""
+        )
         raise UsageError(f"runtime dir {runtime}: {exc.strerror}{hint}") from None
 
 
@@ -69,8 +73,12 @@ def remove_pidfile(pidfile: PIDFile) -> None:
     """Remove our PID file, or say why it stays: busd wrote it as root, then switched user."""
     directory = os.path.dirname(os.path.abspath(pidfile.pidfile))
     if read_pid(pidfile.pidfile) == os.getpid() and not os.access(directory, os.W_OK | os.X_OK):
-        log.info("PID file %s left: busd wrote it before --user and may not remove it "
-                 "from %s now (the next busd replaces it)", pidfile.pidfile, directory)
+        log.info(
+            "PID file %s left: busd wrote it before --user and may not remove it "
+            "from %s now (the next busd replaces it)",
+            pidfile.pidfile,
+            directory,
+        )
         return
     pidfile.exit()
 
@@ -99,8 +107,9 @@ def open_logs(opts: argparse.Namespace) -> LogDir | None:
     try:
         logs.redirect_master()
     except OSError as exc:
-        raise UsageError(f"--log-dir {logs.directory}: {exc.strerror} "
-                         f"(busd writes there as uid {os.getuid()})") from None
+        raise UsageError(
+            f"--log-dir {logs.directory}: {exc.strerror} (busd writes there as uid {os.getuid()})"
+        ) from None
     return logs
 
 

@@ -1,6 +1,6 @@
 """The smallest busd worker: logs each lifecycle step of its bus.
 
-    busd -w 4 busd.examples.hello:main
+busd -w 4 busd.examples.hello:main
 """
 
 from __future__ import annotations

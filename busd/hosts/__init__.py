@@ -1,2 +1,1 @@
-"""Pools on other hosts: busd --join, a pool that follows a master elsewhere.
-"""
+"""Pools on other hosts: busd --join, a pool that follows a master elsewhere."""

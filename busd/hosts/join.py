@@ -73,13 +73,27 @@ RESUME_FILE = "joined.resume"
 class HostBus(ClientBus):
     """The joined busd's mirror of the remote master, driving the local master."""
 
-    def __init__(self, endpoints: Endpoints, local: MasterBus, pool: Pool, *,
-                 curve: ClientKeys | None, wait_for_master: bool, timeout: float,
-                 ack_timeout: float) -> None:
+    def __init__(
+        self,
+        endpoints: Endpoints,
+        local: MasterBus,
+        pool: Pool,
+        *,
+        curve: ClientKeys | None,
+        wait_for_master: bool,
+        timeout: float,
+        ack_timeout: float,
+    ) -> None:
         self.host = f"{socket.gethostname()}/{local.name}"
-        super().__init__(endpoints, name=self.host, role=HOST_ROLE, timeout=timeout,
-                         on_master_lost="wait" if wait_for_master else "exit", curve=curve,
-                         master_timeout=FOLLOW_HEARTBEAT)
+        super().__init__(
+            endpoints,
+            name=self.host,
+            role=HOST_ROLE,
+            timeout=timeout,
+            on_master_lost="wait" if wait_for_master else "exit",
+            curve=curve,
+            master_timeout=FOLLOW_HEARTBEAT,
+        )
         self.local = local
         self.pool = pool
         self.ack_timeout = ack_timeout
@@ -94,8 +108,9 @@ class HostBus(ClientBus):
         self.subscribe("stop", lambda: self.local.stop(wait=True, timeout=ack_timeout))
         self.subscribe("exit", self.local.exit)
         self._stopping = threading.Event()
-        self._reporter = threading.Thread(target=self._report_loop, name="busd-host-report",
-                                          daemon=True)
+        self._reporter = threading.Thread(
+            target=self._report_loop, name="busd-host-report", daemon=True
+        )
 
     def log(self, msg: str = "", level: int = logging.INFO, traceback: bool = False) -> None:
         """As any bus, but this bus's own ``Bus STATE`` lines only at DEBUG.
@@ -111,17 +126,31 @@ class HostBus(ClientBus):
 
     def _apply(self, item: Any) -> None:
         if type(item) is Gone and self.on_master_lost == "wait":
-            log.warning("master lost (%s): stopping the local pool until it is back "
-                        "(delivered here up to seq %d of epoch %d)",
-                        item.reason, item.seq, item.epoch)
+            log.warning(
+                "master lost (%s): stopping the local pool until it is back "
+                "(delivered here up to seq %d of epoch %d)",
+                item.reason,
+                item.seq,
+                item.epoch,
+            )
             self._run(self._do_stop)
             return
         if type(item) is Gone:
-            log.warning("master lost (%s): exiting (delivered here up to seq %d of epoch %d)",
-                        item.reason, item.seq, item.epoch)
-            _write_resume(self._resume_file, {"master": self.master_endpoint,
-                                              "epoch": item.epoch, "seq": item.seq,
-                                              "missed": self.missed()})
+            log.warning(
+                "master lost (%s): exiting (delivered here up to seq %d of epoch %d)",
+                item.reason,
+                item.seq,
+                item.epoch,
+            )
+            _write_resume(
+                self._resume_file,
+                {
+                    "master": self.master_endpoint,
+                    "epoch": item.epoch,
+                    "seq": item.seq,
+                    "missed": self.missed(),
+                },
+            )
         elif type(item) is Synced and self._resume is not None:
             self._count_resumed(item)
         super()._apply(item)
@@ -131,14 +160,22 @@ class HostBus(ClientBus):
         epoch, seq, _ = self._resume or (0, 0, 0)
         self._resume = None
         if epoch != synced.epoch:
-            log.info("the master restarted since a busd here last followed it (epoch %d, "
-                     "now %d): nothing of its earlier incarnation is counted", epoch,
-                     synced.epoch)
+            log.info(
+                "the master restarted since a busd here last followed it (epoch %d, "
+                "now %d): nothing of its earlier incarnation is counted",
+                epoch,
+                synced.epoch,
+            )
             return
         self.missed_before += max(0, synced.seq - seq)
-        log.warning("%d message(s) relayed by the master while this host was away "
-                    "(seq %d..%d of epoch %d) were not delivered here: lost",
-                    synced.seq - seq, seq + 1, synced.seq, epoch)
+        log.warning(
+            "%d message(s) relayed by the master while this host was away "
+            "(seq %d..%d of epoch %d) were not delivered here: lost",
+            synced.seq - seq,
+            seq + 1,
+            synced.seq,
+            epoch,
+        )
 
     def _apply_broadcast(self, msg: list[Any]) -> None:
         if msg[1] != PUBLISH:
@@ -148,8 +185,16 @@ class HostBus(ClientBus):
         if channel in ("graceful", HOST_GRACEFUL):
             self._ack(seq, self._run(self._graceful_here))
         elif ack:
-            self._ack(seq, self._run(lambda: _checked(self.local.broadcast_and_wait(
-                channel, args, kwargs, timeout=self.ack_timeout))))
+            self._ack(
+                seq,
+                self._run(
+                    lambda: _checked(
+                        self.local.broadcast_and_wait(
+                            channel, args, kwargs, timeout=self.ack_timeout
+                        )
+                    )
+                ),
+            )
         else:
             try:
                 self.local.publish(channel, *args, **kwargs)
@@ -176,8 +221,10 @@ class HostBus(ClientBus):
                 continue
             rounds += 1
             try:
-                rows = [{"id": w.get("id"), "pid": w.get("pid"), "state": w.get("state")}
-                        for w in self.pool.workers()]
+                rows = [
+                    {"id": w.get("id"), "pid": w.get("pid"), "state": w.get("state")}
+                    for w in self.pool.workers()
+                ]
             except Exception:
                 log.exception("cannot read the local workers")
                 continue
@@ -185,8 +232,9 @@ class HostBus(ClientBus):
             if current == sent and rounds % REPORT_EVERY:
                 continue
             sent = current
-            self.link.request("host_report", host=self.host, client_id=current[0],
-                              workers=rows, missed=current[2]).add_done_callback(_report_failed)
+            self.link.request(
+                "host_report", host=self.host, client_id=current[0], workers=rows, missed=current[2]
+            ).add_done_callback(_report_failed)
 
     def missed(self) -> int:
         """Messages relayed by the master that this host never delivered, counted exactly.
@@ -265,19 +313,33 @@ def find_endpoints(ctl: str, curve: ClientKeys | None, timeout: float) -> Endpoi
     port = ctl.rpartition(":")[2]
     for bound, pub in zip(ctls, pubs, strict=False):
         if str(bound).startswith("tcp://") and str(bound).rpartition(":")[2] == port:
-            return Endpoints(pub=f"{ctl.rpartition(':')[0]}:{str(pub).rpartition(':')[2]}",
-                             ctl=ctl)
+            return Endpoints(pub=f"{ctl.rpartition(':')[0]}:{str(pub).rpartition(':')[2]}", ctl=ctl)
     return pub_beside(ctl)
 
 
-def join_master(local: MasterBus, pool: Pool, endpoint: str, *, curve: ClientKeys | None,
-                wait_for_master: bool, timeout: float, ack_timeout: float) -> HostBus:
+def join_master(
+    local: MasterBus,
+    pool: Pool,
+    endpoint: str,
+    *,
+    curve: ClientKeys | None,
+    wait_for_master: bool,
+    timeout: float,
+    ack_timeout: float,
+) -> HostBus:
     """Join the master at ``endpoint``; from then on its state drives ``local``.
 
     Raises NoMaster (or KeyRefused) when it does not answer within ``timeout``.
     """
-    host = HostBus(find_endpoints(endpoint, curve, timeout), local, pool, curve=curve,
-                   wait_for_master=wait_for_master, timeout=timeout, ack_timeout=ack_timeout)
+    host = HostBus(
+        find_endpoints(endpoint, curve, timeout),
+        local,
+        pool,
+        curve=curve,
+        wait_for_master=wait_for_master,
+        timeout=timeout,
+        ack_timeout=ack_timeout,
+    )
     host.connect(mirror=True, timeout=timeout)
     host.start_reports()
     log.info("joined the master at %s as %s", endpoint, host.host)

@@ -83,7 +83,8 @@ class Replies:
         if tracker.done:
             return
         self._peers.setdefault(identity, collections.deque()).append(
-            (tracker, size + ENTRY_OVERHEAD))
+            (tracker, size + ENTRY_OVERHEAD)
+        )
         self._bytes[identity] = self._bytes.get(identity, 0) + size + ENTRY_OVERHEAD
 
     def send(self, sock: zmq.Socket[Any], identity: bytes, frame: bytes) -> bool:
@@ -91,8 +92,7 @@ class Replies:
         if not self.room(identity, len(frame)):
             return False
         try:
-            tracker = sock.send_multipart([identity, frame], zmq.NOBLOCK, copy=False,
-                                          track=True)
+            tracker = sock.send_multipart([identity, frame], zmq.NOBLOCK, copy=False, track=True)
         except zmq.Again:  # its queue is full (count high-water mark)
             return False
         if tracker is not None:
@@ -107,8 +107,11 @@ class Replies:
     def statistics(self) -> dict[str, int]:
         """Peers with unread replies, the bytes they leave unread, and the bound."""
         self.sweep()
-        return {"peers": len(self._peers), "bytes": sum(self._bytes.values()),
-                "max_bytes": self.max_bytes}
+        return {
+            "peers": len(self._peers),
+            "bytes": sum(self._bytes.values()),
+            "max_bytes": self.max_bytes,
+        }
 
 
 class Published:

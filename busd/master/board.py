@@ -61,8 +61,7 @@ def live_workers(rows: Any, clients: list[ClientInfo]) -> list[dict[str, Any]]:
     return live
 
 
-def live_status(board: Board, clients: list[ClientInfo], seq: int,
-                now: float) -> dict[str, Any]:
+def live_status(board: Board, clients: list[ClientInfo], seq: int, now: float) -> dict[str, Any]:
     """The published status with the hub's own live parts laid over it."""
     status = dict(board.answers.get("status") or {})
     started = status.get("started_at")

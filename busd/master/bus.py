@@ -109,17 +109,28 @@ class MasterBus(Bus):
     there): else :class:`~busd.core.endpoints.EndpointError`, before anything is made.
     """
 
-    def __init__(self, name: str | None = None, runtime_dir: str | Path | None = None,
-                 bind: Iterable[str] | None = None, *, heartbeat: float = HEARTBEAT_INTERVAL,
-                 liveness: int = HEARTBEAT_LIVENESS, no_relay: Iterable[str] = ("log", "main"),
-                 insecure: bool = False, ack_timeout: float = DEFAULT_ACK_TIMEOUT,
-                 pub_hwm: int = ep.PUB_HWM, shutdown_timeout: float = 60.0,
-                 pong_interval: float | None = None, check_running: bool = True,
-                 curve_secret: str | Path | None = None,
-                 authorized_keys: str | Path | None = None,
-                 readonly_keys: str | Path | None = None,
-                 replay_bytes: int = DEFAULT_BYTES, replay_count: int = DEFAULT_COUNT,
-                 drain_timeout: float | None = None) -> None:
+    def __init__(
+        self,
+        name: str | None = None,
+        runtime_dir: str | Path | None = None,
+        bind: Iterable[str] | None = None,
+        *,
+        heartbeat: float = HEARTBEAT_INTERVAL,
+        liveness: int = HEARTBEAT_LIVENESS,
+        no_relay: Iterable[str] = ("log", "main"),
+        insecure: bool = False,
+        ack_timeout: float = DEFAULT_ACK_TIMEOUT,
+        pub_hwm: int = ep.PUB_HWM,
+        shutdown_timeout: float = 60.0,
+        pong_interval: float | None = None,
+        check_running: bool = True,
+        curve_secret: str | Path | None = None,
+        authorized_keys: str | Path | None = None,
+        readonly_keys: str | Path | None = None,
+        replay_bytes: int = DEFAULT_BYTES,
+        replay_count: int = DEFAULT_COUNT,
+        drain_timeout: float | None = None,
+    ) -> None:
         super().__init__()
         self.name = name or os.environ.get("BUSD_NAME") or ep.DEFAULT_NAME
         curve = curve_server(curve_secret, authorized_keys, readonly_keys)
@@ -161,11 +172,19 @@ class MasterBus(Bus):
         self.client_hooks: list[Callable[[str, dict[str, Any]], None]] = []
         #: Called on the command thread to add to the status map (the pool adds its workers).
         self.status_hooks: list[Callable[[dict[str, Any]], None]] = []
-        self.hub = Hub(self, endpoints, heartbeat, liveness, pub_hwm=pub_hwm,
-                       pong_interval=pong_interval or heartbeat * PONG_EVERY,
-                       window=ReplayWindow(replay_bytes, replay_count), curve=curve)
-        self._command_thread = threading.Thread(target=self._run_commands,
-                                                name="busd-commands", daemon=True)
+        self.hub = Hub(
+            self,
+            endpoints,
+            heartbeat,
+            liveness,
+            pub_hwm=pub_hwm,
+            pong_interval=pong_interval or heartbeat * PONG_EVERY,
+            window=ReplayWindow(replay_bytes, replay_count),
+            curve=curve,
+        )
+        self._command_thread = threading.Thread(
+            target=self._run_commands, name="busd-commands", daemon=True
+        )
         self._refresh_board()
         self.hub.start()
         self._command_thread.start()
@@ -197,8 +216,7 @@ class MasterBus(Bus):
         if self._status:  # the state is on the board at once, hooks or not
             self._publish_board({**self._status, "state": new.name})
 
-    def _relay(self, channel: str, args: Iterable[Any], kwargs: dict[str, Any],
-               ack: bool) -> int:
+    def _relay(self, channel: str, args: Iterable[Any], kwargs: dict[str, Any], ack: bool) -> int:
         # _send_sequenced, unrolled for the hot path (every publish comes here).
         with self._seq_lock:
             seq = self._seq + 1
@@ -234,12 +252,15 @@ class MasterBus(Bus):
         if channel not in self.no_relay and not self._closed.is_set():
             with self._seq_lock:
                 first = self._seq + 1
-                frames = tuple(encode_publish(self.epoch, first + i, channel, list(args), {},
-                                              False) for i, args in enumerate(items))
+                frames = tuple(
+                    encode_publish(self.epoch, first + i, channel, list(args), {}, False)
+                    for i, args in enumerate(items)
+                )
                 self._seq = first + len(frames) - 1
                 for at in range(0, len(frames), PUBLISH_BATCH):
-                    self.hub.send_many(frames[at:at + PUBLISH_BATCH], first + at,
-                                       self._relayed_state)
+                    self.hub.send_many(
+                        frames[at : at + PUBLISH_BATCH], first + at, self._relayed_state
+                    )
         if self._has_listeners(channel):
             for args in items:
                 super().publish(channel, *args)
@@ -315,16 +336,18 @@ class MasterBus(Bus):
                 hook(item.event, item.client)
         except Exception:  # noqa: BLE001 - one bad event must not leave the master deaf
             self.failed_events += 1
-            self.log(f"the {item.event!r} event of client {item.client.get('id')} failed",
-                     level=40, traceback=True)
+            self.log(
+                f"the {item.event!r} event of client {item.client.get('id')} failed",
+                level=40,
+                traceback=True,
+            )
 
     def _answer(self, request: Request) -> None:
         try:
             result = self._execute(request.body)
         except Exception as exc:  # noqa: BLE001 - a request handler is a boundary
             if not isinstance(exc, BusError):
-                self.log(f"command {request.body.get('cmd')!r} failed", level=40,
-                         traceback=True)
+                self.log(f"command {request.body.get('cmd')!r} failed", level=40, traceback=True)
             self.hub.reply(request.identity, request.req_id, False, error_to_wire(exc))
         else:
             self.hub.reply(request.identity, request.req_id, True, result)
@@ -356,12 +379,16 @@ class MasterBus(Bus):
         """
         with self._seq_lock:
             seq = self._seq + 1
-            frame = encode(Kind.EVENT, self.epoch, seq, CLOSING_EVENT,
-                           {"reason": "exit", "drain": self.drain_timeout})
+            frame = encode(
+                Kind.EVENT,
+                self.epoch,
+                seq,
+                CLOSING_EVENT,
+                {"reason": "exit", "drain": self.drain_timeout},
+            )
             self._seq = seq
             # Queued under the lock: a racing publish comes after it and is dropped.
-            self.hub.close_after(frame, seq, self._relayed_state, self.drain_timeout,
-                                 CLOSE_FLUSH)
+            self.hub.close_after(frame, seq, self._relayed_state, self.drain_timeout, CLOSE_FLUSH)
         self.hub.wait_closed(CLOSE_FLUSH + self.drain_timeout + 2.0)
 
     def _refresh_board(self) -> None:
@@ -375,8 +402,9 @@ class MasterBus(Bus):
 
     def _publish_board(self, status: dict[str, Any]) -> None:
         self._status = status
-        self.hub.publish_board({"status": status, "workers": status.get("workers", [])},
-                               frozenset(self.quick_commands))
+        self.hub.publish_board(
+            {"status": status, "workers": status.get("workers", [])}, frozenset(self.quick_commands)
+        )
 
     def _execute(self, body: dict[str, Any]) -> Any:
         cmd = body["cmd"]
@@ -390,8 +418,11 @@ class MasterBus(Bus):
         def lifecycle(method: Callable[..., AckReport | None]) -> Handler:
             def handler(body: dict[str, Any]) -> Any:
                 report = method(wait=_flag(body, "wait"), timeout=_number(body, "timeout"))
-                return {"state": self._state.name,
-                        "acks": report.as_dict() if report is not None else None}
+                return {
+                    "state": self._state.name,
+                    "acks": report.as_dict() if report is not None else None,
+                }
+
             return handler
 
         def restart(body: dict[str, Any]) -> Any:
@@ -401,15 +432,21 @@ class MasterBus(Bus):
         def broadcast(body: dict[str, Any]) -> Any:
             channel, args, kwargs = _broadcast_args(body)
             if _flag(body, "wait"):
-                report = self.broadcast_and_wait(channel, args, kwargs,
-                                                 timeout=_number(body, "timeout"))
+                report = self.broadcast_and_wait(
+                    channel, args, kwargs, timeout=_number(body, "timeout")
+                )
                 return {"acks": report.as_dict()}
             self.publish(channel, *args, **kwargs)
             return {"acks": None}
 
-        return {"start": lifecycle(self._start), "stop": lifecycle(self._stop),
-                "exit": lifecycle(self._exit), "graceful": lifecycle(self._graceful),
-                "restart": restart, "broadcast": broadcast}
+        return {
+            "start": lifecycle(self._start),
+            "stop": lifecycle(self._stop),
+            "exit": lifecycle(self._exit),
+            "graceful": lifecycle(self._graceful),
+            "restart": restart,
+            "broadcast": broadcast,
+        }
 
     # -- lifecycle, always on the command thread -------------------------
 
@@ -432,8 +469,7 @@ class MasterBus(Bus):
         try:
             return self._on_commands(self._exit, wait, timeout)  # type: ignore[no-any-return]
         finally:  # failed exit listeners too: EXITING was sent, the exit goes on
-            if (self._state is State.EXITING
-                    and threading.get_ident() != self._command_thread.ident):
+            if self._state is State.EXITING and threading.get_ident() != self._command_thread.ident:
                 self._finished.wait(CLOSE_FLUSH + self.drain_timeout + 3.0)
 
     def graceful(self, wait: bool = False, timeout: float | None = None) -> AckReport | None:  # type: ignore[override]
@@ -448,9 +484,13 @@ class MasterBus(Bus):
         """Publish here and in every client (the same as :meth:`publish` on a master)."""
         return self.publish(channel, *args, **kwargs)
 
-    def broadcast_and_wait(self, channel: str, args: Iterable[Any] = (),
-                           kwargs: dict[str, Any] | None = None,
-                           timeout: float | None = None) -> AckReport:
+    def broadcast_and_wait(
+        self,
+        channel: str,
+        args: Iterable[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> AckReport:
         """Publish everywhere and wait until every client ran its listeners."""
         kwargs = kwargs or {}
         seq = self._relay(channel, args, kwargs, ack=True)
@@ -488,8 +528,9 @@ class MasterBus(Bus):
             raise failures
         return report
 
-    def _lifecycle(self, method: Callable[[Bus], None], wait: bool,
-                   timeout: float | None) -> AckReport | None:
+    def _lifecycle(
+        self, method: Callable[[Bus], None], wait: bool, timeout: float | None
+    ) -> AckReport | None:
         last = self._state_seqs[-1][0] if self._state_seqs else 0
         failure: ChannelFailures | None = None
         try:
@@ -530,13 +571,20 @@ class MasterBus(Bus):
     def _status_now(self) -> dict[str, Any]:
         seq, _ = self.snapshot()
         now = time.monotonic()
-        status = {"name": self.name, "state": self._state.name, "pid": self.pid,
-                  "host": socket.gethostname(), "epoch": self.epoch, "seq": seq,
-                  "started_at": self.started_at,
-                  "clients": [c.as_dict(now) for c in self.clients()], "workers": [],
-                  "endpoints": {"pub": self.hub.pub_endpoints, "ctl": self.hub.ctl_endpoints},
-                  # Requests, acks and every rejected frame, by error code (hub thread).
-                  "counters": dict(self.hub.stats)}
+        status = {
+            "name": self.name,
+            "state": self._state.name,
+            "pid": self.pid,
+            "host": socket.gethostname(),
+            "epoch": self.epoch,
+            "seq": seq,
+            "started_at": self.started_at,
+            "clients": [c.as_dict(now) for c in self.clients()],
+            "workers": [],
+            "endpoints": {"pub": self.hub.pub_endpoints, "ctl": self.hub.ctl_endpoints},
+            # Requests, acks and every rejected frame, by error code (hub thread).
+            "counters": dict(self.hub.stats),
+        }
         for hook in self.status_hooks:
             hook(status)
         return status
@@ -545,8 +593,9 @@ class MasterBus(Bus):
         """The bus's, the hub's and the relay's counters."""
         stats = super().statistics()
         seq, _ = self.snapshot()
-        stats.update(epoch=self.epoch, seq=seq, hub=self.hub.statistics(),
-                     failed_events=self.failed_events)
+        stats.update(
+            epoch=self.epoch, seq=seq, hub=self.hub.statistics(), failed_events=self.failed_events
+        )
         return stats
 
     # -- shutting down ----------------------------------------------------
@@ -609,16 +658,18 @@ def refuse_if_running(ctl: str, timeout: float = 0.5) -> None:
     raise AlreadyRunning(f"a busd master (pid {info.get('pid')}) already serves {ctl}")
 
 
-def curve_server(secret: str | Path | None, authorized: str | Path | None,
-                 readonly: str | Path | None) -> CurveServer | None:
+def curve_server(
+    secret: str | Path | None, authorized: str | Path | None, readonly: str | Path | None
+) -> CurveServer | None:
     """The CURVE side of the tcp endpoints, keys checked; None without a secret key."""
     if secret is None:
         if authorized or readonly:
             raise KeyFileError("--authorized-keys and --readonly-keys need --curve-secret")
         return None
     if authorized is None:
-        raise KeyFileError("--curve-secret needs --authorized-keys DIR (the public keys "
-                           "allowed in)")
+        raise KeyFileError(
+            "--curve-secret needs --authorized-keys DIR (the public keys allowed in)"
+        )
     from busd.security.zap import CurveServer  # loads zmq.auth (and asyncio): only when needed
 
     return CurveServer(secret, authorized, readonly)
@@ -627,8 +678,12 @@ def curve_server(secret: str | Path | None, authorized: str | Path | None,
 def _timeout_error(limit: float) -> Callable[[list[ClientInfo], AckReport], Exception]:
     def build(silent: list[ClientInfo], partial: AckReport) -> Exception:
         names = ", ".join(c.label() for c in silent)
-        return wire_error(ErrorCode.TIMEOUT, f"no ack within {limit}s from {names}",
-                          {"silent": [c.id for c in silent], "acks": partial.as_dict()})
+        return wire_error(
+            ErrorCode.TIMEOUT,
+            f"no ack within {limit}s from {names}",
+            {"silent": [c.id for c in silent], "acks": partial.as_dict()},
+        )
+
     return build
 
 
@@ -653,8 +708,9 @@ def _broadcast_args(body: dict[str, Any]) -> tuple[str, list[Any], dict[str, Any
     if not isinstance(channel, str) or not channel:
         raise wire_error(ErrorCode.BAD_ARGUMENTS, "broadcast needs a 'channel' string")
     if channel in LIFECYCLE_CHANNELS or channel in ("log", "main"):
-        raise wire_error(ErrorCode.BAD_ARGUMENTS,
-                         f"{channel!r} is not broadcast: use the command of that name")
+        raise wire_error(
+            ErrorCode.BAD_ARGUMENTS, f"{channel!r} is not broadcast: use the command of that name"
+        )
     if not isinstance(args, list) or not isinstance(kwargs, dict):
         raise wire_error(ErrorCode.BAD_ARGUMENTS, "'args' is a list, 'kwargs' a map")
     if not all(isinstance(k, str) for k in kwargs):

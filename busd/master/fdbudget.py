@@ -105,8 +105,9 @@ class FdBudget:
     master has open without workers.
     """
 
-    def __init__(self, per_worker: int = FDS_PER_WORKER, reserve: int = RESERVE,
-                 base: int | None = None) -> None:
+    def __init__(
+        self, per_worker: int = FDS_PER_WORKER, reserve: int = RESERVE, base: int | None = None
+    ) -> None:
         self.per_worker = per_worker
         self.reserve = reserve
         self.base = open_fds() if base is None else base
@@ -134,12 +135,18 @@ class FdBudget:
             f"{what} refused: {new} more worker(s) need about {p.needed} open files "
             f"({self.per_worker} per worker, {kept} kept free) but the limit "
             f"(RLIMIT_NOFILE) is {p.limit}; at most {p.afford} more fit now. "
-            "Raise the limit (ulimit -n, LimitNOFILE=) or run fewer workers")
+            "Raise the limit (ulimit -n, LimitNOFILE=) or run fewer workers"
+        )
 
     def statistics(self) -> dict[str, int]:
         """Open descriptors, the limit, the cost per worker and refusals so far."""
-        return {"open": open_fds(), "limit": soft_limit(), "per_worker": self.per_worker,
-                "reserve": self.reserve, "refused": self.refused}
+        return {
+            "open": open_fds(),
+            "limit": soft_limit(),
+            "per_worker": self.per_worker,
+            "reserve": self.reserve,
+            "refused": self.refused,
+        }
 
 
 #: Descriptors a HELLO must leave free, at least (fewer than the pool's RESERVE, so a
@@ -165,8 +172,9 @@ class FdGate:
     taken by a flood of connections that never say HELLO.
     """
 
-    def __init__(self, hello_reserve: int = HELLO_RESERVE,
-                 accept_reserve: int = ACCEPT_RESERVE) -> None:
+    def __init__(
+        self, hello_reserve: int = HELLO_RESERVE, accept_reserve: int = ACCEPT_RESERVE
+    ) -> None:
         self.hello_reserve = hello_reserve
         self.accept_reserve = accept_reserve
         self.refused = 0
@@ -174,8 +182,10 @@ class FdGate:
 
     def reserves(self, limit: int) -> tuple[int, int]:
         """The HELLO and accept reserves under ``limit``."""
-        return (max(self.hello_reserve, limit // HELLO_SHARE),
-                max(self.accept_reserve, limit // ACCEPT_SHARE))
+        return (
+            max(self.hello_reserve, limit // HELLO_SHARE),
+            max(self.accept_reserve, limit // ACCEPT_SHARE),
+        )
 
     def admit(self) -> str | None:
         """None when one more client fits; else why not (and it is counted)."""
@@ -184,9 +194,11 @@ class FdGate:
         if opened + FDS_PER_WORKER + reserve <= limit:
             return None
         self.refused += 1
-        return (f"the master is at its open-file limit ({opened} of {limit} descriptors "
-                f"open, {FDS_PER_WORKER} per client, {reserve} kept free): try "
-                "again later, or raise its limit (ulimit -n, LimitNOFILE=)")
+        return (
+            f"the master is at its open-file limit ({opened} of {limit} descriptors "
+            f"open, {FDS_PER_WORKER} per client, {reserve} kept free): try "
+            "again later, or raise its limit (ulimit -n, LimitNOFILE=)"
+        )
 
     def accepted(self, fd: int) -> bool:
         """A connection was accepted on ``fd``: cut it if it ate into the reserve (True)."""
@@ -210,16 +222,24 @@ class FdGate:
         """The budget in one line, for the log at start."""
         fds = self.statistics()
         fit = max(0, fds["limit"] - fds["open"] - fds["hello_reserve"]) // FDS_PER_WORKER
-        return (f"open files: {fds['open']} of {fds['limit']}; about {fit} more clients fit "
-                f"({FDS_PER_WORKER} descriptors each)")
+        return (
+            f"open files: {fds['open']} of {fds['limit']}; about {fit} more clients fit "
+            f"({FDS_PER_WORKER} descriptors each)"
+        )
 
     def statistics(self) -> dict[str, int]:
         """Open descriptors, the limit, reserves, HELLOs refused, connections cut."""
         limit = soft_limit()
         hello, accept = self.reserves(limit)
-        return {"open": open_fds(), "limit": limit, "per_client": FDS_PER_WORKER,
-                "hello_reserve": hello, "accept_reserve": accept,
-                "refused": self.refused, "cut": self.cut}
+        return {
+            "open": open_fds(),
+            "limit": limit,
+            "per_client": FDS_PER_WORKER,
+            "hello_reserve": hello,
+            "accept_reserve": accept,
+            "refused": self.refused,
+            "cut": self.cut,
+        }
 
 
 class AcceptWatch:

@@ -52,8 +52,9 @@ class HostMaster(Protocol):
     def subscribe(self, channel: str, callback: Any = None, priority: int | None = None) -> Any:
         """Add a listener."""
 
-    def broadcast_and_wait(self, channel: str, args: Any = (), kwargs: Any = None,
-                           timeout: float | None = None) -> Any:
+    def broadcast_and_wait(
+        self, channel: str, args: Any = (), kwargs: Any = None, timeout: float | None = None
+    ) -> Any:
         """Publish everywhere and wait for every client's ack."""
 
     def event(self, name: str, data: dict[str, Any]) -> int:
@@ -86,10 +87,16 @@ class HostTable:
 
     def _report(self, body: dict[str, Any]) -> dict[str, Any]:
         host, client_id, workers = body.get("host"), body.get("client_id"), body.get("workers")
-        if not (isinstance(host, str) and host and isinstance(client_id, int)
-                and isinstance(workers, list)):
-            raise wire_error(ErrorCode.BAD_ARGUMENTS,
-                             "host_report needs 'host' (str), 'client_id' (int), 'workers' (list)")
+        if not (
+            isinstance(host, str)
+            and host
+            and isinstance(client_id, int)
+            and isinstance(workers, list)
+        ):
+            raise wire_error(
+                ErrorCode.BAD_ARGUMENTS,
+                "host_report needs 'host' (str), 'client_id' (int), 'workers' (list)",
+            )
         missed = body.get("missed", 0)
         if type(missed) is not int or missed < 0:
             raise wire_error(ErrorCode.BAD_ARGUMENTS, "host_report: 'missed' is an integer >= 0")
@@ -99,8 +106,14 @@ class HostTable:
         if joined and entry is not None and entry["workers"] == rows and entry["missed"] == missed:
             return {"ok": True}
         since = entry["since"] if joined and entry is not None else time.time()
-        self._hosts[host] = {"host": host, "client": client_id, "state": "joined",
-                             "since": since, "workers": rows, "missed": missed}
+        self._hosts[host] = {
+            "host": host,
+            "client": client_id,
+            "state": "joined",
+            "since": since,
+            "workers": rows,
+            "missed": missed,
+        }
         self._clients[client_id] = host
         self.master.event("host_updated", dict(self._hosts[host]))
         return {"ok": True}
@@ -119,16 +132,16 @@ class HostTable:
             return
         if event == "client_lost":
             workers = [{**w, "state": "lost"} for w in entry["workers"]]
-            self._hosts[host] = {**entry, "state": "lost", "since": time.time(),
-                                 "workers": workers}
+            self._hosts[host] = {**entry, "state": "lost", "since": time.time(), "workers": workers}
             self.master.event("host_lost", dict(self._hosts[host]))
         elif event == "client_left":
             del self._hosts[host]
             self.master.event("host_left", {"host": host, "client": entry["client"]})
 
     def _status(self, status: dict[str, Any]) -> None:
-        status["hosts"] = [dict(h) for h in sorted(self._hosts.values(),
-                                                   key=lambda h: str(h["host"]))]
+        status["hosts"] = [
+            dict(h) for h in sorted(self._hosts.values(), key=lambda h: str(h["host"]))
+        ]
 
     def hosts(self) -> list[dict[str, Any]]:
         """The table as status shows it."""

@@ -182,11 +182,19 @@ class HubOwner(Protocol):
 class Hub:
     """Owns the master's sockets, pidfds and timers in one thread."""
 
-    def __init__(self, owner: HubOwner, endpoints: list[Endpoints], heartbeat: float,
-                 liveness: int, context: zmq.Context[Any] | None = None,
-                 pong_interval: float | None = None, pub_hwm: int = PUB_HWM,
-                 pub_bytes: int = PUB_BYTES, window: ReplayWindow | None = None,
-                 curve: CurveServer | None = None) -> None:
+    def __init__(
+        self,
+        owner: HubOwner,
+        endpoints: list[Endpoints],
+        heartbeat: float,
+        liveness: int,
+        context: zmq.Context[Any] | None = None,
+        pong_interval: float | None = None,
+        pub_hwm: int = PUB_HWM,
+        pub_bytes: int = PUB_BYTES,
+        window: ReplayWindow | None = None,
+        curve: CurveServer | None = None,
+    ) -> None:
         self.owner = owner
         self.epoch = owner.epoch
         self.pid = os.getpid()
@@ -243,8 +251,10 @@ class Hub:
             raise
 
     def _bind(self, ep: Endpoints) -> None:
-        for sock, endpoint, bound in ((self._pub, ep.pub, self.pub_endpoints),
-                                      (self._ctl, ep.ctl, self.ctl_endpoints)):
+        for sock, endpoint, bound in (
+            (self._pub, ep.pub, self.pub_endpoints),
+            (self._ctl, ep.ctl, self.ctl_endpoints),
+        ):
             self.guard.claim(endpoint)
             curve = self._curve if is_tcp(endpoint) else None
             if curve is not None:
@@ -288,8 +298,9 @@ class Hub:
         self.outbox.put(Close(flush))
         self.wait_closed(flush + 2.0)
 
-    def close_after(self, frame: bytes, seq: int, state: str, drain: float,
-                    flush: float = 0.5) -> None:
+    def close_after(
+        self, frame: bytes, seq: int, state: str, drain: float, flush: float = 0.5
+    ) -> None:
         """Queue the last message (numbered ``seq``), then a drain and a close (see
         :class:`Close`); returns at once: :meth:`wait_closed` waits for the end."""
         self.outbox.put(Close(flush, Publish((frame,), seq, state), drain))
@@ -311,9 +322,14 @@ class Hub:
         next_beat = time.monotonic()
         try:
             while not self._closing.is_set():
-                wake = min([next_beat, *(w[0] for w in self._board_waiters),
-                            *(e[0] for e in self._ended),
-                            *((self._drain.deadline,) if self._drain else ())])
+                wake = min(
+                    [
+                        next_beat,
+                        *(w[0] for w in self._board_waiters),
+                        *(e[0] for e in self._ended),
+                        *((self._drain.deadline,) if self._drain else ()),
+                    ]
+                )
                 wait_ms = max(0.0, (wake - time.monotonic()) * 1000) + 1
                 ready = dict(poller.poll(int(wait_ms)))
                 if self.outbox.fileno in ready and self._send_queued():
@@ -397,16 +413,23 @@ class Hub:
         if now < self._drain.deadline:
             return False
         for info in behind:
-            log.warning("closing without %s: after %.1fs it had reported seq %d of %d "
-                        "(%d behind)", info.label(), now - self._drain.started, info.last_seq,
-                        self._drain.seq, self._drain.seq - info.last_seq)
+            log.warning(
+                "closing without %s: after %.1fs it had reported seq %d of %d (%d behind)",
+                info.label(),
+                now - self._drain.started,
+                info.last_seq,
+                self._drain.seq,
+                self._drain.seq - info.last_seq,
+            )
         self.stats["closed_behind"] += len(behind)
         return True
 
     def _send_to(self, identity: bytes, frame: bytes) -> None:
         if not self.replies.send(self._ctl, identity, frame):
-            self._complain("reply_dropped", "a client leaves its replies unread (or its queue "
-                           "is full); one was dropped")
+            self._complain(
+                "reply_dropped",
+                "a client leaves its replies unread (or its queue is full); one was dropped",
+            )
 
     def _answer(self, identity: bytes, req_id: int, ok: bool, payload: Any) -> None:
         if not self._ctl.closed:
@@ -436,8 +459,13 @@ class Hub:
                 return
             identity = frames[0]
             if len(frames) != 2:
-                self._reject(identity, 0, wire_error(
-                    ErrorCode.MALFORMED, f"a request is one frame, got {len(frames) - 1}"))
+                self._reject(
+                    identity,
+                    0,
+                    wire_error(
+                        ErrorCode.MALFORMED, f"a request is one frame, got {len(frames) - 1}"
+                    ),
+                )
                 continue
             try:
                 msg = decode(frames[1], allowed=CLIENT_KINDS)
@@ -471,8 +499,9 @@ class Hub:
         if count <= 5 or count % COMPLAINT_EVERY == 0:
             log.warning("%s (%s #%d)", message, code, count)
 
-    def _dispatch(self, identity: bytes, msg: Message, role: Role = Role.FULL,
-                  peer: str = "local") -> None:
+    def _dispatch(
+        self, identity: bytes, msg: Message, role: Role = Role.FULL, peer: str = "local"
+    ) -> None:
         body: dict[str, Any] = msg.body
         if msg.kind is Kind.HELLO:
             self._hello(identity, msg.req_id, body, role)
@@ -483,9 +512,11 @@ class Hub:
                 # Said BYE, and a pong or ack was still on its way: nothing to do.
                 self.stats["after_bye"] += 1
                 return
-            raise wire_error(ErrorCode.UNKNOWN_CLIENT,
-                             f"{msg.kind.name} from a client that has not said HELLO "
-                             "(to this master incarnation)")
+            raise wire_error(
+                ErrorCode.UNKNOWN_CLIENT,
+                f"{msg.kind.name} from a client that has not said HELLO "
+                "(to this master incarnation)",
+            )
         elif msg.kind is Kind.ACK:
             if body.get("epoch") != self.epoch:
                 # A seq of another incarnation: its numbers mean nothing here.
@@ -510,15 +541,23 @@ class Hub:
         if info is not None:
             self.owner.post(ClientChange(event, {**info.as_dict(), "reason": reason}))
 
-    def _request(self, identity: bytes, req_id: int, body: dict[str, Any],
-                 role: Role = Role.FULL, peer: str = "local") -> None:
+    def _request(
+        self,
+        identity: bytes,
+        req_id: int,
+        body: dict[str, Any],
+        role: Role = Role.FULL,
+        peer: str = "local",
+    ) -> None:
         cmd = body.get("cmd")
         if not isinstance(cmd, str):
             raise wire_error(ErrorCode.BAD_ARGUMENTS, "a REQUEST body needs a 'cmd' string")
         self.registry.touch(identity)
         self.stats["requests"] += 1
-        if role is Role.READ_ONLY and (cmd in NEEDS_FULL_KEY or not (
-                cmd in HUB_COMMANDS or cmd in BOARD_COMMANDS or cmd in self._board.quick)):
+        if role is Role.READ_ONLY and (
+            cmd in NEEDS_FULL_KEY
+            or not (cmd in HUB_COMMANDS or cmd in BOARD_COMMANDS or cmd in self._board.quick)
+        ):
             # Only the requests answered here are read-only; the rest change state.
             self._forbid(identity, req_id, cmd, peer)
             return
@@ -536,17 +575,30 @@ class Hub:
             self._board_asked = True
             self.owner.post(StatusWanted())
         elif self._drain is not None:  # the command thread has ended
-            self._answer(identity, req_id, False, error_to_wire(wire_error(
-                ErrorCode.ILLEGAL_TRANSITION, "the master is exiting")))
+            self._answer(
+                identity,
+                req_id,
+                False,
+                error_to_wire(wire_error(ErrorCode.ILLEGAL_TRANSITION, "the master is exiting")),
+            )
         else:
             self.owner.post(Request(identity, req_id, body))
 
     def _forbid(self, identity: bytes, req_id: int, cmd: str, peer: str) -> None:
         self.stats["forbidden"] += 1
         self._forbidden.refused(peer, f"{cmd!r}")
-        self._answer(identity, req_id, False, error_to_wire(wire_error(
-            ErrorCode.FORBIDDEN, f"{cmd!r} is forbidden: this client's key is read-only "
-            "(it may ping, status, workers, clients, watch and subscribe)")))
+        self._answer(
+            identity,
+            req_id,
+            False,
+            error_to_wire(
+                wire_error(
+                    ErrorCode.FORBIDDEN,
+                    f"{cmd!r} is forbidden: this client's key is read-only "
+                    "(it may ping, status, workers, clients, watch and subscribe)",
+                )
+            ),
+        )
 
     def _hub_answer(self, identity: bytes, cmd: str, body: dict[str, Any]) -> Any:
         if cmd == "ping":
@@ -589,34 +641,45 @@ class Hub:
             raise wire_error(ErrorCode.BAD_ARGUMENTS, "replay of another master incarnation")
         if self.replies.unread(identity) > REPLAY_SLACK:
             self.stats["replay_busy"] += 1
-            raise wire_error(ErrorCode.BUSY, "an earlier replay answer to this client is "
-                             "still unread: ask again once it is read")
+            raise wire_error(
+                ErrorCode.BUSY,
+                "an earlier replay answer to this client is "
+                "still unread: ask again once it is read",
+            )
         part = self.window.slice(first, min(last, self._sent[0]))
         if part.lost:
             self.stats["replay_lost"] += part.lost
             self.registry.add_lost(identity, part.lost)
         self.stats["replayed"] += len(part.frames)
-        return {"epoch": self.epoch, "first": part.first, "frames": list(part.frames),
-                "lost": part.lost, "more": part.more}
+        return {
+            "epoch": self.epoch,
+            "first": part.first,
+            "frames": list(part.frames),
+            "lost": part.lost,
+            "more": part.more,
+        }
 
-    def _hello(self, identity: bytes, req_id: int, body: dict[str, Any],
-               role: Role = Role.FULL) -> None:
+    def _hello(
+        self, identity: bytes, req_id: int, body: dict[str, Any], role: Role = Role.FULL
+    ) -> None:
         hello_fields(body)  # every field checked before any is used (bad_arguments)
         token = body.get("token")
         wants_sub = bool(body.get("subscribe", True))
         if wants_sub and not isinstance(token, bytes):
             raise wire_error(ErrorCode.BAD_ARGUMENTS, "HELLO needs a 'token' (bytes)")
         if token in self._departed:
-            raise wire_error(ErrorCode.BAD_ARGUMENTS,
-                             "this client said BYE: joining again takes a new token")
+            raise wire_error(
+                ErrorCode.BAD_ARGUMENTS, "this client said BYE: joining again takes a new token"
+            )
         self._departed.pop(identity, None)
         if self.registry.get(identity) is None:
             refusal = self.fdgate.admit()
             if refusal is not None:
                 self.stats["refused_busy"] += 1
                 raise wire_error(ErrorCode.BUSY, f"busy: {refusal}")
-        info = self.registry.register(identity, body, joined_seq=NOT_JOINED,
-                                      readonly=role is Role.READ_ONLY)
+        info = self.registry.register(
+            identity, body, joined_seq=NOT_JOINED, readonly=role is Role.READ_ONLY
+        )
         self.stats["hellos"] += 1
         if self._pids.watch(identity, body):
             # Gone before its HELLO was read (a worker killed just after its
@@ -638,11 +701,24 @@ class Hub:
     def _welcome(self, identity: bytes, req_id: int, info: ClientInfo | None) -> None:
         seq, state = self._sent
         self.registry.set_joined(identity, seq)
-        self._answer(identity, req_id, True, {
-            "client_id": info.id if info else 0, "epoch": self.epoch, "seq": seq,
-            "state": state, "heartbeat": self.heartbeat, "liveness": self.liveness,
-            "pong_interval": self.pong_interval, "pid": self.pid, "pidns": self.pidns,
-            "pub": self.pub_endpoints, "closing": self._drain is not None})
+        self._answer(
+            identity,
+            req_id,
+            True,
+            {
+                "client_id": info.id if info else 0,
+                "epoch": self.epoch,
+                "seq": seq,
+                "state": state,
+                "heartbeat": self.heartbeat,
+                "liveness": self.liveness,
+                "pong_interval": self.pong_interval,
+                "pid": self.pid,
+                "pidns": self.pidns,
+                "pub": self.pub_endpoints,
+                "closing": self._drain is not None,
+            },
+        )
         if info is not None:
             self.owner.post(ClientChange("client_joined", info.as_dict()))
 
@@ -658,7 +734,7 @@ class Hub:
                 continue
             if not frame[1:].startswith(JOIN_PREFIX):
                 continue
-            token = frame[1 + len(JOIN_PREFIX):]
+            token = frame[1 + len(JOIN_PREFIX) :]
             if frame[0] != 1:
                 continue
             pending = self._pending_hello.pop(token, None)
@@ -676,8 +752,7 @@ class Hub:
         seq, state = self._sent
         self.guard.check()
         self.replies.sweep()
-        self._pub.send(encode(Kind.HEARTBEAT, self.epoch, seq, state, self.heartbeat),
-                       zmq.NOBLOCK)
+        self._pub.send(encode(Kind.HEARTBEAT, self.epoch, seq, state, self.heartbeat), zmq.NOBLOCK)
         now = time.monotonic()
         for token, (identity, req_id, since) in list(self._pending_hello.items()):
             if now - since > JOIN_TIMEOUT:
@@ -695,12 +770,17 @@ class Hub:
 
     def statistics(self) -> dict[str, Any]:
         """Counters of requests, acks, repairs and rejected input; the bound endpoints."""
-        return {"counters": dict(self.stats), "rundir": self.guard.statistics(),
-                "pub": self.pub_endpoints,
-                "ctl": self.ctl_endpoints, "clients": len(self.registry.clients()),
-                "curve": self._curve.statistics() if self._curve is not None else None,
-                "replay": self.window.statistics(), "unread": self._unread(),
-                "fds": self.fdgate.statistics()}
+        return {
+            "counters": dict(self.stats),
+            "rundir": self.guard.statistics(),
+            "pub": self.pub_endpoints,
+            "ctl": self.ctl_endpoints,
+            "clients": len(self.registry.clients()),
+            "curve": self._curve.statistics() if self._curve is not None else None,
+            "replay": self.window.statistics(),
+            "unread": self._unread(),
+            "fds": self.fdgate.statistics(),
+        }
 
     def _unread(self) -> dict[str, Any]:
         return {"replies": self.replies.statistics(), "published": self.published.statistics()}

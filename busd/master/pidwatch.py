@@ -31,9 +31,14 @@ class PidWatch:
     def watch(self, identity: bytes, body: dict[str, Any]) -> bool:
         """Watch a client's process when it shares our pid namespace; True: it is gone already."""
         pid = body.get("pid")
-        if (type(pid) is not int or pid <= 0 or not self._pidns
-                or body.get("pidns") != self._pidns
-                or identity in self._fds.values() or pid == self._own_pid):
+        if (
+            type(pid) is not int
+            or pid <= 0
+            or not self._pidns
+            or body.get("pidns") != self._pidns
+            or identity in self._fds.values()
+            or pid == self._own_pid
+        ):
             return False
         try:
             fd = os.pidfd_open(pid)

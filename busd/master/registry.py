@@ -84,12 +84,22 @@ class ClientInfo:
     def as_dict(self, now: float | None = None) -> dict[str, Any]:
         """A plain map for status replies (ages in seconds, no identity bytes)."""
         now = time.monotonic() if now is None else now
-        return {"id": self.id, "pid": self.pid, "host": self.host, "name": self.name,
-                "role": self.role, "worker": self.worker, "state": self.state,
-                "last_heartbeat": round(now - self.last_seen, 3),
-                "connected_for": round(now - self.connected_at, 3),
-                "last_ack_seq": self.last_ack_seq, "last_seq": self.last_seq,
-                "lost": self.lost, "readonly": self.readonly, "leaving": self.leaving}
+        return {
+            "id": self.id,
+            "pid": self.pid,
+            "host": self.host,
+            "name": self.name,
+            "role": self.role,
+            "worker": self.worker,
+            "state": self.state,
+            "last_heartbeat": round(now - self.last_seen, 3),
+            "connected_for": round(now - self.connected_at, 3),
+            "last_ack_seq": self.last_ack_seq,
+            "last_seq": self.last_seq,
+            "lost": self.lost,
+            "readonly": self.readonly,
+            "leaving": self.leaving,
+        }
 
     def label(self) -> str:
         """How a message names this client."""
@@ -115,17 +125,24 @@ class AckReport:
     def failures(self) -> list[str]:
         """One line per failed ack or lost client."""
         labels = dict(self.labels)
-        lines = [f"{labels.get(a.client, f'client {a.client}')}: " + "; ".join(
-            f"{e.get('type')}: {e.get('message')}" for e in a.errors)
-            for a in self.acks if not a.ok]
+        lines = [
+            f"{labels.get(a.client, f'client {a.client}')}: "
+            + "; ".join(f"{e.get('type')}: {e.get('message')}" for e in a.errors)
+            for a in self.acks
+            if not a.ok
+        ]
         lines += [f"{c.label()}: lost before it answered" for c in self.lost]
         return lines
 
     def as_dict(self) -> dict[str, Any]:
         """A plain map for replies."""
-        return {"seqs": list(self.seqs), "ok": self.ok,
-                "acks": [a.as_dict() for a in self.acks],
-                "lost": [c.id for c in self.lost], "failures": self.failures()}
+        return {
+            "seqs": list(self.seqs),
+            "ok": self.ok,
+            "acks": [a.as_dict() for a in self.acks],
+            "lost": [c.id for c in self.lost],
+            "failures": self.failures(),
+        }
 
 
 class Registry:
@@ -147,8 +164,9 @@ class Registry:
         #: state changes; they must only wake their owner (the pool: a pipe byte).
         self.state_hooks: list[Callable[[ClientInfo], None]] = []
 
-    def register(self, identity: bytes, hello: dict[str, Any], joined_seq: int,
-                 readonly: bool = False) -> ClientInfo:
+    def register(
+        self, identity: bytes, hello: dict[str, Any], joined_seq: int, readonly: bool = False
+    ) -> ClientInfo:
         """Record a client that said HELLO (again: same identity keeps its id).
 
         Raises ProtocolError (``bad_arguments``) for a field of the wrong type.
@@ -163,11 +181,18 @@ class Registry:
             if not old:
                 self._next_id += 1
             self._cond.notify_all()
-            info = ClientInfo(id=client_id, identity=identity, joined_seq=joined_seq,
-                              connected_at=now, last_seen=now, lost=old.lost if old else 0,
-                              readonly=readonly, leaving=client_id in self._excused
-                              or (not readonly and fields["pid"] in self._leaving_pids),
-                              **fields)
+            info = ClientInfo(
+                id=client_id,
+                identity=identity,
+                joined_seq=joined_seq,
+                connected_at=now,
+                last_seen=now,
+                lost=old.lost if old else 0,
+                readonly=readonly,
+                leaving=client_id in self._excused
+                or (not readonly and fields["pid"] in self._leaving_pids),
+                **fields,
+            )
             if info.leaving:
                 self._excused[client_id] = None
             self._by_identity[identity] = info
@@ -190,8 +215,9 @@ class Registry:
         with self._cond:
             info = self._by_identity.get(identity)
             if info:
-                self._by_identity[identity] = replace(info, joined_seq=joined_seq,
-                                                      last_seen=time.monotonic())
+                self._by_identity[identity] = replace(
+                    info, joined_seq=joined_seq, last_seen=time.monotonic()
+                )
 
     def get(self, identity: bytes) -> ClientInfo | None:
         """The client with this routing identity, if registered."""
@@ -259,8 +285,9 @@ class Registry:
             self._leaving_pids[pid] = None
             while len(self._leaving_pids) > ACK_MEMORY:
                 self._leaving_pids.popitem(last=False)
-            found = next((c for c in self._by_identity.values()
-                          if c.pid == pid and not c.readonly), None)
+            found = next(
+                (c for c in self._by_identity.values() if c.pid == pid and not c.readonly), None
+            )
             if found is None:
                 return None
             info = replace(found, leaving=True)
@@ -275,8 +302,9 @@ class Registry:
         """Forget the client of a process that ended (the pool saw it go)."""
         with self._cond:
             self._leaving_pids.pop(pid, None)  # the number may name another process now
-            identity = next((i for i, c in self._by_identity.items()
-                             if c.pid == pid and not c.readonly), None)
+            identity = next(
+                (i for i, c in self._by_identity.items() if c.pid == pid and not c.readonly), None
+            )
         return None if identity is None else self.remove(identity)
 
     def clients(self) -> list[ClientInfo]:
@@ -284,8 +312,9 @@ class Registry:
         with self._cond:
             return sorted(self._by_identity.values(), key=lambda c: c.id)
 
-    def expired(self, older_than: float,
-                by_role: Mapping[str, float] | None = None) -> list[ClientInfo]:
+    def expired(
+        self, older_than: float, by_role: Mapping[str, float] | None = None
+    ) -> list[ClientInfo]:
         """Clients not heard from since the monotonic time ``older_than``.
 
         ``by_role`` gives some roles their own time instead (a joined host is
@@ -294,9 +323,11 @@ class Registry:
         limits = by_role or {}
         with self._cond:
             # A client still waiting for its snapshot is the join timeout's business.
-            return [c for c in self._by_identity.values()
-                    if c.last_seen < limits.get(c.role, older_than)
-                    and c.joined_seq != NOT_JOINED]
+            return [
+                c
+                for c in self._by_identity.values()
+                if c.last_seen < limits.get(c.role, older_than) and c.joined_seq != NOT_JOINED
+            ]
 
     def record_ack(self, identity: bytes, body: dict[str, Any]) -> Ack | None:
         """Store an ack from a registered client; None if unknown or read-only."""
@@ -310,23 +341,32 @@ class Registry:
             info = self._by_identity.get(identity)
             if info is None or info.readonly:
                 return None
-            ack = Ack(client=info.id, seq=seq, ok=body.get("ok") is True,
-                      result=bounded_result(body.get("result")),
-                      errors=tuple(bounded_error(e) for e in errors[:ERRORS_LIMIT]
-                                   if isinstance(e, dict)))
+            ack = Ack(
+                client=info.id,
+                seq=seq,
+                ok=body.get("ok") is True,
+                result=bounded_result(body.get("result")),
+                errors=tuple(
+                    bounded_error(e) for e in errors[:ERRORS_LIMIT] if isinstance(e, dict)
+                ),
+            )
             self._acks.setdefault(seq, {})[info.id] = ack
             while len(self._acks) > ACK_MEMORY:
                 self._acks.popitem(last=False)
             self._by_identity[identity] = replace(
-                info, last_seen=time.monotonic(), last_ack_seq=max(info.last_ack_seq, seq))
+                info, last_seen=time.monotonic(), last_ack_seq=max(info.last_ack_seq, seq)
+            )
             self._settle(info.id, seq)
             return ack
 
     def expected(self, seq: int) -> set[int]:
         """Ids of the clients that will receive ``seq``: joined before it."""
         with self._cond:
-            return {c.id for c in self._by_identity.values() if c.joined_seq < seq
-                    and c.role != "control" and not c.readonly and not c.leaving}
+            return {
+                c.id
+                for c in self._by_identity.values()
+                if c.joined_seq < seq and c.role != "control" and not c.readonly and not c.leaving
+            }
 
     def behind(self, seq: int) -> list[ClientInfo]:
         """Clients (not busctl's) that have not reported receiving ``seq`` yet, by id.
@@ -335,13 +375,22 @@ class Registry:
         snapshot will hold ``seq`` once it comes.
         """
         with self._cond:
-            return sorted((c for c in self._by_identity.values()
-                           if c.role != "control" and (c.last_seq < seq
-                                                       or c.joined_seq == NOT_JOINED)),
-                          key=lambda c: c.id)
+            return sorted(
+                (
+                    c
+                    for c in self._by_identity.values()
+                    if c.role != "control" and (c.last_seq < seq or c.joined_seq == NOT_JOINED)
+                ),
+                key=lambda c: c.id,
+            )
 
-    def wait_acks(self, seqs: Iterable[int], expected: set[int], timeout: float,
-                  on_timeout: Callable[[list[ClientInfo], AckReport], Exception]) -> AckReport:
+    def wait_acks(
+        self,
+        seqs: Iterable[int],
+        expected: set[int],
+        timeout: float,
+        on_timeout: Callable[[list[ClientInfo], AckReport], Exception],
+    ) -> AckReport:
         """Wait until every expected client acked every seq, or left.
 
         Raises what ``on_timeout(silent_clients, partial_report)`` returns when
@@ -353,8 +402,11 @@ class Registry:
             present = {c.id for c in self._by_identity.values()}
             # Who still owes which seq; record_ack and remove shrink it, and
             # wake this thread only when it empties (one wake-up per wait).
-            missing = {cid: {s for s in seqs if cid not in self._acks.get(s, {})}
-                       for cid in expected & present if cid not in self._excused}
+            missing = {
+                cid: {s for s in seqs if cid not in self._acks.get(s, {})}
+                for cid in expected & present
+                if cid not in self._excused
+            }
             missing = {cid: owed for cid, owed in missing.items() if owed}
             self._waits.append(missing)
             try:
@@ -363,8 +415,10 @@ class Registry:
                     if remaining <= 0:
                         silent = [c for c in self._by_identity.values() if c.id in missing]
                         present = {c.id for c in self._by_identity.values()}
-                        raise on_timeout(sorted(silent, key=lambda c: c.id),
-                                         self._report(seqs, expected - set(missing), present))
+                        raise on_timeout(
+                            sorted(silent, key=lambda c: c.id),
+                            self._report(seqs, expected - set(missing), present),
+                        )
                     self._cond.wait(remaining)
             finally:
                 # By identity: another wait may hold an equal dict.
@@ -395,18 +449,29 @@ class Registry:
             got = [a for a in per_seq if a is not None]
             if len(got) == len(seqs):
                 answered.add(cid)
-                acks.append(Ack(client=cid, seq=seqs[-1], ok=all(a.ok for a in got),
-                                result=got[-1].result,
-                                errors=tuple(e for a in got for e in a.errors)))
-        lost = tuple(self._departed[cid] for cid in sorted(expected - answered - present)
-                     if cid in self._departed and cid not in self._excused)
+                acks.append(
+                    Ack(
+                        client=cid,
+                        seq=seqs[-1],
+                        ok=all(a.ok for a in got),
+                        result=got[-1].result,
+                        errors=tuple(e for a in got for e in a.errors),
+                    )
+                )
+        lost = tuple(
+            self._departed[cid]
+            for cid in sorted(expected - answered - present)
+            if cid in self._departed and cid not in self._excused
+        )
         known = {c.id: c for c in (*self._departed.values(), *self._by_identity.values())}
-        labels = tuple((a.client, known[a.client].label()) for a in acks
-                       if not a.ok and a.client in known)
+        labels = tuple(
+            (a.client, known[a.client].label()) for a in acks if not a.ok and a.client in known
+        )
         return AckReport(seqs=seqs, acks=tuple(acks), lost=lost, labels=labels)
 
 
 # -- what a client may say ------------------------------------------------------
+
 
 def _text(hello: dict[str, Any], key: str, default: str) -> str:
     value = hello.get(key)
@@ -422,8 +487,9 @@ def _number(hello: dict[str, Any], key: str) -> int | None:
     if value is None:
         return None
     if type(value) is not int or not 0 <= value <= _LARGEST_ID:
-        raise wire_error(ErrorCode.BAD_ARGUMENTS,
-                         f"HELLO: {key!r} must be an integer from 0 to {_LARGEST_ID}")
+        raise wire_error(
+            ErrorCode.BAD_ARGUMENTS, f"HELLO: {key!r} must be an integer from 0 to {_LARGEST_ID}"
+        )
     return value
 
 
@@ -431,18 +497,27 @@ def hello_fields(hello: dict[str, Any]) -> dict[str, Any]:
     """A HELLO's fields as ClientInfo takes them: checked (``bad_arguments``) and cut."""
     token = hello.get("token") or b""
     if not isinstance(token, bytes) or len(token) > TOKEN_LIMIT:
-        raise wire_error(ErrorCode.BAD_ARGUMENTS,
-                         f"HELLO: 'token' must be bytes, at most {TOKEN_LIMIT} of them")
-    return {"pid": _number(hello, "pid") or 0, "worker": _number(hello, "worker"),
-            "host": _text(hello, "host", ""), "name": _text(hello, "name", ""),
-            "role": _text(hello, "role", "client"), "token": token}
+        raise wire_error(
+            ErrorCode.BAD_ARGUMENTS, f"HELLO: 'token' must be bytes, at most {TOKEN_LIMIT} of them"
+        )
+    return {
+        "pid": _number(hello, "pid") or 0,
+        "worker": _number(hello, "worker"),
+        "host": _text(hello, "host", ""),
+        "name": _text(hello, "name", ""),
+        "role": _text(hello, "role", "client"),
+        "token": token,
+    }
 
 
 def bye_reason(body: dict[str, Any]) -> str:
     """A BYE's ``reason``, cut to ``REASON_LIMIT`` characters."""
     reason = body.get("reason")
-    return "" if reason is None else clip(reason if isinstance(reason, str) else repr(reason),
-                                          REASON_LIMIT)
+    return (
+        ""
+        if reason is None
+        else clip(reason if isinstance(reason, str) else repr(reason), REASON_LIMIT)
+    )
 
 
 def bounded_result(result: Any) -> Any:
@@ -460,5 +535,7 @@ def bounded_result(result: Any) -> Any:
 
 def bounded_error(error: dict[str, Any]) -> dict[str, str]:
     """One listener failure of an ACK as ``{type, message}``, each cut to its limit."""
-    return {"type": clip(error.get("type", ""), NAME_LIMIT),
-            "message": clip(error.get("message", ""), DESCRIBE_LIMIT)}
+    return {
+        "type": clip(error.get("type", ""), NAME_LIMIT),
+        "message": clip(error.get("message", ""), DESCRIBE_LIMIT),
+    }

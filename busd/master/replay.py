@@ -80,15 +80,16 @@ class ReplayWindow:
             self._first = seq
         frames.append(frame)
         self._bytes += len(frame) + ENTRY_OVERHEAD
-        while self._head < len(frames) and (self._bytes > self.max_bytes
-                                            or len(frames) - self._head > self.max_count):
+        while self._head < len(frames) and (
+            self._bytes > self.max_bytes or len(frames) - self._head > self.max_count
+        ):
             self._bytes -= len(frames[self._head]) + ENTRY_OVERHEAD
             frames[self._head] = b""
             self._head += 1
             self._first += 1
             self.dropped += 1
         if self._head > 4096 and self._head * 2 > len(frames):
-            del frames[:self._head]
+            del frames[: self._head]
             self._head = 0
 
     def slice(self, first: int, last: int, limit: int = REPLY_BYTES) -> Slice:
@@ -112,7 +113,11 @@ class ReplayWindow:
 
     def statistics(self) -> dict[str, int]:
         """Frames and bytes held, bounds, and how many frames were dropped."""
-        return {"frames": len(self._frames) - self._head, "bytes": self._bytes,
-                "oldest": self._first,
-                "max_bytes": self.max_bytes, "max_count": self.max_count,
-                "dropped": self.dropped}
+        return {
+            "frames": len(self._frames) - self._head,
+            "bytes": self._bytes,
+            "oldest": self._first,
+            "max_bytes": self.max_bytes,
+            "max_count": self.max_count,
+            "dropped": self.dropped,
+        }

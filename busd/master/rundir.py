@@ -73,8 +73,9 @@ def kernel_lock_holder(name: str) -> tuple[int, int] | None:
     try:
         probe.settimeout(PEER_TIMEOUT)
         probe.connect("\0" + name)
-        pid, uid, _ = _UCRED.unpack(probe.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
-                                                     _UCRED.size))
+        pid, uid, _ = _UCRED.unpack(
+            probe.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
+        )
         return int(pid), int(uid)
     except OSError:
         return None
@@ -89,7 +90,7 @@ def lock_path(path: str | Path) -> str:
 
 def ipc_path(endpoint: str) -> str | None:
     """The socket file of an ``ipc://`` endpoint, else None."""
-    return endpoint[len("ipc://"):] if endpoint.startswith("ipc://") else None
+    return endpoint[len("ipc://") :] if endpoint.startswith("ipc://") else None
 
 
 def holder_pid(lock_file: str | Path) -> int | None:
@@ -109,13 +110,15 @@ def _open_lock(path: str) -> int:
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     except OSError as exc:
-        raise EndpointError(f"cannot open lock file {path}: {exc.strerror} "
-                            "(a symlink? remove it)") from None
+        raise EndpointError(
+            f"cannot open lock file {path}: {exc.strerror} (a symlink? remove it)"
+        ) from None
     info = os.fstat(fd)
     if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid():
         os.close(fd)
-        raise EndpointError(f"lock file {path} is not a regular file of ours "
-                            f"(uid {info.st_uid}): remove it")
+        raise EndpointError(
+            f"lock file {path} is not a regular file of ours (uid {info.st_uid}): remove it"
+        )
     return fd
 
 
@@ -167,10 +170,15 @@ class DirLock:
             if holder is not None and holder[1] == os.getuid():
                 raise AlreadyRunning(
                     f"a busd master (pid {holder[0]}) already serves {self.path} (it holds "
-                    f"@{self.kernel_name}, even if the file or its dir was removed)") from None
+                    f"@{self.kernel_name}, even if the file or its dir was removed)"
+                ) from None
             who = f"uid {holder[1]} (pid {holder[0]})" if holder else "a process that does not say"
-            log.warning("@%s is held by %s, not a master of ours: ignored (the lock file %s "
-                        "holds)", self.kernel_name, who, self.file)
+            log.warning(
+                "@%s is held by %s, not a master of ours: ignored (the lock file %s holds)",
+                self.kernel_name,
+                who,
+                self.file,
+            )
             return None
         return sock
 
@@ -185,8 +193,9 @@ class DirLock:
                     raise
                 pid = holder_pid(self.file)
                 who = f"a busd master (pid {pid})" if pid else "another busd master"
-                raise AlreadyRunning(f"{who} already serves {self.path} "
-                                     f"(it holds the lock {self.file})") from None
+                raise AlreadyRunning(
+                    f"{who} already serves {self.path} (it holds the lock {self.file})"
+                ) from None
             if not _same_file(fd, self.file):
                 # Its holder removed it between our open and our flock: a fresh one.
                 os.close(fd)
@@ -292,8 +301,7 @@ class EndpointGuard:
                 log.error("cannot rebind %s after its file was removed: %s", bound.endpoint, exc)
             return False
         self.repairs += 1
-        log.warning("%s was removed under this master: recreated and bound again",
-                    bound.endpoint)
+        log.warning("%s was removed under this master: recreated and bound again", bound.endpoint)
         return True
 
     def statistics(self) -> dict[str, int]:

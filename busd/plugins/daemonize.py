@@ -30,8 +30,13 @@ class Daemonizer(SimplePlugin):
     refused: a second start only logs.
     """
 
-    def __init__(self, bus: Bus, stdin: str = "/dev/null", stdout: str = "/dev/null",
-                 stderr: str = "/dev/null") -> None:
+    def __init__(
+        self,
+        bus: Bus,
+        stdin: str = "/dev/null",
+        stdout: str = "/dev/null",
+        stderr: str = "/dev/null",
+    ) -> None:
         super().__init__(bus)
         self.stdin = stdin
         self.stdout = stdout
@@ -41,8 +46,7 @@ class Daemonizer(SimplePlugin):
     def start(self) -> None:
         """Fork twice, start a session, and redirect the standard streams."""
         if self.finalized:
-            self.bus.log(f"Already daemonized (PID {os.getpid()}); not forking again.",
-                         level=30)
+            self.bus.log(f"Already daemonized (PID {os.getpid()}); not forking again.", level=30)
             return
         self._warn_threads()
         # Resolved now: the daemon's working directory will be '/'.
@@ -63,12 +67,18 @@ class Daemonizer(SimplePlugin):
     def _warn_threads(self) -> None:
         # Only the forking thread survives a fork; locks other threads held
         # stay locked forever.  Threads that restart themselves are fine.
-        others = [t for t in threading.enumerate()
-                  if t is not threading.current_thread() and not getattr(t, "fork_safe", False)]
+        others = [
+            t
+            for t in threading.enumerate()
+            if t is not threading.current_thread() and not getattr(t, "fork_safe", False)
+        ]
         if others:
-            self.bus.log(f"There are {len(others)} other threads running "
-                         f"({', '.join(t.name for t in others)}). "
-                         "Daemonizing now may cause strange failures.", level=30)
+            self.bus.log(
+                f"There are {len(others)} other threads running "
+                f"({', '.join(t.name for t in others)}). "
+                "Daemonizing now may cause strange failures.",
+                level=30,
+            )
 
 
 def _fork_and_leave_parent(first: bool) -> None:

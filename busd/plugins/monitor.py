@@ -29,9 +29,14 @@ class BackgroundTask(threading.Thread):
     goes on.
     """
 
-    def __init__(self, interval: float, function: Callable[..., object],
-                 args: Iterable[Any] = (), kwargs: Mapping[str, Any] | None = None,
-                 bus: Bus | None = None) -> None:
+    def __init__(
+        self,
+        interval: float,
+        function: Callable[..., object],
+        args: Iterable[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        bus: Bus | None = None,
+    ) -> None:
         super().__init__(daemon=True)
         self.interval = interval
         self.function = function
@@ -74,8 +79,13 @@ class BackgroundTask(threading.Thread):
 
     def statistics(self) -> dict[str, Any]:
         """Calls, errors, the interval and whether the task still runs."""
-        return {"name": self.name, "interval": self.interval, "calls": self.calls,
-                "errors": self.errors, "running": self.running}
+        return {
+            "name": self.name,
+            "interval": self.interval,
+            "calls": self.calls,
+            "errors": self.errors,
+            "running": self.running,
+        }
 
 
 class Monitor(SimplePlugin):
@@ -88,8 +98,13 @@ class Monitor(SimplePlugin):
     #: How long ``stop`` waits for a callback in progress to return.
     join_timeout = 5.0
 
-    def __init__(self, bus: Bus, callback: Callable[[], object], frequency: float = 60,
-                 name: str | None = None) -> None:
+    def __init__(
+        self,
+        bus: Bus,
+        callback: Callable[[], object],
+        frequency: float = 60,
+        name: str | None = None,
+    ) -> None:
         super().__init__(bus)
         self.callback = callback
         self.frequency = frequency
@@ -130,8 +145,11 @@ class Monitor(SimplePlugin):
             return
         thread.join(self.join_timeout)
         if thread.is_alive():
-            self.bus.log(f"Thread {thread.name!r} still running {self.join_timeout}s "
-                         "after cancel; its callback is stuck", level=30)
+            self.bus.log(
+                f"Thread {thread.name!r} still running {self.join_timeout}s "
+                "after cancel; its callback is stuck",
+                level=30,
+            )
         else:
             self.bus.log(f"Stopped thread {thread.name!r}.")
 

@@ -71,14 +71,14 @@ class PIDFile(SimplePlugin):
         holder = read_pid(self.pidfile)
         if holder != pid:
             if self.finalized and os.path.exists(self.pidfile):
-                self.bus.log(f"PID file {self.pidfile!r} no longer names us ({pid}); "
-                             "leaving it.", level=30)
+                self.bus.log(
+                    f"PID file {self.pidfile!r} no longer names us ({pid}); leaving it.", level=30
+                )
             return
         try:
             os.remove(self.pidfile)
         except OSError:
-            self.bus.log(f"Could not remove PID file {self.pidfile!r}.", level=40,
-                         traceback=True)
+            self.bus.log(f"Could not remove PID file {self.pidfile!r}.", level=40, traceback=True)
             return
         self.finalized = False
         self.bus.log(f"PID file removed: {self.pidfile!r}.")
@@ -114,17 +114,21 @@ class PIDFile(SimplePlugin):
         except OSError as exc:
             raise PIDFileUnsafe(
                 f"PID file {self.pidfile!r} is not a regular file (a symlink, a FIFO?): "
-                f"refusing to read or replace it ({exc.strerror}); remove it") from None
+                f"refusing to read or replace it ({exc.strerror}); remove it"
+            ) from None
         holder = _parse_pid(text)
         if holder is None:
             self.bus.log(f"Replacing PID file {self.pidfile!r}: it holds no pid.", level=30)
         elif holder != pid and pid_alive(holder):
             raise PIDFileInUse(
                 f"PID file {self.pidfile!r} names process {holder}, which is running: "
-                "is another instance up? (remove the file if it is not)")
+                "is another instance up? (remove the file if it is not)"
+            )
         elif holder != pid:
-            self.bus.log(f"Replacing stale PID file {self.pidfile!r}: "
-                         f"process {holder} is not running.", level=30)
+            self.bus.log(
+                f"Replacing stale PID file {self.pidfile!r}: process {holder} is not running.",
+                level=30,
+            )
 
 
 def read_pid(path: str | os.PathLike[str]) -> int | None:

@@ -18,8 +18,7 @@ from busd.core.bus import Bus
 from busd.core.errors import BusError
 from busd.plugins.base import SimplePlugin
 
-__all__ = ["DropPrivileges", "UnknownAccount", "drop_ids", "environment_for",
-           "target_gid"]
+__all__ = ["DropPrivileges", "UnknownAccount", "drop_ids", "environment_for", "target_gid"]
 
 
 class UnknownAccount(BusError, ValueError):
@@ -36,8 +35,13 @@ class DropPrivileges(SimplePlugin):
     Unknown names raise :class:`UnknownAccount` when set.
     """
 
-    def __init__(self, bus: Bus, umask: int | None = None, uid: int | str | None = None,
-                 gid: int | str | None = None) -> None:
+    def __init__(
+        self,
+        bus: Bus,
+        umask: int | None = None,
+        uid: int | str | None = None,
+        gid: int | str | None = None,
+    ) -> None:
         super().__init__(bus)
         self.finalized = False
         self._uid = resolve_uid(uid)
@@ -79,8 +83,7 @@ class DropPrivileges(SimplePlugin):
             return
         euid = os.geteuid()
         if euid != 0:
-            self.bus.log(f"Not running as root (euid {euid}): uid/gid left unchanged.",
-                         level=30)
+            self.bus.log(f"Not running as root (euid {euid}): uid/gid left unchanged.", level=30)
             return
         self.bus.log("Started as uid: {!r} gid: {!r}".format(*current_ids()))
         drop_ids(self.uid, self.gid)
@@ -141,8 +144,7 @@ def resolve_uid(value: int | str | None) -> int | None:
     try:
         return pwd.getpwnam(value).pw_uid
     except KeyError:
-        raise UnknownAccount(f"DropPrivileges: no user named {value!r} on this system") \
-            from None
+        raise UnknownAccount(f"DropPrivileges: no user named {value!r} on this system") from None
 
 
 def resolve_gid(value: int | str | None) -> int | None:
@@ -154,8 +156,7 @@ def resolve_gid(value: int | str | None) -> int | None:
     try:
         return grp.getgrnam(value).gr_gid
     except KeyError:
-        raise UnknownAccount(f"DropPrivileges: no group named {value!r} on this system") \
-            from None
+        raise UnknownAccount(f"DropPrivileges: no group named {value!r} on this system") from None
 
 
 def current_ids() -> tuple[str | int, str | int]:

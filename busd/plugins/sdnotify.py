@@ -45,9 +45,13 @@ class SdNotify(SimplePlugin):
     start once the bus is STARTED.
     """
 
-    def __init__(self, bus: Bus, socket_path: str | None = None,
-                 wait_ready: Callable[[], bool] | None = None,
-                 environ: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        bus: Bus,
+        socket_path: str | None = None,
+        wait_ready: Callable[[], bool] | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(bus)
         self.environ = environ
         env: Mapping[str, str] = os.environ if environ is None else environ
@@ -140,8 +144,9 @@ class SdNotify(SimplePlugin):
         if self.enabled and self.wait_ready is not None:
             # A pool's workers run their start listeners once the bus is
             # STARTED, i.e. after this listener returns: wait elsewhere.
-            threading.Thread(target=self._wait_then_ready, name="SdNotify ready",
-                             daemon=True).start()
+            threading.Thread(
+                target=self._wait_then_ready, name="SdNotify ready", daemon=True
+            ).start()
         else:
             self.ready()
         self._start_watchdog()
@@ -174,8 +179,12 @@ class SdNotify(SimplePlugin):
 
     def statistics(self) -> dict[str, Any]:
         """The socket, datagrams sent and failed, and whether the watchdog runs."""
-        return {"socket": self.socket_path, "sent": self.sent, "errors": self.errors,
-                "watchdog": self._watchdog is not None and self._watchdog.is_alive()}
+        return {
+            "socket": self.socket_path,
+            "sent": self.sent,
+            "errors": self.errors,
+            "watchdog": self._watchdog is not None and self._watchdog.is_alive(),
+        }
 
 
 def watchdog_interval(environ: Mapping[str, str] | None = None) -> float | None:

@@ -66,8 +66,12 @@ class SignalHandler:
     #: How long ``unsubscribe`` waits for the dispatcher thread to end.
     join_timeout = 5.0
 
-    def __init__(self, bus: Bus, handlers: Mapping[str | int, _Action | None] | None = None,
-                 daemonized: bool | None = None) -> None:
+    def __init__(
+        self,
+        bus: Bus,
+        handlers: Mapping[str | int, _Action | None] | None = None,
+        daemonized: bool | None = None,
+    ) -> None:
         self.bus = bus
         self.daemonized = daemonized
         #: Signal numbers to their names, for every signal of this platform.
@@ -150,18 +154,24 @@ class SignalHandler:
         try:
             ours = _signal.signal(signum, previous)
         except (OSError, ValueError):
-            self.bus.log(f"Unable to restore {signame} handler {previous!r}.",
-                         level=40, traceback=True)
+            self.bus.log(
+                f"Unable to restore {signame} handler {previous!r}.", level=40, traceback=True
+            )
             return
         if ours != self._record:
-            self.bus.log(f"Restored old {signame} handler {previous!r}, "
-                         "but our handler was not registered.", level=30)
+            self.bus.log(
+                f"Restored old {signame} handler {previous!r}, but our handler was not registered.",
+                level=30,
+            )
 
     def _resolve(self, signal: str | int) -> tuple[int, str]:
         if isinstance(signal, str):
             signum = getattr(_signal, signal, None)
-            if not signal.startswith("SIG") or signal.startswith("SIG_") \
-                    or not isinstance(signum, int):
+            if (
+                not signal.startswith("SIG")
+                or signal.startswith("SIG_")
+                or not isinstance(signum, int)
+            ):
                 raise ValueError(f"No such signal: {signal!r}")
             # The canonical name (SIGCHLD for SIGCLD): the one handle_signal publishes.
             return int(signum), self.signals.get(int(signum), signal)
@@ -175,7 +185,8 @@ class SignalHandler:
         if threading.current_thread() is not threading.main_thread():
             raise RuntimeError(
                 f"SignalHandler.{what}() must be called from the main thread: "
-                "Python only installs signal handlers there")
+                "Python only installs signal handlers there"
+            )
 
     # -- the signal handler and the dispatcher thread ------------------
 
@@ -205,8 +216,9 @@ class SignalHandler:
         self._wfd = wfd
         if threading.current_thread() is threading.main_thread():
             self._prev_wakeup = _signal.set_wakeup_fd(wfd, warn_on_full_buffer=False)
-        self._thread = _Dispatcher(target=self._dispatch, args=(self._rfd,),
-                                   name="busd SignalHandler", daemon=True)
+        self._thread = _Dispatcher(
+            target=self._dispatch, args=(self._rfd,), name="busd SignalHandler", daemon=True
+        )
         self._thread.start()
 
     def _stop_dispatcher(self) -> None:
@@ -221,8 +233,7 @@ class SignalHandler:
             thread.join(self.join_timeout)
             if thread.is_alive():
                 # Closing a descriptor it still reads could hand it a reused one.
-                self.bus.log(f"{thread.name} did not end within {self.join_timeout}s",
-                             level=30)
+                self.bus.log(f"{thread.name} did not end within {self.join_timeout}s", level=30)
                 return
         rfd, self._rfd = self._rfd, -1
         if rfd >= 0:
@@ -238,8 +249,9 @@ class SignalHandler:
                 return
             if self._prev_wakeup is not None:
                 # Every handled signal writes here; keep those that are ours.
-                ours = [n for n in data if n in self._previous
-                        and _signal.getsignal(n) == self._record]
+                ours = [
+                    n for n in data if n in self._previous and _signal.getsignal(n) == self._record
+                ]
                 self._pending.extend(ours)
             while self._pending:
                 signum = self._pending.popleft()
@@ -316,4 +328,5 @@ def _after_fork_hook(ref: weakref.ref[SignalHandler]) -> Callable[[], None]:
         handler = ref()
         if handler is not None:
             handler._after_fork()
+
     return hook

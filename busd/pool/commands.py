@@ -40,8 +40,9 @@ def install_commands(pool: Pool) -> None:
         commands["graceful"] = lambda body: respawn_command(pool, graceful, body)
 
 
-def respawn_command(pool: Pool, graceful: Callable[[dict[str, Any]], Any],
-                    body: dict[str, Any]) -> Any:
+def respawn_command(
+    pool: Pool, graceful: Callable[[dict[str, Any]], Any], body: dict[str, Any]
+) -> Any:
     """``graceful [--wait]`` of a respawn pool: with wait, until the old workers exited.
 
     The wait is bounded by the body's ``timeout`` (the master's ack timeout
@@ -56,15 +57,20 @@ def respawn_command(pool: Pool, graceful: Callable[[dict[str, Any]], Any],
     limit = float(limit) if isinstance(limit, int | float) else pool.master.ack_timeout
     if not pool.wait_exited(reload.retired, began + limit - time.monotonic()):
         running = [w.pid for w in reload.retired if not w.reaped]
-        raise wire_error(ErrorCode.TIMEOUT, f"respawn: old workers (pids "
-                         f"{', '.join(map(str, running))}) still running {limit:g}s after "
-                         f"the reload began (they get SIGKILL --graceful-timeout "
-                         f"{pool.config.graceful_timeout:g}s after SIGTERM)",
-                         {"running": running})
+        raise wire_error(
+            ErrorCode.TIMEOUT,
+            f"respawn: old workers (pids "
+            f"{', '.join(map(str, running))}) still running {limit:g}s after "
+            f"the reload began (they get SIGKILL --graceful-timeout "
+            f"{pool.config.graceful_timeout:g}s after SIGTERM)",
+            {"running": running},
+        )
     if isinstance(result, dict):
-        result["reload"] = {"mode": "respawn",
-                            "started": [w.pid for w in reload.started],
-                            "exited": [w.pid for w in reload.retired]}
+        result["reload"] = {
+            "mode": "respawn",
+            "started": [w.pid for w in reload.started],
+            "exited": [w.pid for w in reload.retired],
+        }
     return result
 
 
@@ -74,8 +80,9 @@ def scale_command(pool: Pool, body: dict[str, Any]) -> Any:
     try:
         amount = int(text)
     except ValueError:
-        raise wire_error(ErrorCode.BAD_ARGUMENTS, f"scale takes N, +N or -N, not {text!r}"
-                         ) from None
+        raise wire_error(
+            ErrorCode.BAD_ARGUMENTS, f"scale takes N, +N or -N, not {text!r}"
+        ) from None
     size = pool.size + amount if text[:1] in "+-" else amount
     return {"size": pool.scale(size)}
 
@@ -98,19 +105,27 @@ def signal_command(pool: Pool, body: dict[str, Any]) -> Any:
         raise wire_error(ErrorCode.BAD_ARGUMENTS, f"unknown signal {name!r}") from None
     wanted = body.get("workers") or []
     if not isinstance(wanted, list) or not all(
-            isinstance(w, int) and not isinstance(w, bool) for w in wanted):
-        raise wire_error(ErrorCode.BAD_ARGUMENTS,
-                         f"signal takes a list of worker ids, not {wanted!r}")
+        isinstance(w, int) and not isinstance(w, bool) for w in wanted
+    ):
+        raise wire_error(
+            ErrorCode.BAD_ARGUMENTS, f"signal takes a list of worker ids, not {wanted!r}"
+        )
     running = pool.running()
     missing = [w for w in wanted if w not in running]
     if missing or not running:
         names = ", ".join(str(w) for w in missing)
         have = ", ".join(str(w) for w in sorted(running)) or "none"
-        raise wire_error(ErrorCode.BAD_ARGUMENTS,
-                         f"no running worker {names} (running: {have})" if missing
-                         else "no running worker to signal")
+        raise wire_error(
+            ErrorCode.BAD_ARGUMENTS,
+            f"no running worker {names} (running: {have})"
+            if missing
+            else "no running worker to signal",
+        )
     targets = [w for i, w in sorted(running.items()) if not wanted or i in wanted]
     for worker in targets:
         pool.signal(worker, sig)
-    return {"signal": sig.name, "workers": [w.slot for w in targets],
-            "pids": [w.pid for w in targets]}
+    return {
+        "signal": sig.name,
+        "workers": [w.slot for w in targets],
+        "pids": [w.pid for w in targets],
+    }

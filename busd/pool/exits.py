@@ -26,8 +26,10 @@ MAX_REPORT = 64 * 1024
 
 
 #: What a worker that never joins the bus is missing (said once per busd).
-NEVER_JOINED = ("a command run by busd must call busd.client.connect() to join; "
-                "a slow start needs a longer --startup-timeout")
+NEVER_JOINED = (
+    "a command run by busd must call busd.client.connect() to join; "
+    "a slow start needs a longer --startup-timeout"
+)
 
 
 def never_joined(startup_timeout: float, explain: bool) -> str:
@@ -107,5 +109,11 @@ class BootReports:
             os.rmdir(self.directory)
 
 
-__all__ = ["EX_BOOT", "NEVER_JOINED", "BootReports", "ExitReason", "describe_status",
-           "never_joined"]
+__all__ = [
+    "EX_BOOT",
+    "NEVER_JOINED",
+    "BootReports",
+    "ExitReason",
+    "describe_status",
+    "never_joined",
+]

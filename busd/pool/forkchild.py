@@ -25,8 +25,15 @@ from busd.pool.spawn import EX_SPAWN_LOST, log_file_of, open_log
 WORKER_PID_ENV = "BUSD_WORKER_PID"
 
 
-def fork_one(env: dict[str, Any], own: tuple[socket.socket, int, int, int], worker: Any,
-              func: Any, me: int, master: int, go: int) -> int:  # pragma: no cover - server
+def fork_one(
+    env: dict[str, Any],
+    own: tuple[socket.socket, int, int, int],
+    worker: Any,
+    func: Any,
+    me: int,
+    master: int,
+    go: int,
+) -> int:  # pragma: no cover - server
     """Fork one worker; in the child, drop the server's own descriptors and run it."""
     pid = os.fork()
     if pid == 0:
@@ -43,8 +50,9 @@ def fork_one(env: dict[str, Any], own: tuple[socket.socket, int, int, int], work
     return pid
 
 
-def _be_worker(worker: Any, func: Any, env: dict[str, Any], parent: int,
-               master: int) -> None:  # pragma: no cover - runs in a worker
+def _be_worker(
+    worker: Any, func: Any, env: dict[str, Any], parent: int, master: int
+) -> None:  # pragma: no cover - runs in a worker
     """In a freshly forked worker: take the env and the log file, run, never return."""
     code = 70
     # Until the worker's own handler is in (busd.client.worker.main), SIGTERM from

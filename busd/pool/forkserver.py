@@ -145,12 +145,20 @@ class _Server:
         """Start it as a fresh interpreter (safe in a threaded process)."""
         parent, child = socket.socketpair()
         child.set_inheritable(True)
-        argv = [sys.executable, "-m", "busd.pool.forkserver", str(child.fileno()), target,
-                "preload" if preload else "fresh"]
+        argv = [
+            sys.executable,
+            "-m",
+            "busd.pool.forkserver",
+            str(child.fileno()),
+            target,
+            "preload" if preload else "fresh",
+        ]
         try:
-            pid = os.posix_spawn(sys.executable, argv,
-                                 {**os.environ, "BUSD_PARENT_PID": str(os.getpid()),
-                                  "BUSD_NAME": name})
+            pid = os.posix_spawn(
+                sys.executable,
+                argv,
+                {**os.environ, "BUSD_PARENT_PID": str(os.getpid()), "BUSD_NAME": name},
+            )
         finally:
             child.close()
         return cls(pid, os.pidfd_open(pid), parent)
@@ -169,8 +177,9 @@ class _Server:
         error = hello.get("error") if isinstance(hello, dict) else None
         return str(error or "fork server ended before it was ready")
 
-    def ask(self, requests: Sequence[tuple[int, Mapping[str, str]]],
-            env: Mapping[str, str]) -> list[Spawned]:
+    def ask(
+        self, requests: Sequence[tuple[int, Mapping[str, str]]], env: Mapping[str, str]
+    ) -> list[Spawned]:
         """One round trip for a batch of workers."""
         try:
             _send(self.sock, {"workers": [{"env": {**env, **wanted}} for _, wanted in requests]})
@@ -225,8 +234,14 @@ class ForkServer:
     ``name`` (the master's) is in the server's process title.
     """
 
-    def __init__(self, target: str, *, preload: bool = False,
-                 env: Mapping[str, str] | None = None, name: str = "busd") -> None:
+    def __init__(
+        self,
+        target: str,
+        *,
+        preload: bool = False,
+        env: Mapping[str, str] | None = None,
+        name: str = "busd",
+    ) -> None:
         self.target = target
         self.preload = preload
         self.name = name
@@ -368,8 +383,11 @@ class ForkServer:
             return
         self._server, self._pid = server, server.pid
         self._replaced += 1
-        log.warning("new fork server pid %d, ready in %.0f ms", server.pid,
-                    (time.monotonic() - started) * 1000)
+        log.warning(
+            "new fork server pid %d, ready in %.0f ms",
+            server.pid,
+            (time.monotonic() - started) * 1000,
+        )
         if self.on_replaced is not None and old is not None:
             self.on_replaced(old, server.pid, how)
 
@@ -403,8 +421,9 @@ def _describe(status: int | None) -> str:
 # -- the fork server process ----------------------------------------------------------
 
 
-def serve(sock: socket.socket, target: str, preload: bool, master: int,
-          name: str = "busd") -> int:  # pragma: no cover - runs in the fork server
+def serve(
+    sock: socket.socket, target: str, preload: bool, master: int, name: str = "busd"
+) -> int:  # pragma: no cover - runs in the fork server
     """The fork server's loop: import the worker side, then fork on request."""
     set_title("forkserver", name)
     # A terminal's Ctrl-C reaches the whole process group: the master decides.
@@ -456,9 +475,18 @@ def serve(sock: socket.socket, target: str, preload: bool, master: int,
         # master would never know it, and it would run on as a stray worker).
         go, ready_to_go = os.pipe()
         try:
-            pids = [fork_one(spec.get("env", {}), (sock, rfd, wfd, ready_to_go), worker,
-                              func or target, me, master, go)
-                    for spec in request.get("workers", [])]
+            pids = [
+                fork_one(
+                    spec.get("env", {}),
+                    (sock, rfd, wfd, ready_to_go),
+                    worker,
+                    func or target,
+                    me,
+                    master,
+                    go,
+                )
+                for spec in request.get("workers", [])
+            ]
             strays.workers.update(pids)
             pidfds = [os.pidfd_open(pid) for pid in pids]  # before any is reaped
             _send(sock, {"pids": pids})
@@ -505,13 +533,14 @@ def main(argv: list[str] | None = None) -> int:  # pragma: no cover - a fork ser
         print("usage: python -m busd.pool.forkserver FD TARGET preload|fresh", file=sys.stderr)
         return 2
     stamp = "" if os.environ.get("BUSD_LOG_FORMAT") == "plain" else "%(asctime)s.%(msecs)03d "
-    logging.basicConfig(level=os.environ.get("BUSD_LOG_LEVEL", "WARNING").upper(),
-                        format=f"{stamp}busd fork server [%(process)d] %(levelname)s: %(message)s",
-                        datefmt="%Y-%m-%d %H:%M:%S")
+    logging.basicConfig(
+        level=os.environ.get("BUSD_LOG_LEVEL", "WARNING").upper(),
+        format=f"{stamp}busd fork server [%(process)d] %(levelname)s: %(message)s",
+        datefmt="%Y-%m-%d %H:%M:%S",
+    )
     sock = socket.socket(fileno=int(args[0]))
     master = int(os.environ.get("BUSD_PARENT_PID", "0") or 0)
-    return serve(sock, args[1], args[2] == "preload", master,
-                 os.environ.get("BUSD_NAME") or "busd")
+    return serve(sock, args[1], args[2] == "preload", master, os.environ.get("BUSD_NAME") or "busd")
 
 
 if __name__ == "__main__":  # pragma: no cover

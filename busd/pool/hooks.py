@@ -27,8 +27,7 @@ from typing import Any
 from busd.core.errors import BusError
 from busd.master.bus import MasterBus
 
-HOOK_CHANNELS = ("worker_spawned", "worker_started", "worker_exited",
-                 "reload_begin", "reload_end")
+HOOK_CHANNELS = ("worker_spawned", "worker_started", "worker_exited", "reload_begin", "reload_end")
 
 
 @dataclass(frozen=True)

@@ -62,8 +62,9 @@ def make_listener(address: str) -> socket.socket:
     return sock
 
 
-def make_listeners(addresses: Iterable[str],
-                   kept: dict[str, socket.socket] | None = None) -> list[socket.socket]:
+def make_listeners(
+    addresses: Iterable[str], kept: dict[str, socket.socket] | None = None
+) -> list[socket.socket]:
     """One listening socket per address (all closed again if one fails).
 
     An address found in ``kept`` (sockets a restarted master inherited, see
@@ -125,8 +126,9 @@ def inherited(environ: dict[str, str] | None = None) -> list[socket.socket]:
     return [socket.socket(fileno=fd) for fd in fds]
 
 
-def from_systemd(environ: dict[str, str] | None = None,
-                 pid: int | None = None) -> list[tuple[str, socket.socket]]:
+def from_systemd(
+    environ: dict[str, str] | None = None, pid: int | None = None
+) -> list[tuple[str, socket.socket]]:
     """The listening sockets systemd passed to this process, with their names.
 
     Empty unless ``LISTEN_PID`` is this process; the variables are removed

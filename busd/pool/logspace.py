@@ -54,8 +54,7 @@ class SpaceState:
 class LogSpace:
     """Watches the free space of one log directory (its own thread owns the state)."""
 
-    def __init__(self, directory: Path, console: int | None,
-                 interval: float = INTERVAL) -> None:
+    def __init__(self, directory: Path, console: int | None, interval: float = INTERVAL) -> None:
         self.directory = directory
         self.console = console
         self.interval = interval
@@ -88,18 +87,21 @@ class LogSpace:
             return self.state
         free = st.f_bavail * st.f_frsize
         no_inode = st.f_files > 0 and st.f_favail == 0
-        full = (free < FULL_BELOW or no_inode) if not old.full else (
-            free < BACK_ABOVE or no_inode)
+        full = (free < FULL_BELOW or no_inode) if not old.full else (free < BACK_ABOVE or no_inode)
         new = replace(old, full=full, free=free, checks=old.checks + 1, error=None)
         if full and not old.full:
             new = replace(new, since=time.time(), episodes=old.episodes + 1)
             what = "no inode left" if no_inode else f"{free} bytes free"
-            self._say(f"the log directory {self.directory} is full ({what}): workers' and "
-                      "busd's output is lost until space returns")
+            self._say(
+                f"the log directory {self.directory} is full ({what}): workers' and "
+                "busd's output is lost until space returns"
+            )
         elif old.full and not full:
-            self._say(f"space returned in the log directory {self.directory} ({free} bytes "
-                      f"free) after {time.time() - (old.since or time.time()):.0f}s: "
-                      "output is written again")
+            self._say(
+                f"space returned in the log directory {self.directory} ({free} bytes "
+                f"free) after {time.time() - (old.since or time.time()):.0f}s: "
+                "output is written again"
+            )
         self.state = new
         return new
 

@@ -91,11 +91,13 @@ class PoolConfig:
 #: Failures in a row of a slot that never started, before the pool gives up.
 BOOT_ATTEMPTS = 2
 
+
 class Pool:
     """Keeps ``config.size`` workers running for a master, and reaps every one."""
 
-    def __init__(self, master: MasterBus, spawner: Spawner, config: PoolConfig,
-                 pids_file: Path | None = None) -> None:
+    def __init__(
+        self, master: MasterBus, spawner: Spawner, config: PoolConfig, pids_file: Path | None = None
+    ) -> None:
         self.master = master
         self.pids_file = pids_file
         self.spawner = spawner
@@ -137,12 +139,19 @@ class Pool:
         self.master.hub.registry.state_hooks.append(lambda client: self._wake())
         install_commands(self)
         if self.config.reload != "respawn":
-            self.master.subscribe("graceful", lambda: self.hooks.emit_here(
-                "reload_begin", {"mode": "inplace"}), priority=1)
-            self.master.subscribe("graceful", lambda: self.hooks.emit_here(
-                "reload_end", {"mode": "inplace", "ok": True}), priority=99)
-        self.master.status_hooks.append(lambda status: status.update(
-            workers=self.workers(), master=self.master_stats()))
+            self.master.subscribe(
+                "graceful",
+                lambda: self.hooks.emit_here("reload_begin", {"mode": "inplace"}),
+                priority=1,
+            )
+            self.master.subscribe(
+                "graceful",
+                lambda: self.hooks.emit_here("reload_end", {"mode": "inplace", "ok": True}),
+                priority=99,
+            )
+        self.master.status_hooks.append(
+            lambda status: status.update(workers=self.workers(), master=self.master_stats())
+        )
         self._boot.prepare()
         self._thread.start()
 
@@ -170,8 +179,10 @@ class Pool:
         deadline = time.monotonic() + self.config.graceful_timeout
         if not self._wait_all_gone(deadline):
             for worker in self._live():
-                self._kill_late(worker, "did not exit within --graceful-timeout "
-                                f"{self.config.graceful_timeout:g}s")
+                self._kill_late(
+                    worker,
+                    f"did not exit within --graceful-timeout {self.config.graceful_timeout:g}s",
+                )
             self._wait_all_gone(time.monotonic() + 5.0)
         self.hooks.flush()  # the workers' worker_exited, before the exit listeners after us
         self._wake()
@@ -189,16 +200,18 @@ class Pool:
         new = self._spawn(slots)
         ready = self.master.hub.registry.wait_for(
             lambda clients: _all_started([w.pid for w in new if w], clients),
-            self.config.startup_timeout)
+            self.config.startup_timeout,
+        )
         if not ready:
             self.hooks.emit_here("reload_end", {"mode": "respawn", "ok": False})
-            raise BusError("respawn: new workers did not reach STARTED within "
-                           f"--startup-timeout {self.config.startup_timeout:g}s; "
-                           "old workers kept")
+            raise BusError(
+                "respawn: new workers did not reach STARTED within "
+                f"--startup-timeout {self.config.startup_timeout:g}s; "
+                "old workers kept"
+            )
         self.last_reload = Reload(tuple(new), tuple(old))
         self._retire(old, ExitReason.RELOAD)
-        self.hooks.emit_here("reload_end", {"mode": "respawn", "ok": True,
-                                            "workers": len(new)})
+        self.hooks.emit_here("reload_end", {"mode": "respawn", "ok": True, "workers": len(new)})
 
     # -- spawning and stopping -------------------------------------------------
 
@@ -234,18 +247,29 @@ class Pool:
         return made
 
     def _worker_env(self, slot: Slot, generation: int) -> dict[str, str]:
-        env = {"BUSD_WORKER": str(slot.index), "BUSD_WORKER_GENERATION": str(generation),
-               "BUSD_GENERATION": str(generation), "BUSD_BOOT_DIR": str(self._boot.directory)}
+        env = {
+            "BUSD_WORKER": str(slot.index),
+            "BUSD_WORKER_GENERATION": str(generation),
+            "BUSD_GENERATION": str(generation),
+            "BUSD_BOOT_DIR": str(self._boot.directory),
+        }
         if self.config.log_dir:
-            env["BUSD_LOG_FILE"] = str(Path(self.config.log_dir)
-                                       / f"{self.config.name}-worker-{slot.index}.log")
+            env["BUSD_LOG_FILE"] = str(
+                Path(self.config.log_dir) / f"{self.config.name}-worker-{slot.index}.log"
+            )
         return env
 
     def _place(self, slot: Slot, generation: int, pid: int, pidfd: int, now: float) -> Worker:
         """Record a new worker in its slot (lock held)."""
-        worker = Worker(slot=slot.index, pid=pid, generation=generation, pidfd=pidfd,
-                        started=now, started_wall=time.time(),
-                        last_seen=now + self.config.startup_timeout - self.config.worker_timeout)
+        worker = Worker(
+            slot=slot.index,
+            pid=pid,
+            generation=generation,
+            pidfd=pidfd,
+            started=now,
+            started_wall=time.time(),
+            last_seen=now + self.config.startup_timeout - self.config.worker_timeout,
+        )
         try:
             worker.proc = psutil.Process(pid)
         except psutil.Error:
@@ -267,8 +291,7 @@ class Pool:
         text = str(error).rstrip()
         if isinstance(error, SpawnerGone):
             # Not the slot's fault: tried again once a new fork server is up.
-            self.master.log(f"worker {slot.index} not started ({text}): trying again",
-                            level=30)
+            self.master.log(f"worker {slot.index} not started ({text}): trying again", level=30)
             slot.spawn_lost(now, self.config.policy)
             return
         if self._boot.first_time(text):
@@ -312,8 +335,11 @@ class Pool:
                 return
             below = kill_tree(worker.pidfd, worker.proc)
         if below:
-            self.master.log(f"{worker.label}: killed {len(below)} process(es) it left "
-                            f"running: {', '.join(map(str, below))}", level=30)
+            self.master.log(
+                f"{worker.label}: killed {len(below)} process(es) it left "
+                f"running: {', '.join(map(str, below))}",
+                level=30,
+            )
 
     def _kill(self, worker: Worker, sig: int) -> None:
         # The pidfd names this very process even if its pid was reused.  Once
@@ -326,8 +352,9 @@ class Pool:
     def _live(self) -> list[Worker]:
         with self._cond:
             workers = [s.worker for s in self._slots.values() if s.worker is not None]
-            return [w for w in workers + [w for w in self._retired if w not in workers]
-                    if not w.reaped]
+            return [
+                w for w in workers + [w for w in self._retired if w not in workers] if not w.reaped
+            ]
 
     def wait_exited(self, workers: Sequence[Worker], timeout: float) -> bool:
         """Wait until each of ``workers`` has exited and been reaped (False past ``timeout``)."""
@@ -371,11 +398,13 @@ class Pool:
         now = time.monotonic()
         times = [s.next_start for s in self._slots.values() if s.next_start is not None]
         times += [w.kill_at for w in self._retired if w.kill_at is not None]
-        times += [w.last_seen + self.config.worker_timeout for w in self._live()
-                  if not w.retiring]
+        times += [w.last_seen + self.config.worker_timeout for w in self._live() if not w.retiring]
         if self._recycler.active and self._active:
-            ages = [s.worker.recycle_at for s in self._slots.values()
-                    if s.worker is not None and s.worker.recycle_at is not None]
+            ages = [
+                s.worker.recycle_at
+                for s in self._slots.values()
+                if s.worker is not None and s.worker.recycle_at is not None
+            ]
             times += [t for t in [self._recycler.next_time(ages)] if t is not None]
         if not times:
             return None
@@ -402,26 +431,44 @@ class Pool:
             worker.exit_code = code
             slot = self._slots.get(worker.slot)
             planned = worker.retiring or self._exiting or worker in self._retired
-            if worker.reason is None and code is None and not planned and client is None \
-                    and not worker.joined:
+            if (
+                worker.reason is None
+                and code is None
+                and not planned
+                and client is None
+                and not worker.joined
+            ):
                 # Its fork server died (the new one never had it) before it joined:
                 # the server had not let it run (busd.pool.spawn.EX_SPAWN_LOST).
                 worker.reason = ExitReason.SPAWN_LOST
             if worker.reason is None:
-                worker.reason = (ExitReason.RELOAD if worker.retiring or worker in self._retired
-                                 else ExitReason.STOP if self._exiting else ExitReason.CRASH)
+                worker.reason = (
+                    ExitReason.RELOAD
+                    if worker.retiring or worker in self._retired
+                    else ExitReason.STOP
+                    if self._exiting
+                    else ExitReason.CRASH
+                )
             if worker in self._retired:
                 self._retired.remove(worker)
             if slot is not None and slot.worker is worker:
                 slot.worker = None
             self._cond.notify_all()
             self._log_exit(worker, code, report)
-            self.hooks.emit("worker_exited", {
-                "worker": worker.slot, "pid": worker.pid, "generation": worker.generation,
-                "code": code, "status": describe_status(code),
-                "exit_status": code if code is not None and code >= 0 else None,
-                "signal": signal.Signals(-code).name if code is not None and code < 0 else None,
-                "reason": worker.reason.value, "planned": planned})
+            self.hooks.emit(
+                "worker_exited",
+                {
+                    "worker": worker.slot,
+                    "pid": worker.pid,
+                    "generation": worker.generation,
+                    "code": code,
+                    "status": describe_status(code),
+                    "exit_status": code if code is not None and code >= 0 else None,
+                    "signal": signal.Signals(-code).name if code is not None and code < 0 else None,
+                    "reason": worker.reason.value,
+                    "planned": planned,
+                },
+            )
             if slot is not None and not planned:
                 slot.reason = worker.reason.value
             if worker.reason is ExitReason.SPAWN_LOST and slot is not None and self._active:
@@ -429,8 +476,12 @@ class Pool:
             elif not planned and slot is not None and self._active:
                 if worker.up:
                     slot.booted = True
-                self._failed(slot, now, lived=now - worker.started,
-                             unjoined=worker.reason is ExitReason.TIMEOUT and not worker.joined)
+                self._failed(
+                    slot,
+                    now,
+                    lived=now - worker.started,
+                    unjoined=worker.reason is ExitReason.TIMEOUT and not worker.joined,
+                )
             self._record_pids()
 
     def _log_exit(self, worker: Worker, code: int | None, report: str | None) -> None:
@@ -438,9 +489,12 @@ class Pool:
         crashed = worker.reason in (ExitReason.CRASH, ExitReason.TIMEOUT)
         when = "" if worker.up else " before it started"
         status = "" if code is None else f" with {describe_status(code)}"
-        self._tell_exit(worker.label, f"exited{status}{when} "
-                        f"({worker.reason.value if worker.reason else '?'})",
-                        30 if crashed else 20, report)
+        self._tell_exit(
+            worker.label,
+            f"exited{status}{when} ({worker.reason.value if worker.reason else '?'})",
+            30 if crashed else 20,
+            report,
+        )
 
     def _tell_exit(self, label: str, what: str, level: int, report: str | None) -> None:
         """``label what``; then its boot report (a traceback), only the first time it is seen."""
@@ -450,8 +504,7 @@ class Pool:
         if first:
             self.master.log(f"{label} failed to boot:\n{report}", level=40)
 
-    def _failed(self, slot: Slot, now: float, lived: float = 0.0,
-                unjoined: bool = False) -> None:
+    def _failed(self, slot: Slot, now: float, lived: float = 0.0, unjoined: bool = False) -> None:
         """A worker of ``slot`` failed: give up at boot, else restart it (lock held).
 
         At boot, a worker that never joined within the startup timeout ends
@@ -468,8 +521,9 @@ class Pool:
         if self.boot_failure is None:
             self.boot_failure = (
                 f"worker {slot.index} {never_joined(self.config.startup_timeout, True)}"
-                if unjoined else f"worker {slot.index} failed to boot {slot.boot_failures} "
-                "times in a row")
+                if unjoined
+                else f"worker {slot.index} failed to boot {slot.boot_failures} times in a row"
+            )
             self.boot_failure += "; no worker ever started"
             self.master.log(f"{self.boot_failure}: stopping busd", level=50)
             self._active = False
@@ -480,18 +534,23 @@ class Pool:
         if slot.index >= self.size:
             return
         if slot.crash(now, lived, self.config.policy):
-            self.master.log(f"worker {slot.index} is flapping: {slot.flap_reason}; not "
-                            "restarting (busctl scale starts it again)", level=40)
-            self.master.event("worker_flapping", {"worker": slot.index,
-                                                  "reason": slot.flap_reason})
+            self.master.log(
+                f"worker {slot.index} is flapping: {slot.flap_reason}; not "
+                "restarting (busctl scale starts it again)",
+                level=40,
+            )
+            self.master.event("worker_flapping", {"worker": slot.index, "reason": slot.flap_reason})
 
     def _tick(self) -> None:
         now = time.monotonic()
         clients = self.master.hub.registry.by_pid()
         hung: list[tuple[Worker, str]] = []
         with self._cond:
-            due = [slot for slot in self._slots.values() if self._active
-                   and slot.next_start is not None and slot.next_start <= now]
+            due = [
+                slot
+                for slot in self._slots.values()
+                if self._active and slot.next_start is not None and slot.next_start <= now
+            ]
             for slot in due:
                 # A retry of a spawn the fork server lost is not a restart.
                 slot.restarts += 0 if slot.retry else 1
@@ -510,14 +569,21 @@ class Pool:
                         self._started(worker)
                 if worker.kill_at is not None and worker.kill_at <= now:
                     worker.kill_at = None
-                    hung.append((worker, "did not stop within --graceful-timeout "
-                                 f"{self.config.graceful_timeout:g}s of SIGTERM"))
-                elif (not worker.retiring and not self._exiting
-                      and now - worker.last_seen > self.config.worker_timeout):
+                    hung.append(
+                        (
+                            worker,
+                            "did not stop within --graceful-timeout "
+                            f"{self.config.graceful_timeout:g}s of SIGTERM",
+                        )
+                    )
+                elif (
+                    not worker.retiring
+                    and not self._exiting
+                    and now - worker.last_seen > self.config.worker_timeout
+                ):
                     worker.last_seen = now
                     hung.append((worker, self._silence(worker)))
-                    self.master.event("worker_lost", {"worker": worker.slot,
-                                                      "pid": worker.pid})
+                    self.master.event("worker_lost", {"worker": worker.slot, "pid": worker.pid})
         for worker, why in hung:
             self._kill_late(worker, why)
         self._recycle(now)
@@ -535,11 +601,17 @@ class Pool:
         with self._cond:
             if not self._active or self._exiting:
                 return
-            current = {s.worker.pid: s.worker for s in self._slots.values()
-                       if s.worker is not None and not s.worker.retiring}
+            current = {
+                s.worker.pid: s.worker
+                for s in self._slots.values()
+                if s.worker is not None and not s.worker.retiring
+            }
             if self._recycler.active:
-                self._recycler.check([w for w in current.values() if w.up],
-                                     {pid: w.recycle_at for pid, w in current.items()}, now)
+                self._recycler.check(
+                    [w for w in current.values() if w.up],
+                    {pid: w.recycle_at for pid, w in current.items()},
+                    now,
+                )
             done = []
             for index, old_pid in list(self._recycler.running.items()):
                 slot = self._slots.get(index)
@@ -573,8 +645,10 @@ class Pool:
             slot.booted = True
             slot.boot_failures = 0
         self.master.log(f"{worker.label} started")
-        self.hooks.emit("worker_started", {"worker": worker.slot, "pid": worker.pid,
-                                           "generation": worker.generation})
+        self.hooks.emit(
+            "worker_started",
+            {"worker": worker.slot, "pid": worker.pid, "generation": worker.generation},
+        )
 
     # -- commands ------------------------------------------------------------------
 
@@ -593,11 +667,18 @@ class Pool:
                 rearm = slot.flapping
                 if rearm:
                     slot.rearm()
-                if (self._active and slot.worker is None
-                        and (index >= old or rearm) and slot.next_start is None):
+                if (
+                    self._active
+                    and slot.worker is None
+                    and (index >= old or rearm)
+                    and slot.next_start is None
+                ):
                     grow.append(slot)
-            retire = [self._slots[i].worker for i in range(size, old)
-                      if i in self._slots and self._slots[i].worker is not None]
+            retire = [
+                self._slots[i].worker
+                for i in range(size, old)
+                if i in self._slots and self._slots[i].worker is not None
+            ]
             for index in range(size, old):
                 self._slots.pop(index, None)
         self._retire([w for w in retire if w is not None], ExitReason.SCALE)
@@ -614,8 +695,14 @@ class Pool:
     def recycle(self, pid: int, reason: str) -> Worker:
         """Queue the worker ``pid`` for a recycle (a new one starts first)."""
         with self._cond:
-            worker = next((s.worker for s in self._slots.values()
-                           if s.worker is not None and s.worker.pid == pid), None)
+            worker = next(
+                (
+                    s.worker
+                    for s in self._slots.values()
+                    if s.worker is not None and s.worker.pid == pid
+                ),
+                None,
+            )
             if worker is None or worker.retiring:
                 raise wire_error(ErrorCode.BAD_ARGUMENTS, f"no running worker has pid {pid!r}")
             self._recycler.want(worker.pid, reason)
@@ -643,9 +730,12 @@ class Pool:
 
     def master_stats(self) -> dict[str, Any]:
         """The master process's own resource use."""
-        return {"pid": os.getpid(), **process_stats(self._me),
-                "recycle": self._recycler.statistics(),
-                "fd_budget": self.budget.statistics()}
+        return {
+            "pid": os.getpid(),
+            **process_stats(self._me),
+            "recycle": self._recycler.statistics(),
+            "fd_budget": self.budget.statistics(),
+        }
 
     def kill_all(self) -> None:
         """SIGKILL every worker at once (a forced shutdown)."""

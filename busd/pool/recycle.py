@@ -73,8 +73,7 @@ class Recycler:
         """Queue the worker ``pid`` for a recycle (once)."""
         self.wanted.setdefault(pid, why)
 
-    def check(self, workers: list[Recyclable], ages: dict[int, float | None],
-              now: float) -> None:
+    def check(self, workers: list[Recyclable], ages: dict[int, float | None], now: float) -> None:
         """Queue workers past their age deadline, and, when due, above the RSS limit."""
         for worker in workers:
             deadline = ages.get(worker.pid)
@@ -134,8 +133,7 @@ class Recycler:
 
     def statistics(self) -> dict[str, object]:
         """Counters for ``status``."""
-        return {"recycled": self.done, "running": len(self.running),
-                "wanted": len(self.wanted)}
+        return {"recycled": self.done, "running": len(self.running), "wanted": len(self.wanted)}
 
 
 def _rss(proc: psutil.Process | None) -> int | None:

@@ -100,8 +100,10 @@ class Slot:
             self.crash_times.popleft()
         if len(self.crash_times) > policy.flap_limit:
             self.flapping = True
-            self.flap_reason = (f"{len(self.crash_times)} crashes in "
-                                f"{policy.flap_window:g}s (--flap-limit {policy.flap_limit})")
+            self.flap_reason = (
+                f"{len(self.crash_times)} crashes in "
+                f"{policy.flap_window:g}s (--flap-limit {policy.flap_limit})"
+            )
             self.next_start = None
             return True
         self.failures = 1 if lived > policy.flap_window else self.failures + 1
@@ -118,8 +120,9 @@ class Slot:
         """
         self.retry = True
         self.lost_spawns += 1
-        self.next_start = now + min(policy.backoff_max,
-                                    policy.backoff * 2 ** min(self.lost_spawns - 1, 16))
+        self.next_start = now + min(
+            policy.backoff_max, policy.backoff * 2 ** min(self.lost_spawns - 1, 16)
+        )
 
     def crash_count(self) -> int:
         """Crashes within the flap window at the last crash."""
@@ -134,9 +137,13 @@ class Slot:
 
     def row(self, state: str | None, stats: dict[str, Any], now_wall: float) -> dict[str, Any]:
         """Its line of ``workers`` (``state`` from its client; None: it has not joined)."""
-        row: dict[str, Any] = {"id": self.index, "pid": None,
-                               "state": "FLAPPING" if self.flapping else "WAITING",
-                               "restarts": self.restarts, "recycles": self.recycles}
+        row: dict[str, Any] = {
+            "id": self.index,
+            "pid": None,
+            "state": "FLAPPING" if self.flapping else "WAITING",
+            "restarts": self.restarts,
+            "recycles": self.recycles,
+        }
         if self.reason:
             row["reason"] = self.reason
         if self.flapping:
@@ -144,9 +151,13 @@ class Slot:
             row["reason"] = f"flapping: {self.crash_count()} crashes, not restarted"
         worker = self.worker
         if worker is not None:
-            row.update(pid=worker.pid, generation=worker.generation,
-                       state=state or "SPAWNED",
-                       uptime=round(now_wall - worker.started_wall, 3), **stats)
+            row.update(
+                pid=worker.pid,
+                generation=worker.generation,
+                state=state or "SPAWNED",
+                uptime=round(now_wall - worker.started_wall, 3),
+                **stats,
+            )
         return row
 
 
@@ -156,8 +167,12 @@ def process_stats(proc: psutil.Process | None) -> dict[str, Any]:
         return {}
     try:
         with proc.oneshot():
-            return {"cpu_percent": proc.cpu_percent(None), "rss": proc.memory_info().rss,
-                    "fds": proc.num_fds(), "threads": proc.num_threads()}
+            return {
+                "cpu_percent": proc.cpu_percent(None),
+                "rss": proc.memory_info().rss,
+                "fds": proc.num_fds(),
+                "threads": proc.num_threads(),
+            }
     except psutil.Error:
         return {}
 

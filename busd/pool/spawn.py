@@ -75,8 +75,10 @@ class ExecSpawner:
         actions: list[tuple[Any, ...]] = []
         path = log_file_of(full_env)
         if path:
-            actions = [(os.POSIX_SPAWN_OPEN, 1, path, LOG_FLAGS & ~os.O_CLOEXEC, 0o644),
-                       (os.POSIX_SPAWN_DUP2, 1, 2)]
+            actions = [
+                (os.POSIX_SPAWN_OPEN, 1, path, LOG_FLAGS & ~os.O_CLOEXEC, 0o644),
+                (os.POSIX_SPAWN_DUP2, 1, 2),
+            ]
         pid = os.posix_spawn(self.path, self.argv, full_env, file_actions=actions)
         return pid, os.pidfd_open(pid)
 

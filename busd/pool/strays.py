@@ -73,8 +73,12 @@ class Strays:
         """Keep what a live worker started; SIGTERM every other inherited child (once each)."""
         strays = []
         for pid in children_of(self.me):
-            if pid in self.workers or pid in self.ending or pid in self.killed or any(
-                    pid in kept for kept in self.kept.values()):
+            if (
+                pid in self.workers
+                or pid in self.ending
+                or pid in self.killed
+                or any(pid in kept for kept in self.kept.values())
+            ):
                 continue
             owner = worker_of(pid)
             if owner in self.workers:
@@ -85,8 +89,13 @@ class Strays:
             self._end(strays, "a worker that ended")
 
     def _end(self, pids: list[int], whose: str) -> None:
-        log.warning("ending %d process(es) %s left running: %s (%s)", len(pids), whose,
-                    ", ".join(map(str, pids)), "; ".join(command_of(pid) for pid in pids))
+        log.warning(
+            "ending %d process(es) %s left running: %s (%s)",
+            len(pids),
+            whose,
+            ", ".join(map(str, pids)),
+            "; ".join(command_of(pid) for pid in pids),
+        )
         for pid in pids:
             self.ending[pid] = time.monotonic() + self.grace
             _signal(pid, signal.SIGTERM)
@@ -123,7 +132,7 @@ def worker_of(pid: int) -> int | None:
         return None
     for entry in environ.split(b"\0"):
         if entry.startswith(WORKER_PID_ENV):
-            value = entry[len(WORKER_PID_ENV):]
+            value = entry[len(WORKER_PID_ENV) :]
             return int(value) if value.isdigit() else None
     return None
 
@@ -154,7 +163,7 @@ def children_of(parent: int) -> list[int]:
         except OSError:
             continue
         # The command name may hold spaces and parentheses: fields start after the last ')'.
-        fields = stat[stat.rfind(b")") + 2:].split()
+        fields = stat[stat.rfind(b")") + 2 :].split()
         if len(fields) > 1 and int(fields[1]) == parent:
             found.append(int(name))
     return found

@@ -1,2 +1,1 @@
-"""The master's half of CURVE: the ZAP handler and key directories' roles.
-"""
+"""The master's half of CURVE: the ZAP handler and key directories' roles."""

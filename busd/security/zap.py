@@ -29,6 +29,7 @@ from busd.core.auth import (
 
 log = logging.getLogger(__name__)
 
+
 class KeyRing:
     """The keys allowed in, by role; re-read when a key file changes (rotation without restart).
 
@@ -77,8 +78,6 @@ class KeyRing:
         return {role.name.lower(): len(keys) for role, keys in self._keys.items()}
 
 
-
-
 class Authenticator(ThreadAuthenticator):
     """ZAP for the ``busd`` domain: a key in the ring gets in; its role is in the User-Id."""
 
@@ -104,8 +103,9 @@ class Authenticator(ThreadAuthenticator):
 class CurveServer:
     """A master's own key pair and the keys it lets in; the ZAP thread once started."""
 
-    def __init__(self, secret_file: str | Path, authorized: str | Path,
-                 readonly: str | Path | None = None) -> None:
+    def __init__(
+        self, secret_file: str | Path, authorized: str | Path, readonly: str | Path | None = None
+    ) -> None:
         self.keys = load_secret(secret_file)
         self.ring = KeyRing(Path(authorized), Path(readonly) if readonly else None)
         self._auth: Any = None
@@ -140,6 +140,8 @@ class CurveServer:
 
     def statistics(self) -> dict[str, Any]:
         """Keys per role and the refused handshakes."""
-        return {"keys": self.ring.counts(),
-                "refused": self._auth.denied.total if self._auth else 0,
-                "refusals_not_logged": self._auth.denied.suppressed if self._auth else 0}
+        return {
+            "keys": self.ring.counts(),
+            "refused": self._auth.denied.total if self._auth else 0,
+            "refusals_not_logged": self._auth.denied.suppressed if self._auth else 0,
+        }

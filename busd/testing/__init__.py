@@ -93,9 +93,11 @@ class Sink:
         self.seen.append(report)
         return report
 
-    def get(self, event: str, timeout: float,
-            where: Callable[[Report], bool] | None = None) -> Report | None:
+    def get(
+        self, event: str, timeout: float, where: Callable[[Report], bool] | None = None
+    ) -> Report | None:
         """The next report of ``event`` (matching ``where``), or None past ``timeout``."""
+
         def wanted(r: Report) -> bool:
             return bool(r.get("event") == event and (where is None or where(r)))
 
@@ -112,14 +114,21 @@ class Sink:
                 return report
             self._unclaimed.append(report)
 
-    def expect(self, event: str, timeout: float = 10.0,
-               where: Callable[[Report], bool] | None = None) -> Report:
+    def expect(
+        self, event: str, timeout: float = 10.0, where: Callable[[Report], bool] | None = None
+    ) -> Report:
         """The next report of ``event`` (matching ``where``); fail past ``timeout``."""
         return self.collect(event, 1, timeout, where)[0]
 
-    def collect(self, event: str, count: int, timeout: float = 10.0,
-                where: Callable[[Report], bool] | None = None) -> list[Report]:
+    def collect(
+        self,
+        event: str,
+        count: int,
+        timeout: float = 10.0,
+        where: Callable[[Report], bool] | None = None,
+    ) -> list[Report]:
         """``count`` reports of ``event``, in arrival order; fail past ``timeout``."""
+
         def wanted(r: Report) -> bool:
             return bool(r.get("event") == event and (where is None or where(r)))
 
@@ -130,8 +139,10 @@ class Sink:
         while len(found) < count:
             report = self._read(deadline - time.monotonic())
             if report is None:
-                pytest.fail(f"got {len(found)} of {count} {event!r} reports in {timeout}s; "
-                            f"other reports: {list(self._unclaimed)[-10:]}")
+                pytest.fail(
+                    f"got {len(found)} of {count} {event!r} reports in {timeout}s; "
+                    f"other reports: {list(self._unclaimed)[-10:]}"
+                )
             if wanted(report):
                 found.append(report)
             else:
@@ -153,25 +164,36 @@ class Processes:
         self.env = env
         self.started: list[subprocess.Popen[bytes]] = []
 
-    def python(self, source: str, *args: str, name: str = "child",
-               env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    def python(
+        self, source: str, *args: str, name: str = "child", env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         """Run ``source`` (dedented) as a script with the test's Python."""
         script = self.logs / f"{name}-{len(self.started)}.py"
         script.write_text(textwrap.dedent(source))
         return self.spawn([sys.executable, str(script), *args], name=name, env=env)
 
-    def spawn(self, argv: list[str], name: str = "child",
-              env: dict[str, str] | None = None,
-              pass_fds: tuple[int, ...] | list[int] = (),
-              cwd: str | Path | None = None) -> subprocess.Popen[bytes]:
+    def spawn(
+        self,
+        argv: list[str],
+        name: str = "child",
+        env: dict[str, str] | None = None,
+        pass_fds: tuple[int, ...] | list[int] = (),
+        cwd: str | Path | None = None,
+    ) -> subprocess.Popen[bytes]:
         """Start ``argv`` (in ``cwd``) with stdout and stderr in files named after ``name``."""
         index = len(self.started)
         out = open(self.logs / f"{name}-{index}.out", "wb")  # noqa: SIM115 - closed below
         try:
-            proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, start_new_session=True,
-                                    env={**self.env, **(env or {})}, pass_fds=pass_fds,
-                                    cwd=cwd)
+            proc = subprocess.Popen(
+                argv,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                env={**self.env, **(env or {})},
+                pass_fds=pass_fds,
+                cwd=cwd,
+            )
         finally:
             out.close()
         proc.log_path = self.logs / f"{name}-{index}.out"  # type: ignore[attr-defined]
@@ -245,8 +267,7 @@ def busd_sink(busd_dir: Path) -> Iterator[Sink]:
 def busd_procs(busd_dir: Path, busd_sink: Sink, tmp_path: Path) -> Iterator[Processes]:
     """Start processes that know the runtime dir and the sink; all reaped after."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (SOURCE_ROOT, env.get("PYTHONPATH", "")) if p)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (SOURCE_ROOT, env.get("PYTHONPATH", "")) if p)
     env.update({"BUSD_RUNTIME_DIR": str(busd_dir), PROBE_ENV: busd_sink.endpoint})
     procs = Processes(busd_dir, tmp_path, env)
     try:
@@ -279,6 +300,7 @@ def busd_master(busd_dir: Path) -> Iterator[Callable[..., Any]]:
 
 
 # -- busd_pool, busd_client, busd_run ------------------------------------------------
+
 
 def _import_root(path: Path) -> Path:
     """The directory pytest puts on sys.path for a test file (its first non-package parent)."""
@@ -332,14 +354,28 @@ class PoolFactory:
     def __init__(self, test: BusdTest) -> None:
         self.test = test
 
-    def __call__(self, target: str | Callable[..., Any] | None, *flags: str, workers: int = 1,
-                 timeout: float = 30.0, env: dict[str, str] | None = None) -> BusdPool:
+    def __call__(
+        self,
+        target: str | Callable[..., Any] | None,
+        *flags: str,
+        workers: int = 1,
+        timeout: float = 30.0,
+        env: dict[str, str] | None = None,
+    ) -> BusdPool:
         if callable(target):
             where = importable(target)
             target = f"{where['module']}:{where['qualname']}"
         runtime = self.test.directory / f"p{len(self.test.pools)}"
-        pool = start_pool(self.test.procs, runtime, target, flags, workers, timeout,
-                          {**self.test.env, **(env or {})}, self.test.pools.append)
+        pool = start_pool(
+            self.test.procs,
+            runtime,
+            target,
+            flags,
+            workers,
+            timeout,
+            {**self.test.env, **(env or {})},
+            self.test.pools.append,
+        )
         return pool
 
 
@@ -364,8 +400,9 @@ class TestClient:
         if self._bus is None:
             from busd.client.bus import ClientBus
 
-            self._bus = ClientBus(self.test.endpoints(), name="busd_client", role="test",
-                                  on_master_lost="wait")
+            self._bus = ClientBus(
+                self.test.endpoints(), name="busd_client", role="test", on_master_lost="wait"
+            )
             self._bus.connect(mirror=True)
         return self._bus
 
@@ -396,8 +433,11 @@ class TestClient:
             while len(got) < count:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    pytest.fail(f"busd_client: {len(got)} of {count} {channel!r} messages "
-                                f"within {timeout}s: {got}", pytrace=False)
+                    pytest.fail(
+                        f"busd_client: {len(got)} of {count} {channel!r} messages "
+                        f"within {timeout}s: {got}",
+                        pytrace=False,
+                    )
                 self._cond.wait(remaining)
             taken, got[:count] = got[:count], []
         return taken
@@ -411,8 +451,11 @@ class TestClient:
         try:
             self.bus.wait(wanted, timeout=timeout)
         except WaitTimeout:
-            pytest.fail(f"busd_client: the bus stayed {self.bus.state.name}, not "
-                        f"{wanted.name}, for {timeout}s", pytrace=False)
+            pytest.fail(
+                f"busd_client: the bus stayed {self.bus.state.name}, not "
+                f"{wanted.name}, for {timeout}s",
+                pytrace=False,
+            )
 
     def publish(self, channel: str, *args: Any, **kwargs: Any) -> list[Any]:
         """Publish in this process only (wspbus semantics)."""
@@ -429,8 +472,12 @@ class TestClient:
 
 
 @pytest.fixture
-def _busd_test(busd_dir: Path, busd_procs: Processes, request: pytest.FixtureRequest,
-               tmp_path_factory: pytest.TempPathFactory) -> Iterator[BusdTest]:
+def _busd_test(
+    busd_dir: Path,
+    busd_procs: Processes,
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[BusdTest]:
     # Output and run files go beside the test's tmp_path, never into it.
     procs = Processes(busd_dir, tmp_path_factory.mktemp("busd"), busd_procs.env)
     test = BusdTest(busd_dir, procs, Path(str(request.path)))
@@ -443,13 +490,20 @@ def _busd_test(busd_dir: Path, busd_procs: Processes, request: pytest.FixtureReq
         leaks += procs.cleanup()
         # What the test itself started and left running (busd_procs' own go next).
         theirs = {proc.pid for proc in busd_procs.started}
-        leaks += kill_session(-1, [p for p in descendants() - before
-                                   if session_of(p) not in theirs and p.pid not in theirs])
+        leaks += kill_session(
+            -1,
+            [
+                p
+                for p in descendants() - before
+                if session_of(p) not in theirs and p.pid not in theirs
+            ],
+        )
         child_subreaper(was_reaper)
         reap_adopted(before)
         if leaks:
-            pytest.fail("busd left processes behind (killed now):\n" + "\n".join(leaks),
-                        pytrace=False)
+            pytest.fail(
+                "busd left processes behind (killed now):\n" + "\n".join(leaks), pytrace=False
+            )
 
 
 @pytest.fixture

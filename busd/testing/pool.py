@@ -46,8 +46,10 @@ PROBE = "busd.test.probe"
 PR_SET_CHILD_SUBREAPER, PR_GET_CHILD_SUBREAPER = 36, 37
 #: What a worker (busd.client.worker.descendants), or the fork server for a worker
 #: (busd.pool.strays), logs when it ends processes the worker left running.
-LEFT_RUNNING = re.compile(r"ending \d+ process\(es\) (?:this worker|worker pid \d+|a worker "
-                          r"that ended) left running: ([\d, ]+)")
+LEFT_RUNNING = re.compile(
+    r"ending \d+ process\(es\) (?:this worker|worker pid \d+|a worker "
+    r"that ended) left running: ([\d, ]+)"
+)
 _BROADCAST = frozenset({Kind.STATE, Kind.PUBLISH, Kind.EVENT, Kind.HEARTBEAT})
 Status = dict[str, Any]
 
@@ -77,8 +79,10 @@ class PoolLog:
         """busd's output and, with ``--log-dir``, every worker's file."""
         texts = [self.text]
         if self.log_dir is not None:
-            texts += [path.read_text(errors="replace")
-                      for path in sorted(self.log_dir.glob(f"{self.name}-worker-*.log"))]
+            texts += [
+                path.read_text(errors="replace")
+                for path in sorted(self.log_dir.glob(f"{self.name}-worker-*.log"))
+            ]
         return "\n".join(texts)
 
     def __str__(self) -> str:
@@ -120,8 +124,7 @@ class Events:
                 if doc.get("channel") == PROBE and doc["args"] == [token]:
                     self.seen.clear()
                     return
-        pytest.fail(f"no message of the master reached this test within {timeout}s",
-                    pytrace=False)
+        pytest.fail(f"no message of the master reached this test within {timeout}s", pytrace=False)
 
     def next(self, timeout: float = 10.0) -> dict[str, Any] | None:
         """The next message, or None past ``timeout``."""
@@ -145,8 +148,10 @@ class Events:
         while True:
             doc = self.next(deadline - time.monotonic())
             if doc is None:
-                pytest.fail(f"no message matching {match} within {timeout}s; "
-                            f"seen: {self.seen[-10:]}", pytrace=False)
+                pytest.fail(
+                    f"no message matching {match} within {timeout}s; seen: {self.seen[-10:]}",
+                    pytrace=False,
+                )
             if all(doc.get(k) == v for k, v in match.items()):
                 return doc
 
@@ -191,8 +196,14 @@ class BusdPool:
     output.  Commands go through the control socket like busctl's.
     """
 
-    def __init__(self, proc: subprocess.Popen[bytes], runtime_dir: Path, log: PoolLog,
-                 size: int, timeout: float) -> None:
+    def __init__(
+        self,
+        proc: subprocess.Popen[bytes],
+        runtime_dir: Path,
+        log: PoolLog,
+        size: int,
+        timeout: float,
+    ) -> None:
         self.proc = proc
         self.runtime_dir = runtime_dir
         self.endpoints: Endpoints = default_endpoints(runtime_dir)
@@ -235,13 +246,13 @@ class BusdPool:
 
     def stop(self, wait: bool = True) -> Any:
         """Stop the bus (workers run their stop listeners and stay)."""
-        return self._control.call("stop", {"wait": wait, "timeout": self.timeout},
-                                  self.timeout + 5)
+        return self._control.call("stop", {"wait": wait, "timeout": self.timeout}, self.timeout + 5)
 
     def start(self, wait: bool = True) -> Any:
         """Start the bus again after :meth:`stop`."""
-        return self._control.call("start", {"wait": wait, "timeout": self.timeout},
-                                  self.timeout + 5)
+        return self._control.call(
+            "start", {"wait": wait, "timeout": self.timeout}, self.timeout + 5
+        )
 
     def broadcast(self, channel: str, *args: Any, **kwargs: Any) -> Any:
         """Publish ``channel`` in the master and every worker."""
@@ -277,8 +288,9 @@ class BusdPool:
 
     # -- waiting ----------------------------------------------------------
 
-    def wait_for(self, what: str | Callable[[Status], bool],
-                 timeout: float | None = None) -> Status:
+    def wait_for(
+        self, what: str | Callable[[Status], bool], timeout: float | None = None
+    ) -> Status:
         """Wait until the status satisfies ``what``; return that status.
 
         A state name (``"STARTED"``) means the master and ``size`` workers
@@ -295,9 +307,11 @@ class BusdPool:
                 return status
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                self._fail(f"gave up after {limit}s waiting for {_name(what)}; last status: "
-                           f"state {status.get('state')}, workers "
-                           f"{[(w['id'], w['state']) for w in status.get('workers', [])]}")
+                self._fail(
+                    f"gave up after {limit}s waiting for {_name(what)}; last status: "
+                    f"state {status.get('state')}, workers "
+                    f"{[(w['id'], w['state']) for w in status.get('workers', [])]}"
+                )
             self._events.wait_readable(min(POLL, remaining))
             while self._events.next(0) is not None:
                 pass
@@ -332,8 +346,11 @@ class BusdPool:
         named: dict[int, str] = {}
         if self.proc.poll() is None:
             with contextlib.suppress(NoMaster):
-                workers = {w["pid"] for w in self._control.request("workers", 2.0) or []
-                           if isinstance(w, dict) and w.get("pid")}
+                workers = {
+                    w["pid"]
+                    for w in self._control.request("workers", 2.0) or []
+                    if isinstance(w, dict) and w.get("pid")
+                }
                 started_by_workers = _started_by_workers(self.proc.pid, workers)
                 named = {proc.pid: describe(proc) for proc in started_by_workers}
             with contextlib.suppress(NoMaster):
@@ -360,13 +377,17 @@ class BusdPool:
         ended: set[int] = set()
         for found in LEFT_RUNNING.finditer(self.log.everything()):
             ended.update(int(pid) for pid in re.findall(r"\d+", found.group(1)))
-        return [f"{line} (left running by its worker, which ended it)"
-                for pid, line in named.items()
-                if pid in ended and not any(n.startswith(f"pid {pid}:") for n in named_already)]
+        return [
+            f"{line} (left running by its worker, which ended it)"
+            for pid, line in named.items()
+            if pid in ended and not any(n.startswith(f"pid {pid}:") for n in named_already)
+        ]
 
     def _fail(self, message: str) -> NoReturn:
-        pytest.fail(f"busd_pool: {message}\n--- busd log ({self.log.path}) ---\n"
-                    f"{self.log.text[-6000:]}", pytrace=False)
+        pytest.fail(
+            f"busd_pool: {message}\n--- busd log ({self.log.path}) ---\n{self.log.text[-6000:]}",
+            pytrace=False,
+        )
 
 
 def _started_by_workers(master: int, workers: set[int]) -> list[psutil.Process]:
@@ -435,8 +456,12 @@ def describe(proc: psutil.Process) -> str:
 def _all_in(state: str, pool: BusdPool) -> Callable[[Status], bool]:
     def check(status: Status) -> bool:
         workers = status.get("workers", [])
-        return bool(status.get("state") == state and len(workers) == pool.size
-                    and all(w.get("state") == state for w in workers))
+        return bool(
+            status.get("state") == state
+            and len(workers) == pool.size
+            and all(w.get("state") == state for w in workers)
+        )
+
     check.__name__ = f"master and {pool.size} workers {state}"
     return check
 
@@ -445,21 +470,39 @@ def _name(what: object) -> str:
     return what if isinstance(what, str) else getattr(what, "__name__", repr(what))
 
 
-def start_pool(procs: Processes, runtime_dir: Path, target: str | None, flags: tuple[str, ...],
-               workers: int, timeout: float, env: dict[str, str],
-               keep: Callable[[BusdPool], None]) -> BusdPool:
+def start_pool(
+    procs: Processes,
+    runtime_dir: Path,
+    target: str | None,
+    flags: tuple[str, ...],
+    workers: int,
+    timeout: float,
+    env: dict[str, str],
+    keep: Callable[[BusdPool], None],
+) -> BusdPool:
     """Start ``busd`` on ``runtime_dir``; return once it and every worker is STARTED.
 
     ``keep`` gets the pool as soon as it exists, so teardown finds it even
     when the start fails.
     """
-    argv = [sys.executable, "-m", "busd", "--runtime-dir", str(runtime_dir),
-            "-w", str(workers), *flags]
+    argv = [
+        sys.executable,
+        "-m",
+        "busd",
+        "--runtime-dir",
+        str(runtime_dir),
+        "-w",
+        str(workers),
+        *flags,
+    ]
     if target:
         argv.append(target)
     proc = procs.spawn(argv, name=f"busd-{runtime_dir.name}", env=env)
-    log = PoolLog(proc.log_path, _flag(flags, "--log-dir", None),  # type: ignore[attr-defined]
-                  _flag(flags, "--name", "busd"))
+    log = PoolLog(
+        proc.log_path,  # type: ignore[attr-defined]
+        _flag(flags, "--log-dir", None),
+        _flag(flags, "--name", "busd"),
+    )
     pool = BusdPool(proc, runtime_dir, log, workers if target or "--" in flags else 0, timeout)
     keep(pool)
     pool.wait_answering()

@@ -60,8 +60,9 @@ class Runner:
         self.procs = procs
         self._endpoints = endpoints
 
-    def __call__(self, func: Callable[..., Any], n: int, *args: Any,
-                 timeout: float = 60.0, **kwargs: Any) -> list[Any]:
+    def __call__(
+        self, func: Callable[..., Any], n: int, *args: Any, timeout: float = 60.0, **kwargs: Any
+    ) -> list[Any]:
         """Run ``func(bus, index, *args, **kwargs)`` in ``n`` processes; their return values."""
         if n < 1:
             raise ValueError("busd_run needs n >= 1")
@@ -69,41 +70,73 @@ class Runner:
         endpoints = self._endpoints()
         run_id = uuid.uuid4().hex[:12]
         deadline = time.monotonic() + timeout
-        with Control(endpoints.ctl, timeout=10) as control, \
-                Events(endpoints.pub, control) as events:
+        with (
+            Control(endpoints.ctl, timeout=10) as control,
+            Events(endpoints.pub, control) as events,
+        ):
             procs, results = self._spawn(where, n, args, kwargs, endpoints, run_id, timeout)
             _wait_ready(events, procs, run_id, n, deadline, self.procs)
             control.request("broadcast", channel=GO, args=[run_id], kwargs={})
         _wait_done(procs, deadline, self.procs, timeout)
         leaks = [name for proc in procs for name in kill_session(proc.pid)]
         if leaks:
-            pytest.fail("busd_run: processes left behind by the run (killed now):\n"
-                        + "\n".join(leaks), pytrace=False)
-        return [_outcome(i, n, proc, path, self.procs)
-                for i, (proc, path) in enumerate(zip(procs, results, strict=True))]
+            pytest.fail(
+                "busd_run: processes left behind by the run (killed now):\n" + "\n".join(leaks),
+                pytrace=False,
+            )
+        return [
+            _outcome(i, n, proc, path, self.procs)
+            for i, (proc, path) in enumerate(zip(procs, results, strict=True))
+        ]
 
-    def _spawn(self, where: dict[str, Any], n: int, args: tuple[Any, ...],
-               kwargs: dict[str, Any], endpoints: Endpoints, run_id: str,
-               timeout: float) -> tuple[list[subprocess.Popen[bytes]], list[Path]]:
+    def _spawn(
+        self,
+        where: dict[str, Any],
+        n: int,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        endpoints: Endpoints,
+        run_id: str,
+        timeout: float,
+    ) -> tuple[list[subprocess.Popen[bytes]], list[Path]]:
         procs, results = [], []
         for index in range(n):
             stem = self.procs.logs / f"run-{run_id[:6]}-{index}"
-            spec = {**where, "index": index, "size": n, "run": run_id, "args": list(args),
-                    "kwargs": kwargs, "pub": endpoints.pub, "ctl": endpoints.ctl,
-                    "timeout": timeout, "result": f"{stem}.result"}
+            spec = {
+                **where,
+                "index": index,
+                "size": n,
+                "run": run_id,
+                "args": list(args),
+                "kwargs": kwargs,
+                "pub": endpoints.pub,
+                "ctl": endpoints.ctl,
+                "timeout": timeout,
+                "result": f"{stem}.result",
+            }
             try:
                 data = msgpack.packb(spec, use_bin_type=True)
             except (TypeError, ValueError) as exc:
                 raise TypeError(f"busd_run arguments must be msgpack values: {exc}") from None
             Path(f"{stem}.spec").write_bytes(data)
-            procs.append(self.procs.spawn([sys.executable, "-m", "busd.client.testing.harness",
-                                           f"{stem}.spec"], name=f"run{index}"))
+            procs.append(
+                self.procs.spawn(
+                    [sys.executable, "-m", "busd.client.testing.harness", f"{stem}.spec"],
+                    name=f"run{index}",
+                )
+            )
             results.append(Path(f"{stem}.result"))
         return procs, results
 
 
-def _wait_ready(events: Events, procs: list[subprocess.Popen[bytes]], run_id: str, n: int,
-                deadline: float, owner: Processes) -> None:
+def _wait_ready(
+    events: Events,
+    procs: list[subprocess.Popen[bytes]],
+    run_id: str,
+    n: int,
+    deadline: float,
+    owner: Processes,
+) -> None:
     ready: set[int] = set()
     while len(ready) < n:
         for index, proc in enumerate(procs):
@@ -117,8 +150,9 @@ def _wait_ready(events: Events, procs: list[subprocess.Popen[bytes]], run_id: st
             ready.add(int(doc["args"][1]))
 
 
-def _wait_done(procs: list[subprocess.Popen[bytes]], deadline: float, owner: Processes,
-               timeout: float) -> None:
+def _wait_done(
+    procs: list[subprocess.Popen[bytes]], deadline: float, owner: Processes, timeout: float
+) -> None:
     hung = []
     for index, proc in enumerate(procs):
         try:
@@ -136,23 +170,34 @@ def _wait_done(procs: list[subprocess.Popen[bytes]], deadline: float, owner: Pro
             procs[index].kill()
             procs[index].wait(5.0)
     report = "\n".join(f"--- process {i} ---\n{owner.output(procs[i])[-3000:]}" for i in hung)
-    pytest.fail(f"busd_run: processes {hung} of {len(procs)} did not finish within "
-                f"{timeout}s; their output and stacks:\n{report}", pytrace=False)
+    pytest.fail(
+        f"busd_run: processes {hung} of {len(procs)} did not finish within "
+        f"{timeout}s; their output and stacks:\n{report}",
+        pytrace=False,
+    )
 
 
 def _fail_early(index: int, n: int, proc: subprocess.Popen[bytes], owner: Processes) -> NoReturn:
-    pytest.fail(f"busd_run: process {index} of {n} exited with status {proc.returncode} "
-                f"before it connected; its output:\n{owner.output(proc)[-3000:]}",
-                pytrace=False)
+    pytest.fail(
+        f"busd_run: process {index} of {n} exited with status {proc.returncode} "
+        f"before it connected; its output:\n{owner.output(proc)[-3000:]}",
+        pytrace=False,
+    )
 
 
-def _outcome(index: int, n: int, proc: subprocess.Popen[bytes], path: Path,
-             owner: Processes) -> Any:
+def _outcome(
+    index: int, n: int, proc: subprocess.Popen[bytes], path: Path, owner: Processes
+) -> Any:
     if not path.exists():
-        pytest.fail(f"busd_run: process {index} of {n} exited with status {proc.returncode} "
-                    f"and no result; its output:\n{owner.output(proc)[-3000:]}", pytrace=False)
+        pytest.fail(
+            f"busd_run: process {index} of {n} exited with status {proc.returncode} "
+            f"and no result; its output:\n{owner.output(proc)[-3000:]}",
+            pytrace=False,
+        )
     outcome = msgpack.unpackb(path.read_bytes(), raw=False)
     if not outcome["ok"]:
-        pytest.fail(f"busd_run: process {index} of {n} (pid {proc.pid}) raised:\n"
-                    f"{outcome['error']}", pytrace=False)
+        pytest.fail(
+            f"busd_run: process {index} of {n} (pid {proc.pid}) raised:\n{outcome['error']}",
+            pytrace=False,
+        )
     return outcome["value"]

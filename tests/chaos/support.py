@@ -23,19 +23,27 @@ from busd.testing import Processes
 Status = dict[str, Any]
 
 
-def start_busd(procs: Processes, *args: str, name: str = "busd",
-               env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+def start_busd(
+    procs: Processes, *args: str, name: str = "busd", env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     """``python -m busd --heartbeat 0.2 ARGS`` in its own session, output to a file."""
-    return procs.spawn([sys.executable, "-m", "busd", "--heartbeat", "0.2",
-                        "--log-level", "WARNING", *args], name=name, env=env)
+    return procs.spawn(
+        [sys.executable, "-m", "busd", "--heartbeat", "0.2", "--log-level", "WARNING", *args],
+        name=name,
+        env=env,
+    )
 
 
 def busctl(procs: Processes, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
     """Run the real ``busctl`` with the test's runtime dir."""
-    return subprocess.run([sys.executable, "-m", "busd.client.ctl.busctl",
-                           "--timeout", "10", *args],
-                          capture_output=True, text=True, env=procs.env, timeout=timeout,
-                          check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "busd.client.ctl.busctl", "--timeout", "10", *args],
+        capture_output=True,
+        text=True,
+        env=procs.env,
+        timeout=timeout,
+        check=False,
+    )
 
 
 @contextmanager
@@ -45,9 +53,13 @@ def control(runtime: Path, timeout: float = 10.0) -> Iterator[Control]:
         yield ctl
 
 
-def wait_status(ctl: Control, predicate: Callable[[Status], bool], timeout: float = 20,
-                what: str = "the expected state",
-                show: tuple[str, ...] = ("state", "workers")) -> Status:
+def wait_status(
+    ctl: Control,
+    predicate: Callable[[Status], bool],
+    timeout: float = 20,
+    what: str = "the expected state",
+    show: tuple[str, ...] = ("state", "workers"),
+) -> Status:
     """Ask for status until ``predicate`` holds; fail with the last one past ``timeout``."""
     deadline = time.monotonic() + timeout
     doc: Status = {}
@@ -60,8 +72,10 @@ def wait_status(ctl: Control, predicate: Callable[[Status], bool], timeout: floa
             return doc
         # Polling a condition under a deadline: the pause only spares the CPU.
         threading.Event().wait(0.02)
-    pytest.fail(f"busd never reached {what} within {timeout}s; last status: "
-                f"{ {k: doc.get(k) for k in show} }")
+    pytest.fail(
+        f"busd never reached {what} within {timeout}s; last status: "
+        f"{ {k: doc.get(k) for k in show} }"
+    )
 
 
 def states(doc: Status) -> list[str]:

@@ -21,8 +21,6 @@ def quiet(bus: ClientBus) -> None:
     bus.subscribe("exit", probe.close, priority=100)
 
 
-
-
 def stop_hangs(bus: ClientBus) -> None:
     """A stop listener that never returns."""
     probe = Probe()
@@ -70,8 +68,9 @@ def keeps_children_past_sigterm(bus: ClientBus) -> None:
     near = subprocess.Popen(sleeper)
     away = subprocess.Popen(sleeper, start_new_session=True)
     worker = int(os.environ.get("BUSD_WORKER", "-1"))
-    bus.subscribe("start", lambda: probe.report("start", worker=worker,
-                                                children=[near.pid, away.pid]))
+    bus.subscribe(
+        "start", lambda: probe.report("start", worker=worker, children=[near.pid, away.pid])
+    )
 
 
 def slow_once_told_to_go(bus: ClientBus) -> None:
@@ -95,8 +94,13 @@ def starts_a_daemon(bus: ClientBus) -> None:
     worker = int(os.environ.get("BUSD_WORKER", "-1"))
     daemon = []
     if worker == 0:
-        done = subprocess.run(["sh", "-c", "sleep 600 > /dev/null 2>&1 & echo $!"],
-                              capture_output=True, text=True, check=True, timeout=10)
+        done = subprocess.run(
+            ["sh", "-c", "sleep 600 > /dev/null 2>&1 & echo $!"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        )
         daemon.append(int(done.stdout.strip()))
     bus.subscribe("start", lambda: probe.report("start", worker=worker, daemon=daemon))
 

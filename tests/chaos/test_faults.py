@@ -103,12 +103,27 @@ class Async:
 
 
 def test_random_kills_stops_and_resumes_during_reloads_and_scaling(
-        busd_procs: Processes, busd_dir: Path) -> None:
+    busd_procs: Processes, busd_dir: Path
+) -> None:
     rng = random.Random(SEED)
-    busd = start_busd(busd_procs, "-w", "3", "--reload", "respawn", "--backoff", "0.01",
-                      "--graceful-timeout", "2", "--startup-timeout", "5",
-                      "--worker-timeout", "3", "--flap-limit", "1000",
-                      "busd.examples.hello:main")
+    busd = start_busd(
+        busd_procs,
+        "-w",
+        "3",
+        "--reload",
+        "respawn",
+        "--backoff",
+        "0.01",
+        "--graceful-timeout",
+        "2",
+        "--startup-timeout",
+        "5",
+        "--worker-timeout",
+        "3",
+        "--flap-limit",
+        "1000",
+        "busd.examples.hello:main",
+    )
     commands = Async(default_endpoints(busd_dir).ctl)
     seen: set[int] = set()
     stopped: set[int] = set()
@@ -155,8 +170,9 @@ def test_random_kills_stops_and_resumes_during_reloads_and_scaling(
                 if not ok:
                     assert commands.sent[req_id] == "graceful", payload
                     assert "respawn" in payload["message"], payload
-            doc = wait_status(ctl, all_started(size), timeout=60,
-                              what=f"{size} started workers after the chaos")
+            doc = wait_status(
+                ctl, all_started(size), timeout=60, what=f"{size} started workers after the chaos"
+            )
             seen.update(w["pid"] for w in doc["workers"])
             assert busd.poll() is None
             assert exit_busd(ctl, busd) == 0
@@ -175,11 +191,13 @@ def with_pid_gone_ok(pid: int, sig: int) -> None:
 
 @pytest.mark.parametrize("during", ["graceful", "scale"])
 def test_master_sigkill_during_a_reload_or_scale_leaves_no_process(
-        busd_procs: Processes, busd_dir: Path, during: str) -> None:
+    busd_procs: Processes, busd_dir: Path, during: str
+) -> None:
     # New workers take 2 s to start (slow_start): the change stays under way
     # long enough to be seen, however fast they are spawned.
-    busd = start_busd(busd_procs, "-w", "3", "--reload", "respawn",
-                      "tests.chaos.targets:slow_start")
+    busd = start_busd(
+        busd_procs, "-w", "3", "--reload", "respawn", "tests.chaos.targets:slow_start"
+    )
     commands = Async(default_endpoints(busd_dir).ctl)
     try:
         with control(busd_dir) as ctl:
@@ -189,8 +207,11 @@ def test_master_sigkill_during_a_reload_or_scale_leaves_no_process(
             else:
                 commands.send("scale", n="8")
             # Once the pool has started spawning, the master dies.
-            wait_status(ctl, lambda d: len(session(busd.pid)) > 5 or len(d["workers"]) > 3,
-                        what="the change under way")
+            wait_status(
+                ctl,
+                lambda d: len(session(busd.pid)) > 5 or len(d["workers"]) > 3,
+                what="the change under way",
+            )
             busd.kill()
             assert busd.wait(10) == -signal.SIGKILL
     finally:
@@ -200,9 +221,11 @@ def test_master_sigkill_during_a_reload_or_scale_leaves_no_process(
 
 
 def test_a_stop_listener_that_never_returns_is_reported_and_exit_is_bounded(
-        busd_procs: Processes, busd_sink: Sink, busd_dir: Path) -> None:
-    busd = start_busd(busd_procs, "-w", "2", "--graceful-timeout", "1",
-                      "tests.chaos.targets:stop_hangs")
+    busd_procs: Processes, busd_sink: Sink, busd_dir: Path
+) -> None:
+    busd = start_busd(
+        busd_procs, "-w", "2", "--graceful-timeout", "1", "tests.chaos.targets:stop_hangs"
+    )
     busd_sink.collect("start", 2, timeout=30)
     with control(busd_dir) as ctl:
         pids = [w["pid"] for w in wait_status(ctl, all_started(2))["workers"]]
@@ -222,17 +245,22 @@ def test_a_stop_listener_that_never_returns_is_reported_and_exit_is_bounded(
 
 
 def test_a_target_that_crashes_at_every_start_keeps_the_master_idle_and_answering(
-        busd_procs: Processes, busd_sink: Sink, busd_dir: Path) -> None:
+    busd_procs: Processes, busd_sink: Sink, busd_dir: Path
+) -> None:
     # Default backoff (0.1 s doubling to 10 s); the slots never give up.
-    busd = start_busd(busd_procs, "-w", "4", "--flap-limit", "100000",
-                      "tests.chaos.targets:crash_after_first")
+    busd = start_busd(
+        busd_procs, "-w", "4", "--flap-limit", "100000", "tests.chaos.targets:crash_after_first"
+    )
     busd_sink.collect("start", 4, timeout=30)
     with control(busd_dir) as ctl:
         pids = [w["pid"] for w in wait_status(ctl, all_started(4))["workers"]]
         for pid in pids:
             os.kill(pid, signal.SIGKILL)
-        wait_status(ctl, lambda d: sum(w["restarts"] for w in d["workers"]) >= 12,
-                    what="a crash loop under way")
+        wait_status(
+            ctl,
+            lambda d: sum(w["restarts"] for w in d["workers"]) >= 12,
+            what="a crash loop under way",
+        )
         master = psutil.Process(busd.pid)
         master.cpu_percent(None)
         began = time.monotonic()
@@ -251,12 +279,21 @@ def test_a_target_that_crashes_at_every_start_keeps_the_master_idle_and_answerin
         assert exit_busd(ctl, busd) == 0
 
 
-
 def test_the_master_stopped_and_resumed_during_a_reload_recovers_its_pool(
-        busd_procs: Processes, busd_dir: Path) -> None:
+    busd_procs: Processes, busd_dir: Path
+) -> None:
     # Workers give a silent master 1 s (BUSD_MASTER_TIMEOUT), then leave.
-    busd = start_busd(busd_procs, "-w", "3", "--reload", "respawn", "--backoff", "0.01",
-                      "busd.examples.hello:main", env={"BUSD_MASTER_TIMEOUT": "1"})
+    busd = start_busd(
+        busd_procs,
+        "-w",
+        "3",
+        "--reload",
+        "respawn",
+        "--backoff",
+        "0.01",
+        "busd.examples.hello:main",
+        env={"BUSD_MASTER_TIMEOUT": "1"},
+    )
     commands = Async(default_endpoints(busd_dir).ctl)
     master = psutil.Process(busd.pid)
     try:

@@ -26,13 +26,20 @@ pytestmark = pytest.mark.slow
 
 
 def test_fd_exhaustion_refuses_scale_and_respawn_and_the_pool_keeps_serving(
-        busd_procs: Processes, busd_sink: Sink, busd_dir: Path) -> None:
+    busd_procs: Processes, busd_sink: Sink, busd_dir: Path
+) -> None:
     # The hard limit is 64 too (sh's ulimit sets both), so busd cannot raise it; 6 workers
     # fit in it beside the master's own descriptors (sockets, locks, pipes, the
     # accept monitor).
-    busd = busd_procs.spawn(["sh", "-c", f"ulimit -n 64 && exec {sys.executable} -m busd "
-                             "--heartbeat 0.2 --log-level WARNING -w 6 --reload respawn "
-                             + QUIET], name="busd")
+    busd = busd_procs.spawn(
+        [
+            "sh",
+            "-c",
+            f"ulimit -n 64 && exec {sys.executable} -m busd "
+            "--heartbeat 0.2 --log-level WARNING -w 6 --reload respawn " + QUIET,
+        ],
+        name="busd",
+    )
     busd_sink.collect("start", 6, timeout=60)
     with control(busd_dir) as ctl:
         before = wait_status(ctl, all_started(6), what="6 started workers")
@@ -63,8 +70,14 @@ def test_fd_exhaustion_refuses_scale_and_respawn_and_the_pool_keeps_serving(
 
 
 def test_fd_budget_refuses_a_pool_it_cannot_hold_at_boot(busd_procs: Processes) -> None:
-    busd = busd_procs.spawn(["sh", "-c", f"ulimit -n 64 && exec {sys.executable} -m busd "
-                             "--log-level WARNING -w 40 " + QUIET], name="busd")
+    busd = busd_procs.spawn(
+        [
+            "sh",
+            "-c",
+            f"ulimit -n 64 && exec {sys.executable} -m busd --log-level WARNING -w 40 " + QUIET,
+        ],
+        name="busd",
+    )
     assert busd.wait(30) == 70
     out = busd_procs.output(busd)
     assert out.startswith("busd: -w 40 refused: "), out
@@ -73,10 +86,17 @@ def test_fd_budget_refuses_a_pool_it_cannot_hold_at_boot(busd_procs: Processes) 
 
 
 def test_busd_raises_its_soft_open_file_limit_to_the_hard_one(
-        busd_procs: Processes, busd_sink: Sink, busd_dir: Path) -> None:
-    busd = busd_procs.spawn(["sh", "-c", "ulimit -S -n 64 && ulimit -H -n 4096 && exec "
-                             f"{sys.executable} -m busd --heartbeat 0.2 -w 1 {QUIET}"],
-                            name="busd")
+    busd_procs: Processes, busd_sink: Sink, busd_dir: Path
+) -> None:
+    busd = busd_procs.spawn(
+        [
+            "sh",
+            "-c",
+            "ulimit -S -n 64 && ulimit -H -n 4096 && exec "
+            f"{sys.executable} -m busd --heartbeat 0.2 -w 1 {QUIET}",
+        ],
+        name="busd",
+    )
     busd_sink.expect("start", timeout=30)
     with control(busd_dir) as ctl:
         doc = wait_status(ctl, all_started(1))
@@ -85,7 +105,8 @@ def test_busd_raises_its_soft_open_file_limit_to_the_hard_one(
 
 
 def test_removed_runtime_dir_is_repaired_within_a_heartbeat(
-        busd_procs: Processes, busd_sink: Sink, busd_dir: Path) -> None:
+    busd_procs: Processes, busd_sink: Sink, busd_dir: Path
+) -> None:
     runtime = busd_dir / "rt"  # the test's probe socket stays in busd_dir
     busd = start_busd(busd_procs, "--runtime-dir", str(runtime), "-w", "1", QUIET)
     busd_sink.expect("start", timeout=30)
@@ -102,8 +123,7 @@ def test_removed_runtime_dir_is_repaired_within_a_heartbeat(
     assert oct(runtime.stat().st_mode & 0o777) == "0o700"
     assert oct(ctl_file.stat().st_mode & 0o777) == "0o600"
 
-    second = start_busd(busd_procs, "--runtime-dir", str(runtime), "-w", "1", QUIET,
-                        name="second")
+    second = start_busd(busd_procs, "--runtime-dir", str(runtime), "-w", "1", QUIET, name="second")
     assert second.wait(30) == 1
     assert "already serves" in busd_procs.output(second)
 
@@ -119,7 +139,8 @@ def test_removed_runtime_dir_is_repaired_within_a_heartbeat(
 
 
 def test_a_second_master_respects_the_lock_while_the_dir_is_gone(
-        busd_master: Callable[..., Any], busd_dir: Path) -> None:
+    busd_master: Callable[..., Any], busd_dir: Path
+) -> None:
     runtime = busd_dir / "rt"
     first = busd_master(runtime_dir=runtime, heartbeat=30.0)  # no repair during the test
     shutil.rmtree(runtime)
@@ -138,11 +159,14 @@ def test_a_second_master_respects_the_lock_while_the_dir_is_gone(
 def full_tmpfs(where: Path) -> Iterator[Path]:
     """A 256 KiB tmpfs at ``where``, filled up; unmounted afterwards."""
     where.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k,mode=0700", "tmpfs",
-                           str(where)], capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k,mode=0700", "tmpfs", str(where)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs (needs root or CAP_SYS_ADMIN): "
-                    f"{done.stderr.strip()}")
+        pytest.skip(f"cannot mount a tmpfs (needs root or CAP_SYS_ADMIN): {done.stderr.strip()}")
     try:
         fd = os.open(where / "filler", os.O_WRONLY | os.O_CREAT)
         try:
@@ -159,7 +183,8 @@ def full_tmpfs(where: Path) -> Iterator[Path]:
 
 
 def test_full_disk_for_the_pidfile_is_a_clear_failure(
-        busd_procs: Processes, busd_dir: Path) -> None:
+    busd_procs: Processes, busd_dir: Path
+) -> None:
     with full_tmpfs(busd_dir / "full") as full:
         busd = start_busd(busd_procs, "--pidfile", str(full / "busd.pid"), "-w", "1", QUIET)
         assert busd.wait(30) == 70
@@ -170,12 +195,19 @@ def test_full_disk_for_the_pidfile_is_a_clear_failure(
 
 
 def test_full_disk_for_the_logs_does_not_stop_the_master(
-        busd_procs: Processes, busd_sink: Sink, busd_dir: Path) -> None:
+    busd_procs: Processes, busd_sink: Sink, busd_dir: Path
+) -> None:
     with full_tmpfs(busd_dir / "full") as full:
         log_file = full / "busd.log"
-        busd = busd_procs.spawn(["sh", "-c", f"exec {sys.executable} -m busd --heartbeat 0.2 "
-                                 f"--log-level DEBUG -w 2 {QUIET} >>{log_file} 2>&1"],
-                                name="busd")
+        busd = busd_procs.spawn(
+            [
+                "sh",
+                "-c",
+                f"exec {sys.executable} -m busd --heartbeat 0.2 "
+                f"--log-level DEBUG -w 2 {QUIET} >>{log_file} 2>&1",
+            ],
+            name="busd",
+        )
         busd_sink.collect("start", 2, timeout=30)
         with control(busd_dir) as ctl:
             wait_status(ctl, all_started(2))
@@ -188,20 +220,40 @@ def test_full_disk_for_the_logs_does_not_stop_the_master(
 
 
 def test_a_worker_dying_while_the_runtime_dir_is_gone_is_still_replaced(
-        busd_procs: Processes, busd_sink: Sink, busd_dir: Path) -> None:
+    busd_procs: Processes, busd_sink: Sink, busd_dir: Path
+) -> None:
     runtime = busd_dir / "rt"
     # A slow heartbeat: the pool meets the missing dir before the hub repairs it.
-    busd = busd_procs.spawn([sys.executable, "-m", "busd", "--heartbeat", "2",
-                             "--log-level", "WARNING", "--backoff", "0.01",
-                             "--runtime-dir", str(runtime), "-w", "2", QUIET], name="busd")
+    busd = busd_procs.spawn(
+        [
+            sys.executable,
+            "-m",
+            "busd",
+            "--heartbeat",
+            "2",
+            "--log-level",
+            "WARNING",
+            "--backoff",
+            "0.01",
+            "--runtime-dir",
+            str(runtime),
+            "-w",
+            "2",
+            QUIET,
+        ],
+        name="busd",
+    )
     busd_sink.collect("start", 2, timeout=30)
     with control(runtime) as ctl:
         victim = wait_status(ctl, all_started(2))["workers"][0]["pid"]
         shutil.rmtree(runtime)
         os.kill(victim, 9)
         busd_sink.expect("start", timeout=30, where=lambda r: r.get("worker") == 0)
-        doc = wait_status(ctl, lambda d: all_started(2)(d)
-                          and d["workers"][0]["pid"] != victim, what="worker 0 replaced")
+        doc = wait_status(
+            ctl,
+            lambda d: all_started(2)(d) and d["workers"][0]["pid"] != victim,
+            what="worker 0 replaced",
+        )
         assert doc["workers"][0]["restarts"] == 1
         assert (runtime / "workers.pids").exists(), "the pids file was not written again"
         assert exit_busd(ctl, busd) == 0

@@ -16,10 +16,28 @@ SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "soak.py"
 @pytest.mark.timeout(240)
 def test_soak_for_a_minute_shows_no_growth(tmp_path: Path) -> None:
     summary_file = tmp_path / "soak.json"
-    done = subprocess.run([sys.executable, str(SCRIPT), "--duration", "60", "--warmup", "10",
-                           "--reload-every", "10", "--scale-every", "15", "--kill-every", "10",
-                           "--json", str(summary_file)],
-                          capture_output=True, text=True, timeout=200, check=False)
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--duration",
+            "60",
+            "--warmup",
+            "10",
+            "--reload-every",
+            "10",
+            "--scale-every",
+            "15",
+            "--kill-every",
+            "10",
+            "--json",
+            str(summary_file),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=200,
+        check=False,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     summary = json.loads(summary_file.read_text())
     assert summary["failures"] == []
@@ -35,8 +53,13 @@ def test_soak_for_a_minute_shows_no_growth(tmp_path: Path) -> None:
 
 
 def test_soak_refuses_a_bad_duration() -> None:
-    done = subprocess.run([sys.executable, str(SCRIPT), "--duration", "0"],
-                          capture_output=True, text=True, timeout=30, check=False)
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "--duration", "0"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     assert done.returncode == 2
     assert "must be positive" in done.stderr
     assert "Traceback" not in done.stderr

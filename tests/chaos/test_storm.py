@@ -41,8 +41,9 @@ def storm(busd_dir: Path, index: int, results: list[tuple[str, float, Any]]) -> 
             began = time.monotonic()
             try:
                 if what == "graceful":
-                    answer = ctl.call("graceful", {"wait": True, "timeout": 10},
-                                      time.monotonic() + 30)
+                    answer = ctl.call(
+                        "graceful", {"wait": True, "timeout": 10}, time.monotonic() + 30
+                    )
                 elif what == "scale":
                     what = "scale +1" if plus else "scale -1"
                     plus = not plus
@@ -50,22 +51,26 @@ def storm(busd_dir: Path, index: int, results: list[tuple[str, float, Any]]) -> 
                 elif what == "status":
                     answer = ctl.request("status", timeout=30)
                 else:
-                    answer = ctl.call("broadcast", {"channel": "storm", "args": [index]},
-                                      time.monotonic() + 30)
+                    answer = ctl.call(
+                        "broadcast", {"channel": "storm", "args": [index]}, time.monotonic() + 30
+                    )
             except BusError as exc:
                 answer = exc
             results.append((what, time.monotonic() - began, answer))
 
 
 def test_a_storm_of_commands_is_answered_promptly_and_adds_up(
-        busd_procs: Processes, busd_dir: Path) -> None:
-    busd = start_busd(busd_procs, "-w", str(START), "--graceful-timeout", "5",
-                      "busd.examples.hello:main")
+    busd_procs: Processes, busd_dir: Path
+) -> None:
+    busd = start_busd(
+        busd_procs, "-w", str(START), "--graceful-timeout", "5", "busd.examples.hello:main"
+    )
     results: list[tuple[str, float, Any]] = []
     with control(busd_dir) as ctl:
         wait_status(ctl, all_started(START), timeout=30)
-        threads = [threading.Thread(target=storm, args=(busd_dir, i, results))
-                   for i in range(CLIENTS)]
+        threads = [
+            threading.Thread(target=storm, args=(busd_dir, i, results)) for i in range(CLIENTS)
+        ]
         for thread in threads:
             thread.start()
         for thread in threads:
@@ -74,14 +79,18 @@ def test_a_storm_of_commands_is_answered_promptly_and_adds_up(
         assert len(results) == CLIENTS * COMMANDS
         errors = [(what, answer) for what, _, answer in results if isinstance(answer, Exception)]
         assert errors == [], errors[:5]
-        slow = sorted(((round(took, 2), what) for what, took, _ in results if took > SLOWEST),
-                      reverse=True)
+        slow = sorted(
+            ((round(took, 2), what) for what, took, _ in results if took > SLOWEST), reverse=True
+        )
         assert slow == [], f"{len(slow)} commands slower than {SLOWEST}s: {slow[:10]}"
         reloads = [answer["acks"] for what, _, answer in results if what == "graceful"]
         failed = [acks["failures"] for acks in reloads if not acks["ok"]]
         assert failed == [], f"{len(failed)} of {len(reloads)} reloads failed: {failed[:5]}"
-        size = START + sum(1 for w, _, _ in results if w == "scale +1") \
+        size = (
+            START
+            + sum(1 for w, _, _ in results if w == "scale +1")
             - sum(1 for w, _, _ in results if w == "scale -1")
+        )
         assert size >= START
         doc = wait_status(ctl, all_started(size), timeout=30, what=f"{size} started workers")
         pids = sorted(w["pid"] for w in doc["workers"])

@@ -11,15 +11,36 @@ from hypothesis import strategies as st
 from busd.core.wire import VERSION, Kind
 
 #: Commands a fuzzed request may name: none of them ends or stops the master.
-SAFE_COMMANDS = ["ping", "status", "clients", "workers", "snapshot", "broadcast", "graceful",
-                 "nonsense", "", "scale", "signal"]
+SAFE_COMMANDS = [
+    "ping",
+    "status",
+    "clients",
+    "workers",
+    "snapshot",
+    "broadcast",
+    "graceful",
+    "nonsense",
+    "",
+    "scale",
+    "signal",
+]
 
-scalars = (st.none() | st.booleans() | st.integers(min_value=-(2**64), max_value=2**64 - 1)
-           | st.floats(allow_nan=True) | st.text(max_size=20) | st.binary(max_size=20))
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**64), max_value=2**64 - 1)
+    | st.floats(allow_nan=True)
+    | st.text(max_size=20)
+    | st.binary(max_size=20)
+)
 values: st.SearchStrategy[Any] = st.recursive(
-    scalars, lambda inner: st.lists(inner, max_size=5)
-    | st.dictionaries(st.text(max_size=8) | st.integers(), inner, max_size=5),
-    max_leaves=12)
+    scalars,
+    lambda inner: (
+        st.lists(inner, max_size=5)
+        | st.dictionaries(st.text(max_size=8) | st.integers(), inner, max_size=5)
+    ),
+    max_leaves=12,
+)
 
 
 def _pack(obj: Any) -> bytes:
@@ -31,16 +52,36 @@ def _pack(obj: Any) -> bytes:
 
 def _body(kind: Kind) -> st.SearchStrategy[Any]:
     if kind is Kind.REQUEST:
-        return st.fixed_dictionaries({"cmd": st.sampled_from(SAFE_COMMANDS)},
-                                     optional={"wait": values, "timeout": values, "n": values,
-                                               "channel": values, "args": values,
-                                               "kwargs": values, "signal": values})
+        return st.fixed_dictionaries(
+            {"cmd": st.sampled_from(SAFE_COMMANDS)},
+            optional={
+                "wait": values,
+                "timeout": values,
+                "n": values,
+                "channel": values,
+                "args": values,
+                "kwargs": values,
+                "signal": values,
+            },
+        )
     if kind is Kind.HELLO:
-        return st.fixed_dictionaries({}, optional={
-            "token": st.binary(max_size=12) | values, "subscribe": st.just(False) | values,
-            "pid": values, "host": values, "name": values, "role": values, "worker": values})
-    return st.dictionaries(st.sampled_from(["epoch", "seq", "state", "ok", "result",
-                                            "errors", "reason"]), values, max_size=5)
+        return st.fixed_dictionaries(
+            {},
+            optional={
+                "token": st.binary(max_size=12) | values,
+                "subscribe": st.just(False) | values,
+                "pid": values,
+                "host": values,
+                "name": values,
+                "role": values,
+                "worker": values,
+            },
+        )
+    return st.dictionaries(
+        st.sampled_from(["epoch", "seq", "state", "ok", "result", "errors", "reason"]),
+        values,
+        max_size=5,
+    )
 
 
 @st.composite
@@ -52,14 +93,19 @@ def messages(draw: st.DrawFn, kinds: list[Kind]) -> bytes:
     if kind in (Kind.HELLO, Kind.REQUEST, Kind.ACK, Kind.PONG, Kind.BYE):
         items = [draw(st.integers(min_value=-5, max_value=2**63) | values), draw(_body(kind))]
     elif kind is Kind.REPLY:
-        items = [draw(st.integers(min_value=0, max_value=100)), draw(st.booleans() | values),
-                 draw(values)]
+        items = [
+            draw(st.integers(min_value=0, max_value=100)),
+            draw(st.booleans() | values),
+            draw(values),
+        ]
     else:
-        items = [draw(st.integers(min_value=0, max_value=2**48) | values),
-                 draw(st.integers(min_value=0, max_value=1000) | values),
-                 *draw(st.lists(values, max_size=4))]
+        items = [
+            draw(st.integers(min_value=0, max_value=2**48) | values),
+            draw(st.integers(min_value=0, max_value=1000) | values),
+            *draw(st.lists(values, max_size=4)),
+        ]
     if draw(st.booleans()):
-        items = items[:draw(st.integers(0, len(items)))] + draw(st.lists(values, max_size=2))
+        items = items[: draw(st.integers(0, len(items)))] + draw(st.lists(values, max_size=2))
     return _pack(head + items)
 
 
@@ -82,8 +128,13 @@ def mutated(draw: st.DrawFn, base: st.SearchStrategy[bytes]) -> bytes:
 def frames(kinds: list[Kind]) -> st.SearchStrategy[bytes]:
     """Everything a hostile peer might send on a socket that expects ``kinds``."""
     well_formed = messages(kinds)
-    return st.one_of(st.binary(max_size=300), values.map(_pack), well_formed,
-                     mutated(well_formed), mutated(values.map(_pack)))
+    return st.one_of(
+        st.binary(max_size=300),
+        values.map(_pack),
+        well_formed,
+        mutated(well_formed),
+        mutated(values.map(_pack)),
+    )
 
 
 def expand(base: list[bytes], rng: random.Random, count: int) -> list[bytes]:

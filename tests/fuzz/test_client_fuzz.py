@@ -96,12 +96,20 @@ class FakeMaster(threading.Thread):
         if msg.kind is Kind.HELLO:
             self.identity = identity
             self.hellos += 1
-            result: Any = {"client_id": 1, "epoch": EPOCH, "seq": self.seq, "state": "STARTED",
-                           "heartbeat": 0.2, "liveness": 10_000, "pong_interval": 1.0,
-                           "pub": [self.pub_ep]}
+            result: Any = {
+                "client_id": 1,
+                "epoch": EPOCH,
+                "seq": self.seq,
+                "state": "STARTED",
+                "heartbeat": 0.2,
+                "liveness": 10_000,
+                "pong_interval": 1.0,
+                "pub": [self.pub_ep],
+            }
         elif msg.kind is Kind.REQUEST:
-            result = ({"seq": self.seq, "state": "STARTED"}
-                      if msg.body.get("cmd") == "snapshot" else {})
+            result = (
+                {"seq": self.seq, "state": "STARTED"} if msg.body.get("cmd") == "snapshot" else {}
+            )
         else:
             return
         self.ctl.send_multipart([identity, encode(Kind.REPLY, msg.req_id, True, result)])
@@ -143,7 +151,8 @@ def refused(frame: bytes, broadcast: bool) -> bool:
 
 
 def test_hostile_frames_on_a_clients_sub_and_dealer_are_counted_and_survived(
-        busd_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    busd_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.WARNING)
     errors: list[str] = []
     old_hook = threading.excepthook
@@ -168,15 +177,19 @@ def test_hostile_frames_on_a_clients_sub_and_dealer_are_counted_and_survived(
 
             @seed(SEED)
             @fuzz_settings(SUB_BATCHES)
-            @given(st.lists(frames(sorted(BROADCAST_KINDS)), min_size=BASE, max_size=BASE),
-                   st.randoms(use_true_random=False))
+            @given(
+                st.lists(frames(sorted(BROADCAST_KINDS)), min_size=BASE, max_size=BASE),
+                st.randoms(use_true_random=False),
+            )
             def sub_batch(base: list[bytes], rng: random.Random) -> None:
                 hostile(expand(base, rng, BATCH), b"pub", True)
 
             @seed(SEED)
             @fuzz_settings(DEALER_BATCHES)
-            @given(st.lists(frames([Kind.REPLY]), min_size=BASE, max_size=BASE),
-                   st.randoms(use_true_random=False))
+            @given(
+                st.lists(frames([Kind.REPLY]), min_size=BASE, max_size=BASE),
+                st.randoms(use_true_random=False),
+            )
             def dealer_batch(base: list[bytes], rng: random.Random) -> None:
                 hostile(expand(base, rng, BATCH), b"reply", False)
 
@@ -185,14 +198,18 @@ def test_hostile_frames_on_a_clients_sub_and_dealer_are_counted_and_survived(
             # Still joined and delivering: a real message after everything.
             deadline = time.monotonic() + 10
             stats = client.statistics()["link"]
-            while stats.get("bad_messages", 0) < expected["pub"] or \
-                    stats.get("bad_replies", 0) < expected["reply"]:
+            while (
+                stats.get("bad_messages", 0) < expected["pub"]
+                or stats.get("bad_replies", 0) < expected["reply"]
+            ):
                 assert time.monotonic() < deadline, f"not counted: {stats} vs {expected}"
                 threading.Event().wait(0.05)
                 stats = client.statistics()["link"]
             last = max(client.link.seq, fake.seq)
-            fake.send(b"pub", msgpack.packb([1, int(Kind.PUBLISH), EPOCH, last + 1, "alive",
-                                             [], {}, False]))
+            fake.send(
+                b"pub",
+                msgpack.packb([1, int(Kind.PUBLISH), EPOCH, last + 1, "alive", [], {}, False]),
+            )
             assert alive.wait(10), f"a real message was not delivered after the fuzz: {stats}"
             assert not client.link.lost.is_set()
     finally:

@@ -48,9 +48,13 @@ pytestmark = pytest.mark.slow
 
 
 def fuzz_settings(examples: int) -> settings:
-    return settings(max_examples=examples, deadline=None, database=None,
-                    phases=[Phase.explicit, Phase.generate],  # no shrinking against processes
-                    suppress_health_check=list(HealthCheck))
+    return settings(
+        max_examples=examples,
+        deadline=None,
+        database=None,
+        phases=[Phase.explicit, Phase.generate],  # no shrinking against processes
+        suppress_health_check=list(HealthCheck),
+    )
 
 
 def expected_code(frame: bytes) -> str | None:
@@ -77,13 +81,17 @@ subscriptions = st.one_of(
     st.binary(max_size=40).map(lambda b: b"\x01" + b),
     st.binary(max_size=40).map(lambda b: b"\x00" + b),
     st.binary(max_size=16).map(lambda b: b"\x01" + JOIN_PREFIX + b),
-    st.binary(min_size=1, max_size=40).map(lambda b: bytes([2 + b[0] % 254]) + b[1:]))
+    st.binary(min_size=1, max_size=40).map(lambda b: bytes([2 + b[0] % 254]) + b[1:]),
+)
 
 
 def test_hostile_frames_on_the_control_and_pub_sockets_are_counted_and_survived(
-        busd_procs: Processes, busd_dir: Path) -> None:
-    busd = busd_procs.spawn([sys.executable, "-m", "busd", "--heartbeat", "0.2",
-                             "--log-level", "WARNING", "-w", "0"], name="busd")
+    busd_procs: Processes, busd_dir: Path
+) -> None:
+    busd = busd_procs.spawn(
+        [sys.executable, "-m", "busd", "--heartbeat", "0.2", "--log-level", "WARNING", "-w", "0"],
+        name="busd",
+    )
     endpoints = default_endpoints(busd_dir)
     expected: collections.Counter[str] = collections.Counter()
     sent = collections.Counter[str]()
@@ -108,8 +116,11 @@ def test_hostile_frames_on_the_control_and_pub_sockets_are_counted_and_survived(
 
                 @seed(SEED)
                 @fuzz_settings(CTL_BATCHES)
-                @given(st.lists(frames(sorted(CLIENT_KINDS)), min_size=BASE, max_size=BASE),
-                       st.randoms(use_true_random=False), st.integers(0, BATCH - 1))
+                @given(
+                    st.lists(frames(sorted(CLIENT_KINDS)), min_size=BASE, max_size=BASE),
+                    st.randoms(use_true_random=False),
+                    st.integers(0, BATCH - 1),
+                )
                 def control_batch(base: list[bytes], rng: random.Random, split: int) -> None:
                     batch = expand(base, rng, BATCH)
                     for frame in batch:
@@ -141,8 +152,11 @@ def test_hostile_frames_on_the_control_and_pub_sockets_are_counted_and_survived(
                 pub_batch()
                 doc = ctl.request("status", timeout=10)
                 counters = doc["counters"]
-                short = {code: (counters.get(code, 0), n) for code, n in expected.items()
-                         if counters.get(code, 0) < n}
+                short = {
+                    code: (counters.get(code, 0), n)
+                    for code, n in expected.items()
+                    if counters.get(code, 0) < n
+                }
                 assert short == {}, f"bad frames not counted (seed {SEED}): {short}"
                 assert counters["bad_subscription"] == expected["bad_subscription"]
                 growth = master.memory_info().rss - rss_start

@@ -59,9 +59,13 @@ def made_user() -> Iterator[pwd.struct_passwd]:
     if shutil.which("useradd") is None or shutil.which("userdel") is None:
         pytest.skip("useradd/userdel are not installed")
     name = f"bt{uuid.uuid4().hex[:10]}"
-    made = subprocess.run(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin",
-                           "--user-group", name], capture_output=True, text=True, check=False,
-                          timeout=30)
+    made = subprocess.run(
+        ["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", "--user-group", name],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
     if made.returncode != 0:
         pytest.skip(f"useradd failed: {made.stderr.strip()}")
     user = pwd.getpwnam(name)
@@ -76,9 +80,16 @@ def needed_paths() -> list[Path]:
     """What another user must reach: this Python (venv and base) and busd's source."""
     import busd
 
-    return [Path(p).absolute() for p in (
-        sys.executable, os.path.realpath(sys.executable), sys.prefix, sys.base_prefix,
-        Path(busd.__file__).parents[1])]
+    return [
+        Path(p).absolute()
+        for p in (
+            sys.executable,
+            os.path.realpath(sys.executable),
+            sys.prefix,
+            sys.base_prefix,
+            Path(busd.__file__).parents[1],
+        )
+    ]
 
 
 def blocked_dirs() -> list[Path]:
@@ -104,8 +115,13 @@ def reachable(argv: list[str]) -> list[str]:
         pytest.skip(f"{blocked[0]} is closed to other users and unshare is not installed")
     # Innermost last: each step opens one directory, then runs the next.
     for directory in reversed(blocked):
-        entries = sorted({p.relative_to(directory).parts[0] for p in needed_paths()
-                          if p.is_relative_to(directory) and p != directory})
+        entries = sorted(
+            {
+                p.relative_to(directory).parts[0]
+                for p in needed_paths()
+                if p.is_relative_to(directory) and p != directory
+            }
+        )
         argv = ["sh", "-c", OPEN_DIR, "open-dir", str(directory), ":".join(entries), *argv]
     return ["unshare", "--mount", "--propagation", "private", *argv]
 
@@ -117,8 +133,14 @@ def as_user(argv: list[str], user: pwd.struct_passwd) -> list[str]:
 
 def check_reachable(user: pwd.struct_passwd, env: dict[str, str]) -> None:
     """Skip unless ``user`` can run this Python with busd, zmq and psutil importable."""
-    done = subprocess.run(as_user([sys.executable, "-c", "import busd, zmq, msgpack, psutil"],
-                                  user), capture_output=True, text=True, check=False,
-                          timeout=60, env=env, cwd="/")
+    done = subprocess.run(
+        as_user([sys.executable, "-c", "import busd, zmq, msgpack, psutil"], user),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+        env=env,
+        cwd="/",
+    )
     if done.returncode != 0:
         pytest.skip(f"another user cannot run {sys.executable} here: {done.stderr.strip()}")

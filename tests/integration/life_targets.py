@@ -20,17 +20,23 @@ def _generation() -> int:
 
 def _report_start(bus: ClientBus, probe: Probe, **data: Any) -> None:
     worker = int(os.environ.get("BUSD_WORKER", "-1"))
-    bus.subscribe("start", lambda: probe.report("start", worker=worker,
-                                                generation=_generation(), **data))
+    bus.subscribe(
+        "start", lambda: probe.report("start", worker=worker, generation=_generation(), **data)
+    )
     bus.subscribe("exit", probe.close, priority=100)
 
 
 def env(bus: ClientBus) -> None:
     """Report the environment the pool gave this worker."""
     probe = Probe()
-    _report_start(bus, probe, env={k: os.environ.get(k) for k in
-                                   ("FOO", "BAZ", "QUX", "BUSD_WORKER",
-                                    "BUSD_WORKER_GENERATION")})
+    _report_start(
+        bus,
+        probe,
+        env={
+            k: os.environ.get(k)
+            for k in ("FOO", "BAZ", "QUX", "BUSD_WORKER", "BUSD_WORKER_GENERATION")
+        },
+    )
 
 
 def steady(bus: ClientBus) -> None:
@@ -54,8 +60,9 @@ def recycle_me(bus: ClientBus) -> None:
     probe = Probe()
     _report_start(bus, probe)
     if _generation() == 1:
-        bus.subscribe("start", lambda: probe.report("asked", reply=bus.recycle("done 1 job")),
-                      priority=60)
+        bus.subscribe(
+            "start", lambda: probe.report("asked", reply=bus.recycle("done 1 job")), priority=60
+        )
 
 
 def chatter(bus: ClientBus) -> None:
@@ -83,10 +90,19 @@ def chatter(bus: ClientBus) -> None:
 def hooks_plugin(master: Any) -> None:
     """``--plugin``: report every hook channel the master publishes, with its thread."""
     probe = Probe()
-    for channel in ("worker_spawned", "worker_started", "worker_exited",
-                    "reload_begin", "reload_end"):
-        master.subscribe(channel, lambda info, channel=channel: probe.report(
-            "hook", channel=channel, info=info, thread=threading.current_thread().name))
+    for channel in (
+        "worker_spawned",
+        "worker_started",
+        "worker_exited",
+        "reload_begin",
+        "reload_end",
+    ):
+        master.subscribe(
+            channel,
+            lambda info, channel=channel: probe.report(
+                "hook", channel=channel, info=info, thread=threading.current_thread().name
+            ),
+        )
     master.subscribe("exit", probe.close, priority=100)
 
 

@@ -54,8 +54,7 @@ class Net:
 
 def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     """Run ``ip ARGS`` (bounded)."""
-    return subprocess.run(["ip", *args], capture_output=True, text=True, timeout=10,
-                          check=check)
+    return subprocess.run(["ip", *args], capture_output=True, text=True, timeout=10, check=check)
 
 
 @pytest.fixture
@@ -68,14 +67,18 @@ def net() -> Iterator[Net]:
     master_link, host_link = f"bm{tag}", f"bh{tag}"
     made = ip("netns", "add", master_ns, check=False)
     if made.returncode != 0:
-        pytest.skip(f"the kernel refuses network namespaces (root needed): ip netns add: "
-                    f"{made.stderr.strip()}")
+        pytest.skip(
+            f"the kernel refuses network namespaces (root needed): ip netns add: "
+            f"{made.stderr.strip()}"
+        )
     subnet = f"10.231.{int(tag[:2], 16)}"
     try:
         ip("netns", "add", host_ns)
         ip("link", "add", master_link, "type", "veth", "peer", "name", host_link)
-        for link, ns, addr in ((master_link, master_ns, f"{subnet}.1/24"),
-                               (host_link, host_ns, f"{subnet}.2/24")):
+        for link, ns, addr in (
+            (master_link, master_ns, f"{subnet}.1/24"),
+            (host_link, host_ns, f"{subnet}.2/24"),
+        ):
             ip("link", "set", link, "netns", ns)
             ip("-n", ns, "addr", "add", addr, "dev", link)
             ip("-n", ns, "link", "set", link, "up")
@@ -121,8 +124,9 @@ class Events:
         self.bus.subscribe("busd.event", lambda name, data: self.queue.put((name, data)))
         self.bus.mirror()
 
-    def wait(self, name: str, where: Callable[[dict[str, Any]], bool],
-             timeout: float = TIMEOUT) -> dict[str, Any]:
+    def wait(
+        self, name: str, where: Callable[[dict[str, Any]], bool], timeout: float = TIMEOUT
+    ) -> dict[str, Any]:
         """The next event ``name`` for which ``where`` holds; fail past ``timeout``."""
         deadline = time.monotonic() + timeout
         while (left := deadline - time.monotonic()) > 0:
@@ -133,8 +137,9 @@ class Events:
             self.seen.append((event, data))
             if event == name and where(data):
                 return data
-        pytest.fail(f"no {name!r} event as expected within {timeout}s; "
-                    f"saw {[e for e, _ in self.seen]}")
+        pytest.fail(
+            f"no {name!r} event as expected within {timeout}s; saw {[e for e, _ in self.seen]}"
+        )
 
     def close(self) -> None:
         """Close the watching client."""
@@ -154,11 +159,21 @@ class Setup:
     def master(self, heartbeat: float, *extra: str) -> tuple[Any, Path]:
         """A master alone on the veth address (tcp+CURVE) and its runtime dir's ipc."""
         runtime = self.base / "m"
-        proc = self.procs.spawn(self.busd(
-            self.net.master_ns, runtime, heartbeat, *extra,
-            "--bind", f"tcp://{self.net.master_addr}:{PORT}",
-            "--curve-secret", str(self.keys.server_secret),
-            "--authorized-keys", str(self.keys.authorized)), name="master")
+        proc = self.procs.spawn(
+            self.busd(
+                self.net.master_ns,
+                runtime,
+                heartbeat,
+                *extra,
+                "--bind",
+                f"tcp://{self.net.master_addr}:{PORT}",
+                "--curve-secret",
+                str(self.keys.server_secret),
+                "--authorized-keys",
+                str(self.keys.authorized),
+            ),
+            name="master",
+        )
         with Control(f"ipc://{runtime}/ctl.sock", TIMEOUT) as control:
             try:
                 control.request("ping")
@@ -168,24 +183,48 @@ class Setup:
 
     def host(self, name: str, *extra: str) -> tuple[Any, list[int]]:
         """A joined busd with WORKERS workers; returns once each reported its start."""
-        proc = self.procs.spawn(self.busd(
-            self.net.host_ns, self.base / name, 0.5,
-            "--join", f"tcp://{self.net.master_addr}:{PORT}",
-            "--server-key", str(self.keys.server), "--curve-secret", str(self.keys.client_secret),
-            *extra, "-w", str(WORKERS), TARGET), name=name)
+        proc = self.procs.spawn(
+            self.busd(
+                self.net.host_ns,
+                self.base / name,
+                0.5,
+                "--join",
+                f"tcp://{self.net.master_addr}:{PORT}",
+                "--server-key",
+                str(self.keys.server),
+                "--curve-secret",
+                str(self.keys.client_secret),
+                *extra,
+                "-w",
+                str(WORKERS),
+                TARGET,
+            ),
+            name=name,
+        )
         started = self.sink.collect("start", WORKERS, TIMEOUT)
         return proc, sorted(r["pid"] for r in started)
 
     @staticmethod
     def busd(ns: str, runtime: Path, heartbeat: float, *args: str) -> list[str]:
         """The busd command line, run inside namespace ``ns``."""
-        return ["ip", "netns", "exec", ns, sys.executable, "-m", "busd",
-                "--runtime-dir", str(runtime), "--heartbeat", str(heartbeat), *args]
+        return [
+            "ip",
+            "netns",
+            "exec",
+            ns,
+            sys.executable,
+            "-m",
+            "busd",
+            "--runtime-dir",
+            str(runtime),
+            "--heartbeat",
+            str(heartbeat),
+            *args,
+        ]
 
 
 @pytest.fixture
-def setup(net: Net, keys: Keys, busd_procs: Processes, busd_sink: Sink,
-          busd_dir: Path) -> Setup:
+def setup(net: Net, keys: Keys, busd_procs: Processes, busd_sink: Sink, busd_dir: Path) -> Setup:
     """Everything a test of a joined pool across the link needs."""
     return Setup(net, keys, busd_procs, busd_sink, busd_dir)
 
@@ -197,6 +236,8 @@ def pids_of(reports: list[dict[str, Any]]) -> list[int]:
 
 def workers_are(pids: list[int], state: str) -> Callable[[dict[str, Any]], bool]:
     """A test of a host entry: these workers, each in ``state`` (``lost``: the host lost)."""
-    return lambda host: (host.get("state") == ("lost" if state == "lost" else "joined")
-                         and sorted(w["pid"] for w in host["workers"]) == pids
-                         and all(w["state"] == state for w in host["workers"]))
+    return lambda host: (
+        host.get("state") == ("lost" if state == "lost" else "joined")
+        and sorted(w["pid"] for w in host["workers"]) == pids
+        and all(w["state"] == state for w in host["workers"])
+    )

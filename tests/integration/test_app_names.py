@@ -14,14 +14,14 @@ from pathlib import Path
 
 from busd.testing import PoolFactory
 
-APP = '''
+APP = """
 import json, os
 import client  # the application's own module, beside this one
 
 def main(bus):
     with open(os.environ["APP_REPORT"] + f".{os.getpid()}", "w") as out:
         json.dump({"value": client.VALUE, "file": client.__file__}, out)
-'''
+"""
 
 
 def test_busd_installs_no_top_level_client_package() -> None:
@@ -29,17 +29,18 @@ def test_busd_installs_no_top_level_client_package() -> None:
     assert importlib.util.find_spec("client") is None
 
 
-def test_a_pool_whose_app_has_its_own_client_module(busd_pool: PoolFactory,
-                                                    tmp_path: Path) -> None:
+def test_a_pool_whose_app_has_its_own_client_module(busd_pool: PoolFactory, tmp_path: Path) -> None:
     app = tmp_path / "app"
     app.mkdir()
     (app / "client.py").write_text('VALUE = "the application\'s own"\n')
     (app / "myapp.py").write_text(textwrap.dedent(APP))
     report = tmp_path / "report"
 
-    pool = busd_pool("myapp:main", workers=2,
-                     env={"PYTHONPATH": f"{app}:{busd_pool.test.env['PYTHONPATH']}",
-                          "APP_REPORT": str(report)})
+    pool = busd_pool(
+        "myapp:main",
+        workers=2,
+        env={"PYTHONPATH": f"{app}:{busd_pool.test.env['PYTHONPATH']}", "APP_REPORT": str(report)},
+    )
 
     seen = [json.loads(p.read_text()) for p in tmp_path.glob("report.*")]
     assert len(seen) == 2, pool.log.text

@@ -56,6 +56,7 @@ def idle(bus: Any) -> None:
 
 # -- fixtures --------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
     return make_keys(tmp_path_factory.mktemp("keys"))
@@ -71,16 +72,29 @@ class Secured:
     pub: str
 
     def control(self) -> Control:
-        return Control(self.ctl, TIMEOUT, curve=client_keys(self.keys.server,
-                                                            self.keys.client_secret))
+        return Control(
+            self.ctl, TIMEOUT, curve=client_keys(self.keys.server, self.keys.client_secret)
+        )
 
 
 @pytest.fixture
 def secured(busd_pool: PoolFactory, keys: Keys) -> Secured:
-    pool = busd_pool(idle, "--heartbeat", "0.2", "--worker-timeout", "1.5",
-                     "--bind", "tcp://127.0.0.1:*", "--curve-secret", str(keys.server_secret),
-                     "--authorized-keys", str(keys.authorized),
-                     "--readonly-keys", str(keys.readonly), workers=1)
+    pool = busd_pool(
+        idle,
+        "--heartbeat",
+        "0.2",
+        "--worker-timeout",
+        "1.5",
+        "--bind",
+        "tcp://127.0.0.1:*",
+        "--curve-secret",
+        str(keys.server_secret),
+        "--authorized-keys",
+        str(keys.authorized),
+        "--readonly-keys",
+        str(keys.readonly),
+        workers=1,
+    )
     status = pool.status()
     ctl = next(e for e in status["endpoints"]["ctl"] if e.startswith("tcp://"))
     pub = next(e for e in status["endpoints"]["pub"] if e.startswith("tcp://"))
@@ -179,6 +193,7 @@ def short_dir(prefix: str) -> Path:
 
 # -- a read-only key (items: caps, posing as a worker, log flood, bad fields) -------
 
+
 def test_a_read_only_key_cannot_pose_as_a_worker(secured: Secured) -> None:
     worker = secured.pool.workers[0]
     with reader(secured) as fake:
@@ -209,28 +224,31 @@ def test_a_read_only_key_cannot_keep_a_stopped_worker_alive(secured: Secured) ->
                 assert time.monotonic() < deadline, "busd never killed the stopped worker"
                 beat = fake.next_broadcast(0.5)
                 if beat is not None and beat[0] is Kind.HEARTBEAT:
-                    fake.send(Kind.PONG, 0, {"epoch": fake.epoch, "seq": beat[2],
-                                             "state": "STARTED"})
+                    fake.send(
+                        Kind.PONG, 0, {"epoch": fake.epoch, "seq": beat[2], "state": "STARTED"}
+                    )
         except psutil.NoSuchProcess:
             pass
         finally:
             with contextlib.suppress(psutil.NoSuchProcess):
                 victim.resume()
-    secured.pool.wait_for(lambda s: s["workers"][0]["pid"] != worker["pid"]
-                          and s["workers"][0]["state"] == "STARTED")
+    secured.pool.wait_for(
+        lambda s: s["workers"][0]["pid"] != worker["pid"] and s["workers"][0]["state"] == "STARTED"
+    )
 
 
 @pytest.mark.parametrize("command", ["broadcast", "graceful"])
 def test_forged_acks_of_a_read_only_key_do_not_count(secured: Secured, command: str) -> None:
     outcome: dict[str, Any] = {}
-    body = ({"channel": "deploy", "args": [], "kwargs": {}} if command == "broadcast" else {})
+    body = {"channel": "deploy", "args": [], "kwargs": {}} if command == "broadcast" else {}
     channel = "deploy" if command == "broadcast" else "graceful"
 
     def run() -> None:
         try:
             with secured.control() as control:
-                outcome["result"] = control.call(command, {**body, "wait": True,
-                                                           "timeout": 5.0}, TIMEOUT)
+                outcome["result"] = control.call(
+                    command, {**body, "wait": True, "timeout": 5.0}, TIMEOUT
+                )
         except BusError as exc:
             outcome["error"] = exc
 
@@ -246,8 +264,17 @@ def test_forged_acks_of_a_read_only_key_do_not_count(secured: Secured, command: 
                 assert msg is not None, f"never saw the {channel!r} message"
                 if msg[0] is Kind.PUBLISH and msg[3] == channel:
                     break
-            fake.send(Kind.ACK, 0, {"epoch": msg[1], "seq": msg[2], "ok": False, "result": None,
-                                    "errors": [{"type": "Forged", "message": "by a reader"}]})
+            fake.send(
+                Kind.ACK,
+                0,
+                {
+                    "epoch": msg[1],
+                    "seq": msg[2],
+                    "ok": False,
+                    "result": None,
+                    "errors": [{"type": "Forged", "message": "by a reader"}],
+                },
+            )
         finally:
             thread.join(TIMEOUT + 5)
     assert "error" not in outcome, outcome.get("error")
@@ -264,8 +291,11 @@ def test_a_huge_hello_and_bye_cannot_disable_the_master(secured: Secured) -> Non
         assert fake.request("ping")[0]
     with secured.control() as control:
         for _ in range(2):  # queued commands still run: the command thread lives
-            result = control.call("broadcast", {"channel": "after", "args": [1], "kwargs": {},
-                                                "wait": True, "timeout": 5.0}, TIMEOUT)
+            result = control.call(
+                "broadcast",
+                {"channel": "after", "args": [1], "kwargs": {}, "wait": True, "timeout": 5.0},
+                TIMEOUT,
+            )
             assert result["acks"]["ok"] is True
     text = secured.pool.log.text
     assert "too_large" not in text
@@ -275,8 +305,7 @@ def test_a_huge_hello_and_bye_cannot_disable_the_master(secured: Secured) -> Non
 def test_a_bad_hello_field_is_bad_arguments_without_a_traceback(secured: Secured) -> None:
     with peer(secured.pool.endpoints.ctl) as local:
         for _ in range(100):
-            local.send(Kind.HELLO, 7, {"token": os.urandom(12), "pid": "x",
-                                       "subscribe": False})
+            local.send(Kind.HELLO, 7, {"token": os.urandom(12), "pid": "x", "subscribe": False})
             ok, error = local.answer(7)
             assert not ok
             assert error["code"] == "bad_arguments", error
@@ -294,17 +323,19 @@ def test_fresh_keys_per_try_cannot_flood_the_log(secured: Secured) -> None:
     tries = 60
     for _ in range(tries):
         public, secret = zmq.curve_keypair()
-        with Control(secured.ctl, 5.0, curve=ClientKeys(server, KeyPair(public, secret))) as c, \
-                pytest.raises(KeyRefused):
+        with (
+            Control(secured.ctl, 5.0, curve=ClientKeys(server, KeyPair(public, secret))) as c,
+            pytest.raises(KeyRefused),
+        ):
             c.request("ping")
     with secured.control() as control:
         assert control.request("ping")["pong"] is True
-    lines = [line for line in secured.pool.log.text.splitlines()
-             if "refused the CURVE key" in line]
+    lines = [line for line in secured.pool.log.text.splitlines() if "refused the CURVE key" in line]
     assert 1 <= len(lines) <= 10, f"{len(lines)} lines for {tries} refused handshakes"
 
 
 # -- another local user (items: the lock, a planted runtime dir, key dirs) -----------
+
 
 def old_lock_name(path: Path) -> str:
     """The abstract socket name busd used to lock an ipc path with: anyone could take it."""
@@ -326,22 +357,28 @@ sys.stdin.read()
 
 
 def test_another_user_cannot_keep_busd_from_starting(
-        local_user: pwd.struct_passwd, busd_procs: Processes, busd_dir: Path) -> None:
+    local_user: pwd.struct_passwd, busd_procs: Processes, busd_dir: Path
+) -> None:
     if not os.access(SYSTEM_PYTHON, os.X_OK):
         pytest.skip(f"{SYSTEM_PYTHON} is needed to run a process as another user")
     runtime = busd_dir / "rt"
     names = [old_lock_name(runtime / "ctl.sock"), old_lock_name(runtime / "pub.sock")]
     squatter = subprocess.Popen(
         ["runuser", "-u", local_user.pw_name, "--", SYSTEM_PYTHON, "-c", SQUATTER, *names],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        start_new_session=True, cwd="/")
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        cwd="/",
+    )
     try:
         assert squatter.stdout is not None
         ready, _, _ = select.select([squatter.stdout], [], [], TIMEOUT)
         assert ready, "the other user's process did not start"
         assert squatter.stdout.readline().strip() == b"bound"
-        busd = busd_procs.spawn([sys.executable, "-m", "busd", "--runtime-dir", str(runtime)],
-                                name="busd")
+        busd = busd_procs.spawn(
+            [sys.executable, "-m", "busd", "--runtime-dir", str(runtime)], name="busd"
+        )
         with Control(f"ipc://{runtime}/ctl.sock", TIMEOUT) as control:
             try:
                 assert control.request("ping")["pid"] == busd.pid
@@ -384,9 +421,17 @@ class FakeMaster:
             identity, frame = self.sock.recv_multipart()
             self.received.append(frame)
             msg = decode(frame)
-            self.sock.send_multipart([identity, encode(
-                Kind.REPLY, msg.req_id, True, {"pong": True, "pid": 1, "epoch": 1,
-                                                "state": "STARTED"})])
+            self.sock.send_multipart(
+                [
+                    identity,
+                    encode(
+                        Kind.REPLY,
+                        msg.req_id,
+                        True,
+                        {"pong": True, "pid": 1, "epoch": 1, "state": "STARTED"},
+                    ),
+                ]
+            )
 
     def close(self) -> None:
         self._stop.set()
@@ -397,8 +442,11 @@ class FakeMaster:
 
 @pytest.mark.parametrize("planted", ["another user's", "world-writable"])
 def test_busctl_and_connect_refuse_a_planted_default_runtime_dir(
-        planted: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str]) -> None:
+    planted: str,
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     xdg = short_dir("xa")
     runtime = xdg / "busd" / "busd"
     runtime.mkdir(parents=True)
@@ -412,8 +460,14 @@ def test_busctl_and_connect_refuse_a_planted_default_runtime_dir(
         else:
             runtime.chmod(0o777)
             expected = "writable by group or others"
-        for name in ("BUSD_RUNTIME_DIR", "BUSD_NAME", "BUSD_CTL_ENDPOINT", "BUSD_PUB_ENDPOINT",
-                     "BUSD_SERVER_KEY", "BUSD_CURVE_SECRET"):
+        for name in (
+            "BUSD_RUNTIME_DIR",
+            "BUSD_NAME",
+            "BUSD_CTL_ENDPOINT",
+            "BUSD_PUB_ENDPOINT",
+            "BUSD_SERVER_KEY",
+            "BUSD_CURVE_SECRET",
+        ):
             monkeypatch.delenv(name, raising=False)
         monkeypatch.setenv("XDG_RUNTIME_DIR", str(xdg))
 
@@ -429,8 +483,7 @@ def test_busctl_and_connect_refuse_a_planted_default_runtime_dir(
             client.connect(timeout=2)
         # Endpoints given outright: the default dir is not looked at.
         with pytest.raises(NoMaster) as nobody:
-            client.connect(ctl=f"ipc://{xdg}/none.sock", pub=f"ipc://{xdg}/none.pub",
-                           timeout=0.5)
+            client.connect(ctl=f"ipc://{xdg}/none.sock", pub=f"ipc://{xdg}/none.pub", timeout=0.5)
         assert not isinstance(nobody.value, UnsafeRuntimeDir)
         # Named on purpose, the same dir is trusted (and the fake answers).
         code = main(["--timeout", "3", "--runtime-dir", str(runtime), "ping"])
@@ -441,16 +494,31 @@ def test_busctl_and_connect_refuse_a_planted_default_runtime_dir(
 
 
 def test_a_key_dir_another_user_owns_is_refused(
-        local_user: pwd.struct_passwd, keys: Keys, tmp_path: Path) -> None:
+    local_user: pwd.struct_passwd, keys: Keys, tmp_path: Path
+) -> None:
     theirs = tmp_path / "authorized"
     shutil.copytree(keys.authorized, theirs)
     os.chown(theirs, local_user.pw_uid, local_user.pw_gid)
     try:
         done = subprocess.run(
-            [sys.executable, "-m", "busd", "--runtime-dir", str(tmp_path / "rt"),
-             "--bind", "tcp://127.0.0.1:*", "--curve-secret", str(keys.server_secret),
-             "--authorized-keys", str(theirs)],
-            capture_output=True, text=True, timeout=30, check=False)
+            [
+                sys.executable,
+                "-m",
+                "busd",
+                "--runtime-dir",
+                str(tmp_path / "rt"),
+                "--bind",
+                "tcp://127.0.0.1:*",
+                "--curve-secret",
+                str(keys.server_secret),
+                "--authorized-keys",
+                str(theirs),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
     finally:
         os.chown(theirs, 0, 0)
     assert done.returncode != 0
@@ -460,12 +528,27 @@ def test_a_key_dir_another_user_owns_is_refused(
 
 # -- what busctl prints (item: terminal injection) -----------------------------------
 
+
 def test_watch_escapes_what_a_publisher_chose(busd_pool: PoolFactory) -> None:
     pool = busd_pool(idle, "--heartbeat", "0.2", workers=1)
     watcher = subprocess.Popen(
-        [sys.executable, "-m", "busd.client.ctl.busctl", "--runtime-dir", str(pool.runtime_dir),
-         "--timeout", "10", "watch", "--count", "1", EVIL],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+        [
+            sys.executable,
+            "-m",
+            "busd.client.ctl.busctl",
+            "--runtime-dir",
+            str(pool.runtime_dir),
+            "--timeout",
+            "10",
+            "watch",
+            "--count",
+            "1",
+            EVIL,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + TIMEOUT
         # The watcher's SUB joins when it joins: publish until it has seen one.

@@ -143,25 +143,29 @@ def assert_client_bus_works(master: MasterBus, bus: ClientBus) -> None:
 # -- one bad frame at a time ----------------------------------------------------------
 
 
-@pytest.mark.parametrize(("frame", "code"), [
-    pytest.param(b"\xc1", "malformed", id="not-msgpack"),
-    pytest.param(b"", "malformed", id="empty-frame"),
-    pytest.param(b"\x94\x01\x0b", "malformed", id="truncated"),
-    pytest.param(b"GET / HTTP/1.1\r\n\r\n", "malformed", id="http"),
-    pytest.param(pack({"cmd": "ping"}), "malformed", id="a-map"),
-    pytest.param(pack([1]), "malformed", id="one-item"),
-    pytest.param(pack([1, 99, 5, {"cmd": "ping"}]), "unknown_kind", id="unknown-kind"),
-    pytest.param(pack([1, "REQUEST", 5, {"cmd": "ping"}]), "unknown_kind", id="kind-str"),
-    pytest.param(pack([1, 1, 7, 1, "STARTED"]), "unknown_kind", id="state-to-master"),
-    pytest.param(pack([1, 20, 5, True, None]), "unknown_kind", id="reply-to-master"),
-    pytest.param(pack([1, 11, 5]), "malformed", id="request-too-short"),
-    pytest.param(pack([1, 11, 5, {"cmd": "ping"}, 0]), "malformed", id="request-too-long"),
-    pytest.param(pack([1, 11, "5", {"cmd": "ping"}]), "malformed", id="req-id-str"),
-    pytest.param(pack([1, 11, 5, "ping"]), "malformed", id="body-str"),
-    pytest.param(pack([1, 10, 5, [b"token"]]), "malformed", id="hello-body-array"),
-])
-def test_undecodable_frame_gets_an_unsolicited_error(master: MasterBus, raw: Raw, frame: bytes,
-                                                     code: str) -> None:
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        pytest.param(b"\xc1", "malformed", id="not-msgpack"),
+        pytest.param(b"", "malformed", id="empty-frame"),
+        pytest.param(b"\x94\x01\x0b", "malformed", id="truncated"),
+        pytest.param(b"GET / HTTP/1.1\r\n\r\n", "malformed", id="http"),
+        pytest.param(pack({"cmd": "ping"}), "malformed", id="a-map"),
+        pytest.param(pack([1]), "malformed", id="one-item"),
+        pytest.param(pack([1, 99, 5, {"cmd": "ping"}]), "unknown_kind", id="unknown-kind"),
+        pytest.param(pack([1, "REQUEST", 5, {"cmd": "ping"}]), "unknown_kind", id="kind-str"),
+        pytest.param(pack([1, 1, 7, 1, "STARTED"]), "unknown_kind", id="state-to-master"),
+        pytest.param(pack([1, 20, 5, True, None]), "unknown_kind", id="reply-to-master"),
+        pytest.param(pack([1, 11, 5]), "malformed", id="request-too-short"),
+        pytest.param(pack([1, 11, 5, {"cmd": "ping"}, 0]), "malformed", id="request-too-long"),
+        pytest.param(pack([1, 11, "5", {"cmd": "ping"}]), "malformed", id="req-id-str"),
+        pytest.param(pack([1, 11, 5, "ping"]), "malformed", id="body-str"),
+        pytest.param(pack([1, 10, 5, [b"token"]]), "malformed", id="hello-body-array"),
+    ],
+)
+def test_undecodable_frame_gets_an_unsolicited_error(
+    master: MasterBus, raw: Raw, frame: bytes, code: str
+) -> None:
     dealer = raw.dealer()
 
     reply = exchange(dealer, frame)
@@ -198,7 +202,8 @@ def test_two_frame_request_is_malformed(master: MasterBus, raw: Raw) -> None:
 
 
 def test_a_req_style_delimiter_is_refused_with_a_reply_req_could_not_read(
-        master: MasterBus, raw: Raw) -> None:
+    master: MasterBus, raw: Raw
+) -> None:
     # What a REQ socket sends: an empty delimiter, then the request.
     dealer = raw.dealer()
     dealer.send_multipart([b"", wire.encode(wire.Kind.REQUEST, 5, {"cmd": "ping"})])
@@ -212,10 +217,12 @@ def test_a_req_style_delimiter_is_refused_with_a_reply_req_could_not_read(
     assert_serving(master)
 
 
-@pytest.mark.parametrize("body", [
-    {}, {"cmd": None}, {"cmd": 5}, {"cmd": b"ping"}, {"command": "ping"}])
-def test_request_without_a_cmd_string_gets_bad_arguments(master: MasterBus, raw: Raw,
-                                                         body: dict[str, Any]) -> None:
+@pytest.mark.parametrize(
+    "body", [{}, {"cmd": None}, {"cmd": 5}, {"cmd": b"ping"}, {"command": "ping"}]
+)
+def test_request_without_a_cmd_string_gets_bad_arguments(
+    master: MasterBus, raw: Raw, body: dict[str, Any]
+) -> None:
     dealer = raw.dealer()
 
     reply = exchange(dealer, wire.encode(wire.Kind.REQUEST, 41, body))
@@ -235,16 +242,20 @@ def test_hello_without_a_token_gets_bad_arguments(master: MasterBus, raw: Raw) -
     assert_serving(master)
 
 
-@pytest.mark.parametrize(("body", "what"), [
-    ({"cmd": "graceful", "wait": 1}, "'wait'"),
-    ({"cmd": "stop", "timeout": "soon"}, "'timeout'"),
-    ({"cmd": "stop", "timeout": -1}, "'timeout'"),
-    ({"cmd": "broadcast"}, "'channel'"),
-    ({"cmd": "broadcast", "channel": "stop"}, "'stop'"),
-    ({"cmd": "broadcast", "channel": "x", "args": "a"}, "'args'"),
-])
-def test_command_with_bad_arguments_is_refused(master: MasterBus, raw: Raw, body: dict[str, Any],
-                                               what: str) -> None:
+@pytest.mark.parametrize(
+    ("body", "what"),
+    [
+        ({"cmd": "graceful", "wait": 1}, "'wait'"),
+        ({"cmd": "stop", "timeout": "soon"}, "'timeout'"),
+        ({"cmd": "stop", "timeout": -1}, "'timeout'"),
+        ({"cmd": "broadcast"}, "'channel'"),
+        ({"cmd": "broadcast", "channel": "stop"}, "'stop'"),
+        ({"cmd": "broadcast", "channel": "x", "args": "a"}, "'args'"),
+    ],
+)
+def test_command_with_bad_arguments_is_refused(
+    master: MasterBus, raw: Raw, body: dict[str, Any], what: str
+) -> None:
     dealer = raw.dealer()
 
     reply = exchange(dealer, wire.encode(wire.Kind.REQUEST, 12, body))
@@ -256,7 +267,8 @@ def test_command_with_bad_arguments_is_refused(master: MasterBus, raw: Raw, body
 
 
 def test_unknown_command_gets_unknown_command_and_the_master_keeps_running(
-        master: MasterBus, raw: Raw) -> None:
+    master: MasterBus, raw: Raw
+) -> None:
     dealer = raw.dealer()
 
     reply = exchange(dealer, wire.encode(wire.Kind.REQUEST, 77, {"cmd": "reboot-the-world"}))
@@ -270,13 +282,21 @@ def test_unknown_command_gets_unknown_command_and_the_master_keeps_running(
     assert_serving(master)
 
 
-@pytest.mark.parametrize(("kind", "body"), [
-    (wire.Kind.ACK, {"epoch": EPOCH_OF_NOBODY, "seq": 1, "ok": True, "result": None, "errors": []}),
-    (wire.Kind.PONG, {"epoch": EPOCH_OF_NOBODY, "seq": 0, "state": "STOPPED"}),
-    (wire.Kind.BYE, {"reason": "never came"}),
-], ids=lambda v: v.name if isinstance(v, wire.Kind) else "")
-def test_stranger_ack_pong_bye_get_unknown_client(master: MasterBus, raw: Raw, kind: wire.Kind,
-                                                  body: dict[str, Any]) -> None:
+@pytest.mark.parametrize(
+    ("kind", "body"),
+    [
+        (
+            wire.Kind.ACK,
+            {"epoch": EPOCH_OF_NOBODY, "seq": 1, "ok": True, "result": None, "errors": []},
+        ),
+        (wire.Kind.PONG, {"epoch": EPOCH_OF_NOBODY, "seq": 0, "state": "STOPPED"}),
+        (wire.Kind.BYE, {"reason": "never came"}),
+    ],
+    ids=lambda v: v.name if isinstance(v, wire.Kind) else "",
+)
+def test_stranger_ack_pong_bye_get_unknown_client(
+    master: MasterBus, raw: Raw, kind: wire.Kind, body: dict[str, Any]
+) -> None:
     dealer = raw.dealer()
 
     reply = exchange(dealer, wire.encode(kind, 0, body))
@@ -288,14 +308,16 @@ def test_stranger_ack_pong_bye_get_unknown_client(master: MasterBus, raw: Raw, k
 
 
 def test_a_hello_whose_join_subscription_never_shows_is_not_waited_for(
-        master: MasterBus, raw: Raw) -> None:
+    master: MasterBus, raw: Raw
+) -> None:
     # PROTOCOL.md section 7: the HELLO is held until the join topic shows (at
     # most JOIN_TIMEOUT); the snapshot then includes every earlier seq, so the
     # client will never receive (nor ack) a message sent while it was held, and
     # a wait must not count on it, nor report it lost.
     dealer = raw.dealer()
-    dealer.send(wire.encode(wire.Kind.HELLO, 1, {"token": os.urandom(12), "pid": 1,
-                                                 "role": "worker"}))
+    dealer.send(
+        wire.encode(wire.Kind.HELLO, 1, {"token": os.urandom(12), "pid": 1, "role": "worker"})
+    )
     pong = exchange(dealer, wire.encode(wire.Kind.REQUEST, 2, {"cmd": "ping"}))
     assert pong[2:4] == [2, True]  # the HELLO before it was handled: it is held
     assert len(master.clients()) == 1
@@ -333,13 +355,16 @@ def wait_for_event(monitor: zmq.Socket[Any], event: int) -> None:
     while True:
         remaining = deadline - time.monotonic()
         assert remaining > 0, f"no {event!r} event within {TIMEOUT}s"
-        if (monitor.poll(int(remaining * 1000) + 1, zmq.POLLIN)
-                and recv_monitor_message(monitor)["event"] == event):
+        if (
+            monitor.poll(int(remaining * 1000) + 1, zmq.POLLIN)
+            and recv_monitor_message(monitor)["event"] == event
+        ):
             return
 
 
-def test_oversized_frame_drops_only_that_connection(master: MasterBus, raw: Raw,
-                                                    client_bus: ClientBus) -> None:
+def test_oversized_frame_drops_only_that_connection(
+    master: MasterBus, raw: Raw, client_bus: ClientBus
+) -> None:
     dealer = raw.dealer()
     assert exchange(dealer, wire.encode(wire.Kind.REQUEST, 1, {"cmd": "ping"}))[3] is True
     monitor = dealer.get_monitor_socket(zmq.EVENT_DISCONNECTED)
@@ -384,7 +409,8 @@ def test_a_reply_too_large_to_send_becomes_too_large(master: MasterBus, raw: Raw
 
 
 def test_a_subscriber_that_never_reads_does_not_stall_or_bloat_the_master(
-        master: MasterBus, raw: Raw) -> None:
+    master: MasterBus, raw: Raw
+) -> None:
     messages, payload = 25_000, "p" * 1000
     sleeper = raw.socket(zmq.SUB, raw.pub)
     sleeper.setsockopt(zmq.SUBSCRIBE, b"")
@@ -423,10 +449,13 @@ def test_a_subscriber_that_never_reads_does_not_stall_or_bloat_the_master(
 
 
 def test_a_burst_of_garbage_is_answered_counted_and_logged_sparingly(
-        master: MasterBus, raw: Raw, caplog: pytest.LogCaptureFixture) -> None:
-    garbage = ([(b"\xc1", "malformed")] * 2500
-               + [(pack([7, 11, 1, {"cmd": "ping"}]), "bad_version")] * 1500
-               + [(pack([1, 42, 1, {}]), "unknown_kind")] * 1000)
+    master: MasterBus, raw: Raw, caplog: pytest.LogCaptureFixture
+) -> None:
+    garbage = (
+        [(b"\xc1", "malformed")] * 2500
+        + [(pack([7, 11, 1, {"cmd": "ping"}]), "bad_version")] * 1500
+        + [(pack([1, 42, 1, {}]), "unknown_kind")] * 1000
+    )
     dealer = raw.dealer(RCVHWM=0, SNDHWM=0)
     caplog.set_level(logging.WARNING, logger="busd.master.hub")
 
@@ -473,9 +502,24 @@ class DocClient:
         first = recv(self.sub)
         if first[1] != wire.Kind.HEARTBEAT:
             self.buffer.append(first)
-        self.dealer.send(pack([1, 10, 1, {"token": self.token, "pid": os.getpid(),
-                                          "host": "doc", "name": "doc", "role": "worker",
-                                          "worker": None, "subscribe": True}]))
+        self.dealer.send(
+            pack(
+                [
+                    1,
+                    10,
+                    1,
+                    {
+                        "token": self.token,
+                        "pid": os.getpid(),
+                        "host": "doc",
+                        "name": "doc",
+                        "role": "worker",
+                        "worker": None,
+                        "subscribe": True,
+                    },
+                ]
+            )
+        )
         deadline = time.monotonic() + TIMEOUT
         while not self.dealer.poll(0, zmq.POLLIN):
             assert time.monotonic() < deadline, "no HELLO reply"
@@ -494,8 +538,9 @@ class DocClient:
         while True:
             msg = self.buffer.pop(0) if self.buffer else recv(self.sub)
             if msg[1] == wire.Kind.HEARTBEAT:
-                self.dealer.send(pack([1, 13, 0, {"epoch": self.epoch, "seq": self.seq,
-                                                  "state": self.state}]))
+                self.dealer.send(
+                    pack([1, 13, 0, {"epoch": self.epoch, "seq": self.seq, "state": self.state}])
+                )
                 continue
             if msg[2] != self.epoch or msg[3] <= self.seq:
                 continue
@@ -504,12 +549,27 @@ class DocClient:
             return msg
 
     def ack(self, seq: int) -> None:
-        self.dealer.send(pack([1, 12, 0, {"epoch": self.epoch, "seq": seq, "ok": True,
-                                          "result": "reloaded", "errors": []}]))
+        self.dealer.send(
+            pack(
+                [
+                    1,
+                    12,
+                    0,
+                    {
+                        "epoch": self.epoch,
+                        "seq": seq,
+                        "ok": True,
+                        "result": "reloaded",
+                        "errors": [],
+                    },
+                ]
+            )
+        )
 
 
-def test_after_bad_input_a_client_written_from_the_doc_joins_and_acks(master: MasterBus,
-                                                                      raw: Raw) -> None:
+def test_after_bad_input_a_client_written_from_the_doc_joins_and_acks(
+    master: MasterBus, raw: Raw
+) -> None:
     noise = raw.dealer()
     for frame in (b"\xc1", pack([2, 11, 1, {}]), pack([1, 12, 0, {"seq": 1}])):
         assert exchange(noise, frame)[3] is False
@@ -518,8 +578,9 @@ def test_after_bad_input_a_client_written_from_the_doc_joins_and_acks(master: Ma
     client.join()
     joined = client.next_message()
     control = raw.dealer()
-    control.send(wire.encode(wire.Kind.REQUEST, 5, {"cmd": "graceful", "wait": True,
-                                                    "timeout": TIMEOUT}))
+    control.send(
+        wire.encode(wire.Kind.REQUEST, 5, {"cmd": "graceful", "wait": True, "timeout": TIMEOUT})
+    )
     graceful = client.next_message()
     client.ack(graceful[3])
     reply = recv(control, TIMEOUT + 1)
@@ -535,12 +596,20 @@ def test_after_bad_input_a_client_written_from_the_doc_joins_and_acks(master: Ma
     acks = reply[4]["acks"]
     assert acks["ok"] is True
     assert acks["seqs"] == [graceful[3]]
-    assert acks["acks"] == [{"client": client.client_id, "seq": graceful[3], "ok": True,
-                             "result": "reloaded", "errors": []}]
+    assert acks["acks"] == [
+        {
+            "client": client.client_id,
+            "seq": graceful[3],
+            "ok": True,
+            "result": "reloaded",
+            "errors": [],
+        }
+    ]
 
 
-def test_after_bad_input_a_client_bus_still_works(master: MasterBus, raw: Raw,
-                                                  client_bus: ClientBus) -> None:
+def test_after_bad_input_a_client_bus_still_works(
+    master: MasterBus, raw: Raw, client_bus: ClientBus
+) -> None:
     noise = raw.dealer()
     for frame in (b"\xc1", pack([9, 1]), pack([1, 13, 0, {}]), b"\x00" * 1000):
         assert exchange(noise, frame)[3] is False
@@ -551,9 +620,12 @@ def test_after_bad_input_a_client_bus_still_works(master: MasterBus, raw: Raw,
 
 
 def test_protocol_error_is_what_a_control_client_raises_for_an_unknown_command(
-        master: MasterBus) -> None:
-    with Control(master.hub.ctl_endpoints[0], timeout=TIMEOUT) as control, \
-            pytest.raises(ProtocolError) as info:
+    master: MasterBus,
+) -> None:
+    with (
+        Control(master.hub.ctl_endpoints[0], timeout=TIMEOUT) as control,
+        pytest.raises(ProtocolError) as info,
+    ):
         control.request("no-such-command")
 
     assert info.value.code == "unknown_command"  # type: ignore[attr-defined]

@@ -107,8 +107,9 @@ def dealers(busd_dir: Path) -> Iterator[Callable[..., zmq.Socket[Any]]]:
         context.term()
 
 
-def ask(sock: zmq.Socket[Any], req_id: int, cmd: str, timeout: float = 5.0,
-        **args: Any) -> tuple[Any, float]:
+def ask(
+    sock: zmq.Socket[Any], req_id: int, cmd: str, timeout: float = 5.0, **args: Any
+) -> tuple[Any, float]:
     """Send a request and return (its reply's items, seconds it took)."""
     started = time.monotonic()
     sock.send(encode(Kind.REQUEST, req_id, {"cmd": cmd, **args}))
@@ -116,9 +117,9 @@ def ask(sock: zmq.Socket[Any], req_id: int, cmd: str, timeout: float = 5.0,
     return decode(sock.recv()).items, time.monotonic() - started
 
 
-def test_unread_replay_answers_do_not_grow_the_master(busd_procs: Processes, busd_sink: Sink,
-                                                      busd_dir: Path,
-                                                      dealers: Callable[..., Any]) -> None:
+def test_unread_replay_answers_do_not_grow_the_master(
+    busd_procs: Processes, busd_sink: Sink, busd_dir: Path, dealers: Callable[..., Any]
+) -> None:
     """A full-key peer asks for 300 huge replays and reads none: the master barely grows."""
     with start_master(busd_procs, busd_sink, busd_dir, 64 * MIB) as (info, orders):
         orders.write("60 250000\n")
@@ -130,8 +131,13 @@ def attack_with_replays(dealers: Callable[..., Any], info: dict[str, Any]) -> No
     attacker = dealers(reads=False)
     before = rss(info["pid"])
     for i in range(300):
-        attacker.send(encode(Kind.REQUEST, 10 + i, {"cmd": "replay", "epoch": info["epoch"],
-                                                    "from": 3, "to": 2**62}))
+        attacker.send(
+            encode(
+                Kind.REQUEST,
+                10 + i,
+                {"cmd": "replay", "epoch": info["epoch"], "from": 3, "to": 2**62},
+            )
+        )
     status = dealers()
     # Once a status after the asks is answered, the hub has read them all.
     (_, ok, answer), took = ask(status, 1, "status")
@@ -143,8 +149,9 @@ def attack_with_replays(dealers: Callable[..., Any], info: dict[str, Any]) -> No
 
 
 @contextlib.contextmanager
-def start_master(procs: Processes, sink: Sink, directory: Path,
-                 window: int) -> Iterator[tuple[dict[str, Any], Any]]:
+def start_master(
+    procs: Processes, sink: Sink, directory: Path, window: int
+) -> Iterator[tuple[dict[str, Any], Any]]:
     """Start the MASTER script; give its report and the fifo that orders publishes."""
     fifo = directory / "orders"
     os.mkfifo(fifo, 0o600)
@@ -156,8 +163,8 @@ def start_master(procs: Processes, sink: Sink, directory: Path,
 
 
 def test_a_stopped_subscriber_costs_the_master_a_bounded_number_of_bytes(
-        busd_procs: Processes, busd_sink: Sink, busd_dir: Path,
-        dealers: Callable[..., Any]) -> None:
+    busd_procs: Processes, busd_sink: Sink, busd_dir: Path, dealers: Callable[..., Any]
+) -> None:
     """300 publishes of 1 MB while a worker is stopped: the master stays under window +
     bound, and the worker, continued, reports exactly what it lost and mirrors the state."""
     window = 32 * MIB
@@ -184,8 +191,9 @@ def test_a_stopped_subscriber_costs_the_master_a_bounded_number_of_bytes(
     got, missed = done["got"], done["missed"]
     assert got == sorted(set(got)), "delivered twice or out of order"
     assert missed > 0, "nothing was lost: the test did not fill the bound"
-    assert len(got) + missed == 300, (str(done["link"]) +
-        f"got {len(got)} ({_ranges(got)}), reported {missed} lost: not exact")
+    assert len(got) + missed == 300, (
+        str(done["link"]) + f"got {len(got)} ({_ranges(got)}), reported {missed} lost: not exact"
+    )
     assert done["state"] == "STARTED"
 
 
@@ -219,13 +227,25 @@ CLIENT = """
 
 
 def test_past_the_open_file_limit_clients_are_refused_busy_and_the_master_lives(
-        busd_procs: Processes, busd_sink: Sink, busd_dir: Path,
-        capsys: pytest.CaptureFixture[str]) -> None:
+    busd_procs: Processes, busd_sink: Sink, busd_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """busd at 64 descriptors: clients join until one is refused ``busy`` (one line); the
     master stays up, its workers keep working, and status counts the refusals."""
-    master = busd_procs.spawn(["prlimit", "--nofile=64:64", sys.executable, "-m", "busd",
-                               "--runtime-dir", str(busd_dir), "-w", "2",
-                               "tests.integration.targets:main"], name="busd")
+    master = busd_procs.spawn(
+        [
+            "prlimit",
+            "--nofile=64:64",
+            sys.executable,
+            "-m",
+            "busd",
+            "--runtime-dir",
+            str(busd_dir),
+            "-w",
+            "2",
+            "tests.integration.targets:main",
+        ],
+        name="busd",
+    )
     busd_sink.collect("spawned", 2, timeout=20)
     joined = 0
     refused: list[subprocess.Popen[bytes]] = []

@@ -101,11 +101,19 @@ def spawn(out: Path, name: str, source: str, *args: str) -> subprocess.Popen[byt
 
 def spawn_command(out: Path, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
     """Run ``argv`` in a new session, its output to files in ``out``."""
-    with (out / f"{name}.stdout").open("wb") as stdout, \
-            (out / f"{name}.stderr").open("wb") as stderr:
+    with (
+        (out / f"{name}.stdout").open("wb") as stdout,
+        (out / f"{name}.stderr").open("wb") as stderr,
+    ):
         return subprocess.Popen(
-            argv, cwd=out, env=child_env(), stdin=subprocess.DEVNULL, stdout=stdout,
-            stderr=stderr, start_new_session=True)
+            argv,
+            cwd=out,
+            env=child_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=stdout,
+            stderr=stderr,
+            start_new_session=True,
+        )
 
 
 @dataclass
@@ -150,8 +158,7 @@ class Bus:
     def start_clients(self, **behaviours: str) -> dict[str, int]:
         """Start one client process per tag; returns their client ids once all joined."""
         for tag, behaviour in behaviours.items():
-            proc = spawn(self.out, tag, CLIENT, str(self.directory), str(self.out), tag,
-                         behaviour)
+            proc = spawn(self.out, tag, CLIENT, str(self.directory), str(self.out), tag, behaviour)
             self.procs.append(proc)
             self.clients[tag] = proc
         pids = {proc.pid: tag for tag, proc in self.clients.items()}
@@ -208,8 +215,11 @@ def reap(proc: subprocess.Popen[Any]) -> None:
 
 
 @contextlib.contextmanager
-def running_bus(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                start: Callable[[Path], subprocess.Popen[bytes]]) -> Iterator[Bus]:
+def running_bus(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    start: Callable[[Path], subprocess.Popen[bytes]],
+) -> Iterator[Bus]:
     """A master that ``start`` runs, ready (it answers ping); all killed and reaped after."""
     directory = Path(tempfile.mkdtemp(dir="/tmp", prefix="bc"))
     running: Bus | None = None
@@ -227,6 +237,7 @@ def running_bus(tmp_path: Path, capsys: pytest.CaptureFixture[str],
 @pytest.fixture
 def bus(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Iterator[Bus]:
     """A MasterBus alone in a child process (no pool), with a 'chan' and a 'boom' listener."""
+
     def start(directory: Path) -> subprocess.Popen[bytes]:
         return spawn(tmp_path, "master", MASTER, str(directory), str(tmp_path))
 
@@ -237,11 +248,27 @@ def bus(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Iterator[Bus]:
 @pytest.fixture
 def pool(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Iterator[Bus]:
     """The ``busd`` command with a pool of two workers that only connect and block."""
+
     def start(directory: Path) -> subprocess.Popen[bytes]:
-        return spawn_command(tmp_path, "busd", [
-            sys.executable, "-m", "busd", "--runtime-dir", str(directory), "--heartbeat", "0.2",
-            "-w", "2", "--", sys.executable, "-c",
-            "from busd import client; client.connect().block()"])
+        return spawn_command(
+            tmp_path,
+            "busd",
+            [
+                sys.executable,
+                "-m",
+                "busd",
+                "--runtime-dir",
+                str(directory),
+                "--heartbeat",
+                "0.2",
+                "-w",
+                "2",
+                "--",
+                sys.executable,
+                "-c",
+                "from busd import client; client.connect().block()",
+            ],
+        )
 
     with running_bus(tmp_path, capsys, start) as running:
         yield running
@@ -260,11 +287,17 @@ def busctl_commands() -> list[tuple[str, list[str]]]:
 def run_busctl(command: list[str], bus: Bus, *argv: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*command, "--runtime-dir", str(bus.directory), "--timeout", "3", *argv],
-        cwd=bus.out, env=child_env(), capture_output=True, text=True, timeout=TIMEOUT,
-        check=False)
+        cwd=bus.out,
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
 
 
 # -- the tests ----------------------------------------------------------------------
+
 
 @pytest.mark.parametrize(("how", "command"), busctl_commands())
 def test_json_status_as_a_real_command(bus: Bus, how: str, command: list[str]) -> None:
@@ -280,8 +313,7 @@ def test_json_status_as_a_real_command(bus: Bus, how: str, command: list[str]) -
     assert isinstance(status["epoch"], int)
     assert status["uptime"] > 0
     assert status["workers"] == []
-    assert [(c["id"], c["pid"]) for c in status["clients"]] == [
-        (ids["a"], bus.clients["a"].pid)]
+    assert [(c["id"], c["pid"]) for c in status["clients"]] == [(ids["a"], bus.clients["a"].pid)]
 
 
 def test_status_for_people(bus: Bus) -> None:
@@ -294,10 +326,8 @@ def test_status_for_people(bus: Bus) -> None:
     assert "state:   STARTED" in out
     assert "WORKERS: none" in out
     header = out.splitlines().index("CLIENTS") + 1
-    assert out.splitlines()[header].split() == ["ID", "PID", "WORKER", "STATE",
-                                                "LAST-HEARTBEAT"]
-    assert out.splitlines()[header + 1].split()[:2] == [str(ids["a"]),
-                                                        str(bus.clients["a"].pid)]
+    assert out.splitlines()[header].split() == ["ID", "PID", "WORKER", "STATE", "LAST-HEARTBEAT"]
+    assert out.splitlines()[header + 1].split()[:2] == [str(ids["a"]), str(bus.clients["a"].pid)]
 
 
 def test_graceful_wait_runs_each_clients_listener_once(bus: Bus) -> None:
@@ -308,8 +338,10 @@ def test_graceful_wait_runs_each_clients_listener_once(bus: Bus) -> None:
     assert (code, err) == (0, ""), out
     assert out == "graceful: state STARTED; 2 clients acked\n"
     for tag in ("a", "b"):
-        assert bus.wait_for(lambda tag=tag: bus.lines(f"{tag}.graceful"),  # type: ignore[misc]
-                            f"{tag}'s graceful listener") == ["graceful"]
+        assert bus.wait_for(
+            lambda tag=tag: bus.lines(f"{tag}.graceful"),  # type: ignore[misc]
+            f"{tag}'s graceful listener",
+        ) == ["graceful"]
 
     code, out, _ = bus.busctl("--json", "graceful", "--wait")
     result = json.loads(out)
@@ -334,7 +366,8 @@ def test_graceful_wait_fails_naming_the_client_whose_listener_raised(bus: Bus) -
     assert code == 1
     assert acks["ok"] is False
     assert [(a["client"], a["ok"]) for a in acks["acks"]] == sorted(
-        [(ids["good"], True), (ids["bad"], False)])
+        [(ids["good"], True), (ids["bad"], False)]
+    )
 
 
 def test_graceful_wait_times_out_naming_the_silent_client(bus: Bus) -> None:
@@ -347,8 +380,8 @@ def test_graceful_wait_times_out_naming_the_silent_client(bus: Bus) -> None:
     assert error["code"] == "timeout"
     assert error["details"]["silent"] == [ids["slow"]]
     assert err.splitlines() == [
-        f"busctl: no ack within 1.0s from client {ids['slow']} "
-        f"(pid {bus.clients['slow'].pid})"]
+        f"busctl: no ack within 1.0s from client {ids['slow']} (pid {bus.clients['slow'].pid})"
+    ]
 
 
 def test_timeout_bounds_graceful_wait(bus: Bus) -> None:
@@ -367,7 +400,8 @@ def test_timeout_bounds_graceful_wait(bus: Bus) -> None:
 
 @pytest.mark.parametrize(("how", "command"), busctl_commands())
 def test_publish_reaches_every_process_with_json_arguments(
-        bus: Bus, how: str, command: list[str]) -> None:
+    bus: Bus, how: str, command: list[str]
+) -> None:
     bus.start_clients(a="ok", b="ok")
 
     done = run_busctl(command, bus, "publish", "chan", "1", '"x"', "--kw", "a=2", "--wait")
@@ -376,17 +410,25 @@ def test_publish_reaches_every_process_with_json_arguments(
     assert done.stdout == "publish chan: relayed; 2 clients acked\n"
     expected = [json.dumps([[1, "x"], {"a": 2}])]
     for name in ("a.chan", "b.chan", "master.chan"):
-        assert bus.wait_for(lambda name=name: bus.lines(name),  # type: ignore[misc]
-                            f"{name} to be written") == expected
+        assert (
+            bus.wait_for(
+                lambda name=name: bus.lines(name),  # type: ignore[misc]
+                f"{name} to be written",
+            )
+            == expected
+        )
 
 
 def test_publish_without_wait_and_refused_channels(bus: Bus) -> None:
     bus.start_clients(a="ok")
 
     assert bus.busctl("publish", "chan", "[1, 2]", "--kw", "who=ann")[:2] == (
-        0, "publish chan: relayed\n")
+        0,
+        "publish chan: relayed\n",
+    )
     assert bus.wait_for(lambda: bus.lines("a.chan"), "a.chan to be written") == [
-        json.dumps([[[1, 2]], {"who": "ann"}])]
+        json.dumps([[[1, 2]], {"who": "ann"}])
+    ]
 
     code, _, err = bus.busctl("publish", "stop")
     assert code == 1
@@ -396,10 +438,25 @@ def test_publish_without_wait_and_refused_channels(bus: Bus) -> None:
 def test_watch_prints_one_json_line_per_message_with_increasing_seq(bus: Bus) -> None:
     stdout = (bus.out / "watch.stdout").open("w+")
     watch = subprocess.Popen(
-        [sys.executable, "-m", "busd.client.ctl.busctl", "--endpoint", bus.ctl, "--timeout", "5",
-         "--json", "watch", "--count", "3"],
-        env=child_env(), stdout=stdout, stderr=subprocess.PIPE, text=True,
-        start_new_session=True)
+        [
+            sys.executable,
+            "-m",
+            "busd.client.ctl.busctl",
+            "--endpoint",
+            bus.ctl,
+            "--timeout",
+            "5",
+            "--json",
+            "watch",
+            "--count",
+            "3",
+        ],
+        env=child_env(),
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     bus.procs.append(watch)
     try:
         # The watcher subscribes at some point: publish until it has seen three.
@@ -430,9 +487,21 @@ def test_watch_prints_one_json_line_per_message_with_increasing_seq(bus: Bus) ->
 def test_watch_for_people_filters_channels_and_ends_when_busd_exits(bus: Bus) -> None:
     bus.start_clients(a="ok")
     watch = subprocess.Popen(
-        [sys.executable, "-m", "busd.client.ctl.busctl", "--runtime-dir", str(bus.directory),
-         "watch", "chan"], env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        bufsize=0, start_new_session=True)
+        [
+            sys.executable,
+            "-m",
+            "busd.client.ctl.busctl",
+            "--runtime-dir",
+            str(bus.directory),
+            "watch",
+            "chan",
+        ],
+        env=child_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        bufsize=0,
+        start_new_session=True,
+    )
     bus.procs.append(watch)
     try:
         # Publish until the watcher prints (it subscribes when it is ready).
@@ -457,10 +526,20 @@ def test_watch_for_people_filters_channels_and_ends_when_busd_exits(bus: Bus) ->
 def start_watch(bus: Bus) -> subprocess.Popen[bytes]:
     """``busctl watch`` as a real process with its output on pipes, reaped by ``bus``."""
     watch = subprocess.Popen(
-        [sys.executable, "-m", "busd.client.ctl.busctl",
-         "--runtime-dir", str(bus.directory), "watch"],
-        env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0,
-        start_new_session=True)
+        [
+            sys.executable,
+            "-m",
+            "busd.client.ctl.busctl",
+            "--runtime-dir",
+            str(bus.directory),
+            "watch",
+        ],
+        env=child_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        bufsize=0,
+        start_new_session=True,
+    )
     bus.procs.append(watch)
     return watch
 
@@ -517,8 +596,10 @@ def test_a_failing_listener_in_the_master_is_a_failure(bus: Bus) -> None:
 
     assert code == 1
     assert out == ""
-    assert err == "busctl: boom listeners failed in the master: RuntimeError: " \
-                  "the master refuses (1,)\n"
+    assert (
+        err == "busctl: boom listeners failed in the master: RuntimeError: "
+        "the master refuses (1,)\n"
+    )
 
 
 def test_restart_reexecutes_the_master_with_a_new_epoch(bus: Bus) -> None:
@@ -578,7 +659,8 @@ def test_workers_scale_and_signal_with_the_busd_pool(pool: Bus) -> None:
     lines = out.splitlines()
     assert lines[1].split() == ["ID", "PID", "STATE", "RESTARTS", "CPU", "RSS", "UPTIME"]
     assert [line.split()[:3] for line in lines[2:]] == [
-        [str(slot), str(pid), "STARTED"] for slot, pid in sorted(first.items())]
+        [str(slot), str(pid), "STARTED"] for slot, pid in sorted(first.items())
+    ]
     assert "WORKERS" in pool.busctl("status")[1]
 
     assert pool.busctl("scale", "+1")[:2] == (0, "scale +1: 3 workers\n")
@@ -586,8 +668,8 @@ def test_workers_scale_and_signal_with_the_busd_pool(pool: Bus) -> None:
 
     # SIGTERM to one worker: it leaves, and the pool replaces it.
     code, out, _ = pool.busctl("--json", "signal", "term", "1")
-    assert (code, json.loads(out)) == (0, {"signal": "SIGTERM", "workers": [1],
-                                           "pids": [first[1]]})
+    assert (code, json.loads(out)) == (0, {"signal": "SIGTERM", "workers": [1], "pids": [first[1]]})
+
     def replaced() -> dict[int, int] | None:
         workers = started_workers(pool, 3)
         return workers if workers and workers[1] != first[1] else None
@@ -605,10 +687,12 @@ def test_workers_without_a_pool_is_an_empty_list(bus: Bus) -> None:
     assert json.loads(out) == []
 
 
-@pytest.mark.parametrize(("argv", "command"), [
-    (["scale", "+1"], "scale"), (["signal", "hup", "0"], "signal")])
+@pytest.mark.parametrize(
+    ("argv", "command"), [(["scale", "+1"], "scale"), (["signal", "hup", "0"], "signal")]
+)
 def test_pool_commands_without_a_pool_fail_with_busds_message(
-        bus: Bus, argv: list[str], command: str) -> None:
+    bus: Bus, argv: list[str], command: str
+) -> None:
     code, out, err = bus.busctl(*argv)
 
     assert code == 1
@@ -627,16 +711,21 @@ def test_ping(bus: Bus) -> None:
     assert out.startswith(f"pong from busd pid {bus.master.pid} (epoch ")
 
     code, out, _ = bus.busctl("--json", "ping")
-    assert json.loads(out) == {"pong": True, "pid": bus.master.pid,
-                               "epoch": bus.status()["epoch"]}
+    assert json.loads(out) == {"pong": True, "pid": bus.master.pid, "epoch": bus.status()["epoch"]}
 
 
 @pytest.mark.parametrize(("how", "command"), busctl_commands())
 def test_keygen_creates_key_pairs(tmp_path: Path, how: str, command: list[str]) -> None:
     keys = tmp_path / "new" / "keys"
 
-    done = subprocess.run([*command, "--json", "keygen", str(keys)], env=child_env(),
-                          capture_output=True, text=True, timeout=TIMEOUT, check=False)
+    done = subprocess.run(
+        [*command, "--json", "keygen", str(keys)],
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
 
     assert done.returncode == 0, done.stderr
     made = json.loads(done.stdout)
@@ -648,14 +737,18 @@ def test_keygen_creates_key_pairs(tmp_path: Path, how: str, command: list[str]) 
         assert stat.S_IMODE(os.stat(pair["secret"]).st_mode) == 0o600
     assert stat.S_IMODE(keys.stat().st_mode) == 0o700
     assert sorted(p.name for p in keys.iterdir()) == [
-        "client.key", "client.key_secret", "server.key", "server.key_secret"]
+        "client.key",
+        "client.key_secret",
+        "server.key",
+        "server.key_secret",
+    ]
 
 
-def test_keygen_keeps_existing_keys_unless_forced(tmp_path: Path,
-                                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_keygen_keeps_existing_keys_unless_forced(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["keygen", str(tmp_path)]) == 0
-    assert capsys.readouterr().out.splitlines()[0] == (
-        f"server public: {tmp_path / 'server.key'}")
+    assert capsys.readouterr().out.splitlines()[0] == (f"server public: {tmp_path / 'server.key'}")
     before = (tmp_path / "server.key_secret").read_text()
 
     assert main(["keygen", str(tmp_path)]) == 2

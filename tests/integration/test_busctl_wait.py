@@ -35,12 +35,18 @@ def slow_stop(bus: ClientBus) -> None:
     bus.subscribe("stop", stop)
 
 
-def busctl(runtime: Path, *args: str, env: dict[str, str] | None = None,
-           timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def busctl(
+    runtime: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     """busctl as a real command, for the busd of ``runtime``."""
-    return subprocess.run([sys.executable, "-m", "busd.client.ctl.busctl", "--runtime-dir",
-                           str(runtime), *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=timeout, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "busd.client.ctl.busctl", "--runtime-dir", str(runtime), *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=timeout,
+        check=False,
+    )
 
 
 def status_of(runtime: Path) -> dict[str, Any]:
@@ -51,14 +57,38 @@ def status_of(runtime: Path) -> dict[str, Any]:
 
 
 def test_wait_started_before_busd_returns_once_every_worker_is_started(
-        busd_procs: Processes, busd_dir: Path) -> None:
+    busd_procs: Processes, busd_dir: Path
+) -> None:
     runtime = busd_dir / "late"
-    waiter = busd_procs.spawn([sys.executable, "-m", "busd.client.ctl.busctl", "--runtime-dir",
-                               str(runtime), "--timeout", str(TIMEOUT), "wait"], name="wait")
+    waiter = busd_procs.spawn(
+        [
+            sys.executable,
+            "-m",
+            "busd.client.ctl.busctl",
+            "--runtime-dir",
+            str(runtime),
+            "--timeout",
+            str(TIMEOUT),
+            "wait",
+        ],
+        name="wait",
+    )
     assert not runtime.exists()
-    busd = busd_procs.spawn([sys.executable, "-m", "busd", "--runtime-dir", str(runtime),
-                             "-w", "2", "--log-level", "WARNING", "busd.examples.hello:main"],
-                            name="busd")
+    busd = busd_procs.spawn(
+        [
+            sys.executable,
+            "-m",
+            "busd",
+            "--runtime-dir",
+            str(runtime),
+            "-w",
+            "2",
+            "--log-level",
+            "WARNING",
+            "busd.examples.hello:main",
+        ],
+        name="busd",
+    )
 
     assert waiter.wait(TIMEOUT + 5) == 0, busd_procs.output(waiter)
     doc = status_of(runtime)  # asked after wait returned: nothing may be missing
@@ -119,4 +149,5 @@ def test_wait_bad_state_is_a_usage_error(busd_dir: Path) -> None:
     assert done.returncode == 2
     assert done.stderr.splitlines() == [
         "busctl wait: --for: not a state: 'RUNNING' (one of STOPPED, STARTING, STARTED, "
-        "STOPPING, EXITING) (see busctl wait --help)"]
+        "STOPPING, EXITING) (see busctl wait --help)"
+    ]

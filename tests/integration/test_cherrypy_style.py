@@ -58,4 +58,10 @@ def test_signals_drive_the_lifecycle_of_a_cherrypy_style_app(tmp_path: Path) -> 
         child.expect("exit")
         assert child.wait_exit() == 0, child.diagnostics()
     assert events.read_text().splitlines() == [
-        "start", "tick", "graceful", "graceful", "stop", "exit"]
+        "start",
+        "tick",
+        "graceful",
+        "graceful",
+        "stop",
+        "exit",
+    ]

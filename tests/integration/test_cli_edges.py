@@ -28,7 +28,7 @@ TIMEOUT = 20.0
 #: The console script, as an operator runs it (it puts its bin dir first on sys.path,
 #: not the working directory: ``python -m busd`` would hide what these tests check).
 BUSD = str(Path(sys.executable).with_name("busd"))
-APP = '''
+APP = """
 import os
 import sys
 
@@ -39,7 +39,7 @@ def main(bus):
     with Probe() as probe:
         probe.report("started", cwd=os.getcwd(), path=sys.path,
                      pythonpath=os.environ.get("PYTHONPATH", ""))
-'''
+"""
 
 
 def write_app(directory: Path, name: str = "myapp") -> Path:
@@ -48,11 +48,18 @@ def write_app(directory: Path, name: str = "myapp") -> Path:
     return directory
 
 
-def run_busd(argv: list[str], runtime: Path, env: dict[str, str] | None = None,
-             cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([BUSD, "--runtime-dir", str(runtime), *argv], capture_output=True,
-                          text=True, timeout=60, check=False, cwd=cwd,
-                          env={**os.environ, **(env or {})})
+def run_busd(
+    argv: list[str], runtime: Path, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [BUSD, "--runtime-dir", str(runtime), *argv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def exit_busd(procs: Processes, proc: subprocess.Popen[bytes], runtime: Path) -> None:
@@ -61,11 +68,16 @@ def exit_busd(procs: Processes, proc: subprocess.Popen[bytes], runtime: Path) ->
     assert proc.wait(TIMEOUT) == 0, procs.output(proc)
 
 
-def start_app(procs: Processes, sink: Sink, runtime: Path, argv: list[str], cwd: Path,
-              env: dict[str, str] | None = None) -> dict[str, Any]:
+def start_app(
+    procs: Processes,
+    sink: Sink,
+    runtime: Path,
+    argv: list[str],
+    cwd: Path,
+    env: dict[str, str] | None = None,
+) -> dict[str, Any]:
     """Run the console script in ``cwd``; the first worker's report, then exit busd."""
-    proc = procs.spawn([BUSD, "--runtime-dir", str(runtime), *argv], name="busd", cwd=cwd,
-                       env=env)
+    proc = procs.spawn([BUSD, "--runtime-dir", str(runtime), *argv], name="busd", cwd=cwd, env=env)
     report = sink.get("started", TIMEOUT)
     if report is None:
         pytest.fail(f"no worker started:\n{procs.output(proc)}")
@@ -78,57 +90,70 @@ def start_app(procs: Processes, sink: Sink, runtime: Path, argv: list[str], cwd:
 
 @pytest.mark.parametrize("spawn", ["fork", "exec"])
 def test_a_target_beside_the_working_directory_imports(
-        busd_procs: Processes, busd_sink: Sink, busd_dir: Path, tmp_path: Path,
-        spawn: str) -> None:
+    busd_procs: Processes, busd_sink: Sink, busd_dir: Path, tmp_path: Path, spawn: str
+) -> None:
     app = write_app(tmp_path / "app")
-    report = start_app(busd_procs, busd_sink, busd_dir / "rt",
-                       ["--spawn", spawn, "myapp:main"], cwd=app)
+    report = start_app(
+        busd_procs, busd_sink, busd_dir / "rt", ["--spawn", spawn, "myapp:main"], cwd=app
+    )
     assert report["cwd"] == str(app)
 
 
 @pytest.mark.parametrize("how", ["flag", "env"])
 def test_chdir_runs_busd_and_its_workers_there(
-        busd_procs: Processes, busd_sink: Sink, busd_dir: Path, tmp_path: Path,
-        how: str) -> None:
+    busd_procs: Processes, busd_sink: Sink, busd_dir: Path, tmp_path: Path, how: str
+) -> None:
     app = write_app(tmp_path / "app")
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     flags = ["--chdir", str(app)] if how == "flag" else []
     env = {"BUSD_CHDIR": str(app)} if how == "env" else {}
-    report = start_app(busd_procs, busd_sink, busd_dir / "rt", [*flags, "myapp:main"],
-                       cwd=elsewhere, env=env)
+    report = start_app(
+        busd_procs, busd_sink, busd_dir / "rt", [*flags, "myapp:main"], cwd=elsewhere, env=env
+    )
     assert report["cwd"] == str(app)
 
 
-@pytest.mark.parametrize(("spawn", "how"), [("fork", "flag"), ("exec", "flag"),
-                                            ("fork", "env")])
+@pytest.mark.parametrize(("spawn", "how"), [("fork", "flag"), ("exec", "flag"), ("fork", "env")])
 def test_pythonpath_puts_its_dirs_first_for_busd_and_the_workers(
-        busd_procs: Processes, busd_sink: Sink, busd_dir: Path, tmp_path: Path,
-        spawn: str, how: str) -> None:
+    busd_procs: Processes, busd_sink: Sink, busd_dir: Path, tmp_path: Path, spawn: str, how: str
+) -> None:
     lib = write_app(tmp_path / "lib", name="libapp")
     other = tmp_path / "other"
     other.mkdir()
     value = f"{other},lib"  # comma separated; a relative dir is relative to the working dir
     flags = ["--pythonpath", value] if how == "flag" else []
     env = {"BUSD_PYTHONPATH": value} if how == "env" else {}
-    report = start_app(busd_procs, busd_sink, busd_dir / "rt",
-                       [*flags, "--spawn", spawn, "libapp:main"], cwd=tmp_path, env=env)
+    report = start_app(
+        busd_procs,
+        busd_sink,
+        busd_dir / "rt",
+        [*flags, "--spawn", spawn, "libapp:main"],
+        cwd=tmp_path,
+        env=env,
+    )
     # An exec'd worker has its working dir first (python -m), then PYTHONPATH's.
     path = [p for p in report["path"] if p != str(tmp_path)]
     assert path[:2] == [str(other), str(lib)], report["path"][:4]
     assert report["pythonpath"].split(os.pathsep)[:3] == [str(other), str(lib), str(tmp_path)]
 
 
-@pytest.mark.parametrize(("argv", "env", "named"), [
-    (["--chdir", "/nonexistent/dir"], {}, "--chdir: expected an existing directory"),
-    ([], {"BUSD_CHDIR": "/nonexistent/dir"}, "BUSD_CHDIR='/nonexistent/dir'"),
-    (["--pythonpath", "lib,/nonexistent/dir"], {}, "--pythonpath: expected an existing "
-                                                   "directory, not '/nonexistent/dir'"),
-    ([], {"BUSD_PYTHONPATH": "nowhere"}, "BUSD_PYTHONPATH='nowhere'"),
-])
+@pytest.mark.parametrize(
+    ("argv", "env", "named"),
+    [
+        (["--chdir", "/nonexistent/dir"], {}, "--chdir: expected an existing directory"),
+        ([], {"BUSD_CHDIR": "/nonexistent/dir"}, "BUSD_CHDIR='/nonexistent/dir'"),
+        (
+            ["--pythonpath", "lib,/nonexistent/dir"],
+            {},
+            "--pythonpath: expected an existing directory, not '/nonexistent/dir'",
+        ),
+        ([], {"BUSD_PYTHONPATH": "nowhere"}, "BUSD_PYTHONPATH='nowhere'"),
+    ],
+)
 def test_a_missing_directory_is_one_line_and_exit_2(
-        busd_dir: Path, tmp_path: Path, argv: list[str], env: dict[str, str],
-        named: str) -> None:
+    busd_dir: Path, tmp_path: Path, argv: list[str], env: dict[str, str], named: str
+) -> None:
     (tmp_path / "lib").mkdir()
     done = run_busd([*argv, "busd.examples.hello:main"], busd_dir / "rt", env, cwd=tmp_path)
     assert done.returncode == 2, done.stderr
@@ -155,9 +180,16 @@ def test_help_shows_the_options_in_groups(busd_dir: Path) -> None:
     for block in re.split(r"\n(?=\S[^\n]*:\n)", done.stdout):
         title, _, body = block.partition("\n")
         sections[title.rstrip(":")] = body
-    expected = {"pool": "--workers", "reload and recycle": "--max-age", "logging": "--log-dir",
-                "security": "--curve-secret", "hosts": "--join", "process": "--chdir",
-                "timeouts": "--graceful-timeout", "where busd is found": "--runtime-dir"}
+    expected = {
+        "pool": "--workers",
+        "reload and recycle": "--max-age",
+        "logging": "--log-dir",
+        "security": "--curve-secret",
+        "hosts": "--join",
+        "process": "--chdir",
+        "timeouts": "--graceful-timeout",
+        "where busd is found": "--runtime-dir",
+    }
     for title, flag in expected.items():
         assert flag in sections.get(title, ""), f"{flag} not under {title!r}:\n{done.stdout}"
     assert "--pythonpath" in sections["process"]
@@ -165,10 +197,10 @@ def test_help_shows_the_options_in_groups(busd_dir: Path) -> None:
 
 # -- no socket left behind ---------------------------------------------------------------
 
-PLUGIN = '''
+PLUGIN = """
 def boom(bus):
     raise RuntimeError("this plugin cannot start")
-'''
+"""
 
 
 @pytest.fixture
@@ -184,20 +216,33 @@ def silent_master() -> Any:
         ctx.term()
 
 
-@pytest.mark.parametrize(("case", "status"), [
-    ("plugin missing", 2), ("plugin raises", 2), ("no such command", 70),
-    ("boot fails", 3), ("join times out", 70),
-])
+@pytest.mark.parametrize(
+    ("case", "status"),
+    [
+        ("plugin missing", 2),
+        ("plugin raises", 2),
+        ("no such command", 70),
+        ("boot fails", 3),
+        ("join times out", 70),
+    ],
+)
 def test_no_exit_leaves_the_sockets_behind(
-        busd_dir: Path, tmp_path: Path, silent_master: str, case: str, status: int) -> None:
+    busd_dir: Path, tmp_path: Path, silent_master: str, case: str, status: int
+) -> None:
     (tmp_path / "plug.py").write_text(PLUGIN)
     argv = {
         "plugin missing": ["--plugin", "plug:nope", "busd.examples.hello:main"],
         "plugin raises": ["--plugin", "plug:boom", "busd.examples.hello:main"],
         "no such command": ["--", "no-such-command-here"],
         "boot fails": ["--backoff", "0", "nosuchmodule:main"],
-        "join times out": ["--join", silent_master, "--insecure", "--startup-timeout", "1",
-                           "busd.examples.hello:main"],
+        "join times out": [
+            "--join",
+            silent_master,
+            "--insecure",
+            "--startup-timeout",
+            "1",
+            "busd.examples.hello:main",
+        ],
     }[case]
     runtime = busd_dir / "rt"
     done = run_busd(argv, runtime, cwd=tmp_path)
@@ -207,18 +252,25 @@ def test_no_exit_leaves_the_sockets_behind(
     assert not (runtime / CTL_FILE).exists(), done.stderr
     assert not (runtime / PUB_FILE).exists(), done.stderr
     if case == "plugin missing":
-        ping = subprocess.run([sys.executable, "-m", "busd.client.ctl.busctl", "--runtime-dir",
-                               str(runtime), "ping"], capture_output=True, text=True,
-                              timeout=30, check=False)
+        ping = subprocess.run(
+            [sys.executable, "-m", "busd.client.ctl.busctl", "--runtime-dir", str(runtime), "ping"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
         assert ping.returncode == 3
         assert "does not exist" in ping.stderr, ping.stderr
 
 
 def test_a_forced_exit_leaves_no_socket_behind(
-        busd_procs: Processes, busd_sink: Sink, busd_dir: Path) -> None:
+    busd_procs: Processes, busd_sink: Sink, busd_dir: Path
+) -> None:
     runtime = busd_dir / "rt"
-    proc = busd_procs.spawn([BUSD, "--runtime-dir", str(runtime), "-w", "1",
-                             "tests.integration.targets:slow_stop"], name="busd")
+    proc = busd_procs.spawn(
+        [BUSD, "--runtime-dir", str(runtime), "-w", "1", "tests.integration.targets:slow_stop"],
+        name="busd",
+    )
     busd_sink.expect("start", TIMEOUT)
     proc.send_signal(signal.SIGINT)
     busd_sink.expect("stopping", TIMEOUT)  # the worker hangs in its stop listener
@@ -245,8 +297,7 @@ def cmdline(pid: int) -> list[str]:
 
 
 @pytest.mark.parametrize("spawn", ["fork", "exec"])
-def test_ps_tells_master_forkserver_and_workers_apart(
-        busd_pool: PoolFactory, spawn: str) -> None:
+def test_ps_tells_master_forkserver_and_workers_apart(busd_pool: PoolFactory, spawn: str) -> None:
     pool = busd_pool(idle, "--name", "titled", "--spawn", spawn, workers=2)
     assert cmdline(pool.proc.pid) == ["busd: master titled"]
     status = pool.status()
@@ -259,9 +310,11 @@ def test_ps_tells_master_forkserver_and_workers_apart(
 
 
 def test_a_command_worker_keeps_its_own_title(
-        busd_procs: Processes, busd_sink: Sink, busd_dir: Path, tmp_path: Path) -> None:
+    busd_procs: Processes, busd_sink: Sink, busd_dir: Path, tmp_path: Path
+) -> None:
     script = tmp_path / "cmd_worker.py"
-    script.write_text(textwrap.dedent('''
+    script.write_text(
+        textwrap.dedent("""
         from busd.client import connect
         from busd.testing.probe import Probe
 
@@ -269,10 +322,22 @@ def test_a_command_worker_keeps_its_own_title(
         with Probe() as probe:
             probe.report("started")
         bus.block()
-    '''))
+    """)
+    )
     runtime = busd_dir / "rt"
-    proc = busd_procs.spawn([BUSD, "--runtime-dir", str(runtime), "--name", "titled", "--",
-                             sys.executable, str(script)], name="busd")
+    proc = busd_procs.spawn(
+        [
+            BUSD,
+            "--runtime-dir",
+            str(runtime),
+            "--name",
+            "titled",
+            "--",
+            sys.executable,
+            str(script),
+        ],
+        name="busd",
+    )
     pid = busd_sink.expect("started", TIMEOUT)["pid"]
     assert cmdline(proc.pid) == ["busd: master titled"]
     assert cmdline(pid) == [sys.executable, str(script)]
@@ -282,12 +347,16 @@ def test_a_command_worker_keeps_its_own_title(
 # -- plain TCP, and a joined busd's log ------------------------------------------------------
 
 
-@pytest.mark.parametrize(("argv", "env"), [
-    (["--bind", "tcp://192.0.2.1:5555"], {}),
-    ([], {"BUSD_BIND": "tcp://192.0.2.1:5555"}),
-])
+@pytest.mark.parametrize(
+    ("argv", "env"),
+    [
+        (["--bind", "tcp://192.0.2.1:5555"], {}),
+        ([], {"BUSD_BIND": "tcp://192.0.2.1:5555"}),
+    ],
+)
 def test_plain_tcp_off_loopback_is_bad_usage(
-        busd_dir: Path, argv: list[str], env: dict[str, str]) -> None:
+    busd_dir: Path, argv: list[str], env: dict[str, str]
+) -> None:
     # 192.0.2.1 (TEST-NET-1) is refused before any socket exists: nothing is ever sent.
     done = run_busd([*argv, "busd.examples.hello:main"], busd_dir / "rt", env)
     assert done.returncode == 2, done.stderr
@@ -298,7 +367,8 @@ def test_plain_tcp_off_loopback_is_bad_usage(
 
 
 def test_a_joined_busd_logs_each_state_once(
-        busd_procs: Processes, busd_sink: Sink, busd_dir: Path, tmp_path: Path) -> None:
+    busd_procs: Processes, busd_sink: Sink, busd_dir: Path, tmp_path: Path
+) -> None:
     keys = make_keys(tmp_path)
     runtime, ctl = start_master(busd_procs, busd_dir, keys)
     host = busd_procs.spawn(join_argv(busd_dir, ctl, keys, workers=1), name="host")

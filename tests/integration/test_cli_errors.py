@@ -39,11 +39,17 @@ BAD_BUSD = {  # argv or env -> what the one line must name
 }
 
 
-def run(module: str, argv: list[str], env: dict[str, str],
-        runtime: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", module, *argv], capture_output=True,
-                          text=True, timeout=30, check=False,
-                          env={**os.environ, "BUSD_RUNTIME_DIR": str(runtime), **env})
+def run(
+    module: str, argv: list[str], env: dict[str, str], runtime: Path
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", module, *argv],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+        env={**os.environ, "BUSD_RUNTIME_DIR": str(runtime), **env},
+    )
 
 
 @pytest.mark.parametrize("case", list(BAD_BUSD))

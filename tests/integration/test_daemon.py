@@ -24,14 +24,21 @@ TARGET = "tests.integration.targets:main"
 
 
 def start_busd(procs: Processes, *args: str) -> subprocess.Popen[bytes]:
-    return procs.spawn([sys.executable, "-m", "busd", "--heartbeat", "0.2",
-                        "--log-level", "WARNING", *args], name="busd")
+    return procs.spawn(
+        [sys.executable, "-m", "busd", "--heartbeat", "0.2", "--log-level", "WARNING", *args],
+        name="busd",
+    )
 
 
 def busctl(procs: Processes, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "busd.client.ctl.busctl", "--timeout", "5", *args],
-                          capture_output=True, text=True, env=procs.env, timeout=timeout,
-                          check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "busd.client.ctl.busctl", "--timeout", "5", *args],
+        capture_output=True,
+        text=True,
+        env=procs.env,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def status(procs: Processes) -> dict[str, Any]:
@@ -94,13 +101,17 @@ def gone(pids: list[int], timeout: float) -> bool:
     return True
 
 
-SPAWN_MODES = [pytest.param(["--spawn", "exec"], id="exec"), pytest.param([], id="fork"),
-               pytest.param(["--preload"], id="preload")]
+SPAWN_MODES = [
+    pytest.param(["--spawn", "exec"], id="exec"),
+    pytest.param([], id="fork"),
+    pytest.param(["--preload"], id="preload"),
+]
 
 
 @pytest.mark.parametrize("mode", SPAWN_MODES)
-def test_pool_lifecycle_through_busctl(busd_procs: Processes, busd_sink: Sink,
-                                       mode: list[str]) -> None:
+def test_pool_lifecycle_through_busctl(
+    busd_procs: Processes, busd_sink: Sink, mode: list[str]
+) -> None:
     busd = start_busd(busd_procs, *mode, "-w", "4", TARGET)
     busd_sink.collect("start", 4, timeout=30)
     doc = wait_status(busd_procs, lambda d: states(d) == ["STARTED"] * 4)
@@ -133,16 +144,19 @@ def test_pool_lifecycle_through_busctl(busd_procs: Processes, busd_sink: Sink,
 
 
 @pytest.mark.parametrize("mode", SPAWN_MODES)
-def test_killed_worker_is_replaced_and_counted(busd_procs: Processes, busd_sink: Sink,
-                                               mode: list[str]) -> None:
+def test_killed_worker_is_replaced_and_counted(
+    busd_procs: Processes, busd_sink: Sink, mode: list[str]
+) -> None:
     busd = start_busd(busd_procs, *mode, "-w", "2", "--backoff", "0.05", TARGET)
     busd_sink.collect("start", 2, timeout=30)
     doc = wait_status(busd_procs, lambda d: states(d) == ["STARTED"] * 2)
     victim = doc["workers"][1]["pid"]
     os.kill(victim, signal.SIGKILL)
     busd_sink.expect("start", where=lambda r: r["worker"] == 1 and r["pid"] != victim)
-    doc = wait_status(busd_procs, lambda d: d["workers"][1]["restarts"] == 1
-                      and d["workers"][1]["state"] == "STARTED")
+    doc = wait_status(
+        busd_procs,
+        lambda d: d["workers"][1]["restarts"] == 1 and d["workers"][1]["state"] == "STARTED",
+    )
     assert doc["workers"][1]["pid"] != victim
     assert doc["workers"][0]["restarts"] == 0
     assert busctl(busd_procs, "exit").returncode == 0
@@ -151,8 +165,9 @@ def test_killed_worker_is_replaced_and_counted(busd_procs: Processes, busd_sink:
 
 def test_hung_worker_is_killed_and_replaced(busd_procs: Processes, busd_sink: Sink) -> None:
     worker_timeout, heartbeat = 1.0, 0.2
-    busd = start_busd(busd_procs, "-w", "2", "--worker-timeout", str(worker_timeout),
-                      "--backoff", "0.05", TARGET)
+    busd = start_busd(
+        busd_procs, "-w", "2", "--worker-timeout", str(worker_timeout), "--backoff", "0.05", TARGET
+    )
     busd_sink.collect("start", 2, timeout=30)
     doc = wait_status(busd_procs, lambda d: states(d) == ["STARTED"] * 2)
     victim = psutil.Process(doc["workers"][0]["pid"])
@@ -174,8 +189,18 @@ def test_hung_worker_is_killed_and_replaced(busd_procs: Processes, busd_sink: Si
 
 def test_flapping_slot_stops_restarting(busd_procs: Processes, busd_sink: Sink) -> None:
     # A target that fails only after it started is restarted (no fail-fast).
-    busd = start_busd(busd_procs, "-w", "1", "--backoff", "0.01", "--flap-limit", "3",
-                      "--flap-window", "30", "tests.integration.targets:crash_later")
+    busd = start_busd(
+        busd_procs,
+        "-w",
+        "1",
+        "--backoff",
+        "0.01",
+        "--flap-limit",
+        "3",
+        "--flap-window",
+        "30",
+        "tests.integration.targets:crash_later",
+    )
     doc = wait_status(busd_procs, lambda d: d["workers"][0]["state"] == "FLAPPING", timeout=20)
     assert doc["workers"][0]["restarts"] == 3
     assert busctl(busd_procs, "exit").returncode == 0
@@ -183,25 +208,35 @@ def test_flapping_slot_stops_restarting(busd_procs: Processes, busd_sink: Sink) 
 
 
 @pytest.mark.parametrize("mode", SPAWN_MODES)
-def test_no_worker_survives_sigkill_of_busd(busd_procs: Processes, busd_sink: Sink,
-                                            mode: list[str]) -> None:
+def test_no_worker_survives_sigkill_of_busd(
+    busd_procs: Processes, busd_sink: Sink, mode: list[str]
+) -> None:
     busd = start_busd(busd_procs, *mode, "-w", "4", TARGET)
     busd_sink.collect("start", 4, timeout=30)
-    pids = [w["pid"] for w in wait_status(busd_procs,
-                                          lambda d: states(d) == ["STARTED"] * 4)["workers"]]
+    pids = [
+        w["pid"] for w in wait_status(busd_procs, lambda d: states(d) == ["STARTED"] * 4)["workers"]
+    ]
     busd.kill()
     assert busd.wait(5) == -signal.SIGKILL
     assert gone(pids, 2.0), [p for p in pids if psutil.pid_exists(p)]
 
 
-def test_new_busd_kills_workers_a_dead_one_left(busd_procs: Processes, busd_sink: Sink,
-                                               busd_dir: Path) -> None:
+def test_new_busd_kills_workers_a_dead_one_left(
+    busd_procs: Processes, busd_sink: Sink, busd_dir: Path
+) -> None:
     # Workers that cannot notice their master's death: SIGTERM ignored, no pdeathsig.
-    busd = start_busd(busd_procs, "-w", "2", "--", sys.executable, "-c",
-                      "import signal, os; signal.signal(signal.SIGTERM, signal.SIG_IGN);"
-                      "from busd.testing.probe import Probe; "
-                      "p = Probe(); p.report('up'); p.close();"
-                      "signal.pause()")
+    busd = start_busd(
+        busd_procs,
+        "-w",
+        "2",
+        "--",
+        sys.executable,
+        "-c",
+        "import signal, os; signal.signal(signal.SIGTERM, signal.SIG_IGN);"
+        "from busd.testing.probe import Probe; "
+        "p = Probe(); p.report('up'); p.close();"
+        "signal.pause()",
+    )
     ups = busd_sink.collect("up", 2, timeout=30)
     orphans = [r["pid"] for r in ups]
     busd.kill()
@@ -257,8 +292,9 @@ def test_missing_daemon_gives_status_3(busd_procs: Processes) -> None:
     assert "ctl.sock" in done.stderr
 
 
-def test_master_alone_accepts_clients(busd_procs: Processes, busd_sink: Sink,
-                                      busd_dir: Path) -> None:
+def test_master_alone_accepts_clients(
+    busd_procs: Processes, busd_sink: Sink, busd_dir: Path
+) -> None:
     busd = start_busd(busd_procs)
     with Control(default_endpoints(busd_dir).ctl, timeout=5) as control:
         deadline = time.monotonic() + 10
@@ -274,16 +310,26 @@ def test_master_alone_accepts_clients(busd_procs: Processes, busd_sink: Sink,
 
 
 def test_flags_come_from_the_environment(busd_procs: Processes, busd_sink: Sink) -> None:
-    busd = busd_procs.spawn([sys.executable, "-m", "busd", TARGET], name="busd",
-                            env={"BUSD_WORKERS": "3", "BUSD_HEARTBEAT": "0.2",
-                                 "BUSD_LOG_LEVEL": "WARNING", "BUSD_RELOAD": "respawn"})
+    busd = busd_procs.spawn(
+        [sys.executable, "-m", "busd", TARGET],
+        name="busd",
+        env={
+            "BUSD_WORKERS": "3",
+            "BUSD_HEARTBEAT": "0.2",
+            "BUSD_LOG_LEVEL": "WARNING",
+            "BUSD_RELOAD": "respawn",
+        },
+    )
     busd_sink.collect("start", 3, timeout=30)
-    before = {w["pid"] for w in wait_status(busd_procs, lambda d: states(d) == ["STARTED"] * 3)
-              ["workers"]}
+    before = {
+        w["pid"] for w in wait_status(busd_procs, lambda d: states(d) == ["STARTED"] * 3)["workers"]
+    }
     assert busctl(busd_procs, "graceful").returncode == 0
     # --reload respawn came from BUSD_RELOAD: graceful replaced every worker.
-    wait_status(busd_procs, lambda d: states(d) == ["STARTED"] * 3
-                and not {w["pid"] for w in d["workers"]} & before)
+    wait_status(
+        busd_procs,
+        lambda d: states(d) == ["STARTED"] * 3 and not {w["pid"] for w in d["workers"]} & before,
+    )
     assert busctl(busd_procs, "exit").returncode == 0
     assert busd.wait(15) == 0
 
@@ -297,8 +343,7 @@ def test_unrecoverable_start_failure_exits_70(busd_procs: Processes, busd_dir: P
     assert "is another instance up?" in busd_procs.output(busd)
 
 
-def test_systemd_notify_and_pidfile(busd_procs: Processes, busd_sink: Sink,
-                                    busd_dir: Path) -> None:
+def test_systemd_notify_and_pidfile(busd_procs: Processes, busd_sink: Sink, busd_dir: Path) -> None:
     import socket
 
     notify_path = str(busd_dir / "notify")
@@ -307,9 +352,24 @@ def test_systemd_notify_and_pidfile(busd_procs: Processes, busd_sink: Sink,
     sock.settimeout(20)
     pidfile = busd_dir / "busd.pid"
     try:
-        busd = busd_procs.spawn([sys.executable, "-m", "busd", "--heartbeat", "0.2", "-w", "1",
-                                 "--log-level", "WARNING", "--pidfile", str(pidfile), TARGET],
-                                name="busd", env={"NOTIFY_SOCKET": notify_path})
+        busd = busd_procs.spawn(
+            [
+                sys.executable,
+                "-m",
+                "busd",
+                "--heartbeat",
+                "0.2",
+                "-w",
+                "1",
+                "--log-level",
+                "WARNING",
+                "--pidfile",
+                str(pidfile),
+                TARGET,
+            ],
+            name="busd",
+            env={"NOTIFY_SOCKET": notify_path},
+        )
         messages = []
         while "READY=1" not in messages:
             messages.extend(sock.recv(4096).decode().splitlines())
@@ -326,8 +386,9 @@ def test_systemd_notify_and_pidfile(busd_procs: Processes, busd_sink: Sink,
 def test_second_interrupt_forces_exit(busd_procs: Processes, busd_sink: Sink) -> None:
     busd = start_busd(busd_procs, "-w", "2", "tests.integration.targets:slow_stop")
     busd_sink.collect("start", 2, timeout=30)
-    pids = [w["pid"] for w in wait_status(busd_procs,
-                                          lambda d: states(d) == ["STARTED"] * 2)["workers"]]
+    pids = [
+        w["pid"] for w in wait_status(busd_procs, lambda d: states(d) == ["STARTED"] * 2)["workers"]
+    ]
     os.kill(busd.pid, signal.SIGINT)
     busd_sink.collect("stopping", 2)  # the workers hang in their stop listeners
     assert busd.poll() is None

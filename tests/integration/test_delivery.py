@@ -56,8 +56,9 @@ COUNTER = """
 LOSS_WORDS = ("lost", "gap", "missed")
 
 
-def start_counters(procs: Processes, sink: Sink, count: int,
-                   env: dict[str, str] | None = None) -> list[Any]:
+def start_counters(
+    procs: Processes, sink: Sink, count: int, env: dict[str, str] | None = None
+) -> list[Any]:
     counters = [procs.python(COUNTER, name=f"counter{i}", env=env) for i in range(count)]
     sink.collect("joined", count, timeout=30)
     return counters
@@ -87,8 +88,9 @@ def paced(master: Any, sink: Sink, pid: int, first: int, last: int, step: int = 
         for i in range(start, min(last, start + step)):
             master.publish("tick", i)
         master.publish("sync", start)
-        sink.collect("sync", 1, timeout=30,
-                     where=lambda r, tag=start: r["pid"] == pid and r["tag"] == tag)
+        sink.collect(
+            "sync", 1, timeout=30, where=lambda r, tag=start: r["pid"] == pid and r["tag"] == tag
+        )
 
 
 def burst(master: Any, total: int) -> float:
@@ -99,7 +101,8 @@ def burst(master: Any, total: int) -> float:
 
 
 def test_a_burst_of_200k_reaches_four_subscribers_whole_and_in_order(
-        busd_master: Any, busd_procs: Processes, busd_sink: Sink) -> None:
+    busd_master: Any, busd_procs: Processes, busd_sink: Sink
+) -> None:
     total = 200_000
     master = busd_master()
     master.start()
@@ -121,7 +124,8 @@ def test_a_burst_of_200k_reaches_four_subscribers_whole_and_in_order(
 
 
 def test_a_stopped_subscriber_neither_slows_the_others_nor_loses_what_the_window_holds(
-        busd_master: Any, busd_procs: Processes, busd_sink: Sink) -> None:
+    busd_master: Any, busd_procs: Processes, busd_sink: Sink
+) -> None:
     total = 100_000
     master = busd_master()
     master.start()
@@ -143,8 +147,8 @@ def test_a_stopped_subscriber_neither_slows_the_others_nor_loses_what_the_window
     finally:
         os.kill(stopped.pid, signal.SIGCONT)
     assert with_one_stopped < 3 * max(unstopped, 0.2), (
-        f"burst took {with_one_stopped:.2f}s with one subscriber stopped, "
-        f"{unstopped:.2f}s without")
+        f"burst took {with_one_stopped:.2f}s with one subscriber stopped, {unstopped:.2f}s without"
+    )
     # The resumed one repairs the gap from the window, in order, then goes on.
     resumed = reports(busd_sink, "stopped", 1, timeout=60)[stopped.pid]
     assert_complete(resumed, total)
@@ -159,7 +163,8 @@ def test_a_stopped_subscriber_neither_slows_the_others_nor_loses_what_the_window
 
 
 def test_a_subscriber_stopped_beyond_the_window_counts_its_loss_and_resyncs(
-        busd_master: Any, busd_procs: Processes, busd_sink: Sink) -> None:
+    busd_master: Any, busd_procs: Processes, busd_sink: Sink
+) -> None:
     # A window of 20k messages and small queues: the stopped one falls out of
     # it; the other is paced so that it never falls that far behind.
     total = 60_000
@@ -187,9 +192,9 @@ def test_a_subscriber_stopped_beyond_the_window_counts_its_loss_and_resyncs(
     not_got = (total - behind["n"]) + (total // 1000 - len(syncs))
     assert 0 <= missed - not_got <= 2, (behind["link"], behind["n"], len(syncs))
     # The state check lands right after the seq it was taken at: soon after.
-    assert master.hub.registry.wait_for(lambda clients: any(
-        c.pid == stopped.pid and c.state == "STOPPED" for c in clients), 30), (
-        "the state was not resynchronised")
+    assert master.hub.registry.wait_for(
+        lambda clients: any(c.pid == stopped.pid and c.state == "STOPPED" for c in clients), 30
+    ), "the state was not resynchronised"
     lost = {c["pid"]: c["lost"] for c in master.status()["clients"]}
     assert lost == {running.pid: 0, stopped.pid: missed}
     # And it goes on: a later message reaches it.
@@ -201,7 +206,8 @@ def test_a_subscriber_stopped_beyond_the_window_counts_its_loss_and_resyncs(
 
 
 def test_a_dispatcher_blocked_ten_seconds_is_not_lost_and_loses_nothing(
-        busd_master: Any, busd_procs: Processes, busd_sink: Sink) -> None:
+    busd_master: Any, busd_procs: Processes, busd_sink: Sink
+) -> None:
     # Heartbeats every 0.2 s, pongs every second, lost after 3 s; the client
     # gives up on a silent master after 2 s: a 10 s block is far beyond both.
     total = 50_000
@@ -224,10 +230,12 @@ def test_a_dispatcher_blocked_ten_seconds_is_not_lost_and_loses_nothing(
 
 
 def test_connect_tells_the_state_and_mirror_true_has_it_mirrored(
-        busd_master: Any, busd_procs: Processes, busd_sink: Sink) -> None:
+    busd_master: Any, busd_procs: Processes, busd_sink: Sink
+) -> None:
     master = busd_master()
     master.start()
-    child = busd_procs.python("""
+    child = busd_procs.python(
+        """
         from busd import client
         from busd.testing.probe import Probe
         with Probe() as probe:
@@ -237,7 +245,9 @@ def test_connect_tells_the_state_and_mirror_true_has_it_mirrored(
             bus = client.connect(mirror=True, timeout=20)
             probe.report("mirrored", state=bus.state.name, master=bus.master_state.name)
             bus.leave("done")
-    """, name="connect")
+    """,
+        name="connect",
+    )
     # connect(): the master's state is known, nothing ran here yet (block() mirrors).
     joined = busd_sink.expect("joined", timeout=30)
     assert (joined["state"], joined["master"]) == ("STOPPED", "STARTED")
@@ -246,7 +256,8 @@ def test_connect_tells_the_state_and_mirror_true_has_it_mirrored(
 
 
 def test_publish_many_delivers_a_batch_in_order_here_and_there(
-        busd_master: Any, busd_procs: Processes, busd_sink: Sink) -> None:
+    busd_master: Any, busd_procs: Processes, busd_sink: Sink
+) -> None:
     total = 20_000
     master = busd_master()
     master.start()

@@ -26,9 +26,25 @@ from busd.testing.pool import BusdPool
 from busd.testing.probe import Probe
 
 ROOT = Path(__file__).resolve().parents[2]
-INSTRUCTIONS = {"FROM", "RUN", "CMD", "LABEL", "EXPOSE", "ENV", "ADD", "COPY", "ENTRYPOINT",
-                "VOLUME", "USER", "WORKDIR", "ARG", "ONBUILD", "STOPSIGNAL", "HEALTHCHECK",
-                "SHELL"}
+INSTRUCTIONS = {
+    "FROM",
+    "RUN",
+    "CMD",
+    "LABEL",
+    "EXPOSE",
+    "ENV",
+    "ADD",
+    "COPY",
+    "ENTRYPOINT",
+    "VOLUME",
+    "USER",
+    "WORKDIR",
+    "ARG",
+    "ONBUILD",
+    "STOPSIGNAL",
+    "HEALTHCHECK",
+    "SHELL",
+}
 
 
 def instructions(text: str) -> list[tuple[str, str]]:
@@ -92,8 +108,9 @@ def health_command(parsed: list[tuple[str, str]]) -> str:
     return command
 
 
-def test_health_check_pings_busd(parsed: list[tuple[str, str]], busd_pool: object,
-                                 busd_dir: Path) -> None:
+def test_health_check_pings_busd(
+    parsed: list[tuple[str, str]], busd_pool: object, busd_dir: Path
+) -> None:
     command = health_command(parsed)
     assert "busctl" in command
     assert " ping" in command
@@ -103,13 +120,15 @@ def test_health_check_pings_busd(parsed: list[tuple[str, str]], busd_pool: objec
     # No busd: the same command, told to give up sooner than the image's 3 s.
     quick = local.replace("--timeout 3", "--timeout 0.5")
     assert quick != local
-    down = subprocess.run(["sh", "-c", quick], env=env, capture_output=True, text=True,
-                          timeout=30, check=False)
+    down = subprocess.run(
+        ["sh", "-c", quick], env=env, capture_output=True, text=True, timeout=30, check=False
+    )
     assert down.returncode == 1, "a health check must say 1 (unhealthy) with no busd"
     pool: BusdPool = busd_pool(None)  # type: ignore[operator]
     env["BUSD_RUNTIME_DIR"] = str(pool.runtime_dir)
-    up = subprocess.run(["sh", "-c", local], env=env, capture_output=True, text=True,
-                        timeout=30, check=False)
+    up = subprocess.run(
+        ["sh", "-c", local], env=env, capture_output=True, text=True, timeout=30, check=False
+    )
     assert up.returncode == 0, up.stdout + up.stderr
 
 
@@ -127,12 +146,25 @@ def orphan_maker(bus: Any) -> None:
 def test_busd_as_pid_1_leaves_no_zombie(busd_procs: Processes, busd_sink: Sink) -> None:
     assert UNSHARE is not None
     namespace = [UNSHARE, "--pid", "--fork", "--mount-proc"]
-    tried = subprocess.run([*namespace, "true"], capture_output=True, text=True, timeout=30,
-                           check=False)
+    tried = subprocess.run(
+        [*namespace, "true"], capture_output=True, text=True, timeout=30, check=False
+    )
     if tried.returncode != 0:
         pytest.skip(f"this machine cannot make a PID namespace: {tried.stderr.strip()}")
-    outer = busd_procs.spawn([*namespace, sys.executable, "-m", "busd", "--heartbeat", "0.2",
-                              "-w", "1", f"{__name__}:orphan_maker"], name="busd")
+    outer = busd_procs.spawn(
+        [
+            *namespace,
+            sys.executable,
+            "-m",
+            "busd",
+            "--heartbeat",
+            "0.2",
+            "-w",
+            "1",
+            f"{__name__}:orphan_maker",
+        ],
+        name="busd",
+    )
     busd_sink.expect("orphaned", timeout=30)
     (busd,) = psutil.Process(outer.pid).children()  # PID 1 of the namespace
     orphans = [p for p in busd.children(recursive=True) if p.cmdline()[:2] == ["sleep", "60"]]
@@ -141,8 +173,13 @@ def test_busd_as_pid_1_leaves_no_zombie(busd_procs: Processes, busd_sink: Sink) 
     assert orphan.ppid() != busd.pid, "the orphan went to busd (PID 1), which does not reap it"
     orphan.terminate()
     orphan.wait(10)  # a zombie still exists: this returns only once it was reaped
-    done = subprocess.run([sys.executable, "-m", "busd.client.ctl.busctl",
-                           "exit"], env=busd_procs.env,
-                          capture_output=True, text=True, timeout=30, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "busd.client.ctl.busctl", "exit"],
+        env=busd_procs.env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     assert outer.wait(30) == 0

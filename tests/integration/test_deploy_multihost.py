@@ -17,8 +17,9 @@ MULTIHOST = ROOT / "deploy" / "multihost"
 SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
 
 
-@pytest.mark.skipif(SYSTEMD_ANALYZE is None,
-                    reason="systemd-analyze is not installed (.ci/run installs it as root)")
+@pytest.mark.skipif(
+    SYSTEMD_ANALYZE is None, reason="systemd-analyze is not installed (.ci/run installs it as root)"
+)
 @pytest.mark.parametrize("unit", ["busd-master.service", "busd-joined.service"])
 def test_unit_verifies_clean(unit: str, tmp_path: Path) -> None:
     venv = Path(sys.executable).parent.parent
@@ -26,8 +27,13 @@ def test_unit_verifies_clean(unit: str, tmp_path: Path) -> None:
     path = tmp_path / "app.service"
     path.write_text(text)
     assert SYSTEMD_ANALYZE is not None
-    done = subprocess.run([SYSTEMD_ANALYZE, "verify", str(path)], capture_output=True,
-                          text=True, timeout=60, check=False)
+    done = subprocess.run(
+        [SYSTEMD_ANALYZE, "verify", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert (done.stdout + done.stderr).strip() == ""
 
@@ -37,9 +43,15 @@ def test_the_key_commands_of_the_readme_run_as_written(tmp_path: Path) -> None:
     assert blocks, "the README shows its key commands in a sh block"
     bindir = Path(sys.executable).parent
     for block in blocks:
-        done = subprocess.run(["sh", "-ec", block], cwd=tmp_path, capture_output=True,
-                              text=True, timeout=60, check=False,
-                              env={"PATH": f"{bindir}:/usr/bin:/bin"})
+        done = subprocess.run(
+            ["sh", "-ec", block],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            env={"PATH": f"{bindir}:/usr/bin:/bin"},
+        )
         assert done.returncode == 0, done.stdout + done.stderr
     # What they made is what busd accepts: the master's secret, a host's key in authorized/.
     load_secret(tmp_path / "keys-master" / "server.key_secret")

@@ -28,7 +28,8 @@ WORKERS = 4
 
 pytestmark = pytest.mark.skipif(
     SUPERVISORD is None or SUPERVISORCTL is None,
-    reason="supervisor is not installed (it is in busd[test]: pip install -e '.[test]')")
+    reason="supervisor is not installed (it is in busd[test]: pip install -e '.[test]')",
+)
 
 
 def program_section() -> dict[str, str]:
@@ -37,22 +38,31 @@ def program_section() -> dict[str, str]:
     program = dict(parser["program:app"])
     command = program["command"]
     assert command.startswith("/opt/app/.venv/bin/busd "), command
-    program["command"] = (command.replace("/opt/app/.venv/bin/busd", f"{sys.executable} -m busd")
-                          .replace(" -w 4 ", f" -w {WORKERS} ")
-                          .replace("app.wsgi:main", "tests.integration.targets:main"))
+    program["command"] = (
+        command.replace("/opt/app/.venv/bin/busd", f"{sys.executable} -m busd")
+        .replace(" -w 4 ", f" -w {WORKERS} ")
+        .replace("app.wsgi:main", "tests.integration.targets:main")
+    )
     return program
 
 
 def write_config(directory: Path, logs: Path) -> Path:
     sock = directory / "supervisor.sock"
     lines = [
-        "[unix_http_server]", f"file={sock}",
-        "[supervisord]", "nodaemon=true", f"logfile={logs / 'supervisord.log'}",
-        f"pidfile={directory / 'supervisord.pid'}", f"childlogdir={logs}", "loglevel=info",
+        "[unix_http_server]",
+        f"file={sock}",
+        "[supervisord]",
+        "nodaemon=true",
+        f"logfile={logs / 'supervisord.log'}",
+        f"pidfile={directory / 'supervisord.pid'}",
+        f"childlogdir={logs}",
+        "loglevel=info",
         "[rpcinterface:supervisor]",
         "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface",
-        "[supervisorctl]", f"serverurl=unix://{sock}",
-        "[program:app]", *(f"{k}={v}" for k, v in program_section().items()),
+        "[supervisorctl]",
+        f"serverurl=unix://{sock}",
+        "[program:app]",
+        *(f"{k}={v}" for k, v in program_section().items()),
         f"stdout_logfile={logs / 'app.log'}",
     ]
     path = directory / "supervisord.conf"
@@ -62,8 +72,14 @@ def write_config(directory: Path, logs: Path) -> Path:
 
 def ctl(config: Path, procs: Processes, *args: str) -> subprocess.CompletedProcess[str]:
     assert SUPERVISORCTL is not None
-    return subprocess.run([SUPERVISORCTL, "-c", str(config), *args], capture_output=True,
-                          text=True, env=procs.env, timeout=60, check=False)
+    return subprocess.run(
+        [SUPERVISORCTL, "-c", str(config), *args],
+        capture_output=True,
+        text=True,
+        env=procs.env,
+        timeout=60,
+        check=False,
+    )
 
 
 def busd_pid(config: Path, procs: Processes) -> int:
@@ -73,7 +89,8 @@ def busd_pid(config: Path, procs: Processes) -> int:
 
 
 def test_supervisord_runs_reloads_restarts_and_stops_busd(
-        busd_procs: Processes, busd_sink: Sink, busd_dir: Path, tmp_path: Path) -> None:
+    busd_procs: Processes, busd_sink: Sink, busd_dir: Path, tmp_path: Path
+) -> None:
     config = write_config(busd_dir, tmp_path)
     assert SUPERVISORD is not None
     supervisord = busd_procs.spawn([SUPERVISORD, "-c", str(config)], name="supervisord")

@@ -34,8 +34,10 @@ def worker(bus: ClientBus) -> None:
     """targets.main, and a report of what systemd variables this worker sees."""
     targets.main(bus)
     with Probe() as probe:
-        probe.report("environ", **{k: os.environ.get(k) for k in
-                                   ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")})
+        probe.report(
+            "environ",
+            **{k: os.environ.get(k) for k in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")},
+        )
 
 
 def installed_bin() -> Path:
@@ -46,10 +48,12 @@ def installed_bin() -> Path:
     return here
 
 
-@pytest.mark.skipif(SYSTEMD_ANALYZE is None,
-                    reason="systemd-analyze is not installed (.ci/run installs it as root)")
-@pytest.mark.parametrize(("unit", "as_name"), [("busd.service", "app.service"),
-                                               ("busd@.service", "busd@shop.service")])
+@pytest.mark.skipif(
+    SYSTEMD_ANALYZE is None, reason="systemd-analyze is not installed (.ci/run installs it as root)"
+)
+@pytest.mark.parametrize(
+    ("unit", "as_name"), [("busd.service", "app.service"), ("busd@.service", "busd@shop.service")]
+)
 def test_unit_verifies_clean(unit: str, as_name: str, tmp_path: Path) -> None:
     # The units name /opt/<app>/.venv as the place to edit; point them at ours,
     # as an installer would, so verify can check the commands exist.
@@ -61,8 +65,13 @@ def test_unit_verifies_clean(unit: str, as_name: str, tmp_path: Path) -> None:
     path = tmp_path / as_name
     path.write_text(text)
     assert SYSTEMD_ANALYZE is not None
-    done = subprocess.run([SYSTEMD_ANALYZE, "verify", str(path)], capture_output=True,
-                          text=True, timeout=60, check=False)
+    done = subprocess.run(
+        [SYSTEMD_ANALYZE, "verify", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     # Unknown keys and bad values are only warnings: "clean" means none at all.
     assert (done.stdout + done.stderr).strip() == ""
@@ -114,10 +123,14 @@ class Notifications:
 
 
 def busctl(procs: Processes, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "busd.client.ctl.busctl",
-                           "--timeout", "20", *args],
-                          capture_output=True, text=True, env=procs.env, timeout=60,
-                          check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "busd.client.ctl.busctl", "--timeout", "20", *args],
+        capture_output=True,
+        text=True,
+        env=procs.env,
+        timeout=60,
+        check=False,
+    )
 
 
 def worker_rows(procs: Processes) -> list[dict[str, object]]:
@@ -128,16 +141,32 @@ def worker_rows(procs: Processes) -> list[dict[str, object]]:
 
 
 @pytest.mark.slow
-def test_busd_under_notify_socket_and_watchdog(busd_procs: Processes, busd_sink: Sink,
-                                               busd_dir: Path) -> None:
+def test_busd_under_notify_socket_and_watchdog(
+    busd_procs: Processes, busd_sink: Sink, busd_dir: Path
+) -> None:
     systemd = Notifications(busd_dir / "notify")
     watchdog_usec = 1_000_000  # systemd's WatchdogSec=1: a ping at least every second
     try:
         busd = busd_procs.spawn(
-            [sys.executable, "-m", "busd", "--heartbeat", "0.2", "--log-level", "WARNING",
-             "-w", "3", TARGET], name="busd",
-            env={"NOTIFY_SOCKET": str(busd_dir / "notify"),
-                 "WATCHDOG_USEC": str(watchdog_usec), "WATCHDOG_PID": ""})
+            [
+                sys.executable,
+                "-m",
+                "busd",
+                "--heartbeat",
+                "0.2",
+                "--log-level",
+                "WARNING",
+                "-w",
+                "3",
+                TARGET,
+            ],
+            name="busd",
+            env={
+                "NOTIFY_SOCKET": str(busd_dir / "notify"),
+                "WATCHDOG_USEC": str(watchdog_usec),
+                "WATCHDOG_PID": "",
+            },
+        )
         before_ready = systemd.wait("READY")
         assert not any("STOPPING" in f or "RELOADING" in f for f in before_ready)
         # READY=1 means every worker ran its start listeners: busd says so at once.
@@ -162,8 +191,9 @@ def test_busd_under_notify_socket_and_watchdog(busd_procs: Processes, busd_sink:
         busd_sink.collect("graceful", 3, timeout=10)
         systemd.wait("READY", timeout=0.5)
         reload_fields = [f for _, f in systemd.seen[mark:] if "WATCHDOG" not in f]
-        assert [sorted(f) for f in reload_fields] == [["MONOTONIC_USEC", "RELOADING"],
-                                                     ["READY"]], reload_fields
+        assert [sorted(f) for f in reload_fields] == [["MONOTONIC_USEC", "RELOADING"], ["READY"]], (
+            reload_fields
+        )
         assert int(reload_fields[0]["MONOTONIC_USEC"]) <= time.monotonic_ns() // 1000
 
         # A stop and start of the bus is no exit: systemd must not hear STOPPING=1.

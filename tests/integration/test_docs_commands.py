@@ -64,7 +64,7 @@ class Command:
         if command.endswith(STATUS_SUFFIX):
             assert self.shown, f"{self.where}: '; echo $?' without a status under it"
             assert self.shown[-1].strip().isdigit(), f"{self.where}: no status under it"
-            return command[:-len(STATUS_SUFFIX)], int(self.shown[-1]), self.shown[:-1]
+            return command[: -len(STATUS_SUFFIX)], int(self.shown[-1]), self.shown[:-1]
         return command, 0, self.shown
 
     @property
@@ -77,7 +77,7 @@ def commands(relpath: str) -> list[Command]:
     text = (ROOT / relpath).read_text()
     found: list[Command] = []
     for block in FENCE.finditer(text):
-        first_line = text[:block.start()].count("\n") + 2
+        first_line = text[: block.start()].count("\n") + 2
         lines = block.group(1).splitlines()
         current: tuple[int, str, list[str]] | None = None
         for offset, line in enumerate(lines):
@@ -148,8 +148,9 @@ def _row_of_table(line: str, shown: tuple[str, ...], want_tables: dict[str, int]
     return False
 
 
-def wait_pool_ready(procs: Processes, runtime: Path, proc: subprocess.Popen[bytes],
-                    timeout: float = 30.0) -> None:
+def wait_pool_ready(
+    procs: Processes, runtime: Path, proc: subprocess.Popen[bytes], timeout: float = 30.0
+) -> None:
     """Until the busd in ``runtime`` says every worker is STARTED and connected."""
     deadline = time.monotonic() + timeout
     status: dict[str, object] = {}
@@ -166,8 +167,11 @@ def wait_pool_ready(procs: Processes, runtime: Path, proc: subprocess.Popen[byte
             clients = status.get("clients") or []
             assert isinstance(workers, list)
             assert isinstance(clients, list)
-            if status.get("state") == "STARTED" and len(clients) >= len(workers) and all(
-                    w.get("state") == "STARTED" for w in workers):
+            if (
+                status.get("state") == "STARTED"
+                and len(clients) >= len(workers)
+                and all(w.get("state") == "STARTED" for w in workers)
+            ):
                 return
             events.wait_readable(0.05)  # woken by what busd publishes, 50 ms at most
     pytest.fail(f"busd never had all its workers STARTED: {status}")
@@ -194,8 +198,11 @@ def test_doc_commands(doc: str, busd_procs: Processes, busd_dir: Path, tmp_path:
     work.mkdir()
     (work / ".venv").symlink_to(Path(sys.executable).parent.parent)
     runtime = busd_dir / "rt"
-    env = {**busd_procs.env, "BUSD_RUNTIME_DIR": str(runtime),
-           "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"}
+    env = {
+        **busd_procs.env,
+        "BUSD_RUNTIME_DIR": str(runtime),
+        "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
+    }
     env.pop("BUSD_NAME", None)
     failures = []
     found = commands(doc)
@@ -203,20 +210,34 @@ def test_doc_commands(doc: str, busd_procs: Processes, busd_dir: Path, tmp_path:
         text, status, shown = cmd.expected_status()
         after = found[index + 1].text if index + 1 < len(found) else ""
         if cmd.background:
-            proc = subprocess.Popen(["bash", "-c", text.rstrip("& ")], cwd=work, env=env,
-                                    stdin=subprocess.DEVNULL, start_new_session=True)
+            proc = subprocess.Popen(
+                ["bash", "-c", text.rstrip("& ")],
+                cwd=work,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
             busd_procs.started.append(proc)
             proc.log_path = work / "busd.log"  # type: ignore[attr-defined]
             if "busd " in text and "busctl wait" not in after:
                 wait_pool_ready(busd_procs, runtime, proc)
             continue
-        done = subprocess.run(["bash", "-c", text], cwd=work, env=env, capture_output=True,
-                              text=True, timeout=60, check=False)
+        done = subprocess.run(
+            ["bash", "-c", text],
+            cwd=work,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
         output = done.stdout + done.stderr
         if done.returncode != status:
-            failures.append(f"{cmd.where}: `{text}` exited {done.returncode}, the doc shows "
-                            f"{status}:\n{output}")
+            failures.append(
+                f"{cmd.where}: `{text}` exited {done.returncode}, the doc shows {status}:\n{output}"
+            )
             continue
-        failures += [f"{cmd.where}: `{text}`: {p}\n{output}" for p in
-                     shape_mismatches(shown, output)]
+        failures += [
+            f"{cmd.where}: `{text}`: {p}\n{output}" for p in shape_mismatches(shown, output)
+        ]
     assert not failures, "\n\n".join(failures)

@@ -62,7 +62,8 @@ def stopped(proc: subprocess.Popen[bytes]) -> None:
 
 
 def test_a_client_behind_at_exit_gets_every_message_then_exiting_and_ends_soon(
-        busd_master: Any, busd_procs: Processes, busd_sink: Sink) -> None:
+    busd_master: Any, busd_procs: Processes, busd_sink: Sink
+) -> None:
     master: MasterBus = busd_master()
     master.start()
     proc = busd_procs.python(BEHIND, name="behind")  # master_timeout left at 30 s
@@ -79,8 +80,9 @@ def test_a_client_behind_at_exit_gets_every_message_then_exiting_and_ends_soon(
     try:
         assert proc.wait(10) == 0
     except subprocess.TimeoutExpired:
-        pytest.fail("the client did not end within 10 s of the exit:\n"
-                    + busd_procs.output(proc)[-2000:])
+        pytest.fail(
+            "the client did not end within 10 s of the exit:\n" + busd_procs.output(proc)[-2000:]
+        )
     took = time.monotonic() - began
     report = busd_sink.expect("exiting", timeout=5)
     assert report["n"] == TOTAL, {**report, "link": None}
@@ -96,8 +98,8 @@ def test_a_client_behind_at_exit_gets_every_message_then_exiting_and_ends_soon(
 
 
 def test_a_client_stopped_for_good_holds_the_exit_only_for_the_shutdown_timeout(
-        busd_master: Any, busd_procs: Processes, busd_sink: Sink,
-        caplog: pytest.LogCaptureFixture) -> None:
+    busd_master: Any, busd_procs: Processes, busd_sink: Sink, caplog: pytest.LogCaptureFixture
+) -> None:
     # Liveness (5 s pongs x 3) outlasts the bound: the bound is what ends the wait.
     master: MasterBus = busd_master(heartbeat=1.0, shutdown_timeout=2.0)
     master.start()
@@ -143,17 +145,25 @@ SLOW_EXIT = """
 
 def busctl(pool: BusdPool, *argv: str) -> subprocess.CompletedProcess[str]:
     """The real busctl command against ``pool``, run to its end."""
-    return subprocess.run(busctl_argv(pool, *argv), capture_output=True, text=True,
-                          timeout=30, check=False)
+    return subprocess.run(
+        busctl_argv(pool, *argv), capture_output=True, text=True, timeout=30, check=False
+    )
 
 
 def busctl_argv(pool: BusdPool, *argv: str) -> list[str]:
-    return [sys.executable, "-m", "busd.client.ctl.busctl", "--runtime-dir", str(pool.runtime_dir),
-            *argv]
+    return [
+        sys.executable,
+        "-m",
+        "busd.client.ctl.busctl",
+        "--runtime-dir",
+        str(pool.runtime_dir),
+        *argv,
+    ]
 
 
 def test_a_client_of_a_master_that_closed_cleanly_does_not_call_it_lost(
-        busd_pool: Any, busd_procs: Processes, busd_sink: Sink) -> None:
+    busd_pool: Any, busd_procs: Processes, busd_sink: Sink
+) -> None:
     pool: BusdPool = busd_pool(None)  # a busd master alone; the client attaches
     env = {"BUSD_RUNTIME_DIR": str(pool.runtime_dir)}
     proc = busd_procs.python(SLOW_EXIT, str(pool.proc.pid), name="attached", env=env)
@@ -179,8 +189,12 @@ def counting(bus: ClientBus) -> None:
     bus.subscribe("tick", seen.append)
 
     def exiting() -> None:
-        probe.report("counted", n=len(seen), in_order=seen == list(range(len(seen))),
-                     link=bus.statistics()["link"])
+        probe.report(
+            "counted",
+            n=len(seen),
+            in_order=seen == list(range(len(seen))),
+            link=bus.statistics()["link"],
+        )
 
     bus.subscribe("exit", exiting)
     bus.subscribe("exit", probe.close, priority=100)
@@ -192,11 +206,13 @@ def bursting(master: MasterBus) -> None:
 
 
 def test_busd_workers_count_every_message_of_a_burst_sent_right_before_busctl_exit(
-        busd_pool: Any, busd_procs: Processes, busd_sink: Sink) -> None:
+    busd_pool: Any, busd_procs: Processes, busd_sink: Sink
+) -> None:
     total = 200_000
     here = Path(__file__).stem
-    pool: BusdPool = busd_pool(counting, "--plugin", f"tests.integration.{here}:bursting",
-                               workers=2)
+    pool: BusdPool = busd_pool(
+        counting, "--plugin", f"tests.integration.{here}:bursting", workers=2
+    )
     workers = pool.pids
     for pid in workers:  # they fall behind: the burst overflows their queues
         os.kill(pid, signal.SIGSTOP)
@@ -223,10 +239,12 @@ def test_busd_workers_count_every_message_of_a_burst_sent_right_before_busctl_ex
 
 
 def test_complaints_are_logged_once_per_interval_with_the_count_held_back(
-        caplog: pytest.LogCaptureFixture) -> None:
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     now = [100.0]
-    complaints = Complaints(logging.getLogger("busd.client.link.thread"), 10.0,
-                            clock=lambda: now[0])
+    complaints = Complaints(
+        logging.getLogger("busd.client.link.thread"), 10.0, clock=lambda: now[0]
+    )
     with caplog.at_level(logging.WARNING, logger="busd.client.link.thread"):
         for i in range(50):
             complaints.warn("bad_reply", "bad reply from master: %s", i)
@@ -235,8 +253,10 @@ def test_complaints_are_logged_once_per_interval_with_the_count_held_back(
         complaints.warn("bad_reply", "bad reply from master: %s", "late")
         complaints.warn("bad_reply", "bad reply from master: %s", "held")
     assert [r.getMessage() for r in caplog.records] == [
-        "bad reply from master: 0", "bad message from master: x",
-        "bad reply from master: late (and 49 more in the last 10s)"]
+        "bad reply from master: 0",
+        "bad message from master: x",
+        "bad reply from master: late (and 49 more in the last 10s)",
+    ]
 
 
 class RawMaster:
@@ -246,8 +266,9 @@ class RawMaster:
         self.ctx: zmq.Context[Any] = zmq.Context()
         self.pub = self.ctx.socket(zmq.XPUB)
         self.ctl = self.ctx.socket(zmq.ROUTER)
-        self.endpoints = Endpoints(pub=f"ipc://{directory}/raw-pub",
-                                   ctl=f"ipc://{directory}/raw-ctl")
+        self.endpoints = Endpoints(
+            pub=f"ipc://{directory}/raw-pub", ctl=f"ipc://{directory}/raw-ctl"
+        )
         self.pub.bind(self.endpoints.pub)
         self.ctl.bind(self.endpoints.ctl)
 
@@ -270,7 +291,8 @@ class RawMaster:
 
 
 def test_a_client_logs_a_flood_of_bad_replies_and_a_refused_snapshot_in_a_few_lines(
-        busd_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    busd_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     master = RawMaster(busd_dir)
     bus = ClientBus(master.endpoints, master_timeout=30.0)
     try:
@@ -278,9 +300,21 @@ def test_a_client_logs_a_flood_of_bad_replies_and_a_refused_snapshot_in_a_few_li
             with ThreadPoolExecutor(1) as pool:
                 joined = pool.submit(bus.connect, mirror=False)
                 identity, hello = master.next_request()
-                master.reply(identity, hello.req_id, True, {
-                    "client_id": 1, "epoch": 7, "seq": 0, "state": "STARTED", "heartbeat": 1.0,
-                    "liveness": 3, "pong_interval": 5.0, "pub": [master.endpoints.pub]})
+                master.reply(
+                    identity,
+                    hello.req_id,
+                    True,
+                    {
+                        "client_id": 1,
+                        "epoch": 7,
+                        "seq": 0,
+                        "state": "STARTED",
+                        "heartbeat": 1.0,
+                        "liveness": 3,
+                        "pong_interval": 5.0,
+                        "pub": [master.endpoints.pub],
+                    },
+                )
                 joined.result(10)
             for _ in range(200):
                 master.ctl.send_multipart([identity, b"\xc1"])
@@ -288,12 +322,20 @@ def test_a_client_logs_a_flood_of_bad_replies_and_a_refused_snapshot_in_a_few_li
             master.pub.send(encode(Kind.HEARTBEAT, 7, 3, "STARTED", 1.0))
             identity, replay = master.next_request()
             assert replay.body["cmd"] == "replay", replay
-            master.reply(identity, replay.req_id, True,
-                         {"epoch": 7, "first": 4, "frames": [], "lost": 3, "more": False})
+            master.reply(
+                identity,
+                replay.req_id,
+                True,
+                {"epoch": 7, "first": 4, "frames": [], "lost": 3, "more": False},
+            )
             identity, snapshot = master.next_request()
             assert snapshot.body["cmd"] == "snapshot", snapshot
-            master.reply(identity, snapshot.req_id, False,
-                         {"code": "internal", "message": "no snapshot today", "details": None})
+            master.reply(
+                identity,
+                snapshot.req_id,
+                False,
+                {"code": "internal", "message": "no snapshot today", "details": None},
+            )
             ping = bus.link.request("ping")
             identity, asked = master.next_request()
             master.reply(identity, asked.req_id, True, {"pong": True})

@@ -40,8 +40,10 @@ def echo(bus: Any, index: int, *args: Any, **kwargs: Any) -> Any:
 
 
 def test_run_passes_arguments_and_rejects_closures(busd_run: Runner) -> None:
-    assert busd_run(echo, 2, "a", 1, flag=True) == [[0, ["a", 1], {"flag": True}],
-                                                   [1, ["a", 1], {"flag": True}]]
+    assert busd_run(echo, 2, "a", 1, flag=True) == [
+        [0, ["a", 1], {"flag": True}],
+        [1, ["a", 1], {"flag": True}],
+    ]
     with pytest.raises(TypeError, match="module-level function"):
         busd_run(lambda bus, index: index, 1)
 

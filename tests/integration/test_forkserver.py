@@ -22,9 +22,12 @@ PER_ASK = 2
 
 
 def _env_for(master: Any, busd_dir: Path) -> dict[str, str]:
-    return {**os.environ, "BUSD_RUNTIME_DIR": str(busd_dir),
-            "BUSD_PUB_ENDPOINT": master.hub.pub_endpoints[0],
-            "BUSD_CTL_ENDPOINT": master.hub.ctl_endpoints[0]}
+    return {
+        **os.environ,
+        "BUSD_RUNTIME_DIR": str(busd_dir),
+        "BUSD_PUB_ENDPOINT": master.hub.pub_endpoints[0],
+        "BUSD_CTL_ENDPOINT": master.hub.ctl_endpoints[0],
+    }
 
 
 def _wait_exits(pidfds: list[int], timeout: float) -> None:
@@ -37,8 +40,7 @@ def _wait_exits(pidfds: list[int], timeout: float) -> None:
         pending = [fd for fd in pending if fd not in ready]
 
 
-def test_two_threads_asking_at_once_get_their_own_workers(busd_dir: Path,
-                                                         busd_master: Any) -> None:
+def test_two_threads_asking_at_once_get_their_own_workers(busd_dir: Path, busd_master: Any) -> None:
     # The fork server first: it is forked before the master has threads.
     server = ForkServer("tests.integration.targets:leave_at_once")
     master = busd_master()
@@ -61,8 +63,7 @@ def test_two_threads_asking_at_once_get_their_own_workers(busd_dir: Path,
         go.wait()
         for round_ in range(ROUNDS):
             names = [f"{tag}-{round_}-{i}" for i in range(PER_ASK)]
-            results = server.spawn_many([(i, {"BUSD_WORKER_NAME": n})
-                                         for i, n in enumerate(names)])
+            results = server.spawn_many([(i, {"BUSD_WORKER_NAME": n}) for i, n in enumerate(names)])
             for name, result in zip(names, results, strict=True):
                 if isinstance(result, OSError):
                     failures.append(f"{name}: {result}")
@@ -82,8 +83,9 @@ def test_two_threads_asking_at_once_get_their_own_workers(busd_dir: Path,
         wanted = {**asked["a"], **asked["b"]}
         assert len(wanted) == 2 * ROUNDS * PER_ASK, "a pid was given to both threads"
         with everyone:
-            assert everyone.wait_for(lambda: set(wanted) <= set(joined), 60), \
+            assert everyone.wait_for(lambda: set(wanted) <= set(joined), 60), (
                 f"never joined: {sorted(set(wanted) - set(joined))}"
+            )
             # Each pid a thread was given runs with the env that thread asked for.
             assert {pid: joined[pid] for pid in wanted} == wanted
         _wait_exits(pidfds, 30)
@@ -95,17 +97,20 @@ def test_two_threads_asking_at_once_get_their_own_workers(busd_dir: Path,
         server.close()
 
 
-def test_a_dead_fork_server_is_replaced_and_said_so(busd_procs: Processes,
-                                                   busd_sink: Sink) -> None:
-    busd = start_busd(busd_procs, "-w", "2", "--log-level", "INFO",
-                      "tests.integration.targets:main")
+def test_a_dead_fork_server_is_replaced_and_said_so(busd_procs: Processes, busd_sink: Sink) -> None:
+    busd = start_busd(
+        busd_procs, "-w", "2", "--log-level", "INFO", "tests.integration.targets:main"
+    )
     busd_sink.collect("start", 2, timeout=30)
     doc = wait_status(busd_procs, lambda d: states(d) == ["STARTED"] * 2)
     old = doc["forkserver"]["pid"]
     workers = [w["pid"] for w in doc["workers"]]
     os.kill(old, signal.SIGKILL)
-    doc = wait_status(busd_procs, lambda d: d["forkserver"]["replaced"] == 1
-                      and d["forkserver"]["pid"] not in (None, old), timeout=30)
+    doc = wait_status(
+        busd_procs,
+        lambda d: d["forkserver"]["replaced"] == 1 and d["forkserver"]["pid"] not in (None, old),
+        timeout=30,
+    )
     # The workers it had made stay: they belong to the master, not to it.
     assert [w["pid"] for w in doc["workers"]] == workers
     assert states(doc) == ["STARTED"] * 2
@@ -134,11 +139,12 @@ def main(bus):
 """
 
 
-@pytest.mark.parametrize(("flags", "after_reload"), [([], 2), (["--preload"], 1)],
-                         ids=["fresh", "preload"])
-def test_a_respawn_runs_new_code_unless_preloaded(busd_procs: Processes, busd_sink: Sink,
-                                                  tmp_path: Path, flags: list[str],
-                                                  after_reload: int) -> None:
+@pytest.mark.parametrize(
+    ("flags", "after_reload"), [([], 2), (["--preload"], 1)], ids=["fresh", "preload"]
+)
+def test_a_respawn_runs_new_code_unless_preloaded(
+    busd_procs: Processes, busd_sink: Sink, tmp_path: Path, flags: list[str], after_reload: int
+) -> None:
     (tmp_path / "app_v.py").write_text(APP.format(version=1))
     busd_procs.env["PYTHONPATH"] = f"{tmp_path}{os.pathsep}{busd_procs.env['PYTHONPATH']}"
     busd = start_busd(busd_procs, *flags, "-w", "2", "--reload", "respawn", "app_v:main")

@@ -59,10 +59,25 @@ def wait_workers(control: Control, count: int, exclude: set[int], timeout: float
 
 def test_respawn_reloads_drop_no_request(busd_procs: Processes, busd_dir: Path) -> None:
     sock_path = str(busd_dir / "http.sock")
-    busd = busd_procs.spawn([sys.executable, "-m", "busd", "-w", "2", "--heartbeat", "0.2",
-                             "--log-level", "WARNING", "--reload", "respawn",
-                             "--listen", f"unix:{sock_path}", "busd.examples.http:main"],
-                            name="busd")
+    busd = busd_procs.spawn(
+        [
+            sys.executable,
+            "-m",
+            "busd",
+            "-w",
+            "2",
+            "--heartbeat",
+            "0.2",
+            "--log-level",
+            "WARNING",
+            "--reload",
+            "respawn",
+            "--listen",
+            f"unix:{sock_path}",
+            "busd.examples.http:main",
+        ],
+        name="busd",
+    )
     ok, failures, servers = [0], [], set()
     stop = threading.Event()
 
@@ -100,9 +115,23 @@ def test_stops_at_once_after_serving(busd_procs: Processes, busd_dir: Path) -> N
     # Every worker waits on the one socket; one that lost the race for a
     # connection must not sit in accept() and hold up the stop.
     sock_path = str(busd_dir / "http.sock")
-    busd = busd_procs.spawn([sys.executable, "-m", "busd", "-w", "4", "--heartbeat", "0.2",
-                             "--log-level", "WARNING", "--listen", f"unix:{sock_path}",
-                             "busd.examples.http:main"], name="busd")
+    busd = busd_procs.spawn(
+        [
+            sys.executable,
+            "-m",
+            "busd",
+            "-w",
+            "4",
+            "--heartbeat",
+            "0.2",
+            "--log-level",
+            "WARNING",
+            "--listen",
+            f"unix:{sock_path}",
+            "busd.examples.http:main",
+        ],
+        name="busd",
+    )
     with Control(default_endpoints(busd_dir).ctl, timeout=10) as control:
         wait_workers(control, 4, set())
     served = {get(sock_path).split()[1] for _ in range(20)}

@@ -37,16 +37,35 @@ def make_keys(root: Path) -> dict[str, Path]:
 
 
 def busd(runtime: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "busd", "--runtime-dir", str(runtime), "--heartbeat", "0.3",
-            *args]
+    return [
+        sys.executable,
+        "-m",
+        "busd",
+        "--runtime-dir",
+        str(runtime),
+        "--heartbeat",
+        "0.3",
+        *args,
+    ]
 
 
-def start_master(procs: Processes, base: Path, keys: dict[str, Path],
-                 *extra: str) -> tuple[Path, str]:
+def start_master(
+    procs: Processes, base: Path, keys: dict[str, Path], *extra: str
+) -> tuple[Path, str]:
     runtime = base / "m"
-    proc = procs.spawn(busd(runtime, "--bind", "tcp://127.0.0.1:*",
-                            "--curve-secret", str(keys["server_secret"]),
-                            "--authorized-keys", str(keys["authorized"]), *extra), name="master")
+    proc = procs.spawn(
+        busd(
+            runtime,
+            "--bind",
+            "tcp://127.0.0.1:*",
+            "--curve-secret",
+            str(keys["server_secret"]),
+            "--authorized-keys",
+            str(keys["authorized"]),
+            *extra,
+        ),
+        name="master",
+    )
     with Control(f"ipc://{runtime}/ctl.sock", TIMEOUT) as control:
         try:
             status = control.request("status")
@@ -56,23 +75,37 @@ def start_master(procs: Processes, base: Path, keys: dict[str, Path],
     return runtime, ctl
 
 
-def join_argv(base: Path, ctl: str, keys: dict[str, Path], secret: str = "host_secret",
-              workers: int = 2) -> list[str]:
-    return busd(base / "h", "--join", ctl, "--server-key", str(keys["server"]),
-                "--curve-secret", str(keys[secret]), "-w", str(workers), TARGET)
+def join_argv(
+    base: Path, ctl: str, keys: dict[str, Path], secret: str = "host_secret", workers: int = 2
+) -> list[str]:
+    return busd(
+        base / "h",
+        "--join",
+        ctl,
+        "--server-key",
+        str(keys["server"]),
+        "--curve-secret",
+        str(keys[secret]),
+        "-w",
+        str(workers),
+        TARGET,
+    )
 
 
 def test_a_master_that_respawns_its_workers_still_reloads_the_joined_ones(
-        busd_procs: Processes, busd_sink: Sink, busd_dir: Path, tmp_path: Path,
-        capsys: pytest.CaptureFixture[str]) -> None:
+    busd_procs: Processes,
+    busd_sink: Sink,
+    busd_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     keys = make_keys(tmp_path)
     runtime, ctl = start_master(busd_procs, busd_dir, keys, "--reload", "respawn")
     host = busd_procs.spawn(join_argv(busd_dir, ctl, keys), name="host")
     pids = sorted(r["pid"] for r in busd_sink.collect("start", 2, TIMEOUT))
 
     capsys.readouterr()
-    code = busctl(["--runtime-dir", str(runtime), "--timeout", str(TIMEOUT),
-                   "graceful", "--wait"])
+    code = busctl(["--runtime-dir", str(runtime), "--timeout", str(TIMEOUT), "graceful", "--wait"])
     _, err = capsys.readouterr()
     assert code == 0, err
     assert sorted(r["pid"] for r in busd_sink.collect("graceful", 2, TIMEOUT)) == pids
@@ -84,23 +117,37 @@ def test_a_master_that_respawns_its_workers_still_reloads_the_joined_ones(
 
 
 def test_a_joined_busd_with_a_refused_key_says_so_and_exits(
-        busd_procs: Processes, busd_dir: Path, tmp_path: Path) -> None:
+    busd_procs: Processes, busd_dir: Path, tmp_path: Path
+) -> None:
     keys = make_keys(tmp_path)
     _, ctl = start_master(busd_procs, busd_dir, keys)
-    done = subprocess.run(join_argv(busd_dir, ctl, keys, secret="stranger_secret"),
-                          capture_output=True, text=True, timeout=TIMEOUT, check=False)
+    done = subprocess.run(
+        join_argv(busd_dir, ctl, keys, secret="stranger_secret"),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
     assert done.returncode != 0
     assert "the master refused the key" in done.stderr
     assert "Traceback" not in done.stderr
 
 
-@pytest.mark.parametrize(("args", "expected"), [
-    (["--join", "ipc:///tmp/x"], "--join is tcp://HOST:PORT"),
-    (["--join", "tcp://127.0.0.1:*"], "--join is tcp://HOST:PORT"),
-    (["--wait-for-master"], "--wait-for-master goes with --join"),
-])
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--join", "ipc:///tmp/x"], "--join is tcp://HOST:PORT"),
+        (["--join", "tcp://127.0.0.1:*"], "--join is tcp://HOST:PORT"),
+        (["--wait-for-master"], "--wait-for-master goes with --join"),
+    ],
+)
 def test_bad_join_flags_are_usage_errors(busd_dir: Path, args: list[str], expected: str) -> None:
-    done = subprocess.run(busd(busd_dir / "x", *args, TARGET), capture_output=True, text=True,
-                          timeout=TIMEOUT, check=False)
+    done = subprocess.run(
+        busd(busd_dir / "x", *args, TARGET),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
     assert done.returncode == 2
     assert expected in done.stderr

@@ -39,7 +39,8 @@ def ctl(runtime: Path, *argv: str, capsys: pytest.CaptureFixture[str]) -> tuple[
 
 
 def test_a_joined_pool_follows_the_master_across_the_link(
-        setup: Setup, capsys: pytest.CaptureFixture[str]) -> None:
+    setup: Setup, capsys: pytest.CaptureFixture[str]
+) -> None:
     master, runtime = setup.master(HEARTBEAT, "--worker-timeout", str(3 * HEARTBEAT))
     events = Events(runtime)
     try:
@@ -73,7 +74,8 @@ def test_a_joined_pool_follows_the_master_across_the_link(
 
 
 def test_a_cut_link_ends_the_remote_pool_or_waits_and_rejoins(
-        setup: Setup, capsys: pytest.CaptureFixture[str]) -> None:
+    setup: Setup, capsys: pytest.CaptureFixture[str]
+) -> None:
     master, runtime = setup.master(HEARTBEAT, "--worker-timeout", str(3 * HEARTBEAT))
     events = Events(runtime)
     try:
@@ -87,8 +89,7 @@ def test_a_cut_link_ends_the_remote_pool_or_waits_and_rejoins(
         took = time.monotonic() - cut
         assert not alive, f"remote workers still running {took:.2f}s after the cut"
         with capsys.disabled():
-            print(f"remote workers gone {took:.2f}s after the cut "
-                  f"(limit {LOST_AFTER + 1.0:g}s)")
+            print(f"remote workers gone {took:.2f}s after the cut (limit {LOST_AFTER + 1.0:g}s)")
         assert pids_of(setup.sink.collect("stop", WORKERS, TIMEOUT)) == pids
         assert pids_of(setup.sink.collect("exit", WORKERS, TIMEOUT)) == pids
         lost = events.wait("host_lost", workers_are(pids, "lost"))

@@ -31,9 +31,22 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "busd" / "examples" / "joiner.py
 
 
 def busctl(pool: BusdPool, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "busd.client.ctl.busctl", "--runtime-dir",
-                           str(pool.runtime_dir), "--timeout", "20", *args],
-                          capture_output=True, text=True, timeout=60, check=False)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "busd.client.ctl.busctl",
+            "--runtime-dir",
+            str(pool.runtime_dir),
+            "--timeout",
+            "20",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def steps(output: str, pid: int) -> list[str]:
@@ -44,23 +57,26 @@ def steps(output: str, pid: int) -> list[str]:
 
 def client_started(pid: int) -> Callable[[Status], bool]:
     """A wait_for predicate: the client ``pid`` reports ``STARTED`` to the master."""
+
     def check(status: Status) -> bool:
-        return any(c.get("pid") == pid and c.get("state") == "STARTED"
-                   for c in status.get("clients", []))
+        return any(
+            c.get("pid") == pid and c.get("state") == "STARTED" for c in status.get("clients", [])
+        )
+
     check.__name__ = f"client {pid} STARTED"
     return check
 
 
 def join(pool: BusdPool, busd_procs: Processes) -> subprocess.Popen[bytes]:
     """Start a joiner of ``pool``; return once the master counts it STARTED."""
-    proc = busd_procs.spawn(JOINER, name="joiner",
-                            env={"BUSD_RUNTIME_DIR": str(pool.runtime_dir)})
+    proc = busd_procs.spawn(JOINER, name="joiner", env={"BUSD_RUNTIME_DIR": str(pool.runtime_dir)})
     pool.wait_for(client_started(proc.pid))
     return proc
 
 
 def test_a_joiner_of_a_started_master_starts_then_stops_once(
-        busd_pool: PoolFactory, busd_procs: Processes) -> None:
+    busd_pool: PoolFactory, busd_procs: Processes
+) -> None:
     pool = busd_pool("busd.examples.hello:main", workers=1)
     joiner = join(pool, busd_procs)
     done = busctl(pool, "exit")
@@ -70,7 +86,8 @@ def test_a_joiner_of_a_started_master_starts_then_stops_once(
 
 
 def test_a_cmd_worker_joins_a_started_master_and_starts_then_stops_once(
-        busd_pool: PoolFactory) -> None:
+    busd_pool: PoolFactory,
+) -> None:
     pool = busd_pool(None, "--", *JOINER, workers=1)
     # One more once the master is STARTED: it joins a master that is already started.
     pool.scale("+1")
@@ -88,7 +105,11 @@ def leaves_alone(busd_pool: PoolFactory, busd_procs: Processes, sig: signal.Sign
     joiner.send_signal(sig)
     assert joiner.wait(TIMEOUT) == 0, busd_procs.output(joiner)
     assert steps(busd_procs.output(joiner), joiner.pid) == [
-        "started", "stopped", "exiting", f"left on {sig.name}"]
+        "started",
+        "stopped",
+        "exiting",
+        f"left on {sig.name}",
+    ]
     status = pool.wait_for(lambda s: joiner.pid not in [c["pid"] for c in s["clients"]])
     assert status["state"] == "STARTED"
     assert sorted(w["pid"] for w in status["workers"] if w["state"] == "STARTED") == workers
@@ -98,18 +119,19 @@ def leaves_alone(busd_pool: PoolFactory, busd_procs: Processes, sig: signal.Sign
     assert "STOPPING" not in pool.log.text, pool.log.text
 
 
-def test_sigint_ends_the_joined_process_alone(busd_pool: PoolFactory,
-                                              busd_procs: Processes) -> None:
+def test_sigint_ends_the_joined_process_alone(
+    busd_pool: PoolFactory, busd_procs: Processes
+) -> None:
     leaves_alone(busd_pool, busd_procs, signal.SIGINT)
 
 
-def test_sigterm_ends_the_joined_process_alone(busd_pool: PoolFactory,
-                                               busd_procs: Processes) -> None:
+def test_sigterm_ends_the_joined_process_alone(
+    busd_pool: PoolFactory, busd_procs: Processes
+) -> None:
     leaves_alone(busd_pool, busd_procs, signal.SIGTERM)
 
 
-def test_scaling_down_a_cmd_pool_lets_the_worker_leave_as_planned(
-        busd_pool: PoolFactory) -> None:
+def test_scaling_down_a_cmd_pool_lets_the_worker_leave_as_planned(busd_pool: PoolFactory) -> None:
     pool = busd_pool(None, "--", *JOINER, workers=2)
     before = {w["id"]: w["pid"] for w in pool.workers}
     with pool.events() as events:
@@ -153,7 +175,8 @@ def slow_leaver(bus: ClientBus) -> None:
 
 
 def test_a_worker_leaving_after_a_respawn_reload_never_starts_again(
-        busd_pool: PoolFactory, busd_sink: Sink) -> None:
+    busd_pool: PoolFactory, busd_sink: Sink
+) -> None:
     pool = busd_pool(slow_leaver, "--reload", "respawn", workers=1)
     [old] = pool.pids
     # A respawn reload: a new worker starts, the old one leaves (slowly; no

@@ -30,8 +30,7 @@ os.execv(sys.executable, [sys.executable, "-m", "busd", *sys.argv[2:]])
 """
 
 
-def test_busd_serves_on_the_sockets_systemd_passed(busd_procs: Processes,
-                                                   tmp_path: Path) -> None:
+def test_busd_serves_on_the_sockets_systemd_passed(busd_procs: Processes, tmp_path: Path) -> None:
     tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     tcp.bind(("127.0.0.1", 0))
     tcp.listen(64)
@@ -41,9 +40,22 @@ def test_busd_serves_on_the_sockets_systemd_passed(busd_procs: Processes,
     with tcp, unix:
         fds = [tcp.fileno(), unix.fileno()]
         busd = busd_procs.spawn(
-            [sys.executable, "-c", EXEC_AS_SYSTEMD, ",".join(map(str, fds)), "--heartbeat",
-             "0.2", "--log-level", "INFO", "-w", "2", "busd.examples.http:main"],
-            name="busd", pass_fds=fds)
+            [
+                sys.executable,
+                "-c",
+                EXEC_AS_SYSTEMD,
+                ",".join(map(str, fds)),
+                "--heartbeat",
+                "0.2",
+                "--log-level",
+                "INFO",
+                "-w",
+                "2",
+                "busd.examples.http:main",
+            ],
+            name="busd",
+            pass_fds=fds,
+        )
         port = tcp.getsockname()[1]
         doc = wait_status(busd_procs, lambda d: states(d) == ["STARTED"] * 2, timeout=30)
         assert doc["listen"] == [f"tcp:127.0.0.1:{port}", f"unix:{tmp_path / 'u.sock'}"]
@@ -62,8 +74,12 @@ def test_busd_serves_on_the_sockets_systemd_passed(busd_procs: Processes,
 
 
 def test_listen_fds_for_another_pid_are_ignored_and_removed() -> None:
-    env = {"LISTEN_FDS": "1", "LISTEN_PID": str(os.getpid() + 1), "LISTEN_FDNAMES": "x",
-           "OTHER": "kept"}
+    env = {
+        "LISTEN_FDS": "1",
+        "LISTEN_PID": str(os.getpid() + 1),
+        "LISTEN_FDNAMES": "x",
+        "OTHER": "kept",
+    }
     assert from_systemd(env) == []
     assert env == {"OTHER": "kept"}
 
@@ -73,14 +89,21 @@ def test_a_bad_listen_fds_is_one_clear_error() -> None:
         from_systemd({"LISTEN_FDS": "two", "LISTEN_PID": str(os.getpid())})
 
 
-@pytest.mark.skipif(shutil.which("systemd-analyze") is None,
-                    reason="systemd-analyze is not installed (.ci/run installs it as root)")
+@pytest.mark.skipif(
+    shutil.which("systemd-analyze") is None,
+    reason="systemd-analyze is not installed (.ci/run installs it as root)",
+)
 def test_socket_unit_verifies_clean(tmp_path: Path) -> None:
     venv = Path(sys.executable).parent.parent
     for unit, name in (("busd.service", "app.service"), ("busd.socket", "app.socket")):
         text = (ROOT / "deploy" / unit).read_text().replace("/opt/app/.venv", str(venv))
         (tmp_path / name).write_text(text)
-    done = subprocess.run(["systemd-analyze", "verify", str(tmp_path / "app.socket")],
-                          capture_output=True, text=True, timeout=60, check=False)
+    done = subprocess.run(
+        ["systemd-analyze", "verify", str(tmp_path / "app.socket")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert (done.stdout + done.stderr).strip() == ""

@@ -30,8 +30,7 @@ BAD_LINES = ("IllegalTransition", "joining again", "Error in deferred call", "Ma
 
 
 def start_busd(procs: Processes, *args: str) -> subprocess.Popen[bytes]:
-    return procs.spawn([sys.executable, "-m", "busd", "--log-level", "INFO", *args],
-                       name="busd")
+    return procs.spawn([sys.executable, "-m", "busd", "--log-level", "INFO", *args], name="busd")
 
 
 def control(busd_dir: Path, timeout: float = 10.0) -> Control:
@@ -61,10 +60,12 @@ def assert_clean_logs(procs: Processes) -> None:
 
 
 def test_a_hundred_respawn_reloads_never_revive_a_retired_worker(
-        busd_procs: Processes, busd_sink: Sink, busd_dir: Path) -> None:
+    busd_procs: Processes, busd_sink: Sink, busd_dir: Path
+) -> None:
     reloads, size = 100, 4
-    busd = start_busd(busd_procs, "--heartbeat", "0.2", "-w", str(size),
-                      "--reload", "respawn", TARGET)
+    busd = start_busd(
+        busd_procs, "--heartbeat", "0.2", "-w", str(size), "--reload", "respawn", TARGET
+    )
     busd_sink.collect("start", size, timeout=60)
     with control(busd_dir, timeout=60) as ctl:
         for _ in range(reloads):
@@ -85,8 +86,9 @@ def test_a_hundred_respawn_reloads_never_revive_a_retired_worker(
     assert_clean_logs(busd_procs)
 
 
-def test_a_frozen_master_keeps_its_workers(busd_procs: Processes, busd_sink: Sink,
-                                          busd_dir: Path) -> None:
+def test_a_frozen_master_keeps_its_workers(
+    busd_procs: Processes, busd_sink: Sink, busd_dir: Path
+) -> None:
     busd = start_busd(busd_procs, "-w", "2", TARGET)
     busd_sink.collect("start", 2, timeout=60)
     with control(busd_dir, timeout=30) as ctl:
@@ -117,18 +119,27 @@ CLIENT = """
 
 
 def test_a_killed_client_is_gone_at_once_and_graceful_wait_does_not_wait_for_it(
-        busd_procs: Processes, busd_sink: Sink, busd_dir: Path) -> None:
+    busd_procs: Processes, busd_sink: Sink, busd_dir: Path
+) -> None:
     busd = start_busd(busd_procs, "-w", "1", TARGET)
     busd_sink.collect("start", 1, timeout=60)
     child = busd_procs.python(CLIENT, name="client")
     busd_sink.expect("joined", timeout=30)
     with control(busd_dir, timeout=30) as ctl:
-        wait_status(ctl, lambda s: child.pid in [c["pid"] for c in s["clients"]], 10,
-                    "the client is registered")
+        wait_status(
+            ctl,
+            lambda s: child.pid in [c["pid"] for c in s["clients"]],
+            10,
+            "the client is registered",
+        )
         child.kill()
         killed = time.monotonic()
-        wait_status(ctl, lambda s: child.pid not in [c["pid"] for c in s["clients"]], 5,
-                    "the killed client is dropped")
+        wait_status(
+            ctl,
+            lambda s: child.pid not in [c["pid"] for c in s["clients"]],
+            5,
+            "the killed client is dropped",
+        )
         took = time.monotonic() - killed
         assert took < 1.0, f"the killed client stayed in status for {took:.2f}s"
         report = ctl.call("graceful", {"wait": True, "timeout": 10}, 20)
@@ -184,7 +195,8 @@ def test_the_hub_answers_status_while_a_listener_sleeps(busd_master: Any) -> Non
 
 
 def test_the_hub_answers_status_while_the_pool_spawns(
-        busd_procs: Processes, busd_sink: Sink, busd_dir: Path) -> None:
+    busd_procs: Processes, busd_sink: Sink, busd_dir: Path
+) -> None:
     busd = start_busd(busd_procs, "-w", "0", TARGET)
     latencies: list[float] = []
     with control(busd_dir, timeout=60) as ctl, control(busd_dir, timeout=60) as poller:

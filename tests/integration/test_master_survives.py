@@ -15,8 +15,9 @@ from busd.core.endpoints import default_endpoints
 from busd.testing import PoolFactory
 
 
-def test_a_failing_client_event_leaves_the_command_thread_serving(busd_dir: Path,
-                                                                  busd_master: Any) -> None:
+def test_a_failing_client_event_leaves_the_command_thread_serving(
+    busd_dir: Path, busd_master: Any
+) -> None:
     master = busd_master()
     master.start()
     seen: list[str] = []
@@ -39,15 +40,32 @@ def test_a_failing_client_event_leaves_the_command_thread_serving(busd_dir: Path
     assert master.statistics()["failed_events"] >= 1
 
 
-def test_a_thread_of_busd_that_dies_ends_busd_and_its_workers(busd_pool: PoolFactory,
-                                                              tmp_path: Path) -> None:
-    pool = busd_pool("busd.examples.hello:main", "--plugin",
-                     "tests.integration.fatal_targets:doomed_thread", workers=2)
+def test_a_thread_of_busd_that_dies_ends_busd_and_its_workers(
+    busd_pool: PoolFactory, tmp_path: Path
+) -> None:
+    pool = busd_pool(
+        "busd.examples.hello:main",
+        "--plugin",
+        "tests.integration.fatal_targets:doomed_thread",
+        workers=2,
+    )
     pids = pool.pids
     assert len(pids) == 2
-    done = subprocess.run([sys.executable, "-m", "busd.client.ctl.busctl", "--runtime-dir",
-                           str(pool.runtime_dir), "publish", "crash"],
-                          capture_output=True, text=True, timeout=30, check=False)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "busd.client.ctl.busctl",
+            "--runtime-dir",
+            str(pool.runtime_dir),
+            "publish",
+            "crash",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     # busd may end before its reply to the publish leaves: either is fine here.
     assert done.returncode in (0, 3), done.stderr
 

@@ -20,9 +20,14 @@ STAMP = r"[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3} "
 
 
 def busctl(procs: Processes, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "busd.client.ctl.busctl",
-                           *args], capture_output=True,
-                          text=True, env=procs.env, timeout=60, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "busd.client.ctl.busctl", *args],
+        capture_output=True,
+        text=True,
+        env=procs.env,
+        timeout=60,
+        check=False,
+    )
 
 
 def wait_workers(procs: Processes, predicate: Any) -> list[dict[str, Any]]:
@@ -48,53 +53,116 @@ def wait_line(procs: Processes, proc: subprocess.Popen[bytes], pattern: str) -> 
         busctl(procs, "ping")
 
 
-def test_the_master_says_what_happens_to_each_worker(busd_procs: Processes,
-                                                     busd_sink: Sink) -> None:
-    busd = busd_procs.spawn([sys.executable, "-m", "busd", "-w", "3", "--heartbeat", "0.2",
-                             "--graceful-timeout", "1", "tests.integration.targets:slow_stop"],
-                            name="busd")
+def test_the_master_says_what_happens_to_each_worker(
+    busd_procs: Processes, busd_sink: Sink
+) -> None:
+    busd = busd_procs.spawn(
+        [
+            sys.executable,
+            "-m",
+            "busd",
+            "-w",
+            "3",
+            "--heartbeat",
+            "0.2",
+            "--graceful-timeout",
+            "1",
+            "tests.integration.targets:slow_stop",
+        ],
+        name="busd",
+    )
     busd_sink.collect("start", 3, timeout=TIMEOUT)
-    workers = wait_workers(busd_procs, lambda ws: len(ws) == 3
-                           and all(w["state"] == "STARTED" for w in ws))
+    workers = wait_workers(
+        busd_procs, lambda ws: len(ws) == 3 and all(w["state"] == "STARTED" for w in ws)
+    )
     pids = {w["id"]: w["pid"] for w in workers}
     for slot, pid in pids.items():
-        wait_line(busd_procs, busd, rf"^{STAMP}busd \[\d+\] INFO .*worker {slot} \(pid {pid}\) "
-                                    r"spawned")
-        wait_line(busd_procs, busd, rf"^{STAMP}busd \[\d+\] INFO .*worker {slot} \(pid {pid}\) "
-                                    r"started$")
-    summary = wait_line(busd_procs, busd, r"busd \S+ \(pid \d+\) STARTED: 3 workers of "
-                                          r"tests.integration.targets:slow_stop .*; control ipc://")
+        wait_line(
+            busd_procs,
+            busd,
+            rf"^{STAMP}busd \[\d+\] INFO .*worker {slot} \(pid {pid}\) "
+            r"spawned",
+        )
+        wait_line(
+            busd_procs,
+            busd,
+            rf"^{STAMP}busd \[\d+\] INFO .*worker {slot} \(pid {pid}\) "
+            r"started$",
+        )
+    summary = wait_line(
+        busd_procs,
+        busd,
+        r"busd \S+ \(pid \d+\) STARTED: 3 workers of "
+        r"tests.integration.targets:slow_stop .*; control ipc://",
+    )
     assert summary
 
     # A crash: the operator's SIGKILL.
     assert busctl(busd_procs, "signal", "KILL", "1").returncode == 0
-    wait_line(busd_procs, busd, rf"worker 1 \(pid {pids[1]}\) exited with signal SIGKILL "
-                                r"\(crash\)")
+    wait_line(
+        busd_procs,
+        busd,
+        rf"worker 1 \(pid {pids[1]}\) exited with signal SIGKILL "
+        r"\(crash\)",
+    )
     # A scale down: its stop listener hangs, so it is killed after --graceful-timeout.
     assert busctl(busd_procs, "scale", "2").returncode == 0
-    wait_line(busd_procs, busd, rf"worker 2 \(pid {pids[2]}\) did not stop within "
-                                r"--graceful-timeout 1s of SIGTERM: killing it \(SIGKILL\)")
-    wait_line(busd_procs, busd, rf"worker 2 \(pid {pids[2]}\) exited with signal SIGKILL "
-                                r"\(timeout\)")
+    wait_line(
+        busd_procs,
+        busd,
+        rf"worker 2 \(pid {pids[2]}\) did not stop within "
+        r"--graceful-timeout 1s of SIGTERM: killing it \(SIGKILL\)",
+    )
+    wait_line(
+        busd_procs,
+        busd,
+        rf"worker 2 \(pid {pids[2]}\) exited with signal SIGKILL "
+        r"\(timeout\)",
+    )
     busd.send_signal(signal.SIGTERM)
     assert busd.wait(TIMEOUT) == 0
     out = busd_procs.output(busd)
-    assert re.search(rf"worker 0 \(pid {pids[0]}\) did not exit within --graceful-timeout 1s: "
-                     r"killing it", out), out
+    assert re.search(
+        rf"worker 0 \(pid {pids[0]}\) did not exit within --graceful-timeout 1s: "
+        r"killing it",
+        out,
+    ), out
     lines = [line for line in out.splitlines() if line.startswith(("busd ", "20"))]
     assert all(re.match(STAMP, line) for line in lines), [
-        line for line in lines if not re.match(STAMP, line)]
+        line for line in lines if not re.match(STAMP, line)
+    ]
     assert not [line for line in lines if "Handling SIG" in line or "Listening for" in line]
-    debug = busd_procs.spawn([sys.executable, "-m", "busd", "--log-level", "DEBUG",
-                              "--runtime-dir", str(busd_procs.directory / "d")], name="debug")
+    debug = busd_procs.spawn(
+        [
+            sys.executable,
+            "-m",
+            "busd",
+            "--log-level",
+            "DEBUG",
+            "--runtime-dir",
+            str(busd_procs.directory / "d"),
+        ],
+        name="debug",
+    )
     wait_line(busd_procs, debug, r" DEBUG .*Handling SIGTERM\.$")
     debug.send_signal(signal.SIGTERM)
     assert debug.wait(TIMEOUT) == 0
 
 
 def test_plain_log_format_has_no_timestamps(busd_procs: Processes) -> None:
-    busd = busd_procs.spawn([sys.executable, "-m", "busd", "-w", "1", "--log-format", "plain",
-                             "busd.examples.hello:main"], name="busd")
+    busd = busd_procs.spawn(
+        [
+            sys.executable,
+            "-m",
+            "busd",
+            "-w",
+            "1",
+            "--log-format",
+            "plain",
+            "busd.examples.hello:main",
+        ],
+        name="busd",
+    )
     wait_workers(busd_procs, lambda ws: ws[0]["state"] == "STARTED")
     busd.send_signal(signal.SIGTERM)
     assert busd.wait(TIMEOUT) == 0
@@ -116,10 +184,12 @@ def test_status_with_no_master_fails_at_once(busd_procs: Processes, busd_dir: Pa
         assert min(took) < 0.5, f"busctl {' '.join(args)} took {took} with no master"
 
 
-def test_clean_exit_removes_the_sockets_and_bad_commands_fail(busd_procs: Processes,
-                                                              busd_dir: Path) -> None:
-    busd = busd_procs.spawn([sys.executable, "-m", "busd", "-w", "2",
-                             "busd.examples.hello:main"], name="busd")
+def test_clean_exit_removes_the_sockets_and_bad_commands_fail(
+    busd_procs: Processes, busd_dir: Path
+) -> None:
+    busd = busd_procs.spawn(
+        [sys.executable, "-m", "busd", "-w", "2", "busd.examples.hello:main"], name="busd"
+    )
     wait_workers(busd_procs, lambda ws: all(w["state"] == "STARTED" for w in ws))
     assert {"ctl.sock", "pub.sock"} <= {p.name for p in busd_dir.iterdir()}
 
@@ -140,8 +210,9 @@ def test_a_bad_signal_request_is_refused_and_busd_serves_on(busd_procs: Processe
     from busd.core.endpoints import default_endpoints
     from busd.core.errors import BusError
 
-    busd = busd_procs.spawn([sys.executable, "-m", "busd", "-w", "1",
-                             "busd.examples.hello:main"], name="busd")
+    busd = busd_procs.spawn(
+        [sys.executable, "-m", "busd", "-w", "1", "busd.examples.hello:main"], name="busd"
+    )
     wait_workers(busd_procs, lambda ws: ws[0]["state"] == "STARTED")
     with Control(default_endpoints(busd_procs.directory).ctl, timeout=10) as control:
         for workers in ([[0]], "0", [True], {"a": 1}):

@@ -73,7 +73,8 @@ def restore(setup: Setup, until: float) -> float:
 
 
 def test_a_pool_waiting_for_its_master_heals_after_a_long_cut(
-        setup: Setup, capsys: pytest.CaptureFixture[str]) -> None:
+    setup: Setup, capsys: pytest.CaptureFixture[str]
+) -> None:
     master, runtime = setup.master(HEARTBEAT)
     events = Events(runtime)
     try:
@@ -99,8 +100,7 @@ def test_a_pool_waiting_for_its_master_heals_after_a_long_cut(
         assert {r["value"] for r in news} == {1}
         with capsys.disabled():
             print(f"\nback to STARTED {took:.2f}s after the link returned (limit {HEAL_WITHIN}s)")
-        events.wait("host_updated", lambda h: h["host"] == name
-                    and workers_are(pids, "STARTED")(h))
+        events.wait("host_updated", lambda h: h["host"] == name and workers_are(pids, "STARTED")(h))
         entry = host_entry(runtime, capsys)
         assert workers_are(pids, "STARTED")(entry), entry
         assert entry["missed"] == 0, entry
@@ -116,7 +116,8 @@ def test_a_pool_waiting_for_its_master_heals_after_a_long_cut(
 
 
 def test_a_short_cut_loses_nothing_and_stops_nothing(
-        setup: Setup, capsys: pytest.CaptureFixture[str]) -> None:
+    setup: Setup, capsys: pytest.CaptureFixture[str]
+) -> None:
     # The master's other clients would be lost after 1 s; a joined host only after 6 s.
     master, runtime = setup.master(SLOW_HEARTBEAT, "--worker-timeout", "1")
     events = Events(runtime)
@@ -141,8 +142,11 @@ def test_a_short_cut_loses_nothing_and_stops_nothing(
         seen = []
         while not events.queue.empty():
             seen.append(events.queue.get_nowait())
-        lost = [data for event, data in events.seen + seen if event == "host_lost"
-                or (event == "client_lost" and data.get("role") == "host")]
+        lost = [
+            data
+            for event, data in events.seen + seen
+            if event == "host_lost" or (event == "client_lost" and data.get("role") == "host")
+        ]
         assert not lost, f"the master counted the host lost during a {SHORT_CUT}s cut: {lost}"
         entry = host_entry(runtime, capsys)
         assert workers_are(pids, "STARTED")(entry), entry
@@ -159,15 +163,15 @@ def test_a_short_cut_loses_nothing_and_stops_nothing(
 
 
 def test_a_pool_that_exits_when_lost_counts_what_it_missed_when_it_joins_again(
-        setup: Setup, capsys: pytest.CaptureFixture[str]) -> None:
+    setup: Setup, capsys: pytest.CaptureFixture[str]
+) -> None:
     master, runtime = setup.master(HEARTBEAT)
     events = Events(runtime)
     try:
         host, pids = setup.host("h")
         events.wait("host_updated", workers_are(pids, "STARTED"))
         # Acked by the host once its workers ran it: the host has everything up to it.
-        acked = json.loads(ctl(runtime, "--json", "publish", "news", "0", "--wait",
-                               capsys=capsys))
+        acked = json.loads(ctl(runtime, "--json", "publish", "news", "0", "--wait", capsys=capsys))
         last = max(acked["acks"]["seqs"])
         setup.sink.collect("news", WORKERS, TIMEOUT)
         up_at = cut(setup, LONG_CUT)
@@ -187,14 +191,19 @@ def test_a_pool_that_exits_when_lost_counts_what_it_missed_when_it_joins_again(
         host, new_pids = setup.host("h")
         # Relayed while it was away: the master's client_lost and host_lost, and the news.
         missed = 3
-        entry = events.wait("host_updated", lambda h: h.get("missed") == missed
-                            and workers_are(new_pids, "STARTED")(h))
+        entry = events.wait(
+            "host_updated",
+            lambda h: h.get("missed") == missed and workers_are(new_pids, "STARTED")(h),
+        )
         assert entry["state"] == "joined"
         assert workers_are(new_pids, "STARTED")(host_entry(runtime, capsys))
         new_log = setup.procs.output(host)
-        assert re.search(rf"{missed} message\(s\) relayed by the master while this host was "
-                         rf"away \(seq {last + 1}\.\.{last + missed} of epoch \d+\) were not "
-                         r"delivered here: lost", new_log), new_log
+        assert re.search(
+            rf"{missed} message\(s\) relayed by the master while this host was "
+            rf"away \(seq {last + 1}\.\.{last + missed} of epoch \d+\) were not "
+            r"delivered here: lost",
+            new_log,
+        ), new_log
         ctl(runtime, "publish", "news", "4", capsys=capsys)
         news = setup.sink.collect("news", WORKERS, TIMEOUT)
         assert pids_of(news) == sorted(new_pids)
@@ -209,7 +218,8 @@ def test_a_pool_that_exits_when_lost_counts_what_it_missed_when_it_joins_again(
 
 
 def test_a_pool_waiting_for_its_master_joins_the_new_one_after_a_restart_during_a_cut(
-        setup: Setup, capsys: pytest.CaptureFixture[str]) -> None:
+    setup: Setup, capsys: pytest.CaptureFixture[str]
+) -> None:
     master, runtime = setup.master(HEARTBEAT)
     events = Events(runtime)
     try:

@@ -45,7 +45,8 @@ def descendants(pid: int) -> list[psutil.Process]:
 
 @pytest.mark.parametrize("how", ["exit", "sigkill"])
 def test_no_orphan_or_grandchild_after_exit_or_master_sigkill(
-        busd_procs: Processes, busd_sink: Sink, busd_dir: Path, how: str) -> None:
+    busd_procs: Processes, busd_sink: Sink, busd_dir: Path, how: str
+) -> None:
     busd = start_busd(busd_procs, "-w", "3", "tests.chaos.targets:leaves_child")
     reports = busd_sink.collect("start", 3, timeout=30)
     with control(busd_dir) as ctl:
@@ -73,9 +74,18 @@ def http_get(port: int) -> str:
 
 
 def test_no_failed_request_across_reloads_with_a_real_server(
-        busd_procs: Processes, busd_dir: Path) -> None:
-    busd = start_busd(busd_procs, "-w", "2", "--reload", "respawn",
-                      "--listen", "tcp:127.0.0.1:0", "busd.examples.http:main")
+    busd_procs: Processes, busd_dir: Path
+) -> None:
+    busd = start_busd(
+        busd_procs,
+        "-w",
+        "2",
+        "--reload",
+        "respawn",
+        "--listen",
+        "tcp:127.0.0.1:0",
+        "busd.examples.http:main",
+    )
     failures: list[str] = []
     served: set[str] = set()
     counts = [0] * 4
@@ -100,8 +110,13 @@ def test_no_failed_request_across_reloads_with_a_real_server(
             generation = {w["pid"] for w in doc["workers"]}
             for _ in range(4):
                 ctl.request("graceful", timeout=30)
-                doc = wait_status(ctl, lambda d, old=generation: all_started(2)(d) and not (
-                    {w["pid"] for w in d["workers"]} & old), what="a new generation")
+                doc = wait_status(
+                    ctl,
+                    lambda d, old=generation: (
+                        all_started(2)(d) and not ({w["pid"] for w in d["workers"]} & old)
+                    ),
+                    what="a new generation",
+                )
                 generation = {w["pid"] for w in doc["workers"]}
         finally:
             stop.set()
@@ -114,10 +129,17 @@ def test_no_failed_request_across_reloads_with_a_real_server(
 
 
 def test_stop_is_bounded_by_graceful_timeout_when_a_worker_ignores_sigterm(
-        busd_procs: Processes, busd_sink: Sink, busd_dir: Path) -> None:
+    busd_procs: Processes, busd_sink: Sink, busd_dir: Path
+) -> None:
     timeout = 1.0
-    busd = start_busd(busd_procs, "-w", "2", "--graceful-timeout", str(timeout),
-                      "tests.chaos.targets:ignores_sigterm")
+    busd = start_busd(
+        busd_procs,
+        "-w",
+        "2",
+        "--graceful-timeout",
+        str(timeout),
+        "tests.chaos.targets:ignores_sigterm",
+    )
     busd_sink.collect("start", 2, timeout=30)
     with control(busd_dir) as ctl:
         pids = [w["pid"] for w in wait_status(ctl, all_started(2))["workers"]]
@@ -135,7 +157,8 @@ def test_stop_is_bounded_by_graceful_timeout_when_a_worker_ignores_sigterm(
 
 
 def test_a_burst_of_signals_during_a_spawn_is_all_applied(
-        busd_procs: Processes, busd_sink: Sink, busd_dir: Path) -> None:
+    busd_procs: Processes, busd_sink: Sink, busd_dir: Path
+) -> None:
     busd = start_busd(busd_procs, "-w", "1", "tests.chaos.targets:quiet")
     busd_sink.expect("start", timeout=30)
     with control(busd_dir) as ctl:
@@ -146,30 +169,40 @@ def test_a_burst_of_signals_during_a_spawn_is_all_applied(
         # The kernel merges a signal sent while the same one is pending: what
         # was caught is what must be applied, every one of them.
         kinds = {"SIGTTIN", "SIGTTOU", "SIGHUP"}
-        doc = wait_status(ctl, lambda d: kinds <= set(d["signals"]["caught"]),
-                          what="each kind of signal caught", show=("signals", "workers"))
+        doc = wait_status(
+            ctl,
+            lambda d: kinds <= set(d["signals"]["caught"]),
+            what="each kind of signal caught",
+            show=("signals", "workers"),
+        )
         caught = doc["signals"]["caught"]
         ttin, ttou = caught["SIGTTIN"], caught["SIGTTOU"]
         final = 1 + ttin - ttou
-        doc = wait_status(ctl, lambda d: d["signals"]["caught"] == caught
-                          and all_started(final)(d), timeout=30,
-                          what=f"{final} workers after {caught}")
+        doc = wait_status(
+            ctl,
+            lambda d: d["signals"]["caught"] == caught and all_started(final)(d),
+            timeout=30,
+            what=f"{final} workers after {caught}",
+        )
         assert doc["signals"]["caught"] == caught, "a signal came late"
         assert exit_busd(ctl, busd) == 0
 
 
 def test_no_zombie_after_64_workers_exit_at_once(
-        busd_procs: Processes, busd_sink: Sink, busd_dir: Path) -> None:
-    busd = start_busd(busd_procs, "--preload", "-w", "64", "--backoff", "5",
-                      "tests.chaos.targets:quiet")
+    busd_procs: Processes, busd_sink: Sink, busd_dir: Path
+) -> None:
+    busd = start_busd(
+        busd_procs, "--preload", "-w", "64", "--backoff", "5", "tests.chaos.targets:quiet"
+    )
     busd_sink.collect("start", 64, timeout=90)
     with control(busd_dir) as ctl:
         pids = [w["pid"] for w in wait_status(ctl, all_started(64), timeout=60)["workers"]]
         ctl.request("signal", signal="KILL")
         assert gone(pids, 15) == [], "killed workers still run"
         # The pool has seen every exit (its slots wait out the backoff) ...
-        wait_status(ctl, lambda d: not {w["pid"] for w in d["workers"]} & set(pids),
-                    what="every exit seen")
+        wait_status(
+            ctl, lambda d: not {w["pid"] for w in d["workers"]} & set(pids), what="every exit seen"
+        )
         # ... and reaped every one: no zombie is left under the master.
         zombies = [p.pid for p in descendants(busd.pid) if p.pid in pids]
         assert zombies == [], f"{len(zombies)} zombies"
@@ -178,19 +211,30 @@ def test_no_zombie_after_64_workers_exit_at_once(
 
 
 def test_20_concurrent_busctl_commands_are_all_answered(
-        busd_procs: Processes, busd_sink: Sink, busd_dir: Path) -> None:
+    busd_procs: Processes, busd_sink: Sink, busd_dir: Path
+) -> None:
     busd = start_busd(busd_procs, "-w", "2", "tests.chaos.targets:quiet")
     busd_sink.collect("start", 2, timeout=30)
-    commands = ([["graceful", "--wait"]] * 8 + [["scale", "+1"]] * 4 + [["scale", "-1"]] * 2
-                + [["status"]] * 6)
+    commands = (
+        [["graceful", "--wait"]] * 8
+        + [["scale", "+1"]] * 4
+        + [["scale", "-1"]] * 2
+        + [["status"]] * 6
+    )
     env = busd_procs.env
     with control(busd_dir) as ctl:
         wait_status(ctl, all_started(2))
         began = time.monotonic()
-        running = [subprocess.Popen([sys.executable, "-m", "busd.client.ctl.busctl",
-                                     "--timeout", "30",
-                                     *cmd], env=env, stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, text=True) for cmd in commands]
+        running = [
+            subprocess.Popen(
+                [sys.executable, "-m", "busd.client.ctl.busctl", "--timeout", "30", *cmd],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for cmd in commands
+        ]
         results = []
         for proc in running:
             out, err = proc.communicate(timeout=60)
@@ -204,16 +248,28 @@ def test_20_concurrent_busctl_commands_are_all_answered(
 
 
 def test_a_crash_looping_target_does_not_starve_the_control_plane(
-        busd_procs: Processes, busd_sink: Sink, busd_dir: Path) -> None:
-    busd = start_busd(busd_procs, "-w", "4", "--backoff", "0.01", "--backoff-max", "0.05",
-                      "--flap-limit", "100000", "tests.chaos.targets:crash_after_first")
+    busd_procs: Processes, busd_sink: Sink, busd_dir: Path
+) -> None:
+    busd = start_busd(
+        busd_procs,
+        "-w",
+        "4",
+        "--backoff",
+        "0.01",
+        "--backoff-max",
+        "0.05",
+        "--flap-limit",
+        "100000",
+        "tests.chaos.targets:crash_after_first",
+    )
     busd_sink.collect("start", 4, timeout=30)
     with control(busd_dir) as ctl:
         pids = [w["pid"] for w in wait_status(ctl, all_started(4))["workers"]]
         for pid in pids:  # from now on, every start crashes
             os.kill(pid, signal.SIGKILL)
-        wait_status(ctl, lambda d: sum(w["restarts"] for w in d["workers"]) >= 12,
-                    what="a crash loop")
+        wait_status(
+            ctl, lambda d: sum(w["restarts"] for w in d["workers"]) >= 12, what="a crash loop"
+        )
         master = psutil.Process(busd.pid)
         master.cpu_percent(None)
         times = []

@@ -96,8 +96,9 @@ def test_a_stale_file_naming_a_dead_process_is_replaced(tmp_path: Path) -> None:
     bus.start()
     try:
         assert read_pid(pidfile) == os.getpid()
-        assert (f"Replacing stale PID file {str(pidfile)!r}: process {dead.pid} "
-                "is not running.") in logs
+        assert (
+            f"Replacing stale PID file {str(pidfile)!r}: process {dead.pid} is not running."
+        ) in logs
     finally:
         bus.exit()
     assert not pidfile.exists()

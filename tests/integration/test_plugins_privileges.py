@@ -46,8 +46,11 @@ def test_umask_is_applied(tmp_path: Path) -> None:
 @pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs root")
 @pytest.mark.parametrize("gid", [None, "group-name", "number"])
 def test_root_drops_to_nobody(tmp_path: Path, gid: str | None) -> None:
-    group = {None: None, "group-name": grp.getgrgid(NOBODY.pw_gid).gr_name,
-             "number": NOBODY.pw_gid}[gid]
+    group = {
+        None: None,
+        "group-name": grp.getgrgid(NOBODY.pw_gid).gr_name,
+        "number": NOBODY.pw_gid,
+    }[gid]
     ids = _run(tmp_path, uid="nobody", gid=group)
     assert ids["uid"] == ids["euid"] == NOBODY.pw_uid
     # Without a gid: the user's primary group, never root's.

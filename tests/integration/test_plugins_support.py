@@ -43,8 +43,7 @@ def report(line):
 """
 
 
-def wait_for(predicate: Callable[[], T], timeout: float, message: str,
-             interval: float = 0.01) -> T:
+def wait_for(predicate: Callable[[], T], timeout: float, message: str, interval: float = 0.01) -> T:
     """Poll ``predicate`` until it is truthy; fail with ``message`` after ``timeout``.
 
     Only for observations from outside (a file appears, a process is gone):
@@ -73,8 +72,7 @@ def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
 class Child:
     """A running child script: its process, output files and report pipe."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], report_fd: int,
-                 out: Path, err: Path) -> None:
+    def __init__(self, proc: subprocess.Popen[bytes], report_fd: int, out: Path, err: Path) -> None:
         self.proc = proc
         self.pid = proc.pid
         self.out = out
@@ -87,8 +85,10 @@ class Child:
         """The next reported line, which must start with ``prefix``."""
         line = self._next_line(timeout, f"waiting for a line starting {prefix!r}")
         if not line.startswith(prefix):
-            pytest.fail(f"expected a line starting {prefix!r}, got {line!r}\n"
-                        f"{self.diagnostics()}", pytrace=False)
+            pytest.fail(
+                f"expected a line starting {prefix!r}, got {line!r}\n{self.diagnostics()}",
+                pytrace=False,
+            )
         return line
 
     def _next_line(self, timeout: float, what: str) -> str:
@@ -97,12 +97,12 @@ class Child:
             left = deadline - time.monotonic()
             ready, _, _ = select.select([self._fd], [], [], max(0.0, left))
             if not ready:
-                pytest.fail(f"timed out after {timeout}s {what}\n{self.diagnostics()}",
-                            pytrace=False)
+                pytest.fail(
+                    f"timed out after {timeout}s {what}\n{self.diagnostics()}", pytrace=False
+                )
             chunk = os.read(self._fd, 4096)
             if not chunk:
-                pytest.fail(f"report pipe closed while {what}\n{self.diagnostics()}",
-                            pytrace=False)
+                pytest.fail(f"report pipe closed while {what}\n{self.diagnostics()}", pytrace=False)
             self._buffer += chunk
         raw, self._buffer = self._buffer.split(b"\n", 1)
         line = raw.decode()
@@ -114,8 +114,10 @@ class Child:
         try:
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            pytest.fail(f"child {self.pid} still running after {timeout}s\n"
-                        f"{self.diagnostics()}", pytrace=False)
+            pytest.fail(
+                f"child {self.pid} still running after {timeout}s\n{self.diagnostics()}",
+                pytrace=False,
+            )
 
     def stderr(self) -> str:
         """What the child wrote to stderr so far."""
@@ -123,13 +125,20 @@ class Child:
 
     def diagnostics(self) -> str:
         """Reported lines, stdout and stderr, for failure messages."""
-        return (f"reported: {self.seen}\n--- stdout ---\n{self.out.read_text(errors='replace')}"
-                f"\n--- stderr ---\n{self.stderr()}")
+        return (
+            f"reported: {self.seen}\n--- stdout ---\n{self.out.read_text(errors='replace')}"
+            f"\n--- stderr ---\n{self.stderr()}"
+        )
 
 
 @contextmanager
-def child_process(tmp_path: Path, source: str, args: Sequence[str] = (),
-                  name: str = "child", env: Mapping[str, str] | None = None) -> Iterator[Child]:
+def child_process(
+    tmp_path: Path,
+    source: str,
+    args: Sequence[str] = (),
+    name: str = "child",
+    env: Mapping[str, str] | None = None,
+) -> Iterator[Child]:
     """Run ``source`` (after the prelude) as a script in a new session.
 
     On leaving, the process group is killed and the child reaped.
@@ -141,10 +150,15 @@ def child_process(tmp_path: Path, source: str, args: Sequence[str] = (),
     try:
         with open(out, "wb") as out_f, open(err, "wb") as err_f:
             proc = subprocess.Popen(
-                [sys.executable, str(script), *args], stdin=subprocess.DEVNULL,
-                stdout=out_f, stderr=err_f, start_new_session=True, cwd=tmp_path,
+                [sys.executable, str(script), *args],
+                stdin=subprocess.DEVNULL,
+                stdout=out_f,
+                stderr=err_f,
+                start_new_session=True,
+                cwd=tmp_path,
                 env=child_env({"BUSD_TEST_REPORT_FD": str(wfd), **(env or {})}),
-                pass_fds=(wfd,))
+                pass_fds=(wfd,),
+            )
     finally:
         # Only the child keeps the write end: its exit ends our reads.
         os.close(wfd)
@@ -194,30 +208,42 @@ def wait_gone(pids: Sequence[int], timeout: float = TIMEOUT) -> None:
 
 
 def test_expect_reads_reported_lines_in_order(tmp_path: Path) -> None:
-    with child_process(tmp_path, """
+    with child_process(
+        tmp_path,
+        """
         report("one")
         report("two")
-    """) as child:
+    """,
+    ) as child:
         assert child.expect("one") == "one"
         assert child.expect("two") == "two"
         assert child.wait_exit() == 0
 
 
 def test_expect_fails_with_stderr_when_the_child_dies(tmp_path: Path) -> None:
-    with child_process(tmp_path, """
+    with (
+        child_process(
+            tmp_path,
+            """
         raise SystemExit("boom from the child")
-    """) as child, pytest.raises(pytest.fail.Exception, match="boom from the child"):
+    """,
+        ) as child,
+        pytest.raises(pytest.fail.Exception, match="boom from the child"),
+    ):
         child.expect("never")
 
 
 def test_leaving_kills_the_whole_process_group(tmp_path: Path) -> None:
     with subreaper():
-        with child_process(tmp_path, """
+        with child_process(
+            tmp_path,
+            """
             import subprocess, sys
             grandchild = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
             report(f"grandchild {grandchild.pid}")
             grandchild.wait()
-        """) as child:
+        """,
+        ) as child:
             grandchild = int(child.expect("grandchild").split()[1])
             assert psutil.Process(grandchild).status() != psutil.STATUS_ZOMBIE
         # Killed with its parent, then adopted by us: reaping it proves it ended.

@@ -52,10 +52,21 @@ def ghost(busd_dir: Path, pid: int) -> Iterator[None]:
     sock.setsockopt(zmq.LINGER, 0)
     try:
         sock.connect(default_endpoints(busd_dir).ctl)
-        sock.send(encode(Kind.HELLO, 1, {
-            "token": os.urandom(12), "pid": pid, "host": os.uname().nodename,
-            "pidns": pid_namespace(), "name": "ghost", "role": "client",
-            "subscribe": False}))
+        sock.send(
+            encode(
+                Kind.HELLO,
+                1,
+                {
+                    "token": os.urandom(12),
+                    "pid": pid,
+                    "host": os.uname().nodename,
+                    "pidns": pid_namespace(),
+                    "name": "ghost",
+                    "role": "client",
+                    "subscribe": False,
+                },
+            )
+        )
         assert sock.poll(10_000), "no answer to the HELLO"
         reply = decode(sock.recv(), allowed=frozenset({Kind.REPLY}))
         assert reply.items[1] is True, reply
@@ -66,7 +77,8 @@ def ghost(busd_dir: Path, pid: int) -> Iterator[None]:
 
 
 def test_a_hello_from_a_dead_process_leaves_at_once_and_delays_no_ack_wait(
-        busd_procs: Processes, busd_sink: Sink, busd_dir: Path) -> None:
+    busd_procs: Processes, busd_sink: Sink, busd_dir: Path
+) -> None:
     # The default heartbeat: a ghost would stay ~liveness x 1 s, holding every wait.
     busd = start_busd(busd_procs, "--heartbeat", "1", "-w", "2", QUIET)
     busd_sink.collect("start", 2, timeout=30)
@@ -88,9 +100,11 @@ def test_a_hello_from_a_dead_process_leaves_at_once_and_delays_no_ack_wait(
 
 
 def test_a_worker_the_pool_retires_leaves_the_ack_wait_instead_of_failing_it(
-        busd_procs: Processes, busd_sink: Sink, busd_dir: Path) -> None:
-    busd = start_busd(busd_procs, "-w", "3", "--graceful-timeout", "1",
-                      "tests.chaos.targets:slow_once_told_to_go")
+    busd_procs: Processes, busd_sink: Sink, busd_dir: Path
+) -> None:
+    busd = start_busd(
+        busd_procs, "-w", "3", "--graceful-timeout", "1", "tests.chaos.targets:slow_once_told_to_go"
+    )
     busd_sink.collect("start", 3, timeout=30)
     with control(busd_dir) as ctl:
         wait_status(ctl, all_started(3))
@@ -108,15 +122,27 @@ def test_a_worker_the_pool_retires_leaves_the_ack_wait_instead_of_failing_it(
 
 
 def _alive(pids: list[int]) -> list[int]:
-    return [pid for pid in pids if psutil.pid_exists(pid)
-            and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+    return [
+        pid
+        for pid in pids
+        if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    ]
 
 
 @pytest.mark.parametrize("spawn", ["fork", "exec"])
 def test_a_scale_down_ends_the_children_of_a_worker_it_kills(
-        busd_procs: Processes, busd_sink: Sink, busd_dir: Path, spawn: str) -> None:
-    busd = start_busd(busd_procs, "-w", "2", "--graceful-timeout", "1", "--spawn", spawn,
-                      "tests.chaos.targets:keeps_children_past_sigterm")
+    busd_procs: Processes, busd_sink: Sink, busd_dir: Path, spawn: str
+) -> None:
+    busd = start_busd(
+        busd_procs,
+        "-w",
+        "2",
+        "--graceful-timeout",
+        "1",
+        "--spawn",
+        spawn,
+        "tests.chaos.targets:keeps_children_past_sigterm",
+    )
     reports = busd_sink.collect("start", 2, timeout=30)
     children = {r["worker"]: r["children"] for r in reports}
     everyone = children[0] + children[1]
@@ -140,21 +166,28 @@ def test_a_scale_down_ends_the_children_of_a_worker_it_kills(
 
 def _new_forkserver(ctl: Any, old: int | None, timeout: float = 30) -> int:
     """Wait for a fork server other than ``old`` to be up; its pid."""
-    doc = wait_status(ctl, lambda d: d.get("forkserver", {}).get("pid") not in (None, old),
-                      timeout=timeout, what="a new fork server", show=("forkserver",))
+    doc = wait_status(
+        ctl,
+        lambda d: d.get("forkserver", {}).get("pid") not in (None, old),
+        timeout=timeout,
+        what="a new fork server",
+        show=("forkserver",),
+    )
     return int(doc["forkserver"]["pid"])
 
 
 def test_fork_server_deaths_during_a_scale_up_mark_no_slot_flapping(
-        busd_procs: Processes, busd_sink: Sink, busd_dir: Path) -> None:
+    busd_procs: Processes, busd_sink: Sink, busd_dir: Path
+) -> None:
     busd = start_busd(busd_procs, "-w", "4", QUIET)
     busd_sink.collect("start", 4, timeout=30)
     with control(busd_dir) as ctl:
         server = _new_forkserver(ctl, None)
         wait_status(ctl, all_started(4))
         scaled: list[Any] = []
-        scaler = threading.Thread(target=lambda: scaled.append(
-            ctl.request("scale", n="16", timeout=60)))
+        scaler = threading.Thread(
+            target=lambda: scaled.append(ctl.request("scale", n="16", timeout=60))
+        )
         kills = 0
         with control(busd_dir) as killer:
             scaler.start()
@@ -172,15 +205,25 @@ def test_fork_server_deaths_during_a_scale_up_mark_no_slot_flapping(
         # process: nothing of it was restarted.
         assert [w["restarts"] for w in doc["workers"]] == [0] * 16, doc["workers"]
         workers = [c for c in ctl.request("clients") if c["worker"] is not None]
-        assert sorted(c["pid"] for c in workers) == sorted(w["pid"] for w in doc["workers"]), \
+        assert sorted(c["pid"] for c in workers) == sorted(w["pid"] for w in doc["workers"]), (
             "a worker of a dead fork server runs on, unknown to the pool"
+        )
         assert exit_busd(ctl, busd) == 0
 
 
 def test_scale_restarts_a_flapping_slot(
-        busd_procs: Processes, busd_sink: Sink, busd_dir: Path) -> None:
-    busd = start_busd(busd_procs, "-w", "2", "--backoff", "0.01", "--flap-limit", "2",
-                      "tests.chaos.targets:crash_after_first")
+    busd_procs: Processes, busd_sink: Sink, busd_dir: Path
+) -> None:
+    busd = start_busd(
+        busd_procs,
+        "-w",
+        "2",
+        "--backoff",
+        "0.01",
+        "--flap-limit",
+        "2",
+        "tests.chaos.targets:crash_after_first",
+    )
     busd_sink.collect("start", 2, timeout=30)
     with control(busd_dir) as ctl:
         wait_status(ctl, all_started(2))
@@ -204,8 +247,12 @@ def test_scale_restarts_a_flapping_slot(
 def small_tmpfs(where: Path) -> Iterator[Path]:
     """A 1 MiB tmpfs mounted at ``where`` (root only: skipped otherwise); unmounted after."""
     where.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1M,mode=0700", "tmpfs",
-                           str(where)], capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1M,mode=0700", "tmpfs", str(where)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs (needs root or CAP_SYS_ADMIN): {done.stderr.strip()}")
     try:
@@ -227,8 +274,9 @@ def fill(path: Path) -> None:
         os.close(fd)
 
 
-def wait_output(procs: Processes, proc: subprocess.Popen[bytes], text: str,
-                timeout: float = 15) -> str:
+def wait_output(
+    procs: Processes, proc: subprocess.Popen[bytes], text: str, timeout: float = 15
+) -> str:
     """Wait until ``proc`` printed ``text``; its output."""
     deadline = time.monotonic() + timeout
     while text not in (out := procs.output(proc)):
@@ -238,7 +286,8 @@ def wait_output(procs: Processes, proc: subprocess.Popen[bytes], text: str,
 
 
 def test_a_full_log_disk_is_said_once_and_so_is_its_end(
-        busd_procs: Processes, busd_sink: Sink, busd_dir: Path) -> None:
+    busd_procs: Processes, busd_sink: Sink, busd_dir: Path
+) -> None:
     with small_tmpfs(busd_dir / "logs") as logs:
         busd = start_busd(busd_procs, "--log-dir", str(logs), "-w", "1", QUIET)
         busd_sink.expect("start", timeout=30)
@@ -247,8 +296,7 @@ def test_a_full_log_disk_is_said_once_and_so_is_its_end(
             assert doc["logs"]["full"] is False, doc["logs"]
             fill(logs / "filler")
             out = wait_output(busd_procs, busd, "is full")
-            doc = wait_status(ctl, lambda d: d["logs"]["full"], what="logs full",
-                              show=("logs",))
+            doc = wait_status(ctl, lambda d: d["logs"]["full"], what="logs full", show=("logs",))
             checks = doc["logs"]["checks"]
             # Three more looks at the full disk: still said once.
             wait_status(ctl, lambda d: d["logs"]["checks"] >= checks + 3, show=("logs",))
@@ -261,8 +309,7 @@ def test_a_full_log_disk_is_said_once_and_so_is_its_end(
             assert ctl.request("graceful", wait=True, timeout=10)["acks"]["ok"] is True
             (logs / "filler").unlink()
             out = wait_output(busd_procs, busd, "space returned")
-            wait_status(ctl, lambda d: not d["logs"]["full"], what="logs not full",
-                        show=("logs",))
+            wait_status(ctl, lambda d: not d["logs"]["full"], what="logs not full", show=("logs",))
             assert out.count("is full") == 1, out
             assert "logs:" not in busctl(busd_procs, "status").stdout
             assert exit_busd(ctl, busd) == 0
@@ -271,9 +318,11 @@ def test_a_full_log_disk_is_said_once_and_so_is_its_end(
 
 
 def test_a_live_workers_daemon_lives_with_its_worker_and_ends_with_it(
-        busd_procs: Processes, busd_sink: Sink, busd_dir: Path) -> None:
-    busd = start_busd(busd_procs, "-w", "2", "--log-level", "WARNING",
-                      "tests.chaos.targets:starts_a_daemon")
+    busd_procs: Processes, busd_sink: Sink, busd_dir: Path
+) -> None:
+    busd = start_busd(
+        busd_procs, "-w", "2", "--log-level", "WARNING", "tests.chaos.targets:starts_a_daemon"
+    )
     reports = busd_sink.collect("start", 2, timeout=30)
     [daemon] = next(r["daemon"] for r in reports if r["worker"] == 0)
     try:
@@ -283,8 +332,11 @@ def test_a_live_workers_daemon_lives_with_its_worker_and_ends_with_it(
             assert psutil.Process(daemon).ppid() != owner, "the shell between them ended"
             # Another worker's end makes the fork server look at what it adopted.
             os.kill(other, signal.SIGKILL)
-            wait_status(ctl, lambda d: all_started(2)(d) and other not in
-                        [w["pid"] for w in d["workers"]], what="worker 1 replaced")
+            wait_status(
+                ctl,
+                lambda d: all_started(2)(d) and other not in [w["pid"] for w in d["workers"]],
+                what="worker 1 replaced",
+            )
             assert _alive([daemon]) == [daemon], "a live worker's daemon was ended"
             os.kill(owner, signal.SIGKILL)
             assert gone([daemon], timeout=15) == [], "a daemon outlived its worker"

@@ -19,10 +19,14 @@ NOISE = ("rejected a message", "does not know this client", "joining again", "Tr
 
 
 def busctl(procs: Processes, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "busd.client.ctl.busctl",
-                           "--timeout", "20", *args],
-                          capture_output=True, text=True, env=procs.env, timeout=60,
-                          check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "busd.client.ctl.busctl", "--timeout", "20", *args],
+        capture_output=True,
+        text=True,
+        env=procs.env,
+        timeout=60,
+        check=False,
+    )
 
 
 def wait_pids(procs: Processes, count: int, exclude: frozenset[int] = frozenset()) -> set[int]:
@@ -38,11 +42,26 @@ def wait_pids(procs: Processes, count: int, exclude: frozenset[int] = frozenset(
 
 
 def test_planned_departures_are_quiet(busd_procs: Processes) -> None:
-    busd = busd_procs.spawn([sys.executable, "-m", "busd", "-w", "3", "--heartbeat", "0.2",
-                             "--reload", "respawn", "busd.examples.hello:main"], name="busd")
+    busd = busd_procs.spawn(
+        [
+            sys.executable,
+            "-m",
+            "busd",
+            "-w",
+            "3",
+            "--heartbeat",
+            "0.2",
+            "--reload",
+            "respawn",
+            "busd.examples.hello:main",
+        ],
+        name="busd",
+    )
     first = wait_pids(busd_procs, 3)
-    watch = busd_procs.spawn([sys.executable, "-m", "busd.client.ctl.busctl", "--json", "--timeout",
-                              "20", "watch"], name="watch")
+    watch = busd_procs.spawn(
+        [sys.executable, "-m", "busd.client.ctl.busctl", "--json", "--timeout", "20", "watch"],
+        name="watch",
+    )
     assert busctl(busd_procs, "ping").returncode == 0
     # The watcher is subscribed once it has seen a heartbeat-driven message: a publish.
     deadline = time.monotonic() + TIMEOUT
@@ -66,8 +85,9 @@ def test_planned_departures_are_quiet(busd_procs: Processes) -> None:
     assert noise == [], "\n".join(noise)
     assert two < first
     assert one < two
-    events = [json.loads(line) for line in busd_procs.output(watch).splitlines()
-              if line.startswith("{")]
+    events = [
+        json.loads(line) for line in busd_procs.output(watch).splitlines() if line.startswith("{")
+    ]
     joined = [e["data"]["pid"] for e in events if e.get("event") == "client_joined"]
     # Only the replacement joins after the watcher started: nobody joins again.
     assert joined == list(replaced), events

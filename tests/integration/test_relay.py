@@ -49,10 +49,13 @@ WORKER = """
 """
 
 
-def start_workers(procs: Processes, count: int, env: dict[str, str] | None = None,
-                  first: int = 0) -> list[Any]:
-    return [procs.python(WORKER, str(i), name=f"worker{i}", env=env)
-            for i in range(first, first + count)]
+def start_workers(
+    procs: Processes, count: int, env: dict[str, str] | None = None, first: int = 0
+) -> list[Any]:
+    return [
+        procs.python(WORKER, str(i), name=f"worker{i}", env=env)
+        for i in range(first, first + count)
+    ]
 
 
 def wait_exit(procs: list[Any], timeout: float) -> list[int]:
@@ -65,7 +68,8 @@ def by_ident(reports: list[dict[str, Any]]) -> set[int]:
 
 
 def test_eight_clients_follow_every_lifecycle_step_in_order(
-        busd_master: Any, busd_procs: Processes, busd_sink: Sink) -> None:
+    busd_master: Any, busd_procs: Processes, busd_sink: Sink
+) -> None:
     master = busd_master()
     master_graceful = threading.Event()
     master.subscribe("graceful", master_graceful.set)
@@ -109,12 +113,21 @@ def test_eight_clients_follow_every_lifecycle_step_in_order(
 
     for ident in range(8):
         events = [r["event"] for r in busd_sink.seen if r.get("ident") == ident]
-        assert events == ["joined", "start", "graceful", "custom", "graceful", "stop",
-                          "exit", "ended"], (ident, events)
+        assert events == [
+            "joined",
+            "start",
+            "graceful",
+            "custom",
+            "graceful",
+            "stop",
+            "exit",
+            "ended",
+        ], (ident, events)
 
 
 def test_late_joiner_mirrors_current_state_at_once(
-        busd_master: Any, busd_procs: Processes, busd_sink: Sink) -> None:
+    busd_master: Any, busd_procs: Processes, busd_sink: Sink
+) -> None:
     master = busd_master()
     master.start()
     start_workers(busd_procs, 1)
@@ -135,7 +148,8 @@ def test_late_joiner_mirrors_current_state_at_once(
 
 
 def test_client_that_missed_messages_repairs_them_from_the_window(
-        busd_master: Any, busd_procs: Processes, busd_sink: Sink) -> None:
+    busd_master: Any, busd_procs: Processes, busd_sink: Sink
+) -> None:
     # A small queue per subscriber, and a client that cannot read for a while.
     master = busd_master(pub_hwm=50, heartbeat=1.0)
     master.start()
@@ -187,7 +201,8 @@ COUNTER = """
 
 
 def test_hundred_thousand_messages_none_lost_silently(
-        busd_master: Any, busd_procs: Processes, busd_sink: Sink) -> None:
+    busd_master: Any, busd_procs: Processes, busd_sink: Sink
+) -> None:
     total = 100_000
     master = busd_master(heartbeat=0.5)
     workers = [busd_procs.python(COUNTER, name=f"counter{i}") for i in range(4)]
@@ -225,8 +240,9 @@ MASTER = """
 """
 
 
-def test_clients_exit_when_master_is_killed(busd_procs: Processes, busd_sink: Sink,
-                                           busd_dir: Path) -> None:
+def test_clients_exit_when_master_is_killed(
+    busd_procs: Processes, busd_sink: Sink, busd_dir: Path
+) -> None:
     heartbeat, liveness = 0.3, 3
     master = busd_procs.python(MASTER, str(heartbeat), name="master")
     workers = start_workers(busd_procs, 3)
@@ -240,8 +256,7 @@ def test_clients_exit_when_master_is_killed(busd_procs: Processes, busd_sink: Si
     assert wait_exit(workers, 10) == [0] * 3
 
 
-def test_slow_stop_listener_does_not_delay_heartbeats(
-        busd_master: Any, busd_dir: Path) -> None:
+def test_slow_stop_listener_does_not_delay_heartbeats(busd_master: Any, busd_dir: Path) -> None:
     interval = 0.1
     master = busd_master(heartbeat=interval)
     release = threading.Event()
@@ -302,7 +317,8 @@ FAILING_STOP = """
 
 
 def test_exit_report_keeps_clients_that_left_during_slow_master_listeners(
-        busd_master: Any, busd_procs: Processes, busd_sink: Sink) -> None:
+    busd_master: Any, busd_procs: Processes, busd_sink: Sink
+) -> None:
     master = busd_master()
     master.subscribe("exit", lambda: threading.Event().wait(1.0))
     worker = busd_procs.python(FAILING_STOP, name="failing")

@@ -24,7 +24,7 @@ MODULE = "busd_restart_child"
 FLAGS = ["-X", "utf8", "-O", "-B"]
 ARGS = ["arg1", "--opt=two words"]
 
-CHILD_SOURCE = r'''
+CHILD_SOURCE = r"""
 import json
 import os
 import sys
@@ -89,7 +89,7 @@ def main():
 
 
 main()
-'''
+"""
 
 
 def child_env(tmp_path: Path) -> dict[str, str]:
@@ -113,8 +113,13 @@ def run_child(tmp_path: Path, command: list[str]) -> tuple[int, list[dict[str, A
     proc: subprocess.Popen[bytes] | None = None
     try:
         proc = subprocess.Popen(
-            command, cwd=tmp_path, env=child_env(tmp_path), stdin=subprocess.DEVNULL,
-            stdout=stdout, stderr=stderr, start_new_session=True,
+            command,
+            cwd=tmp_path,
+            env=child_env(tmp_path),
+            stdin=subprocess.DEVNULL,
+            stdout=stdout,
+            stderr=stderr,
+            start_new_session=True,
         )
         try:
             code = proc.wait(timeout=60)

@@ -26,9 +26,14 @@ TIMEOUT = 30.0
 
 
 def busctl(procs: Processes, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "busd.client.ctl.busctl",
-                           *args], capture_output=True,
-                          text=True, env=procs.env, timeout=60, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "busd.client.ctl.busctl", *args],
+        capture_output=True,
+        text=True,
+        env=procs.env,
+        timeout=60,
+        check=False,
+    )
 
 
 def wait_started(procs: Processes, count: int, epoch: Any = None) -> dict[str, Any]:
@@ -38,8 +43,12 @@ def wait_started(procs: Processes, count: int, epoch: Any = None) -> dict[str, A
         done = busctl(procs, "--json", "status")
         doc: dict[str, Any] = json.loads(done.stdout) if done.returncode == 0 else {}
         workers = doc.get("workers") or []
-        if (doc.get("epoch", epoch) != epoch and doc.get("state") == "STARTED"
-                and len(workers) == count and all(w["state"] == "STARTED" for w in workers)):
+        if (
+            doc.get("epoch", epoch) != epoch
+            and doc.get("state") == "STARTED"
+            and len(workers) == count
+            and all(w["state"] == "STARTED" for w in workers)
+        ):
             return doc
         assert time.monotonic() < deadline, f"never {count} STARTED workers: {done.stderr} {doc}"
 
@@ -83,13 +92,26 @@ class RequestLoop(threading.Thread):
 
 
 def test_restart_keeps_serving_and_watch_follows(busd_procs: Processes, busd_dir: Path) -> None:
-    busd = busd_procs.spawn([sys.executable, "-m", "busd", "-w", "2", "--heartbeat", "0.2",
-                             "--listen", "tcp:127.0.0.1:0", "busd.examples.http:main"],
-                            name="busd")
+    busd = busd_procs.spawn(
+        [
+            sys.executable,
+            "-m",
+            "busd",
+            "-w",
+            "2",
+            "--heartbeat",
+            "0.2",
+            "--listen",
+            "tcp:127.0.0.1:0",
+            "busd.examples.http:main",
+        ],
+        name="busd",
+    )
     before = wait_started(busd_procs, 2)
     port = int(before["listen"][0].rsplit(":", 1)[1])
-    watch = busd_procs.spawn([sys.executable, "-m", "busd.client.ctl.busctl", "--timeout", "20",
-                              "watch"], name="watch")
+    watch = busd_procs.spawn(
+        [sys.executable, "-m", "busd.client.ctl.busctl", "--timeout", "20", "watch"], name="watch"
+    )
     loop = RequestLoop(port)
     loop.start()
     try:
@@ -100,8 +122,9 @@ def test_restart_keeps_serving_and_watch_follows(busd_procs: Processes, busd_dir
         after = wait_started(busd_procs, 2, epoch=before["epoch"])
         assert after["pid"] == before["pid"]  # re-executed in place
         assert after["listen"] == before["listen"]
-        zombies = [p.pid for p in psutil.Process(busd.pid).children()
-                   if p.status() == psutil.STATUS_ZOMBIE]
+        zombies = [
+            p.pid for p in psutil.Process(busd.pid).children() if p.status() == psutil.STATUS_ZOMBIE
+        ]
         assert zombies == [], "the former master's fork server was left unreaped"
         served = loop.ok
         loop.wait_ok(served + 20)  # the new workers serve on the same socket
@@ -117,7 +140,7 @@ def test_restart_keeps_serving_and_watch_follows(busd_procs: Processes, busd_dir
     out = busd_procs.output(watch)
     new_epoch = f"epoch {after['epoch']}: a new master (pid {after['pid']}"
     assert new_epoch in out, out
-    tail = out[out.index(new_epoch):]
+    tail = out[out.index(new_epoch) :]
     assert " state EXITING" in tail, "watch stopped streaming after the restart"
     assert out.rstrip().endswith("exited"), out
     left = [p.name for p in busd_dir.iterdir() if p.name in ("ctl.sock", "pub.sock")]

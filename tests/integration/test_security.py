@@ -62,8 +62,16 @@ def make_keys(root: Path) -> Keys:
     for directory, name in ((authorized, "client"), (readonly, "reader")):
         directory.mkdir(mode=0o700)
         shutil.copy(made[name][0], directory)
-    return Keys(root, made["server"][0], made["server"][1], made["client"][1],
-                made["reader"][1], made["stranger"][1], authorized, readonly)
+    return Keys(
+        root,
+        made["server"][0],
+        made["server"][1],
+        made["client"][1],
+        made["reader"][1],
+        made["stranger"][1],
+        authorized,
+        readonly,
+    )
 
 
 @dataclass
@@ -105,11 +113,22 @@ def master(tmp_path_factory: pytest.TempPathFactory, keys: Keys) -> Iterator[Mas
     runtime, log = base / "rt", base / "master.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            busd_argv("--runtime-dir", str(runtime), "--bind", "tcp://127.0.0.1:*",
-                      "--curve-secret", str(keys.server_secret),
-                      "--authorized-keys", str(keys.authorized),
-                      "--readonly-keys", str(keys.readonly)),
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            busd_argv(
+                "--runtime-dir",
+                str(runtime),
+                "--bind",
+                "tcp://127.0.0.1:*",
+                "--curve-secret",
+                str(keys.server_secret),
+                "--authorized-keys",
+                str(keys.authorized),
+                "--readonly-keys",
+                str(keys.readonly),
+            ),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         with Control(f"ipc://{runtime}/ctl.sock", TIMEOUT) as local:
             try:
@@ -135,8 +154,9 @@ def busctl(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, st
     return code, out, err
 
 
-def remote(master: Master, secret: Path | None, *argv: str,
-           server: Path | None = None) -> list[str]:
+def remote(
+    master: Master, secret: Path | None, *argv: str, server: Path | None = None
+) -> list[str]:
     args = ["--endpoint", master.ctl, "--timeout", "5"]
     if secret is not None:
         args += ["--server-key", str(server or master.keys.server), "--curve-secret", str(secret)]
@@ -151,19 +171,28 @@ def assert_still_serving(master: Master) -> None:
 
 # -- authorised ------------------------------------------------------------------
 
+
 def test_an_authorised_key_runs_commands_and_receives_the_relay(
-        master: Master, capsys: pytest.CaptureFixture[str]) -> None:
+    master: Master, capsys: pytest.CaptureFixture[str]
+) -> None:
     code, out, _ = busctl(capsys, *remote(master, master.keys.client_secret, "--json", "status"))
     assert code == 0, out
     assert '"state": "STARTED"' in out
 
     got = threading.Event()
-    bus = client.connect(ctl=master.ctl, pub=master.pub, server_key=master.keys.server,
-                         curve_secret=master.keys.client_secret, mirror=True, timeout=TIMEOUT)
+    bus = client.connect(
+        ctl=master.ctl,
+        pub=master.pub,
+        server_key=master.keys.server,
+        curve_secret=master.keys.client_secret,
+        mirror=True,
+        timeout=TIMEOUT,
+    )
     try:
         bus.subscribe("secret-channel", lambda value: got.set() if value == 42 else None)
-        code, _, err = busctl(capsys, *remote(master, master.keys.client_secret,
-                                              "publish", "secret-channel", "42"))
+        code, _, err = busctl(
+            capsys, *remote(master, master.keys.client_secret, "publish", "secret-channel", "42")
+        )
         assert code == 0, err
         assert got.wait(TIMEOUT), "the CURVE subscriber never got the published message"
     finally:
@@ -171,8 +200,8 @@ def test_an_authorised_key_runs_commands_and_receives_the_relay(
 
 
 def test_the_environment_gives_busctl_its_keys(
-        master: Master, capsys: pytest.CaptureFixture[str],
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    master: Master, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("BUSD_SERVER_KEY", str(master.keys.server))
     monkeypatch.setenv("BUSD_CURVE_SECRET", str(master.keys.client_secret))
     code, out, err = busctl(capsys, "--endpoint", master.ctl, "--timeout", "5", "ping")
@@ -182,18 +211,24 @@ def test_the_environment_gives_busctl_its_keys(
 
 # -- refused handshakes -----------------------------------------------------------
 
-@pytest.mark.parametrize(("who", "expected"), [
-    ("no key", "this client has none and the master requires CURVE"),
-    ("wrong server key", "is --server-key the master's public key?"),
-    ("unknown key", "not in the master's --authorized-keys"),
-])
+
+@pytest.mark.parametrize(
+    ("who", "expected"),
+    [
+        ("no key", "this client has none and the master requires CURVE"),
+        ("wrong server key", "is --server-key the master's public key?"),
+        ("unknown key", "not in the master's --authorized-keys"),
+    ],
+)
 def test_a_refused_client_is_told_at_once_and_the_master_serves_on(
-        master: Master, capsys: pytest.CaptureFixture[str], who: str, expected: str) -> None:
+    master: Master, capsys: pytest.CaptureFixture[str], who: str, expected: str
+) -> None:
     keys = master.keys
-    argv = {"no key": remote(master, None, "stop"),
-            "wrong server key": remote(master, keys.client_secret, "stop",
-                                       server=keys.stranger_secret),
-            "unknown key": remote(master, keys.stranger_secret, "stop")}[who]
+    argv = {
+        "no key": remote(master, None, "stop"),
+        "wrong server key": remote(master, keys.client_secret, "stop", server=keys.stranger_secret),
+        "unknown key": remote(master, keys.stranger_secret, "stop"),
+    }[who]
 
     code, out, err = busctl(capsys, *argv)
 
@@ -204,7 +239,8 @@ def test_a_refused_client_is_told_at_once_and_the_master_serves_on(
 
 
 def test_an_unknown_key_is_logged_once_per_peer(
-        master: Master, capsys: pytest.CaptureFixture[str]) -> None:
+    master: Master, capsys: pytest.CaptureFixture[str]
+) -> None:
     for _ in range(3):
         code, _, _ = busctl(capsys, *remote(master, master.keys.stranger_secret, "ping"))
         assert code == 3
@@ -216,8 +252,13 @@ def test_an_unknown_key_is_logged_once_per_peer(
 
 def test_client_connect_with_a_refused_key_raises_key_refused(master: Master) -> None:
     with pytest.raises(KeyRefused, match="refused the key"):
-        client.connect(ctl=master.ctl, pub=master.pub, server_key=master.keys.server,
-                       curve_secret=master.keys.stranger_secret, timeout=TIMEOUT)
+        client.connect(
+            ctl=master.ctl,
+            pub=master.pub,
+            server_key=master.keys.server,
+            curve_secret=master.keys.stranger_secret,
+            timeout=TIMEOUT,
+        )
     assert_still_serving(master)
 
 
@@ -244,8 +285,10 @@ def test_a_plain_client_gets_no_answer_and_no_published_data(master: Master) -> 
 
 # -- roles ---------------------------------------------------------------------
 
+
 def test_a_read_only_key_reads_but_may_not_change_anything(
-        master: Master, capsys: pytest.CaptureFixture[str]) -> None:
+    master: Master, capsys: pytest.CaptureFixture[str]
+) -> None:
     reader = master.keys.reader_secret
     for command in (["status"], ["workers"], ["ping"]):
         code, _, err = busctl(capsys, *remote(master, reader, *command))
@@ -266,12 +309,19 @@ def test_a_read_only_key_reads_but_may_not_change_anything(
 
 def test_a_read_only_client_may_watch(master: Master, capsys: pytest.CaptureFixture[str]) -> None:
     got = threading.Event()
-    bus = client.connect(ctl=master.ctl, pub=master.pub, server_key=master.keys.server,
-                         curve_secret=master.keys.reader_secret, mirror=True, timeout=TIMEOUT)
+    bus = client.connect(
+        ctl=master.ctl,
+        pub=master.pub,
+        server_key=master.keys.server,
+        curve_secret=master.keys.reader_secret,
+        mirror=True,
+        timeout=TIMEOUT,
+    )
     try:
         bus.subscribe("news", lambda value: got.set())
-        code, _, err = busctl(capsys, *remote(master, master.keys.client_secret,
-                                              "publish", "news", "1"))
+        code, _, err = busctl(
+            capsys, *remote(master, master.keys.client_secret, "publish", "news", "1")
+        )
         assert code == 0, err
         assert got.wait(TIMEOUT), "a read-only subscriber never got the message"
     finally:
@@ -280,14 +330,19 @@ def test_a_read_only_client_may_watch(master: Master, capsys: pytest.CaptureFixt
 
 # -- refused at start --------------------------------------------------------------
 
+
 def run_busd(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     runtime = tmp_path / "rt"
-    return subprocess.run(busd_argv("--runtime-dir", str(runtime), *args),
-                          capture_output=True, text=True, timeout=30, check=False)
+    return subprocess.run(
+        busd_argv("--runtime-dir", str(runtime), *args),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
 
 
-def test_plain_tcp_off_loopback_is_refused_without_insecure(
-        master: Master, tmp_path: Path) -> None:
+def test_plain_tcp_off_loopback_is_refused_without_insecure(master: Master, tmp_path: Path) -> None:
     done = run_busd(tmp_path, "--bind", "tcp://0.0.0.0:7399")
     assert done.returncode != 0
     assert "plain TCP lets anyone who can reach it" in done.stderr
@@ -297,12 +352,15 @@ def test_plain_tcp_off_loopback_is_refused_without_insecure(
 
 
 @pytest.mark.parametrize("problem", ["mode 0644", "missing", "unparseable", "public only"])
-def test_a_bad_secret_key_is_refused_at_start(
-        master: Master, tmp_path: Path, problem: str) -> None:
+def test_a_bad_secret_key_is_refused_at_start(master: Master, tmp_path: Path, problem: str) -> None:
     secret = tmp_path / "server.key_secret"
     shutil.copy(master.keys.server_secret, secret)
-    expected = {"mode 0644": "mode 0644", "missing": "cannot read key file",
-                "unparseable": "cannot load key file", "public only": "holds no secret key"}
+    expected = {
+        "mode 0644": "mode 0644",
+        "missing": "cannot read key file",
+        "unparseable": "cannot load key file",
+        "public only": "holds no secret key",
+    }
     if problem == "mode 0644":
         secret.chmod(0o644)
     elif problem == "missing":
@@ -313,8 +371,15 @@ def test_a_bad_secret_key_is_refused_at_start(
         secret.write_text(master.keys.server.read_text())
         secret.chmod(0o600)
 
-    done = run_busd(tmp_path, "--bind", "tcp://127.0.0.1:*", "--curve-secret", str(secret),
-                    "--authorized-keys", str(master.keys.authorized))
+    done = run_busd(
+        tmp_path,
+        "--bind",
+        "tcp://127.0.0.1:*",
+        "--curve-secret",
+        str(secret),
+        "--authorized-keys",
+        str(master.keys.authorized),
+    )
 
     assert done.returncode != 0
     assert expected[problem] in done.stderr
@@ -323,7 +388,8 @@ def test_a_bad_secret_key_is_refused_at_start(
 
 
 def test_busctl_refuses_a_secret_key_others_can_read(
-        master: Master, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    master: Master, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     loose = tmp_path / "client.key_secret"
     shutil.copy(master.keys.client_secret, loose)
     loose.chmod(0o644)
@@ -337,14 +403,21 @@ def test_a_writable_authorized_keys_dir_is_refused(master: Master, tmp_path: Pat
     loose = tmp_path / "keys"
     shutil.copytree(master.keys.authorized, loose)
     loose.chmod(0o777)
-    done = run_busd(tmp_path, "--bind", "tcp://127.0.0.1:*",
-                    "--curve-secret", str(master.keys.server_secret),
-                    "--authorized-keys", str(loose))
+    done = run_busd(
+        tmp_path,
+        "--bind",
+        "tcp://127.0.0.1:*",
+        "--curve-secret",
+        str(master.keys.server_secret),
+        "--authorized-keys",
+        str(loose),
+    )
     assert done.returncode != 0
     assert "writable by others" in done.stderr
 
 
 # -- the local runtime dir ----------------------------------------------------------
+
 
 def test_the_runtime_dir_is_private_and_its_sockets_0600(master: Master) -> None:
     assert stat.S_IMODE(master.runtime.stat().st_mode) == 0o700
@@ -376,8 +449,10 @@ def test_an_unsafe_runtime_dir_is_refused(master: Master, tmp_path: Path, proble
 
 # -- key rotation ------------------------------------------------------------------
 
+
 def test_a_key_added_or_removed_counts_without_a_restart(
-        master: Master, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    master: Master, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     public, secret = write_key_pair(tmp_path, "newcomer")
     added = master.keys.authorized / "newcomer.key"
     assert busctl(capsys, *remote(master, Path(secret), "ping"))[0] == 3

@@ -46,9 +46,11 @@ def slow_exit(bus: ClientBus) -> None:
 
     marks = Path(os.environ["MARKS"])
     for channel in ("stop", "exit"):
+
         def listener(channel: str = channel) -> None:
             threading.Event().wait(0.3)
             (marks / f"{channel}-{os.getpid()}").write_text("done")
+
         bus.subscribe(channel, listener)
 
 
@@ -68,11 +70,14 @@ def marks_dir(tmp_path: Path) -> Path:
 
 # -- --wait means done --------------------------------------------------------------
 
+
 def test_respawn_graceful_wait_returns_after_every_old_worker_exited(
-        busd_pool: Any, tmp_path: Path) -> None:
+    busd_pool: Any, tmp_path: Path
+) -> None:
     marks = marks_dir(tmp_path)
-    pool: BusdPool = busd_pool(slow_stop, "--reload", "respawn", "--env", f"MARKS={marks}",
-                               workers=2)
+    pool: BusdPool = busd_pool(
+        slow_stop, "--reload", "respawn", "--env", f"MARKS={marks}", workers=2
+    )
     old = pool.pids
 
     done = busctl(pool.runtime_dir, "graceful", "--wait")
@@ -94,10 +99,17 @@ def test_respawn_graceful_wait_returns_after_every_old_worker_exited(
 
 
 def test_respawn_graceful_wait_of_an_asgi_pool_leaves_no_old_server(
-        busd_pool: Any, busd_dir: Path) -> None:
+    busd_pool: Any, busd_dir: Path
+) -> None:
     listen = busd_dir / "http.sock"
-    pool: BusdPool = busd_pool("asgi:tests.integration.apps:asgi_app", "--reload", "respawn",
-                               "--listen", f"unix:{listen}", workers=2)
+    pool: BusdPool = busd_pool(
+        "asgi:tests.integration.apps:asgi_app",
+        "--reload",
+        "respawn",
+        "--listen",
+        f"unix:{listen}",
+        workers=2,
+    )
     old = pool.pids
 
     done = busctl(pool.runtime_dir, "--timeout", "30", "graceful", "--wait")
@@ -109,7 +121,8 @@ def test_respawn_graceful_wait_of_an_asgi_pool_leaves_no_old_server(
 
 
 def test_stop_and_exit_wait_return_after_every_listener_finished(
-        busd_pool: Any, tmp_path: Path) -> None:
+    busd_pool: Any, tmp_path: Path
+) -> None:
     marks = marks_dir(tmp_path)
     pool: BusdPool = busd_pool(slow_exit, "--env", f"MARKS={marks}", workers=2)
     pids = pool.pids
@@ -134,9 +147,9 @@ def test_stop_and_exit_wait_return_after_every_listener_finished(
 
 # -- timeouts name their flags -------------------------------------------------------
 
+
 def run_busd(procs: Processes, *args: str) -> subprocess.Popen[bytes]:
-    return procs.spawn([sys.executable, "-m", "busd", "--log-format", "plain", *args],
-                       name="busd")
+    return procs.spawn([sys.executable, "-m", "busd", "--log-format", "plain", *args], name="busd")
 
 
 def test_a_command_that_never_joins_fails_at_the_startup_timeout(busd_procs: Processes) -> None:
@@ -147,18 +160,29 @@ def test_a_command_that_never_joins_fails_at_the_startup_timeout(busd_procs: Pro
     out = busd_procs.output(busd)
     assert 2.0 <= took < 10, f"busd gave up after {took:.1f}s:\n{out}"
     fatal = [line for line in out.splitlines() if "CRITICAL busd.main" in line]
-    assert fatal == [f"busd [{busd.pid}] CRITICAL busd.main: worker failed to boot: worker 0 "
-                     "did not join the bus within --startup-timeout 2s (a command run by busd "
-                     "must call busd.client.connect() to join; a slow start needs a longer "
-                     "--startup-timeout); no worker ever started"], out
+    assert fatal == [
+        f"busd [{busd.pid}] CRITICAL busd.main: worker failed to boot: worker 0 "
+        "did not join the bus within --startup-timeout 2s (a command run by busd "
+        "must call busd.client.connect() to join; a slow start needs a longer "
+        "--startup-timeout); no worker ever started"
+    ], out
     assert "--worker-timeout" not in out
     assert "Traceback" not in out
 
 
-def test_a_worker_that_never_joins_is_not_blamed_on_worker_timeout(
-        busd_procs: Processes) -> None:
-    busd = run_busd(busd_procs, "-w", "1", "--startup-timeout", "1", "--worker-timeout", "7",
-                    "--", "sleep", "1000")
+def test_a_worker_that_never_joins_is_not_blamed_on_worker_timeout(busd_procs: Processes) -> None:
+    busd = run_busd(
+        busd_procs,
+        "-w",
+        "1",
+        "--startup-timeout",
+        "1",
+        "--worker-timeout",
+        "7",
+        "--",
+        "sleep",
+        "1000",
+    )
     assert busd.wait(30) == 3
     out = busd_procs.output(busd)
     assert "did not join the bus within --startup-timeout 1s: killing it (SIGKILL)" in out, out
@@ -166,13 +190,18 @@ def test_a_worker_that_never_joins_is_not_blamed_on_worker_timeout(
 
 
 def test_a_silent_worker_is_killed_naming_worker_timeout(busd_pool: Any) -> None:
-    pool: BusdPool = busd_pool(generation, "--worker-timeout", "1", "--heartbeat", "0.2",
-                               "--backoff", "0.05")
+    pool: BusdPool = busd_pool(
+        generation, "--worker-timeout", "1", "--heartbeat", "0.2", "--backoff", "0.05"
+    )
     victim = psutil.Process(pool.pids[0])
     victim.suspend()
     try:
-        pool.wait_for(lambda d: d["workers"][0]["pid"] not in (None, victim.pid)
-                      and d["workers"][0]["state"] == "STARTED")
+        pool.wait_for(
+            lambda d: (
+                d["workers"][0]["pid"] not in (None, victim.pid)
+                and d["workers"][0]["state"] == "STARTED"
+            )
+        )
     finally:
         if victim.is_running():
             victim.resume()
@@ -181,21 +210,24 @@ def test_a_silent_worker_is_killed_naming_worker_timeout(busd_pool: Any) -> None
 
 
 def test_a_worker_slow_to_stop_is_killed_naming_graceful_timeout(
-        busd_pool: Any, busd_sink: Sink) -> None:
-    pool: BusdPool = busd_pool("tests.integration.targets:slow_stop", "--graceful-timeout", "1",
-                               workers=2)
+    busd_pool: Any, busd_sink: Sink
+) -> None:
+    pool: BusdPool = busd_pool(
+        "tests.integration.targets:slow_stop", "--graceful-timeout", "1", workers=2
+    )
     victim = pool.pids[1]
     pool.scale(1, wait=False)
     busd_sink.expect("stopping", where=lambda r: r["pid"] == victim)
     pool.wait_for(lambda d: exited(victim) and len(d["workers"]) == 1)
-    assert (f"worker 1 (pid {victim}) did not stop within --graceful-timeout 1s of SIGTERM: "
-            "killing it") in pool.log.text
+    assert (
+        f"worker 1 (pid {victim}) did not stop within --graceful-timeout 1s of SIGTERM: killing it"
+    ) in pool.log.text
 
 
 # -- per-slot counters ---------------------------------------------------------------
 
-def test_worker_generation_counts_the_starts_of_its_slot(busd_pool: Any,
-                                                         busd_sink: Sink) -> None:
+
+def test_worker_generation_counts_the_starts_of_its_slot(busd_pool: Any, busd_sink: Sink) -> None:
     pool: BusdPool = busd_pool(generation, "--backoff", "0.05", workers=2)
     first = sorted((r["worker"], r["generation"]) for r in busd_sink.collect("start", 2))
     assert first == [(0, 1), (1, 1)]
@@ -208,17 +240,20 @@ def test_worker_generation_counts_the_starts_of_its_slot(busd_pool: Any,
 
 def test_restarts_count_crashes_not_recycles(busd_pool: Any, busd_sink: Sink) -> None:
     pool: BusdPool = busd_pool(recycle_first, "--backoff", "0.05", workers=2)
-    replaced = busd_sink.expect("start", where=lambda r: r["worker"] == 0
-                                and r["generation"] == 2)
-    doc = pool.wait_for(lambda d: d["workers"][0]["pid"] == replaced["pid"]
-                        and d["workers"][0]["state"] == "STARTED")
+    replaced = busd_sink.expect("start", where=lambda r: r["worker"] == 0 and r["generation"] == 2)
+    doc = pool.wait_for(
+        lambda d: (
+            d["workers"][0]["pid"] == replaced["pid"] and d["workers"][0]["state"] == "STARTED"
+        )
+    )
     assert [(w["restarts"], w["recycles"]) for w in doc["workers"]] == [(0, 1), (0, 0)]
     table = busctl(pool.runtime_dir, "workers").stdout.splitlines()
     assert [row.split()[3] for row in table[2:]] == ["0", "0"]  # RESTARTS
 
     os.kill(pool.pids[1], signal.SIGKILL)
-    doc = pool.wait_for(lambda d: d["workers"][1]["restarts"] == 1
-                        and d["workers"][1]["state"] == "STARTED")
+    doc = pool.wait_for(
+        lambda d: d["workers"][1]["restarts"] == 1 and d["workers"][1]["state"] == "STARTED"
+    )
     assert [(w["restarts"], w["recycles"]) for w in doc["workers"]] == [(0, 1), (1, 0)]
     table = busctl(pool.runtime_dir, "workers").stdout.splitlines()
     assert [row.split()[3] for row in table[2:]] == ["0", "1"]

@@ -27,8 +27,9 @@ def started_workers(control: Control) -> int:
     return sum(1 for c in clients if c["role"] == "worker" and c["state"] == "STARTED")
 
 
-def watch_capacity(busd_dir: Path, sink: Sink, n: int, starts: int,
-                   timeout: float = 60) -> list[dict[str, Any]]:
+def watch_capacity(
+    busd_dir: Path, sink: Sink, n: int, starts: int, timeout: float = 60
+) -> list[dict[str, Any]]:
     """Collect ``starts`` worker starts; between them, STARTED workers never fewer than ``n``."""
     seen: list[dict[str, Any]] = []
     samples = 0
@@ -48,9 +49,11 @@ def watch_capacity(busd_dir: Path, sink: Sink, n: int, starts: int,
 
 
 def test_max_age_recycles_one_slot_at_a_time_without_losing_capacity(
-        busd_procs: Processes, busd_sink: Sink, busd_dir: Path) -> None:
-    busd = start_busd(busd_procs, "-w", "2", "--max-age", "1", "--recycle-jitter", "0.5",
-                      f"{T}:steady")
+    busd_procs: Processes, busd_sink: Sink, busd_dir: Path
+) -> None:
+    busd = start_busd(
+        busd_procs, "-w", "2", "--max-age", "1", "--recycle-jitter", "0.5", f"{T}:steady"
+    )
     starts = watch_capacity(busd_dir, busd_sink, 2, 6)
     assert {r["worker"] for r in starts[2:]} == {0, 1}
     doc = status(busd_procs)
@@ -63,14 +66,18 @@ def test_max_age_recycles_one_slot_at_a_time_without_losing_capacity(
 
 
 def test_a_worker_past_max_rss_is_replaced_first_then_retired(
-        busd_procs: Processes, busd_sink: Sink, busd_dir: Path) -> None:
-    busd = start_busd(busd_procs, "-w", "2", "--max-rss", "64", "--log-level", "INFO",
-                      f"{T}:grow")
+    busd_procs: Processes, busd_sink: Sink, busd_dir: Path
+) -> None:
+    busd = start_busd(busd_procs, "-w", "2", "--max-rss", "64", "--log-level", "INFO", f"{T}:grow")
     starts = watch_capacity(busd_dir, busd_sink, 2, 3)
     big = next(r for r in starts[:2] if r["worker"] == 1)
     assert starts[2]["worker"] == 1
-    doc = wait_status(busd_procs, lambda d: d["workers"][1]["pid"] == starts[2]["pid"]
-                      and d["workers"][1]["state"] == "STARTED")
+    doc = wait_status(
+        busd_procs,
+        lambda d: (
+            d["workers"][1]["pid"] == starts[2]["pid"] and d["workers"][1]["state"] == "STARTED"
+        ),
+    )
     assert doc["workers"][1]["reason"].startswith("recycle (max-rss ")
     assert doc["workers"][1]["recycles"] == 1
     assert doc["workers"][0]["recycles"] == 0
@@ -81,22 +88,29 @@ def test_a_worker_past_max_rss_is_replaced_first_then_retired(
     assert f"worker 1 (pid {big['pid']}) exited with status 0 (recycle)" in log
 
 
-def test_bus_recycle_in_a_worker(busd_procs: Processes, busd_sink: Sink,
-                                 busd_dir: Path) -> None:
+def test_bus_recycle_in_a_worker(busd_procs: Processes, busd_sink: Sink, busd_dir: Path) -> None:
     busd = start_busd(busd_procs, "-w", "2", f"{T}:recycle_me")
     asked = busd_sink.collect("asked", 2, timeout=30)
     assert sorted(r["reply"]["worker"] for r in asked) == [0, 1]
     assert all(r["reply"]["queued"] for r in asked)
     starts = watch_capacity(busd_dir, busd_sink, 2, 4)
     # Per slot: its first worker, then the replacement (the two slots' starts may interleave).
-    assert sorted((r["worker"], r["generation"]) for r in starts) == [(0, 1), (0, 2),
-                                                                        (1, 1), (1, 2)]
-    doc = wait_status(busd_procs, lambda d: states(d) == ["STARTED"] * 2
-                      and all(w["generation"] == 2 for w in d["workers"]))
+    assert sorted((r["worker"], r["generation"]) for r in starts) == [
+        (0, 1),
+        (0, 2),
+        (1, 1),
+        (1, 2),
+    ]
+    doc = wait_status(
+        busd_procs,
+        lambda d: states(d) == ["STARTED"] * 2 and all(w["generation"] == 2 for w in d["workers"]),
+    )
     assert [w["reason"] for w in doc["workers"]] == ["recycle (done 1 job)"] * 2
     # A pid that is no worker is refused with one line.
-    with Control(default_endpoints(busd_dir).ctl, timeout=5) as control, \
-            pytest.raises(Exception, match="no running worker has pid 1"):
+    with (
+        Control(default_endpoints(busd_dir).ctl, timeout=5) as control,
+        pytest.raises(Exception, match="no running worker has pid 1"),
+    ):
         control.request("recycle", pid=1)
     assert busctl(busd_procs, "exit").returncode == 0
     assert busd.wait(15) == 0
@@ -118,12 +132,22 @@ def wait_file_lines(path: Path, timeout: float = 20) -> str:
 
 
 @pytest.mark.parametrize("how", ["busctl", "SIGUSR1"])
-def test_log_files_reopened_after_rename_lose_no_line(busd_procs: Processes,
-                                                      busd_sink: Sink, tmp_path: Path,
-                                                      how: str) -> None:
+def test_log_files_reopened_after_rename_lose_no_line(
+    busd_procs: Processes, busd_sink: Sink, tmp_path: Path, how: str
+) -> None:
     logs = tmp_path / "logs"
-    busd = start_busd(busd_procs, "--name", "app", "-w", "1", "--log-level", "INFO",
-                      "--log-dir", str(logs), f"{T}:chatter")
+    busd = start_busd(
+        busd_procs,
+        "--name",
+        "app",
+        "-w",
+        "1",
+        "--log-level",
+        "INFO",
+        "--log-dir",
+        str(logs),
+        f"{T}:chatter",
+    )
     worker_log, master_log = logs / "app-worker-0.log", logs / "app.log"
     wait_file_lines(worker_log)
     worker_log.rename(logs / "app-worker-0.log.1")
@@ -149,14 +173,34 @@ def test_log_files_reopened_after_rename_lose_no_line(busd_procs: Processes,
 
 def test_env_for_every_worker(busd_procs: Processes, busd_sink: Sink) -> None:
     busd = busd_procs.spawn(
-        [sys.executable, "-m", "busd", "--heartbeat", "0.2",
-         "--log-level", "WARNING", "-w", "2", "--env", "FOO=bar", "--env", "BAZ=a b=c",
-         f"{T}:env"], name="busd", env={"BUSD_ENV": "QUX=1"})
+        [
+            sys.executable,
+            "-m",
+            "busd",
+            "--heartbeat",
+            "0.2",
+            "--log-level",
+            "WARNING",
+            "-w",
+            "2",
+            "--env",
+            "FOO=bar",
+            "--env",
+            "BAZ=a b=c",
+            f"{T}:env",
+        ],
+        name="busd",
+        env={"BUSD_ENV": "QUX=1"},
+    )
     reports = sorted(busd_sink.collect("start", 2, timeout=30), key=lambda r: r["worker"])
     for slot, report in enumerate(reports):
-        assert report["env"] == {"FOO": "bar", "BAZ": "a b=c", "QUX": "1",
-                                 "BUSD_WORKER": str(slot),
-                                 "BUSD_WORKER_GENERATION": str(report["generation"])}
+        assert report["env"] == {
+            "FOO": "bar",
+            "BAZ": "a b=c",
+            "QUX": "1",
+            "BUSD_WORKER": str(slot),
+            "BUSD_WORKER_GENERATION": str(report["generation"]),
+        }
     assert busctl(busd_procs, "exit").returncode == 0
     assert busd.wait(15) == 0
 
@@ -170,13 +214,23 @@ def test_a_bad_env_item_is_a_usage_error(busd_procs: Processes, bad: str) -> Non
     assert "Traceback" not in out
 
 
-def test_hook_channels_reach_a_plugin_and_watch(busd_procs: Processes,
-                                                busd_sink: Sink) -> None:
-    busd = start_busd(busd_procs, "-w", "2", "--reload", "respawn", "--backoff", "0.05",
-                      "--plugin", f"{T}:hooks_plugin", f"{T}:steady")
+def test_hook_channels_reach_a_plugin_and_watch(busd_procs: Processes, busd_sink: Sink) -> None:
+    busd = start_busd(
+        busd_procs,
+        "-w",
+        "2",
+        "--reload",
+        "respawn",
+        "--backoff",
+        "0.05",
+        "--plugin",
+        f"{T}:hooks_plugin",
+        f"{T}:steady",
+    )
     first = busd_sink.collect("start", 2, timeout=30)
-    watch = busd_procs.spawn([sys.executable, "-m", "busd.client.ctl.busctl", "--json", "watch"],
-                             name="watch")
+    watch = busd_procs.spawn(
+        [sys.executable, "-m", "busd.client.ctl.busctl", "--json", "watch"], name="watch"
+    )
     deadline = time.monotonic() + 20
     while '"mark"' not in busd_procs.output(watch):  # until it has subscribed
         assert busctl(busd_procs, "publish", "mark").returncode == 0
@@ -188,9 +242,13 @@ def test_hook_channels_reach_a_plugin_and_watch(busd_procs: Processes,
     busd_sink.expect("start", where=lambda r: r["worker"] == 0 and r["pid"] != victim["pid"])
 
     def hooks(channel: str, **match: Any) -> list[dict[str, Any]]:
-        return [r["info"] for r in busd_sink.seen if r["event"] == "hook"
-                and r["channel"] == channel
-                and all(r["info"].get(k) == v for k, v in match.items())]
+        return [
+            r["info"]
+            for r in busd_sink.seen
+            if r["event"] == "hook"
+            and r["channel"] == channel
+            and all(r["info"].get(k) == v for k, v in match.items())
+        ]
 
     deadline = time.monotonic() + 20
     while len(hooks("worker_started")) < 5:
@@ -213,13 +271,20 @@ def test_hook_channels_reach_a_plugin_and_watch(busd_procs: Processes,
     assert {h["pid"] for h in hooks("worker_exited", reason="reload")} == reloaded
     crash = hooks("worker_exited", reason="crash")
     assert [(h["pid"], h["signal"], h["exit_status"]) for h in crash] == [
-        (victim["pid"], "SIGKILL", None)]
+        (victim["pid"], "SIGKILL", None)
+    ]
     assert {h["reason"] for h in hooks("worker_exited")} == {"reload", "crash", "stop"}
-    events = [json.loads(line) for line in busd_procs.output(watch).splitlines()
-              if line.startswith("{")]
+    events = [
+        json.loads(line) for line in busd_procs.output(watch).splitlines() if line.startswith("{")
+    ]
     names = {e.get("name") or e.get("event") for e in events if e.get("kind") == "event"}
-    assert {"worker_spawned", "worker_started", "worker_exited", "reload_begin",
-            "reload_end"} <= names, names
+    assert {
+        "worker_spawned",
+        "worker_started",
+        "worker_exited",
+        "reload_begin",
+        "reload_end",
+    } <= names, names
 
 
 def test_a_plugin_that_cannot_load_or_fails_is_one_line(busd_procs: Processes) -> None:

@@ -70,8 +70,12 @@ class BusMachine(RuleBasedStateMachine):
 
     # -- listeners ------------------------------------------------------
 
-    @rule(target=listeners, channel=st.sampled_from(CHANNELS),
-          priority=st.integers(0, 100), fails=st.booleans())
+    @rule(
+        target=listeners,
+        channel=st.sampled_from(CHANNELS),
+        priority=st.integers(0, 100),
+        fails=st.booleans(),
+    )
     def subscribe(self, channel: str, priority: int, fails: bool) -> str:
         self.made += 1
         name = f"{channel}-{self.made}"
@@ -93,8 +97,9 @@ class BusMachine(RuleBasedStateMachine):
         self.bus.unsubscribe(channel, self.funcs.pop(name))
 
     def expected_calls(self, channel: str) -> list[str]:
-        mine = [(p, int(n.rsplit("-", 1)[1]), n) for n, (c, p, _) in self.model.items()
-                if c == channel]
+        mine = [
+            (p, int(n.rsplit("-", 1)[1]), n) for n, (c, p, _) in self.model.items() if c == channel
+        ]
         return [n for _, _, n in sorted(mine)]
 
     def fails(self, channel: str) -> bool:
@@ -177,8 +182,11 @@ class BusMachine(RuleBasedStateMachine):
     def publish(self, channel: str) -> None:
         self.calls.clear()
         try:
-            results = self.bus.graceful() if channel == "graceful" else \
-                self.bus.publish(channel, 1, key="v")
+            results = (
+                self.bus.graceful()
+                if channel == "graceful"
+                else self.bus.publish(channel, 1, key="v")
+            )
         except ChannelFailures:
             assert self.fails(channel)
         else:
@@ -203,8 +211,13 @@ class BusMachine(RuleBasedStateMachine):
 
 
 BusMachine.TestCase.settings = settings(
-    max_examples=EXAMPLES, stateful_step_count=30, deadline=None, database=None,
-    derandomize=SEED is None, suppress_health_check=[HealthCheck.too_slow])
+    max_examples=EXAMPLES,
+    stateful_step_count=30,
+    deadline=None,
+    database=None,
+    derandomize=SEED is None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 if SEED is not None:
     from hypothesis import seed
 
@@ -213,7 +226,8 @@ if SEED is not None:
 
 def test_bus_lifecycle_agrees_with_the_transition_table_model() -> None:
     """The state machine above, run as one test (examples printed on failure)."""
-    print(f"bus model: {EXAMPLES} examples of up to 30 steps, "
-          f"{'derandomized' if SEED is None else f'seed {SEED}'}")
+    print(
+        f"bus model: {EXAMPLES} examples of up to 30 steps, "
+        f"{'derandomized' if SEED is None else f'seed {SEED}'}"
+    )
     BusMachine.TestCase("runTest").runTest()
-

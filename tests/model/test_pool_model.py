@@ -144,14 +144,33 @@ class PoolMachine(RuleBasedStateMachine):
         super().__init__()
         self.dir = Path(tempfile.mkdtemp(prefix="bm", dir="/tmp"))
         os.chmod(self.dir, 0o700)
-        env = {**os.environ, "BUSD_RUNTIME_DIR": str(self.dir),
-               "PYTHONPATH": os.pathsep.join(p for p in (SOURCE_ROOT,
-                                                          os.environ.get("PYTHONPATH")) if p)}
+        env = {
+            **os.environ,
+            "BUSD_RUNTIME_DIR": str(self.dir),
+            "PYTHONPATH": os.pathsep.join(
+                p for p in (SOURCE_ROOT, os.environ.get("PYTHONPATH")) if p
+            ),
+        }
         self.procs = Processes(self.dir, self.dir, env)
-        self.busd = self.procs.spawn([sys.executable, "-m", "busd", "--heartbeat", "0.1",
-                                      "--log-level", "WARNING", "--backoff", "0.01",
-                                      "--graceful-timeout", "5", "-w", "2", TARGET],
-                                     name="busd")
+        self.busd = self.procs.spawn(
+            [
+                sys.executable,
+                "-m",
+                "busd",
+                "--heartbeat",
+                "0.1",
+                "--log-level",
+                "WARNING",
+                "--backoff",
+                "0.01",
+                "--graceful-timeout",
+                "5",
+                "-w",
+                "2",
+                TARGET,
+            ],
+            name="busd",
+        )
         self.ctx: zmq.Context[Any] = zmq.Context()
         ep = default_endpoints(self.dir)
         self.state, self.size, self.spawns = "STARTED", 2, 0
@@ -161,8 +180,14 @@ class PoolMachine(RuleBasedStateMachine):
         self.witness: ClientBus | None = None
         try:
             with control(self.dir) as ctl:
-                wait_status(ctl, lambda d: d["state"] == "STARTED" and len(d["workers"]) == 2
-                            and all(w["state"] == "STARTED" for w in d["workers"]))
+                wait_status(
+                    ctl,
+                    lambda d: (
+                        d["state"] == "STARTED"
+                        and len(d["workers"]) == 2
+                        and all(w["state"] == "STARTED" for w in d["workers"])
+                    ),
+                )
             self.witness = connect(runtime_dir=self.dir, role="model-witness", mirror=True)
             self.quiesce()
             self.events.wait_joined()  # what is published from now on reaches us
@@ -174,10 +199,11 @@ class PoolMachine(RuleBasedStateMachine):
 
     # -- steps --------------------------------------------------------------
 
-    @rule(cmds=st.lists(st.sampled_from(["start", "stop", "graceful"]), min_size=1,
-                        max_size=4),
-          # One command per client at a time: each client is one connection.
-          via=st.permutations(["raw0", "raw1", "witness", "busctl"]))
+    @rule(
+        cmds=st.lists(st.sampled_from(["start", "stop", "graceful"]), min_size=1, max_size=4),
+        # One command per client at a time: each client is one connection.
+        via=st.permutations(["raw0", "raw1", "witness", "busctl"]),
+    )
     def lifecycle(self, cmds: list[str], via: list[str]) -> None:
         results: list[Any] = [None] * len(cmds)
 
@@ -210,8 +236,11 @@ class PoolMachine(RuleBasedStateMachine):
         before = self.caught(sig.name)
         os.kill(self.busd.pid, sig)
         with control(self.dir) as ctl:
-            wait_status(ctl, lambda d: d["signals"]["caught"].get(sig.name, 0) == before + 1,
-                        what=f"{sig.name} caught")
+            wait_status(
+                ctl,
+                lambda d: d["signals"]["caught"].get(sig.name, 0) == before + 1,
+                what=f"{sig.name} caught",
+            )
         if sig == signal.SIGTTIN:
             self.grow(self.size + 1)
         elif sig == signal.SIGTTOU:
@@ -259,10 +288,14 @@ class PoolMachine(RuleBasedStateMachine):
         self.size = size
 
     def busctl(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "busd.client.ctl.busctl", "--timeout", "20",
-                               *args],
-                              capture_output=True, text=True, env=self.procs.env, timeout=60,
-                              check=False)
+        return subprocess.run(
+            [sys.executable, "-m", "busd.client.ctl.busctl", "--timeout", "20", *args],
+            capture_output=True,
+            text=True,
+            env=self.procs.env,
+            timeout=60,
+            check=False,
+        )
 
     def caught(self, name: str) -> int:
         count: int = self.raws[1].request("status")["signals"]["caught"].get(name, 0)
@@ -270,12 +303,16 @@ class PoolMachine(RuleBasedStateMachine):
 
     def quiesce(self, workers_too: bool = False) -> dict[str, Any]:
         """Wait until status matches the model; return it."""
+
         def agrees(d: dict[str, Any]) -> bool:
             ws = d["workers"]
-            return (d["state"] == self.state and [w["id"] for w in ws] == list(range(self.size))
-                    and all(w.get("pid") and w["state"] != "SPAWNED" for w in ws)
-                    and not {w["pid"] for w in ws} & self.dead
-                    and (not workers_too or all(w["state"] == self.state for w in ws)))
+            return (
+                d["state"] == self.state
+                and [w["id"] for w in ws] == list(range(self.size))
+                and all(w.get("pid") and w["state"] != "SPAWNED" for w in ws)
+                and not {w["pid"] for w in ws} & self.dead
+                and (not workers_too or all(w["state"] == self.state for w in ws))
+            )
 
         with control(self.dir) as ctl:
             return wait_status(ctl, agrees, timeout=30, what=f"{self.state} x{self.size}")
@@ -290,10 +327,13 @@ class PoolMachine(RuleBasedStateMachine):
                 assert all(n == 1 for r in self.raws for n in r.replies.values())
                 self.events.read()
                 # One event per spawn, named after why.
-                spawned = sum(self.events.names.count(e) for e in (
-                    "worker_spawned", "worker_restarted", "worker_recycling"))
+                spawned = sum(
+                    self.events.names.count(e)
+                    for e in ("worker_spawned", "worker_restarted", "worker_recycling")
+                )
                 assert spawned == self.spawns, (
-                    f"{spawned} spawn events, model {self.spawns}: {self.events.names}")
+                    f"{spawned} spawn events, model {self.spawns}: {self.events.names}"
+                )
                 assert self.events.states[-1:] in ([], [self.state])
                 pids = [w["pid"] for w in doc["workers"]]
                 self.raws[0].request("exit", timeout=30)
@@ -319,10 +359,16 @@ class PoolMachine(RuleBasedStateMachine):
         """After every step: quiescence that matches the model."""
         self.quiesce()
 
+
 PoolMachine.TestCase.settings = settings(
-    max_examples=EXAMPLES, stateful_step_count=STEPS, deadline=None, database=None,
-    derandomize=True, phases=[Phase.explicit, Phase.generate],
-    suppress_health_check=list(HealthCheck))
+    max_examples=EXAMPLES,
+    stateful_step_count=STEPS,
+    deadline=None,
+    database=None,
+    derandomize=True,
+    phases=[Phase.explicit, Phase.generate],
+    suppress_health_check=list(HealthCheck),
+)
 
 
 @pytest.mark.timeout(300)

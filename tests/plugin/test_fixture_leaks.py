@@ -13,7 +13,7 @@ import pytest
 
 pytest_plugins = ["pytester"]
 
-LEAKS = '''
+LEAKS = """
 import subprocess
 
 
@@ -38,20 +38,25 @@ def test_leaves_children(busd_pool):
 
 def test_tidy(busd_pool):
     busd_pool(tidy, *FLAGS)
-'''
+"""
 
 
 @pytest.mark.parametrize("flags", [(), ("--spawn", "exec", "--log-dir", "logs")])
 def test_a_process_a_worker_left_running_fails_the_test_and_is_named(
-        pytester: pytest.Pytester, flags: tuple[str, ...]) -> None:
+    pytester: pytest.Pytester, flags: tuple[str, ...]
+) -> None:
     logs = pytester.path / "logs"
     logs.mkdir()
     flag_values = tuple(str(logs) if f == "logs" else f for f in flags)
     pytester.makepyfile(test_leak=f"FLAGS = {flag_values!r}\n{LEAKS}")
     result = pytester.runpytest("-p", "no:cacheprovider")
     result.assert_outcomes(passed=2, errors=1)  # the bodies passed; one teardown fails
-    result.stdout.fnmatch_lines(["*ERROR at teardown of test_leaves_children*",
-                                 "*busd left processes behind (killed now):*"])
+    result.stdout.fnmatch_lines(
+        [
+            "*ERROR at teardown of test_leaves_children*",
+            "*busd left processes behind (killed now):*",
+        ]
+    )
     result.stdout.fnmatch_lines(["pid [0-9]*: sleep 311 (left running by its worker*"])
     result.stdout.fnmatch_lines(["pid [0-9]*: sleep 312 (left running by its worker*"])
     assert "sleep 313" not in result.stdout.str()

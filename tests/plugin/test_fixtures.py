@@ -16,6 +16,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 pytest_plugins = ["pytester"]
 
+
 def python_blocks(relpath: str) -> str:
     """The Python code blocks of a doc, as one module."""
     text = (ROOT / relpath).read_text()
@@ -25,7 +26,7 @@ def python_blocks(relpath: str) -> str:
 # The user's test module is docs/TESTING.md's examples: the doc cannot drift.
 SAMPLE = python_blocks("docs/TESTING.md")
 
-LEAKS = '''
+LEAKS = """
 import os
 import subprocess
 
@@ -38,9 +39,9 @@ def leaky(bus):
 def test_leaks_processes(busd_pool):
     busd_pool(leaky, workers=1)
     os.spawnlp(os.P_NOWAIT, "sleep", "sleep", "302")  # the test's own, never waited for
-'''
+"""
 
-RAISES = '''
+RAISES = """
 def work(bus, index):
     if index == 2:
         raise ValueError(f"process {index} cannot count")
@@ -49,7 +50,7 @@ def work(bus, index):
 
 def test_child_raises(busd_run):
     busd_run(work, 3)
-'''
+"""
 
 
 @pytest.mark.slow
@@ -74,12 +75,14 @@ def test_a_child_that_raises_fails_with_its_traceback(pytester: pytest.Pytester)
     pytester.makepyfile(test_raises=RAISES)
     result = pytester.runpytest("-p", "no:cacheprovider")
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines([
-        "*busd_run: process 2 of 3 (pid [0-9]*) raised:*",
-        "*Traceback (most recent call last):*",
-        '*test_raises.py", line *, in work*',
-        "*ValueError: process 2 cannot count*",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            "*busd_run: process 2 of 3 (pid [0-9]*) raised:*",
+            "*Traceback (most recent call last):*",
+            '*test_raises.py", line *, in work*',
+            "*ValueError: process 2 cannot count*",
+        ]
+    )
 
 
 @pytest.mark.slow

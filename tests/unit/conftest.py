@@ -15,6 +15,7 @@ from busd import Bus, ChannelFailures, states
 @pytest.fixture
 def no_atexit(monkeypatch: pytest.MonkeyPatch) -> None:
     """Buses made in the test register no atexit handler."""
+
     def register(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Callable[..., Any]:
         return func
 

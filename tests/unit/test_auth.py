@@ -43,8 +43,7 @@ def test_client_keys_need_both_halves_and_read_the_environment(tmp_path: Path) -
         auth.client_keys(server_key=public, env={})
     with pytest.raises(KeyFileError, match="needs both"):
         auth.client_keys(env={"BUSD_CURVE_SECRET": str(secret)})
-    keys = auth.client_keys(env={"BUSD_SERVER_KEY": str(public),
-                                 "BUSD_CURVE_SECRET": str(secret)})
+    keys = auth.client_keys(env={"BUSD_SERVER_KEY": str(public), "BUSD_CURVE_SECRET": str(secret)})
     assert keys is not None
     assert keys.server == keys.own.public
 
@@ -77,7 +76,8 @@ def test_the_key_ring_follows_its_dirs(tmp_path: Path) -> None:
 
 
 def test_the_key_ring_keeps_its_keys_when_a_dir_turns_bad(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     full = tmp_path / "full"
     full.mkdir(mode=0o700)
     writer, _ = pair(tmp_path / "w", "writer")
@@ -147,7 +147,8 @@ def test_a_key_file_others_may_write_is_refused(tmp_path: Path) -> None:
 
 
 def test_a_key_file_turned_unsafe_is_logged_once(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     full = tmp_path / "full"
     full.mkdir(mode=0o700)
     alice, _ = pair(tmp_path / "a", "alice")
@@ -161,7 +162,8 @@ def test_a_key_file_turned_unsafe_is_logged_once(
 
 
 def test_refusals_of_fresh_peers_are_capped_overall(
-        caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
     clock = [1000.0]
     monkeypatch.setattr(auth.time, "monotonic", lambda: clock[0])
     refusals = RefusalLog("refused", interval=60, lines=10)

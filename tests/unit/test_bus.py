@@ -365,9 +365,15 @@ def test_start_stop_exit_run_listeners_in_the_right_states_and_log_each_step(
     assert bus.state is states.EXITING
 
     expected = [
-        "Bus STARTING", "start in states.STARTING", "Bus STARTED",
-        "Bus STOPPING", "stop in states.STOPPING", "Bus STOPPED",
-        "Bus EXITING", "exit in states.EXITING", "Bus EXITED",
+        "Bus STARTING",
+        "start in states.STARTING",
+        "Bus STARTED",
+        "Bus STOPPING",
+        "stop in states.STOPPING",
+        "Bus STOPPED",
+        "Bus EXITING",
+        "exit in states.EXITING",
+        "Bus EXITED",
     ]
     assert events == expected
     lines = [e for e in expected if e.startswith("Bus")]
@@ -388,8 +394,12 @@ def test_stop_then_start_again(bus: Bus, logs: LogRecorder) -> None:
     assert bus.state is states.STARTED
     assert started == ["STARTING", "STARTING"]
     assert logs.bus_lines() == [
-        "Bus STARTING", "Bus STARTED", "Bus STOPPING", "Bus STOPPED",
-        "Bus STARTING", "Bus STARTED",
+        "Bus STARTING",
+        "Bus STARTED",
+        "Bus STOPPING",
+        "Bus STOPPED",
+        "Bus STARTING",
+        "Bus STARTED",
     ]
 
 

@@ -86,8 +86,14 @@ def test_a_second_exit_waits_for_the_first_and_stops_nothing_again(bus: Bus) -> 
 
 @pytest.mark.parametrize(
     ("args", "kwargs"),
-    [((), {}), ((), {"arg": 79347}), ((None,), {}), (("text", "not a level"), {}),
-     ((), {"msg": "by name", "level": logging.WARNING}), (("a", 20, "extra"), {"x": 1})],
+    [
+        ((), {}),
+        ((), {"arg": 79347}),
+        ((None,), {}),
+        (("text", "not a level"), {}),
+        ((), {"msg": "by name", "level": logging.WARNING}),
+        (("a", 20, "extra"), {"x": 1}),
+    ],
 )
 def test_the_logging_bridge_takes_whatever_is_published_on_log(
     bus: Bus, args: tuple[object, ...], kwargs: dict[str, object]

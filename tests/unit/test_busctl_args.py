@@ -56,46 +56,57 @@ def usage_error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
     return err
 
 
-@pytest.mark.parametrize("argv", [
-    [],
-    ["frobnicate"],
-    ["--timeout", "0", "status"],
-    ["--timeout", "soon", "status"],
-    ["status", "--timeout", "-1"],
-    ["graceful", "--wait", "--ack-timeout", "nope"],
-    ["graceful", "--now"],
-    ["scale"],
-    ["scale", "two"],
-    ["scale", "1.5"],
-    ["scale", "++1"],
-    ["signal"],
-    ["signal", "HUP", "first"],
-    ["publish"],
-    ["publish", "chan", "--kw", "no-equals-sign"],
-    ["publish", "chan", "--kw", "1a=2"],
-    ["watch", "--count", "0"],
-    ["watch", "--count", "-3"],
-    ["keygen"],
-])
-def test_bad_usage_exits_2_with_one_line(capsys: pytest.CaptureFixture[str],
-                                         argv: list[str]) -> None:
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["frobnicate"],
+        ["--timeout", "0", "status"],
+        ["--timeout", "soon", "status"],
+        ["status", "--timeout", "-1"],
+        ["graceful", "--wait", "--ack-timeout", "nope"],
+        ["graceful", "--now"],
+        ["scale"],
+        ["scale", "two"],
+        ["scale", "1.5"],
+        ["scale", "++1"],
+        ["signal"],
+        ["signal", "HUP", "first"],
+        ["publish"],
+        ["publish", "chan", "--kw", "no-equals-sign"],
+        ["publish", "chan", "--kw", "1a=2"],
+        ["watch", "--count", "0"],
+        ["watch", "--count", "-3"],
+        ["keygen"],
+    ],
+)
+def test_bad_usage_exits_2_with_one_line(
+    capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
     err = usage_error(capsys, argv)
 
     assert "--help" in err
 
 
 @pytest.mark.parametrize("name", ["FOO", "SIGFOO", "999", "SIG_DFL", ""])
-def test_unknown_signal_exits_2_naming_it(capsys: pytest.CaptureFixture[str],
-                                          name: str) -> None:
+def test_unknown_signal_exits_2_naming_it(capsys: pytest.CaptureFixture[str], name: str) -> None:
     err = usage_error(capsys, ["signal", name, "1"])
 
     assert f"unknown signal {name!r}" in err
 
 
-@pytest.mark.parametrize(("given", "sent"), [
-    ("HUP", "HUP"), ("hup", "HUP"), ("SIGHUP", "HUP"), ("sigterm", "TERM"), ("1", "HUP"),
-    ("USR2", "USR2"), ("9", "KILL"),
-])
+@pytest.mark.parametrize(
+    ("given", "sent"),
+    [
+        ("HUP", "HUP"),
+        ("hup", "HUP"),
+        ("SIGHUP", "HUP"),
+        ("sigterm", "TERM"),
+        ("1", "HUP"),
+        ("USR2", "USR2"),
+        ("9", "KILL"),
+    ],
+)
 def test_signal_names_are_normalised_without_sig(given: str, sent: str) -> None:
     args = build_parser().parse_args(["signal", given, "3", "0"])
 
@@ -110,8 +121,25 @@ def test_scale_takes_n_plus_n_and_minus_n_as_given(n: str) -> None:
 
 def test_publish_arguments_are_json_when_they_parse_else_strings() -> None:
     args = build_parser().parse_args(
-        ["publish", "chan", "1", '"x"', "plain", "[1, 2]", "null", "{bad", "--kw", "a=2",
-         "--kw", "b=text", "--kw", 'c={"k": true}', "--kw", "d="])
+        [
+            "publish",
+            "chan",
+            "1",
+            '"x"',
+            "plain",
+            "[1, 2]",
+            "null",
+            "{bad",
+            "--kw",
+            "a=2",
+            "--kw",
+            "b=text",
+            "--kw",
+            'c={"k": true}',
+            "--kw",
+            "d=",
+        ]
+    )
 
     assert args.channel == "chan"
     assert args.args == [1, "x", "plain", [1, 2], None, "{bad"]
@@ -121,10 +149,15 @@ def test_publish_arguments_are_json_when_they_parse_else_strings() -> None:
 
 def test_publish_arguments_starting_with_a_dash_follow_a_double_dash() -> None:
     args = build_parser().parse_args(
-        ["publish", "--wait", "--kw", "user=ann", "--", "chan", "-1", "--not-an-option"])
+        ["publish", "--wait", "--kw", "user=ann", "--", "chan", "-1", "--not-an-option"]
+    )
 
     assert (args.channel, args.args, args.kw, args.wait) == (
-        "chan", [-1, "--not-an-option"], [("user", "ann")], True)
+        "chan",
+        [-1, "--not-an-option"],
+        [("user", "ann")],
+        True,
+    )
 
 
 def test_global_options_go_before_or_after_the_command() -> None:
@@ -136,7 +169,11 @@ def test_global_options_go_before_or_after_the_command() -> None:
     for args in (before, after):
         assert (args.json, args.timeout, args.name) == (True, 2.0, "web")
     assert (default.json, default.timeout, default.name, default.endpoint) == (
-        False, 5.0, None, None)
+        False,
+        5.0,
+        None,
+        None,
+    )
 
 
 def test_wait_options_on_lifecycle_commands() -> None:
@@ -155,8 +192,15 @@ def test_wait_takes_a_state_and_its_own_default_timeout() -> None:
     assert parse(parser, ["--timeout", "3", "wait"]).timeout == 3.0
 
 
-@pytest.mark.parametrize("argv", [["wait", "--for", "RUNNING"], ["wait", "--for"],
-                                  ["wait", "--timeout", "0"], ["wait", "STARTED"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["wait", "--for", "RUNNING"],
+        ["wait", "--for"],
+        ["wait", "--timeout", "0"],
+        ["wait", "STARTED"],
+    ],
+)
 def test_wait_usage_errors_exit_2(capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
     assert main(argv) == 2
     out, err = capsys.readouterr()
@@ -166,10 +210,9 @@ def test_wait_usage_errors_exit_2(capsys: pytest.CaptureFixture[str], argv: list
 
 @pytest.mark.parametrize("silent", [False, True])
 def test_wait_gives_up_at_its_timeout_with_one_line(
-        capsys: pytest.CaptureFixture[str], request: pytest.FixtureRequest,
-        silent: bool) -> None:
-    runtime: Path = request.getfixturevalue("silent_runtime_dir" if silent
-                                            else "empty_runtime_dir")
+    capsys: pytest.CaptureFixture[str], request: pytest.FixtureRequest, silent: bool
+) -> None:
+    runtime: Path = request.getfixturevalue("silent_runtime_dir" if silent else "empty_runtime_dir")
     began = time.monotonic()
     code = main(["--runtime-dir", str(runtime), "--timeout", "0.5", "wait"])
     took = time.monotonic() - began
@@ -180,33 +223,51 @@ def test_wait_gives_up_at_its_timeout_with_one_line(
     assert out == ""
     assert err.splitlines() == [
         f"busctl: wait: busd at ipc://{runtime}/ctl.sock was not STARTED with every worker "
-        "STARTED within --timeout 0.5s: " + ("it did not answer" if silent else
-                                              f"{runtime}/ctl.sock does not exist (is busd "
-                                              "running? --name or --runtime-dir finds another)")]
+        "STARTED within --timeout 0.5s: "
+        + (
+            "it did not answer"
+            if silent
+            else f"{runtime}/ctl.sock does not exist (is busd "
+            "running? --name or --runtime-dir finds another)"
+        )
+    ]
 
 
 def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
     assert "exit status" in out
-    for cmd in ("status", "graceful", "publish", "watch", "workers", "scale", "signal",
-                "ping", "keygen"):
+    for cmd in (
+        "status",
+        "graceful",
+        "publish",
+        "watch",
+        "workers",
+        "scale",
+        "signal",
+        "ping",
+        "keygen",
+    ):
         assert cmd in out
 
 
-@pytest.mark.parametrize("argv", [
-    ["ping"],
-    ["status"],
-    ["--json", "status"],
-    ["graceful", "--wait"],  # waits for acks up to 30 s, but finds nobody in --timeout
-    ["exit", "--wait"],
-    ["publish", "chan", "1", "--wait"],
-    ["workers"],
-    ["watch", "--count", "1"],
-    ["--json", "watch"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["ping"],
+        ["status"],
+        ["--json", "status"],
+        ["graceful", "--wait"],  # waits for acks up to 30 s, but finds nobody in --timeout
+        ["exit", "--wait"],
+        ["publish", "chan", "1", "--wait"],
+        ["workers"],
+        ["watch", "--count", "1"],
+        ["--json", "watch"],
+    ],
+)
 def test_no_socket_exits_3_at_once_naming_the_path_and_the_flags(
-        capsys: pytest.CaptureFixture[str], empty_runtime_dir: Path, argv: list[str]) -> None:
+    capsys: pytest.CaptureFixture[str], empty_runtime_dir: Path, argv: list[str]
+) -> None:
     began = time.monotonic()
     code = main(["--runtime-dir", str(empty_runtime_dir), *argv])  # --timeout 5
     took = time.monotonic() - began
@@ -226,8 +287,9 @@ def test_no_socket_exits_3_at_once_naming_the_path_and_the_flags(
         assert out == ""
 
 
-def test_a_socket_nobody_listens_on_exits_3_at_once(capsys: pytest.CaptureFixture[str],
-                                                    empty_runtime_dir: Path) -> None:
+def test_a_socket_nobody_listens_on_exits_3_at_once(
+    capsys: pytest.CaptureFixture[str], empty_runtime_dir: Path
+) -> None:
     import socket
 
     stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -239,17 +301,21 @@ def test_a_socket_nobody_listens_on_exits_3_at_once(capsys: pytest.CaptureFixtur
     assert "nothing listens on" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("argv", [
-    ["ping"],
-    ["--json", "status"],
-    ["graceful", "--wait"],
-    ["exit", "--wait"],
-    ["publish", "chan", "1", "--wait"],
-    ["restart", "--wait"],
-    ["watch", "--count", "1"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["ping"],
+        ["--json", "status"],
+        ["graceful", "--wait"],
+        ["exit", "--wait"],
+        ["publish", "chan", "1", "--wait"],
+        ["restart", "--wait"],
+        ["watch", "--count", "1"],
+    ],
+)
 def test_a_silent_master_exits_3_within_the_timeout(
-        capsys: pytest.CaptureFixture[str], silent_runtime_dir: Path, argv: list[str]) -> None:
+    capsys: pytest.CaptureFixture[str], silent_runtime_dir: Path, argv: list[str]
+) -> None:
     began = time.monotonic()
     code = main(["--runtime-dir", str(silent_runtime_dir), "--timeout", "0.3", *argv])
     took = time.monotonic() - began
@@ -268,20 +334,20 @@ def test_a_silent_master_exits_3_within_the_timeout(
         assert out == ""
 
 
-def test_endpoint_option_wins_over_the_runtime_dir(capsys: pytest.CaptureFixture[str],
-                                                   empty_runtime_dir: Path) -> None:
+def test_endpoint_option_wins_over_the_runtime_dir(
+    capsys: pytest.CaptureFixture[str], empty_runtime_dir: Path
+) -> None:
     other = f"ipc://{empty_runtime_dir}/other.sock"
 
-    code = main(["--runtime-dir", "/nonexistent", "--endpoint", other, "--timeout", "0.2",
-                 "ping"])
+    code = main(["--runtime-dir", "/nonexistent", "--endpoint", other, "--timeout", "0.2", "ping"])
 
     assert code == 3
     assert capsys.readouterr().err.startswith(f"busctl: no busd at {other}: ")
 
 
-def test_environment_names_the_endpoint(capsys: pytest.CaptureFixture[str],
-                                        monkeypatch: pytest.MonkeyPatch,
-                                        empty_runtime_dir: Path) -> None:
+def test_environment_names_the_endpoint(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, empty_runtime_dir: Path
+) -> None:
     monkeypatch.setenv("BUSD_RUNTIME_DIR", str(empty_runtime_dir))
     monkeypatch.delenv("BUSD_CTL_ENDPOINT", raising=False)
 
@@ -289,13 +355,17 @@ def test_environment_names_the_endpoint(capsys: pytest.CaptureFixture[str],
     assert f"at ipc://{empty_runtime_dir}/ctl.sock:" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("argv", [
-    ["--name", "a/b", "ping"],
-    ["--runtime-dir", "/tmp/" + "x" * 120, "ping"],
-    ["--endpoint", "nonsense", "ping"],
-])
-def test_unusable_endpoints_are_usage_errors(capsys: pytest.CaptureFixture[str],
-                                             argv: list[str]) -> None:
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--name", "a/b", "ping"],
+        ["--runtime-dir", "/tmp/" + "x" * 120, "ping"],
+        ["--endpoint", "nonsense", "ping"],
+    ],
+)
+def test_unusable_endpoints_are_usage_errors(
+    capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("busctl: ")
@@ -303,7 +373,8 @@ def test_unusable_endpoints_are_usage_errors(capsys: pytest.CaptureFixture[str],
 
 
 def test_keygen_exits_2_when_the_dir_cannot_be_created(
-        capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     (tmp_path / "a-file").write_text("")
 
     assert main(["keygen", str(tmp_path / "a-file" / "keys")]) == 2
@@ -311,14 +382,29 @@ def test_keygen_exits_2_when_the_dir_cannot_be_created(
 
 
 STATUS: dict[str, Any] = {
-    "name": "web", "state": "STARTED", "pid": 4242, "host": "h1", "epoch": 77, "seq": 12,
-    "uptime": 3725.5, "endpoints": {"ctl": ["ipc:///run/busd/web/ctl.sock"], "pub": []},
-    "workers": [{"id": 0, "pid": 5001, "state": "running", "restarts": 2, "cpu_percent": 1.25,
-                 "rss": 25 * 1024 * 1024, "uptime": 59.0, "generation": 3, "fds": 9}],
-    "master": {"pid": 4242, "cpu_percent": 0.5, "rss": 3 * 1024 * 1024, "fds": 12,
-               "threads": 4},
-    "clients": [{"id": 1, "pid": 5001, "worker": 0, "state": "STARTED",
-                 "last_heartbeat": 0.25}],
+    "name": "web",
+    "state": "STARTED",
+    "pid": 4242,
+    "host": "h1",
+    "epoch": 77,
+    "seq": 12,
+    "uptime": 3725.5,
+    "endpoints": {"ctl": ["ipc:///run/busd/web/ctl.sock"], "pub": []},
+    "workers": [
+        {
+            "id": 0,
+            "pid": 5001,
+            "state": "running",
+            "restarts": 2,
+            "cpu_percent": 1.25,
+            "rss": 25 * 1024 * 1024,
+            "uptime": 59.0,
+            "generation": 3,
+            "fds": 9,
+        }
+    ],
+    "master": {"pid": 4242, "cpu_percent": 0.5, "rss": 3 * 1024 * 1024, "fds": 12, "threads": 4},
+    "clients": [{"id": 1, "pid": 5001, "worker": 0, "state": "STARTED", "last_heartbeat": 0.25}],
 }
 
 
@@ -326,14 +412,17 @@ def test_status_for_people_has_a_header_and_two_tables() -> None:
     text = format_status(STATUS)
     lines = text.splitlines()
 
-    assert lines[:5] == ["name:    web", "state:   STARTED", "pid:     4242 on h1",
-                         "epoch:   77 (seq 12)", "uptime:  1h 2m"]
+    assert lines[:5] == [
+        "name:    web",
+        "state:   STARTED",
+        "pid:     4242 on h1",
+        "epoch:   77 (seq 12)",
+        "uptime:  1h 2m",
+    ]
     assert "usage:   cpu 0.5%, rss 3.0M, fds 12, threads 4" in lines
     workers = lines.index("WORKERS")
-    assert lines[workers + 1].split() == ["ID", "PID", "STATE", "RESTARTS", "CPU", "RSS",
-                                          "UPTIME"]
-    assert lines[workers + 2].split() == ["0", "5001", "running", "2", "1.2%", "25.0M",
-                                          "59.0s"]
+    assert lines[workers + 1].split() == ["ID", "PID", "STATE", "RESTARTS", "CPU", "RSS", "UPTIME"]
+    assert lines[workers + 2].split() == ["0", "5001", "running", "2", "1.2%", "25.0M", "59.0s"]
     clients = lines.index("CLIENTS")
     assert lines[clients + 1].split() == ["ID", "PID", "WORKER", "STATE", "LAST-HEARTBEAT"]
     assert lines[clients + 2].split() == ["1", "5001", "0", "STARTED", "0.2s", "ago"]
@@ -362,16 +451,25 @@ def test_watch_lines_for_people_and_for_scripts() -> None:
 
     assert docs[2] is None  # filtered: not one of the channels asked for
     assert [Watcher.line(d) for d in docs if d is not None] == [
-        "03:04:05.250 seq 12 state STARTED", '03:04:05.250 seq 13 publish chan [1, "x"] {"a": 2}',
-        '03:04:05.250 seq 15 event client_joined {"id": 1}']
-    assert docs[1] == {"seq": 13, "kind": "publish", "epoch": 9, "channel": "chan",
-                       "args": [1, "x"], "kwargs": {"a": 2}, "ack": False,
-                       "time": docs[1]["time"]}
+        "03:04:05.250 seq 12 state STARTED",
+        '03:04:05.250 seq 13 publish chan [1, "x"] {"a": 2}',
+        '03:04:05.250 seq 15 event client_joined {"id": 1}',
+    ]
+    assert docs[1] == {
+        "seq": 13,
+        "kind": "publish",
+        "epoch": 9,
+        "channel": "chan",
+        "args": [1, "x"],
+        "kwargs": {"a": 2},
+        "ack": False,
+        "time": docs[1]["time"],
+    }
 
 
-def test_interrupted_exits_130(capsys: pytest.CaptureFixture[str],
-                               monkeypatch: pytest.MonkeyPatch,
-                               silent_runtime_dir: Path) -> None:
+def test_interrupted_exits_130(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, silent_runtime_dir: Path
+) -> None:
     def interrupted(*args: Any, **kwargs: Any) -> Any:
         raise KeyboardInterrupt
 

@@ -29,28 +29,68 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STDLIB = frozenset(sys.stdlib_module_names)
 THIRD_PARTY_OF_CORE = frozenset({"msgpack", "zmq"})
-CLIENT_SIDE = frozenset({"busd.client", "busd.client.ctl", "busd.client.link",
-                         "busd.client.testing", "busd.client.worker"})
+CLIENT_SIDE = frozenset(
+    {
+        "busd.client",
+        "busd.client.ctl",
+        "busd.client.link",
+        "busd.client.testing",
+        "busd.client.worker",
+    }
+)
 #: Folder -> the parts its modules may import (besides the stdlib and third parties).
 RULES: dict[str, frozenset[str]] = {
     "busd/core": frozenset({"busd.core"}),
     "busd/security": frozenset({"busd.core", "busd.security"}),
     "busd/master": frozenset({"busd.core", "busd.security", "busd.master"}),
     "busd/pool": frozenset({"busd.core", "busd.master", "busd.pool"}),
-    "busd/hosts": frozenset({"busd.core", "busd.security", "busd.master", "busd.pool",
-                             "busd.hosts"}) | CLIENT_SIDE,
+    "busd/hosts": frozenset(
+        {"busd.core", "busd.security", "busd.master", "busd.pool", "busd.hosts"}
+    )
+    | CLIENT_SIDE,
     "busd/plugins": frozenset({"busd.core", "busd.plugins"}),
-    "busd/daemon": frozenset({"busd", "busd.core", "busd.security", "busd.master", "busd.pool",
-                              "busd.hosts", "busd.plugins", "busd.daemon"}),
-    "busd/testing": frozenset({"busd", "busd.core", "busd.security", "busd.master", "busd.pool",
-                               "busd.hosts", "busd.plugins", "busd.testing"}) | CLIENT_SIDE,
+    "busd/daemon": frozenset(
+        {
+            "busd",
+            "busd.core",
+            "busd.security",
+            "busd.master",
+            "busd.pool",
+            "busd.hosts",
+            "busd.plugins",
+            "busd.daemon",
+        }
+    ),
+    "busd/testing": frozenset(
+        {
+            "busd",
+            "busd.core",
+            "busd.security",
+            "busd.master",
+            "busd.pool",
+            "busd.hosts",
+            "busd.plugins",
+            "busd.testing",
+        }
+    )
+    | CLIENT_SIDE,
     "busd/examples": frozenset({"busd", "busd.core", "busd.master", "busd.pool", "busd.examples"})
     | CLIENT_SIDE,
     "busd/client": frozenset({"busd.core"}) | CLIENT_SIDE,
     # The face hands out the core's names and MasterBus (lazily); the command's main.
     "busd/__init__.py": frozenset({"busd.core", "busd.master"}),
-    "busd/__main__.py": frozenset({"busd", "busd.core", "busd.security", "busd.master",
-                                   "busd.pool", "busd.hosts", "busd.plugins", "busd.daemon"}),
+    "busd/__main__.py": frozenset(
+        {
+            "busd",
+            "busd.core",
+            "busd.security",
+            "busd.master",
+            "busd.pool",
+            "busd.hosts",
+            "busd.plugins",
+            "busd.daemon",
+        }
+    ),
 }
 NOBODY_IMPORTS = frozenset({"busd.__main__", "busd.client.ctl.busctl"})
 
@@ -103,8 +143,13 @@ def imports_in_source(source: str, relpath: str, root: Path = REPO_ROOT) -> Iter
                 candidate = f"{base}.{alias.name}" if base else alias.name
                 named = candidate if is_repo_module(candidate, root) or not base else base
                 found.append(Import(relpath, node.lineno, named))
-        elif (isinstance(node, ast.Call) and _is_dynamic_import(node.func) and node.args
-              and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
+        elif (
+            isinstance(node, ast.Call)
+            and _is_dynamic_import(node.func)
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+        ):
             found.append(Import(relpath, node.lineno, node.args[0].value))
     yield from sorted(found, key=lambda imp: (imp.line, imp.module))
 
@@ -166,7 +211,8 @@ def violations(relpath: str, source: str | None = None) -> list[str]:
 def forbidden_imports(relpath: str, source: str | None = None) -> list[str]:
     found = imports_of(relpath) if source is None else list(imports_in_source(source, relpath))
     return [
-        str(imp) for imp in found
+        str(imp)
+        for imp in found
         if any(imp.module == bad or imp.module.startswith(bad + ".") for bad in NOBODY_IMPORTS)
     ]
 
@@ -195,8 +241,14 @@ def test_importing_the_client_side_never_loads_the_master_side() -> None:
     )
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     result = subprocess.run(
-        [sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
-        timeout=60, start_new_session=True, check=False,
+        [sys.executable, "-c", code],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        start_new_session=True,
+        check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -218,8 +270,14 @@ def test_the_checker_resolves_relative_dynamic_and_nested_imports() -> None:
     )
     found = {(imp.line, imp.module) for imp in imports_in_source(source, "busd/core/wire.py")}
     assert found == {
-        (1, "__future__"), (2, "json"), (2, "zmq.asyncio"), (3, "busd.core.errors"),
-        (4, "busd.core.bus"), (5, "busd.client"), (7, "importlib"), (8, "busd.master.bus"),
+        (1, "__future__"),
+        (2, "json"),
+        (2, "zmq.asyncio"),
+        (3, "busd.core.errors"),
+        (4, "busd.core.bus"),
+        (5, "busd.client"),
+        (7, "importlib"),
+        (8, "busd.master.bus"),
         (9, "busd.pool.pool"),
     }
 
@@ -244,13 +302,17 @@ def test_the_rules_catch_violations() -> None:
         "busd/client/bus.py:6: imports busd.plugins.base",
     ]
     assert violations("busd/client/ctl/watch.py", "from busd.client.bus import B\n") == []
-    assert [v.split(" (")[0] for v in violations(
-        "busd/master/hub.py", "def f():\n    import busd.client.link.thread\n")] == [
+    assert [
+        v.split(" (")[0]
+        for v in violations("busd/master/hub.py", "def f():\n    import busd.client.link.thread\n")
+    ] == [
         "busd/master/hub.py:2: imports busd.client.link.thread",
     ]
     assert violations("busd/hosts/join.py", "from busd.client.bus import ClientBus\n") == []
-    assert [v.split(" (")[0] for v in violations(
-        "busd/pool/forkserver.py", "from busd.client.bus import ClientBus\n")] == [
+    assert [
+        v.split(" (")[0]
+        for v in violations("busd/pool/forkserver.py", "from busd.client.bus import ClientBus\n")
+    ] == [
         "busd/pool/forkserver.py:1: imports busd.client.bus",
     ]
     assert forbidden_imports("busd/client/ctl/watch.py", "from . import busctl\n") == [

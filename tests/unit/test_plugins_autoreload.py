@@ -27,8 +27,9 @@ def restarts() -> list[threading.Thread]:
 
 
 @pytest.fixture
-def bus(logs: list[tuple[str, int]], restarts: list[threading.Thread],
-        monkeypatch: pytest.MonkeyPatch) -> Iterator[Bus]:
+def bus(
+    logs: list[tuple[str, int]], restarts: list[threading.Thread], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Bus]:
     bus = Bus()
     bus.subscribe("log", lambda msg, level=20: logs.append((msg, level)))
     monkeypatch.setattr(bus, "restart", lambda: restarts.append(threading.current_thread()))
@@ -50,8 +51,8 @@ def _bump(path: Path, seconds: float) -> None:
 
 
 def test_a_changed_file_restarts_once(
-        bus: Bus, watched: Path, logs: list[tuple[str, int]],
-        restarts: list[threading.Thread]) -> None:
+    bus: Bus, watched: Path, logs: list[tuple[str, int]], restarts: list[threading.Thread]
+) -> None:
     reloader = Autoreloader(bus, frequency=0, match="busd")
     reloader.files.add(str(watched))
     reloader.run()
@@ -65,7 +66,8 @@ def test_a_changed_file_restarts_once(
 
 
 def test_an_older_mtime_is_a_change_too(
-        bus: Bus, watched: Path, restarts: list[threading.Thread]) -> None:
+    bus: Bus, watched: Path, restarts: list[threading.Thread]
+) -> None:
     reloader = Autoreloader(bus, frequency=0, match="busd")
     reloader.files.add(str(watched))
     reloader.run()
@@ -74,8 +76,7 @@ def test_an_older_mtime_is_a_change_too(
     assert len(restarts) == 1
 
 
-def test_a_deleted_file_restarts(
-        bus: Bus, watched: Path, restarts: list[threading.Thread]) -> None:
+def test_a_deleted_file_restarts(bus: Bus, watched: Path, restarts: list[threading.Thread]) -> None:
     reloader = Autoreloader(bus, frequency=0, match="busd")
     reloader.files.add(str(watched))
     reloader.run()
@@ -85,7 +86,8 @@ def test_a_deleted_file_restarts(
 
 
 def test_a_file_missing_from_the_start_is_ignored(
-        bus: Bus, tmp_path: Path, restarts: list[threading.Thread]) -> None:
+    bus: Bus, tmp_path: Path, restarts: list[threading.Thread]
+) -> None:
     reloader = Autoreloader(bus, frequency=0, match="busd")
     reloader.files.add(str(tmp_path / "not-there"))
     reloader.run()
@@ -103,7 +105,8 @@ def test_sysfiles_follows_match(bus: Bus) -> None:
 
 
 def test_in_its_thread_it_cancels_itself_before_restarting(
-        bus: Bus, watched: Path, restarts: list[threading.Thread]) -> None:
+    bus: Bus, watched: Path, restarts: list[threading.Thread]
+) -> None:
     first_check = threading.Event()
 
     class Reloader(Autoreloader):

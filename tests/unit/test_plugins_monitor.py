@@ -51,7 +51,8 @@ def tasks() -> Iterator[Callable[..., BackgroundTask]]:
 
 
 def test_background_task_calls_repeatedly_with_its_arguments(
-        tasks: Callable[..., BackgroundTask]) -> None:
+    tasks: Callable[..., BackgroundTask],
+) -> None:
     seen: list[tuple[object, ...]] = []
     counter = Counter()
 
@@ -84,7 +85,8 @@ def test_cancel_wakes_the_task_at_once(tasks: Callable[..., BackgroundTask]) -> 
 
 
 def test_an_exception_is_logged_and_the_task_keeps_running(
-        tasks: Callable[..., BackgroundTask], bus: Bus, logs: list[tuple[str, int]]) -> None:
+    tasks: Callable[..., BackgroundTask], bus: Bus, logs: list[tuple[str, int]]
+) -> None:
     counter = Counter(fail_first=2)
     task = tasks(0.005, counter, bus=bus)
     task.start()
@@ -99,7 +101,8 @@ def test_an_exception_is_logged_and_the_task_keeps_running(
 
 
 def test_without_a_bus_an_exception_goes_to_stderr(
-        tasks: Callable[..., BackgroundTask], capsys: pytest.CaptureFixture[str]) -> None:
+    tasks: Callable[..., BackgroundTask], capsys: pytest.CaptureFixture[str]
+) -> None:
     counter = Counter(fail_first=1)
     task = tasks(0.005, counter)
     task.start()
@@ -182,7 +185,8 @@ def test_stop_from_the_callback_itself_does_not_deadlock(bus: Bus) -> None:
 
 
 def test_stop_waits_a_bounded_time_for_a_stuck_callback(
-        bus: Bus, logs: list[tuple[str, int]]) -> None:
+    bus: Bus, logs: list[tuple[str, int]]
+) -> None:
     inside, release = threading.Event(), threading.Event()
 
     def stuck() -> None:

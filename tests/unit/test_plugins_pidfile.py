@@ -25,14 +25,16 @@ def test_written_on_start_removed_on_exit(tmp_path: Path, bus: Bus) -> None:
 
 
 def test_a_file_without_a_pid_is_replaced_and_logged(
-        tmp_path: Path, bus: Bus, logs: list[tuple[str, int]]) -> None:
+    tmp_path: Path, bus: Bus, logs: list[tuple[str, int]]
+) -> None:
     path = tmp_path / "app.pid"
     path.write_text("not a pid\n")
     PIDFile(bus, path).subscribe()
     bus.start()
     assert read_pid(path) == os.getpid()
-    assert any(msg.startswith(f"Replacing PID file {str(path)!r}: it holds no pid")
-               for msg, _ in logs)
+    assert any(
+        msg.startswith(f"Replacing PID file {str(path)!r}: it holds no pid") for msg, _ in logs
+    )
 
 
 def test_a_file_naming_us_is_ours(tmp_path: Path, bus: Bus) -> None:
@@ -45,7 +47,8 @@ def test_a_file_naming_us_is_ours(tmp_path: Path, bus: Bus) -> None:
 
 
 def test_exit_leaves_a_file_that_names_someone_else(
-        tmp_path: Path, bus: Bus, logs: list[tuple[str, int]]) -> None:
+    tmp_path: Path, bus: Bus, logs: list[tuple[str, int]]
+) -> None:
     path = tmp_path / "app.pid"
     PIDFile(bus, path).subscribe()
     bus.start()
@@ -67,8 +70,15 @@ def test_second_start_keeps_the_file(tmp_path: Path, bus: Bus) -> None:
 def test_read_pid_and_pid_alive(tmp_path: Path) -> None:
     path = tmp_path / "x.pid"
     assert read_pid(path) is None
-    for text, expected in [("42\n", 42), ("  7 ", 7), ("0", None), ("-3", None),
-                           ("12abc", None), ("", None), ("\u0663", None)]:
+    for text, expected in [
+        ("42\n", 42),
+        ("  7 ", 7),
+        ("0", None),
+        ("-3", None),
+        ("12abc", None),
+        ("", None),
+        ("\u0663", None),
+    ]:
         path.write_text(text)
         assert read_pid(path) == expected, text
     assert pid_alive(os.getpid())
@@ -77,7 +87,8 @@ def test_read_pid_and_pid_alive(tmp_path: Path) -> None:
 
 
 def test_a_planted_symlink_is_refused_and_its_target_never_read(
-        tmp_path: Path, bus: Bus, logs: list[tuple[str, int]]) -> None:
+    tmp_path: Path, bus: Bus, logs: list[tuple[str, int]]
+) -> None:
     secret = tmp_path / "shadow"
     secret.write_text("root:SECRET-HASH:19000:0:99999:7:::\n")
     path = tmp_path / "app.pid"
@@ -92,7 +103,8 @@ def test_a_planted_symlink_is_refused_and_its_target_never_read(
 
 
 def test_a_file_without_a_pid_is_never_quoted_in_the_log(
-        tmp_path: Path, bus: Bus, logs: list[tuple[str, int]]) -> None:
+    tmp_path: Path, bus: Bus, logs: list[tuple[str, int]]
+) -> None:
     path = tmp_path / "app.pid"
     path.write_text("private words\n")
     PIDFile(bus, path).subscribe()

@@ -56,23 +56,32 @@ def test_unknown_names_are_a_clear_error(bus: Bus) -> None:
 
 
 def test_as_root_groups_then_gid_then_uid(
-        bus: Bus, calls: list[tuple[str, object]], monkeypatch: pytest.MonkeyPatch) -> None:
+    bus: Bus, calls: list[tuple[str, object]], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(os, "geteuid", lambda: 0)
     DropPrivileges(bus, uid="nobody", gid=4321, umask=0o027).start()
-    assert calls == [("setgroups", []), ("setgid", 4321), ("setuid", NOBODY.pw_uid),
-                     ("umask", 0o027)]
+    assert calls == [
+        ("setgroups", []),
+        ("setgid", 4321),
+        ("setuid", NOBODY.pw_uid),
+        ("umask", 0o027),
+    ]
 
 
 def test_a_uid_alone_brings_its_primary_group(
-        bus: Bus, calls: list[tuple[str, object]], monkeypatch: pytest.MonkeyPatch) -> None:
+    bus: Bus, calls: list[tuple[str, object]], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(os, "geteuid", lambda: 0)
     DropPrivileges(bus, uid="nobody").start()
     assert ("setgid", NOBODY.pw_gid) in calls
 
 
 def test_not_root_leaves_ids_alone_and_says_so(
-        bus: Bus, logs: list[tuple[str, int]], calls: list[tuple[str, object]],
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    bus: Bus,
+    logs: list[tuple[str, int]],
+    calls: list[tuple[str, object]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     DropPrivileges(bus, uid="nobody", umask=0o022).start()
     assert calls == [("umask", 0o022)]
@@ -80,8 +89,11 @@ def test_not_root_leaves_ids_alone_and_says_so(
 
 
 def test_second_start_changes_nothing(
-        bus: Bus, logs: list[tuple[str, int]], calls: list[tuple[str, object]],
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    bus: Bus,
+    logs: list[tuple[str, int]],
+    calls: list[tuple[str, object]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setattr(os, "geteuid", lambda: 0)
     plugin = DropPrivileges(bus, uid="nobody", umask=0o022)
     plugin.start()
@@ -108,11 +120,20 @@ def test_environment_for_a_user_is_theirs(tmp_path: Path) -> None:
     from busd.plugins.privileges import environment_for
 
     mine = str(tmp_path)  # ours, not nobody's: it goes
-    environ = {"HOME": "/root", "USER": "root", "LOGNAME": "root", "XDG_RUNTIME_DIR": mine,
-               "OTHER": "kept"}
+    environ = {
+        "HOME": "/root",
+        "USER": "root",
+        "LOGNAME": "root",
+        "XDG_RUNTIME_DIR": mine,
+        "OTHER": "kept",
+    }
     environment_for(NOBODY.pw_uid, environ)
-    assert environ == {"HOME": NOBODY.pw_dir, "USER": NOBODY.pw_name,
-                       "LOGNAME": NOBODY.pw_name, "OTHER": "kept"}
+    assert environ == {
+        "HOME": NOBODY.pw_dir,
+        "USER": NOBODY.pw_name,
+        "LOGNAME": NOBODY.pw_name,
+        "OTHER": "kept",
+    }
     environ = {"XDG_RUNTIME_DIR": mine}
     environment_for(os.getuid(), environ)  # our own dir stays
     assert environ["XDG_RUNTIME_DIR"] == mine

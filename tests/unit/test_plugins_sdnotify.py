@@ -67,7 +67,8 @@ def systemd(socket_dir: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeSy
 
 
 def test_lifecycle_notifications_in_order_around_the_other_listeners(
-        systemd: FakeSystemd, bus: Bus) -> None:
+    systemd: FakeSystemd, bus: Bus
+) -> None:
     sd = SdNotify(bus)
     sd.subscribe()
     # Listeners at the default priority mark where they ran in the stream.
@@ -97,7 +98,8 @@ def test_lifecycle_notifications_in_order_around_the_other_listeners(
 
 
 def test_watchdog_pings_every_half_period_until_exit(
-        systemd: FakeSystemd, bus: Bus, monkeypatch: pytest.MonkeyPatch) -> None:
+    systemd: FakeSystemd, bus: Bus, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("WATCHDOG_USEC", "20000")
     monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))
     sd = SdNotify(bus)
@@ -112,7 +114,8 @@ def test_watchdog_pings_every_half_period_until_exit(
 
 
 def test_watchdog_for_another_pid_is_not_ours(
-        systemd: FakeSystemd, bus: Bus, monkeypatch: pytest.MonkeyPatch) -> None:
+    systemd: FakeSystemd, bus: Bus, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("WATCHDOG_USEC", "20000")
     monkeypatch.setenv("WATCHDOG_PID", "1")
     sd = SdNotify(bus)
@@ -137,7 +140,8 @@ def test_abstract_socket_and_status(bus: Bus, monkeypatch: pytest.MonkeyPatch) -
 
 
 def test_without_notify_socket_everything_is_inert(
-        bus: Bus, logs: list[tuple[str, int]], monkeypatch: pytest.MonkeyPatch) -> None:
+    bus: Bus, logs: list[tuple[str, int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
     monkeypatch.setenv("WATCHDOG_USEC", "20000")
     sd = SdNotify(bus)
@@ -152,8 +156,8 @@ def test_without_notify_socket_everything_is_inert(
 
 
 def test_a_failed_send_is_logged_not_raised(
-        socket_dir: str, bus: Bus, logs: list[tuple[str, int]],
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    socket_dir: str, bus: Bus, logs: list[tuple[str, int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("NOTIFY_SOCKET", os.path.join(socket_dir, "nobody-here"))
     sd = SdNotify(bus)
     sd.subscribe()
@@ -174,7 +178,8 @@ def test_unsubscribe_removes_every_listener(systemd: FakeSystemd, bus: Bus) -> N
 
 
 def test_ready_waits_for_wait_ready_after_start_and_graceful(
-        systemd: FakeSystemd, bus: Bus, logs: list[tuple[str, int]]) -> None:
+    systemd: FakeSystemd, bus: Bus, logs: list[tuple[str, int]]
+) -> None:
     import threading
 
     release = threading.Event()

@@ -60,8 +60,7 @@ def test_subscribing_twice_still_restores_the_original(handler: SignalHandler) -
     assert signal.getsignal(signal.SIGUSR1) is _previous_handler
 
 
-def test_the_dispatcher_thread_lives_from_subscribe_to_unsubscribe(
-        handler: SignalHandler) -> None:
+def test_the_dispatcher_thread_lives_from_subscribe_to_unsubscribe(handler: SignalHandler) -> None:
     def dispatchers() -> list[threading.Thread]:
         return [t for t in threading.enumerate() if t.name == "busd SignalHandler"]
 
@@ -93,7 +92,8 @@ def test_subscribe_outside_the_main_thread_is_a_clear_error(handler: SignalHandl
 
 
 def test_a_real_signal_runs_its_action_outside_the_signal_handler(
-        bus: Bus, logs: list[tuple[str, int]]) -> None:
+    bus: Bus, logs: list[tuple[str, int]]
+) -> None:
     ran_in: list[threading.Thread] = []
     done = threading.Event()
 
@@ -148,7 +148,8 @@ def test_sigterm_exits_the_bus_from_the_thread_in_block(bus: Bus) -> None:
 
 @pytest.mark.parametrize("signum", [signal.SIGHUP, signal.SIGUSR1])
 def test_sighup_and_sigusr1_reload_when_not_daemonized(
-        bus: Bus, logs: list[tuple[str, int]], signum: int) -> None:
+    bus: Bus, logs: list[tuple[str, int]], signum: int
+) -> None:
     reloaded = threading.Event()
     bus.subscribe("graceful", reloaded.set)
     plugin = SignalHandler(bus, daemonized=False)
@@ -176,7 +177,8 @@ def test_sighup_restarts_when_daemonized(bus: Bus, monkeypatch: pytest.MonkeyPat
 
 
 def test_daemonized_is_detected_as_cherrypy_does(
-        handler: SignalHandler, monkeypatch: pytest.MonkeyPatch) -> None:
+    handler: SignalHandler, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(sys, "stdin", None)
     monkeypatch.setattr(os, "getppid", lambda: 1)
     assert handler._is_daemonized()
@@ -220,7 +222,8 @@ def test_set_handler_and_the_signals_table(handler: SignalHandler, bus: Bus) -> 
 
 
 def test_handle_signal_acts_now_in_the_calling_thread(
-        handler: SignalHandler, bus: Bus, logs: list[tuple[str, int]]) -> None:
+    handler: SignalHandler, bus: Bus, logs: list[tuple[str, int]]
+) -> None:
     calls: list[threading.Thread] = []
     bus.subscribe("SIGUSR2", lambda: calls.append(threading.current_thread()))
     handler.handle_signal(signal.SIGUSR2)
@@ -229,7 +232,8 @@ def test_handle_signal_acts_now_in_the_calling_thread(
 
 
 def test_a_failing_action_is_logged_and_later_signals_still_work(
-        bus: Bus, logs: list[tuple[str, int]]) -> None:
+    bus: Bus, logs: list[tuple[str, int]]
+) -> None:
     first, second = threading.Event(), threading.Event()
 
     def flaky() -> None:

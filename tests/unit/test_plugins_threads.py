@@ -13,11 +13,13 @@ from busd.plugins import ThreadManager
 TIMEOUT = 5.0
 
 
-def _record(events: list[tuple[str, int, int]], lock: threading.Lock,
-            what: str) -> Callable[[int], None]:
+def _record(
+    events: list[tuple[str, int, int]], lock: threading.Lock, what: str
+) -> Callable[[int], None]:
     def listener(index: int) -> None:
         with lock:
             events.append((what, index, threading.get_ident()))
+
     return listener
 
 

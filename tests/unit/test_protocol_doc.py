@@ -27,8 +27,9 @@ from busd.core.endpoints import CTL_HWM, PUB_HWM
 from busd.core.errors import ProtocolError
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "PROTOCOL.md"
-FENCE = re.compile(r"^```(msgpack-example(?:-invalid)?)[ \t]*\n(.*?)^```[ \t]*$",
-                   re.DOTALL | re.MULTILINE)
+FENCE = re.compile(
+    r"^```(msgpack-example(?:-invalid)?)[ \t]*\n(.*?)^```[ \t]*$", re.DOTALL | re.MULTILINE
+)
 
 
 @dataclass(frozen=True)
@@ -129,7 +130,8 @@ def test_hex_decodes_to_the_json(example: Example) -> None:
 
     assert same(decoded, example.value), f"{example}: hex decodes to {decoded!r}"
     assert msgpack.packb(example.value, use_bin_type=True) == example.data, (
-        f"{example}: the JSON encodes to {msgpack.packb(example.value, use_bin_type=True).hex()}")
+        f"{example}: the JSON encodes to {msgpack.packb(example.value, use_bin_type=True).hex()}"
+    )
 
 
 @pytest.mark.parametrize("example", VALID, ids=str)
@@ -162,26 +164,30 @@ def test_every_kind_is_in_the_kinds_table_with_its_value(kind: wire.Kind) -> Non
 @pytest.mark.parametrize("code", list(wire.ErrorCode), ids=lambda c: c.value)
 def test_every_error_code_is_in_the_errors_table(code: wire.ErrorCode) -> None:
     assert re.search(rf"^\|\s*`{code.value}`\s*\|", DOC_TEXT, re.MULTILINE), (
-        f"error code {code.value!r} has no row in the doc's errors table")
+        f"error code {code.value!r} has no row in the doc's errors table"
+    )
 
 
-@pytest.mark.parametrize("fact", [
-    f"`{wire.VERSION}`",
-    str(wire.MAX_MESSAGE_SIZE),
-    f"{PUB_HWM:,}",
-    f"{CTL_HWM:,}",
-    'b"\\xffjoin:" + token',
-    "`pub.sock`",
-    "`ctl.sock`",
-    "0700",
-    "0600",
-    "BUSD_RUNTIME_DIR",
-    "BUSD_NAME",
-    "BUSD_PUB_ENDPOINT",
-    "BUSD_CTL_ENDPOINT",
-    "XDG_RUNTIME_DIR",
-    "ZMQ_MAXMSGSIZE",
-])
+@pytest.mark.parametrize(
+    "fact",
+    [
+        f"`{wire.VERSION}`",
+        str(wire.MAX_MESSAGE_SIZE),
+        f"{PUB_HWM:,}",
+        f"{CTL_HWM:,}",
+        'b"\\xffjoin:" + token',
+        "`pub.sock`",
+        "`ctl.sock`",
+        "0700",
+        "0600",
+        "BUSD_RUNTIME_DIR",
+        "BUSD_NAME",
+        "BUSD_PUB_ENDPOINT",
+        "BUSD_CTL_ENDPOINT",
+        "XDG_RUNTIME_DIR",
+        "ZMQ_MAXMSGSIZE",
+    ],
+)
 def test_the_doc_states_the_constants_of_the_code(fact: str) -> None:
     assert fact in DOC_TEXT
 
@@ -193,7 +199,7 @@ def test_join_prefix_in_the_doc_is_the_code_s() -> None:
 
 def test_parser_rejects_a_bad_example() -> None:
     # The checks above would pass vacuously if the parser ignored what it cannot read.
-    bad = "```msgpack-example\n[1, 11, 2, {\"cmd\": \"ping\"}]\n```\n"
+    bad = '```msgpack-example\n[1, 11, 2, {"cmd": "ping"}]\n```\n'
 
     with pytest.raises(AssertionError, match="no hex line"):
         load_examples(bad)

@@ -24,20 +24,36 @@ HUGE = "x" * 600_000
 
 
 def hello(**fields: object) -> dict[str, object]:
-    return {"token": b"t" * 12, "pid": 4242, "host": "h", "name": "", "role": "worker",
-            "worker": 0, **fields}
+    return {
+        "token": b"t" * 12,
+        "pid": 4242,
+        "host": "h",
+        "name": "",
+        "role": "worker",
+        "worker": 0,
+        **fields,
+    }
 
 
-def joined(registry: Registry, identity: bytes, readonly: bool = False,
-           **fields: object) -> None:
+def joined(registry: Registry, identity: bytes, readonly: bool = False, **fields: object) -> None:
     registry.register(identity, hello(**fields), joined_seq=0, readonly=readonly)
 
 
-@pytest.mark.parametrize(("field", "value"), [
-    ("pid", "x"), ("pid", -1), ("pid", 2**40), ("pid", 1.5), ("worker", "0"),
-    ("name", 7), ("host", ["h"]), ("role", {"r": 1}), ("token", "not bytes"),
-    ("token", b"t" * 65),
-])
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("pid", "x"),
+        ("pid", -1),
+        ("pid", 2**40),
+        ("pid", 1.5),
+        ("worker", "0"),
+        ("name", 7),
+        ("host", ["h"]),
+        ("role", {"r": 1}),
+        ("token", "not bytes"),
+        ("token", b"t" * 65),
+    ],
+)
 def test_a_hello_field_of_the_wrong_type_is_bad_arguments(field: str, value: object) -> None:
     with pytest.raises(ProtocolError) as info:
         Registry().register(WORKER, hello(**{field: value}), joined_seq=0)
@@ -59,15 +75,22 @@ def test_long_text_from_a_client_is_cut_and_its_event_stays_small() -> None:
 def test_an_ack_is_bounded() -> None:
     registry = Registry()
     joined(registry, WORKER)
-    ack = registry.record_ack(WORKER, {
-        "seq": 3, "ok": False, "result": ["y" * 100] * 2000,
-        "errors": [{"type": HUGE, "message": HUGE}] * (ERRORS_LIMIT + 10)})
+    ack = registry.record_ack(
+        WORKER,
+        {
+            "seq": 3,
+            "ok": False,
+            "result": ["y" * 100] * 2000,
+            "errors": [{"type": HUGE, "message": HUGE}] * (ERRORS_LIMIT + 10),
+        },
+    )
     assert ack is not None
     assert isinstance(ack.result, str)
     assert "over the" in ack.result
     assert len(ack.errors) == ERRORS_LIMIT
-    assert all(len(e["type"]) == NAME_LIMIT and len(e["message"]) == DESCRIBE_LIMIT
-               for e in ack.errors)
+    assert all(
+        len(e["type"]) == NAME_LIMIT and len(e["message"]) == DESCRIBE_LIMIT for e in ack.errors
+    )
     small = registry.record_ack(WORKER, {"seq": 4, "ok": True, "result": {"n": [1, 2]}})
     assert small is not None
     assert small.result == {"n": [1, 2]}
@@ -120,8 +143,12 @@ def test_a_read_only_client_is_never_waited_for_and_its_acks_are_ignored() -> No
     worker = registry.get(WORKER)
     assert worker is not None
     assert expected == {worker.id}
-    assert registry.record_ack(READER, {"seq": 1, "ok": False,
-                                        "errors": [{"type": "Forged", "message": "x"}]}) is None
+    assert (
+        registry.record_ack(
+            READER, {"seq": 1, "ok": False, "errors": [{"type": "Forged", "message": "x"}]}
+        )
+        is None
+    )
     registry.record_ack(WORKER, {"seq": 1, "ok": True})
     report = registry.wait_acks([1], expected, 1.0, lambda *_: AssertionError("timed out"))
     assert report.ok

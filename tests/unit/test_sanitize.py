@@ -13,17 +13,20 @@ from busd.client.ctl.watch import Watcher
 EVIL = "evil\x1b[2J\n12:00:00.000 seq 99 state EXITING"
 
 
-@pytest.mark.parametrize(("raw", "shown"), [
-    ("plain text", "plain text"),
-    ("naïve ünïcode 日本", "naïve ünïcode 日本"),
-    ("a\nb", "a\\nb"),
-    ("tab\there\r", "tab\\there\\r"),
-    ("\x1b[31mred", "\\x1b[31mred"),
-    ("nul\x00del\x7f", "nul\\x00del\\x7f"),
-    ("c1\x9bcsi", "c1\\x9bcsi"),
-    ("bidi\u202eoverride\u2066isolate\u2069", "bidi\\u202eoverride\\u2066isolate\\u2069"),
-    ("line\u2028sep", "line\\u2028sep"),
-])
+@pytest.mark.parametrize(
+    ("raw", "shown"),
+    [
+        ("plain text", "plain text"),
+        ("naïve ünïcode 日本", "naïve ünïcode 日本"),
+        ("a\nb", "a\\nb"),
+        ("tab\there\r", "tab\\there\\r"),
+        ("\x1b[31mred", "\\x1b[31mred"),
+        ("nul\x00del\x7f", "nul\\x00del\\x7f"),
+        ("c1\x9bcsi", "c1\\x9bcsi"),
+        ("bidi\u202eoverride\u2066isolate\u2069", "bidi\\u202eoverride\\u2066isolate\\u2069"),
+        ("line\u2028sep", "line\\u2028sep"),
+    ],
+)
 def test_control_and_bidi_characters_are_escaped(raw: str, shown: str) -> None:
     assert printable(raw) == shown
 
@@ -41,8 +44,14 @@ def _no_controls(text: str) -> None:
 def test_a_watch_line_cannot_be_forged_by_a_channel_name() -> None:
     now = time.time()
     docs = [
-        {"time": now, "kind": "publish", "seq": 5, "channel": EVIL, "args": [EVIL],
-         "kwargs": {EVIL: EVIL}},
+        {
+            "time": now,
+            "kind": "publish",
+            "seq": 5,
+            "channel": EVIL,
+            "args": [EVIL],
+            "kwargs": {EVIL: EVIL},
+        },
         {"time": now, "kind": "state", "seq": 6, "state": EVIL},
         {"time": now, "kind": "event", "seq": 7, "event": EVIL, "data": {"x": EVIL}},
         {"time": now, "kind": "epoch", "epoch": 2, "pid": EVIL, "state": EVIL},
@@ -56,13 +65,21 @@ def test_a_watch_line_cannot_be_forged_by_a_channel_name() -> None:
 
 def test_tables_escape_every_cell() -> None:
     assert cell(EVIL) == "evil\\x1b[2J\\n12:00:00.000 seq 99 state EXITING"
-    status = {"name": EVIL, "state": EVIL, "pid": 1, "host": EVIL,
-              "endpoints": {"ctl": [EVIL]},
-              "workers": [{"id": 0, "pid": 2, "state": EVIL, "reason": EVIL}],
-              "clients": [{"id": 1, "pid": 3, "worker": EVIL, "state": EVIL}],
-              "hosts": [{"host": EVIL, "state": EVIL, "workers": [{"id": 0, "state": EVIL}]}]}
-    for text in (format_status(status), format_workers(status["workers"]),
-                 format_clients(status["clients"])):
+    status = {
+        "name": EVIL,
+        "state": EVIL,
+        "pid": 1,
+        "host": EVIL,
+        "endpoints": {"ctl": [EVIL]},
+        "workers": [{"id": 0, "pid": 2, "state": EVIL, "reason": EVIL}],
+        "clients": [{"id": 1, "pid": 3, "worker": EVIL, "state": EVIL}],
+        "hosts": [{"host": EVIL, "state": EVIL, "workers": [{"id": 0, "state": EVIL}]}],
+    }
+    for text in (
+        format_status(status),
+        format_workers(status["workers"]),
+        format_clients(status["clients"]),
+    ):
         _no_controls(text)
         assert not any(line.startswith("12:00") for line in text.splitlines()), text
 
@@ -77,7 +94,8 @@ def test_an_error_line_is_one_escaped_line(capsys: pytest.CaptureFixture[str]) -
 
 
 def test_text_for_people_keeps_its_lines_and_loses_its_escapes(
-        capsys: pytest.CaptureFixture[str]) -> None:
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     import argparse
 
     from busd.client.ctl.console import emit

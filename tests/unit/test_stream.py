@@ -114,7 +114,8 @@ def test_in_order_frames_are_delivered_in_one_batch_and_duplicates_ignored() -> 
     stream = joined()
 
     assert stream.receive([pub(E1, 1), state(E1, 2), pub(E1, 3)], 0.0) == [
-        Deliver([pub(E1, 1), state(E1, 2), pub(E1, 3)])]
+        Deliver([pub(E1, 1), state(E1, 2), pub(E1, 3)])
+    ]
     assert stream.receive([pub(E1, 2), pub(E1, 3), pub(E1, 1)], 0.0) == []
     assert (stream.state, stream.seq) == (S.LIVE, 3)
 
@@ -426,9 +427,11 @@ class NetworkMachine(RuleBasedStateMachine):
     # -- the master's answers --
 
     @precondition(lambda self: self.asks)
-    @rule(pick=st.integers(0, 10**6),
-          how=st.sampled_from(["part", "part", "part", "short", "busy", "error"]),
-          size=st.integers(1, PART))
+    @rule(
+        pick=st.integers(0, 10**6),
+        how=st.sampled_from(["part", "part", "part", "short", "busy", "error"]),
+        size=st.integers(1, PART),
+    )
     def answer_replay(self, pick: int, how: str, size: int) -> None:
         ask = self.asks.pop(pick % len(self.asks))
         answer: ReplayBusy | ReplayFailed | ReplayPart
@@ -465,15 +468,18 @@ class NetworkMachine(RuleBasedStateMachine):
         oldest = max(1, len(self.sent) - WINDOW + 1)
         lost = max(0, min(last + 1, oldest) - first)
         start = min(max(first, oldest), last + 1)
-        frames = self.sent[start - 1:min(last, start + size - 1)]
+        frames = self.sent[start - 1 : min(last, start + size - 1)]
         return ReplayPart(start, frames, lost, start + len(frames) <= last)
 
     @precondition(lambda self: self.checks)
     @rule(refuse=st.booleans())
     def answer_check(self, refuse: bool) -> None:
         self.checks -= 1
-        self.perform(self.stream.state_checked(None) if refuse
-                     else self.stream.state_checked(len(self.sent), "STARTED"))
+        self.perform(
+            self.stream.state_checked(None)
+            if refuse
+            else self.stream.state_checked(len(self.sent), "STARTED")
+        )
 
     @precondition(lambda self: self.hellos)
     @rule()
@@ -486,8 +492,11 @@ class NetworkMachine(RuleBasedStateMachine):
 
     # -- rarer: a new master, the link's own events --
 
-    @rule(what=st.sampled_from(["new_epoch", "master_lost", "hello_overdue", "unknown_client"]
-                               + ["none"] * 8))
+    @rule(
+        what=st.sampled_from(
+            ["new_epoch", "master_lost", "hello_overdue", "unknown_client"] + ["none"] * 8
+        )
+    )
     def now_and_then(self, what: str) -> None:
         stream = self.stream
         if what == "new_epoch" and self.epoch == E1:
@@ -524,9 +533,15 @@ class NetworkMachine(RuleBasedStateMachine):
 
     def caught_up(self) -> bool:
         stream = self.stream
-        return (stream.epoch == self.epoch and stream.seq == len(self.sent)
-                and stream.state is S.LIVE and not self.flight and not self.asks
-                and not self.hellos and not self.checks)
+        return (
+            stream.epoch == self.epoch
+            and stream.seq == len(self.sent)
+            and stream.state is S.LIVE
+            and not self.flight
+            and not self.asks
+            and not self.hellos
+            and not self.checks
+        )
 
     # -- what must always hold --
 
@@ -541,7 +556,11 @@ class NetworkMachine(RuleBasedStateMachine):
             delivered = self.delivered[epoch]
             assert all(s <= stream.seq for s in delivered)
             assert len(delivered) + self.lost[epoch] == stream.seq - self.base[epoch], (
-                delivered, self.lost[epoch], stream.seq, self.base[epoch])
+                delivered,
+                self.lost[epoch],
+                stream.seq,
+                self.base[epoch],
+            )
 
     @invariant()
     def repairing_exactly_when_a_repair_is_out(self) -> None:
@@ -554,8 +573,13 @@ class NetworkMachine(RuleBasedStateMachine):
 
 
 NetworkMachine.TestCase.settings = settings(
-    max_examples=EXAMPLES, stateful_step_count=50, deadline=None, database=None,
-    derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+    max_examples=EXAMPLES,
+    stateful_step_count=50,
+    deadline=None,
+    database=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 
 
 def test_the_stream_delivers_in_order_exactly_once_or_counts_each_loss() -> None:

@@ -34,11 +34,29 @@ SAMPLES: dict[Kind, tuple[Any, ...]] = {
     Kind.PUBLISH: (EPOCH, 8, "reload", ["/etc/app.toml", 2, None], {"force": True}, False),
     Kind.EVENT: (EPOCH, 9, "client_joined", {"id": 3, "pid": 42, "worker": None}),
     Kind.HEARTBEAT: (EPOCH, 9, "STARTED", 1.0),
-    Kind.HELLO: (1, {"token": TOKEN, "pid": 42, "host": "h", "name": "", "role": "worker",
-                     "worker": 0, "subscribe": True}),
+    Kind.HELLO: (
+        1,
+        {
+            "token": TOKEN,
+            "pid": 42,
+            "host": "h",
+            "name": "",
+            "role": "worker",
+            "worker": 0,
+            "subscribe": True,
+        },
+    ),
     Kind.REQUEST: (2, {"cmd": "graceful", "wait": True, "timeout": 2.5}),
-    Kind.ACK: (0, {"epoch": EPOCH, "seq": 8, "ok": False, "result": None,
-                   "errors": [{"type": "OSError", "message": "boom"}]}),
+    Kind.ACK: (
+        0,
+        {
+            "epoch": EPOCH,
+            "seq": 8,
+            "ok": False,
+            "result": None,
+            "errors": [{"type": "OSError", "message": "boom"}],
+        },
+    ),
     Kind.PONG: (0, {"epoch": EPOCH, "seq": 9, "state": "STARTED"}),
     Kind.BYE: (0, {"reason": "exited"}),
     Kind.REPLY: (2, True, {"state": "STARTED", "acks": None, "blob": b"\x00\xff"}),
@@ -136,47 +154,51 @@ def test_decode_refuses_an_oversized_frame_before_parsing_it() -> None:
     assert str(wire.MAX_MESSAGE_SIZE) in str(exc)
 
 
-@pytest.mark.parametrize(("frame", "code"), [
-    pytest.param(b"", "malformed", id="empty"),
-    pytest.param(b"\xc1", "malformed", id="never-used-byte"),
-    pytest.param(b"\x94\x01\x0b", "malformed", id="truncated"),
-    pytest.param(pack([1, 11, 2, {"cmd": "ping"}]) + b"\x00", "malformed", id="trailing-bytes"),
-    pytest.param(pack({"cmd": "ping"}), "malformed", id="a-map"),
-    pytest.param(pack(1), "malformed", id="an-int"),
-    pytest.param(pack("hello"), "malformed", id="a-str"),
-    pytest.param(pack([1]), "malformed", id="one-item"),
-    pytest.param(pack([]), "malformed", id="empty-array"),
-    pytest.param(pack([2, 11, 2, {"cmd": "ping"}]), "bad_version", id="version-2"),
-    pytest.param(pack([0, 11, 2, {"cmd": "ping"}]), "bad_version", id="version-0"),
-    pytest.param(pack(["1", 11, 2, {"cmd": "ping"}]), "bad_version", id="version-str"),
-    pytest.param(pack([None, 11, 2, {"cmd": "ping"}]), "bad_version", id="version-nil"),
-    pytest.param(pack([1, 99, 2, {"cmd": "ping"}]), "unknown_kind", id="kind-99"),
-    pytest.param(pack([1, 0, 2, {"cmd": "ping"}]), "unknown_kind", id="kind-0"),
-    pytest.param(pack([1, "REQUEST", 2, {"cmd": "ping"}]), "unknown_kind", id="kind-str"),
-    pytest.param(pack([1, [11], 2, {"cmd": "ping"}]), "unknown_kind", id="kind-array"),
-    pytest.param(pack([1, 11, 2]), "malformed", id="request-too-short"),
-    pytest.param(pack([1, 11, 2, {"cmd": "ping"}, None]), "malformed", id="request-too-long"),
-    pytest.param(pack([1, 1, EPOCH, 1]), "malformed", id="state-too-short"),
-    pytest.param(pack([1, 20, 1, True]), "malformed", id="reply-too-short"),
-    pytest.param(pack([1, 11, "2", {"cmd": "ping"}]), "malformed", id="req-id-str"),
-    pytest.param(pack([1, 11, 2.0, {"cmd": "ping"}]), "malformed", id="req-id-float"),
-    pytest.param(pack([1, 11, True, {"cmd": "ping"}]), "malformed", id="req-id-bool"),
-    pytest.param(pack([1, 11, None, {"cmd": "ping"}]), "malformed", id="req-id-nil"),
-    pytest.param(pack([1, 20, "1", True, None]), "malformed", id="reply-id-str"),
-    pytest.param(pack([1, 1, "e", 1, "STARTED"]), "malformed", id="epoch-str"),
-    pytest.param(pack([1, 1, EPOCH, True, "STARTED"]), "malformed", id="seq-bool"),
-    pytest.param(pack([1, 4, EPOCH, 1.5, "STARTED", 1.0]), "malformed", id="seq-float"),
-    pytest.param(pack([1, 11, 2, ["ping"]]), "malformed", id="request-body-array"),
-    pytest.param(pack([1, 10, 1, b"token"]), "malformed", id="hello-body-bin"),
-    pytest.param(pack([1, 12, 0, None]), "malformed", id="ack-body-nil"),
-    pytest.param(pack([1, 13, 0, 5]), "malformed", id="pong-body-int"),
-    pytest.param(pack([1, 14, 0, "bye"]), "malformed", id="bye-body-str"),
-    pytest.param(pack([1, 2, EPOCH, 1, b"ch", [], {}, False]), "malformed", id="channel-bin"),
-    pytest.param(pack([1, 2, EPOCH, 1, "ch", {}, {}, False]), "malformed", id="args-map"),
-    pytest.param(pack([1, 2, EPOCH, 1, "ch", [], [], False]), "malformed", id="kwargs-array"),
-    pytest.param(pack([1, 2, EPOCH, 1, "ch", [], {1: 2}, False]), "malformed",
-                 id="kwargs-int-key"),
-])
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        pytest.param(b"", "malformed", id="empty"),
+        pytest.param(b"\xc1", "malformed", id="never-used-byte"),
+        pytest.param(b"\x94\x01\x0b", "malformed", id="truncated"),
+        pytest.param(pack([1, 11, 2, {"cmd": "ping"}]) + b"\x00", "malformed", id="trailing-bytes"),
+        pytest.param(pack({"cmd": "ping"}), "malformed", id="a-map"),
+        pytest.param(pack(1), "malformed", id="an-int"),
+        pytest.param(pack("hello"), "malformed", id="a-str"),
+        pytest.param(pack([1]), "malformed", id="one-item"),
+        pytest.param(pack([]), "malformed", id="empty-array"),
+        pytest.param(pack([2, 11, 2, {"cmd": "ping"}]), "bad_version", id="version-2"),
+        pytest.param(pack([0, 11, 2, {"cmd": "ping"}]), "bad_version", id="version-0"),
+        pytest.param(pack(["1", 11, 2, {"cmd": "ping"}]), "bad_version", id="version-str"),
+        pytest.param(pack([None, 11, 2, {"cmd": "ping"}]), "bad_version", id="version-nil"),
+        pytest.param(pack([1, 99, 2, {"cmd": "ping"}]), "unknown_kind", id="kind-99"),
+        pytest.param(pack([1, 0, 2, {"cmd": "ping"}]), "unknown_kind", id="kind-0"),
+        pytest.param(pack([1, "REQUEST", 2, {"cmd": "ping"}]), "unknown_kind", id="kind-str"),
+        pytest.param(pack([1, [11], 2, {"cmd": "ping"}]), "unknown_kind", id="kind-array"),
+        pytest.param(pack([1, 11, 2]), "malformed", id="request-too-short"),
+        pytest.param(pack([1, 11, 2, {"cmd": "ping"}, None]), "malformed", id="request-too-long"),
+        pytest.param(pack([1, 1, EPOCH, 1]), "malformed", id="state-too-short"),
+        pytest.param(pack([1, 20, 1, True]), "malformed", id="reply-too-short"),
+        pytest.param(pack([1, 11, "2", {"cmd": "ping"}]), "malformed", id="req-id-str"),
+        pytest.param(pack([1, 11, 2.0, {"cmd": "ping"}]), "malformed", id="req-id-float"),
+        pytest.param(pack([1, 11, True, {"cmd": "ping"}]), "malformed", id="req-id-bool"),
+        pytest.param(pack([1, 11, None, {"cmd": "ping"}]), "malformed", id="req-id-nil"),
+        pytest.param(pack([1, 20, "1", True, None]), "malformed", id="reply-id-str"),
+        pytest.param(pack([1, 1, "e", 1, "STARTED"]), "malformed", id="epoch-str"),
+        pytest.param(pack([1, 1, EPOCH, True, "STARTED"]), "malformed", id="seq-bool"),
+        pytest.param(pack([1, 4, EPOCH, 1.5, "STARTED", 1.0]), "malformed", id="seq-float"),
+        pytest.param(pack([1, 11, 2, ["ping"]]), "malformed", id="request-body-array"),
+        pytest.param(pack([1, 10, 1, b"token"]), "malformed", id="hello-body-bin"),
+        pytest.param(pack([1, 12, 0, None]), "malformed", id="ack-body-nil"),
+        pytest.param(pack([1, 13, 0, 5]), "malformed", id="pong-body-int"),
+        pytest.param(pack([1, 14, 0, "bye"]), "malformed", id="bye-body-str"),
+        pytest.param(pack([1, 2, EPOCH, 1, b"ch", [], {}, False]), "malformed", id="channel-bin"),
+        pytest.param(pack([1, 2, EPOCH, 1, "ch", {}, {}, False]), "malformed", id="args-map"),
+        pytest.param(pack([1, 2, EPOCH, 1, "ch", [], [], False]), "malformed", id="kwargs-array"),
+        pytest.param(
+            pack([1, 2, EPOCH, 1, "ch", [], {1: 2}, False]), "malformed", id="kwargs-int-key"
+        ),
+    ],
+)
 def test_decode_errors_carry_their_code(frame: bytes, code: str) -> None:
     exc = decode_error(frame)
 
@@ -193,12 +215,15 @@ def test_bad_version_details_say_what_came_and_what_is_supported(version: Any, g
     assert wire.error_to_wire(exc)["details"] == {"got": got, "supported": [1]}
 
 
-@pytest.mark.parametrize("frame", [
-    pytest.param(pack([True, 11, 2, {"cmd": "ping"}]), id="version-true"),
-    pytest.param(pack([1.0, 11, 2, {"cmd": "ping"}]), id="version-float"),
-    pytest.param(pack([1, 11.0, 2, {"cmd": "ping"}]), id="kind-float"),
-    pytest.param(pack([1, True, EPOCH, 1, "STARTED"]), id="kind-true"),
-])
+@pytest.mark.parametrize(
+    "frame",
+    [
+        pytest.param(pack([True, 11, 2, {"cmd": "ping"}]), id="version-true"),
+        pytest.param(pack([1.0, 11, 2, {"cmd": "ping"}]), id="version-float"),
+        pytest.param(pack([1, 11.0, 2, {"cmd": "ping"}]), id="kind-float"),
+        pytest.param(pack([1, True, EPOCH, 1, "STARTED"]), id="kind-true"),
+    ],
+)
 def test_decode_refuses_a_version_or_kind_that_is_not_an_integer(frame: bytes) -> None:
     # PROTOCOL.md: the version is the integer 1 and the kind an integer; the
     # codec refuses booleans and floats as ids, and must as version and kind.
@@ -216,8 +241,13 @@ def test_join_topic_starts_with_a_byte_no_message_starts_with() -> None:
 def test_ack_as_dict() -> None:
     ack = wire.Ack(client=3, seq=8, ok=False, result=[1], errors=({"type": "E", "message": "m"},))
 
-    assert ack.as_dict() == {"client": 3, "seq": 8, "ok": False, "result": [1],
-                             "errors": [{"type": "E", "message": "m"}]}
+    assert ack.as_dict() == {
+        "client": 3,
+        "seq": 8,
+        "ok": False,
+        "result": [1],
+        "errors": [{"type": "E", "message": "m"}],
+    }
 
 
 # -- errors on the wire -------------------------------------------------------------
@@ -230,16 +260,21 @@ def through_the_wire(exc: BaseException) -> BusError:
 
 
 def test_channel_failures_come_back_with_their_instances() -> None:
-    original = ChannelFailures(channel="graceful",
-                               exceptions=[ValueError("bad value"), OSError("no disk")])
+    original = ChannelFailures(
+        channel="graceful", exceptions=[ValueError("bad value"), OSError("no disk")]
+    )
 
     data = wire.error_to_wire(original)
     rebuilt = through_the_wire(original)
 
     assert data["code"] == "channel_failures"
-    assert data["details"] == {"channel": "graceful", "errors": [
-        {"type": "ValueError", "message": "bad value"},
-        {"type": "OSError", "message": "no disk"}]}
+    assert data["details"] == {
+        "channel": "graceful",
+        "errors": [
+            {"type": "ValueError", "message": "bad value"},
+            {"type": "OSError", "message": "no disk"},
+        ],
+    }
     assert type(rebuilt) is ChannelFailures
     assert rebuilt.channel == "graceful"
     instances = rebuilt.get_instances()
@@ -249,17 +284,24 @@ def test_channel_failures_come_back_with_their_instances() -> None:
     assert bool(rebuilt)
 
 
-@pytest.mark.parametrize(("exc", "cls", "code"), [
-    (IllegalTransition("bus cannot go from EXITING to STARTING"), IllegalTransition,
-     "illegal_transition"),
-    (WaitTimeout("no ack within 1s"), WaitTimeout, "timeout"),
-    (NoMaster("nobody home"), NoMaster, "no_master"),
-    (RemoteError("it broke"), RemoteError, "internal"),
-    (ValueError("not a bus error"), RemoteError, "internal"),
-    (ProtocolError("plain"), ProtocolError, "malformed"),
-])
-def test_exceptions_are_rebuilt_as_the_same_class(exc: Exception, cls: type[BusError],
-                                                  code: str) -> None:
+@pytest.mark.parametrize(
+    ("exc", "cls", "code"),
+    [
+        (
+            IllegalTransition("bus cannot go from EXITING to STARTING"),
+            IllegalTransition,
+            "illegal_transition",
+        ),
+        (WaitTimeout("no ack within 1s"), WaitTimeout, "timeout"),
+        (NoMaster("nobody home"), NoMaster, "no_master"),
+        (RemoteError("it broke"), RemoteError, "internal"),
+        (ValueError("not a bus error"), RemoteError, "internal"),
+        (ProtocolError("plain"), ProtocolError, "malformed"),
+    ],
+)
+def test_exceptions_are_rebuilt_as_the_same_class(
+    exc: Exception, cls: type[BusError], code: str
+) -> None:
     rebuilt = through_the_wire(exc)
 
     assert type(rebuilt) is cls
@@ -268,9 +310,11 @@ def test_exceptions_are_rebuilt_as_the_same_class(exc: Exception, cls: type[BusE
     assert rebuilt.details == {"type": type(exc).__name__}  # type: ignore[attr-defined]
 
 
-@pytest.mark.parametrize("code", [c for c in wire.ErrorCode
-                                  if c is not wire.ErrorCode.CHANNEL_FAILURES],
-                         ids=lambda c: c.value)
+@pytest.mark.parametrize(
+    "code",
+    [c for c in wire.ErrorCode if c is not wire.ErrorCode.CHANNEL_FAILURES],
+    ids=lambda c: c.value,
+)
 def test_every_code_survives_a_round_trip(code: wire.ErrorCode) -> None:
     original = wire.wire_error(code, f"about {code.value}", {"n": 1})
 
@@ -283,8 +327,15 @@ def test_every_code_survives_a_round_trip(code: wire.ErrorCode) -> None:
 
 
 def test_protocol_error_codes_map_to_protocol_error() -> None:
-    protocol_codes = {"malformed", "too_large", "bad_version", "unknown_kind", "unknown_client",
-                      "unknown_command", "bad_arguments"}
+    protocol_codes = {
+        "malformed",
+        "too_large",
+        "bad_version",
+        "unknown_kind",
+        "unknown_client",
+        "unknown_command",
+        "bad_arguments",
+    }
 
     classes = {c.value: type(wire.wire_error(c, "x")) for c in wire.ErrorCode}
 
@@ -292,8 +343,10 @@ def test_protocol_error_codes_map_to_protocol_error() -> None:
 
 
 def test_timeout_details_survive() -> None:
-    details = {"silent": [2, 3], "acks": {"seqs": [4], "ok": True, "acks": [], "lost": [],
-                                          "failures": []}}
+    details = {
+        "silent": [2, 3],
+        "acks": {"seqs": [4], "ok": True, "acks": [], "lost": [], "failures": []},
+    }
 
     rebuilt = through_the_wire(wire.wire_error(wire.ErrorCode.TIMEOUT, "late", details))
 
@@ -311,29 +364,36 @@ def test_an_unreadable_error_becomes_internal(data: Any) -> None:
 
 def test_error_to_wire_falls_back_to_the_class_name_as_message() -> None:
     assert wire.error_to_wire(RuntimeError()) == {
-        "code": "internal", "message": "RuntimeError", "details": {"type": "RuntimeError"}}
+        "code": "internal",
+        "message": "RuntimeError",
+        "details": {"type": "RuntimeError"},
+    }
 
 
 # -- endpoints --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("name", "env", "expected"), [
-    (None, {"BUSD_RUNTIME_DIR": "/r", "XDG_RUNTIME_DIR": "/x", "BUSD_NAME": "n"}, "/r"),
-    ("web", {"BUSD_RUNTIME_DIR": "/r", "XDG_RUNTIME_DIR": "/x"}, "/r"),
-    (None, {"XDG_RUNTIME_DIR": "/x", "BUSD_NAME": "n"}, "/x/busd/n"),
-    ("web", {"XDG_RUNTIME_DIR": "/x", "BUSD_NAME": "n"}, "/x/busd/web"),
-    (None, {"XDG_RUNTIME_DIR": "/x"}, "/x/busd/busd"),
-    (None, {"BUSD_RUNTIME_DIR": "", "XDG_RUNTIME_DIR": "/x"}, "/x/busd/busd"),
-    ("web", {}, f"/tmp/busd-{os.getuid()}/web"),
-    (None, {"BUSD_NAME": "n"}, f"/tmp/busd-{os.getuid()}/n"),
-    (None, {"XDG_RUNTIME_DIR": ""}, f"/tmp/busd-{os.getuid()}/busd"),
-])
+@pytest.mark.parametrize(
+    ("name", "env", "expected"),
+    [
+        (None, {"BUSD_RUNTIME_DIR": "/r", "XDG_RUNTIME_DIR": "/x", "BUSD_NAME": "n"}, "/r"),
+        ("web", {"BUSD_RUNTIME_DIR": "/r", "XDG_RUNTIME_DIR": "/x"}, "/r"),
+        (None, {"XDG_RUNTIME_DIR": "/x", "BUSD_NAME": "n"}, "/x/busd/n"),
+        ("web", {"XDG_RUNTIME_DIR": "/x", "BUSD_NAME": "n"}, "/x/busd/web"),
+        (None, {"XDG_RUNTIME_DIR": "/x"}, "/x/busd/busd"),
+        (None, {"BUSD_RUNTIME_DIR": "", "XDG_RUNTIME_DIR": "/x"}, "/x/busd/busd"),
+        ("web", {}, f"/tmp/busd-{os.getuid()}/web"),
+        (None, {"BUSD_NAME": "n"}, f"/tmp/busd-{os.getuid()}/n"),
+        (None, {"XDG_RUNTIME_DIR": ""}, f"/tmp/busd-{os.getuid()}/busd"),
+    ],
+)
 def test_runtime_dir_precedence(name: str | None, env: dict[str, str], expected: str) -> None:
     assert endpoints.runtime_dir(name, env=env) == Path(expected)
 
 
-@pytest.mark.parametrize("name", ["a/b", ".", "..", "../x", ".hidden", "-x", "a b", "a\nb",
-                                  "é", "x" * 65])
+@pytest.mark.parametrize(
+    "name", ["a/b", ".", "..", "../x", ".hidden", "-x", "a b", "a\nb", "é", "x" * 65]
+)
 def test_runtime_dir_refuses_a_name_that_is_not_a_plain_file_name(name: str) -> None:
     with pytest.raises(EndpointError, match="bad busd name"):
         endpoints.runtime_dir(name, env={})
@@ -378,8 +438,9 @@ def test_a_client_refuses_a_default_runtime_dir_others_may_write(tmp_path: Path)
     named = endpoints.client_endpoints(env={**env, "BUSD_RUNTIME_DIR": str(planted)})
     assert named.ctl == f"ipc://{planted}/ctl.sock"
     # The pool's own endpoints for its workers need no dir.
-    given = endpoints.client_endpoints(env={**env, "BUSD_PUB_ENDPOINT": "ipc:///p",
-                                            "BUSD_CTL_ENDPOINT": "ipc:///c"})
+    given = endpoints.client_endpoints(
+        env={**env, "BUSD_PUB_ENDPOINT": "ipc:///p", "BUSD_CTL_ENDPOINT": "ipc:///c"}
+    )
     assert given == Endpoints(pub="ipc:///p", ctl="ipc:///c")
     planted.chmod(0o700)
     assert endpoints.client_endpoints(env=env).ctl == f"ipc://{planted}/ctl.sock"
@@ -416,7 +477,8 @@ def test_ipc_path_length_limit() -> None:
 
 def test_default_endpoints() -> None:
     assert endpoints.default_endpoints(Path("/run/b")) == Endpoints(
-        pub="ipc:///run/b/pub.sock", ctl="ipc:///run/b/ctl.sock")
+        pub="ipc:///run/b/pub.sock", ctl="ipc:///run/b/ctl.sock"
+    )
 
 
 @pytest.mark.parametrize("endpoint", ["ipc:///tmp/x.sock", "inproc://bus"])
@@ -425,11 +487,23 @@ def test_check_bind_allows_local_transports(endpoint: str) -> None:
     endpoints.check_bind(endpoint, insecure=True)
 
 
-@pytest.mark.parametrize("endpoint", [
-    "tcp://127.0.0.1:5555", "tcp://127.0.0.1:*", "tcp://127.1.2.3:80", "tcp://localhost:1",
-    "tcp://[::1]:5555", "tcp://0.0.0.0:5555", "tcp://*:5555", "tcp://10.1.2.3:5555",
-    "tcp://192.168.0.1:*", "tcp://[::]:5555", "tcp://eth0:5555", "tcp://example.com:5555",
-])
+@pytest.mark.parametrize(
+    "endpoint",
+    [
+        "tcp://127.0.0.1:5555",
+        "tcp://127.0.0.1:*",
+        "tcp://127.1.2.3:80",
+        "tcp://localhost:1",
+        "tcp://[::1]:5555",
+        "tcp://0.0.0.0:5555",
+        "tcp://*:5555",
+        "tcp://10.1.2.3:5555",
+        "tcp://192.168.0.1:*",
+        "tcp://[::]:5555",
+        "tcp://eth0:5555",
+        "tcp://example.com:5555",
+    ],
+)
 def test_check_bind_refuses_plain_tcp_loopback_included_unless_insecure(endpoint: str) -> None:
     with pytest.raises(EndpointError, match="--insecure"):
         endpoints.check_bind(endpoint)
@@ -444,23 +518,31 @@ def test_check_bind_refuses_other_transports(endpoint: str) -> None:
 
 
 def test_client_endpoints_from_the_environment() -> None:
-    env = {"BUSD_PUB_ENDPOINT": "tcp://127.0.0.1:7001", "BUSD_CTL_ENDPOINT": "tcp://127.0.0.1:7000",
-           "BUSD_RUNTIME_DIR": "/r"}
+    env = {
+        "BUSD_PUB_ENDPOINT": "tcp://127.0.0.1:7001",
+        "BUSD_CTL_ENDPOINT": "tcp://127.0.0.1:7000",
+        "BUSD_RUNTIME_DIR": "/r",
+    }
 
     assert endpoints.client_endpoints(env=env) == Endpoints(
-        pub="tcp://127.0.0.1:7001", ctl="tcp://127.0.0.1:7000")
+        pub="tcp://127.0.0.1:7001", ctl="tcp://127.0.0.1:7000"
+    )
 
 
 def test_client_endpoints_each_variable_on_its_own() -> None:
     env = {"BUSD_CTL_ENDPOINT": "ipc:///elsewhere/ctl", "BUSD_RUNTIME_DIR": "/r"}
 
     assert endpoints.client_endpoints(env=env) == Endpoints(
-        pub="ipc:///r/pub.sock", ctl="ipc:///elsewhere/ctl")
+        pub="ipc:///r/pub.sock", ctl="ipc:///elsewhere/ctl"
+    )
 
 
 def test_client_endpoints_explicit_name_or_dir_beats_the_environment() -> None:
-    env = {"BUSD_PUB_ENDPOINT": "tcp://127.0.0.1:7001", "BUSD_CTL_ENDPOINT": "tcp://127.0.0.1:7000",
-           "XDG_RUNTIME_DIR": "/x"}
+    env = {
+        "BUSD_PUB_ENDPOINT": "tcp://127.0.0.1:7001",
+        "BUSD_CTL_ENDPOINT": "tcp://127.0.0.1:7000",
+        "XDG_RUNTIME_DIR": "/x",
+    }
 
     by_dir = endpoints.client_endpoints(runtime="/d", env=env)
     by_name = endpoints.client_endpoints(name="web", env=env)
@@ -473,7 +555,8 @@ def test_client_endpoints_default_to_the_runtime_dir() -> None:
     env = {"XDG_RUNTIME_DIR": "/x", "BUSD_NAME": "n"}
 
     assert endpoints.client_endpoints(env=env) == Endpoints(
-        pub="ipc:///x/busd/n/pub.sock", ctl="ipc:///x/busd/n/ctl.sock")
+        pub="ipc:///x/busd/n/pub.sock", ctl="ipc:///x/busd/n/ctl.sock"
+    )
 
 
 def test_secure_ipc_makes_the_socket_file_private(tmp_path: Path) -> None:

@@ -1,2 +1,1 @@
-"""busctl: the commands, their output for people, watch and wait.
-"""
+"""busctl: the commands, their output for people, watch and wait."""

@@ -97,49 +97,84 @@ Handler = Callable[[argparse.Namespace, "Control"], int]
 
 # -- the command line -------------------------------------------------------
 
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser: global options, then one subcommand."""
     parser = _Parser(
-        prog="busctl", description="Control a running busd master.", epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        prog="busctl",
+        description="Control a running busd master.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action=_Version, help="print busctl's version and exit")
     _global_options(parser, suppress=False)
     common = _Parser(add_help=False)
     _global_options(common, suppress=True)
     subs = parser.add_subparsers(dest="command", metavar="CMD", required=True)
 
-    def add(name: str, handler: Handler | None, help_text: str,
-            **kw: Any) -> argparse.ArgumentParser:
-        sub = subs.add_parser(name, parents=[common], help=help_text, description=help_text,
-                              formatter_class=argparse.RawDescriptionHelpFormatter, **kw)
+    def add(
+        name: str, handler: Handler | None, help_text: str, **kw: Any
+    ) -> argparse.ArgumentParser:
+        sub = subs.add_parser(
+            name,
+            parents=[common],
+            help=help_text,
+            description=help_text,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+            **kw,
+        )
         sub.set_defaults(handler=handler)
         return sub
 
     add("status", _status, "show the master, its workers and its clients")
     add("workers", _workers, "list the pool's workers")
     add("ping", _ping, "check that the master answers")
-    _wait_for_options(add("wait", _wait, "wait until the master, even one not started yet, "
-                          f"and every worker are in a state (default --timeout {DEFAULT_WAIT:g})"))
+    _wait_for_options(
+        add(
+            "wait",
+            _wait,
+            "wait until the master, even one not started yet, "
+            f"and every worker are in a state (default --timeout {DEFAULT_WAIT:g})",
+        )
+    )
     for name, help_text in LIFECYCLE_HELP.items():
         _wait_options(add(name, _lifecycle, help_text))
     add("restart", _restart, "exit and re-execute the master (clients follow)").add_argument(
-        "--wait", action="store_true",
-        help="return when the new master is STARTED with all its workers")
-    _publish_options(add("publish", _publish, "publish a channel in every process",
-                         epilog=PUBLISH_EPILOG))
+        "--wait",
+        action="store_true",
+        help="return when the new master is STARTED with all its workers",
+    )
+    _publish_options(
+        add("publish", _publish, "publish a channel in every process", epilog=PUBLISH_EPILOG)
+    )
     add("scale", _scale, "set or change the number of workers").add_argument(
-        "n", type=_scale_arg, metavar="N|+N|-N",
-        help="the new number of workers, or how many to add (+N) or remove (-N)")
-    add("reopen-logs", _reopen_logs, "reopen busd's and every worker's --log-dir files "
-        "(after logrotate renamed them)")
+        "n",
+        type=_scale_arg,
+        metavar="N|+N|-N",
+        help="the new number of workers, or how many to add (+N) or remove (-N)",
+    )
+    add(
+        "reopen-logs",
+        _reopen_logs,
+        "reopen busd's and every worker's --log-dir files (after logrotate renamed them)",
+    )
     sig = add("signal", _signal, "send a signal to workers (default: all of them)")
     sig.add_argument("signal", type=_signal_name, metavar="SIG", help="HUP, SIGHUP or 1")
-    sig.add_argument("workers", type=_non_negative, nargs="*", metavar="WORKER",
-                     help="worker ids (slots) as busctl workers lists them; an id with no "
-                     "running worker is an error")
+    sig.add_argument(
+        "workers",
+        type=_non_negative,
+        nargs="*",
+        metavar="WORKER",
+        help="worker ids (slots) as busctl workers lists them; an id with no "
+        "running worker is an error",
+    )
     watch = add("watch", _watch, "print what the master publishes, one line each")
-    watch.add_argument("channels", nargs="*", metavar="CHANNEL",
-                       help="show only these published channels (states and events always)")
+    watch.add_argument(
+        "channels",
+        nargs="*",
+        metavar="CHANNEL",
+        help="show only these published channels (states and events always)",
+    )
     watch.add_argument("--count", type=_positive_int, metavar="N", help="stop after N messages")
     keygen = add("keygen", None, "create CURVE key pairs (server and client) in DIR")
     keygen.add_argument("dir", metavar="DIR", help="where the key files go (made 0700)")
@@ -162,8 +197,13 @@ class _Version(argparse.Action):
     def __init__(self, option_strings: Sequence[str], dest: str, **kw: Any) -> None:
         super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kw)
 
-    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
-                 values: Any, option_string: str | None = None) -> None:
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
         from importlib.metadata import PackageNotFoundError, version
 
         try:
@@ -179,36 +219,75 @@ def _global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
         return argparse.SUPPRESS if suppress else value
 
     parser.add_argument("--name", metavar="N", default=default(None), help="the master's name")
-    parser.add_argument("--runtime-dir", metavar="D", default=default(None),
-                        help="the master's runtime dir (holds ctl.sock and pub.sock)")
-    parser.add_argument("--endpoint", metavar="EP", default=default(None),
-                        help="the master's control endpoint, e.g. tcp://127.0.0.1:7000")
-    parser.add_argument("--server-key", metavar="FILE", default=default(None),
-                        help="tcp+CURVE: the master's public certificate (or BUSD_SERVER_KEY)")
-    parser.add_argument("--curve-secret", metavar="FILE", default=default(None),
-                        help="tcp+CURVE: this client's secret certificate, mode 0600 "
-                        "(or BUSD_CURVE_SECRET)")
-    parser.add_argument("--timeout", metavar="S", type=_seconds, default=default(None),
-                        help=f"seconds to wait for an answer (default {DEFAULT_TIMEOUT:g}; "
-                        f"wait: {DEFAULT_WAIT:g})")
-    parser.add_argument("--json", action="store_true", default=default(False),
-                        help="print one JSON document (watch: one per line)")
+    parser.add_argument(
+        "--runtime-dir",
+        metavar="D",
+        default=default(None),
+        help="the master's runtime dir (holds ctl.sock and pub.sock)",
+    )
+    parser.add_argument(
+        "--endpoint",
+        metavar="EP",
+        default=default(None),
+        help="the master's control endpoint, e.g. tcp://127.0.0.1:7000",
+    )
+    parser.add_argument(
+        "--server-key",
+        metavar="FILE",
+        default=default(None),
+        help="tcp+CURVE: the master's public certificate (or BUSD_SERVER_KEY)",
+    )
+    parser.add_argument(
+        "--curve-secret",
+        metavar="FILE",
+        default=default(None),
+        help="tcp+CURVE: this client's secret certificate, mode 0600 (or BUSD_CURVE_SECRET)",
+    )
+    parser.add_argument(
+        "--timeout",
+        metavar="S",
+        type=_seconds,
+        default=default(None),
+        help=f"seconds to wait for an answer (default {DEFAULT_TIMEOUT:g}; wait: {DEFAULT_WAIT:g})",
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        default=default(False),
+        help="print one JSON document (watch: one per line)",
+    )
 
 
 def _wait_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--wait", action="store_true",
-                        help="wait until every client acked; fail if one failed")
-    parser.add_argument("--ack-timeout", type=_seconds, default=None, metavar="S",
-                        help="how long the master waits for acks (default, and at most: "
-                        "what is left of --timeout)")
+    parser.add_argument(
+        "--wait", action="store_true", help="wait until every client acked; fail if one failed"
+    )
+    parser.add_argument(
+        "--ack-timeout",
+        type=_seconds,
+        default=None,
+        metavar="S",
+        help="how long the master waits for acks (default, and at most: what is left of --timeout)",
+    )
 
 
 def _publish_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("channel", metavar="CHANNEL", help="the channel to publish on")
-    parser.add_argument("args", nargs="*", type=_json_or_text, metavar="ARG",
-                        help="its positional arguments (JSON where they parse)")
-    parser.add_argument("--kw", action="append", type=_keyword, default=[], metavar="KEY=VALUE",
-                        help="a keyword argument (repeatable)")
+    parser.add_argument(
+        "args",
+        nargs="*",
+        type=_json_or_text,
+        metavar="ARG",
+        help="its positional arguments (JSON where they parse)",
+    )
+    parser.add_argument(
+        "--kw",
+        action="append",
+        type=_keyword,
+        default=[],
+        metavar="KEY=VALUE",
+        help="a keyword argument (repeatable)",
+    )
     _wait_options(parser)
 
 
@@ -266,6 +345,7 @@ def _keyword(text: str) -> tuple[str, Any]:
 
 
 # -- running ------------------------------------------------------------------
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run busctl on ``argv`` (default: the command line) and return its exit status."""
@@ -356,16 +436,19 @@ def _run_remote(args: argparse.Namespace, handler: Handler) -> int:
         ctx.destroy(linger=0)
 
 
-def _command(args: argparse.Namespace, control: Control, cmd: str,
-             body: dict[str, Any] | None = None) -> Any:
+def _command(
+    args: argparse.Namespace, control: Control, cmd: str, body: dict[str, Any] | None = None
+) -> Any:
     """Run a queued command within what is left of --timeout (a ping first: is it there?)."""
     _ask(args, control, "ping")
     try:
         return control.call(cmd, body or {}, left(args))
     except NoMaster:
-        raise NoMaster(f"busd at {control.endpoint} answered ping but not {cmd!r} within "
-                       f"--timeout {args.timeout:g}s: the command may still be queued or "
-                       "running (give a longer --timeout)") from None
+        raise NoMaster(
+            f"busd at {control.endpoint} answered ping but not {cmd!r} within "
+            f"--timeout {args.timeout:g}s: the command may still be queued or "
+            "running (give a longer --timeout)"
+        ) from None
 
 
 def _ask(args: argparse.Namespace, control: Control, cmd: str) -> Any:
@@ -375,8 +458,7 @@ def _ask(args: argparse.Namespace, control: Control, cmd: str) -> Any:
     except KeyRefused:
         raise
     except NoMaster:
-        raise NoMaster(f"no busd answered at {control.endpoint} within {args.timeout:g}s"
-                       ) from None
+        raise NoMaster(f"no busd answered at {control.endpoint} within {args.timeout:g}s") from None
 
 
 def _ack_wait(args: argparse.Namespace) -> float:
@@ -401,8 +483,11 @@ def _failed(args: argparse.Namespace, exc: BusError) -> int:
 def _channel_failures(details: Any) -> str:
     if not isinstance(details, dict):
         return "listeners failed in the master"
-    errors = "; ".join(f"{e.get('type')}: {e.get('message')}"
-                       for e in details.get("errors") or () if isinstance(e, dict))
+    errors = "; ".join(
+        f"{e.get('type')}: {e.get('message')}"
+        for e in details.get("errors") or ()
+        if isinstance(e, dict)
+    )
     return f"{details.get('channel')!s} listeners failed in the master: {errors}"
 
 
@@ -413,6 +498,7 @@ def _failure_lines(acks: Any) -> list[str]:
 
 
 # -- the commands ---------------------------------------------------------------
+
 
 def _status(args: argparse.Namespace, control: Control) -> int:
     result = control.request("status")
@@ -431,8 +517,11 @@ def _ping(args: argparse.Namespace, control: Control) -> int:
     began = time.perf_counter()
     result = control.request("ping")
     took = (time.perf_counter() - began) * 1000
-    text = (f"pong from busd pid {result.get('pid')} (epoch {result.get('epoch')}) "
-            f"in {took:.2f} ms" if isinstance(result, dict) else "pong")
+    text = (
+        f"pong from busd pid {result.get('pid')} (epoch {result.get('epoch')}) in {took:.2f} ms"
+        if isinstance(result, dict)
+        else "pong"
+    )
     _emit(args, result, text)
     return EXIT_OK
 
@@ -454,8 +543,10 @@ def _lifecycle(args: argparse.Namespace, control: Control) -> int:
     text = f"{args.command}: state {cell(state)}"
     if isinstance(reload, dict):  # a respawn: new workers STARTED, then the old ones gone
         started, exited = len(reload.get("started") or ()), len(reload.get("exited") or ())
-        text += (f"; {started} new worker{'s' if started != 1 else ''} STARTED, {exited} old "
-                 f"worker{'s' if exited != 1 else ''} exited")
+        text += (
+            f"; {started} new worker{'s' if started != 1 else ''} STARTED, {exited} old "
+            f"worker{'s' if exited != 1 else ''} exited"
+        )
     return _report_acks(args, result, text)
 
 
@@ -470,15 +561,23 @@ def _restart(args: argparse.Namespace, control: Control) -> int:
     epoch = before.get("epoch") if isinstance(before, dict) else None
     status = wait_restarted(args, control, pub, epoch, left)
     workers = status.get("workers") or []
-    _emit(args, status, f"restart: new master pid {status.get('pid')} (epoch "
-          f"{status.get('epoch')}) STARTED with {len(workers)} worker"
-          f"{'s' if len(workers) != 1 else ''}")
+    _emit(
+        args,
+        status,
+        f"restart: new master pid {status.get('pid')} (epoch "
+        f"{status.get('epoch')}) STARTED with {len(workers)} worker"
+        f"{'s' if len(workers) != 1 else ''}",
+    )
     return EXIT_OK
 
 
 def _publish(args: argparse.Namespace, control: Control) -> int:
-    body: dict[str, Any] = {"channel": args.channel, "args": list(args.args),
-                            "kwargs": dict(args.kw), "wait": args.wait}
+    body: dict[str, Any] = {
+        "channel": args.channel,
+        "args": list(args.args),
+        "kwargs": dict(args.kw),
+        "wait": args.wait,
+    }
     if args.wait:
         body["timeout"] = _ack_wait(args)
     result = _command(args, control, "broadcast", body)
@@ -525,10 +624,15 @@ def _signal(args: argparse.Namespace, control: Control) -> int:
 
 # -- watch --------------------------------------------------------------------
 
+
 def _watch(args: argparse.Namespace, control: Control) -> int:
     ctl = control.endpoint
-    return follow(args, control, Output(_out, _error),
-                  ctl_path=ctl.removeprefix("ipc://") if ctl.startswith("ipc://") else None)
+    return follow(
+        args,
+        control,
+        Output(_out, _error),
+        ctl_path=ctl.removeprefix("ipc://") if ctl.startswith("ipc://") else None,
+    )
 
 
 if __name__ == "__main__":

@@ -78,6 +78,18 @@ def quiet_stdout() -> None:
         os.close(devnull)
 
 
-__all__ = ["EXIT_BROKEN_PIPE", "EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_NO_MASTER", "EXIT_OK",
-           "EXIT_USAGE", "dumps", "emit", "error", "error_doc", "out", "print_json",
-           "quiet_stdout"]
+__all__ = [
+    "EXIT_BROKEN_PIPE",
+    "EXIT_FAILED",
+    "EXIT_INTERRUPTED",
+    "EXIT_NO_MASTER",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "dumps",
+    "emit",
+    "error",
+    "error_doc",
+    "out",
+    "print_json",
+    "quiet_stdout",
+]

@@ -35,14 +35,22 @@ def keygen(args: argparse.Namespace) -> int:
     except zmq.ZMQError as exc:
         _error(f"cannot create CURVE keys: {exc}")
         return EXIT_FAILED
-    _emit(args, made, "\n".join(f"{name} {kind}: {path}" for name, pair in made.items()
-                                for kind, path in pair.items()))
+    _emit(
+        args,
+        made,
+        "\n".join(
+            f"{name} {kind}: {path}" for name, pair in made.items() for kind, path in pair.items()
+        ),
+    )
     return EXIT_OK
 
 
 def _key_files(directory: Path) -> dict[str, Path]:
-    return {f"{name}.{kind}": directory / f"{name}.{suffix}" for name in KEY_NAMES
-            for kind, suffix in (("public", "key"), ("secret", "key_secret"))}
+    return {
+        f"{name}.{kind}": directory / f"{name}.{suffix}"
+        for name in KEY_NAMES
+        for kind, suffix in (("public", "key"), ("secret", "key_secret"))
+    }
 
 
 def write_key_pair(directory: Path, name: str) -> tuple[Path, Path]:

@@ -34,8 +34,10 @@ def _size(value: Any) -> str:
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
-             for row in [list(headers), *rows]]
+    lines = [
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+        for row in [list(headers), *rows]
+    ]
     return "\n".join(lines)
 
 
@@ -50,9 +52,14 @@ def cell(value: Any) -> str:
 
 #: Worker columns: header, key, how to show the value.
 WORKER_COLUMNS: tuple[tuple[str, str, Callable[[Any], str]], ...] = (
-    ("ID", "id", cell), ("PID", "pid", cell), ("STATE", "state", cell),
-    ("RESTARTS", "restarts", cell), ("REASON", "reason", cell),
-    ("CPU", "cpu_percent", _percent), ("RSS", "rss", _size), ("UPTIME", "uptime", _duration),
+    ("ID", "id", cell),
+    ("PID", "pid", cell),
+    ("STATE", "state", cell),
+    ("RESTARTS", "restarts", cell),
+    ("REASON", "reason", cell),
+    ("CPU", "cpu_percent", _percent),
+    ("RSS", "rss", _size),
+    ("UPTIME", "uptime", _duration),
 )
 
 
@@ -71,8 +78,16 @@ def format_clients(clients: Sequence[Any]) -> str:
     rows = [c for c in clients if isinstance(c, dict)]
     if not rows:
         return "CLIENTS: none"
-    body = [[cell(c.get("id")), cell(c.get("pid")), cell(c.get("worker")),
-             cell(c.get("state")), _heartbeat_age(c.get("last_heartbeat"))] for c in rows]
+    body = [
+        [
+            cell(c.get("id")),
+            cell(c.get("pid")),
+            cell(c.get("worker")),
+            cell(c.get("state")),
+            _heartbeat_age(c.get("last_heartbeat")),
+        ]
+        for c in rows
+    ]
     return "CLIENTS\n" + _table(["ID", "PID", "WORKER", "STATE", "LAST-HEARTBEAT"], body)
 
 
@@ -84,24 +99,45 @@ def format_status(status: dict[str, Any]) -> str:
     """What ``busctl status`` shows people: a header, then workers and clients."""
     host = f" on {cell(status['host'])}" if status.get("host") else ""
     ctl = cell(", ".join(str(e) for e in status.get("endpoints", {}).get("ctl") or []))
-    header = [("name", cell(status.get("name"))), ("state", cell(status.get("state"))),
-              ("pid", f"{cell(status.get('pid'))}{host}"),
-              ("epoch", f"{cell(status.get('epoch'))} (seq {cell(status.get('seq'))})"),
-              ("uptime", _duration(status.get("uptime"))), ("control", ctl)]
+    header = [
+        ("name", cell(status.get("name"))),
+        ("state", cell(status.get("state"))),
+        ("pid", f"{cell(status.get('pid'))}{host}"),
+        ("epoch", f"{cell(status.get('epoch'))} (seq {cell(status.get('seq'))})"),
+        ("uptime", _duration(status.get("uptime"))),
+        ("control", ctl),
+    ]
     usage = status.get("master")
     if isinstance(usage, dict) and usage:
-        header.append(("usage", f"cpu {_percent(usage.get('cpu_percent'))}, "
-                                f"rss {_size(usage.get('rss'))}, fds {cell(usage.get('fds'))}, "
-                                f"threads {cell(usage.get('threads'))}"))
+        header.append(
+            (
+                "usage",
+                f"cpu {_percent(usage.get('cpu_percent'))}, "
+                f"rss {_size(usage.get('rss'))}, fds {cell(usage.get('fds'))}, "
+                f"threads {cell(usage.get('threads'))}",
+            )
+        )
     logs = status.get("logs")
     if isinstance(logs, dict) and logs.get("full"):
-        header.append(("logs", f"FULL: {cell(logs.get('dir'))} ({cell(logs.get('free'))} "
-                               "bytes free); output is lost until space returns"))
+        header.append(
+            (
+                "logs",
+                f"FULL: {cell(logs.get('dir'))} ({cell(logs.get('free'))} "
+                "bytes free); output is lost until space returns",
+            )
+        )
     lines = [f"{key + ':':<9}{value}" for key, value in header]
     hosts = [h for h in status.get("hosts") or [] if isinstance(h, dict)]
-    return "\n".join([*lines, "", format_workers(status.get("workers") or []), "",
-                      format_clients(status.get("clients") or []),
-                      *(["", format_hosts(hosts)] if hosts else [])])
+    return "\n".join(
+        [
+            *lines,
+            "",
+            format_workers(status.get("workers") or []),
+            "",
+            format_clients(status.get("clients") or []),
+            *(["", format_hosts(hosts)] if hosts else []),
+        ]
+    )
 
 
 def format_hosts(hosts: Sequence[dict[str, Any]]) -> str:
@@ -109,6 +145,14 @@ def format_hosts(hosts: Sequence[dict[str, Any]]) -> str:
     body = []
     for host in hosts:
         workers = [w for w in host.get("workers") or [] if isinstance(w, dict)] or [{}]
-        body += [[cell(host.get("host")), cell(host.get("state")), cell(w.get("id")),
-                  cell(w.get("pid")), cell(w.get("state"))] for w in workers]
+        body += [
+            [
+                cell(host.get("host")),
+                cell(host.get("state")),
+                cell(w.get("id")),
+                cell(w.get("pid")),
+                cell(w.get("state")),
+            ]
+            for w in workers
+        ]
     return "HOSTS\n" + _table(["HOST", "LINK", "WORKER", "PID", "STATE"], body)

@@ -45,9 +45,16 @@ Status = dict[str, Any]
 
 def add_options(parser: argparse.ArgumentParser) -> None:
     """``--for STATE``."""
-    parser.add_argument("--for", dest="state", type=state_name, default="STARTED",
-                        metavar="STATE", help="the state to wait for: " + ", ".join(STATES)
-                        + " (default STARTED); the master and every worker must be in it")
+    parser.add_argument(
+        "--for",
+        dest="state",
+        type=state_name,
+        default="STARTED",
+        metavar="STATE",
+        help="the state to wait for: "
+        + ", ".join(STATES)
+        + " (default STARTED); the master and every worker must be in it",
+    )
 
 
 def state_name(text: str) -> str:
@@ -98,8 +105,9 @@ def describe(status: Status) -> str:
     return text
 
 
-def wait_command(args: argparse.Namespace, control: Control,
-                 left: Callable[[argparse.Namespace], float]) -> int:
+def wait_command(
+    args: argparse.Namespace, control: Control, left: Callable[[argparse.Namespace], float]
+) -> int:
     """Run ``busctl wait``; its exit status (0 reached, 3 past --timeout).
 
     ``left(args)`` is what is left of --timeout; a refused CURVE key raises
@@ -112,24 +120,43 @@ def wait_command(args: argparse.Namespace, control: Control,
         status = waiter.run(_pub_beside(args, endpoint))
     if status is None:
         code = "no_master" if waiter.seen is None else "timeout"
-        return _gave_up(args, code, f"wait: busd at {endpoint} was not {args.state} with every "
-                        f"worker {args.state} within --timeout {args.timeout:g}s: {waiter.last}")
+        return _gave_up(
+            args,
+            code,
+            f"wait: busd at {endpoint} was not {args.state} with every "
+            f"worker {args.state} within --timeout {args.timeout:g}s: {waiter.last}",
+        )
     workers = [w for w in status.get("workers") or [] if isinstance(w, dict)]
     waited = round(time.monotonic() - began, 3)
-    doc = {"state": status.get("state"), "pid": status.get("pid"), "epoch": status.get("epoch"),
-           "workers": [{"id": w.get("id"), "pid": w.get("pid"), "state": w.get("state")}
-                       for w in workers], "waited": waited}
+    doc = {
+        "state": status.get("state"),
+        "pid": status.get("pid"),
+        "epoch": status.get("epoch"),
+        "workers": [
+            {"id": w.get("id"), "pid": w.get("pid"), "state": w.get("state")} for w in workers
+        ],
+        "waited": waited,
+    }
     many = "" if len(workers) == 1 else "s"
-    emit(args, doc, f"wait: busd pid {status.get('pid')} {args.state} with {len(workers)} "
-         f"worker{many} {args.state} (waited {waited:.2f}s)")
+    emit(
+        args,
+        doc,
+        f"wait: busd pid {status.get('pid')} {args.state} with {len(workers)} "
+        f"worker{many} {args.state} (waited {waited:.2f}s)",
+    )
     return EXIT_OK
 
 
 class _Waiter:
     """Asks, and between asks waits on the master's traffic (or its socket's path)."""
 
-    def __init__(self, args: argparse.Namespace, control: Control,
-                 left: Callable[[argparse.Namespace], float], stack: contextlib.ExitStack) -> None:
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        control: Control,
+        left: Callable[[argparse.Namespace], float],
+        stack: contextlib.ExitStack,
+    ) -> None:
         self.args = args
         self.control = control
         self.left = left
@@ -155,8 +182,7 @@ class _Waiter:
                     return status
                 if self.sub is None and status is not None:
                     pub = _pub_named(status, self.control.endpoint)
-                    self.sub = self.stack.enter_context(
-                        subscriber(self.args, self.control, pub))
+                    self.sub = self.stack.enter_context(subscriber(self.args, self.control, pub))
             else:
                 self.last = why.split(": ", 1)[-1]
             remaining = self.left(self.args)

@@ -59,9 +59,15 @@ class Output:
 class Watcher:
     """Reads the master's PUB socket and prints one line (or JSON object) per message."""
 
-    def __init__(self, args: argparse.Namespace, sub: zmq.Socket[Any], endpoint: str,
-                 output: Output, ctl_path: str | None = None,
-                 status: Callable[[], Any] | None = None) -> None:
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        sub: zmq.Socket[Any],
+        endpoint: str,
+        output: Output,
+        ctl_path: str | None = None,
+        status: Callable[[], Any] | None = None,
+    ) -> None:
         self.args = args
         self.sub = sub
         self.endpoint = endpoint
@@ -79,8 +85,9 @@ class Watcher:
         if not self.sub.poll(int(self.args.timeout * 1000) + 1):
             message = f"no busd answered at {self.endpoint} within {self.args.timeout:g}s"
             if self.args.json:
-                self.output.out(dumps({"error": {"code": "no_master", "message": message,
-                                                 "details": None}}))
+                self.output.out(
+                    dumps({"error": {"code": "no_master", "message": message, "details": None}})
+                )
             self.output.error(message)
             return EXIT_NO_MASTER
         while self.left != 0:
@@ -175,15 +182,16 @@ class Watcher:
         # Every field a peer could have chosen is escaped: a newline or an escape
         # sequence in a channel name must not forge or erase a line.
         if doc["kind"] == "epoch":
-            return (f"{stamp} epoch {doc['epoch']}: a new master (pid "
-                    f"{printable(doc.get('pid'))}, state {printable(doc.get('state'))}); "
-                    "seq numbers start again")
+            return (
+                f"{stamp} epoch {doc['epoch']}: a new master (pid "
+                f"{printable(doc.get('pid'))}, state {printable(doc.get('state'))}); "
+                "seq numbers start again"
+            )
         head = f"{stamp} seq {doc['seq']} {doc['kind']}"
         if doc["kind"] == "state":
             return f"{head} {printable(doc['state'])}"
         if doc["kind"] == "publish":
-            return (f"{head} {printable(doc['channel'])} {dumps(doc['args'])} "
-                    f"{dumps(doc['kwargs'])}")
+            return f"{head} {printable(doc['channel'])} {dumps(doc['args'])} {dumps(doc['kwargs'])}"
         return f"{head} {printable(doc['event'])} {dumps(doc['data'])}"
 
     def _ended(self) -> int:
@@ -208,13 +216,18 @@ def subscriber(args: argparse.Namespace, control: Control, pub: str) -> Iterator
         sub.close(linger=0)
 
 
-def follow(args: argparse.Namespace, control: Control, output: Output,
-           ctl_path: str | None) -> int:
+def follow(args: argparse.Namespace, control: Control, output: Output, ctl_path: str | None) -> int:
     """``busctl watch``: stream what the master publishes until it ends."""
     pub = pub_endpoint(args, control)
     with subscriber(args, control, pub) as sub:
-        watcher = Watcher(args, sub, pub, output, ctl_path=ctl_path,
-                          status=lambda: control.request("status", timeout=min(1.0, args.timeout)))
+        watcher = Watcher(
+            args,
+            sub,
+            pub,
+            output,
+            ctl_path=ctl_path,
+            status=lambda: control.request("status", timeout=min(1.0, args.timeout)),
+        )
         return watcher.run()
 
 
@@ -232,8 +245,13 @@ def pub_endpoint(args: argparse.Namespace, control: Control) -> str:
     return str(pubs[0])
 
 
-def wait_restarted(args: argparse.Namespace, control: Control, pub: str, old_epoch: Any,
-                   left: Callable[[argparse.Namespace], float]) -> dict[str, Any]:
+def wait_restarted(
+    args: argparse.Namespace,
+    control: Control,
+    pub: str,
+    old_epoch: Any,
+    left: Callable[[argparse.Namespace], float],
+) -> dict[str, Any]:
     """The new master's status once it and every worker are STARTED (NoMaster past --timeout).
 
     Woken by the master's own traffic (states, worker events, heartbeats) on a
@@ -249,8 +267,10 @@ def wait_restarted(args: argparse.Namespace, control: Control, pub: str, old_epo
                 assert isinstance(status, dict)
                 return status
             if left(args) <= 0.01:
-                raise NoMaster(f"busd at {control.endpoint} was not STARTED again with all its "
-                               f"workers within --timeout {args.timeout:g}s")
+                raise NoMaster(
+                    f"busd at {control.endpoint} was not STARTED again with all its "
+                    f"workers within --timeout {args.timeout:g}s"
+                )
             if sub.poll(int(min(0.5, left(args)) * 1000) + 1):
                 while sub.poll(0):
                     sub.recv()
@@ -261,7 +281,8 @@ def _restarted(status: Any, old_epoch: Any) -> bool:
         return False
     workers = status.get("workers") or []
     return status.get("state") == "STARTED" and all(
-        isinstance(w, dict) and w.get("state") == "STARTED" for w in workers)
+        isinstance(w, dict) and w.get("state") == "STARTED" for w in workers
+    )
 
 
 __all__ = ["Output", "Watcher", "follow", "pub_endpoint", "wait_restarted"]

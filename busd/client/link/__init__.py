@@ -1,2 +1,1 @@
-"""The link thread (sockets) of a client and what it reports.
-"""
+"""The link thread (sockets) of a client and what it reports."""

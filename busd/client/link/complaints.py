@@ -23,8 +23,9 @@ class Complaints:
     peer sending garbage cannot flood the log, and nothing goes uncounted.
     """
 
-    def __init__(self, log: logging.Logger, interval: float,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, log: logging.Logger, interval: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.log = log
         self.interval = interval
         self.clock = clock

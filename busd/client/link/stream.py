@@ -72,10 +72,27 @@ from busd.client.link.streamtypes import (
 from busd.core.wire import CLOSING_EVENT, Kind
 
 __all__ = [
-    "BUSY_RETRY", "JOIN_BUFFER", "REPAIR_RETRY", "TRANSITIONS", "Action", "AskReplay",
-    "AskStateCheck", "BadTransition", "Closing", "CountLost", "Deliver", "Heartbeat",
-    "Repair", "ReplayAnswer", "ReplayBusy", "ReplayFailed", "ReplayPart", "SendHello",
-    "Stream", "StreamState", "Synced",
+    "BUSY_RETRY",
+    "JOIN_BUFFER",
+    "REPAIR_RETRY",
+    "TRANSITIONS",
+    "Action",
+    "AskReplay",
+    "AskStateCheck",
+    "BadTransition",
+    "Closing",
+    "CountLost",
+    "Deliver",
+    "Heartbeat",
+    "Repair",
+    "ReplayAnswer",
+    "ReplayBusy",
+    "ReplayFailed",
+    "ReplayPart",
+    "SendHello",
+    "Stream",
+    "StreamState",
+    "Synced",
 ]
 
 #: Messages buffered while a HELLO is unanswered; past this, the oldest go.
@@ -133,8 +150,12 @@ class Repair:
 class Stream:
     """The sequencing of one client: feed it what arrives, perform what it returns."""
 
-    def __init__(self, next_id: Callable[[], int], wait_for_new_master: bool = False,
-                 log: logging.Logger | None = None) -> None:
+    def __init__(
+        self,
+        next_id: Callable[[], int],
+        wait_for_new_master: bool = False,
+        log: logging.Logger | None = None,
+    ) -> None:
         self._next_id = next_id
         self.wait_for_new_master = wait_for_new_master
         self._log = log or logging.getLogger(__name__)
@@ -172,8 +193,9 @@ class Stream:
             raise BadTransition(f"stream: {old.name} -> {new.name} is not a transition")
         if new in (S.JOINING, S.REJOINING) and self.left:
             raise BadTransition(f"stream: {new.name} after BYE")
-        self._log.debug("stream: %s -> %s (epoch %d, seq %d)", old.name, new.name,
-                        self.epoch, self.seq)
+        self._log.debug(
+            "stream: %s -> %s (epoch %d, seq %d)", old.name, new.name, self.epoch, self.seq
+        )
         self.state = new
 
     def _actions(self) -> list[Action]:
@@ -211,8 +233,7 @@ class Stream:
         self._apply_check()
         return self._actions()
 
-    def welcome(self, epoch: int, seq: int, state: str, closing: bool,
-                now: float) -> list[Action]:
+    def welcome(self, epoch: int, seq: int, state: str, closing: bool, now: float) -> list[Action]:
         """The master answered a HELLO with its snapshot ``(epoch, seq, state)``."""
         same_epoch = epoch == self.epoch and self.joined
         self.epoch = epoch
@@ -465,10 +486,18 @@ class Stream:
         counts this client joined: then nothing else would make it rejoin.
         True while that HELLO is unanswered (what comes meanwhile is buffered).
         """
-        if (self.wait_for_new_master and self.joined and not self.left
-                and not self.refused and not self.closed):
+        if (
+            self.wait_for_new_master
+            and self.joined
+            and not self.left
+            and not self.refused
+            and not self.closed
+        ):
             if self.state is S.LOST:
-                self._log.info("the master answers again (epoch %d, after seq %d); "
-                               "joining again", self.epoch, self.seq)
+                self._log.info(
+                    "the master answers again (epoch %d, after seq %d); joining again",
+                    self.epoch,
+                    self.seq,
+                )
             self._rejoin(subscribe=False)
         return self.state is S.REJOINING

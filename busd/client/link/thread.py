@@ -144,8 +144,16 @@ class Gone:
 #: Hands items to the dispatcher, in order; never refuses.
 DeliverTo = Callable[[Sequence[Any]], None]
 
-__all__ = ["Bye", "Close", "Gone", "Link", "LinkMessage", "Send", "Synced",
-           "master_timeout_from_env"]
+__all__ = [
+    "Bye",
+    "Close",
+    "Gone",
+    "Link",
+    "LinkMessage",
+    "Send",
+    "Synced",
+    "master_timeout_from_env",
+]
 
 
 def master_timeout_from_env(default: float = DEFAULT_MASTER_TIMEOUT) -> float:
@@ -165,11 +173,16 @@ def master_timeout_from_env(default: float = DEFAULT_MASTER_TIMEOUT) -> float:
 class Link:
     """The sockets of one client and the thread that owns them."""
 
-    def __init__(self, endpoints: Endpoints, deliver: DeliverTo, hello: dict[str, Any],
-                 wait_for_new_master: bool = False,
-                 local_state: Callable[[], str] = lambda: "",
-                 master_timeout: float = DEFAULT_MASTER_TIMEOUT,
-                 curve: ClientKeys | None = None) -> None:
+    def __init__(
+        self,
+        endpoints: Endpoints,
+        deliver: DeliverTo,
+        hello: dict[str, Any],
+        wait_for_new_master: bool = False,
+        local_state: Callable[[], str] = lambda: "",
+        master_timeout: float = DEFAULT_MASTER_TIMEOUT,
+        curve: ClientKeys | None = None,
+    ) -> None:
         self.endpoints = endpoints
         self.local_state = local_state
         self.deliver = deliver
@@ -177,8 +190,13 @@ class Link:
         self._follow_heartbeat = master_timeout == FOLLOW_HEARTBEAT
         self.master_timeout = master_timeout or HEARTBEAT_INTERVAL * HEARTBEAT_LIVENESS
         self.token = os.urandom(12)
-        self.hello = {"token": self.token, "pid": os.getpid(), "host": os.uname().nodename,
-                      "pidns": pid_namespace(), **hello}
+        self.hello = {
+            "token": self.token,
+            "pid": os.getpid(),
+            "host": os.uname().nodename,
+            "pidns": pid_namespace(),
+            **hello,
+        }
         self.outbox: Outbox[LinkMessage] = Outbox()
         self.joined = threading.Event()
         #: Set when joined, or when the master refused this client's key.
@@ -336,8 +354,10 @@ class Link:
     def _poll_ms(self) -> float:
         if self.lost.is_set() or not self.joined.is_set():
             return 1000.0 * self.heartbeat
-        deadline = min(self._last_heard + self.master_timeout,
-                       self._last_pong + PONG_SLACK * self.pong_interval)
+        deadline = min(
+            self._last_heard + self.master_timeout,
+            self._last_pong + PONG_SLACK * self.pong_interval,
+        )
         repair = self.stream.deadline()
         if repair is not None:
             deadline = min(deadline, repair)
@@ -345,8 +365,11 @@ class Link:
 
     def _pong(self) -> None:
         self._last_pong = time.monotonic()
-        self._send_now(encode(Kind.PONG, 0, {"epoch": self.epoch, "seq": self.seq,
-                                             "state": self.local_state()}))
+        self._send_now(
+            encode(
+                Kind.PONG, 0, {"epoch": self.epoch, "seq": self.seq, "state": self.local_state()}
+            )
+        )
 
     def _send_now(self, frame: bytes) -> None:
         try:
@@ -358,11 +381,18 @@ class Link:
         # A heartbeat stuck behind a backlog must not make the master think
         # this client is dead: past the slack, answer without waiting for it.
         now = time.monotonic()
-        if (self.joined.is_set() and not self.lost.is_set() and not self.stream.left
-                and now - self._last_pong > PONG_SLACK * self.pong_interval):
+        if (
+            self.joined.is_set()
+            and not self.lost.is_set()
+            and not self.stream.left
+            and now - self._last_pong > PONG_SLACK * self.pong_interval
+        ):
             self._pong()
-        if (self.stream.state is StreamState.REJOINING and self.lost.is_set()
-                and now - self._hello_sent > REPAIR_RETRY):
+        if (
+            self.stream.state is StreamState.REJOINING
+            and self.lost.is_set()
+            and now - self._hello_sent > REPAIR_RETRY
+        ):
             # A HELLO sent as the link came back may have gone down with it again.
             self._perform(self.stream.hello_overdue())
         self._perform(self.stream.tick(now))
@@ -415,8 +445,12 @@ class Link:
     def _watch_master(self, snap: dict[str, Any]) -> None:
         pid = snap.get("pid")
         self._unwatch_master()
-        if (type(pid) is not int or pid <= 0 or not self.hello["pidns"]
-                or snap.get("pidns") != self.hello["pidns"]):
+        if (
+            type(pid) is not int
+            or pid <= 0
+            or not self.hello["pidns"]
+            or snap.get("pidns") != self.hello["pidns"]
+        ):
             return
         try:
             self._master_fd = os.pidfd_open(pid)
@@ -502,8 +536,13 @@ class Link:
             self.pong_interval = min(self.pong_interval, self.heartbeat)
         self._last_heard = time.monotonic()
         self.lost.clear()
-        actions = self.stream.welcome(int(snap["epoch"]), int(snap["seq"]), str(snap["state"]),
-                                      bool(snap.get("closing")), self._last_heard)
+        actions = self.stream.welcome(
+            int(snap["epoch"]),
+            int(snap["seq"]),
+            str(snap["state"]),
+            bool(snap.get("closing")),
+            self._last_heard,
+        )
         self._perform(actions)
         self.joined.set()
         self.settled.set()
@@ -537,13 +576,26 @@ class Link:
                 if self._pong_due():
                     self._pong()
             elif type(action) is AskReplay:
-                self._send_now(encode(Kind.REQUEST, action.req_id, {
-                    "cmd": "replay", "epoch": action.epoch, "from": action.first,
-                    "to": action.last}))
+                self._send_now(
+                    encode(
+                        Kind.REQUEST,
+                        action.req_id,
+                        {
+                            "cmd": "replay",
+                            "epoch": action.epoch,
+                            "from": action.first,
+                            "to": action.last,
+                        },
+                    )
+                )
             elif type(action) is CountLost:
                 self.stats["missed"] += action.count
-                log.warning("%d message(s) before seq %d were older than the master's replay "
-                            "window: lost; checking the state", action.count, action.next_seq)
+                log.warning(
+                    "%d message(s) before seq %d were older than the master's replay "
+                    "window: lost; checking the state",
+                    action.count,
+                    action.next_seq,
+                )
             elif type(action) is AskStateCheck:
                 self._send_now(encode(Kind.REQUEST, SNAPSHOT_ID, {"cmd": "snapshot"}))
             elif type(action) is SendHello:
@@ -565,12 +617,20 @@ class Link:
                 part = reply_result(msg)
                 if part.get("epoch") != self.epoch:
                     raise ProtocolError("a replay of another master incarnation")
-                answer = ReplayPart(int(part["first"]),
-                                    [decode_broadcast(f) for f in part["frames"]],
-                                    int(part["lost"]), bool(part.get("more")))
+                answer = ReplayPart(
+                    int(part["first"]),
+                    [decode_broadcast(f) for f in part["frames"]],
+                    int(part["lost"]),
+                    bool(part.get("more")),
+                )
             except Exception as exc:  # noqa: BLE001 - whatever it was, the range is gone
-                self._complaints.warn("replay", "the master could not replay messages %d..%d: %s",
-                                      repair.next, repair.last, exc)
+                self._complaints.warn(
+                    "replay",
+                    "the master could not replay messages %d..%d: %s",
+                    repair.next,
+                    repair.last,
+                    exc,
+                )
                 answer = ReplayFailed()
         self._perform(self.stream.replayed(msg.req_id, answer, time.monotonic()))
 
@@ -604,9 +664,15 @@ class Link:
 
     def statistics(self) -> dict[str, Any]:
         """Counters: received, gaps, repaired, missed, resyncs, new epochs, bad messages."""
-        return {"epoch": self.epoch, "seq": self.seq, "client_id": self.client_id,
-                "received": self.stream.received, "held": self.stream.held,
-                **dict(self.stream.stats), **dict(self.stats)}
+        return {
+            "epoch": self.epoch,
+            "seq": self.seq,
+            "client_id": self.client_id,
+            "received": self.stream.received,
+            "held": self.stream.held,
+            **dict(self.stream.stats),
+            **dict(self.stats),
+        }
 
 
 def _code(error: Any) -> Any:

@@ -1,2 +1,1 @@
-"""What the pytest plugin runs in child processes: the harness and barriers.
-"""
+"""What the pytest plugin runs in child processes: the harness and barriers."""

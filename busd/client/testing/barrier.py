@@ -61,6 +61,7 @@ class Barrier:
                 if remaining <= 0:
                     raise WaitTimeout(
                         f"barrier {name!r}: {len(self._arrived[key])} of {parties} arrived "
-                        f"within {timeout:g}s ({sorted(self._arrived[key])})")
+                        f"within {timeout:g}s ({sorted(self._arrived[key])})"
+                    )
                 self._cond.wait(remaining)
             del self._arrived[key]

@@ -76,8 +76,12 @@ def load(spec: dict[str, Any]) -> Any:
 def run(spec: dict[str, Any]) -> int:
     """Be process ``spec["index"]`` of the run; returns the exit status."""
     result_path = Path(spec["result"])
-    bus = RunBus(Endpoints(pub=spec["pub"], ctl=spec["ctl"]), name=f"run-{spec['index']}",
-                 role="busd_run", timeout=spec["timeout"])
+    bus = RunBus(
+        Endpoints(pub=spec["pub"], ctl=spec["ctl"]),
+        name=f"run-{spec['index']}",
+        role="busd_run",
+        timeout=spec["timeout"],
+    )
     go = threading.Event()
     bus.subscribe(GO, lambda run_id: go.set() if run_id == spec["run"] else None)
     bus.setup_run(spec["index"], spec["size"])
@@ -92,8 +96,10 @@ def run(spec: dict[str, Any]) -> int:
         try:
             data = msgpack.packb(outcome, use_bin_type=True)
         except (TypeError, ValueError) as exc:
-            outcome = {"ok": False, "error": f"the return value {value!r:.200} cannot be "
-                                             f"sent back (msgpack): {exc}"}
+            outcome = {
+                "ok": False,
+                "error": f"the return value {value!r:.200} cannot be sent back (msgpack): {exc}",
+            }
             data = msgpack.packb(outcome, use_bin_type=True)
     except BaseException:  # noqa: BLE001 - a process main: the test gets the traceback
         outcome = {"ok": False, "error": traceback.format_exc()}

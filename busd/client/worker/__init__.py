@@ -1,2 +1,1 @@
-"""A pool worker's main, ASGI/WSGI serving, log files, descendants.
-"""
+"""A pool worker's main, ASGI/WSGI serving, log files, descendants."""

@@ -66,9 +66,13 @@ class AsgiServed(Served):
 
     def serve(self, sockets: list[socket.socket]) -> None:
         """Run uvicorn on ``sockets`` (its signal handling stays off: not the main thread)."""
-        config = uvicorn.Config(self.app, lifespan="auto", log_level="warning",
-                                access_log=False,
-                                timeout_graceful_shutdown=math.ceil(drain_time()))
+        config = uvicorn.Config(
+            self.app,
+            lifespan="auto",
+            log_level="warning",
+            access_log=False,
+            timeout_graceful_shutdown=math.ceil(drain_time()),
+        )
         self._server = _Server(config, self)
         asyncio.run(self._server.serve(sockets=sockets))
 

@@ -31,8 +31,11 @@ def end_descendants(grace: float = GRACE) -> list[int]:
         return []
     if not procs:
         return []
-    log.warning("ending %d process(es) this worker left running: %s", len(procs),
-                ", ".join(str(p.pid) for p in procs))
+    log.warning(
+        "ending %d process(es) this worker left running: %s",
+        len(procs),
+        ", ".join(str(p.pid) for p in procs),
+    )
     for proc in procs:
         try:
             proc.terminate()

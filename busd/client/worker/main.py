@@ -140,8 +140,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     # As busd.pool.proctitle's (busd.client does not import the master side):
     # ps tells workers apart.
-    setproctitle(f"busd: worker {os.environ.get('BUSD_NAME') or 'busd'} "
-                 f"{os.environ.get('BUSD_WORKER') or '?'}")
+    setproctitle(
+        f"busd: worker {os.environ.get('BUSD_NAME') or 'busd'} "
+        f"{os.environ.get('BUSD_WORKER') or '?'}"
+    )
     configure_logging()
     return run(args[0])
 
@@ -149,10 +151,13 @@ def main(argv: list[str] | None = None) -> int:
 def configure_logging() -> None:
     """Log to stderr at ``BUSD_LOG_LEVEL``, each line naming the worker (a process main)."""
     stamp = "" if os.environ.get("BUSD_LOG_FORMAT") == "plain" else "%(asctime)s.%(msecs)03d "
-    logging.basicConfig(level=os.environ.get("BUSD_LOG_LEVEL", "WARNING").upper(),
-                        format=f"{stamp}worker {os.environ.get('BUSD_WORKER', '?')} "
-                               "[%(process)d] %(levelname)s %(name)s: %(message)s",
-                        datefmt="%Y-%m-%d %H:%M:%S", force=True)
+    logging.basicConfig(
+        level=os.environ.get("BUSD_LOG_LEVEL", "WARNING").upper(),
+        format=f"{stamp}worker {os.environ.get('BUSD_WORKER', '?')} "
+        "[%(process)d] %(levelname)s %(name)s: %(message)s",
+        datefmt="%Y-%m-%d %H:%M:%S",
+        force=True,
+    )
 
 
 def run(target: str | Callable[[ClientBus], Any]) -> int:

@@ -69,8 +69,7 @@ class Served:
         if not sockets:
             raise RuntimeError(f"{self.name} needs --listen tcp:HOST:PORT or unix:PATH")
         self.ready.clear()
-        self._thread = threading.Thread(target=self._guarded, args=(sockets,),
-                                        name="busd-serve")
+        self._thread = threading.Thread(target=self._guarded, args=(sockets,), name="busd-serve")
         self._thread.start()
         if not self.ready.wait(START_TIMEOUT):
             raise RuntimeError(f"{self.name} did not start within {START_TIMEOUT}s")

@@ -40,8 +40,9 @@ class WsgiServed(Served):
         # "Task queue depth is N" at every burst: a busy pool is not news.
         logging.getLogger("waitress.queue").setLevel(logging.ERROR)
         socket_map: dict[int, Any] = {}
-        server: Any = create_server(self.app, map=socket_map, sockets=sockets,
-                                    threads=THREADS, ident="busd")
+        server: Any = create_server(
+            self.app, map=socket_map, sockets=sockets, threads=THREADS, ident="busd"
+        )
         listeners = [d for d in socket_map.values() if isinstance(d, BaseWSGIServer)]
         self._wake = listeners[0].trigger
         self.ready.set()
@@ -67,8 +68,7 @@ class WsgiServed(Served):
 
 def _channels(socket_map: dict[int, Any], listeners: list[Any]) -> list[Any]:
     triggers = {id(listener.trigger) for listener in listeners}
-    return [d for d in socket_map.values()
-            if d not in listeners and id(d) not in triggers]
+    return [d for d in socket_map.values() if d not in listeners and id(d) not in triggers]
 
 
 def make(app: Any, name: str) -> Served:
