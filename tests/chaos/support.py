@@ -118,3 +118,21 @@ def exit_busd(ctl: Control, busd: subprocess.Popen[bytes], timeout: float = 20) 
     with contextlib.suppress(NoMaster):  # it may exit before it answers
         ctl.request("exit", timeout=timeout)
     return busd.wait(timeout)
+
+
+@contextmanager
+def tmpfs(where: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` mounted at ``where`` (root only: skipped otherwise); unmounted after."""
+    where.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(where)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs (needs root or CAP_SYS_ADMIN): {done.stderr.strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)

@@ -6,7 +6,6 @@ import contextlib
 import errno
 import os
 import shutil
-import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,7 +17,15 @@ from busd.client.control import Control
 from busd.core.endpoints import default_endpoints
 from busd.core.errors import AlreadyRunning
 from busd.testing import Processes, Sink
-from tests.chaos.support import all_started, busctl, control, exit_busd, start_busd, wait_status
+from tests.chaos.support import (
+    all_started,
+    busctl,
+    control,
+    exit_busd,
+    start_busd,
+    tmpfs,
+    wait_status,
+)
 
 QUIET = "tests.chaos.targets:quiet"
 
@@ -158,16 +165,7 @@ def test_a_second_master_respects_the_lock_while_the_dir_is_gone(
 @contextlib.contextmanager
 def full_tmpfs(where: Path) -> Iterator[Path]:
     """A 256 KiB tmpfs at ``where``, filled up; unmounted afterwards."""
-    where.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=256k,mode=0700", "tmpfs", str(where)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs (needs root or CAP_SYS_ADMIN): {done.stderr.strip()}")
-    try:
+    with tmpfs(where, "256k"):
         fd = os.open(where / "filler", os.O_WRONLY | os.O_CREAT)
         try:
             while True:
@@ -178,8 +176,6 @@ def full_tmpfs(where: Path) -> Iterator[Path]:
         finally:
             os.close(fd)
         yield where
-    finally:
-        subprocess.run(["umount", "-l", str(where)], check=False)
 
 
 def test_full_disk_for_the_pidfile_is_a_clear_failure(

@@ -32,6 +32,7 @@ from tests.chaos.support import (
     gone,
     start_busd,
     states,
+    tmpfs,
     wait_status,
 )
 
@@ -243,24 +244,6 @@ def test_scale_restarts_a_flapping_slot(
         assert exit_busd(ctl, busd) == 0
 
 
-@contextlib.contextmanager
-def small_tmpfs(where: Path) -> Iterator[Path]:
-    """A 1 MiB tmpfs mounted at ``where`` (root only: skipped otherwise); unmounted after."""
-    where.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1M,mode=0700", "tmpfs", str(where)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs (needs root or CAP_SYS_ADMIN): {done.stderr.strip()}")
-    try:
-        yield where
-    finally:
-        subprocess.run(["umount", "-l", str(where)], check=False)
-
-
 def fill(path: Path) -> None:
     """Write ``path`` until the disk is full."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT)
@@ -288,7 +271,7 @@ def wait_output(
 def test_a_full_log_disk_is_said_once_and_so_is_its_end(
     busd_procs: Processes, busd_sink: Sink, busd_dir: Path
 ) -> None:
-    with small_tmpfs(busd_dir / "logs") as logs:
+    with tmpfs(busd_dir / "logs", "1M") as logs:
         busd = start_busd(busd_procs, "--log-dir", str(logs), "-w", "1", QUIET)
         busd_sink.expect("start", timeout=30)
         with control(busd_dir) as ctl:
