@@ -728,7 +728,7 @@ class Background:
 
 def respawn(bench: Bench, busd: Busd, key: str) -> None:
     """graceful until every slot is STARTED with a new pid; then the old ones' end."""
-    old = {int(r["pid"]) for r in busd.core.control.request("workers")}
+    old = {int(r["pid"]) for r in busd.control.request("workers")}
     old_fds = open_pidfds(old)
     began = clock()
     request = Background(bench.ctx, busd.ctl, "graceful", 60)
@@ -758,7 +758,7 @@ def _ms(seconds: float | None) -> str:
 
 def exit_pool(bench: Bench, busd: Busd, key: str) -> None:
     """exit until every worker (from status) and busd itself are gone."""
-    status = busd.core.control.request("status")
+    status = busd.control.request("status")
     pids = [int(w["pid"]) for w in status["workers"] if w.get("pid")]
     procs = [psutil.Process(pid) for pid in pids]
     fds = open_pidfds([*pids, busd.pid])
@@ -872,7 +872,7 @@ def bench_busctl(bench: Bench, busd: Busd, cold_env: dict[str, str]) -> None:
             bench.add(key, wall)
             cpu[key].append(used)
     cold = [run_timed(status, cold_env) for _ in range(5 if bench.quick else 10)]
-    rtt = {cmd: ping_times(busd.core.control, cmd) for cmd in ("ping", "workers", "status")}
+    rtt = {cmd: ping_times(busd.control, cmd) for cmd in ("ping", "workers", "status")}
     print(
         f"  python -c 'import zmq, msgpack' p50 {bench.spread('busctl.floor')} ms "
         f"(cpu {statistics.median(cpu['busctl.floor']) * 1000:.0f}); busctl status p50 "
@@ -967,7 +967,7 @@ def python_thread_names(pid: int) -> dict[int, str]:
 def bench_idle(bench: Bench, busd: Busd) -> None:
     """The master's CPU and wake-ups over a quiet window, in total and per thread."""
     seconds = 10.0 if bench.quick else 30.0
-    workers = [int(r["pid"]) for r in busd.core.control.request("workers")]
+    workers = [int(r["pid"]) for r in busd.control.request("workers")]
     master = psutil.Process(busd.pid)
     before, cpu0, ctx0 = thread_samples(busd.pid), master.cpu_times(), master.num_ctx_switches()
     workers0 = {pid: thread_samples(pid) for pid in workers}
