@@ -263,7 +263,7 @@ def make_master(opts: argparse.Namespace, runtime: Path, listeners: list[Any]) -
         no_relay=("log", "main", *SIGNAL_CHANNELS),
         check_running=False,
     )
-    master.status_hooks.append(lambda doc: doc.update(listen=[describe(s) for s in listeners]))
+    master.add_status_hook(lambda doc: doc.update(listen=[describe(s) for s in listeners]))
     HostTable(master).install()
     return master
 
@@ -282,7 +282,7 @@ def make_spawner(
     forkserver.on_replaced = lambda old, new, how: master.event(
         "forkserver_replaced", {"old": old, "pid": new, "how": how}
     )
-    master.status_hooks.append(lambda status: status.update(forkserver=forkserver.statistics()))
+    master.add_status_hook(lambda status: status.update(forkserver=forkserver.statistics()))
     return forkserver
 
 
@@ -454,13 +454,13 @@ def install_plugins(
     actions = signal_actions(master, pool, reopen_logs=bool(opts.log_dir))
     handler = SignalHandler(master, handlers=actions)
     handler.subscribe()
-    master.status_hooks.append(lambda status: status.update(signals=handler.statistics()))
+    master.add_status_hook(lambda status: status.update(signals=handler.statistics()))
 
 
 def wait_workers_started(master: MasterBus, pool: Pool, timeout: float) -> bool:
     """Wait until every worker the pool has now is STARTED (False past ``timeout``)."""
     pids = {row["pid"] for row in pool.workers() if row["pid"] is not None}
-    return master.hub.registry.wait_for(
+    return master.wait_for_clients(
         lambda clients: pids <= {c.pid for c in clients if c.state == "STARTED"}, timeout
     )
 

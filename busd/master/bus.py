@@ -34,31 +34,27 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from busd.core import endpoints as ep
-from busd.core.auth import KeyFileError
 from busd.core.bus import Bus, State
-from busd.core.control import Control
 from busd.core.endpoints import pub_beside
-from busd.core.errors import AlreadyRunning, BusError, ChannelFailures, NoMaster, ProtocolError
+from busd.core.errors import BusError, ChannelFailures, ProtocolError
 from busd.core.wire import (
-    CLOSING_EVENT,
     HEARTBEAT_INTERVAL,
     HEARTBEAT_LIVENESS,
     ErrorCode,
     Kind,
-    encode,
-    encode_publish,
     error_to_wire,
     wire_error,
 )
-from busd.master.hub import PUBLISH_BATCH, ClientChange, Hub, Request, StatusWanted
+from busd.master.commands import LIFECYCLE_CHANNELS, Handler, default_commands, timeout_error
+from busd.master.hub import ClientChange, Hub, Request, StatusWanted
 from busd.master.registry import AckReport, ClientInfo
+from busd.master.relay import Relay
 from busd.master.replay import DEFAULT_BYTES, DEFAULT_COUNT, ReplayWindow
+from busd.master.setup import curve_server, refuse_if_running
 
 if TYPE_CHECKING:
-    from busd.security.zap import CurveServer
+    pass
 
-#: Channels whose meaning travels as STATE messages, never as PUBLISH.
-LIFECYCLE_CHANNELS = frozenset({"start", "stop", "exit"})
 DEFAULT_ACK_TIMEOUT = 30.0
 #: Clients answer every this many heartbeats (all at once: fewer wake-ups here).
 PONG_EVERY = 5
@@ -67,7 +63,8 @@ HUB_ANSWERS = frozenset({"ping", "snapshot", "clients", "status", "replay", "wor
 #: Seconds the sockets linger for what is still queued when they close.
 CLOSE_FLUSH = 0.5
 
-Handler = Callable[[dict[str, Any]], Any]
+ClientHook = Callable[[str, dict[str, Any]], None]
+StatusHook = Callable[[dict[str, Any]], None]
 
 
 @dataclass(frozen=True)
@@ -153,9 +150,6 @@ class MasterBus(Bus):
         self.no_relay = frozenset(no_relay) | LIFECYCLE_CHANNELS
         #: False when graceful must not reach the clients (the pool respawns them).
         self.relay_graceful = True
-        self._seq = 0
-        self._relayed_state = State.STOPPED.name
-        self._seq_lock = threading.Lock()
         self._state_seqs: list[tuple[int, set[int]]] = []
         self._commands: queue.SimpleQueue[Command] = queue.SimpleQueue()
         self._closed = threading.Event()
@@ -164,14 +158,15 @@ class MasterBus(Bus):
         self._status: dict[str, Any] = {}
         #: Client events whose relay or hooks failed (logged; the command thread goes on).
         self.failed_events = 0
-        self.commands: dict[str, Handler] = self._default_commands()
-        #: More read-only commands (a read-only key may send them), run on the
+        # Extended only through add_command, add_client_hook and add_status_hook.
+        self._commands_table: dict[str, Handler] = default_commands(self)
+        #: Read-only commands (a read-only key may send them), run on the
         #: command thread like the others; status and workers come from the board.
-        self.quick_commands: dict[str, Handler] = {}
+        self._quick_commands: dict[str, Handler] = {}
         #: Called on the command thread as hook(event, client) on join/leave/loss.
-        self.client_hooks: list[Callable[[str, dict[str, Any]], None]] = []
+        self._client_hooks: list[ClientHook] = []
         #: Called on the command thread to add to the status map (the pool adds its workers).
-        self.status_hooks: list[Callable[[dict[str, Any]], None]] = []
+        self._status_hooks: list[StatusHook] = []
         self.hub = Hub(
             self,
             endpoints,
@@ -182,6 +177,7 @@ class MasterBus(Bus):
             window=ReplayWindow(replay_bytes, replay_count),
             curve=curve,
         )
+        self._relay_out = Relay(self.hub, self.epoch)
         self._command_thread = threading.Thread(
             target=self._run_commands, name="busd-commands", daemon=True
         )
@@ -189,23 +185,62 @@ class MasterBus(Bus):
         self.hub.start()
         self._command_thread.start()
 
+    # -- extending ------------------------------------------------------
+
+    def add_command(self, name: str, handler: Handler, *, readonly: bool = False) -> None:
+        """Answer command ``name`` with ``handler(body)``, on the command thread.
+
+        A ``readonly`` command may be sent with a read-only key.  A name that
+        is taken (by busd or an earlier call) is a ValueError.
+        """
+        if name in self._commands_table or name in self._quick_commands or name in HUB_ANSWERS:
+            raise ValueError(f"command {name!r} exists already")
+        (self._quick_commands if readonly else self._commands_table)[name] = handler
+
+    def wrap_command(self, name: str, wrapper: Callable[[Handler, dict[str, Any]], Any]) -> None:
+        """Answer command ``name`` with ``wrapper(previous_handler, body)`` from now on."""
+        previous = self._commands_table[name]
+        self._commands_table[name] = lambda body: wrapper(previous, body)
+
+    def add_client_hook(self, hook: ClientHook) -> None:
+        """Call ``hook(event, client)`` on the command thread on each join, leave and loss."""
+        self._client_hooks.append(hook)
+
+    def add_status_hook(self, hook: StatusHook) -> None:
+        """Call ``hook(status)`` on the command thread to add to the status map."""
+        self._status_hooks.append(hook)
+
+    def add_client_state_hook(self, hook: Callable[[ClientInfo], None]) -> None:
+        """Call ``hook(client)`` when a client reports a new state (on the hub's thread:
+        keep it to a wake-up)."""
+        self.hub.registry.state_hooks.append(hook)
+
+    def wait_for_clients(
+        self, predicate: Callable[[list[ClientInfo]], bool], timeout: float
+    ) -> bool:
+        """Wait until ``predicate(clients)`` holds (False past ``timeout`` seconds)."""
+        return self.hub.registry.wait_for(predicate, timeout)
+
+    def clients_by_pid(self) -> dict[int, ClientInfo]:
+        """The connected clients by process id."""
+        return self.hub.registry.by_pid()
+
+    def excuse_pid(self, pid: int) -> ClientInfo | None:
+        """The client of process ``pid`` is going away on purpose: no ack is awaited from it."""
+        return self.hub.registry.excuse_pid(pid)
+
+    def forget_pid(self, pid: int) -> ClientInfo | None:
+        """Process ``pid`` ended: forget its client (returned, if it had one)."""
+        return self.hub.registry.remove_pid(pid)
+
     # -- relaying -------------------------------------------------------
 
     def _send_sequenced(self, kind: Kind, *items: Any, state: str | None = None) -> int:
-        """Number a frame and queue it for every client: seq order is send order."""
-        with self._seq_lock:
-            seq = self._seq + 1
-            frame = encode(kind, self.epoch, seq, *items)
-            self._seq = seq
-            if state is not None:
-                self._relayed_state = state
-            self.hub.send_pub(frame, seq, self._relayed_state)
-        return seq
+        return self._relay_out.send(kind, *items, state=state)
 
     def snapshot(self) -> tuple[int, str]:
         """The last sequence number and the state it leaves clients in."""
-        with self._seq_lock:
-            return self._seq, self._relayed_state
+        return self._relay_out.snapshot()
 
     def _state_changed(self, old: State, new: State) -> None:
         seq = self._send_sequenced(Kind.STATE, new.name, state=new.name)
@@ -217,13 +252,7 @@ class MasterBus(Bus):
             self._publish_board({**self._status, "state": new.name})
 
     def _relay(self, channel: str, args: Iterable[Any], kwargs: dict[str, Any], ack: bool) -> int:
-        # _send_sequenced, unrolled for the hot path (every publish comes here).
-        with self._seq_lock:
-            seq = self._seq + 1
-            frame = encode_publish(self.epoch, seq, channel, list(args), kwargs, ack)
-            self._seq = seq
-            self.hub.send_pub(frame, seq, self._relayed_state)
-        return seq
+        return self._relay_out.publish(channel, args, kwargs, ack)
 
     def publish(self, channel: str, *args: Any, **kwargs: Any) -> list[Any]:
         """Relay to every client (unless the channel is local), then run local listeners."""
@@ -250,17 +279,7 @@ class MasterBus(Bus):
         if not items:
             return 0
         if channel not in self.no_relay and not self._closed.is_set():
-            with self._seq_lock:
-                first = self._seq + 1
-                frames = tuple(
-                    encode_publish(self.epoch, first + i, channel, list(args), {}, False)
-                    for i, args in enumerate(items)
-                )
-                self._seq = first + len(frames) - 1
-                for at in range(0, len(frames), PUBLISH_BATCH):
-                    self.hub.send_many(
-                        frames[at : at + PUBLISH_BATCH], first + at, self._relayed_state
-                    )
+            self._relay_out.publish_many(channel, items)
         if self._has_listeners(channel):
             for args in items:
                 super().publish(channel, *args)
@@ -332,7 +351,7 @@ class MasterBus(Bus):
         """Relay a client's join, leave or loss; a failure here never ends the command thread."""
         try:
             self.event(item.event, item.client)
-            for hook in self.client_hooks:
+            for hook in self._client_hooks:
                 hook(item.event, item.client)
         except Exception:  # noqa: BLE001 - one bad event must not leave the master deaf
             self.failed_events += 1
@@ -377,18 +396,7 @@ class MasterBus(Bus):
         closing message (so everything before it, EXITING included), or
         ``drain_timeout`` passed; it names any client it closed without.
         """
-        with self._seq_lock:
-            seq = self._seq + 1
-            frame = encode(
-                Kind.EVENT,
-                self.epoch,
-                seq,
-                CLOSING_EVENT,
-                {"reason": "exit", "drain": self.drain_timeout},
-            )
-            self._seq = seq
-            # Queued under the lock: a racing publish comes after it and is dropped.
-            self.hub.close_after(frame, seq, self._relayed_state, self.drain_timeout, CLOSE_FLUSH)
+        self._relay_out.close(self.drain_timeout, CLOSE_FLUSH)
         self.hub.wait_closed(CLOSE_FLUSH + self.drain_timeout + 2.0)
 
     def _refresh_board(self) -> None:
@@ -403,50 +411,17 @@ class MasterBus(Bus):
     def _publish_board(self, status: dict[str, Any]) -> None:
         self._status = status
         self.hub.publish_board(
-            {"status": status, "workers": status.get("workers", [])}, frozenset(self.quick_commands)
+            {"status": status, "workers": status.get("workers", [])},
+            frozenset(self._quick_commands),
         )
 
     def _execute(self, body: dict[str, Any]) -> Any:
         cmd = body["cmd"]
-        handler = self.commands.get(cmd) or self.quick_commands.get(cmd)
+        handler = self._commands_table.get(cmd) or self._quick_commands.get(cmd)
         if handler is None:
-            known = ", ".join(sorted({*self.commands, *self.quick_commands, *HUB_ANSWERS}))
+            known = ", ".join(sorted({*self._commands_table, *self._quick_commands, *HUB_ANSWERS}))
             raise wire_error(ErrorCode.UNKNOWN_COMMAND, f"unknown command {cmd!r} (known: {known})")
         return handler(body)
-
-    def _default_commands(self) -> dict[str, Handler]:
-        def lifecycle(method: Callable[..., AckReport | None]) -> Handler:
-            def handler(body: dict[str, Any]) -> Any:
-                report = method(wait=_flag(body, "wait"), timeout=_number(body, "timeout"))
-                return {
-                    "state": self._state.name,
-                    "acks": report.as_dict() if report is not None else None,
-                }
-
-            return handler
-
-        def restart(body: dict[str, Any]) -> Any:
-            self.restart()
-            return {"state": self._state.name}
-
-        def broadcast(body: dict[str, Any]) -> Any:
-            channel, args, kwargs = _broadcast_args(body)
-            if _flag(body, "wait"):
-                report = self.broadcast_and_wait(
-                    channel, args, kwargs, timeout=_number(body, "timeout")
-                )
-                return {"acks": report.as_dict()}
-            self.publish(channel, *args, **kwargs)
-            return {"acks": None}
-
-        return {
-            "start": lifecycle(self._start),
-            "stop": lifecycle(self._stop),
-            "exit": lifecycle(self._exit),
-            "graceful": lifecycle(self._graceful),
-            "restart": restart,
-            "broadcast": broadcast,
-        }
 
     # -- lifecycle, always on the command thread -------------------------
 
@@ -554,7 +529,7 @@ class MasterBus(Bus):
 
     def _wait(self, seqs: list[int], expected: set[int], timeout: float | None) -> AckReport:
         limit = self.ack_timeout if timeout is None else timeout
-        return self.hub.registry.wait_acks(seqs, expected, limit, _timeout_error(limit))
+        return self.hub.registry.wait_acks(seqs, expected, limit, timeout_error(limit))
 
     # -- information ----------------------------------------------------
 
@@ -585,7 +560,7 @@ class MasterBus(Bus):
             # Requests, acks and every rejected frame, by error code (hub thread).
             "counters": dict(self.hub.stats),
         }
-        for hook in self.status_hooks:
+        for hook in self._status_hooks:
             hook(status)
         return status
 
@@ -641,81 +616,4 @@ class MasterBus(Bus):
         self.close()
 
 
-def refuse_if_running(ctl: str, timeout: float = 0.5) -> None:
-    """Raise AlreadyRunning if a master answers at the ipc endpoint ``ctl``.
-
-    Binding an ipc path takes it over from a live master; ask first.
-    """
-    path = ctl.removeprefix("ipc://")
-    if not ctl.startswith("ipc://") or not os.path.exists(path):
-        return
-
-    with Control(ctl, timeout=timeout) as control:
-        try:
-            info = control.request("ping")
-        except NoMaster:
-            return
-    raise AlreadyRunning(f"a busd master (pid {info.get('pid')}) already serves {ctl}")
-
-
-def curve_server(
-    secret: str | Path | None, authorized: str | Path | None, readonly: str | Path | None
-) -> CurveServer | None:
-    """The CURVE side of the tcp endpoints, keys checked; None without a secret key."""
-    if secret is None:
-        if authorized or readonly:
-            raise KeyFileError("--authorized-keys and --readonly-keys need --curve-secret")
-        return None
-    if authorized is None:
-        raise KeyFileError(
-            "--curve-secret needs --authorized-keys DIR (the public keys allowed in)"
-        )
-    from busd.security.zap import CurveServer  # loads zmq.auth (and asyncio): only when needed
-
-    return CurveServer(secret, authorized, readonly)
-
-
-def _timeout_error(limit: float) -> Callable[[list[ClientInfo], AckReport], Exception]:
-    def build(silent: list[ClientInfo], partial: AckReport) -> Exception:
-        names = ", ".join(c.label() for c in silent)
-        return wire_error(
-            ErrorCode.TIMEOUT,
-            f"no ack within {limit}s from {names}",
-            {"silent": [c.id for c in silent], "acks": partial.as_dict()},
-        )
-
-    return build
-
-
-def _flag(body: dict[str, Any], key: str) -> bool:
-    value = body.get(key, False)
-    if not isinstance(value, bool):
-        raise wire_error(ErrorCode.BAD_ARGUMENTS, f"{key!r} must be true or false")
-    return value
-
-
-def _number(body: dict[str, Any], key: str) -> float | None:
-    value = body.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-        raise wire_error(ErrorCode.BAD_ARGUMENTS, f"{key!r} must be a number of seconds")
-    return float(value)
-
-
-def _broadcast_args(body: dict[str, Any]) -> tuple[str, list[Any], dict[str, Any]]:
-    channel, args, kwargs = body.get("channel"), body.get("args", []), body.get("kwargs", {})
-    if not isinstance(channel, str) or not channel:
-        raise wire_error(ErrorCode.BAD_ARGUMENTS, "broadcast needs a 'channel' string")
-    if channel in LIFECYCLE_CHANNELS or channel in ("log", "main"):
-        raise wire_error(
-            ErrorCode.BAD_ARGUMENTS, f"{channel!r} is not broadcast: use the command of that name"
-        )
-    if not isinstance(args, list) or not isinstance(kwargs, dict):
-        raise wire_error(ErrorCode.BAD_ARGUMENTS, "'args' is a list, 'kwargs' a map")
-    if not all(isinstance(k, str) for k in kwargs):
-        raise wire_error(ErrorCode.BAD_ARGUMENTS, "'kwargs' keys are strings")
-    return channel, args, kwargs
-
-
-__all__ = ["MasterBus", "pub_beside"]
+__all__ = ["MasterBus", "curve_server", "pub_beside", "refuse_if_running"]

@@ -44,10 +44,16 @@ MAX_REPORTED_WORKERS = 512
 class HostMaster(Protocol):
     """What the table needs from the MasterBus."""
 
-    quick_commands: dict[str, Any]
-    client_hooks: list[Any]
-    status_hooks: list[Any]
     relay_graceful: bool
+
+    def add_command(self, name: str, handler: Any, *, readonly: bool = False) -> None:
+        """Answer a command."""
+
+    def add_client_hook(self, hook: Any) -> None:
+        """Follow joins, leaves and losses."""
+
+    def add_status_hook(self, hook: Any) -> None:
+        """Add to the status map."""
 
     def subscribe(self, channel: str, callback: Any = None, priority: int | None = None) -> Any:
         """Add a listener."""
@@ -73,9 +79,9 @@ class HostTable:
 
     def install(self) -> None:
         """Answer reports, follow joined hosts' clients, add ``hosts`` to status."""
-        self.master.quick_commands["host_report"] = self._report
-        self.master.client_hooks.append(self._client_event)
-        self.master.status_hooks.append(self._status)
+        self.master.add_command("host_report", self._report, readonly=True)
+        self.master.add_client_hook(self._client_event)
+        self.master.add_status_hook(self._status)
         self.master.subscribe("graceful", self._graceful_hosts, priority=60)
 
     def _graceful_hosts(self) -> None:

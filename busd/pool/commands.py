@@ -31,13 +31,14 @@ class Reload:
 
 def install_commands(pool: Pool) -> None:
     """Add the pool's commands to its master."""
-    commands = pool.master.commands
-    commands["scale"] = lambda body: scale_command(pool, body)
-    commands["signal"] = lambda body: signal_command(pool, body)
-    commands["recycle"] = lambda body: recycle_command(pool, body)
+    master = pool.master
+    master.add_command("scale", lambda body: scale_command(pool, body))
+    master.add_command("signal", lambda body: signal_command(pool, body))
+    master.add_command("recycle", lambda body: recycle_command(pool, body))
     if pool.config.reload == "respawn":
-        graceful = commands["graceful"]
-        commands["graceful"] = lambda body: respawn_command(pool, graceful, body)
+        master.wrap_command(
+            "graceful", lambda graceful, body: respawn_command(pool, graceful, body)
+        )
 
 
 def respawn_command(

@@ -75,7 +75,7 @@ class LogDir:
 
     def install(self, master: MasterBus) -> None:
         """Add the ``reopen-logs`` command; watch the directory's free space."""
-        master.commands["reopen-logs"] = lambda body: self.reopen(master)
+        master.add_command("reopen-logs", lambda body: self.reopen(master))
         self.space = LogSpace(self.directory, self.console)
         self.space.install(master)
 

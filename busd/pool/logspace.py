@@ -67,7 +67,7 @@ class LogSpace:
     def install(self, master: MasterBus) -> None:
         """Start watching; ``status`` shows it; the watch ends with the master's exit."""
         self._master = master
-        master.status_hooks.append(lambda status: status.update(logs=asdict(self.state)))
+        master.add_status_hook(lambda status: status.update(logs=asdict(self.state)))
         master.subscribe("exit", self.close, priority=95)
         self._thread.start()
 

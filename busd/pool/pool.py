@@ -135,8 +135,8 @@ class Pool:
         if self.config.reload == "respawn":
             self.master.relay_graceful = False
             self.master.subscribe("graceful", self.respawn)
-        self.master.client_hooks.append(lambda event, client: self._wake())
-        self.master.hub.registry.state_hooks.append(lambda client: self._wake())
+        self.master.add_client_hook(lambda event, client: self._wake())
+        self.master.add_client_state_hook(lambda client: self._wake())
         install_commands(self)
         if self.config.reload != "respawn":
             self.master.subscribe(
@@ -149,7 +149,7 @@ class Pool:
                 lambda: self.hooks.emit_here("reload_end", {"mode": "inplace", "ok": True}),
                 priority=99,
             )
-        self.master.status_hooks.append(
+        self.master.add_status_hook(
             lambda status: status.update(workers=self.workers(), master=self.master_stats())
         )
         self._boot.prepare()
@@ -198,7 +198,7 @@ class Pool:
             self.budget.check(len(slots), len(self._live()), "respawn reload")
         self.hooks.emit_here("reload_begin", {"mode": "respawn", "workers": len(slots)})
         new = self._spawn(slots)
-        ready = self.master.hub.registry.wait_for(
+        ready = self.master.wait_for_clients(
             lambda clients: _all_started([w.pid for w in new if w], clients),
             self.config.startup_timeout,
         )
@@ -317,7 +317,7 @@ class Pool:
                         slot.worker = None
         for worker in workers:
             # Going because the pool said so: no ack wait should wait for it.
-            self.master.hub.registry.excuse_pid(worker.pid)
+            self.master.excuse_pid(worker.pid)
             self._kill(worker, signal.SIGTERM)
         self._wake()
 
@@ -325,7 +325,7 @@ class Pool:
         """SIGKILL a worker that overran a timeout, and say so."""
         worker.reason = ExitReason.TIMEOUT
         self.master.log(f"{worker.label} {why}: killing it (SIGKILL)", level=30)
-        self.master.hub.registry.excuse_pid(worker.pid)
+        self.master.excuse_pid(worker.pid)
         self._kill_tree(worker)
 
     def _kill_tree(self, worker: Worker) -> None:
@@ -421,7 +421,7 @@ class Pool:
             worker.reaped = True
             os.close(worker.pidfd)
         # Its client will not say goodbye now: no ack wait should wait for it.
-        client = self.master.hub.registry.remove_pid(worker.pid)
+        client = self.master.forget_pid(worker.pid)
         if client is not None:
             worker.up = worker.up or client.state == "STARTED"
             self.master.event("client_lost", {"pid": worker.pid, "worker": worker.slot})
@@ -543,7 +543,7 @@ class Pool:
 
     def _tick(self) -> None:
         now = time.monotonic()
-        clients = self.master.hub.registry.by_pid()
+        clients = self.master.clients_by_pid()
         hung: list[tuple[Worker, str]] = []
         with self._cond:
             due = [
@@ -717,7 +717,7 @@ class Pool:
 
     def workers(self) -> list[dict[str, Any]]:
         """Every slot's worker with its state and resource use (psutil)."""
-        clients = self.master.hub.registry.by_pid()
+        clients = self.master.clients_by_pid()
         rows = []
         with self._cond:
             slots = sorted(self._slots.values(), key=lambda s: s.index)

@@ -396,7 +396,7 @@ def test_a_frame_of_exactly_the_limit_reaches_the_decoder(master: MasterBus, raw
 
 
 def test_a_reply_too_large_to_send_becomes_too_large(master: MasterBus, raw: Raw) -> None:
-    master.quick_commands["huge"] = lambda body: "x" * wire.MAX_MESSAGE_SIZE
+    master.add_command("huge", lambda body: "x" * wire.MAX_MESSAGE_SIZE, readonly=True)
     dealer = raw.dealer()
 
     reply = exchange(dealer, wire.encode(wire.Kind.REQUEST, 3, {"cmd": "huge"}))

@@ -192,7 +192,7 @@ def test_a_subscriber_stopped_beyond_the_window_counts_its_loss_and_resyncs(
     not_got = (total - behind["n"]) + (total // 1000 - len(syncs))
     assert 0 <= missed - not_got <= 2, (behind["link"], behind["n"], len(syncs))
     # The state check lands right after the seq it was taken at: soon after.
-    assert master.hub.registry.wait_for(
+    assert master.wait_for_clients(
         lambda clients: any(c.pid == stopped.pid and c.state == "STOPPED" for c in clients), 30
     ), "the state was not resynchronised"
     lost = {c["pid"]: c["lost"] for c in master.status()["clients"]}

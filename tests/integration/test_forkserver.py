@@ -53,7 +53,7 @@ def test_two_threads_asking_at_once_get_their_own_workers(busd_dir: Path, busd_m
                 joined[client["pid"]] = client["name"]
                 everyone.notify_all()
 
-    master.client_hooks.append(on_client)
+    master.add_client_hook(on_client)
     server.env = _env_for(master, busd_dir)
     asked: dict[str, dict[int, str]] = {"a": {}, "b": {}}
     failures: list[str] = []

@@ -26,7 +26,7 @@ def test_a_failing_client_event_leaves_the_command_thread_serving(
         seen.append(event)
         raise RuntimeError(f"a hook that fails on {event}")
 
-    master.client_hooks.append(broken)
+    master.add_client_hook(broken)
     bus = client.connect(runtime_dir=busd_dir, timeout=10, mirror=True)
     try:
         with Control(default_endpoints(busd_dir).ctl, timeout=5) as ctl:
