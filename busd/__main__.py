@@ -17,7 +17,6 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -38,10 +37,11 @@ from busd.daemon.privileged import (
     switch_user,
     write_pidfile,
 )
+from busd.daemon.signals import SIGNAL_CHANNELS, MasterSignals, install_signals
 from busd.master.bus import MasterBus, refuse_if_running
 from busd.master.fdbudget import FdBudgetExceeded, raise_nofile
 from busd.master.hosts import HostTable
-from busd.plugins import Daemonizer, PIDFile, SdNotify, SignalHandler
+from busd.plugins import Daemonizer, PIDFile, SdNotify
 from busd.plugins.privileges import environment_for
 from busd.pool.exits import EX_BOOT
 from busd.pool.forkserver import ForkServer
@@ -67,8 +67,6 @@ log = logging.getLogger("busd.main")
 EX_OK, EX_RUNNING, EX_USAGE, EX_SOFTWARE = 0, 1, 2, 70
 #: What systemd tells busd, never a worker.
 SYSTEMD_ONLY = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
-#: The SignalHandler publishes each signal on a channel of its name: keep those local.
-SIGNAL_CHANNELS = ("SIGTERM", "SIGINT", "SIGHUP", "SIGUSR1", "SIGTTIN", "SIGTTOU")
 DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
 __all__ = ["build_parser", "main", "parse"]
 
@@ -230,10 +228,10 @@ def run_pool(
     end_on_thread_death(lambda: die_now(pool, runtime, listeners))
     if logs is not None:
         logs.install(master)
-    install_plugins(master, pool, opts, systemd)
+    signals = install_plugins(master, pool, opts, systemd)
     prepare_restart(master, by_address, forkserver)
     install_user_plugins(master, opts.plugin)
-    failed = serve(opts, master, pool, listeners, command)
+    failed = serve(opts, master, signals, listeners, command, pool)
     if failed is not None:
         return failed
     parts.close_pool()
@@ -329,9 +327,10 @@ def make_pool(
 def serve(
     opts: argparse.Namespace,
     master: MasterBus,
-    pool: Pool,
+    signals: MasterSignals,
     listeners: list[Any],
     command: list[str],
+    pool: Pool,
 ) -> int | None:
     """Start (or join), say so, block until the exit; EX_SOFTWARE if it could not start."""
     host = None
@@ -344,6 +343,7 @@ def serve(
         log.error("could not start: %s", exc)
         return EX_SOFTWARE
     log_summary(opts, master, listeners, command)
+    signals.wait_for_exit()  # the main thread: signals reach the command queue at once
     master.block()
     if host is not None:
         host.depart("this host's busd exits")
@@ -444,17 +444,14 @@ def take_systemd_env() -> dict[str, str]:
 
 def install_plugins(
     master: MasterBus, pool: Pool, opts: argparse.Namespace, systemd: dict[str, str] | None = None
-) -> None:
+) -> MasterSignals:
     """Signals and systemd notification (``systemd``: its variables)."""
     SdNotify(
         master,
         environ=systemd,
         wait_ready=lambda: wait_workers_started(master, pool, opts.startup_timeout),
     ).subscribe()
-    actions = signal_actions(master, pool, reopen_logs=bool(opts.log_dir))
-    handler = SignalHandler(master, handlers=actions)
-    handler.subscribe()
-    master.add_status_hook(lambda status: status.update(signals=handler.statistics()))
+    return install_signals(master, pool, reopen_logs=bool(opts.log_dir))
 
 
 def wait_workers_started(master: MasterBus, pool: Pool, timeout: float) -> bool:
@@ -472,37 +469,6 @@ def die_now(pool: Pool, runtime: Path, listeners: list[socket.socket]) -> NoRetu
         remove_sockets(runtime, listeners)
     finally:
         os._exit(EX_SOFTWARE)  # a process main may end the process; the library never does
-
-
-def signal_actions(
-    master: MasterBus, pool: Pool, reopen_logs: bool = False
-) -> dict[str | int, Callable[[], object] | None]:
-    """Each signal becomes a command in the master's queue, like busctl's.
-
-    SIGUSR1 reopens the log files with ``--log-dir`` (gunicorn's USR1), else
-    it is a graceful, as SIGHUP.
-    """
-    interrupts = [0]
-
-    def on_interrupt() -> None:
-        interrupts[0] += 1
-        if interrupts[0] == 1:
-            log.info("interrupted: exiting (interrupt again to force)")
-            master.submit("exit")
-            return
-        log.warning("interrupted twice: killing every worker now")
-        pool.kill_all()
-        remove_sockets(Path(master.runtime_dir), [])  # os._exit skips run()'s cleanup
-        os._exit(EX_SOFTWARE)  # a process main may end the process; the library never does
-
-    return {
-        "SIGTERM": lambda: master.submit("exit"),
-        "SIGINT": on_interrupt,
-        "SIGHUP": lambda: master.submit("graceful"),
-        "SIGUSR1": lambda: master.submit("reopen-logs" if reopen_logs else "graceful"),
-        "SIGTTIN": lambda: master.submit("scale", n="+1"),
-        "SIGTTOU": lambda: master.submit("scale", n="-1"),
-    }
 
 
 if __name__ == "__main__":

@@ -307,6 +307,13 @@ class MasterBus(Bus):
         self._commands.put(call)
         return call.future
 
+    def run_command(self, cmd: str, **args: Any) -> Any:
+        """Run command ``cmd`` (as busctl would send it) on the command thread; its result.
+
+        From the command thread (a queued call, a listener) it runs at once.
+        """
+        return self._on_commands(self._execute, {"cmd": cmd, **args})
+
     def call_soon(self, func: Callable[[], object]) -> None:
         """Queue ``func`` for the command thread, after what is queued; do not wait."""
         self._commands.put(LocalCall(func, ()))
