@@ -321,3 +321,91 @@ def test_the_rules_catch_violations() -> None:
     assert forbidden_imports("busd/master/bus.py", "from busd.__main__ import main\n") == [
         "busd/master/bus.py:1: imports busd.__main__",
     ]
+
+
+# -- size and circles ----------------------------------------------------------
+
+#: No module of busd is longer than this (after ``ruff format``): split along a seam.
+MAX_LINES = 500
+
+
+def test_no_module_is_over_the_line_limit() -> None:
+    sizes = {
+        path: len((REPO_ROOT / path).read_text(encoding="utf-8").splitlines())
+        for path in python_files()
+    }
+    assert len(sizes) > 50
+    over = sorted(f"{path}: {n} lines" for path, n in sizes.items() if n > MAX_LINES)
+    assert over == [], f"modules over {MAX_LINES} lines:\n" + "\n".join(over)
+
+
+def import_graph(files: list[str], sources: dict[str, str] | None = None) -> dict[str, set[str]]:
+    """Module -> the busd modules it imports, at any depth, type-only ones included."""
+    graph: dict[str, set[str]] = {}
+    for path in files:
+        found = (
+            imports_of(path) if sources is None else list(imports_in_source(sources[path], path))
+        )
+        graph[module_name(path)] = {
+            imp.module for imp in found if imp.module.split(".")[0] == "busd"
+        }
+    return graph
+
+
+def circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The import circles of ``graph``: its strongly connected parts of two or more
+    modules (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for succ in sorted(graph.get(node, ())):
+            if succ not in graph:
+                continue
+            if succ not in index:
+                visit(succ)
+                low[node] = min(low[node], low[succ])
+            elif succ in on_stack:
+                low[node] = min(low[node], index[succ])
+        if low[node] == index[node]:
+            part = []
+            while True:
+                top = stack.pop()
+                on_stack.discard(top)
+                part.append(top)
+                if top == node:
+                    break
+            if len(part) > 1:
+                found.append(sorted(part))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return sorted(found)
+
+
+def test_there_is_no_import_circle() -> None:
+    graph = import_graph(python_files())
+    assert "busd.master.bus" in graph
+    assert circles(graph) == []
+
+
+def test_the_circle_finder_finds_type_only_and_local_circles() -> None:
+    sources = {
+        "busd/pool/pool.py": (
+            "from typing import TYPE_CHECKING\n"
+            "if TYPE_CHECKING:\n"
+            "    from busd.pool.slots import Slot\n"
+        ),
+        "busd/pool/slots.py": "def f():\n    from busd.pool import commands\n",
+        "busd/pool/commands.py": "import busd.pool.pool\n",
+        "busd/pool/spawn.py": "import busd.pool.pool\n",
+    }
+    graph = import_graph(list(sources), sources)
+    assert circles(graph) == [["busd.pool.commands", "busd.pool.pool", "busd.pool.slots"]]
