@@ -22,6 +22,7 @@ lock together with the hand-off to the hub, so seq order is send order.
 
 from __future__ import annotations
 
+import contextvars
 import os
 import queue
 import socket
@@ -82,6 +83,11 @@ class Shutdown:
 
 
 Command = LocalCall | Request | ClientChange | StatusWanted | Shutdown
+
+
+#: True in the context of the command thread: a call made there is inside a command
+#: (a listener, a hook, a queued call) and runs inline instead of queueing behind itself.
+_IN_COMMAND: contextvars.ContextVar[bool] = contextvars.ContextVar("busd_in_command", default=False)
 
 
 class MasterBus(Bus):
@@ -321,17 +327,18 @@ class MasterBus(Bus):
     def _on_commands(self, func: Callable[..., Any], *args: Any) -> Any:
         """Run ``func`` on the command thread and return its result.
 
-        A listener (already on the command thread) calling a lifecycle method
-        runs it inline, as wspbus does: queueing it and waiting would wait
-        for itself.  That re-entrancy is the one place the thread is asked.
+        A listener (inside a command already) calling a lifecycle method runs
+        it inline, as wspbus does: queueing it and waiting would wait for
+        itself.  ``_IN_COMMAND``, true in the command thread's context, says so.
         """
-        if threading.get_ident() == self._command_thread.ident or self._closed.is_set():
+        if _IN_COMMAND.get() or self._closed.is_set():
             return func(*args)
         call = LocalCall(func, args)
         self._commands.put(call)
         return call.future.result()
 
     def _run_commands(self) -> None:
+        _IN_COMMAND.set(True)  # this thread's context: everything it runs is inside a command
         while True:
             item = self._commands.get()
             if type(item) is Shutdown:
@@ -451,7 +458,7 @@ class MasterBus(Bus):
         try:
             return self._on_commands(self._exit, wait, timeout)  # type: ignore[no-any-return]
         finally:  # failed exit listeners too: EXITING was sent, the exit goes on
-            if self._state is State.EXITING and threading.get_ident() != self._command_thread.ident:
+            if self._state is State.EXITING and not _IN_COMMAND.get():
                 self._finished.wait(CLOSE_FLUSH + self.drain_timeout + 3.0)
 
     def graceful(self, wait: bool = False, timeout: float | None = None) -> AckReport | None:  # type: ignore[override]
@@ -601,7 +608,7 @@ class MasterBus(Bus):
             except ChannelFailures:
                 self.log("errors while exiting on close", level=40, traceback=True)
         self._commands.put(Shutdown())
-        if threading.get_ident() != self._command_thread.ident:
+        if not _IN_COMMAND.get():
             self._command_thread.join(self.shutdown_timeout if timeout is None else timeout)
             if self._closed.is_set():  # the exit is over; the hub may still be serving
                 self._finished.wait(CLOSE_FLUSH + self.drain_timeout + 3.0)
