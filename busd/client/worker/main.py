@@ -18,7 +18,6 @@ import os
 import select
 import signal
 import sys
-import threading
 import traceback
 from collections.abc import Callable
 from types import FrameType
@@ -182,7 +181,6 @@ def _serve(target: str | Callable[[ClientBus], Any]) -> int:
         if not report_boot_failure("worker could not start"):
             log.exception("worker could not start: %s", exc)
         return 70
-    assert threading.current_thread() is threading.main_thread()
     install_signals(bus)
     follow_log_file(bus)
     try:
