@@ -35,15 +35,26 @@ import sys
 import threading
 import weakref
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from types import FrameType
 from typing import Any, TypeAlias
 
 from busd.core.bus import Bus
+from busd.core.stats import Stats
 
 __all__ = ["SignalHandler"]
 
 _Handler: TypeAlias = "Callable[[int, FrameType | None], Any] | int | _signal.Handlers | None"
 _Action: TypeAlias = "Callable[[], object]"
+
+
+@dataclass(frozen=True, eq=False)
+class SignalHandlerStats(Stats):
+    """The handled signals, how often each was caught, and whether the thread runs."""
+
+    handled: list[str]
+    caught: dict[str, int]
+    dispatcher_alive: bool
 
 
 class _Dispatcher(threading.Thread):
@@ -301,13 +312,13 @@ class SignalHandler:
             return self.daemonized
         return os.getppid() == 1 and not _stdin_is_tty()
 
-    def statistics(self) -> dict[str, Any]:
+    def statistics(self) -> SignalHandlerStats:
         """The handled signals, how often each was caught, and the thread's state."""
-        return {
-            "handled": sorted(self.signals[signum] for signum in self._previous),
-            "caught": dict(self._caught),
-            "dispatcher_alive": self._thread is not None and self._thread.is_alive(),
-        }
+        return SignalHandlerStats(
+            handled=sorted(self.signals[signum] for signum in self._previous),
+            caught=dict(self._caught),
+            dispatcher_alive=self._thread is not None and self._thread.is_alive(),
+        )
 
     def __repr__(self) -> str:
         return f"<SignalHandler on {self.bus!r}>"
