@@ -20,6 +20,11 @@ arrives meanwhile is held, so listeners subscribed after ``connect()`` see
 the start of a master that was already STARTED.  A process that began to
 leave (BYE said, or its exit begun) follows the master no more.  In
 ``block()``, SIGINT and SIGTERM make this process alone leave.
+
+This module is what callers use: joining (``connect()``), the commands
+forwarded to the master, leaving and closing.  What the dispatcher thread
+runs is :class:`busd.client.dispatch.DispatchingBus`, the base of
+:class:`ClientBus`; the signal handlers are :mod:`busd.client.signals`.
 """
 
 from __future__ import annotations
@@ -32,12 +37,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from busd.client.dispatch import ACK_RESULT_LIMIT, DispatchingBus
+from busd.client.dispatch import DispatchingBus
 from busd.client.inbox import Signalled, Stop
 from busd.client.link.liveness import master_timeout_from_env
 from busd.client.link.messages import LinkStats
 from busd.client.link.thread import Link
-from busd.client.signals import LEAVE_SIGNALS, restore_signals, take_leave_signals
+from busd.client.signals import restore_signals, take_leave_signals
 from busd.core.auth import ClientKeys, client_keys, is_tcp
 from busd.core.bus import State
 from busd.core.endpoints import Endpoints, client_endpoints, pub_beside
@@ -67,7 +72,7 @@ class ClientBus(DispatchingBus):
     default) or ``"wait"`` (stay, and join the next master incarnation).
     ``master_timeout`` is how long a silent master is waited for before it
     is declared lost (default ``BUSD_MASTER_TIMEOUT``, else 30 s;
-    :data:`busd.client.link.thread.FOLLOW_HEARTBEAT` means the master's heartbeat x
+    :data:`busd.client.link.liveness.FOLLOW_HEARTBEAT` means the master's heartbeat x
     liveness); a master on this host whose process ends is noticed at once.
     """
 
@@ -379,4 +384,4 @@ def connect(
     return bus.connect(mirror=mirror, timeout=timeout)
 
 
-__all__ = ["ACK_RESULT_LIMIT", "LEAVE_SIGNALS", "ClientBus", "ClientStats", "connect"]
+__all__ = ["ClientBus", "ClientStats", "connect"]

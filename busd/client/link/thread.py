@@ -56,7 +56,6 @@ from busd.client.link.liveness import (
     FOLLOW_HEARTBEAT,
     PONG_SLACK,
     MasterWatch,
-    master_timeout_from_env,
 )
 from busd.client.link.messages import (
     HELLO_ID,
@@ -72,7 +71,7 @@ from busd.client.link.messages import (
 )
 from busd.client.link.pending import Pending
 from busd.client.link.stream import REPAIR_RETRY, Stream
-from busd.client.link.streamtypes import StreamState, Synced
+from busd.client.link.streamtypes import StreamState
 from busd.core.auth import ClientKeys, HandshakeWatch, secure_client, watch_handshakes
 from busd.core.control import reply_result, request_frame
 from busd.core.endpoints import CTL_HWM, PUB_HWM, Endpoints, Outbox, configure
@@ -97,17 +96,7 @@ COMPLAINT_INTERVAL = 10.0
 DRAIN_LIMIT = 1000
 
 
-__all__ = [
-    "FOLLOW_HEARTBEAT",
-    "Bye",
-    "Close",
-    "Gone",
-    "Link",
-    "LinkMessage",
-    "Send",
-    "Synced",
-    "master_timeout_from_env",
-]
+__all__ = ["Link"]
 
 
 class Link:
