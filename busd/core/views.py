@@ -72,10 +72,15 @@ _VIEWS: dict[int, type[Broadcast]] = {
 }
 
 
+_NEW = tuple.__new__
+
+
 def decode_view(data: bytes) -> Broadcast:
     """Decode and check one PUB frame; raises ProtocolError as ``decode_broadcast`` does."""
     obj = decode_broadcast(data)
-    return _VIEWS[obj[1]]._make(obj[2:])
+    # The client's hot path: decode_broadcast checked the kind and the arity, so the
+    # view is built as _make would, without its classmethod call and length check.
+    return _NEW(_VIEWS[obj[1]], obj[2:])
 
 
 __all__ = [
