@@ -20,48 +20,59 @@ arrives meanwhile is held, so listeners subscribed after ``connect()`` see
 the start of a master that was already STARTED.  A process that began to
 leave (BYE said, or its exit begun) follows the master no more.  In
 ``block()``, SIGINT and SIGTERM make this process alone leave.
+
+This module is what callers use: joining (``connect()``), the commands
+forwarded to the master, leaving and closing.  What the dispatcher thread
+runs is :class:`busd.client.dispatch.DispatchingBus`, the base of
+:class:`ClientBus`; the signal handlers are :mod:`busd.client.signals`.
 """
 
 from __future__ import annotations
 
-import logging
 import os
-import signal
-import threading
 import time
 from collections.abc import Iterable
 from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from busd.client.inbox import Inbox, Signalled, Stop
-from busd.client.link.thread import Gone, Link, Synced, master_timeout_from_env
+from busd.client.dispatch import DispatchingBus
+from busd.client.inbox import Signalled, Stop
+from busd.client.link.liveness import master_timeout_from_env
+from busd.client.link.messages import LinkStats
+from busd.client.link.thread import Link
+from busd.client.signals import restore_signals, take_leave_signals
 from busd.core.auth import ClientKeys, client_keys, is_tcp
-from busd.core.bus import Bus, State
+from busd.core.bus import State
 from busd.core.endpoints import Endpoints, client_endpoints, pub_beside
-from busd.core.errors import BusError, ChannelFailures, KeyRefused, MasterLost, NoMaster
-from busd.core.wire import Kind, describe, encode
-
-log = logging.getLogger(__name__)
+from busd.core.errors import BusError, KeyRefused, MasterLost, NoMaster
+from busd.core.stats import Stats
 
 DEFAULT_TIMEOUT = 10.0
-PUBLISH, STATE, EVENT = int(Kind.PUBLISH), int(Kind.STATE), int(Kind.EVENT)
-#: Characters of a listener result's repr sent when the result itself cannot be.
-ACK_RESULT_LIMIT = 4096
 
 
-#: The signals ``block()`` takes over, each with the handler it must find there.
-LEAVE_SIGNALS = ((signal.SIGINT, signal.default_int_handler), (signal.SIGTERM, signal.SIG_DFL))
+@dataclass(frozen=True, eq=False)
+class ClientStats(Stats):
+    """A ClientBus's counters: its state and listeners, its link, its dispatcher's queue."""
+
+    state: str
+    #: Listeners per channel.
+    listeners: dict[str, int]
+    link: LinkStats
+    #: Items waiting for the dispatcher, and the most that ever waited at once.
+    queued: int
+    queued_peak: int
 
 
-class ClientBus(Bus):
+class ClientBus(DispatchingBus):
     """A Bus mirroring a master; see the module docstring.
 
     ``on_master_lost`` is ``"exit"`` (run the exit listeners and end, the
     default) or ``"wait"`` (stay, and join the next master incarnation).
     ``master_timeout`` is how long a silent master is waited for before it
     is declared lost (default ``BUSD_MASTER_TIMEOUT``, else 30 s;
-    :data:`busd.client.link.thread.FOLLOW_HEARTBEAT` means the master's heartbeat x
+    :data:`busd.client.link.liveness.FOLLOW_HEARTBEAT` means the master's heartbeat x
     liveness); a master on this host whose process ends is noticed at once.
     """
 
@@ -78,21 +89,10 @@ class ClientBus(Bus):
         master_timeout: float | None = None,
         curve: ClientKeys | None = None,
     ) -> None:
-        if on_master_lost not in ("exit", "wait"):
-            raise ValueError("on_master_lost is 'exit' or 'wait'")
-        super().__init__()
+        super().__init__(on_master_lost)
         self.endpoints = endpoints
         self.timeout = timeout
         self.shutdown_timeout = shutdown_timeout
-        self.on_master_lost = on_master_lost
-        self._inbox = Inbox()
-        self._synced = threading.Event()
-        #: Set by the dispatcher once it has seen the master's snapshot.
-        self._heard = threading.Event()
-        self._master_state: State | None = None
-        #: The signal that made this process leave (see leave_on_signal), or None.
-        self.signalled: int | None = None
-        self._left = False
         self.link = Link(
             endpoints,
             self._inbox.put,
@@ -101,9 +101,6 @@ class ClientBus(Bus):
             local_state=lambda: self._state.name,
             master_timeout=master_timeout_from_env() if master_timeout is None else master_timeout,
             curve=curve,
-        )
-        self._dispatcher = threading.Thread(
-            target=self._dispatch, name="busd-dispatch", daemon=True
         )
 
     # -- joining -------------------------------------------------------------
@@ -172,156 +169,6 @@ class ClientBus(Bus):
         self.signalled = signum
         self._inbox.put([Signalled(signum, master_alive)])
 
-    # -- the dispatcher thread --------------------------------------------------
-
-    def _dispatch(self) -> None:
-        items = self._inbox.hold_until_mirrored(self._observe)
-        while items is not None:
-            for item in items:
-                if type(item) is Stop:
-                    return
-                try:
-                    self._apply(item)
-                except Exception:
-                    log.exception("error applying %r from the master", item)
-                if self._state is State.EXITING:
-                    self._finish()
-                    return
-            items = self._inbox.take()
-
-    def _observe(self, item: Any) -> None:
-        if type(item) is list:
-            if item[1] == STATE:
-                self._master_state = State[item[4]]
-        elif type(item) is Synced:
-            if item.state is not None:
-                self._master_state = State[item.state]
-            self._heard.set()
-
-    def _apply(self, item: Any) -> None:
-        if type(item) is list:
-            self._apply_broadcast(item)
-        elif type(item) is Synced:
-            self._observe(item)
-            if item.missed:
-                self.log(
-                    f"missed {item.missed} message(s) from the master; state checked", level=30
-                )
-            state = item.state
-            if state is not None:
-                self._run(lambda: self._mirror_state(state))
-            self._synced.set()
-        elif type(item) is Gone and self.on_master_lost == "exit":
-            self.log(f"Master lost ({item.reason}): exiting", level=30)
-            self._run(self._exit_here)
-        elif type(item) is Signalled:
-            self._leave_signalled(item)
-
-    def _leave_signalled(self, item: Signalled) -> None:
-        name = signal.Signals(item.signum).name
-        self.log(f"{name}: this process leaves the bus; the master and the others carry on")
-        if item.master_alive:
-            self._say_bye(name)
-        else:
-            self._left = True
-        self._run(self._exit_here)
-
-    def _exit_here(self) -> None:
-        """Exit this process's bus: stop listeners only if it started (or is starting)."""
-        self._do_exit(stop=self._state is not State.STOPPED)
-
-    def _apply_broadcast(self, msg: list[Any]) -> None:
-        """A relayed message: ``[version, kind, epoch, seq, ...]`` (see busd.core.wire)."""
-        kind, seq = msg[1], msg[3]
-        if kind == PUBLISH:
-            channel, args, kwargs, ack = msg[4], msg[5], msg[6], msg[7]
-            if not ack and channel != "graceful":
-                # The hot path: no ack, so failures are only logged (by publish).
-                try:  # noqa: SIM105 - contextlib.suppress costs more on this path
-                    Bus.publish(self, channel, *args, **kwargs)
-                except ChannelFailures:
-                    pass
-                return
-            outcome = self._run(lambda: self._publish_relayed(channel, args, kwargs))
-            if ack:
-                self._ack(seq, outcome)
-        elif kind == STATE:
-            state = msg[4]
-            self._master_state = State[state]
-            self._ack(seq, self._run(lambda: self._mirror_state(state)))
-        elif kind == EVENT:
-            Bus.publish(self, "busd.event", msg[4], msg[5])
-
-    def _run(self, func: Any) -> tuple[bool, Any, list[dict[str, str]]]:
-        try:
-            result = func()
-        except ChannelFailures as exc:
-            return False, None, [describe(e) for e in exc.get_instances()]
-        except Exception as exc:  # reported in the ack, and logged
-            log.exception("error mirroring the master")
-            return False, None, [describe(exc)]
-        return True, result, []
-
-    def _mirror_state(self, name: str) -> None:
-        """Bring the local state to the master's ``name``, running listeners.
-
-        A worker's stop listeners run once per stop of the master: an exit
-        that follows a stop (the master then runs its own stop listeners
-        again, as wspbus does) goes from STOPPED straight to EXITING here.
-        A process that is leaving follows the master no more, except to
-        EXITING: a start now would revive it in the middle of its own stop
-        or exit (its stop runs in another thread).
-        """
-        target = State[name]
-        local = self._state
-        if target is State.EXITING:
-            self._do_exit(stop=local is not State.STOPPED)
-        elif self._left or self._exit_owner is not None:
-            return
-        elif target is State.STARTED and local is State.STOPPED:
-            self._do_start()
-        elif target in (State.STOPPING, State.STOPPED) and local in (State.STARTING, State.STARTED):
-            self._do_stop()
-
-    def _publish_relayed(self, channel: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
-        if channel == "graceful":
-            self._do_graceful()
-            return None
-        return Bus.publish(self, channel, *args, **kwargs)
-
-    def _state_changed(self, old: State, new: State) -> None:
-        if self._left:  # after BYE the master no longer knows us: it would reject this
-            return
-        # Tell the master at once, so it need not wait for the next heartbeat.
-        self.link.send(
-            Kind.PONG, {"epoch": self.link.epoch, "seq": self.link.seq, "state": new.name}
-        )
-
-    def _ack(self, seq: int, outcome: tuple[bool, Any, list[dict[str, str]]]) -> None:
-        ok, result, errors = outcome
-        body = {"epoch": self.link.epoch, "seq": seq, "ok": ok, "result": result, "errors": errors}
-        try:
-            frame = encode(Kind.ACK, 0, body)
-        except BusError:
-            # Not msgpack data, or too large: the ack must still go out.
-            body["result"] = repr(result)[:ACK_RESULT_LIMIT]
-            frame = encode(Kind.ACK, 0, body)
-        self.link.send_frame(frame)
-
-    def _abort_start(self) -> None:
-        # A failed local start ends this process's bus, not everyone's.
-        super()._abort_start()
-        self._say_bye("start failed")
-
-    def _finish(self) -> None:
-        self._say_bye("exited")
-        self.link.close()
-
-    def _say_bye(self, reason: str) -> None:
-        if not self._left and not self.link.lost.is_set():
-            self._left = True
-            self.link.send(Kind.BYE, {"reason": reason})
-
     # -- forwarded to the master ---------------------------------------------------
 
     def request(
@@ -340,7 +187,7 @@ class ClientBus(Bus):
         """
         args = {**(body or {}), **args}
         limit = self.timeout if timeout is None else timeout
-        if args.get("wait") and threading.current_thread() is self._dispatcher:
+        if args.get("wait") and self._in_dispatcher():
             raise BusError(
                 "a listener cannot wait for every client's ack: "
                 "its own ack would come only after it returns"
@@ -438,24 +285,12 @@ class ClientBus(Bus):
         process alone leaves and ``block()`` returns normally.
         """
         self.mirror()
-        saved = self._take_signals()
+        saved = take_leave_signals(self.leave_on_signal)
         try:
             super().block(interval, timeout)
         finally:
-            for signum, handler in saved.items():
-                signal.signal(signum, handler)
+            restore_signals(saved)
             self.close()
-
-    def _take_signals(self) -> dict[int, Any]:
-        """Install the leave handler where Python's defaults are; return what it replaced."""
-        if threading.current_thread() is not threading.main_thread():
-            return {}
-        saved: dict[int, Any] = {}
-        for signum, default in LEAVE_SIGNALS:
-            if signal.getsignal(signum) == default:
-                saved[signum] = default
-                signal.signal(signum, lambda signum, _frame: self.leave_on_signal(signum))
-        return saved
 
     def _clean_exit(self) -> None:
         if self._state is not State.EXITING:
@@ -471,19 +306,22 @@ class ClientBus(Bus):
         ``linger`` for queued messages to reach the master.  A bus that never
         mirrored ends without running anything it held.
         """
-        if threading.current_thread() is not self._dispatcher:
+        if not self._in_dispatcher():  # the dispatcher itself cannot wait for its own end
             self._inbox.put([Stop()])
             if self._dispatcher.is_alive():
                 self._dispatcher.join(self.shutdown_timeout if timeout is None else timeout)
         self.link.close(linger)
 
-    def statistics(self) -> dict[str, Any]:
+    def statistics(self) -> ClientStats:  # type: ignore[override]
         """The bus's and the link's counters."""
-        stats = super().statistics()
-        stats["link"] = self.link.statistics()
-        stats["queued"] = len(self._inbox)
-        stats["queued_peak"] = self._inbox.peak
-        return stats
+        bus = super().statistics()
+        return ClientStats(
+            state=bus["state"],
+            listeners=bus["listeners"],
+            link=self.link.statistics(),
+            queued=len(self._inbox),
+            queued_peak=self._inbox.peak,
+        )
 
     def __enter__(self) -> ClientBus:
         return self
@@ -546,4 +384,4 @@ def connect(
     return bus.connect(mirror=mirror, timeout=timeout)
 
 
-__all__ = ["ClientBus", "connect"]
+__all__ = ["ClientBus", "ClientStats", "connect"]

@@ -2,9 +2,14 @@
 
 ::
 
-    busd-link --put([msg...] | Synced | Gone)--+
-    signal handler --put(Signalled)------------+--> Inbox (deque + condition; no bound,
-    mirror() --put(Mirror), close() --put(Stop)-+    peak counted) --take()--> busd-dispatch
+    busd-link --put([view...] | Synced | Gone)--+
+    signal handler --put(Signalled)-------------+--> Inbox (deque + condition; no bound,
+    mirror() --put(Mirror), close() --put(Stop)--+    peak counted) --take()--> busd-dispatch
+
+Every item is an :data:`InboxItem`: a relayed message (a
+:mod:`busd.core.views` view), a snapshot to mirror (``Synced``), the master
+lost (``Gone``), or one of the markers below; the dispatcher dispatches on
+its type.
 
 Nothing is ever refused: the link thread must never wait for listeners.
 Until the bus mirrors, the dispatcher holds what it takes (see
@@ -18,13 +23,16 @@ import collections
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+
+from busd.client.link.messages import Delivered
 
 
+@dataclass(frozen=True)
 class Stop:
     """The dispatcher ends (after everything queued before it)."""
 
 
+@dataclass(frozen=True)
 class Mirror:
     """The dispatcher applies what it held, and from then on what arrives."""
 
@@ -37,11 +45,15 @@ class Signalled:
     master_alive: bool = True
 
 
+#: What the dispatcher takes: what the link delivered, or a marker.
+InboxItem = Delivered | Signalled | Mirror | Stop
+
+
 class Inbox:
     """An unbounded queue with one consumer, the dispatcher thread."""
 
     def __init__(self) -> None:
-        self._items: collections.deque[Any] = collections.deque()
+        self._items: collections.deque[InboxItem] = collections.deque()
         self._cond = threading.Condition()
         self._mirror_asked = False
         #: The most items ever waiting at once.
@@ -50,7 +62,7 @@ class Inbox:
     def __len__(self) -> int:
         return len(self._items)
 
-    def put(self, items: Sequence[Any]) -> None:
+    def put(self, items: Sequence[InboxItem]) -> None:
         """Queue items, in order (any thread, a signal handler included; never refused)."""
         with self._cond:
             self._items.extend(items)
@@ -66,35 +78,39 @@ class Inbox:
             self._items.append(Mirror())
             self._cond.notify()
 
-    def take(self) -> list[Any]:
-        """Everything queued, waiting for at least one item (the dispatcher only)."""
+    def take(self, timeout: float) -> list[InboxItem]:
+        """Everything queued, waiting at most ``timeout`` s for one item (the dispatcher only).
+
+        Empty if nothing came meanwhile.
+        """
         with self._cond:
-            while not self._items:
-                self._cond.wait()
+            if not self._items:
+                self._cond.wait(timeout)
             items = list(self._items)
             self._items.clear()
         return items
 
-    def hold_until_mirrored(self, observe: Callable[[Any], None]) -> list[Any] | None:
+    def hold_until_mirrored(
+        self, observe: Callable[[InboxItem], None], wait: float
+    ) -> list[InboxItem] | None:
         """Take and hold items (each shown to ``observe``) until the Mirror marker.
 
         Returns what to apply first: everything held, or only a Signalled
         (a process told to go before it mirrored starts nothing); None when
         a Stop came first (the bus closed without mirroring).
         """
-        held: list[Any] = []
+        held: list[InboxItem] = []
         while True:
-            items = self.take()
+            items = self.take(wait)  # nothing yet: wait again
             for i, item in enumerate(items):
-                kind = type(item)
-                if kind is Stop:
+                if type(item) is Stop:
                     return None
-                if kind is Signalled:
+                if type(item) is Signalled:
                     return [item]
-                if kind is Mirror:
+                if type(item) is Mirror:
                     return held + items[i + 1 :]
                 observe(item)
                 held.append(item)
 
 
-__all__ = ["Inbox", "Mirror", "Signalled", "Stop"]
+__all__ = ["Inbox", "InboxItem", "Mirror", "Signalled", "Stop"]

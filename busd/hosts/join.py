@@ -49,12 +49,15 @@ from pathlib import Path
 from typing import Any
 
 from busd.client.bus import ClientBus
-from busd.client.link.thread import FOLLOW_HEARTBEAT, Gone, Synced
+from busd.client.inbox import InboxItem
+from busd.client.link.liveness import FOLLOW_HEARTBEAT
+from busd.client.link.messages import Gone
+from busd.client.link.streamtypes import Synced
 from busd.core.auth import ClientKeys
 from busd.core.control import Control
 from busd.core.endpoints import Endpoints, pub_beside
 from busd.core.errors import BusError, ChannelFailures
-from busd.core.wire import Kind
+from busd.core.views import PublishMsg
 from busd.master.bus import MasterBus
 from busd.master.hosts import HOST_GRACEFUL, HOST_ROLE
 from busd.pool.pool import Pool
@@ -65,7 +68,6 @@ log = logging.getLogger(__name__)
 REPORT_INTERVAL = 0.5
 #: A report is sent at least every this many intervals, changed or not.
 REPORT_EVERY = 20
-PUBLISH = int(Kind.PUBLISH)
 #: In the local runtime dir: where an exiting joined busd had got to.
 RESUME_FILE = "joined.resume"
 
@@ -124,7 +126,7 @@ class HostBus(ClientBus):
 
     # -- the dispatcher thread ----------------------------------------------------
 
-    def _apply(self, item: Any) -> None:
+    def _apply(self, item: InboxItem) -> None:
         if type(item) is Gone and self.on_master_lost == "wait":
             log.warning(
                 "master lost (%s): stopping the local pool until it is back "
@@ -177,11 +179,8 @@ class HostBus(ClientBus):
             epoch,
         )
 
-    def _apply_broadcast(self, msg: list[Any]) -> None:
-        if msg[1] != PUBLISH:
-            super()._apply_broadcast(msg)
-            return
-        seq, channel, args, kwargs, ack = msg[3], msg[4], msg[5], msg[6], msg[7]
+    def _apply_publish(self, msg: PublishMsg) -> None:
+        seq, channel, args, kwargs, ack = msg.seq, msg.channel, msg.args, msg.kwargs, msg.ack
         if channel in ("graceful", HOST_GRACEFUL):
             self._ack(seq, self._run(self._graceful_here))
         elif ack:

@@ -16,6 +16,8 @@ from typing import Any
 import msgpack
 import zmq
 
+from busd.core.stats import Stats
+
 ENV = "BUSD_PROBE"
 
 
@@ -32,7 +34,9 @@ class Probe:
 
     def report(self, event: str, **data: Any) -> None:
         """Send one report."""
-        frame = msgpack.packb({"event": event, "pid": os.getpid(), **data}, use_bin_type=True)
+        frame = msgpack.packb(
+            {"event": event, "pid": os.getpid(), **data}, use_bin_type=True, default=_plain
+        )
         with self._lock:
             self._sock.send(frame)
 
@@ -47,3 +51,10 @@ class Probe:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _plain(value: Any) -> Any:
+    """A statistics snapshot (busd.core.stats.Stats) travels as the map it reads as."""
+    if isinstance(value, Stats):
+        return value.as_dict()
+    raise TypeError(f"cannot serialize {type(value).__name__!r} object")

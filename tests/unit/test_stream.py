@@ -25,10 +25,8 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from busd.client.link.stream import (
-    BUSY_RETRY,
-    REPAIR_RETRY,
-    TRANSITIONS,
+from busd.client.link.stream import BUSY_RETRY, REPAIR_RETRY, TRANSITIONS, Stream
+from busd.client.link.streamtypes import (
     Action,
     AskReplay,
     AskStateCheck,
@@ -41,31 +39,36 @@ from busd.client.link.stream import (
     ReplayFailed,
     ReplayPart,
     SendHello,
-    Stream,
     StreamState,
     Synced,
 )
-from busd.core.wire import CLOSING_EVENT, Kind
+from busd.core.views import Broadcast, decode_view
+from busd.core.wire import CLOSING_EVENT, Kind, encode
 
 S = StreamState
 E1, E2 = 104705332197348, 7
 EXAMPLES = int(os.environ.get("BUSD_MODEL_EXAMPLES", "100"))
 
 
-def pub(epoch: int, seq: int) -> list[Any]:
-    return [1, int(Kind.PUBLISH), epoch, seq, "ch", [seq], {}, False]
+def frame(kind: Kind, *items: Any) -> Broadcast:
+    """A message as the link hands it to the stream: encoded, then decoded."""
+    return decode_view(encode(kind, *items))
 
 
-def state(epoch: int, seq: int, name: str = "STARTED") -> list[Any]:
-    return [1, int(Kind.STATE), epoch, seq, name]
+def pub(epoch: int, seq: int) -> Broadcast:
+    return frame(Kind.PUBLISH, epoch, seq, "ch", [seq], {}, False)
 
 
-def beat(epoch: int, seq: int) -> list[Any]:
-    return [1, int(Kind.HEARTBEAT), epoch, seq, "STARTED", 1.0]
+def state(epoch: int, seq: int, name: str = "STARTED") -> Broadcast:
+    return frame(Kind.STATE, epoch, seq, name)
 
 
-def closing(epoch: int, seq: int) -> list[Any]:
-    return [1, int(Kind.EVENT), epoch, seq, CLOSING_EVENT, {"reason": "exit", "drain": 1.0}]
+def beat(epoch: int, seq: int) -> Broadcast:
+    return frame(Kind.HEARTBEAT, epoch, seq, "STARTED", 1.0)
+
+
+def closing(epoch: int, seq: int) -> Broadcast:
+    return frame(Kind.EVENT, epoch, seq, CLOSING_EVENT, {"reason": "exit", "drain": 1.0})
 
 
 def new_stream(wait: bool = False) -> Stream:
@@ -82,7 +85,7 @@ def joined(seq: int = 0, epoch: int = E1, wait: bool = False) -> Stream:
 
 def seqs(actions: list[Action]) -> list[int]:
     """The seqs delivered, in order."""
-    return [m[3] for a in actions if type(a) is Deliver for m in a.items]
+    return [m.seq for a in actions if type(a) is Deliver for m in a.items]
 
 
 def only(actions: list[Action], kind: type[Any]) -> list[Any]:
@@ -355,8 +358,8 @@ class NetworkMachine(RuleBasedStateMachine):
         self.stream = Stream(lambda: next(ids), wait_for_new_master=True)
         self.now = 0.0
         self.epoch = E1
-        self.sent: list[list[Any]] = []  # the master's frames of its epoch
-        self.flight: list[list[Any]] = []  # on the wire, any epoch
+        self.sent: list[Broadcast] = []  # the master's frames of its epoch
+        self.flight: list[Broadcast] = []  # on the wire, any epoch
         self.asks: list[AskReplay] = []
         self.checks = 0
         self.hellos = 0
@@ -372,8 +375,8 @@ class NetworkMachine(RuleBasedStateMachine):
         for action in actions:
             if type(action) is Deliver:
                 for msg in action.items:
-                    assert msg[2] == self.stream.epoch, "a message of another epoch delivered"
-                    self.delivered[msg[2]].append(msg[3])
+                    assert msg.epoch == self.stream.epoch, "a message of another epoch delivered"
+                    self.delivered[msg.epoch].append(msg.seq)
             elif type(action) is CountLost:
                 assert action.count > 0
                 counted += action.count
@@ -451,7 +454,7 @@ class NetworkMachine(RuleBasedStateMachine):
         assert counted == (self.told_lost(ask, answer) if current else 0), (ask, answer)
         if current and type(answer) is ReplayPart:
             got = set(self.delivered[self.stream.epoch])
-            assert all(f[3] in got for f in answer.frames), "a replayed frame not delivered"
+            assert all(f.seq in got for f in answer.frames), "a replayed frame not delivered"
 
     @staticmethod
     def told_lost(ask: AskReplay, answer: ReplayBusy | ReplayFailed | ReplayPart) -> int:

@@ -48,28 +48,29 @@ delivered in order.
 from __future__ import annotations
 
 import collections
-import enum
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
 
 from busd.client.link.streamtypes import (
     Action,
     AskReplay,
     AskStateCheck,
+    BadTransition,
     Closing,
     CountLost,
     Deliver,
     Heartbeat,
+    Repair,
     ReplayAnswer,
     ReplayBusy,
     ReplayFailed,
     ReplayPart,
     SendHello,
+    StreamState,
     Synced,
 )
-from busd.core.wire import CLOSING_EVENT, Kind
+from busd.core.views import Broadcast, EventMsg, HeartbeatMsg, PublishMsg, StateMsg
+from busd.core.wire import CLOSING_EVENT
 
 __all__ = [
     "BUSY_RETRY",
@@ -102,21 +103,6 @@ REPAIR_RETRY = 5.0
 #: A repair the master answered ``busy`` (an earlier answer still on its way) is asked
 #: again after this long.
 BUSY_RETRY = 0.05
-STATE = int(Kind.STATE)
-EVENT = int(Kind.EVENT)
-HEARTBEAT = int(Kind.HEARTBEAT)
-PUBLISH = int(Kind.PUBLISH)
-
-
-class StreamState(enum.Enum):
-    """Where a client's stream stands with its master (see the module's diagram)."""
-
-    IDLE = "idle"  # no HELLO out and never welcomed
-    JOINING = "joining"  # the first HELLO is out; frames are buffered
-    LIVE = "live"  # joined, delivering in order
-    REPAIRING = "repairing"  # joined, a replay ask is out; newer frames are held
-    REJOINING = "rejoining"  # welcomed before, a HELLO is out again; frames are buffered
-    LOST = "lost"  # the link counted its master lost; no HELLO is out
 
 
 S = StreamState
@@ -129,22 +115,6 @@ TRANSITIONS: dict[StreamState, frozenset[StreamState]] = {
     S.REJOINING: frozenset({S.LIVE, S.REPAIRING, S.LOST}),
     S.LOST: frozenset({S.LIVE, S.REPAIRING, S.JOINING, S.REJOINING}),
 }
-
-
-class BadTransition(RuntimeError):
-    """The stream was asked to move where its table does not allow (a bug)."""
-
-
-@dataclass
-class Repair:
-    """The range still to come from the replay window, and the ask in flight for it."""
-
-    next: int
-    last: int
-    asked: float = 0.0
-    #: The request id of the last ask: a reply to an older one (asked again after
-    #: REPAIR_RETRY, say) is stale and ignored.
-    req_id: int = 0
 
 
 class Stream:
@@ -174,13 +144,13 @@ class Stream:
         #: The master's closing message arrived (in order): its end is no loss.
         self.closed = False
         self.repair: Repair | None = None
-        self._held: collections.deque[list[Any]] = collections.deque()
-        self._buffer: collections.deque[list[Any]] = collections.deque()
+        self._held: collections.deque[Broadcast] = collections.deque()
+        self._buffer: collections.deque[Broadcast] = collections.deque()
         self._check: tuple[int, str] | None = None
         self._check_asked = False
         self._missed_since_check = 0
         self._last_state_seq = 0
-        self._batch: list[Any] = []
+        self._batch: list[Broadcast] = []
         self._out: list[Action] = []
 
     # -- the choke point ------------------------------------------------------------
@@ -214,16 +184,22 @@ class Stream:
         self._out.append(SendHello(subscribe=True))
         return self._actions()
 
-    def receive(self, msgs: Sequence[list[Any]], now: float) -> list[Action]:
-        """Frames read from SUB, in arrival order (each a checked bare array)."""
+    def receive(self, msgs: Sequence[Broadcast], now: float) -> list[Action]:
+        """Frames read from SUB, in arrival order (each a checked view)."""
         batch = self._batch
         fast = self._fast()
         for msg in msgs:
             # The common case, inline: the next message of our epoch, in order.
-            if fast and msg[3] == self.seq + 1 and msg[2] == self.epoch and msg[1] != HEARTBEAT:
-                self.seq = msg[3]
+            kind = type(msg)
+            if (
+                fast
+                and msg.seq == self.seq + 1
+                and msg.epoch == self.epoch
+                and kind is not HeartbeatMsg
+            ):
+                self.seq = msg.seq
                 self.received += 1
-                if msg[1] != PUBLISH:
+                if kind is not PublishMsg:
                     self._noted(msg)
                 batch.append(msg)
             else:
@@ -237,7 +213,7 @@ class Stream:
         """The master answered a HELLO with its snapshot ``(epoch, seq, state)``."""
         same_epoch = epoch == self.epoch and self.joined
         self.epoch = epoch
-        buffered = [m for m in self._buffer if m[2] == epoch]
+        buffered = [m for m in self._buffer if m.epoch == epoch]
         self._buffer.clear()
         if not same_epoch:
             # A first join, or a new master: start from its snapshot.
@@ -290,7 +266,7 @@ class Stream:
         if part.lost:
             self._lose(part.lost, part.first)
         for msg in part.frames:
-            if msg[2] == self.epoch and msg[3] == self.seq + 1:
+            if msg.epoch == self.epoch and msg.seq == self.seq + 1:
                 self.stats["repaired"] += 1
                 self._deliver(msg)
         if part.more and self.seq < last:
@@ -361,12 +337,12 @@ class Stream:
         """True when the next in-order message needs nothing but delivering."""
         return self.state is S.LIVE and self._check is None
 
-    def _one(self, msg: list[Any], now: float) -> None:
+    def _one(self, msg: Broadcast, now: float) -> None:
         """One frame, as docs/PROTOCOL.md section 8 says."""
         if self.state in (S.JOINING, S.REJOINING):
             self._hold(msg)
             return
-        epoch, seq = msg[2], msg[3]
+        epoch, seq = msg.epoch, msg.seq
         if epoch == self.epoch and self.state is S.LOST and self._heard_again():
             self._hold(msg)
             return
@@ -378,7 +354,7 @@ class Stream:
             self._rejoin(subscribe=True)
             self._hold(msg)
             return
-        if msg[1] == HEARTBEAT:
+        if type(msg) is HeartbeatMsg:
             self._out.append(Heartbeat())
             if seq > self.seq and self.repair is None:
                 self._start_repair(self.seq + 1, seq, now)
@@ -394,21 +370,21 @@ class Stream:
             return
         self._deliver(msg)
 
-    def _deliver(self, msg: list[Any]) -> None:
-        self.seq = msg[3]
+    def _deliver(self, msg: Broadcast) -> None:
+        self.seq = msg.seq
         self.received += 1
-        if msg[1] != PUBLISH:
+        if type(msg) is not PublishMsg:
             self._noted(msg)
         self._batch.append(msg)
         if self._check is not None and self.seq >= self._check[0]:
             self._apply_check()  # the checked state goes right after its seq
 
-    def _noted(self, msg: list[Any]) -> None:
+    def _noted(self, msg: Broadcast) -> None:
         """A STATE or EVENT delivered in order: remember what the stream says of the master."""
-        if msg[1] == STATE:
-            self._last_state_seq = msg[3]
-        elif msg[1] == EVENT and msg[4] == CLOSING_EVENT:
-            self._closing(msg[3])
+        if type(msg) is StateMsg:
+            self._last_state_seq = msg.seq
+        elif type(msg) is EventMsg and msg.name == CLOSING_EVENT:
+            self._closing(msg.seq)
 
     def _closing(self, seq: int) -> None:
         if not self.closed:
@@ -422,8 +398,8 @@ class Stream:
             self._batch = []
         self._out.append(item)
 
-    def _hold(self, msg: list[Any]) -> None:
-        if msg[1] == HEARTBEAT:
+    def _hold(self, msg: Broadcast) -> None:
+        if type(msg) is HeartbeatMsg:
             return
         self._buffer.append(msg)
         if len(self._buffer) > JOIN_BUFFER:

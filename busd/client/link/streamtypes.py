@@ -6,23 +6,56 @@
 
 Every value is a frozen dataclass: an action is performed by the link thread
 in the order the stream returned it; an answer is what the link made of a
-reply from the master's replay window.
+reply from the master's replay window.  The frames themselves are
+:mod:`busd.core.views` (``StateMsg``, ``PublishMsg``, ...).  The stream's
+own states (:class:`StreamState`) and its repair in flight (:class:`Repair`)
+are here too; the machine that moves them is ``busd.client.link.stream``.
 """
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+
+from busd.core.views import Broadcast
+
+
+class StreamState(enum.Enum):
+    """Where a client's stream stands with its master (see the stream module's diagram)."""
+
+    IDLE = "idle"  # no HELLO out and never welcomed
+    JOINING = "joining"  # the first HELLO is out; frames are buffered
+    LIVE = "live"  # joined, delivering in order
+    REPAIRING = "repairing"  # joined, a replay ask is out; newer frames are held
+    REJOINING = "rejoining"  # welcomed before, a HELLO is out again; frames are buffered
+    LOST = "lost"  # the link counted its master lost; no HELLO is out
+
+
+class BadTransition(RuntimeError):
+    """The stream was asked to move where its table does not allow (a bug)."""
+
+
+@dataclass
+class Repair:
+    """The range still to come from the replay window, and the ask in flight for it."""
+
+    next: int
+    last: int
+    asked: float = 0.0
+    #: The request id of the last ask: a reply to an older one (asked again after
+    #: REPAIR_RETRY, say) is stale and ignored.
+    req_id: int = 0
+
 
 # -- what the stream asks of the link (actions) -------------------------------------
 
 
 @dataclass(frozen=True)
 class Deliver:
-    """Hand these messages (bare arrays ``[1, kind, epoch, seq, ...]``) on, in order."""
+    """Hand these messages (STATE, PUBLISH and EVENT views) on, in order."""
 
-    items: list[Any]
+    items: list[Broadcast]
 
 
 @dataclass(frozen=True)
@@ -91,7 +124,7 @@ class ReplayPart:
     """A replay answer: ``frames`` (decoded) numbered from ``first``; ``lost`` before it."""
 
     first: int
-    frames: Sequence[list[Any]]
+    frames: Sequence[Broadcast]
     lost: int
     more: bool
 

@@ -2,11 +2,18 @@
 
 ::
 
-    master XPUB --> SUB  --+                          +--deliver([msg...] | Synced | Gone)-->
+    master XPUB --> SUB  --+                          +--deliver([view...] | Synced | Gone)->
                            +--> [ busd-link thread ] -+    ClientBus inbox (unbounded,
     master ROUTER <-> DEALER     ^ Outbox[LinkMessage]     counted) --> [busd-dispatch]
     master's pidfd (same host) --+  Send, Bye, Close          runs listeners, sends acks
                                     (any thread)
+
+This module is the sockets, the timers and the joining; what is read of the
+published stream and of the replay window goes through a
+:class:`busd.client.link.feed.Feed` to the stream, and comes back as actions
+the feed performs; the requests waiting for a reply are a
+:class:`busd.client.link.pending.Pending`; what the link takes and hands
+over is in :mod:`busd.client.link.messages`.
 
 Joining is the Clone pattern: subscribe (to everything, plus a join topic
 the master's XPUB reports), say HELLO, get a snapshot ``(epoch, seq,
@@ -31,38 +38,40 @@ this client look dead.  After BYE nothing makes the link join again.
 from __future__ import annotations
 
 import collections
-import contextlib
 import itertools
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass
 from typing import Any
 
 import zmq
 
 from busd.client.link.complaints import Complaints
-from busd.client.link.stream import (
-    REPAIR_RETRY,
-    Action,
-    AskReplay,
-    AskStateCheck,
-    Closing,
-    CountLost,
-    Deliver,
-    Heartbeat,
-    ReplayAnswer,
-    ReplayBusy,
-    ReplayFailed,
-    ReplayPart,
-    SendHello,
-    Stream,
-    StreamState,
-    Synced,
+from busd.client.link.feed import Feed
+from busd.client.link.liveness import (
+    DEFAULT_MASTER_TIMEOUT,
+    FOLLOW_HEARTBEAT,
+    PONG_SLACK,
+    MasterWatch,
 )
+from busd.client.link.messages import (
+    HELLO_ID,
+    REPLAY_ID,
+    SNAPSHOT_ID,
+    Bye,
+    Close,
+    DeliverTo,
+    Gone,
+    LinkMessage,
+    LinkStats,
+    Send,
+)
+from busd.client.link.pending import Pending
+from busd.client.link.stream import REPAIR_RETRY, Stream
+from busd.client.link.streamtypes import StreamState
 from busd.core.auth import ClientKeys, HandshakeWatch, secure_client, watch_handshakes
 from busd.core.control import reply_result, request_frame
 from busd.core.endpoints import CTL_HWM, PUB_HWM, Endpoints, Outbox, configure
@@ -73,7 +82,6 @@ from busd.core.wire import (
     Kind,
     Message,
     decode,
-    decode_broadcast,
     encode,
     error_from_wire,
     join_topic,
@@ -82,92 +90,13 @@ from busd.core.wire import (
 
 log = logging.getLogger(__name__)
 
-#: A PONG goes out unasked when none went for this many pong intervals.
-PONG_SLACK = 1.5
-#: Seconds a client waits for a silent master by default (BUSD_MASTER_TIMEOUT).
-DEFAULT_MASTER_TIMEOUT = 30.0
-#: A master_timeout of this means: the master's heartbeat x liveness, from its
-#: welcome (a pool joined over the network follows its master that closely).
-#: Such a client also answers every heartbeat, for the master counts a joined
-#: host lost after the same heartbeat x liveness of silence: one number, both sides.
-FOLLOW_HEARTBEAT = 0.0
-HELLO_ID = 1
-#: The request id of the link's own state checks after a loss.
-SNAPSHOT_ID = 2
-#: Request ids above this are the link's repairs and the bus's requests.
-REPLAY_ID = 3
 #: A kind of complaint (a bad reply, a bad message...) is logged once per this many seconds.
 COMPLAINT_INTERVAL = 10.0
 #: Most frames read from the SUB socket before the thread looks at its timers.
 DRAIN_LIMIT = 1000
 
 
-# -- what other threads send the link -------------------------------------------
-
-
-@dataclass(frozen=True)
-class Send:
-    """Send one frame to the master (a request, an ack, a pong)."""
-
-    frame: bytes
-
-
-@dataclass(frozen=True)
-class Bye:
-    """Say BYE: from now on the link never pongs or joins again."""
-
-    frame: bytes
-
-
-@dataclass(frozen=True)
-class Close:
-    """Flush for at most ``linger`` seconds, close the sockets, end the thread."""
-
-    linger: float
-
-
-LinkMessage = Send | Bye | Close
-
-
-# -- what the link hands the dispatcher, besides messages (bare lists) ---------------
-
-
-@dataclass(frozen=True)
-class Gone:
-    """The master is lost, for ``reason``; everything up to ``seq`` of ``epoch`` came first."""
-
-    reason: str
-    epoch: int = 0
-    seq: int = 0
-
-
-#: Hands items to the dispatcher, in order; never refuses.
-DeliverTo = Callable[[Sequence[Any]], None]
-
-__all__ = [
-    "Bye",
-    "Close",
-    "Gone",
-    "Link",
-    "LinkMessage",
-    "Send",
-    "Synced",
-    "master_timeout_from_env",
-]
-
-
-def master_timeout_from_env(default: float = DEFAULT_MASTER_TIMEOUT) -> float:
-    """``BUSD_MASTER_TIMEOUT`` (seconds, > 0), else ``default``; ValueError if malformed."""
-    text = os.environ.get("BUSD_MASTER_TIMEOUT", "").strip()
-    if not text:
-        return default
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value > 0:
-        raise ValueError(f"BUSD_MASTER_TIMEOUT must be a number of seconds > 0, not {text!r}")
-    return value
+__all__ = ["Link"]
 
 
 class Link:
@@ -217,21 +146,23 @@ class Link:
         self.pong_interval = HEARTBEAT_INTERVAL
         self.liveness = HEARTBEAT_LIVENESS
         self.stats: collections.Counter[str] = collections.Counter()
-        self._futures: dict[int, Future[Any]] = {}
-        self._futures_lock = threading.Lock()
+        #: Feeds the stream what the sockets read; performs what it asks (this thread).
+        self.feed = Feed(self.stream, self, deliver, self.stats, self._complaints, log)
+        #: The requests waiting for a reply (any thread adds; this thread settles).
+        self.pending = Pending()
         self._hello_sent = 0.0
         #: Set by the thread that queues a BYE (the link thread tells the stream as it sends it).
         self._bye_queued = False
         self._last_heard = time.monotonic()
         self._last_pong = time.monotonic()
         self._pong_slot = -1
-        self._master_fd: int | None = None
         self._ctx: zmq.Context[Any] = zmq.Context()
         self._sub = self._ctx.socket(zmq.SUB)
         self._ctl = self._ctx.socket(zmq.DEALER)
         configure(self._sub, PUB_HWM)
         configure(self._ctl, CTL_HWM)
         self._poller = zmq.Poller()
+        self._master = MasterWatch(self._poller, self.hello["pidns"])
         self._thread = threading.Thread(target=self._run, name="busd-link", daemon=True)
         self._closed = threading.Event()
 
@@ -261,7 +192,7 @@ class Link:
         self._watch = watch_handshakes(self._ctl, self.endpoints.ctl, self.curve)
         self._sub.connect(self.endpoints.pub)
         self._ctl.connect(self.endpoints.ctl)
-        self._perform(self.stream.join())
+        self.feed.perform(self.stream.join())
         self._thread.start()
 
     def request(self, cmd: str, **args: Any) -> Future[Any]:
@@ -272,16 +203,13 @@ class Link:
             return future
         req_id = next(self._ids)
         frame = request_frame(req_id, cmd, args)
-        with self._futures_lock:
-            self._futures[req_id] = future
-        future.req_id = req_id  # type: ignore[attr-defined]
+        future = self.pending.add(req_id)
         self.outbox.put(Send(frame))
         return future
 
     def forget(self, future: Future[Any]) -> None:
         """Stop waiting for a request's reply (its caller timed out)."""
-        with self._futures_lock:
-            self._futures.pop(getattr(future, "req_id", -1), None)
+        self.pending.forget(future)
 
     def send(self, kind: Kind, body: dict[str, Any]) -> None:
         """Send an ACK, PONG or BYE (no reply expected)."""
@@ -330,8 +258,8 @@ class Link:
                     self._read_ctl()
                 if self._watch is not None and self._watch.socket in ready:
                     self._check_handshake()
-                if self._master_fd is not None and self._master_fd in ready:
-                    self._unwatch_master()
+                if self._master.fd is not None and self._master.fd in ready:
+                    self._master.unwatch()
                     self._master_lost("the master's process ended")
                 self._check_master()
                 self._keep_alive()
@@ -339,7 +267,7 @@ class Link:
             log.exception("busd client link failed")
             self._master_lost("the client link failed")
         finally:
-            self._fail_futures()
+            self.pending.fail_all()
 
     def _check_handshake(self) -> None:
         assert self._watch is not None
@@ -363,15 +291,15 @@ class Link:
             deadline = min(deadline, repair)
         return max(0.0, deadline - time.monotonic()) * 1000.0 + 1.0
 
-    def _pong(self) -> None:
+    def pong(self) -> None:
         self._last_pong = time.monotonic()
-        self._send_now(
+        self.send_now(
             encode(
                 Kind.PONG, 0, {"epoch": self.epoch, "seq": self.seq, "state": self.local_state()}
             )
         )
 
-    def _send_now(self, frame: bytes) -> None:
+    def send_now(self, frame: bytes) -> None:
         try:
             self._ctl.send(frame, zmq.NOBLOCK)
         except zmq.Again:
@@ -387,17 +315,17 @@ class Link:
             and not self.stream.left
             and now - self._last_pong > PONG_SLACK * self.pong_interval
         ):
-            self._pong()
+            self.pong()
         if (
             self.stream.state is StreamState.REJOINING
             and self.lost.is_set()
             and now - self._hello_sent > REPAIR_RETRY
         ):
             # A HELLO sent as the link came back may have gone down with it again.
-            self._perform(self.stream.hello_overdue())
-        self._perform(self.stream.tick(now))
+            self.feed.perform(self.stream.hello_overdue())
+        self.feed.perform(self.stream.tick(now))
 
-    def _pong_due(self) -> bool:
+    def pong_due(self) -> bool:
         # Answer the first heartbeat of each wall-clock slot of pong_interval:
         # every client on the host picks the same heartbeat, so the master
         # reads their answers in one wake-up instead of one each.
@@ -410,10 +338,10 @@ class Link:
     def _send_queued(self) -> bool:
         for item in self.outbox.drain():
             if type(item) is Send:
-                self._send_now(item.frame)
+                self.send_now(item.frame)
             elif type(item) is Bye:
                 self.stream.leave()
-                self._send_now(item.frame)
+                self.send_now(item.frame)
             elif type(item) is Close:
                 self._close_sockets(int(item.linger * 1000))
                 return True
@@ -428,43 +356,12 @@ class Link:
                 sock.close(linger=linger_ms)
         if not self._ctx.closed:
             self._ctx.term()
-        self._unwatch_master()
+        self._master.unwatch()
         self.outbox.close()
 
-    def _fail_futures(self) -> None:
-        with self._futures_lock:
-            futures, self._futures = self._futures, {}
-        for future in futures.values():
-            if not future.done():
-                future.set_exception(MasterLost("the link to the master closed"))
-
-    def _send_hello(self, subscribe: bool) -> None:
+    def send_hello(self, subscribe: bool) -> None:
         self._hello_sent = time.monotonic()
         self._ctl.send(encode(Kind.HELLO, HELLO_ID, {**self.hello, "subscribe": subscribe}))
-
-    def _watch_master(self, snap: dict[str, Any]) -> None:
-        pid = snap.get("pid")
-        self._unwatch_master()
-        if (
-            type(pid) is not int
-            or pid <= 0
-            or not self.hello["pidns"]
-            or snap.get("pidns") != self.hello["pidns"]
-        ):
-            return
-        try:
-            self._master_fd = os.pidfd_open(pid)
-        except OSError:
-            self._master_lost("the master's process is gone")
-            return
-        self._poller.register(self._master_fd, zmq.POLLIN)
-
-    def _unwatch_master(self) -> None:
-        fd, self._master_fd = self._master_fd, None
-        if fd is not None:
-            with contextlib.suppress(KeyError, ValueError):
-                self._poller.unregister(fd)
-            os.close(fd)
 
     # -- replies -------------------------------------------------------------------
 
@@ -488,28 +385,18 @@ class Link:
         if req_id == HELLO_ID:
             self._on_welcome(msg)
         elif req_id == SNAPSHOT_ID:
-            self._on_state_check(msg)
+            self.feed.state_checked(msg)
         elif self.stream.expects(req_id):
-            self._on_replay(msg)
+            self.feed.replayed(msg, time.monotonic())
         elif req_id == 0:
             err = error_from_wire(msg.items[2])
             if getattr(err, "code", "") != "unknown_client":
                 self._complaints.warn("reported", "master reported: %s", err)
             else:
                 # The master declared us lost (we were silent too long): join again.
-                self._perform(self.stream.unknown_client())
+                self.feed.perform(self.stream.unknown_client())
         else:
-            self._settle(req_id, msg)
-
-    def _settle(self, req_id: int, msg: Message) -> None:
-        with self._futures_lock:
-            future = self._futures.pop(req_id, None)
-        if future is None or future.done():
-            return
-        try:
-            future.set_result(reply_result(msg))
-        except Exception as exc:  # noqa: BLE001 - handed to the requesting thread
-            future.set_exception(exc)
+            self.pending.settle(req_id, msg)
 
     def _on_welcome(self, msg: Message) -> None:
         try:
@@ -517,7 +404,7 @@ class Link:
         except Exception as exc:  # noqa: BLE001 - a refusal, said in one line
             log.error("the master refused this client's HELLO: %s", exc)
             first_busy = isinstance(exc, Busy) and not self.joined.is_set()
-            self._perform(self.stream.refused_hello(first_busy))
+            self.feed.perform(self.stream.refused_hello(first_busy))
             if isinstance(exc, Busy) and first_busy:
                 # A first HELLO refused (the master is full): connect() says so at once.
                 self.refused = exc
@@ -543,105 +430,25 @@ class Link:
             bool(snap.get("closing")),
             self._last_heard,
         )
-        self._perform(actions)
+        self.feed.perform(actions)
         self.joined.set()
         self.settled.set()
-        self._watch_master(snap)
+        if not self._master.watch(snap):
+            self._master_lost("the master's process is gone")
 
     # -- the published stream ----------------------------------------------------------
 
     def _read_sub(self) -> None:
         self._last_heard = now = time.monotonic()
-        recv, msgs = self._sub.recv, []
+        recv, frames = self._sub.recv, []
         for _ in range(DRAIN_LIMIT):
             try:
-                frame = recv(zmq.NOBLOCK)
+                frames.append(recv(zmq.NOBLOCK))
             except zmq.Again:
                 break
-            try:
-                msgs.append(decode_broadcast(frame))
-            except ProtocolError as exc:
-                self.stats["bad_messages"] += 1
-                self._complaints.warn("bad_message", "bad message from master: %s", exc)
-        self._perform(self.stream.receive(msgs, now))
-
-    def _perform(self, actions: list[Action]) -> None:
-        """Do what the stream asks, in order."""
-        for action in actions:
-            if type(action) is Deliver:
-                self.deliver(action.items)
-            elif type(action) is Synced:
-                self.deliver([action])
-            elif type(action) is Heartbeat:
-                if self._pong_due():
-                    self._pong()
-            elif type(action) is AskReplay:
-                self._send_now(
-                    encode(
-                        Kind.REQUEST,
-                        action.req_id,
-                        {
-                            "cmd": "replay",
-                            "epoch": action.epoch,
-                            "from": action.first,
-                            "to": action.last,
-                        },
-                    )
-                )
-            elif type(action) is CountLost:
-                self.stats["missed"] += action.count
-                log.warning(
-                    "%d message(s) before seq %d were older than the master's replay "
-                    "window: lost; checking the state",
-                    action.count,
-                    action.next_seq,
-                )
-            elif type(action) is AskStateCheck:
-                self._send_now(encode(Kind.REQUEST, SNAPSHOT_ID, {"cmd": "snapshot"}))
-            elif type(action) is SendHello:
-                self._send_hello(action.subscribe)
-            elif type(action) is Closing:
-                log.info("the master is closing; every message up to seq %d arrived", action.seq)
-                self._pong()  # the master waits for this to close
+        self.feed.frames(frames, now)
 
     # -- repairs -------------------------------------------------------------------
-
-    def _on_replay(self, msg: Message) -> None:
-        repair = self.stream.repair
-        assert repair is not None
-        answer: ReplayAnswer
-        if not msg.items[1] and _code(msg.items[2]) == "busy":
-            answer = ReplayBusy()
-        else:
-            try:
-                part = reply_result(msg)
-                if part.get("epoch") != self.epoch:
-                    raise ProtocolError("a replay of another master incarnation")
-                answer = ReplayPart(
-                    int(part["first"]),
-                    [decode_broadcast(f) for f in part["frames"]],
-                    int(part["lost"]),
-                    bool(part.get("more")),
-                )
-            except Exception as exc:  # noqa: BLE001 - whatever it was, the range is gone
-                self._complaints.warn(
-                    "replay",
-                    "the master could not replay messages %d..%d: %s",
-                    repair.next,
-                    repair.last,
-                    exc,
-                )
-                answer = ReplayFailed()
-        self._perform(self.stream.replayed(msg.req_id, answer, time.monotonic()))
-
-    def _on_state_check(self, msg: Message) -> None:
-        try:
-            snap = reply_result(msg)
-        except Exception as exc:  # noqa: BLE001 - logged in one line; the next loss asks again
-            self._complaints.warn("snapshot", "the master would not give a snapshot: %s", exc)
-            self._perform(self.stream.state_checked(None))
-            return
-        self._perform(self.stream.state_checked(int(snap["seq"]), str(snap["state"])))
 
     def _check_master(self) -> None:
         if not self.joined.is_set() or self.lost.is_set() or self.closed_by_master:
@@ -659,22 +466,17 @@ class Link:
         else:
             self.stats["master_lost"] += 1
             log.warning("master lost: %s", reason)
-        self._perform(self.stream.master_lost())
+        self.feed.perform(self.stream.master_lost())
         self.deliver([Gone(reason, self.epoch, self.seq)])
 
-    def statistics(self) -> dict[str, Any]:
+    def statistics(self) -> LinkStats:
         """Counters: received, gaps, repaired, missed, resyncs, new epochs, bad messages."""
-        return {
-            "epoch": self.epoch,
-            "seq": self.seq,
-            "client_id": self.client_id,
-            "received": self.stream.received,
-            "held": self.stream.held,
-            **dict(self.stream.stats),
-            **dict(self.stats),
-        }
-
-
-def _code(error: Any) -> Any:
-    """The ``code`` of an error map from the wire (None if it is not one)."""
-    return error.get("code") if isinstance(error, dict) else None
+        return LinkStats(
+            epoch=self.epoch,
+            seq=self.seq,
+            client_id=self.client_id,
+            received=self.stream.received,
+            held=self.stream.held,
+            **self.stream.stats,
+            **self.stats,
+        )
