@@ -46,6 +46,7 @@ from busd.core.errors import (
     RemoteError,
     WaitTimeout,
 )
+from busd.core.stats import Stats
 
 VERSION = 1
 #: The largest frame a busd socket accepts from outside (ZMQ_MAXMSGSIZE).
@@ -172,9 +173,16 @@ def encode_publish(
     return _pack("PUBLISH", [VERSION, _PUBLISH, epoch, seq, channel, args, kwargs, ack])
 
 
+def _plain(obj: object) -> object:
+    """msgpack's fallback: a statistics snapshot travels as the map it reads as."""
+    if isinstance(obj, Stats):
+        return obj.as_dict()
+    raise TypeError(f"can not serialize {type(obj).__name__!r} object")
+
+
 def _pack(name: str, message: list[Any]) -> bytes:
     try:
-        data: bytes = msgpack.packb(message, use_bin_type=True)
+        data: bytes = msgpack.packb(message, use_bin_type=True, default=_plain)
     except (TypeError, ValueError, OverflowError) as exc:
         raise ProtocolError(f"cannot encode {name} message: {exc}") from exc
     if len(data) > MAX_MESSAGE_SIZE:

@@ -636,3 +636,21 @@ def test_outbox_put_after_close_is_dropped_quietly() -> None:
 
     box.put(("late",))
     box.close()
+
+
+def test_a_statistics_snapshot_travels_as_its_map_and_other_objects_are_refused() -> None:
+    from dataclasses import dataclass
+
+    from busd.core.stats import Stats
+
+    @dataclass(frozen=True, eq=False)
+    class Counts(Stats):
+        sent: int
+        nested: Stats | None = None
+
+    frame = wire.encode(wire.Kind.REPLY, 7, True, {"stats": Counts(2, Counts(1))})
+    assert wire.decode(frame).items[2] == {
+        "stats": {"sent": 2, "nested": {"sent": 1, "nested": None}}
+    }
+    with pytest.raises(ProtocolError, match="cannot encode REPLY"):
+        wire.encode(wire.Kind.REPLY, 7, True, {"stats": object()})
