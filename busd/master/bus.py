@@ -30,6 +30,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -61,6 +62,8 @@ DEFAULT_ACK_TIMEOUT = 30.0
 PONG_EVERY = 5
 #: Read-only answers the hub makes itself (a quick command of these names never runs).
 HUB_ANSWERS = frozenset({"ping", "snapshot", "clients", "status", "replay", "workers"})
+#: Longest single wait for a command (or its result) before looking again.
+COMMAND_POLL = 30.0
 #: Seconds the sockets linger for what is still queued when they close.
 CLOSE_FLUSH = 0.5
 
@@ -335,12 +338,20 @@ class MasterBus(Bus):
             return func(*args)
         call = LocalCall(func, args)
         self._commands.put(call)
-        return call.future.result()
+        while True:  # a command may take long (exit listeners): bounded looks, not one wait
+            try:
+                return call.future.result(timeout=COMMAND_POLL)
+            except FutureTimeout:
+                if not self._command_thread.is_alive():
+                    raise BusError("the command thread has ended: the call was not run") from None
 
     def _run_commands(self) -> None:
         _IN_COMMAND.set(True)  # this thread's context: everything it runs is inside a command
         while True:
-            item = self._commands.get()
+            try:
+                item = self._commands.get(timeout=COMMAND_POLL)
+            except queue.Empty:
+                continue  # idle: the next look is bounded too
             if type(item) is Shutdown:
                 return
             self._run_one(item)
