@@ -19,8 +19,9 @@ Exit status: 0 done; 1 busd answered with a failure (its text on stderr);
 within it); 130 interrupted; 141 the
 reader of stdout went away (``busctl watch | head -3``).
 
-People and scripts run it often, so it imports only ``client`` and the
-shared core of ``busd`` (never the master side, the pool, nor psutil).
+People and scripts run it often, so it imports only the client side, the
+commands (``busd.commands``) and the shared core of ``busd`` (never the
+master side, the pool, nor psutil).
 
 The parts: the command line (:mod:`busd.client.ctl.parser`), talking to
 the master and failures as exit statuses (:mod:`busd.client.ctl.transport`),
