@@ -1,24 +1,24 @@
 """The pool's commands: ``scale``, ``signal`` and ``recycle`` (run on the command thread).
 
-Each takes the request body as busctl or a worker sent it, checks it, and
-calls the pool; bad arguments are a BAD_ARGUMENTS error with one clear line.
-With ``--reload respawn``, ``graceful`` with ``wait`` also waits until every
-worker the reload retired has exited: its reply means the old code is gone.
+Each lives in its module of :mod:`busd.commands` (arguments, checks, handler);
+here they are only added to the master.  With ``--reload respawn``,
+``graceful`` with ``wait`` also waits until every worker the reload retired
+has exited: its reply means the old code is gone.  The pool is seen through
+a Protocol, so this module does not import ``busd.pool.pool`` (which imports it).
 """
 
 from __future__ import annotations
 
-import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+from busd.commands import graceful, recycle, scale, signal
 from busd.core.wire import ErrorCode, wire_error
+from busd.pool.slots import Worker
 
-if TYPE_CHECKING:
-    from busd.pool.pool import Pool
-    from busd.pool.slots import Worker
+Handler = Callable[[dict[str, Any]], Any]
 
 
 @dataclass(frozen=True)
@@ -29,33 +29,77 @@ class Reload:
     retired: tuple[Worker, ...]
 
 
-def install_commands(pool: Pool) -> None:
+class Master(Protocol):
+    """The master, as the pool's commands see it."""
+
+    @property
+    def ack_timeout(self) -> float:
+        """How long a wait for acks lasts when the command names no timeout."""
+
+    def add_command(self, name: str, handler: Handler, *, readonly: bool = False) -> None:
+        """Answer command ``name`` with ``handler(body)``."""
+
+    def wrap_command(self, name: str, wrapper: Callable[[Handler, dict[str, Any]], Any]) -> None:
+        """Answer command ``name`` with ``wrapper(previous_handler, body)``."""
+
+
+class Config(Protocol):
+    """The pool's settings the commands read."""
+
+    @property
+    def reload(self) -> str:
+        """``inplace`` or ``respawn``."""
+
+    @property
+    def graceful_timeout(self) -> float:
+        """How long a worker has between SIGTERM and SIGKILL."""
+
+
+class PoolHost(scale.Host, signal.Host[Worker], recycle.Host, Protocol):
+    """The pool, as its commands see it."""
+
+    last_reload: Reload
+
+    @property
+    def master(self) -> Master:
+        """The master it belongs to."""
+
+    @property
+    def config(self) -> Config:
+        """Its settings."""
+
+    def wait_exited(self, workers: Sequence[Worker], timeout: float) -> bool:
+        """Until every one of ``workers`` has exited, at most ``timeout`` s; True if they did."""
+
+
+def install_commands(pool: PoolHost) -> None:
     """Add the pool's commands to its master."""
     master = pool.master
-    master.add_command("scale", lambda body: scale_command(pool, body))
-    master.add_command("signal", lambda body: signal_command(pool, body))
-    master.add_command("recycle", lambda body: recycle_command(pool, body))
+    master.add_command("scale", lambda body: scale.handle(pool, scale.parse(body)))
+    master.add_command("signal", lambda body: signal.handle(pool, signal.parse(body)))
+    master.add_command("recycle", lambda body: recycle.handle(pool, recycle.parse(body)))
     if pool.config.reload == "respawn":
         master.wrap_command(
-            "graceful", lambda graceful, body: respawn_command(pool, graceful, body)
+            "graceful",
+            lambda previous, body: respawn_command(
+                pool, lambda: previous(body), graceful.parse(body)
+            ),
         )
 
 
-def respawn_command(
-    pool: Pool, graceful: Callable[[dict[str, Any]], Any], body: dict[str, Any]
-) -> Any:
+def respawn_command(pool: PoolHost, run: Callable[[], Any], args: graceful.Args) -> Any:
     """``graceful [--wait]`` of a respawn pool: with wait, until the old workers exited.
 
-    The wait is bounded by the body's ``timeout`` (the master's ack timeout
-    without one), counted from when the command began.
+    ``run()`` is the master's own graceful (the respawn is its listener).
+    The wait is bounded by ``args.timeout`` (the master's ack timeout without
+    one), counted from when the command began.
     """
     began = time.monotonic()
-    result = graceful(body)  # checks the body; runs the respawn (its listener)
+    result = run()
     reload, pool.last_reload = pool.last_reload, Reload((), ())
-    if body.get("wait") is not True:
+    if not args.wait:
         return result
-    limit = body.get("timeout")
-    limit = float(limit) if isinstance(limit, int | float) else pool.master.ack_timeout
+    limit = pool.master.ack_timeout if args.timeout is None else args.timeout
     if not pool.wait_exited(reload.retired, began + limit - time.monotonic()):
         running = [w.pid for w in reload.retired if not w.reaped]
         raise wire_error(
@@ -75,58 +119,4 @@ def respawn_command(
     return result
 
 
-def scale_command(pool: Pool, body: dict[str, Any]) -> Any:
-    """``scale N|+N|-N``."""
-    text = str(body.get("n", ""))
-    try:
-        amount = int(text)
-    except ValueError:
-        raise wire_error(
-            ErrorCode.BAD_ARGUMENTS, f"scale takes N, +N or -N, not {text!r}"
-        ) from None
-    size = pool.size + amount if text[:1] in "+-" else amount
-    return {"size": pool.scale(size)}
-
-
-def recycle_command(pool: Pool, body: dict[str, Any]) -> Any:
-    """``bus.recycle()`` from a worker: replace it, new one first."""
-    pid = body.get("pid")
-    if not isinstance(pid, int):
-        raise wire_error(ErrorCode.BAD_ARGUMENTS, f"recycle takes a worker's pid, not {pid!r}")
-    worker = pool.recycle(pid, str(body.get("reason") or "asked"))
-    return {"worker": worker.slot, "pid": worker.pid, "queued": True}
-
-
-def signal_command(pool: Pool, body: dict[str, Any]) -> Any:
-    """``signal SIG [WORKER...]``."""
-    name = str(body.get("signal", "")).upper().removeprefix("SIG")
-    try:
-        sig = signal.Signals[f"SIG{name}"]
-    except KeyError:
-        raise wire_error(ErrorCode.BAD_ARGUMENTS, f"unknown signal {name!r}") from None
-    wanted = body.get("workers") or []
-    if not isinstance(wanted, list) or not all(
-        isinstance(w, int) and not isinstance(w, bool) for w in wanted
-    ):
-        raise wire_error(
-            ErrorCode.BAD_ARGUMENTS, f"signal takes a list of worker ids, not {wanted!r}"
-        )
-    running = pool.running()
-    missing = [w for w in wanted if w not in running]
-    if missing or not running:
-        names = ", ".join(str(w) for w in missing)
-        have = ", ".join(str(w) for w in sorted(running)) or "none"
-        raise wire_error(
-            ErrorCode.BAD_ARGUMENTS,
-            f"no running worker {names} (running: {have})"
-            if missing
-            else "no running worker to signal",
-        )
-    targets = [w for i, w in sorted(running.items()) if not wanted or i in wanted]
-    for worker in targets:
-        pool.signal(worker, sig)
-    return {
-        "signal": sig.name,
-        "workers": [w.slot for w in targets],
-        "pids": [w.pid for w in targets],
-    }
+__all__ = ["PoolHost", "Reload", "install_commands", "respawn_command"]

@@ -7,10 +7,13 @@ that never say anything) is exit status 3 within ``--timeout``.
 
 from __future__ import annotations
 
+import ast
 import json
+import signal
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +22,23 @@ import zmq
 
 from busd.client.ctl.busctl import build_parser, format_status, main, parse
 from busd.client.ctl.watch import Output, Watcher
-from busd.core.wire import Kind, Message
+from busd.commands import (
+    broadcast,
+    clients,
+    graceful,
+    lifecycle,
+    ping,
+    recycle,
+    restart,
+    scale,
+    start,
+    status,
+    stop,
+    workers,
+)
+from busd.commands import signal as signal_command
+from busd.core.errors import BusError
+from busd.core.wire import ErrorCode, Kind, Message
 
 
 @pytest.fixture
@@ -510,3 +529,155 @@ def test_every_option_of_both_commands_has_help() -> None:
 
     assert _undocumented(busd_parser(), "busd") == []
     assert _undocumented(build_parser(), "busctl") == []
+
+
+# -- the command modules busctl and the master are built from -------------------
+
+
+@pytest.mark.parametrize(
+    ("module", "body", "message"),
+    [
+        (graceful, {"wait": "yes"}, "'wait' must be true or false"),
+        (start, {"timeout": -1}, "'timeout' must be a number of seconds"),
+        (stop, {"timeout": True}, "'timeout' must be a number of seconds"),
+        (broadcast, {}, "broadcast needs a 'channel' string"),
+        (
+            broadcast,
+            {"channel": "exit"},
+            "'exit' is not broadcast: use the command of that name",
+        ),
+        (broadcast, {"channel": "c", "args": {}}, "'args' is a list, 'kwargs' a map"),
+        (broadcast, {"channel": "c", "kwargs": {1: 2}}, "'kwargs' keys are strings"),
+        (
+            broadcast,
+            {"channel": "c", "wait": True, "timeout": "x"},
+            "'timeout' must be a number of seconds",
+        ),
+        (scale, {"n": "two"}, "scale takes N, +N or -N, not 'two'"),
+        (scale, {}, "scale takes N, +N or -N, not ''"),
+        (signal_command, {"signal": "sigfoo"}, "unknown signal 'FOO'"),
+        (
+            signal_command,
+            {"signal": "HUP", "workers": [True]},
+            "signal takes a list of worker ids, not [True]",
+        ),
+        (recycle, {"pid": "12"}, "recycle takes a worker's pid, not '12'"),
+    ],
+)
+def test_each_command_checks_its_body_with_one_clear_line(
+    module: Any, body: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(BusError) as caught:
+        module.parse(body)
+
+    assert getattr(caught.value, "code", None) == ErrorCode.BAD_ARGUMENTS.value
+    assert str(caught.value) == message
+
+
+def test_a_body_is_parsed_into_typed_arguments() -> None:
+    assert graceful.parse({"wait": True, "timeout": 3}) == lifecycle.Args(True, 3.0)
+    assert scale.parse({"n": "+2"}) == scale.Args(2, relative=True)
+    assert scale.parse({"n": 4}) == scale.Args(4, relative=False)
+    assert signal_command.parse({"signal": "sighup", "workers": [1]}) == signal_command.Args(
+        signal.SIGHUP, (1,)
+    )
+    # Without wait, the timeout is not read (as before): a publish is never refused for it.
+    assert broadcast.parse({"channel": "c", "timeout": "x"}).timeout is None
+    assert recycle.parse({"pid": 7}) == recycle.Args(7, "asked")
+
+
+def test_what_busctl_sends_is_what_the_master_parses() -> None:
+    parser = build_parser()
+    ns = parser.parse_args(["publish", "chan", "1", "x", "--kw", "a=[2]", "--wait"])
+    body = broadcast.request(ns.channel, ns.args, ns.kw, ns.wait, lambda: 1.5)
+    assert broadcast.parse(body) == broadcast.Args("chan", (1, "x"), {"a": [2]}, True, 1.5)
+    ns = parser.parse_args(["signal", "usr1", "2"])
+    sent = signal_command.request(ns.signal, ns.workers)
+    assert signal_command.parse(sent) == signal_command.Args(signal.SIGUSR1, (2,))
+    ns = parser.parse_args(["scale", "-1"])
+    assert scale.parse(scale.request(ns.n)) == scale.Args(-1, True)
+    assert lifecycle.request(False, lambda: 9.0) == {"wait": False}
+
+
+class _Pool:
+    """A stand-in for the pool, as the scale and signal handlers see it (their Protocols)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.calls: list[Any] = []
+        self.workers = {i: _Worker(i, 100 + i) for i in range(size)}
+
+    def scale(self, size: int) -> int:
+        self.calls.append(("scale", size))
+        return size
+
+    def running(self) -> dict[int, _Worker]:
+        return dict(self.workers)
+
+    def signal(self, worker: _Worker, sig: int) -> None:
+        self.calls.append(("signal", worker.slot, sig))
+
+
+@dataclass(frozen=True)
+class _Worker:
+    slot: int
+    pid: int
+
+
+def test_the_pool_handlers_need_only_their_protocol() -> None:
+    pool = _Pool(3)
+
+    assert scale.handle(pool, scale.Args(2, relative=True)) == {"size": 5}
+    assert scale.handle(pool, scale.Args(1)) == {"size": 1}
+    with pytest.raises(BusError, match="a pool cannot have fewer than 0 workers"):
+        scale.handle(pool, scale.Args(-4, relative=True))
+    assert pool.calls == [("scale", 5), ("scale", 1)]
+
+    pool.calls.clear()
+    answer = signal_command.handle(pool, signal_command.Args(signal.SIGHUP, (2, 0)))
+    assert answer == {"signal": "SIGHUP", "workers": [0, 2], "pids": [100, 102]}
+    assert pool.calls == [("signal", 0, signal.SIGHUP), ("signal", 2, signal.SIGHUP)]
+    with pytest.raises(BusError, match=r"^no running worker 7 \(running: 0, 1, 2\)$"):
+        signal_command.handle(pool, signal_command.Args(signal.SIGHUP, (7,)))
+    with pytest.raises(BusError, match=r"^no running worker to signal$"):
+        signal_command.handle(_Pool(0), signal_command.Args(signal.SIGHUP))
+
+
+def test_busctl_prints_what_each_command_renders() -> None:
+    acks = {"acks": [1, 2], "failures": ["worker 1 (pid 9): ValueError: no"], "ok": False}
+    respawned = {"state": "STARTED", "reload": {"started": [5], "exited": [3, 4]}, "acks": acks}
+
+    assert graceful.render(respawned) == (
+        "graceful: state STARTED; 1 new worker STARTED, 2 old workers exited; "
+        "2 clients acked, 1 failed"
+    )
+    assert stop.render({"state": "STOPPED", "acks": None}) == "stop: state STOPPED"
+    assert broadcast.render("chan", {"acks": {"acks": [1], "ok": True}}) == (
+        "publish chan: relayed; 1 client acked"
+    )
+    assert scale.render("+2", {"size": 5}) == "scale +2: 5 workers"
+    assert signal_command.render("HUP", {"workers": []}) == "signal HUP: sent to workers none"
+    assert ping.render({"pid": 1, "epoch": 2}, 0.5) == "pong from busd pid 1 (epoch 2) in 0.50 ms"
+    assert restart.render_restarted({"pid": 3, "epoch": 4, "workers": [{}]}) == (
+        "restart: new master pid 3 (epoch 4) STARTED with 1 worker"
+    )
+    assert workers.render({"workers": []}) == "WORKERS: none"
+    assert clients.render("not a list") == "CLIENTS: none"
+    assert format_status(STATUS) == status.render(STATUS)
+
+
+def _imported(path: str) -> set[str]:
+    tree = ast.parse((Path(__file__).resolve().parents[2] / path).read_text(encoding="utf-8"))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            found |= {node.module, *(f"{node.module}.{a.name}" for a in node.names)}
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+    return found
+
+
+def test_the_command_registries_import_neither_the_pool_nor_the_master_bus() -> None:
+    """pool.py and bus.py import their commands; the commands see them through Protocols."""
+    assert "busd.pool.pool" not in _imported("busd/pool/commands.py")
+    assert "busd.master.bus" not in _imported("busd/master/commands.py")

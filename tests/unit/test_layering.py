@@ -8,8 +8,11 @@ checked, at any depth (inside functions and ``if TYPE_CHECKING:`` blocks too,
 and ``importlib.import_module("...")`` with a literal name).
 
 - ``busd/core/`` imports only the stdlib, msgpack, pyzmq and itself;
+- ``busd/commands/`` (one module per command, both sides of the wire)
+  imports only ``busd.core`` and itself;
 - the client side (``busd/client/`` and its folders) imports only
-  ``busd.core`` and the client side;
+  ``busd.core``, ``busd.commands`` (busctl's parser and output) and the
+  client side;
 - nothing in ``busd/`` imports the client side except ``busd/hosts/`` (a
   joined pool is a client of another master), ``busd/testing/`` and
   ``busd/examples/``;
@@ -41,9 +44,10 @@ CLIENT_SIDE = frozenset(
 #: Folder -> the parts its modules may import (besides the stdlib and third parties).
 RULES: dict[str, frozenset[str]] = {
     "busd/core": frozenset({"busd.core"}),
+    "busd/commands": frozenset({"busd.core", "busd.commands"}),
     "busd/security": frozenset({"busd.core", "busd.security"}),
-    "busd/master": frozenset({"busd.core", "busd.security", "busd.master"}),
-    "busd/pool": frozenset({"busd.core", "busd.master", "busd.pool"}),
+    "busd/master": frozenset({"busd.core", "busd.security", "busd.commands", "busd.master"}),
+    "busd/pool": frozenset({"busd.core", "busd.commands", "busd.master", "busd.pool"}),
     "busd/hosts": frozenset(
         {"busd.core", "busd.security", "busd.master", "busd.pool", "busd.hosts"}
     )
@@ -76,7 +80,7 @@ RULES: dict[str, frozenset[str]] = {
     | CLIENT_SIDE,
     "busd/examples": frozenset({"busd", "busd.core", "busd.master", "busd.pool", "busd.examples"})
     | CLIENT_SIDE,
-    "busd/client": frozenset({"busd.core"}) | CLIENT_SIDE,
+    "busd/client": frozenset({"busd.core", "busd.commands"}) | CLIENT_SIDE,
     # The face hands out the core's names and MasterBus (lazily); the command's main.
     "busd/__init__.py": frozenset({"busd.core", "busd.master"}),
     "busd/__main__.py": frozenset(
@@ -308,6 +312,16 @@ def test_the_rules_catch_violations() -> None:
     ] == [
         "busd/master/hub.py:2: imports busd.client.link.thread",
     ]
+    assert [
+        v.split(" (")[0]
+        for v in violations(
+            "busd/commands/scale.py",
+            "from busd.commands.checks import bad\nfrom busd.pool.pool import Pool\n",
+        )
+    ] == [
+        "busd/commands/scale.py:2: imports busd.pool.pool",
+    ]
+    assert violations("busd/client/ctl/parser.py", "from busd.commands import scale\n") == []
     assert violations("busd/hosts/join.py", "from busd.client.bus import ClientBus\n") == []
     assert [
         v.split(" (")[0]

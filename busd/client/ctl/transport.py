@@ -1,0 +1,155 @@
+"""How busctl talks to a master: finding it, the Control request, failures as exit statuses.
+
+::
+
+    --endpoint | --runtime-dir/--name | BUSD_* -> control endpoint
+        bad endpoint or key file -> 2      no socket, nothing listening -> 3 at once
+    Control (DEALER) -> handler(args, control) -> its exit status
+        NoMaster (silent within --timeout) -> 3    BusError (busd said no) -> 1
+        ZMQError while talking -> 1
+
+Every request is bounded by what is left of ``--timeout`` (:func:`left`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+from typing import Any
+
+import zmq
+
+from busd.client.ctl.console import EXIT_FAILED, EXIT_NO_MASTER, EXIT_USAGE
+from busd.client.ctl.console import error as _error
+from busd.client.ctl.console import error_doc as _error_doc
+from busd.client.ctl.console import print_json as _print_json
+from busd.client.ctl.waitcmd import unreachable
+from busd.commands.acks import failure_lines
+from busd.core.auth import KeyFileError, client_keys
+from busd.core.control import Control
+from busd.core.endpoints import EndpointError, client_endpoints
+from busd.core.errors import BusError, KeyRefused, NoMaster
+
+Handler = Callable[[argparse.Namespace, Control], int]
+
+
+def left(args: argparse.Namespace) -> float:
+    """Seconds left of ``--timeout`` (never quite 0: a last look is allowed)."""
+    return max(0.01, float(args.deadline) - time.monotonic())
+
+
+def control_endpoint(args: argparse.Namespace) -> str:
+    """The control endpoint: --endpoint, else the one found from name and runtime dir."""
+    if args.endpoint:
+        return str(args.endpoint)
+    return client_endpoints(args.name, args.runtime_dir).ctl
+
+
+def run_remote(args: argparse.Namespace, handler: Handler) -> int:
+    """Connect to the master and run ``handler``; its exit status, or the failure's."""
+    try:
+        endpoint = control_endpoint(args)
+        args.curve = client_keys(args.server_key, args.curve_secret)
+    except (EndpointError, KeyFileError) as exc:
+        _error(str(exc))
+        return EXIT_USAGE
+    except NoMaster as exc:  # an unsafe runtime dir found by default
+        _print_json(args, _error_doc("no_master", str(exc), None))
+        _error(str(exc))
+        return EXIT_NO_MASTER
+    # wait waits for a socket that may not exist yet.
+    why = unreachable(endpoint) if args.command != "wait" else None
+    if why is not None:
+        _print_json(args, _error_doc("no_master", why, None))
+        _error(why)
+        return EXIT_NO_MASTER
+    ctx: zmq.Context[Any] = zmq.Context()
+    try:
+        try:
+            control = Control(endpoint, args.timeout, context=ctx, curve=args.curve)
+        except zmq.ZMQError as exc:
+            # Control leaves its socket open when connect() fails: close it while
+            # the traceback still holds it, or its __del__ warns.
+            ctx.destroy(linger=0)
+            _error(f"cannot connect to {endpoint!r}: {exc}")
+            return EXIT_USAGE
+        return handler(args, control)
+    except NoMaster as exc:
+        _print_json(args, _error_doc("no_master", str(exc), None))
+        _error(str(exc))
+        return EXIT_NO_MASTER
+    except BusError as exc:
+        return failed(args, exc)
+    except zmq.ZMQError as exc:
+        _error(f"{exc} (talking to {endpoint})")
+        return EXIT_FAILED
+    finally:
+        ctx.destroy(linger=0)
+
+
+def command(
+    args: argparse.Namespace, control: Control, cmd: str, body: dict[str, Any] | None = None
+) -> Any:
+    """Run a queued command within what is left of --timeout (a ping first: is it there?)."""
+    ask(args, control, "ping")
+    try:
+        return control.call(cmd, body or {}, left(args))
+    except NoMaster:
+        raise NoMaster(
+            f"busd at {control.endpoint} answered ping but not {cmd!r} within "
+            f"--timeout {args.timeout:g}s: the command may still be queued or "
+            "running (give a longer --timeout)"
+        ) from None
+
+
+def ask(args: argparse.Namespace, control: Control, cmd: str) -> Any:
+    """A request answered at once (ping, status), within what is left of --timeout."""
+    try:
+        return control.request(cmd, timeout=left(args))
+    except KeyRefused:
+        raise
+    except NoMaster:
+        raise NoMaster(f"no busd answered at {control.endpoint} within {args.timeout:g}s") from None
+
+
+def ack_wait(args: argparse.Namespace) -> float:
+    """How long the master may wait for acks: what is left of --timeout, less a reply's time."""
+    budget = max(0.05, left(args) - min(0.5, float(args.timeout) / 10))
+    return min(budget, float(args.ack_timeout)) if args.ack_timeout else budget
+
+
+def failed(args: argparse.Namespace, exc: BusError) -> int:
+    """Exit status 1: print what busd said went wrong."""
+    code = str(getattr(exc, "code", "") or type(exc).__name__)
+    details = getattr(exc, "details", None)
+    message = _channel_failures(details) if code == "channel_failures" else str(exc)
+    _print_json(args, _error_doc(code, message, details))
+    _error(message)
+    acks = details.get("acks") if isinstance(details, dict) else None
+    for line in failure_lines(acks):
+        _error(line)
+    return EXIT_FAILED
+
+
+def _channel_failures(details: Any) -> str:
+    if not isinstance(details, dict):
+        return "listeners failed in the master"
+    errors = "; ".join(
+        f"{e.get('type')}: {e.get('message')}"
+        for e in details.get("errors") or ()
+        if isinstance(e, dict)
+    )
+    return f"{details.get('channel')!s} listeners failed in the master: {errors}"
+
+
+__all__ = [
+    "Handler",
+    "ack_wait",
+    "ask",
+    "command",
+    "control_endpoint",
+    "failed",
+    "left",
+    "run_remote",
+]
