@@ -56,7 +56,8 @@ from busd.master.pidwatch import PidWatch
 from busd.master.registry import Registry
 from busd.master.replay import ReplayWindow
 
-log = logging.getLogger(__name__)
+#: The hub's logger: this is part of the hub (its log lines keep their name).
+log = logging.getLogger("busd.master.hub")
 
 #: Bad input: log the first few of each kind, then one in this many.
 COMPLAINT_EVERY = 1000

@@ -253,7 +253,7 @@ class Hub(Desk):
                     self._beat()
                     next_beat = time.monotonic() + self.heartbeat
                 if self._drain is not None and self._drained(time.monotonic()):
-                    self._close_sockets(int(self._drain.flush * 1000))
+                    self._close_sockets(int(self._drain.flush * 1000), ())
                     return
                 self._refresh_view()
         except Exception:
@@ -338,9 +338,11 @@ class Hub(Desk):
         if not self._ctl.closed:
             self._send_to(identity, _reply_frame(req_id, ok, payload))
 
-    def _close_sockets(self, linger_ms: int, leftovers: Sequence[HubMessage] = ()) -> None:
+    def _close_sockets(self, linger_ms: int, leftovers: Sequence[HubMessage] | None = None) -> None:
+        """Close everything; on the hub thread (``leftovers`` given: what its last drain of
+        the outbox left), first answer what other threads asked and keep the last stats."""
         self._closing.set()
-        if not self._ctl.closed:  # the first time: answer what was asked, keep the last stats
+        if leftovers is not None and not self._ctl.closed:
             for item in (*leftovers, *self.outbox.drain()):
                 if type(item) not in (Publish, SendTo, Close):
                     self._take(item)
@@ -449,12 +451,13 @@ class Hub(Desk):
             self._client_gone(info.identity, "client_lost", "silent")
 
     def _statistics(self) -> HubStats:
+        """Made on the hub thread after its view is published (and once before it starts)."""
         stats = HubStats(
             counters=dict(self.stats),
             rundir=self.guard.statistics(),
             pub=list(self.pub_endpoints),
             ctl=list(self.ctl_endpoints),
-            clients=len(self.registry.clients()),
+            clients=len(self.views.current().clients.clients),  # flushed by every caller
             curve=self._curve.statistics() if self._curve is not None else None,
             replay=self.window.statistics(),
             unread=self._unread(),

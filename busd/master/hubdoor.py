@@ -40,7 +40,8 @@ from busd.master.hubmsg import (
 )
 from busd.master.hubview import HubStats, HubViews
 
-log = logging.getLogger(__name__)
+#: The hub's logger: this is part of the hub (its log lines keep their name).
+log = logging.getLogger("busd.master.hub")
 
 T = TypeVar("T")
 
