@@ -152,13 +152,14 @@ class Desk:
         self.registry.deliver()
 
     def _publish_view(self) -> None:
-        self.registry.changed = False
+        self.registry.changed = self.registry.stale = False
         counters = MappingProxyType(dict(self.stats))
         self.views.publish(HubView(self.registry.snapshot(), counters))
 
     def _refresh_view(self) -> None:
         """Publish a view if the clients or the counters changed, then the news (each wake-up)."""
-        if self.registry.changed or self.stats != self.views.current().counters:
+        registry = self.registry
+        if registry.changed or registry.stale or self.stats != self.views.current().counters:
             self._publish_view()
         self.registry.deliver()
 

@@ -14,7 +14,7 @@ records what they say and answers other threads' requests about them, so
 it takes no lock.  Other threads read the :class:`ClientTable` snapshots the
 hub publishes after each change, and wait for acks on an inbox a watch
 fills (:mod:`busd.master.acks`).  ``changed`` tells the hub a new snapshot
-is due.
+is due before anything leaves it; ``stale``, by the end of its wake-up.
 
 It is also where what a client says is checked and bounded: a field of the
 wrong type is ``bad_arguments``; text is cut to the limits of
@@ -87,8 +87,12 @@ class Registry:
         self._state_changes: list[ClientInfo] = []
         #: Ack news for the watches, held until :meth:`deliver`.
         self._news: list[tuple[AckSink, AckNews]] = []
-        #: Set by every change of the table: the hub publishes a new snapshot.
+        #: Set by a change others must see before the hub sends anything more
+        #: (a client came, went, joined, acked, changed state or is retired).
         self.changed = True
+        #: Set by a change that may wait for the end of the hub's wake-up
+        #: (last heard from, last seq applied, messages lost).
+        self.stale = False
 
     def register(
         self, identity: bytes, hello: dict[str, Any], joined_seq: int, readonly: bool = False
@@ -156,9 +160,12 @@ class Registry:
         changed = "state" in fields and fields["state"] != info.state
         info = replace(info, last_seen=time.monotonic(), **fields)
         self._by_identity[identity] = info
-        self.changed = True
-        if changed and self.state_hooks:
-            self._state_changes.append(info)
+        if changed:
+            self.changed = True
+            if self.state_hooks:
+                self._state_changes.append(info)
+        else:  # a sign of life, a seq applied: the next snapshot of this wake-up will do
+            self.stale = True
         return info
 
     def deliver(self) -> None:
@@ -180,11 +187,13 @@ class Registry:
         info = self._by_identity.get(identity)
         if info is not None:
             self._by_identity[identity] = replace(info, lost=info.lost + count)
-            self.changed = True
+            self.stale = True
 
     def snapshot(self) -> ClientTable:
         """Every registered client now, by id, as an immutable table."""
-        return ClientTable(tuple(sorted(self._by_identity.values(), key=lambda c: c.id)))
+        # In id order already: ids only grow, a new client is added last, and
+        # replacing a client keeps its place.
+        return ClientTable(tuple(self._by_identity.values()))
 
     def by_pid(self) -> dict[int, ClientInfo]:
         """Registered clients by process id (read-only clients have none)."""
