@@ -27,9 +27,12 @@ from __future__ import annotations
 
 import collections
 import ctypes
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import zmq
+
+from busd.core.stats import Stats
 
 #: The most reply bytes one ROUTER peer may leave unread before replies to it are dropped.
 PEER_BYTES = 2 << 20
@@ -41,6 +44,30 @@ TRACK_MIN = 256
 PUB_BYTES = 64 << 20
 #: Bytes charged per tracked message beyond its length.
 ENTRY_OVERHEAD = 512
+
+
+@dataclass(frozen=True, eq=False)
+class RepliesStats(Stats):
+    """Unread reply bytes of the ROUTER's peers."""
+
+    #: Peers with replies libzmq still holds.
+    peers: int
+    #: Their unread bytes, entry overhead included.
+    bytes: int
+    #: The bound per peer.
+    max_bytes: int
+
+
+@dataclass(frozen=True, eq=False)
+class PublishedStats(Stats):
+    """Unread bytes of tracked published frames."""
+
+    #: Bytes some subscriber has not taken yet, entry overhead included.
+    bytes: int
+    #: The bound before big frames are withheld.
+    max_bytes: int
+    #: Big frames that went to the replay window only.
+    withheld: int
 
 
 class Tracker(Protocol):
@@ -104,14 +131,12 @@ class Replies:
         for identity in list(self._peers):
             self.unread(identity)
 
-    def statistics(self) -> dict[str, int]:
+    def statistics(self) -> RepliesStats:
         """Peers with unread replies, the bytes they leave unread, and the bound."""
         self.sweep()
-        return {
-            "peers": len(self._peers),
-            "bytes": sum(self._bytes.values()),
-            "max_bytes": self.max_bytes,
-        }
+        return RepliesStats(
+            peers=len(self._peers), bytes=sum(self._bytes.values()), max_bytes=self.max_bytes
+        )
 
 
 class Published:
@@ -154,9 +179,9 @@ class Published:
         self._queue.append((tracker, size + ENTRY_OVERHEAD))
         self._bytes += size + ENTRY_OVERHEAD
 
-    def statistics(self) -> dict[str, int]:
+    def statistics(self) -> PublishedStats:
         """Unread bytes, the bound, and how many big frames went to the window only."""
-        return {"bytes": self.unread(), "max_bytes": self.max_bytes, "withheld": self.withheld}
+        return PublishedStats(bytes=self.unread(), max_bytes=self.max_bytes, withheld=self.withheld)
 
 
 #: glibc's mallopt parameter number for the mmap threshold.

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from busd.master.registry import ClientInfo
+from busd.master.clients import ClientInfo
 
 
 def _empty() -> Mapping[str, Any]:

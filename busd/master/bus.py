@@ -47,12 +47,14 @@ from busd.core.wire import (
     error_to_wire,
     wire_error,
 )
+from busd.master.acks import AckReport, wait_acks
+from busd.master.clients import ClientInfo
 from busd.master.commands import LIFECYCLE_CHANNELS, Handler, default_commands, timeout_error
 from busd.master.hub import ClientChange, Hub, Request, StatusWanted
-from busd.master.registry import AckReport, ClientInfo
 from busd.master.relay import Relay
 from busd.master.replay import DEFAULT_BYTES, DEFAULT_COUNT, ReplayWindow
 from busd.master.setup import curve_server, refuse_if_running
+from busd.master.statistics import MasterStats
 
 if TYPE_CHECKING:
     pass
@@ -222,25 +224,25 @@ class MasterBus(Bus):
     def add_client_state_hook(self, hook: Callable[[ClientInfo], None]) -> None:
         """Call ``hook(client)`` when a client reports a new state (on the hub's thread:
         keep it to a wake-up)."""
-        self.hub.registry.state_hooks.append(hook)
+        self.hub.door.add_state_hook(hook)
 
     def wait_for_clients(
         self, predicate: Callable[[list[ClientInfo]], bool], timeout: float
     ) -> bool:
         """Wait until ``predicate(clients)`` holds (False past ``timeout`` seconds)."""
-        return self.hub.registry.wait_for(predicate, timeout)
+        return self.hub.door.wait_clients(predicate, timeout)
 
     def clients_by_pid(self) -> dict[int, ClientInfo]:
         """The connected clients by process id."""
-        return self.hub.registry.by_pid()
+        return self.hub.door.client_table().by_pid()
 
     def excuse_pid(self, pid: int) -> ClientInfo | None:
         """The client of process ``pid`` is going away on purpose: no ack is awaited from it."""
-        return self.hub.registry.excuse_pid(pid)
+        return self.hub.door.excuse_pid(pid)
 
     def forget_pid(self, pid: int) -> ClientInfo | None:
         """Process ``pid`` ended: forget its client (returned, if it had one)."""
-        return self.hub.registry.remove_pid(pid)
+        return self.hub.door.forget_pid(pid)
 
     # -- relaying -------------------------------------------------------
 
@@ -255,7 +257,7 @@ class MasterBus(Bus):
         seq = self._send_sequenced(Kind.STATE, new.name, state=new.name)
         # Who must ack is decided now: a client that acks and leaves while the
         # master's own listeners still run is in the report, failures and all.
-        self._state_seqs.append((seq, self.hub.registry.expected(seq)))
+        self._state_seqs.append((seq, self.hub.door.client_table().expected(seq)))
         del self._state_seqs[:-64]
         if self._status:  # the state is on the board at once, hooks or not
             self._publish_board({**self._status, "state": new.name})
@@ -494,7 +496,7 @@ class MasterBus(Bus):
         """Publish everywhere and wait until every client ran its listeners."""
         kwargs = kwargs or {}
         seq = self._relay(channel, args, kwargs, ack=True)
-        expected = self.hub.registry.expected(seq)
+        expected = self.hub.door.client_table().expected(seq)
         failures = self._local(channel, *args, **kwargs)
         report = self._wait([seq], expected, timeout)
         if failures:
@@ -521,7 +523,7 @@ class MasterBus(Bus):
                 raise failures
             return None
         seq = self._relay("graceful", (), {}, ack=True)
-        expected = self.hub.registry.expected(seq)
+        expected = self.hub.door.client_table().expected(seq)
         failures = self._local("graceful")
         report = self._wait([seq], expected, timeout) if wait else None
         if failures:
@@ -554,13 +556,13 @@ class MasterBus(Bus):
 
     def _wait(self, seqs: list[int], expected: set[int], timeout: float | None) -> AckReport:
         limit = self.ack_timeout if timeout is None else timeout
-        return self.hub.registry.wait_acks(seqs, expected, limit, timeout_error(limit))
+        return wait_acks(self.hub.door, seqs, expected, limit, timeout_error(limit))
 
     # -- information ----------------------------------------------------
 
     def clients(self) -> list[ClientInfo]:
         """The connected clients: id, pid, host, mirrored state, heartbeat, last ack."""
-        return self.hub.registry.clients()
+        return list(self.hub.door.client_table().clients)
 
     def status(self) -> dict[str, Any]:
         """What ``busctl status`` shows (computed now, in the calling thread)."""
@@ -583,20 +585,24 @@ class MasterBus(Bus):
             "workers": [],
             "endpoints": {"pub": self.hub.pub_endpoints, "ctl": self.hub.ctl_endpoints},
             # Requests, acks and every rejected frame, by error code (hub thread).
-            "counters": dict(self.hub.stats),
+            "counters": dict(self.hub.door.counters()),
         }
         for hook in self._status_hooks:
             hook(status)
         return status
 
-    def statistics(self) -> dict[str, Any]:
+    def statistics(self) -> MasterStats:  # type: ignore[override]
         """The bus's, the hub's and the relay's counters."""
-        stats = super().statistics()
+        bus = super().statistics()
         seq, _ = self.snapshot()
-        stats.update(
-            epoch=self.epoch, seq=seq, hub=self.hub.statistics(), failed_events=self.failed_events
+        return MasterStats(
+            state=bus["state"],
+            listeners=bus["listeners"],
+            epoch=self.epoch,
+            seq=seq,
+            hub=self.hub.statistics(),
+            failed_events=self.failed_events,
         )
-        return stats
 
     # -- shutting down ----------------------------------------------------
 

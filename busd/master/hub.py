@@ -2,40 +2,42 @@
 
 ::
 
-    publishers (any thread) --Outbox[HubMessage]--> [ busd-hub ] --XPUB-->  clients' SUB
-    command thread: replies, --^  Publish, SendTo,    |  ^  <--ROUTER-->  clients' DEALER,
-      boards                      NewBoard, Close     |  |                busctl
-                  owner.post(Request | ClientChange   |  +-- pidfds of local clients
-                             | StatusWanted) <--------+  +-- heartbeat timer
-                                                      +--> ReplayWindow, Registry, Board
+    any thread --Outbox[HubMessage]--> [ busd-hub ] --XPUB-->  clients' SUB
+      Publish, Close (relay), SendTo,    |  ^  ^ <--ROUTER--> clients' DEALER, busctl
+      NewBoard (command thread),         |  |  +-- pidfds of local clients
+      ExcusePid, ForgetPid, AddStateHook |  +-- heartbeat timer
+      (pool), WatchAcks, Unwatch (ack    |
+      waits), StatsAsked                 +--> owns: Registry, ReplayWindow, Board, backlog
+                                         +--owner.post(Request | ClientChange | StatusWanted)
+                                         |     --> [busd-commands]
+                                         +--HubViews.publish(HubView)  --> any thread reads
+                                         +--AckNews --> a waiting thread's inbox
+                                         +--Future answers --> the asking thread
 
-The hub owns the XPUB and ROUTER sockets, the replay window, the pidfds of
-local clients and the heartbeat timer.  It decodes and checks every frame,
-registers clients and records their pongs and acks, serves repairs from the
-replay window, and answers read-only requests (ping, snapshot, status,
-workers, clients) itself: status and workers from the newest
-:class:`busd.master.board.Board` the command thread published (a fresh one when
-that thread can make it within 10 ms, else the last), laying its own live
-parts over it.  Everything else becomes a
-:class:`Request` posted to the command thread, whose answer comes back as a
-:class:`SendTo`.  It never runs a listener or a hook and takes no lock but
-the registry's (its own), so heartbeats and status answers flow while a
-slow listener or a spawn runs.
+The hub owns the XPUB and ROUTER sockets, the replay window, the registry of
+clients, the pidfds of local clients and the heartbeat timer.  It decodes
+and checks every frame, and hands each decoded message to its answering
+side (:class:`busd.master.desk.Desk`: registering clients, recording their
+pongs and acks, serving repairs, answering read-only requests, the
+board).  Other threads never touch what it owns: they queue typed messages
+(:mod:`busd.master.hubmsg`) on its one outbox, which wakes it, and read the
+immutable views it publishes (:mod:`busd.master.hubview`).  It never runs a
+listener or a hook of anybody's (only the pool's wake-up hooks) and takes no
+lock but its own, so heartbeats and status answers flow while a slow
+listener or a spawn runs.
 """
 
 from __future__ import annotations
 
-import collections
 import logging
-import os
 import threading
 import time
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import zmq
 
-from busd.core.auth import NEEDS_FULL_KEY, RefusalLog, Role, is_tcp, peer_role
+from busd.core.auth import Role, is_tcp, peer_role
 from busd.core.endpoints import CTL_HWM, PUB_HWM, Endpoints, Outbox, configure, secure_ipc
 from busd.core.errors import Busy, ProtocolError
 from busd.core.wire import (
@@ -43,26 +45,30 @@ from busd.core.wire import (
     JOIN_PREFIX,
     ErrorCode,
     Kind,
-    Message,
     decode,
     encode,
     error_to_wire,
-    pid_namespace,
     wire_error,
 )
-from busd.master.backlog import (
-    PUB_BYTES,
-    REPLAY_SLACK,
-    TRACK_MIN,
-    Published,
-    Replies,
-    pin_mmap_threshold,
-)
-from busd.master.board import Board, live_status, live_workers
+from busd.master.backlog import PUB_BYTES, TRACK_MIN, Published, Replies, pin_mmap_threshold
+from busd.master.board import Board
+from busd.master.desk import OUTBOX_LIMIT, Desk, Drain
 from busd.master.fdbudget import AcceptWatch, FdGate
 from busd.master.hosts import HOST_ROLE
+from busd.master.hubdoor import HubDoor
+from busd.master.hubmsg import (
+    ClientChange,
+    Close,
+    HubMessage,
+    HubOwner,
+    NewBoard,
+    Publish,
+    Request,
+    SendTo,
+    StatusWanted,
+)
+from busd.master.hubview import HubStats
 from busd.master.pidwatch import PidWatch
-from busd.master.registry import NOT_JOINED, ClientInfo, Registry, bye_reason, hello_fields
 from busd.master.replay import ReplayWindow
 from busd.master.rundir import EndpointGuard
 
@@ -78,108 +84,10 @@ DRAIN_LIMIT = 1000
 #: A client whose process ended is dropped this long after, so that what it
 #: sent just before (acks, its BYE) is still read first.
 ENDED_GRACE = 0.2
-#: Most outbox items (a Publish holds at most PUBLISH_BATCH frames) sent per wake-up.
-OUTBOX_LIMIT = 10_000
 PUBLISH_BATCH = 1000
-#: Bad input: log the first few of each kind, then one in this many.
-COMPLAINT_EVERY = 1000
-#: Requests the hub answers itself, never queued behind a command.
-HUB_COMMANDS = frozenset({"ping", "snapshot", "replay", "clients"})
-#: Requests answered from the board: a fresh one if it comes within BOARD_WAIT.
-BOARD_COMMANDS = frozenset({"status", "workers"})
-#: How long a status request waits for a fresh board before the last one answers it.
-BOARD_WAIT = 0.01
 
 
-# -- what other threads send the hub (through its Outbox) ------------------------
-
-
-@dataclass(frozen=True)
-class Publish:
-    """Send frames numbered ``first``, ``first + 1``, ... on PUB, leaving clients in ``state``."""
-
-    frames: tuple[bytes, ...]
-    first: int
-    state: str
-
-
-@dataclass(frozen=True)
-class SendTo:
-    """Send one frame to the client at ``identity`` (a reply)."""
-
-    identity: bytes
-    frame: bytes
-
-
-@dataclass(frozen=True)
-class Close:
-    """Flush for at most ``flush`` seconds, then close the sockets and end.
-
-    With a ``final`` message (the master's closing EVENT), send it first and
-    keep serving (replays, heartbeats, BYEs) until every live client has it
-    or the ``drain`` seconds have passed; publishes after it are dropped.
-    """
-
-    flush: float
-    final: Publish | None = None
-    drain: float = 0.0
-
-
-@dataclass(frozen=True)
-class _Drain:
-    """The closing: the final seq every client must reach, by when, then how to close."""
-
-    seq: int
-    deadline: float
-    started: float
-    flush: float
-
-
-@dataclass(frozen=True)
-class NewBoard:
-    """The command thread's latest read-only answers."""
-
-    board: Board
-
-
-HubMessage = Publish | SendTo | Close | NewBoard
-
-
-# -- what the hub posts to its owner's command thread ------------------------------
-
-
-@dataclass(frozen=True)
-class Request:
-    """A command to run on the command thread; answer it with :meth:`Hub.reply`."""
-
-    identity: bytes
-    req_id: int
-    body: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class ClientChange:
-    """A client joined, left (BYE) or was lost (silent, or its process ended)."""
-
-    event: str
-    client: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class StatusWanted:
-    """The board is stale and somebody asked: publish a new one."""
-
-
-class HubOwner(Protocol):
-    """What the hub needs from the bus that owns it."""
-
-    epoch: int
-
-    def post(self, message: Request | ClientChange | StatusWanted) -> None:
-        """Queue a message for the command thread (never blocks, never runs it here)."""
-
-
-class Hub:
+class Hub(Desk):
     """Owns the master's sockets, pidfds and timers in one thread."""
 
     def __init__(
@@ -195,30 +103,18 @@ class Hub:
         window: ReplayWindow | None = None,
         curve: CurveServer | None = None,
     ) -> None:
-        self.owner = owner
-        self.epoch = owner.epoch
-        self.pid = os.getpid()
-        self.pidns = pid_namespace()
-        self.registry = Registry()
-        self.window = window or ReplayWindow()
+        super().__init__(
+            owner, heartbeat, liveness, pong_interval or heartbeat, window or ReplayWindow()
+        )
         #: Unread bytes: of replies, per peer; of big published frames (busd.master.backlog).
         self.replies = Replies()
         self.published = Published(pub_bytes)
         pin_mmap_threshold()
-        self.heartbeat = heartbeat
-        self.liveness = liveness
-        #: How often clients answer; they are lost after ``liveness`` of these.
-        self.pong_interval = pong_interval or heartbeat
         self.outbox: Outbox[HubMessage] = Outbox()
-        self.stats: collections.Counter[str] = collections.Counter()
-        self._board = Board()
-        self._board_asked = False
-        self._board_waiters: list[tuple[float, bytes, int, str]] = []
         self._own_context = context is None
         self._ctx = context or zmq.Context()
         #: CURVE on the tcp endpoints, with pyzmq's ZAP thread on our context.
         self._curve = curve
-        self._forbidden = RefusalLog("forbidden request from read-only key")
         if curve is not None:
             curve.start(self._ctx)
         self._pub = self._ctx.socket(zmq.XPUB)
@@ -232,23 +128,19 @@ class Hub:
         self.ctl_endpoints: list[str] = []
         #: Locks our ipc endpoints; rebinds them when their files are removed.
         self.guard = EndpointGuard()
-        self._sent: tuple[int, str] = (0, "STOPPED")
-        self._pending_hello: dict[bytes, tuple[bytes, int, float]] = {}
-        self._joined_tokens: collections.OrderedDict[bytes, None] = collections.OrderedDict()
-        # Identities and tokens of clients that said BYE: never registered again.
-        self._departed: collections.OrderedDict[bytes, None] = collections.OrderedDict()
-        self._ended: list[tuple[float, bytes]] = []
         self._poller = zmq.Poller()
         self._pids = PidWatch(self._poller, self.pid, self.pidns)
         self._closing = threading.Event()
-        self._drain: _Drain | None = None
         self._thread = threading.Thread(target=self._run, name="busd-hub", daemon=True)
+        #: What other threads call to ask this one something.
+        self.door = HubDoor(self.outbox, self.views, self._serving)
         try:
             for ep in endpoints:
                 self._bind(ep)
         except BaseException:
             self._close_sockets(0)
             raise
+        self._statistics()
 
     def _bind(self, ep: Endpoints) -> None:
         for sock, endpoint, bound in (
@@ -293,6 +185,11 @@ class Hub:
         """Replace the read-only answers (called by their owner, the command thread)."""
         self.outbox.put(NewBoard(Board.of(answers, quick)))
 
+    def statistics(self) -> HubStats:
+        """Counters of requests, acks, repairs and rejected input; the bound endpoints
+        (asked of the hub thread: see :meth:`busd.master.hubdoor.HubDoor.statistics`)."""
+        return self.door.statistics()
+
     def close(self, flush: float = 0.5) -> None:
         """Send what is queued, then close the sockets (waits at most ``flush`` + 2 s)."""
         self.outbox.put(Close(flush))
@@ -304,6 +201,10 @@ class Hub:
         """Queue the last message (numbered ``seq``), then a drain and a close (see
         :class:`Close`); returns at once: :meth:`wait_closed` waits for the end."""
         self.outbox.put(Close(flush, Publish((frame,), seq, state), drain))
+
+    def _serving(self) -> bool:
+        """True while the hub thread runs and has not begun to close."""
+        return self._thread.is_alive() and not self._closing.is_set()
 
     def wait_closed(self, timeout: float) -> None:
         """Wait at most ``timeout`` for the I/O thread to end, then close what it left."""
@@ -352,8 +253,9 @@ class Hub:
                     self._beat()
                     next_beat = time.monotonic() + self.heartbeat
                 if self._drain is not None and self._drained(time.monotonic()):
-                    self._close_sockets(int(self._drain.flush * 1000))
+                    self._close_sockets(int(self._drain.flush * 1000), ())
                     return
+                self._refresh_view()
         except Exception:
             log.exception("busd hub thread failed")
         finally:
@@ -363,7 +265,8 @@ class Hub:
         """Send what other threads queued; True once the sockets are closed."""
         send, add = self._pub.send, self.window.add
         # Bounded, so that a flood of publishes never keeps requests unread.
-        for item in self.outbox.drain(OUTBOX_LIMIT):
+        items = self.outbox.drain(OUTBOX_LIMIT)
+        for index, item in enumerate(items):
             if type(item) is Publish:
                 if self._drain is not None:  # after the closing message: never sent
                     self.stats["after_close"] += len(item.frames)
@@ -379,14 +282,13 @@ class Hub:
                 self._sent = (seq - 1, item.state)
             elif type(item) is SendTo:
                 self._send_to(item.identity, item.frame)
-            elif type(item) is NewBoard:
-                self._board, self._board_asked = item.board, False
-                self._answer_board_waiters(None)
             elif type(item) is Close:
                 if item.final is None or self._drain is not None:
-                    self._close_sockets(int(item.flush * 1000))
+                    self._close_sockets(int(item.flush * 1000), items[index + 1 :])
                     return True
                 self._begin_drain(item)
+            else:
+                self._take(item)
         return False
 
     # -- closing: every live client gets everything, up to the closing message ------
@@ -400,7 +302,7 @@ class Hub:
         last = final.first + len(final.frames) - 1
         self._sent = (last, final.state)
         now = time.monotonic()
-        self._drain = _Drain(last, now + close.drain, now, close.flush)
+        self._drain = Drain(last, now + close.drain, now, close.flush)
         # Announce the final seq at once: a client that missed it asks for a replay.
         self._beat()
 
@@ -425,6 +327,7 @@ class Hub:
         return True
 
     def _send_to(self, identity: bytes, frame: bytes) -> None:
+        self._flush_view()
         if not self.replies.send(self._ctl, identity, frame):
             self._complain(
                 "reply_dropped",
@@ -435,8 +338,16 @@ class Hub:
         if not self._ctl.closed:
             self._send_to(identity, _reply_frame(req_id, ok, payload))
 
-    def _close_sockets(self, linger_ms: int) -> None:
+    def _close_sockets(self, linger_ms: int, leftovers: Sequence[HubMessage] | None = None) -> None:
+        """Close everything; on the hub thread (``leftovers`` given: what its last drain of
+        the outbox left), first answer what other threads asked and keep the last stats."""
         self._closing.set()
+        if leftovers is not None and not self._ctl.closed:
+            for item in (*leftovers, *self.outbox.drain()):
+                if type(item) not in (Publish, SendTo, Close):
+                    self._take(item)
+            self._refresh_view()
+            self._statistics()
         self._accepts.close()
         for sock in (self._pub, self._ctl):
             if not sock.closed:
@@ -493,235 +404,6 @@ class Hub:
         self._complain(str(code), f"rejected a message: {exc}")
         self._answer(identity, req_id, False, error_to_wire(exc))
 
-    def _complain(self, code: str, message: str) -> None:
-        self.stats[code] += 1
-        count = self.stats[code]
-        if count <= 5 or count % COMPLAINT_EVERY == 0:
-            log.warning("%s (%s #%d)", message, code, count)
-
-    def _dispatch(
-        self, identity: bytes, msg: Message, role: Role = Role.FULL, peer: str = "local"
-    ) -> None:
-        body: dict[str, Any] = msg.body
-        if msg.kind is Kind.HELLO:
-            self._hello(identity, msg.req_id, body, role)
-        elif msg.kind is Kind.REQUEST:
-            self._request(identity, msg.req_id, body, role, peer)
-        elif self.registry.get(identity) is None:
-            if identity in self._departed:
-                # Said BYE, and a pong or ack was still on its way: nothing to do.
-                self.stats["after_bye"] += 1
-                return
-            raise wire_error(
-                ErrorCode.UNKNOWN_CLIENT,
-                f"{msg.kind.name} from a client that has not said HELLO "
-                "(to this master incarnation)",
-            )
-        elif msg.kind is Kind.ACK:
-            if body.get("epoch") != self.epoch:
-                # A seq of another incarnation: its numbers mean nothing here.
-                self._complain("stale_ack", "ignored an ack for another master incarnation")
-                return
-            self.stats["acks"] += 1
-            self.registry.record_ack(identity, body)
-        elif msg.kind is Kind.PONG:
-            self.registry.pong(identity, body)
-        elif msg.kind is Kind.BYE:
-            self._departed[identity] = None
-            info = self.registry.get(identity)
-            if info is not None and info.token:
-                self._departed[info.token] = None
-            while len(self._departed) > CTL_HWM:
-                self._departed.popitem(last=False)
-            self._client_gone(identity, "client_left", bye_reason(body))
-
-    def _client_gone(self, identity: bytes, event: str, reason: str) -> None:
-        self._pids.forget_client(identity)
-        info = self.registry.remove(identity)
-        if info is not None:
-            self.owner.post(ClientChange(event, {**info.as_dict(), "reason": reason}))
-
-    def _request(
-        self,
-        identity: bytes,
-        req_id: int,
-        body: dict[str, Any],
-        role: Role = Role.FULL,
-        peer: str = "local",
-    ) -> None:
-        cmd = body.get("cmd")
-        if not isinstance(cmd, str):
-            raise wire_error(ErrorCode.BAD_ARGUMENTS, "a REQUEST body needs a 'cmd' string")
-        self.registry.touch(identity)
-        self.stats["requests"] += 1
-        if role is Role.READ_ONLY and (
-            cmd in NEEDS_FULL_KEY
-            or not (cmd in HUB_COMMANDS or cmd in BOARD_COMMANDS or cmd in self._board.quick)
-        ):
-            # Only the requests answered here are read-only; the rest change state.
-            self._forbid(identity, req_id, cmd, peer)
-            return
-        if cmd in HUB_COMMANDS:
-            self._answer(identity, req_id, True, self._hub_answer(identity, cmd, body))
-        elif cmd in BOARD_COMMANDS:
-            # A fresh board if the command thread is free to make one at once,
-            # else the last one: never wait on a busy command thread (nor a gone one).
-            if self._board_asked or self._drain is not None:
-                # The command thread has not answered the last ask: it is busy.
-                self._board_waiters.append((0.0, identity, req_id, cmd))
-                self._answer_board_waiters(time.monotonic())
-                return
-            self._board_waiters.append((time.monotonic() + BOARD_WAIT, identity, req_id, cmd))
-            self._board_asked = True
-            self.owner.post(StatusWanted())
-        elif self._drain is not None:  # the command thread has ended
-            self._answer(
-                identity,
-                req_id,
-                False,
-                error_to_wire(wire_error(ErrorCode.ILLEGAL_TRANSITION, "the master is exiting")),
-            )
-        else:
-            self.owner.post(Request(identity, req_id, body))
-
-    def _forbid(self, identity: bytes, req_id: int, cmd: str, peer: str) -> None:
-        self.stats["forbidden"] += 1
-        self._forbidden.refused(peer, f"{cmd!r}")
-        self._answer(
-            identity,
-            req_id,
-            False,
-            error_to_wire(
-                wire_error(
-                    ErrorCode.FORBIDDEN,
-                    f"{cmd!r} is forbidden: this client's key is read-only "
-                    "(it may ping, status, workers, clients, watch and subscribe)",
-                )
-            ),
-        )
-
-    def _hub_answer(self, identity: bytes, cmd: str, body: dict[str, Any]) -> Any:
-        if cmd == "ping":
-            return {"pong": True, "pid": self.pid, "epoch": self.epoch}
-        if cmd == "snapshot":
-            # Everything handed over before this request counts as sent.
-            for _ in range(len(self.outbox) // OUTBOX_LIMIT + 1):
-                if self._send_queued():
-                    break
-            seq, state = self._sent
-            return {"seq": seq, "state": state, "closing": self._drain is not None}
-        if cmd == "replay":
-            return self._replay(identity, body)
-        now = time.monotonic()
-        return [c.as_dict(now) for c in self.registry.clients()]
-
-    def _answer_board_waiters(self, now: float | None) -> None:
-        """Answer status requests: all of them (now None: a new board), or those due."""
-        due = [w for w in self._board_waiters if now is None or w[0] <= now]
-        if not due:
-            return
-        self._board_waiters = [w for w in self._board_waiters if w not in due]
-        clients = self.registry.clients()
-        board, mono = self._board, time.monotonic()
-        for _, identity, req_id, cmd in due:
-            if cmd == "workers":
-                answer: Any = live_workers(board.answers.get("workers", []), clients)
-            else:
-                answer = live_status(board, clients, self._sent[0], mono)
-                answer["replay"] = self.window.statistics()
-                answer["unread"] = self._unread()
-                answer["fds"] = self.fdgate.statistics()
-            self._answer(identity, req_id, True, answer)
-
-    def _replay(self, identity: bytes, body: dict[str, Any]) -> dict[str, Any]:
-        first, last = body.get("from"), body.get("to")
-        if type(first) is not int or type(last) is not int or first < 1 or last < first:
-            raise wire_error(ErrorCode.BAD_ARGUMENTS, "replay needs integers 1 <= from <= to")
-        if body.get("epoch") != self.epoch:
-            raise wire_error(ErrorCode.BAD_ARGUMENTS, "replay of another master incarnation")
-        if self.replies.unread(identity) > REPLAY_SLACK:
-            self.stats["replay_busy"] += 1
-            raise wire_error(
-                ErrorCode.BUSY,
-                "an earlier replay answer to this client is "
-                "still unread: ask again once it is read",
-            )
-        part = self.window.slice(first, min(last, self._sent[0]))
-        if part.lost:
-            self.stats["replay_lost"] += part.lost
-            self.registry.add_lost(identity, part.lost)
-        self.stats["replayed"] += len(part.frames)
-        return {
-            "epoch": self.epoch,
-            "first": part.first,
-            "frames": list(part.frames),
-            "lost": part.lost,
-            "more": part.more,
-        }
-
-    def _hello(
-        self, identity: bytes, req_id: int, body: dict[str, Any], role: Role = Role.FULL
-    ) -> None:
-        hello_fields(body)  # every field checked before any is used (bad_arguments)
-        token = body.get("token")
-        wants_sub = bool(body.get("subscribe", True))
-        if wants_sub and not isinstance(token, bytes):
-            raise wire_error(ErrorCode.BAD_ARGUMENTS, "HELLO needs a 'token' (bytes)")
-        if token in self._departed:
-            raise wire_error(
-                ErrorCode.BAD_ARGUMENTS, "this client said BYE: joining again takes a new token"
-            )
-        self._departed.pop(identity, None)
-        if self.registry.get(identity) is None:
-            refusal = self.fdgate.admit()
-            if refusal is not None:
-                self.stats["refused_busy"] += 1
-                raise wire_error(ErrorCode.BUSY, f"busy: {refusal}")
-        info = self.registry.register(
-            identity, body, joined_seq=NOT_JOINED, readonly=role is Role.READ_ONLY
-        )
-        self.stats["hellos"] += 1
-        if self._pids.watch(identity, body):
-            # Gone before its HELLO was read (a worker killed just after its
-            # spawn): removed now, never kept until the liveness timeout.
-            self.stats["processes_ended"] += 1
-            self._ended.append((time.monotonic(), identity))
-        if wants_sub and token not in self._joined_tokens:
-            assert isinstance(token, bytes)
-            self._pending_hello[token] = (identity, req_id, time.monotonic())
-            return
-        self._welcome(identity, req_id, info)
-
-    def _drop_ended(self, now: float) -> None:
-        due = [e for e in self._ended if e[0] <= now]
-        self._ended = [e for e in self._ended if e[0] > now]
-        for _, identity in due:
-            self._client_gone(identity, "client_lost", "its process ended")
-
-    def _welcome(self, identity: bytes, req_id: int, info: ClientInfo | None) -> None:
-        seq, state = self._sent
-        self.registry.set_joined(identity, seq)
-        self._answer(
-            identity,
-            req_id,
-            True,
-            {
-                "client_id": info.id if info else 0,
-                "epoch": self.epoch,
-                "seq": seq,
-                "state": state,
-                "heartbeat": self.heartbeat,
-                "liveness": self.liveness,
-                "pong_interval": self.pong_interval,
-                "pid": self.pid,
-                "pidns": self.pidns,
-                "pub": self.pub_endpoints,
-                "closing": self._drain is not None,
-            },
-        )
-        if info is not None:
-            self.owner.post(ClientChange("client_joined", info.as_dict()))
-
     def _read_subscriptions(self) -> None:
         for _ in range(DRAIN_LIMIT):
             try:
@@ -768,22 +450,21 @@ class Hub:
             log.warning("%s lost: silent for %.1fs", info.label(), now - info.last_seen)
             self._client_gone(info.identity, "client_lost", "silent")
 
-    def statistics(self) -> dict[str, Any]:
-        """Counters of requests, acks, repairs and rejected input; the bound endpoints."""
-        return {
-            "counters": dict(self.stats),
-            "rundir": self.guard.statistics(),
-            "pub": self.pub_endpoints,
-            "ctl": self.ctl_endpoints,
-            "clients": len(self.registry.clients()),
-            "curve": self._curve.statistics() if self._curve is not None else None,
-            "replay": self.window.statistics(),
-            "unread": self._unread(),
-            "fds": self.fdgate.statistics(),
-        }
-
-    def _unread(self) -> dict[str, Any]:
-        return {"replies": self.replies.statistics(), "published": self.published.statistics()}
+    def _statistics(self) -> HubStats:
+        """Made on the hub thread after its view is published (and once before it starts)."""
+        stats = HubStats(
+            counters=dict(self.stats),
+            rundir=self.guard.statistics(),
+            pub=list(self.pub_endpoints),
+            ctl=list(self.ctl_endpoints),
+            clients=len(self.views.current().clients.clients),  # flushed by every caller
+            curve=self._curve.statistics() if self._curve is not None else None,
+            replay=self.window.statistics(),
+            unread=self._unread(),
+            fds=self.fdgate.statistics(),
+        )
+        self.views.keep_stats(stats)
+        return stats
 
 
 def _reply_frame(req_id: int, ok: bool, payload: Any) -> bytes:
@@ -791,3 +472,17 @@ def _reply_frame(req_id: int, ok: bool, payload: Any) -> bytes:
         return encode(Kind.REPLY, req_id, ok, payload)
     except ProtocolError as exc:
         return encode(Kind.REPLY, req_id, False, error_to_wire(exc))
+
+
+__all__ = [
+    "PUBLISH_BATCH",
+    "ClientChange",
+    "Close",
+    "Hub",
+    "HubMessage",
+    "HubOwner",
+    "Publish",
+    "Request",
+    "SendTo",
+    "StatusWanted",
+]

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from busd.core.stats import Stats
+
 #: Default bounds of the window: 64 MiB and a million frames.
 DEFAULT_BYTES = 64 << 20
 DEFAULT_COUNT = 1_000_000
@@ -42,6 +44,21 @@ class Slice:
     frames: tuple[bytes, ...]
     lost: int
     more: bool
+
+
+@dataclass(frozen=True, eq=False)
+class ReplayStats(Stats):
+    """What a window holds, its bounds, and what it dropped."""
+
+    #: Frames held, and their bytes (each charged ENTRY_OVERHEAD beyond its length).
+    frames: int
+    bytes: int
+    #: The oldest seq held.
+    oldest: int
+    max_bytes: int
+    max_count: int
+    #: Frames dropped since the window was made (too old, or a jump in numbers).
+    dropped: int
 
 
 class ReplayWindow:
@@ -111,13 +128,13 @@ class ReplayWindow:
         more = start + len(frames) <= last
         return Slice(first=start, frames=tuple(frames), lost=lost, more=more)
 
-    def statistics(self) -> dict[str, int]:
+    def statistics(self) -> ReplayStats:
         """Frames and bytes held, bounds, and how many frames were dropped."""
-        return {
-            "frames": len(self._frames) - self._head,
-            "bytes": self._bytes,
-            "oldest": self._first,
-            "max_bytes": self.max_bytes,
-            "max_count": self.max_count,
-            "dropped": self.dropped,
-        }
+        return ReplayStats(
+            frames=len(self._frames) - self._head,
+            bytes=self._bytes,
+            oldest=self._first,
+            max_bytes=self.max_bytes,
+            max_count=self.max_count,
+            dropped=self.dropped,
+        )

@@ -16,6 +16,8 @@ from busd.core.wire import (
     Kind,
     encode,
 )
+from busd.master.acks import AckSink, wait_acks
+from busd.master.clients import ClientTable
 from busd.master.registry import Registry, bye_reason
 
 WORKER = b"worker-identity"
@@ -33,6 +35,23 @@ def hello(**fields: object) -> dict[str, object]:
         "worker": 0,
         **fields,
     }
+
+
+class HubThread:
+    """The hub's side of an ack wait, run at once (the registry's owner is this thread)."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+
+    def watch_acks(self, seqs: tuple[int, ...], expected: frozenset[int], sink: AckSink) -> None:
+        self.registry.watch(seqs, expected, sink)
+        self.registry.deliver()
+
+    def unwatch_acks(self, sink: AckSink) -> None:
+        self.registry.unwatch(sink)
+
+    def client_table(self) -> ClientTable:
+        return self.registry.snapshot()
 
 
 def joined(registry: Registry, identity: bytes, readonly: bool = False, **fields: object) -> None:
@@ -150,7 +169,9 @@ def test_a_read_only_client_is_never_waited_for_and_its_acks_are_ignored() -> No
         is None
     )
     registry.record_ack(WORKER, {"seq": 1, "ok": True})
-    report = registry.wait_acks([1], expected, 1.0, lambda *_: AssertionError("timed out"))
+    report = wait_acks(
+        HubThread(registry), [1], expected, 1.0, lambda *_: AssertionError("timed out")
+    )
     assert report.ok
     assert [a.client for a in report.acks] == [worker.id]
 
