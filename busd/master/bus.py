@@ -22,18 +22,15 @@ lock together with the hand-off to the hub, so seq order is send order.
 
 from __future__ import annotations
 
-import contextvars
 import os
 import queue
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from busd.core import endpoints as ep
 from busd.core.bus import Bus, State
@@ -48,54 +45,23 @@ from busd.core.wire import (
     wire_error,
 )
 from busd.master.acks import AckReport, wait_acks
-from busd.master.clients import ClientInfo
-from busd.master.commands import LIFECYCLE_CHANNELS, Handler, default_commands, timeout_error
+from busd.master.calls import COMMAND_POLL, IN_COMMAND, Command, LocalCall, Shutdown
+from busd.master.commands import LIFECYCLE_CHANNELS, default_commands, timeout_error
 from busd.master.hub import ClientChange, Hub, Request, StatusWanted
 from busd.master.relay import Relay
 from busd.master.replay import DEFAULT_BYTES, DEFAULT_COUNT, ReplayWindow
+from busd.master.report import Reporting
 from busd.master.setup import curve_server, refuse_if_running
 from busd.master.statistics import MasterStats
-
-if TYPE_CHECKING:
-    pass
 
 DEFAULT_ACK_TIMEOUT = 30.0
 #: Clients answer every this many heartbeats (all at once: fewer wake-ups here).
 PONG_EVERY = 5
-#: Read-only answers the hub makes itself (a quick command of these names never runs).
-HUB_ANSWERS = frozenset({"ping", "snapshot", "clients", "status", "replay", "workers"})
-#: Longest single wait for a command (or its result) before looking again.
-COMMAND_POLL = 30.0
 #: Seconds the sockets linger for what is still queued when they close.
 CLOSE_FLUSH = 0.5
 
-ClientHook = Callable[[str, dict[str, Any]], None]
-StatusHook = Callable[[dict[str, Any]], None]
 
-
-@dataclass(frozen=True)
-class LocalCall:
-    """Run ``func(*args)`` on the command thread and settle ``future`` with its outcome."""
-
-    func: Callable[..., Any]
-    args: tuple[Any, ...]
-    future: Future[Any] = field(default_factory=Future)
-
-
-@dataclass(frozen=True)
-class Shutdown:
-    """End the command thread (after what was queued before it)."""
-
-
-Command = LocalCall | Request | ClientChange | StatusWanted | Shutdown
-
-
-#: True in the context of the command thread: a call made there is inside a command
-#: (a listener, a hook, a queued call) and runs inline instead of queueing behind itself.
-_IN_COMMAND: contextvars.ContextVar[bool] = contextvars.ContextVar("busd_in_command", default=False)
-
-
-class MasterBus(Bus):
+class MasterBus(Reporting, Bus):
     """A Bus whose state changes and publishes are relayed to every client.
 
     ``name`` and ``runtime_dir`` choose the default ipc endpoints; each
@@ -169,15 +135,7 @@ class MasterBus(Bus):
         self._status: dict[str, Any] = {}
         #: Client events whose relay or hooks failed (logged; the command thread goes on).
         self.failed_events = 0
-        # Extended only through add_command, add_client_hook and add_status_hook.
-        self._commands_table: dict[str, Handler] = default_commands(self)
-        #: Read-only commands (a read-only key may send them), run on the
-        #: command thread like the others; status and workers come from the board.
-        self._quick_commands: dict[str, Handler] = {}
-        #: Called on the command thread as hook(event, client) on join/leave/loss.
-        self._client_hooks: list[ClientHook] = []
-        #: Called on the command thread to add to the status map (the pool adds its workers).
-        self._status_hooks: list[StatusHook] = []
+        self._setup_extensions(default_commands(self))
         self.hub = Hub(
             self,
             endpoints,
@@ -195,54 +153,6 @@ class MasterBus(Bus):
         self._refresh_board()
         self.hub.start()
         self._command_thread.start()
-
-    # -- extending ------------------------------------------------------
-
-    def add_command(self, name: str, handler: Handler, *, readonly: bool = False) -> None:
-        """Answer command ``name`` with ``handler(body)``, on the command thread.
-
-        A ``readonly`` command may be sent with a read-only key.  A name that
-        is taken (by busd or an earlier call) is a ValueError.
-        """
-        if name in self._commands_table or name in self._quick_commands or name in HUB_ANSWERS:
-            raise ValueError(f"command {name!r} exists already")
-        (self._quick_commands if readonly else self._commands_table)[name] = handler
-
-    def wrap_command(self, name: str, wrapper: Callable[[Handler, dict[str, Any]], Any]) -> None:
-        """Answer command ``name`` with ``wrapper(previous_handler, body)`` from now on."""
-        previous = self._commands_table[name]
-        self._commands_table[name] = lambda body: wrapper(previous, body)
-
-    def add_client_hook(self, hook: ClientHook) -> None:
-        """Call ``hook(event, client)`` on the command thread on each join, leave and loss."""
-        self._client_hooks.append(hook)
-
-    def add_status_hook(self, hook: StatusHook) -> None:
-        """Call ``hook(status)`` on the command thread to add to the status map."""
-        self._status_hooks.append(hook)
-
-    def add_client_state_hook(self, hook: Callable[[ClientInfo], None]) -> None:
-        """Call ``hook(client)`` when a client reports a new state (on the hub's thread:
-        keep it to a wake-up)."""
-        self.hub.door.add_state_hook(hook)
-
-    def wait_for_clients(
-        self, predicate: Callable[[list[ClientInfo]], bool], timeout: float
-    ) -> bool:
-        """Wait until ``predicate(clients)`` holds (False past ``timeout`` seconds)."""
-        return self.hub.door.wait_clients(predicate, timeout)
-
-    def clients_by_pid(self) -> dict[int, ClientInfo]:
-        """The connected clients by process id."""
-        return self.hub.door.client_table().by_pid()
-
-    def excuse_pid(self, pid: int) -> ClientInfo | None:
-        """The client of process ``pid`` is going away on purpose: no ack is awaited from it."""
-        return self.hub.door.excuse_pid(pid)
-
-    def forget_pid(self, pid: int) -> ClientInfo | None:
-        """Process ``pid`` ended: forget its client (returned, if it had one)."""
-        return self.hub.door.forget_pid(pid)
 
     # -- relaying -------------------------------------------------------
 
@@ -334,9 +244,9 @@ class MasterBus(Bus):
 
         A listener (inside a command already) calling a lifecycle method runs
         it inline, as wspbus does: queueing it and waiting would wait for
-        itself.  ``_IN_COMMAND``, true in the command thread's context, says so.
+        itself.  ``IN_COMMAND``, true in the command thread's context, says so.
         """
-        if _IN_COMMAND.get() or self._closed.is_set():
+        if IN_COMMAND.get() or self._closed.is_set():
             return func(*args)
         call = LocalCall(func, args)
         self._commands.put(call)
@@ -348,7 +258,7 @@ class MasterBus(Bus):
                     raise BusError("the command thread has ended: the call was not run") from None
 
     def _run_commands(self) -> None:
-        _IN_COMMAND.set(True)  # this thread's context: everything it runs is inside a command
+        IN_COMMAND.set(True)  # this thread's context: everything it runs is inside a command
         while True:
             try:
                 item = self._commands.get(timeout=COMMAND_POLL)
@@ -373,20 +283,6 @@ class MasterBus(Bus):
             self._answer(item)
         elif type(item) is ClientChange:
             self._client_changed(item)
-
-    def _client_changed(self, item: ClientChange) -> None:
-        """Relay a client's join, leave or loss; a failure here never ends the command thread."""
-        try:
-            self.event(item.event, item.client)
-            for hook in self._client_hooks:
-                hook(item.event, item.client)
-        except Exception:  # noqa: BLE001 - one bad event must not leave the master deaf
-            self.failed_events += 1
-            self.log(
-                f"the {item.event!r} event of client {item.client.get('id')} failed",
-                level=40,
-                traceback=True,
-            )
 
     def _answer(self, request: Request) -> None:
         try:
@@ -426,30 +322,6 @@ class MasterBus(Bus):
         self._relay_out.close(self.drain_timeout, CLOSE_FLUSH)
         self.hub.wait_closed(CLOSE_FLUSH + self.drain_timeout + 2.0)
 
-    def _refresh_board(self) -> None:
-        """Compute the read-only answers (hooks, quick commands) and hand them to the hub."""
-        try:
-            status = self._status_now()
-        except Exception:  # noqa: BLE001 - a hook is user code: keep the last board
-            self.log("a status hook failed", level=40, traceback=True)
-            return
-        self._publish_board(status)
-
-    def _publish_board(self, status: dict[str, Any]) -> None:
-        self._status = status
-        self.hub.publish_board(
-            {"status": status, "workers": status.get("workers", [])},
-            frozenset(self._quick_commands),
-        )
-
-    def _execute(self, body: dict[str, Any]) -> Any:
-        cmd = body["cmd"]
-        handler = self._commands_table.get(cmd) or self._quick_commands.get(cmd)
-        if handler is None:
-            known = ", ".join(sorted({*self._commands_table, *self._quick_commands, *HUB_ANSWERS}))
-            raise wire_error(ErrorCode.UNKNOWN_COMMAND, f"unknown command {cmd!r} (known: {known})")
-        return handler(body)
-
     # -- lifecycle, always on the command thread -------------------------
 
     def start(self, wait: bool = False, timeout: float | None = None) -> AckReport | None:  # type: ignore[override]
@@ -471,7 +343,7 @@ class MasterBus(Bus):
         try:
             return self._on_commands(self._exit, wait, timeout)  # type: ignore[no-any-return]
         finally:  # failed exit listeners too: EXITING was sent, the exit goes on
-            if self._state is State.EXITING and not _IN_COMMAND.get():
+            if self._state is State.EXITING and not IN_COMMAND.get():
                 self._finished.wait(CLOSE_FLUSH + self.drain_timeout + 3.0)
 
     def graceful(self, wait: bool = False, timeout: float | None = None) -> AckReport | None:  # type: ignore[override]
@@ -560,37 +432,6 @@ class MasterBus(Bus):
 
     # -- information ----------------------------------------------------
 
-    def clients(self) -> list[ClientInfo]:
-        """The connected clients: id, pid, host, mirrored state, heartbeat, last ack."""
-        return list(self.hub.door.client_table().clients)
-
-    def status(self) -> dict[str, Any]:
-        """What ``busctl status`` shows (computed now, in the calling thread)."""
-        status = self._status_now()
-        status["uptime"] = round(time.time() - status.pop("started_at"), 3)
-        return status
-
-    def _status_now(self) -> dict[str, Any]:
-        seq, _ = self.snapshot()
-        now = time.monotonic()
-        status = {
-            "name": self.name,
-            "state": self._state.name,
-            "pid": self.pid,
-            "host": socket.gethostname(),
-            "epoch": self.epoch,
-            "seq": seq,
-            "started_at": self.started_at,
-            "clients": [c.as_dict(now) for c in self.clients()],
-            "workers": [],
-            "endpoints": {"pub": self.hub.pub_endpoints, "ctl": self.hub.ctl_endpoints},
-            # Requests, acks and every rejected frame, by error code (hub thread).
-            "counters": dict(self.hub.door.counters()),
-        }
-        for hook in self._status_hooks:
-            hook(status)
-        return status
-
     def statistics(self) -> MasterStats:  # type: ignore[override]
         """The bus's, the hub's and the relay's counters."""
         bus = super().statistics()
@@ -625,7 +466,7 @@ class MasterBus(Bus):
             except ChannelFailures:
                 self.log("errors while exiting on close", level=40, traceback=True)
         self._commands.put(Shutdown())
-        if not _IN_COMMAND.get():
+        if not IN_COMMAND.get():
             self._command_thread.join(self.shutdown_timeout if timeout is None else timeout)
             if self._closed.is_set():  # the exit is over; the hub may still be serving
                 self._finished.wait(CLOSE_FLUSH + self.drain_timeout + 3.0)
