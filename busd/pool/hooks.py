@@ -22,8 +22,9 @@ returned, so after every worker's ack when it waited for them (``"waited":
 true``; ``ok``: every worker acked without error, none was lost); without
 a wait, once the graceful was relayed and the master's listeners ran
 (``"waited": false``, ``ok``: they did not fail).  A graceful called as a
-method (``MasterBus.graceful()``, not a command) ends with ``"ok": null``
-after that call returned: its acks, if any, went to its caller.
+method (``MasterBus.graceful()``, not a command: a joined host's pool, a
+plugin) ends after that call returned, with ``"ok"`` and ``"waited"`` null:
+its acks, if any, went to its caller.
 """
 
 from __future__ import annotations

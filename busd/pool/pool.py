@@ -171,7 +171,7 @@ class Pool(Upkeep):
         """The master's graceful listeners ran; the workers' acks are still to come."""
         if not self._in_graceful_command:
             # MasterBus.graceful() called as a method: end after that call returned.
-            self.master.call_soon(lambda: self._reload_ends(None, waited=False))
+            self.master.call_soon(lambda: self._reload_ends(None, waited=None))
 
     def _graceful_command(
         self, graceful: Callable[[dict[str, Any]], Any], body: dict[str, Any]
@@ -190,7 +190,7 @@ class Pool(Upkeep):
         self._reload_ends(ok, waited=acks is not None)
         return result
 
-    def _reload_ends(self, ok: bool | None, waited: bool) -> None:
+    def _reload_ends(self, ok: bool | None, waited: bool | None) -> None:
         if self._reloading:
             self._reloading = False
             self.hooks.emit_here("reload_end", {"mode": "inplace", "ok": ok, "waited": waited})
