@@ -54,3 +54,12 @@ def slow_graceful(bus: ClientBus) -> None:
         (_record_dir() / f"graceful-{os.getpid()}").touch()
 
     bus.subscribe("graceful", on_graceful)
+
+
+def failing_graceful(bus: ClientBus) -> None:
+    """A worker whose graceful listener fails (its ack carries the error)."""
+
+    def on_graceful() -> None:
+        raise RuntimeError("cannot reload")
+
+    bus.subscribe("graceful", on_graceful)

@@ -80,3 +80,20 @@ def test_an_inplace_reload_ends_after_the_workers_acked(
     }
     assert busctl(busd_procs, "exit").returncode == 0
     assert busd.wait(15) == 0
+
+
+def test_an_inplace_reload_a_worker_failed_ends_not_ok(
+    busd_procs: Processes, tmp_path: Path
+) -> None:
+    busd_procs.env["BUSD_TEST_RECORD_DIR"] = str(tmp_path)
+    busd = start_busd(
+        busd_procs, "-w", "1", "--plugin", f"{L}:reload_order", f"{L}:failing_graceful"
+    )
+    wait_status(busd_procs, lambda d: states(d) == ["STARTED"], timeout=30)
+    done = busctl(busd_procs, "graceful", "--wait")
+    assert done.returncode == 1, done.stderr
+    assert "cannot reload" in done.stderr
+    (record,) = _records(tmp_path / "reload.jsonl")
+    assert record["info"] == {"mode": "inplace", "ok": False, "waited": True}
+    assert busctl(busd_procs, "exit").returncode == 0
+    assert busd.wait(15) == 0
