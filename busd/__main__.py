@@ -280,7 +280,9 @@ def make_spawner(
     forkserver.on_replaced = lambda old, new, how: master.event(
         "forkserver_replaced", {"old": old, "pid": new, "how": how}
     )
-    master.add_status_hook(lambda status: status.update(forkserver=forkserver.statistics()))
+    master.add_status_hook(
+        lambda status: status.update(forkserver=forkserver.statistics().as_dict())
+    )
     return forkserver
 
 

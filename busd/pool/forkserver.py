@@ -1,19 +1,19 @@
-"""The fork server: a clean process that forks the workers (the default spawn).
+"""The fork server, the master's side: the client of a clean process that forks workers.
 
 ::
 
-    busd main thread --fork--> fork server process (one thread, no ZeroMQ context;
-        |                        has imported zmq, msgpack and busd.client.worker.main, and
-        |                        TARGET itself only with --preload)
-        |
+    busd main thread --fork--> the fork server process (busd.pool.forkproc: one thread,
+        |                        no ZeroMQ context; each forked worker's first steps are
+        |                        busd.pool.forkchild)
+    any thread (the pool's command thread):
+      spawn_many / exit_code --_Ask / _StatusAsk (reply Future)--+
+                                one SimpleQueue + a byte on the   |
+                                wake pipe                         v
     [busd-forkserver] thread: the only user of the socketpair and the server's pidfd
-        ^   select(wake pipe, server pidfd)
-        |     _Ask(requests, reply Future)        {"workers": [{"env": {...}}, ...]} -->
-        |   one SimpleQueue (+ a byte on the             fork() per worker: load TARGET
-        |   wake pipe)                                   (unless preloaded), run it
-    Pool (command thread, supervisor thread)      <-- {"pids": [...]}, then their pidfds
-                                                      (SCM_RIGHTS, opened before any reap)
-                                                  {"status": pid} --> <-- {"status": wait status}
+        select(wake pipe, server pidfd)
+          {"workers": [{"env": {...}}, ...]} -->  <-- {"pids": [...]} + their pidfds
+          {"status": pid} -->                     <-- {"status": wait status}
+        the server's pidfd readable: reap it, start a replacement, on_replaced(...)
 
 The first server is forked by the master's main thread before the master has
 a thread or a socket (:class:`ForkServer` must be made then); it inherits the
@@ -24,84 +24,53 @@ code; with it, the application is imported once, in the server
 (copy-on-write pages shared by every worker).
 
 If the server dies, the owner thread sees its pidfd, logs it, and starts a
-new one, this time as a fresh interpreter (``python -m busd.pool.forkserver FD
+new one, this time as a fresh interpreter (``python -m busd.pool.forkproc FD
 TARGET``): the master has threads by then.  Requests caught by the death are
 answered with an :class:`OSError` each (the pool counts a failed start).
 The server dies with the master (PR_SET_PDEATHSIG, SIGKILL); its workers
 get SIGTERM when it dies, which they ignore while their master lives (see
 ``busd.client.worker.main``).  The server reaps its own children; the master watches
-them through pidfds.  It is also the workers' child subreaper: what a worker
-leaves running is reparented to the server rather than to init (which is
-busd itself in a container, busd as PID 1), and ended there
-(:class:`busd.pool.strays.Strays`): no process outlives the worker it came from.
+them through pidfds.  It is also the workers' child subreaper
+(:mod:`busd.pool.forkproc`): no process outlives the worker it came from.
 """
 
 from __future__ import annotations
 
-import ctypes
-import gc
-import importlib
 import logging
 import os
 import queue
 import select
 import signal
 import socket
-import struct
 import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any
 
-import msgpack
-
-from busd.pool.forkchild import fork_one
-from busd.pool.proctitle import set_title
+from busd.core.stats import Stats
+from busd.pool.forkproc import recv_msg, send_msg, serve
 from busd.pool.spawn import Spawned, SpawnerGone
-from busd.pool.strays import Strays
 
 log = logging.getLogger(__name__)
 
-_HEADER = struct.Struct("!I")
-MAX_REQUEST = 16 << 20
 #: How long a caller waits for the owner thread's answer to one batch.
 ASK_TIMEOUT = 60.0
 #: How long a new server has to say it is ready.
 READY_TIMEOUT = 30.0
-WORKER_MODULE = "busd.client.worker.main"
-#: Exit statuses the server keeps for the master to ask about (oldest dropped).
-MAX_REAPED = 4096
-PR_SET_CHILD_SUBREAPER = 36
 
 
-def _send(sock: socket.socket, obj: Any) -> None:
-    data = msgpack.packb(obj, use_bin_type=True)
-    # MSG_NOSIGNAL: a dead peer is an EPIPE error, not a SIGPIPE that kills the master.
-    sock.sendall(_HEADER.pack(len(data)) + data, socket.MSG_NOSIGNAL)
+@dataclass(frozen=True, eq=False)
+class ForkServerStats(Stats):
+    """What :meth:`ForkServer.statistics` returns."""
 
-
-def _recv(sock: socket.socket) -> Any:
-    header = _recv_exactly(sock, _HEADER.size)
-    if header is None:
-        return None
-    (size,) = _HEADER.unpack(header)
-    if size > MAX_REQUEST:
-        raise ValueError(f"fork server message of {size} bytes")
-    body = _recv_exactly(sock, size)
-    return None if body is None else msgpack.unpackb(body, raw=False)
-
-
-def _recv_exactly(sock: socket.socket, size: int) -> bytes | None:
-    chunks = b""
-    while len(chunks) < size:
-        chunk = sock.recv(size - len(chunks))
-        if not chunk:
-            return None
-        chunks += chunk
-    return chunks
+    #: The server's pid (None while there is none).
+    pid: int | None
+    #: How often a dead server was replaced.
+    replaced: int
+    #: Whether the server imported the TARGET (``--preload``).
+    preload: bool
 
 
 @dataclass(frozen=True)
@@ -148,7 +117,7 @@ class _Server:
         argv = [
             sys.executable,
             "-m",
-            "busd.pool.forkserver",
+            "busd.pool.forkproc",
             str(child.fileno()),
             target,
             "preload" if preload else "fresh",
@@ -167,7 +136,7 @@ class _Server:
         """None once the server says it is ready, else why not."""
         self.sock.settimeout(timeout)
         try:
-            hello = _recv(self.sock)
+            hello = recv_msg(self.sock)
         except (OSError, ValueError) as exc:
             return f"fork server did not start: {exc}"
         finally:
@@ -182,8 +151,8 @@ class _Server:
     ) -> list[Spawned]:
         """One round trip for a batch of workers."""
         try:
-            _send(self.sock, {"workers": [{"env": {**env, **wanted}} for _, wanted in requests]})
-            reply = _recv(self.sock)
+            send_msg(self.sock, {"workers": [{"env": {**env, **wanted}} for _, wanted in requests]})
+            reply = recv_msg(self.sock)
             if not isinstance(reply, dict) or not isinstance(reply.get("pids"), list):
                 error = reply.get("error") if isinstance(reply, dict) else None
                 if error:
@@ -204,8 +173,8 @@ class _Server:
     def exit_status(self, pid: int) -> int | None:
         """The wait status the server saw for its child ``pid`` (None: unknown)."""
         try:
-            _send(self.sock, {"status": pid})
-            reply = _recv(self.sock)
+            send_msg(self.sock, {"status": pid})
+            reply = recv_msg(self.sock)
         except (OSError, ValueError):
             return None
         status = reply.get("status") if isinstance(reply, dict) else None
@@ -290,9 +259,9 @@ class ForkServer:
             return None
         return None if status is None else os.waitstatus_to_exitcode(status)
 
-    def statistics(self) -> dict[str, Any]:
+    def statistics(self) -> ForkServerStats:
         """The server's pid (None while there is none) and how often it was replaced."""
-        return {"pid": self._pid, "replaced": self._replaced, "preload": self.preload}
+        return ForkServerStats(self._pid, self._replaced, self.preload)
 
     def close(self, timeout: float = 5.0) -> None:
         """End the owner thread and the server (its workers are the pool's business)."""
@@ -421,127 +390,4 @@ def _describe(status: int | None) -> str:
 # -- the fork server process ----------------------------------------------------------
 
 
-def serve(
-    sock: socket.socket, target: str, preload: bool, master: int, name: str = "busd"
-) -> int:  # pragma: no cover - runs in the fork server
-    """The fork server's loop: import the worker side, then fork on request."""
-    set_title("forkserver", name)
-    # A terminal's Ctrl-C reaches the whole process group: the master decides.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        worker: Any = importlib.import_module(WORKER_MODULE)
-        os.environ["BUSD_PARENT_PID"] = str(master)
-        worker.die_with_parent(signal.SIGKILL)
-        adopt_orphans()
-        func = worker.load_target(target) if preload else None
-    except BaseException:  # noqa: BLE001 - the server's main: its master shows the traceback
-        import traceback
-
-        _send(sock, {"error": f"the fork server could not start:\n{traceback.format_exc()}"})
-        return 70
-    gc.collect()
-    gc.freeze()  # what is imported now stays shared, copy-on-write, in every worker
-    _send(sock, {"ready": True})
-    # SIGCHLD wakes the loop through a pipe, so exited workers are reaped at once.
-    rfd, wfd = os.pipe()
-    os.set_blocking(wfd, False)
-    signal.set_wakeup_fd(wfd)
-    signal.signal(signal.SIGCHLD, lambda signum, frame: None)
-    me = os.getpid()
-    reaped: dict[int, int] = {}
-    strays = Strays(me)
-    while True:
-        ready, _, _ = select.select([sock.fileno(), rfd], [], [], strays.timeout())
-        if rfd in ready:
-            os.read(rfd, 4096)
-            strays.forget(_reap_children(reaped))
-            strays.end_inherited()
-        strays.kill_due()
-        if sock.fileno() not in ready:
-            continue
-        try:
-            request = _recv(sock)
-        except (OSError, ValueError):
-            return 0
-        if not isinstance(request, dict):
-            return 0
-        if "status" in request:
-            # Reaped here before its SIGCHLD was read: what it kept ends now too.
-            strays.forget(_reap_children(reaped))
-            _send(sock, {"status": reaped.pop(int(request["status"]), None)})
-            continue
-        # Each child waits for a byte on `go` before it runs: one this server
-        # dies before handing to the master reads end-of-file and exits (the
-        # master would never know it, and it would run on as a stray worker).
-        go, ready_to_go = os.pipe()
-        try:
-            pids = [
-                fork_one(
-                    spec.get("env", {}),
-                    (sock, rfd, wfd, ready_to_go),
-                    worker,
-                    func or target,
-                    me,
-                    master,
-                    go,
-                )
-                for spec in request.get("workers", [])
-            ]
-            strays.workers.update(pids)
-            pidfds = [os.pidfd_open(pid) for pid in pids]  # before any is reaped
-            _send(sock, {"pids": pids})
-            socket.send_fds(sock, [b"\0"], pidfds)
-            for fd in pidfds:
-                os.close(fd)
-            os.write(ready_to_go, b"\1" * len(pids))
-        finally:
-            os.close(go)
-            os.close(ready_to_go)
-
-
-def adopt_orphans() -> None:  # pragma: no cover - runs in the fork server
-    """Be the child subreaper of the workers (Linux), so what they leave is reaped here.
-
-    A worker's child that outlives it is reparented to this process, whose
-    loop reaps every child, instead of to init, which is busd itself when
-    busd is a container's PID 1 (and does not reap strangers).
-    """
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-
-
-def _reap_children(reaped: dict[int, int]) -> list[int]:  # pragma: no cover - in the server
-    """Reap every ended child, keeping its status until the master asks (bounded)."""
-    ended: list[int] = []
-    while True:
-        try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return ended
-        if pid == 0:
-            return ended
-        ended.append(pid)
-        reaped[pid] = status
-        while len(reaped) > MAX_REAPED:
-            del reaped[next(iter(reaped))]
-
-
-def main(argv: list[str] | None = None) -> int:  # pragma: no cover - a fork server
-    """``python -m busd.pool.forkserver FD TARGET preload|fresh`` (a replacement server)."""
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 3 or not args[0].isdigit():
-        print("usage: python -m busd.pool.forkserver FD TARGET preload|fresh", file=sys.stderr)
-        return 2
-    stamp = "" if os.environ.get("BUSD_LOG_FORMAT") == "plain" else "%(asctime)s.%(msecs)03d "
-    logging.basicConfig(
-        level=os.environ.get("BUSD_LOG_LEVEL", "WARNING").upper(),
-        format=f"{stamp}busd fork server [%(process)d] %(levelname)s: %(message)s",
-        datefmt="%Y-%m-%d %H:%M:%S",
-    )
-    sock = socket.socket(fileno=int(args[0]))
-    master = int(os.environ.get("BUSD_PARENT_PID", "0") or 0)
-    return serve(sock, args[1], args[2] == "preload", master, os.environ.get("BUSD_NAME") or "busd")
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+__all__ = ["ASK_TIMEOUT", "READY_TIMEOUT", "ForkServer", "ForkServerStats"]

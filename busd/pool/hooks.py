@@ -2,9 +2,10 @@
 
 ::
 
-    pool (supervisor or command thread)  --emit-->  master.event(...)   -> every client
-                                                    call_soon(publish)  -> [busd-commands]
-                                                                           runs master listeners
+    pool ([busd-commands])  --emit-->  master.event(...)   -> every client
+                                       call_soon(flush)    -> [busd-commands], after the
+                                                              current command: the master's
+                                                              listeners, in order
 
 ``worker_spawned``, ``worker_started``, ``worker_exited`` (with ``status`` or
 ``signal`` and the ``reason``: crash, recycle, scale, reload, timeout, stop),
@@ -13,13 +14,23 @@
 client as an EVENT of the same name (``busctl watch`` shows them).  Master
 listeners run on the command thread, as every listener does; a listener
 subscribed by ``busd --plugin pkg.mod:func`` (``func(master_bus)``) sees them.
+
+``reload_end`` comes after the reload is over: for a respawn, once the new
+workers are STARTED (``ok``: False if they did not start in time, the old
+ones are kept); for an in-place reload, after the ``graceful`` command
+returned, so after every worker's ack when it waited for them (``"waited":
+true``; ``ok``: every worker acked without error, none was lost); without
+a wait, once the graceful was relayed and the master's listeners ran
+(``"waited": false``, ``ok``: they did not fail).  A graceful called as a
+method (``MasterBus.graceful()``, not a command: a joined host's pool, a
+plugin) ends after that call returned, with ``"ok"`` and ``"waited"`` null:
+its acks, if any, went to its caller.
 """
 
 from __future__ import annotations
 
 import collections
 import importlib
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -39,30 +50,25 @@ class Hook:
 
 
 class Hooks:
-    """Emits the hook channels of one master."""
+    """Emits the hook channels of one master (used by the command thread only)."""
 
     def __init__(self, master: MasterBus) -> None:
         self.master = master
         master.no_relay = master.no_relay | frozenset(HOOK_CHANNELS)
         self._pending: collections.deque[Hook] = collections.deque()
-        self._lock = threading.Lock()
 
     def emit(self, channel: str, data: dict[str, Any], event: str | None = None) -> None:
         """An EVENT now (named ``event``, default the channel); the master's listeners
         on the command thread, in order."""
         self.master.event(event or channel, data)
-        with self._lock:
-            self._pending.append(Hook(channel, data))
+        self._pending.append(Hook(channel, data))
         self.master.call_soon(self.flush)
 
     def flush(self) -> None:
         """Publish what is pending (on the command thread: a listener that waits, such
         as the pool's exit, calls it so its workers' exits are not left queued)."""
-        while True:
-            with self._lock:
-                if not self._pending:
-                    return
-                hook = self._pending.popleft()
+        while self._pending:
+            hook = self._pending.popleft()
             self.master.publish(hook.channel, hook.data)
 
     def emit_here(self, channel: str, data: dict[str, Any]) -> None:

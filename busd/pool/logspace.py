@@ -72,9 +72,9 @@ class LogSpace:
         self._thread.start()
 
     def close(self) -> None:
-        """Stop watching (bounded)."""
+        """Stop watching (bounded; an exit listener on the command thread, never the watcher)."""
         self._stop.set()
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
+        if self._thread.is_alive():
             self._thread.join(self.interval + 1.0)
 
     def check(self) -> SpaceState:

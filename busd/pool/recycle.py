@@ -2,7 +2,7 @@
 
 ::
 
-    pool supervisor thread, each tick (the pool's lock held):
+    the pool, on the command thread, each Tick:
       due()      worker older than max-age (+ jitter), or above max-rss -> wanted
       starting() up to ``at_once`` wanted workers at a time -> the pool spawns the
                  replacement in the same slot; the old one keeps serving
@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import psutil
+
+from busd.core.stats import Stats
 
 
 @dataclass(frozen=True)
@@ -47,7 +49,7 @@ class Recyclable(Protocol):
 
 @dataclass
 class Recycler:
-    """Wanted and running recycles (state owned under the pool's lock)."""
+    """Wanted and running recycles (the pool's command thread owns them)."""
 
     config: RecycleConfig
     rng: random.Random = field(default_factory=random.Random)
@@ -131,9 +133,21 @@ class Recycler:
         self.wanted.clear()
         return pids
 
-    def statistics(self) -> dict[str, object]:
+    def statistics(self) -> RecyclerStats:
         """Counters for ``status``."""
-        return {"recycled": self.done, "running": len(self.running), "wanted": len(self.wanted)}
+        return RecyclerStats(self.done, len(self.running), len(self.wanted))
+
+
+@dataclass(frozen=True, eq=False)
+class RecyclerStats(Stats):
+    """What :meth:`Recycler.statistics` returns."""
+
+    #: Workers replaced by a recycle so far.
+    recycled: int
+    #: Recycles whose replacement is starting now.
+    running: int
+    #: Recycles asked for and not started yet.
+    wanted: int
 
 
 def _rss(proc: psutil.Process | None) -> int | None:
