@@ -31,6 +31,10 @@ class Extensible:
     """The command table, the hooks and the client questions of a MasterBus."""
 
     hub: Hub
+    #: Channels that stay local (set by MasterBus; extended by keep_local).
+    no_relay: frozenset[str]
+    #: False when graceful must not reach the clients (keep_graceful_local).
+    relay_graceful: bool
     #: Client events whose relay or hooks failed (logged; the command thread goes on).
     failed_events = 0
 
@@ -64,6 +68,14 @@ class Extensible:
         """Answer command ``name`` with ``wrapper(previous_handler, body)`` from now on."""
         previous = self._commands_table[name]
         self._commands_table[name] = lambda body: wrapper(previous, body)
+
+    def keep_local(self, *channels: str) -> None:
+        """Never relay ``channels`` to the clients (their listeners here still run)."""
+        self.no_relay = self.no_relay | frozenset(channels)
+
+    def keep_graceful_local(self) -> None:
+        """Run graceful here only: the clients are replaced instead (a respawn reload)."""
+        self.relay_graceful = False
 
     def add_client_hook(self, hook: ClientHook) -> None:
         """Call ``hook(event, client)`` on the command thread on each join, leave and loss."""

@@ -54,7 +54,7 @@ class Hooks:
 
     def __init__(self, master: MasterBus) -> None:
         self.master = master
-        master.no_relay = master.no_relay | frozenset(HOOK_CHANNELS)
+        master.keep_local(*HOOK_CHANNELS)
         self._pending: collections.deque[Hook] = collections.deque()
 
     def emit(self, channel: str, data: dict[str, Any], event: str | None = None) -> None:

@@ -86,7 +86,7 @@ class Pool(Upkeep):
         self.master.subscribe("start", self.start, priority=70)
         self.master.subscribe("exit", self.exit, priority=30)
         if self.config.reload == "respawn":
-            self.master.relay_graceful = False
+            self.master.keep_graceful_local()
             self.master.subscribe("graceful", self.respawn)
         # Client joins and leaves (command thread) and new states (hub): a Tick.
         self.master.add_client_hook(lambda event, client: self._supervisor.wake())
