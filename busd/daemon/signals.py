@@ -99,6 +99,10 @@ class MasterSignals:
         for name in self.commands:
             signum = signal.Signals[name]
             self._previous[signum] = signal.signal(signum, self._handle)
+        self.master.call_soon(self._say_handled)  # where every listener of the master runs
+
+    def _say_handled(self) -> None:
+        for name in self.commands:
             self.master.log(f"Handling {name}.", level=logging.DEBUG)
 
     def restore(self) -> None:
