@@ -477,9 +477,9 @@ class ClientBus(Bus):
                 self._dispatcher.join(self.shutdown_timeout if timeout is None else timeout)
         self.link.close(linger)
 
-    def statistics(self) -> dict[str, Any]:
+    def statistics(self) -> dict[str, Any]:  # type: ignore[override]
         """The bus's and the link's counters."""
-        stats = super().statistics()
+        stats = dict(super().statistics())
         stats["link"] = self.link.statistics()
         stats["queued"] = len(self._inbox)
         stats["queued_peak"] = self._inbox.peak

@@ -564,9 +564,9 @@ class MasterBus(Bus):
             hook(status)
         return status
 
-    def statistics(self) -> dict[str, Any]:
+    def statistics(self) -> dict[str, Any]:  # type: ignore[override]
         """The bus's, the hub's and the relay's counters."""
-        stats = super().statistics()
+        stats = dict(super().statistics())
         seq, _ = self.snapshot()
         stats.update(
             epoch=self.epoch, seq=seq, hub=self.hub.statistics(), failed_events=self.failed_events
