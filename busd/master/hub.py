@@ -630,7 +630,7 @@ class Hub:
                 answer = live_status(board, clients, self._sent[0], mono)
                 answer["replay"] = self.window.statistics()
                 answer["unread"] = self._unread()
-                answer["fds"] = self.fdgate.statistics()
+                answer["fds"] = self.fdgate.statistics().as_dict()
             self._answer(identity, req_id, True, answer)
 
     def _replay(self, identity: bytes, body: dict[str, Any]) -> dict[str, Any]:

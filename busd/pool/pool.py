@@ -734,7 +734,7 @@ class Pool:
             "pid": os.getpid(),
             **process_stats(self._me),
             "recycle": self._recycler.statistics(),
-            "fd_budget": self.budget.statistics(),
+            "fd_budget": self.budget.statistics().as_dict(),
         }
 
     def kill_all(self) -> None:
