@@ -207,7 +207,7 @@ class Bus(Lifecycle):
                 or isinstance(thread, threading._DummyThread)
             ):
                 continue
-            thread.join(timeout)
+            _join(thread, timeout)
 
     def start_with_callback(
         self,
@@ -244,3 +244,14 @@ class Bus(Lifecycle):
         with self._lock:
             counts = {ch: len(cbs) for ch, cbs in self.listeners.items()}
         return BusStats(state=self._state.name, listeners=counts)
+
+
+def _join(thread: threading.Thread, timeout: float | None) -> None:
+    """Join ``thread`` for at most ``timeout`` seconds (None: until it ends, as
+    wspbus does), in waits of at most ``IDLE_WAIT`` each."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while thread.is_alive():
+        left = IDLE_WAIT if deadline is None else min(IDLE_WAIT, deadline - time.monotonic())
+        if left <= 0:
+            return
+        thread.join(left)
