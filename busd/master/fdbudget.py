@@ -45,6 +45,7 @@ import zmq
 from zmq.utils.monitor import parse_monitor_message
 
 from busd.core.errors import BusError
+from busd.core.stats import Stats
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +99,37 @@ class Projection:
         return self.needed <= self.limit
 
 
+@dataclass(frozen=True, eq=False)
+class BudgetStats(Stats):
+    """The pool's open-file budget."""
+
+    #: Descriptors open now, and the soft RLIMIT_NOFILE.
+    open: int
+    limit: int
+    #: Descriptors a worker costs the master, and those always kept free.
+    per_worker: int
+    reserve: int
+    #: Spawns (scale, start) refused so far.
+    refused: int
+
+
+@dataclass(frozen=True, eq=False)
+class GateStats(Stats):
+    """The hub's open-file gate."""
+
+    #: Descriptors open now, and the soft RLIMIT_NOFILE.
+    open: int
+    limit: int
+    #: Descriptors a client costs the master.
+    per_client: int
+    #: Descriptors a HELLO, and an accepted connection, must leave free.
+    hello_reserve: int
+    accept_reserve: int
+    #: HELLOs refused, and accepted connections cut, so far.
+    refused: int
+    cut: int
+
+
 class FdBudget:
     """Knows what a worker costs and refuses what the limit cannot hold.
 
@@ -138,15 +170,15 @@ class FdBudget:
             "Raise the limit (ulimit -n, LimitNOFILE=) or run fewer workers"
         )
 
-    def statistics(self) -> dict[str, int]:
+    def statistics(self) -> BudgetStats:
         """Open descriptors, the limit, the cost per worker and refusals so far."""
-        return {
-            "open": open_fds(),
-            "limit": soft_limit(),
-            "per_worker": self.per_worker,
-            "reserve": self.reserve,
-            "refused": self.refused,
-        }
+        return BudgetStats(
+            open=open_fds(),
+            limit=soft_limit(),
+            per_worker=self.per_worker,
+            reserve=self.reserve,
+            refused=self.refused,
+        )
 
 
 #: Descriptors a HELLO must leave free, at least (fewer than the pool's RESERVE, so a
@@ -221,25 +253,25 @@ class FdGate:
     def describe(self) -> str:
         """The budget in one line, for the log at start."""
         fds = self.statistics()
-        fit = max(0, fds["limit"] - fds["open"] - fds["hello_reserve"]) // FDS_PER_WORKER
+        fit = max(0, fds.limit - fds.open - fds.hello_reserve) // FDS_PER_WORKER
         return (
-            f"open files: {fds['open']} of {fds['limit']}; about {fit} more clients fit "
+            f"open files: {fds.open} of {fds.limit}; about {fit} more clients fit "
             f"({FDS_PER_WORKER} descriptors each)"
         )
 
-    def statistics(self) -> dict[str, int]:
+    def statistics(self) -> GateStats:
         """Open descriptors, the limit, reserves, HELLOs refused, connections cut."""
         limit = soft_limit()
         hello, accept = self.reserves(limit)
-        return {
-            "open": open_fds(),
-            "limit": limit,
-            "per_client": FDS_PER_WORKER,
-            "hello_reserve": hello,
-            "accept_reserve": accept,
-            "refused": self.refused,
-            "cut": self.cut,
-        }
+        return GateStats(
+            open=open_fds(),
+            limit=limit,
+            per_client=FDS_PER_WORKER,
+            hello_reserve=hello,
+            accept_reserve=accept,
+            refused=self.refused,
+            cut=self.cut,
+        )
 
 
 class AcceptWatch:
@@ -273,4 +305,12 @@ class AcceptWatch:
             monitor.close(linger=0)
 
 
-__all__ = ["AcceptWatch", "FdBudget", "FdBudgetExceeded", "FdGate", "raise_nofile"]
+__all__ = [
+    "AcceptWatch",
+    "BudgetStats",
+    "FdBudget",
+    "FdBudgetExceeded",
+    "FdGate",
+    "GateStats",
+    "raise_nofile",
+]

@@ -49,6 +49,7 @@ import zmq
 
 from busd.core.endpoints import EndpointError, ensure_runtime_dir, secure_ipc
 from busd.core.errors import AlreadyRunning
+from busd.core.stats import Stats
 
 log = logging.getLogger(__name__)
 
@@ -247,6 +248,15 @@ class _Bound:
     path: str
 
 
+@dataclass(frozen=True, eq=False)
+class GuardStats(Stats):
+    """What the endpoint guard repaired."""
+
+    #: Endpoints bound again after their file was removed, and rebinds that failed.
+    rebound: int
+    rebind_failed: int
+
+
 class EndpointGuard:
     """The locks of a master's ipc endpoints, and their repair when their files go."""
 
@@ -304,9 +314,9 @@ class EndpointGuard:
         log.warning("%s was removed under this master: recreated and bound again", bound.endpoint)
         return True
 
-    def statistics(self) -> dict[str, int]:
+    def statistics(self) -> GuardStats:
         """How many endpoints were rebound, and how many rebinds failed."""
-        return {"rebound": self.repairs, "rebind_failed": self.failures}
+        return GuardStats(rebound=self.repairs, rebind_failed=self.failures)
 
     def close(self) -> None:
         """Release every lock (the sockets are the hub's to close)."""
@@ -316,4 +326,4 @@ class EndpointGuard:
         self._bound.clear()
 
 
-__all__ = ["DirLock", "EndpointGuard", "holder_pid", "lock_path"]
+__all__ = ["DirLock", "EndpointGuard", "GuardStats", "holder_pid", "lock_path"]

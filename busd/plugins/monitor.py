@@ -12,12 +12,36 @@ import sys
 import threading
 import traceback
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from busd.core.bus import Bus
+from busd.core.stats import Stats
 from busd.plugins.base import SimplePlugin
 
-__all__ = ["BackgroundTask", "Monitor"]
+__all__ = ["BackgroundTask", "Monitor", "MonitorIdle", "TaskStats"]
+
+
+@dataclass(frozen=True, eq=False)
+class TaskStats(Stats):
+    """A background task's calls so far."""
+
+    #: The thread's name.
+    name: str
+    #: Seconds between calls.
+    interval: float
+    #: Calls made so far, and how many of them raised.
+    calls: int
+    errors: int
+    #: True from ``start()`` until the thread ends or is cancelled.
+    running: bool
+
+
+@dataclass(frozen=True, eq=False)
+class MonitorIdle(Stats):
+    """A monitor with no thread (not started, stopped, or ``frequency <= 0``)."""
+
+    running: bool = False
 
 
 class BackgroundTask(threading.Thread):
@@ -77,15 +101,15 @@ class BackgroundTask(threading.Thread):
         else:
             sys.stderr.write(f"{msg}\n{traceback.format_exc()}")
 
-    def statistics(self) -> dict[str, Any]:
+    def statistics(self) -> TaskStats:
         """Calls, errors, the interval and whether the task still runs."""
-        return {
-            "name": self.name,
-            "interval": self.interval,
-            "calls": self.calls,
-            "errors": self.errors,
-            "running": self.running,
-        }
+        return TaskStats(
+            name=self.name,
+            interval=self.interval,
+            calls=self.calls,
+            errors=self.errors,
+            running=self.running,
+        )
 
 
 class Monitor(SimplePlugin):
@@ -158,9 +182,9 @@ class Monitor(SimplePlugin):
         self.stop()
         self.start()
 
-    def statistics(self) -> dict[str, Any]:
-        """The current thread's statistics, or ``{"running": False}``."""
+    def statistics(self) -> TaskStats | MonitorIdle:
+        """The current thread's statistics, or ``MonitorIdle()`` (``{"running": False}``)."""
         thread = self.thread
         if thread is None:
-            return {"running": False}
+            return MonitorIdle()
         return thread.statistics()

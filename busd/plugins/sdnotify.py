@@ -21,13 +21,28 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from busd.core.bus import Bus
+from busd.core.stats import Stats
 from busd.plugins.base import SimplePlugin
 from busd.plugins.monitor import BackgroundTask
 
-__all__ = ["SdNotify", "watchdog_interval"]
+__all__ = ["SdNotify", "SdNotifyStats", "watchdog_interval"]
+
+
+@dataclass(frozen=True, eq=False)
+class SdNotifyStats(Stats):
+    """What the sd_notify plugin sent to systemd."""
+
+    #: ``NOTIFY_SOCKET``'s path (``@`` for an abstract one), or None outside systemd.
+    socket: str | None
+    #: Datagrams sent, and sends that failed.
+    sent: int
+    errors: int
+    #: True while the watchdog thread pings.
+    watchdog: bool
 
 
 class SdNotify(SimplePlugin):
@@ -177,14 +192,14 @@ class SdNotify(SimplePlugin):
             if task is not threading.current_thread():
                 task.join(5.0)
 
-    def statistics(self) -> dict[str, Any]:
+    def statistics(self) -> SdNotifyStats:
         """The socket, datagrams sent and failed, and whether the watchdog runs."""
-        return {
-            "socket": self.socket_path,
-            "sent": self.sent,
-            "errors": self.errors,
-            "watchdog": self._watchdog is not None and self._watchdog.is_alive(),
-        }
+        return SdNotifyStats(
+            socket=self.socket_path,
+            sent=self.sent,
+            errors=self.errors,
+            watchdog=self._watchdog is not None and self._watchdog.is_alive(),
+        )
 
 
 def watchdog_interval(environ: Mapping[str, str] | None = None) -> float | None:

@@ -11,13 +11,23 @@ from __future__ import annotations
 
 import itertools
 import threading
-from typing import Any
+from dataclasses import dataclass
 
 from busd.core.bus import Bus
 from busd.core.errors import ChannelFailures
+from busd.core.stats import Stats
 from busd.plugins.base import SimplePlugin
 
-__all__ = ["ThreadManager"]
+__all__ = ["ThreadManager", "ThreadStats"]
+
+
+@dataclass(frozen=True, eq=False)
+class ThreadStats(Stats):
+    """The threads a :class:`ThreadManager` holds."""
+
+    #: The indices of the threads currently acquired, in order.
+    threads: list[int]
+
 
 CHANNELS = ("acquire_thread", "start_thread", "release_thread", "stop_thread")
 
@@ -74,7 +84,7 @@ class ThreadManager(SimplePlugin):
 
     graceful = stop
 
-    def statistics(self) -> dict[str, Any]:
+    def statistics(self) -> ThreadStats:
         """The indices of the threads currently acquired."""
         with self._lock:
-            return {"threads": sorted(self.threads.values())}
+            return ThreadStats(threads=sorted(self.threads.values()))

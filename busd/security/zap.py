@@ -9,6 +9,7 @@ refusal log are used by that thread only once it runs.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from busd.core.auth import (
     load_key_dir,
     load_secret,
 )
+from busd.core.stats import Stats
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +102,18 @@ class Authenticator(ThreadAuthenticator):
         return f"{role.value}:{key.decode('ascii')}"
 
 
+@dataclass(frozen=True, eq=False)
+class CurveStats(Stats):
+    """The keys a master lets in, and the handshakes it refused."""
+
+    #: Authorised keys per role (``{"full": 2, "readonly": 1}``); not named
+    #: ``keys``, which would hide the mapping's ``keys()``.
+    keys_per_role: dict[str, int]
+    #: CURVE handshakes refused so far, and how many of those went unlogged.
+    refused: int
+    refusals_not_logged: int
+
+
 class CurveServer:
     """A master's own key pair and the keys it lets in; the ZAP thread once started."""
 
@@ -138,10 +152,10 @@ class CurveServer:
             self._auth.stop()
             self._auth = None
 
-    def statistics(self) -> dict[str, Any]:
+    def statistics(self) -> CurveStats:
         """Keys per role and the refused handshakes."""
-        return {
-            "keys": self.ring.counts(),
-            "refused": self._auth.denied.total if self._auth else 0,
-            "refusals_not_logged": self._auth.denied.suppressed if self._auth else 0,
-        }
+        return CurveStats(
+            keys_per_role=self.ring.counts(),
+            refused=self._auth.denied.total if self._auth else 0,
+            refusals_not_logged=self._auth.denied.suppressed if self._auth else 0,
+        )

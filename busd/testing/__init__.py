@@ -34,212 +34,63 @@ runs tests side by side.  docs/TESTING.md shows them all.
 Child processes get ``BUSD_RUNTIME_DIR``, ``BUSD_PROBE`` and a
 ``PYTHONPATH`` that finds busd, so ``busd.client.connect()`` and
 ``busd.testing.probe.Probe()`` work with no arguments.
+
+This module is the plugin's face (the pytest11 entry point): the fixtures
+and the names tests import.  The modules below it never import it back::
+
+    busd.testing ----> pool (BusdPool) ----> events (Events), procs
+         |       ----> run (Runner) -------> events, procs
+         |       ----> sink (Sink), probe (Probe, in children)
+         +-----------> procs (Processes, process trees)
 """
 
 from __future__ import annotations
 
-import collections
 import os
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
-import textwrap
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import msgpack
-import psutil
 import pytest
-import zmq
 
 from busd.core.endpoints import Endpoints, default_endpoints
-from busd.testing.pool import (
-    BusdPool,
+from busd.testing.pool import BusdPool, start_pool
+from busd.testing.probe import ENV as PROBE_ENV
+from busd.testing.procs import (
+    Processes,
     child_subreaper,
     descendants,
     kill_session,
     reap_adopted,
     session_of,
-    start_pool,
 )
-from busd.testing.probe import ENV as PROBE_ENV
 from busd.testing.run import Runner, importable
+from busd.testing.sink import Report, Sink
+
+__all__ = [
+    "SOURCE_ROOT",
+    "BusdPool",
+    "BusdTest",
+    "PoolFactory",
+    "Processes",
+    "Report",
+    "Runner",
+    "Sink",
+    "TestClient",
+    "child_subreaper",
+    "descendants",
+    "importable",
+    "kill_session",
+    "reap_adopted",
+    "session_of",
+    "start_pool",
+]
 
 SOURCE_ROOT = str(Path(__file__).resolve().parents[1])
-Report = dict[str, Any]
-
-
-class Sink:
-    """The test's end of the probes: a PULL socket, read with deadlines."""
-
-    def __init__(self, directory: Path) -> None:
-        self.endpoint = f"ipc://{directory}/probe.sock"
-        self._ctx: zmq.Context[Any] = zmq.Context()
-        self._sock = self._ctx.socket(zmq.PULL)
-        self._sock.setsockopt(zmq.LINGER, 0)
-        self._sock.bind(self.endpoint)
-        self.seen: list[Report] = []
-        self._unclaimed: collections.deque[Report] = collections.deque()
-
-    def _read(self, timeout: float) -> Report | None:
-        if not self._sock.poll(max(1, int(timeout * 1000))):
-            return None
-        report: Report = msgpack.unpackb(self._sock.recv(), raw=False)
-        self.seen.append(report)
-        return report
-
-    def get(
-        self, event: str, timeout: float, where: Callable[[Report], bool] | None = None
-    ) -> Report | None:
-        """The next report of ``event`` (matching ``where``), or None past ``timeout``."""
-
-        def wanted(r: Report) -> bool:
-            return bool(r.get("event") == event and (where is None or where(r)))
-
-        for r in self._unclaimed:
-            if wanted(r):
-                self._unclaimed.remove(r)
-                return r
-        deadline = time.monotonic() + timeout
-        while True:
-            report = self._read(deadline - time.monotonic())
-            if report is None:
-                return None
-            if wanted(report):
-                return report
-            self._unclaimed.append(report)
-
-    def expect(
-        self, event: str, timeout: float = 10.0, where: Callable[[Report], bool] | None = None
-    ) -> Report:
-        """The next report of ``event`` (matching ``where``); fail past ``timeout``."""
-        return self.collect(event, 1, timeout, where)[0]
-
-    def collect(
-        self,
-        event: str,
-        count: int,
-        timeout: float = 10.0,
-        where: Callable[[Report], bool] | None = None,
-    ) -> list[Report]:
-        """``count`` reports of ``event``, in arrival order; fail past ``timeout``."""
-
-        def wanted(r: Report) -> bool:
-            return bool(r.get("event") == event and (where is None or where(r)))
-
-        found = [r for r in self._unclaimed if wanted(r)][:count]
-        for r in found:
-            self._unclaimed.remove(r)
-        deadline = time.monotonic() + timeout
-        while len(found) < count:
-            report = self._read(deadline - time.monotonic())
-            if report is None:
-                pytest.fail(
-                    f"got {len(found)} of {count} {event!r} reports in {timeout}s; "
-                    f"other reports: {list(self._unclaimed)[-10:]}"
-                )
-            if wanted(report):
-                found.append(report)
-            else:
-                self._unclaimed.append(report)
-        return found
-
-    def close(self) -> None:
-        """Close the socket and its context."""
-        self._sock.close(linger=0)
-        self._ctx.term()
-
-
-class Processes:
-    """Starts child processes in their own sessions and always cleans them up."""
-
-    def __init__(self, directory: Path, logs: Path, env: dict[str, str]) -> None:
-        self.directory = directory
-        self.logs = logs
-        self.env = env
-        self.started: list[subprocess.Popen[bytes]] = []
-
-    def python(
-        self, source: str, *args: str, name: str = "child", env: dict[str, str] | None = None
-    ) -> subprocess.Popen[bytes]:
-        """Run ``source`` (dedented) as a script with the test's Python."""
-        script = self.logs / f"{name}-{len(self.started)}.py"
-        script.write_text(textwrap.dedent(source))
-        return self.spawn([sys.executable, str(script), *args], name=name, env=env)
-
-    def spawn(
-        self,
-        argv: list[str],
-        name: str = "child",
-        env: dict[str, str] | None = None,
-        pass_fds: tuple[int, ...] | list[int] = (),
-        cwd: str | Path | None = None,
-    ) -> subprocess.Popen[bytes]:
-        """Start ``argv`` (in ``cwd``) with stdout and stderr in files named after ``name``."""
-        index = len(self.started)
-        out = open(self.logs / f"{name}-{index}.out", "wb")  # noqa: SIM115 - closed below
-        try:
-            proc = subprocess.Popen(
-                argv,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-                env={**self.env, **(env or {})},
-                pass_fds=pass_fds,
-                cwd=cwd,
-            )
-        finally:
-            out.close()
-        proc.log_path = self.logs / f"{name}-{index}.out"  # type: ignore[attr-defined]
-        self.started.append(proc)
-        return proc
-
-    @staticmethod
-    def output(proc: subprocess.Popen[bytes]) -> str:
-        """What the process printed so far."""
-        path: Path = proc.log_path  # type: ignore[attr-defined]
-        return path.read_text(errors="replace")
-
-    def cleanup(self, timeout: float = 5.0) -> list[str]:
-        """Kill every process group we started, reap, and name any survivor."""
-        for proc in self.started:
-            if proc.poll() is None:
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    continue
-        survivors = []
-        for proc in self.started:
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                survivors.append(f"{proc.pid} {proc.args!r}")
-        survivors += _session_leftovers([p.pid for p in self.started], timeout)
-        return survivors
-
-
-def _session_leftovers(sids: list[int], timeout: float) -> list[str]:
-    """Processes still in the sessions we created (grandchildren), killed."""
-    left = []
-    for proc in psutil.process_iter(["pid"]):
-        try:
-            if os.getsid(proc.pid) in sids:
-                left.append(proc)
-        except (ProcessLookupError, PermissionError):
-            continue
-    for proc in left:
-        try:
-            proc.kill()
-        except psutil.NoSuchProcess:
-            continue
-    _, alive = psutil.wait_procs(left, timeout=timeout)
-    return [f"{p.pid} (session leftover)" for p in alive]
 
 
 @pytest.fixture

@@ -15,42 +15,35 @@ shows the last status and busd's output.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import re
 import signal
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import Any, NoReturn
 
 import psutil
 import pytest
-import zmq
 
 from busd.core.control import Control
-from busd.core.endpoints import PUB_HWM, Endpoints, configure, default_endpoints
-from busd.core.errors import NoMaster, ProtocolError
-from busd.core.wire import Kind, decode
+from busd.core.endpoints import Endpoints, default_endpoints
+from busd.core.errors import NoMaster
+from busd.testing.events import Events
+from busd.testing.procs import Processes, describe, kill_session
 
-if TYPE_CHECKING:
-    from busd.testing import Processes
+__all__ = ["BusdPool", "Events", "PoolLog", "Status", "start_pool"]
 
 #: The longest a wait goes without asking the master again.
 POLL = 0.05
-#: The channel a new watch stream sends itself to know it is live.
-PROBE = "busd.test.probe"
-PR_SET_CHILD_SUBREAPER, PR_GET_CHILD_SUBREAPER = 36, 37
 #: What a worker (busd.client.worker.descendants), or the fork server for a worker
 #: (busd.pool.strays), logs when it ends processes the worker left running.
 LEFT_RUNNING = re.compile(
     r"ending \d+ process\(es\) (?:this worker|worker pid \d+|a worker "
     r"that ended) left running: ([\d, ]+)"
 )
-_BROADCAST = frozenset({Kind.STATE, Kind.PUBLISH, Kind.EVENT, Kind.HEARTBEAT})
 Status = dict[str, Any]
 
 
@@ -87,106 +80,6 @@ class PoolLog:
 
     def __str__(self) -> str:
         return self.text
-
-
-class Events:
-    """The master's watch stream: each STATE, PUBLISH and EVENT as a dict.
-
-    ``{"kind": "state", "state": ...}``, ``{"kind": "publish", "channel":
-    ..., "args": [...], "kwargs": {...}}``, ``{"kind": "event", "event":
-    ..., "data": {...}}``, each with ``seq``.  Given ``control``, the stream
-    is live when made (a SUB socket misses what is published before its
-    subscription reaches the master): everything published after arrives.
-    """
-
-    def __init__(self, pub: str, control: Control | None = None, timeout: float = 10.0) -> None:
-        self._ctx: zmq.Context[Any] = zmq.Context()
-        self._sub = self._ctx.socket(zmq.SUB)
-        configure(self._sub, PUB_HWM)
-        self._sub.setsockopt(zmq.SUBSCRIBE, b"")
-        self._sub.connect(pub)
-        self.seen: list[dict[str, Any]] = []
-        if control is not None:
-            try:
-                self.wait_live(control, timeout)
-            except BaseException:
-                self.close()
-                raise
-
-    def wait_live(self, control: Control, timeout: float) -> None:
-        """Broadcast a probe until this stream sees it, then forget it."""
-        token = uuid.uuid4().hex
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            control.request("broadcast", channel=PROBE, args=[token], kwargs={})
-            until = time.monotonic() + 0.2
-            while (doc := self.next(max(0.0, until - time.monotonic()))) is not None:
-                if doc.get("channel") == PROBE and doc["args"] == [token]:
-                    self.seen.clear()
-                    return
-        pytest.fail(f"no message of the master reached this test within {timeout}s", pytrace=False)
-
-    def next(self, timeout: float = 10.0) -> dict[str, Any] | None:
-        """The next message, or None past ``timeout``."""
-        deadline = time.monotonic() + timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not self._sub.poll(int(remaining * 1000) + 1):
-                return None
-            try:
-                msg = decode(self._sub.recv(), allowed=_BROADCAST)
-            except ProtocolError:
-                continue
-            doc = _describe(msg)
-            if doc is not None:
-                self.seen.append(doc)
-                return doc
-
-    def expect(self, timeout: float = 10.0, **match: Any) -> dict[str, Any]:
-        """The next message whose fields equal ``match`` (``event="worker_exited"``)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            doc = self.next(deadline - time.monotonic())
-            if doc is None:
-                pytest.fail(
-                    f"no message matching {match} within {timeout}s; seen: {self.seen[-10:]}",
-                    pytrace=False,
-                )
-            if all(doc.get(k) == v for k, v in match.items()):
-                return doc
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        while (doc := self.next()) is not None:
-            yield doc
-
-    def wait_readable(self, timeout: float) -> None:
-        """Return when a message is waiting or ``timeout`` passed (for wait loops)."""
-        self._sub.poll(max(1, int(timeout * 1000)))
-
-    def close(self) -> None:
-        """Close the socket and its context."""
-        self._sub.close(linger=0)
-        self._ctx.term()
-
-    def __enter__(self) -> Events:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-
-def _describe(msg: Any) -> dict[str, Any] | None:
-    doc: dict[str, Any] = {"seq": msg.seq, "kind": msg.kind.name.lower()}
-    if msg.kind is Kind.STATE:
-        doc["state"] = msg.items[2]
-    elif msg.kind is Kind.PUBLISH:
-        channel, args, kwargs, _ack = msg.items[2:]
-        doc.update(channel=channel, args=args, kwargs=kwargs)
-    elif msg.kind is Kind.EVENT:
-        doc.update(event=msg.items[2], data=msg.items[3])
-    else:
-        return None
-    return doc
 
 
 class BusdPool:
@@ -419,40 +312,6 @@ def _children_of(pids: set[int]) -> list[psutil.Process]:
     return found
 
 
-def kill_session(sid: int, also: list[psutil.Process] | None = None) -> list[str]:
-    """Kill every process of session ``sid`` and of ``also``; name each one still running.
-
-    ``also`` holds psutil handles, which know their process's start time: a
-    pid used again since is not taken for it.
-    """
-    left: dict[int, psutil.Process] = {}
-    for proc in [*psutil.process_iter(["pid"]), *(also or [])]:
-        try:
-            if proc.status() == psutil.STATUS_ZOMBIE or not proc.is_running():
-                continue
-            if proc in (also or []) or os.getsid(proc.pid) == sid:
-                left[proc.pid] = proc
-        except (ProcessLookupError, PermissionError, psutil.Error):
-            continue
-    names = []
-    for proc in left.values():
-        try:
-            names.append(describe(proc))
-            proc.kill()
-        except psutil.Error:
-            continue
-    psutil.wait_procs(list(left.values()), timeout=5)
-    return names
-
-
-def describe(proc: psutil.Process) -> str:
-    """``pid N: its command line`` (a process title's padding left out), else its name."""
-    try:
-        return f"pid {proc.pid}: {' '.join(a for a in proc.cmdline() if a) or proc.name()}"
-    except psutil.Error:
-        return f"pid {proc.pid}"
-
-
 def _all_in(state: str, pool: BusdPool) -> Callable[[Status], bool]:
     def check(status: Status) -> bool:
         workers = status.get("workers", [])
@@ -521,42 +380,3 @@ def _flag(flags: tuple[str, ...], name: str, default: Any) -> Any:
             continue
         return Path(value) if name == "--log-dir" else value
     return default
-
-
-def descendants() -> set[psutil.Process]:
-    """Every live descendant of this process."""
-    try:
-        return set(psutil.Process().children(recursive=True))
-    except psutil.Error:
-        return set()
-
-
-def child_subreaper(on: bool) -> bool:
-    """Make this process adopt its orphaned descendants (Linux); the previous setting.
-
-    A worker's child outlives the worker: adopted here rather than by init,
-    it is still there for the leak check to find, name and kill.
-    """
-    if not sys.platform.startswith("linux"):
-        return False
-    libc = ctypes.CDLL(None, use_errno=True)
-    was = ctypes.c_int(0)
-    libc.prctl(PR_GET_CHILD_SUBREAPER, ctypes.byref(was), 0, 0, 0)
-    libc.prctl(PR_SET_CHILD_SUBREAPER, int(on), 0, 0, 0)
-    return bool(was.value)
-
-
-def reap_adopted(before: set[psutil.Process]) -> None:
-    """Reap adopted orphans that ended by themselves (zombies of this process now)."""
-    for proc in descendants() - before:
-        with contextlib.suppress(psutil.Error, ChildProcessError):
-            if proc.status() == psutil.STATUS_ZOMBIE and proc.ppid() == os.getpid():
-                os.waitpid(proc.pid, os.WNOHANG)
-
-
-def session_of(proc: psutil.Process) -> int:
-    """The session id of ``proc`` (-1 once it is gone)."""
-    try:
-        return os.getsid(proc.pid)
-    except OSError:
-        return -1

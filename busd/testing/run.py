@@ -23,17 +23,15 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import Any, NoReturn
 
 import msgpack
 import pytest
 
 from busd.core.control import Control
 from busd.core.endpoints import Endpoints
-from busd.testing.pool import Events, kill_session
-
-if TYPE_CHECKING:
-    from busd.testing import Processes
+from busd.testing.events import Events
+from busd.testing.procs import Processes, kill_session
 
 READY, GO = "busd.run.ready", "busd.run.go"
 
