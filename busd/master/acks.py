@@ -36,6 +36,9 @@ from busd.master.clients import ClientInfo, ClientTable
 #: Seconds a timed-out wait still gives the hub to confirm it has sent what it knew.
 CONFIRM_WAIT = 1.0
 
+#: How often a wait for acks lets its thread do its other work (``meanwhile``).
+MEANWHILE_EVERY = 0.05
+
 
 @dataclass(frozen=True)
 class AckReport:
@@ -196,26 +199,34 @@ def wait_acks(
     expected: set[int],
     timeout: float,
     on_timeout: Callable[[list[ClientInfo], AckReport], Exception],
+    meanwhile: Callable[[], None] | None = None,
 ) -> AckReport:
     """Wait until every expected client acked every seq, or left.
 
     Raises what ``on_timeout(silent_clients, partial_report)`` returns when
-    ``timeout`` passes first.
+    ``timeout`` passes first.  ``meanwhile()``, if given, is called every
+    MEANWHILE_EVERY seconds of the wait (the waiting thread's other work).
     """
     tally = AckTally(tuple(seqs), expected)
     if not tally.missing:
         return tally.report()
     deadline = time.monotonic() + timeout
+    step = timeout if meanwhile is None else MEANWHILE_EVERY
+    next_meanwhile = time.monotonic() + MEANWHILE_EVERY
     inbox: queue.SimpleQueue[AckNews] = queue.SimpleQueue()
     source.watch_acks(tally.seqs, tally.expected, inbox)
     try:
         while tally.missing:
-            remaining = deadline - time.monotonic()
+            now = time.monotonic()
+            remaining = deadline - now
             if remaining <= 0:
                 _timed_out(source, tally, inbox, on_timeout)
                 break
+            if meanwhile is not None and now >= next_meanwhile:
+                meanwhile()
+                next_meanwhile = time.monotonic() + MEANWHILE_EVERY
             try:
-                tally.take(inbox.get(timeout=remaining))
+                tally.take(inbox.get(timeout=min(remaining, step)))
             except queue.Empty:
                 continue
     finally:

@@ -270,7 +270,7 @@ class MasterBus(Reporting, Bus):
             if self._state is State.EXITING:
                 self._finish_exit()
                 return
-            if type(item) is StatusWanted or self._commands.empty():
+            if type(item) is StatusWanted or self._commands.empty() or self._board_is_old():
                 self._refresh_board()
 
     def _run_one(self, item: Command) -> None:
@@ -428,7 +428,9 @@ class MasterBus(Reporting, Bus):
 
     def _wait(self, seqs: list[int], expected: set[int], timeout: float | None) -> AckReport:
         limit = self.ack_timeout if timeout is None else timeout
-        return wait_acks(self.hub.door, seqs, expected, limit, timeout_error(limit))
+        return wait_acks(
+            self.hub.door, seqs, expected, limit, timeout_error(limit), meanwhile=self._meanwhile
+        )
 
     # -- information ----------------------------------------------------
 

@@ -9,6 +9,7 @@ on the hub's thread after the snapshot showing the new state is out.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +21,8 @@ from busd.master.hubmsg import ClientChange
 if TYPE_CHECKING:
     from busd.master.hub import Hub
 
+#: How often a wait for clients on the command thread runs the upkeep.
+UPKEEP_EVERY = 0.05
 #: Read-only answers the hub makes itself (a quick command of these names never runs).
 HUB_ANSWERS = frozenset({"ping", "snapshot", "clients", "status", "replay", "workers"})
 
@@ -44,6 +47,8 @@ class Extensible:
 
         def log(self, msg: str = "", level: int = ..., traceback: bool = False) -> None: ...
 
+        def _meanwhile(self) -> None: ...
+
     def _setup_extensions(self, defaults: dict[str, Handler]) -> None:
         self._commands_table = dict(defaults)
         #: Read-only commands (a read-only key may send them), run on the
@@ -53,6 +58,9 @@ class Extensible:
         self._client_hooks: list[ClientHook] = []
         #: Called on the command thread to add to the status map (the pool adds its workers).
         self._status_hooks: list[StatusHook] = []
+        #: Called on the command thread while it waits inside a command (add_upkeep).
+        self._upkeep: list[Callable[[], None]] = []
+        self._in_upkeep = False
 
     def add_command(self, name: str, handler: Handler, *, readonly: bool = False) -> None:
         """Answer command ``name`` with ``handler(body)``, on the command thread.
@@ -90,11 +98,34 @@ class Extensible:
         keep it to a wake-up)."""
         self.hub.door.add_state_hook(hook)
 
+    def add_upkeep(self, work: Callable[[], None]) -> None:
+        """Call ``work()`` on the command thread while it waits inside a command (for
+        acks, for clients): the pool reaps and restarts its workers meanwhile."""
+        self._upkeep.append(work)
+
+    def _run_upkeep(self) -> None:
+        for work in self._upkeep:
+            try:
+                work()
+            except Exception:  # noqa: BLE001 - upkeep is a boundary: logged, the wait goes on
+                self.log(f"upkeep {work!r} failed", level=40, traceback=True)
+
     def wait_for_clients(
         self, predicate: Callable[[list[ClientInfo]], bool], timeout: float
     ) -> bool:
-        """Wait until ``predicate(clients)`` holds (False past ``timeout`` seconds)."""
-        return self.hub.door.wait_clients(predicate, timeout)
+        """Wait until ``predicate(clients)`` holds (False past ``timeout`` seconds).
+
+        On the command thread, the upkeep runs meanwhile, as in every wait there.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            step = min(remaining, UPKEEP_EVERY) if self._upkeep else remaining
+            if self.hub.door.wait_clients(predicate, max(0.0, step)):
+                return True
+            if remaining <= step:
+                return False
+            self._meanwhile()
 
     def clients_by_pid(self) -> dict[int, ClientInfo]:
         """The connected clients by process id."""

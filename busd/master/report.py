@@ -12,8 +12,13 @@ import socket
 import time
 from typing import TYPE_CHECKING, Any
 
+from busd.master.calls import IN_COMMAND
 from busd.master.clients import ClientInfo
 from busd.master.extend import Extensible
+
+#: A board is made again between two commands (or while one waits) once it is this old:
+#: a queue of commands never leaves ``status`` and ``workers`` stale for long.
+BOARD_MAX_AGE = 0.25
 
 if TYPE_CHECKING:
     from busd.core.bus import State
@@ -21,6 +26,8 @@ if TYPE_CHECKING:
 
 class Reporting(Extensible):
     """The status map of a MasterBus, and the board made of it."""
+
+    _board_at = 0.0
 
     if TYPE_CHECKING:
         name: str
@@ -74,9 +81,26 @@ class Reporting(Extensible):
             return
         self._publish_board(status)
 
+    def _board_is_old(self) -> bool:
+        """Older than BOARD_MAX_AGE: a busy command thread makes a new one between items."""
+        return time.monotonic() - self._board_at > BOARD_MAX_AGE
+
     def _publish_board(self, status: dict[str, Any]) -> None:
+        self._board_at = time.monotonic()
         self._status = status
         self.hub.publish_board(
             {"status": status, "workers": status.get("workers", [])},
             frozenset(self._quick_commands),
         )
+
+    def _meanwhile(self) -> None:
+        """While the command thread waits inside a command: the upkeep, a fresh board."""
+        if not IN_COMMAND.get() or self._in_upkeep:
+            return
+        self._in_upkeep = True
+        try:
+            self._run_upkeep()
+            if self._board_is_old():
+                self._refresh_board()
+        finally:
+            self._in_upkeep = False

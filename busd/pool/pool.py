@@ -89,6 +89,7 @@ class Pool(Upkeep):
             self.master.keep_graceful_local()
             self.master.subscribe("graceful", self.respawn)
         # Client joins and leaves (command thread) and new states (hub): a Tick.
+        self.master.add_upkeep(self.drain)  # reaps and restarts while a command waits
         self.master.add_client_hook(lambda event, client: self._supervisor.wake())
         self.master.add_client_state_hook(lambda client: self._supervisor.wake())
         install_commands(self)

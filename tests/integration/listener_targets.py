@@ -63,3 +63,19 @@ def failing_graceful(bus: ClientBus) -> None:
         raise RuntimeError("cannot reload")
 
     bus.subscribe("graceful", on_graceful)
+
+
+def held_graceful(bus: ClientBus) -> None:
+    """A worker whose graceful listener says it holds, then waits (at most 30 s) for a
+    ``release`` file: a reload that lasts as long as the test wants."""
+
+    def on_graceful() -> None:
+        (_record_dir() / f"holding-{os.getpid()}").touch()
+        release = _record_dir() / "release"
+        pause = threading.Event()
+        for _ in range(600):  # bounded: 30 s
+            if release.exists():
+                return
+            pause.wait(0.05)  # the workload of this listener, not a synchronisation
+
+    bus.subscribe("graceful", on_graceful)

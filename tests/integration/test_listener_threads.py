@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -95,5 +96,39 @@ def test_an_inplace_reload_a_worker_failed_ends_not_ok(
     assert "cannot reload" in done.stderr
     (record,) = _records(tmp_path / "reload.jsonl")
     assert record["info"] == {"mode": "inplace", "ok": False, "waited": True}
+    assert busctl(busd_procs, "exit").returncode == 0
+    assert busd.wait(15) == 0
+
+
+def test_a_crash_while_a_command_waits_is_restarted_before_the_wait_ends(
+    busd_procs: Processes, tmp_path: Path
+) -> None:
+    """The command thread owns the pool, and does its upkeep while it waits for acks:
+    a worker that dies during a long ``graceful --wait`` is replaced at once."""
+    busd_procs.env["BUSD_TEST_RECORD_DIR"] = str(tmp_path)
+    busd = start_busd(busd_procs, "-w", "2", "--backoff", "0.05", f"{L}:held_graceful")
+    doc = wait_status(busd_procs, lambda d: states(d) == ["STARTED"] * 2, timeout=30)
+    victim = doc["workers"][0]["pid"]
+    waiting = busd_procs.spawn(
+        [sys.executable, "-m", "busd.client.ctl.busctl", "graceful", "--wait", "--timeout", "60"]
+    )
+    try:
+        wait_status(
+            busd_procs,
+            lambda d: (tmp_path / f"holding-{victim}").exists(),
+            timeout=30,
+        )
+        os.kill(victim, signal.SIGKILL)
+        wait_status(
+            busd_procs,
+            lambda d: d["workers"][0]["pid"] not in (None, victim) and states(d) == ["STARTED"] * 2,
+            timeout=15,
+        )
+        assert waiting.poll() is None, "the graceful ended before the crash was handled"
+    finally:
+        (tmp_path / "release").touch()
+    # The crashed worker never acked: the reload says so (exit status 1).
+    assert waiting.wait(30) == 1, busd_procs.output(waiting)
+    assert f"(pid {victim} worker 0): lost before it answered" in busd_procs.output(waiting)
     assert busctl(busd_procs, "exit").returncode == 0
     assert busd.wait(15) == 0
