@@ -17,6 +17,7 @@ This module is what wspbus is to CherryPy: ``Bus``, ``states`` and
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import sys
 import threading
@@ -193,21 +194,19 @@ class Bus(Lifecycle):
 
     @staticmethod
     def _join_threads(timeout: float | None) -> None:
-        # The two thread checks left in the bus, both demanded by what is
-        # joined: Thread.join() raises RuntimeError for the calling thread,
-        # and the main thread ends only with the interpreter, so a block()
-        # in another thread would wait on it for the whole timeout (wspbus
-        # joins "all non-main, non-daemon threads").
-        current = threading.current_thread()
+        # wspbus joins "all non-main, non-daemon threads": the main thread
+        # ends only with the interpreter, so a block() in another thread
+        # would wait on it for the whole timeout.  The calling thread is
+        # left out by Thread.join() itself (RuntimeError), not by asking.
         for thread in threading.enumerate():
             if (
-                thread is current
-                or thread.daemon
+                thread.daemon
                 or thread is threading.main_thread()
                 or isinstance(thread, threading._DummyThread)
             ):
                 continue
-            _join(thread, timeout)
+            with contextlib.suppress(RuntimeError):  # "cannot join current thread"
+                _join(thread, timeout)
 
     def start_with_callback(
         self,

@@ -38,16 +38,22 @@ def identity_calls(path: Path) -> list[tuple[str, int, str]]:
     return found
 
 
-def test_the_bus_asks_a_thread_who_it_is_only_where_join_demands_it() -> None:
-    modules = ["bus.py", "lifecycle.py", "pubsub.py", "callpath.py", "states.py", "reexec.py"]
-    found = {name: identity_calls(CORE / name) for name in modules}
-    assert {name: [(f, call) for f, _, call in calls] for name, calls in found.items()} == {
-        "bus.py": [("_join_threads", "current_thread"), ("_join_threads", "main_thread")],
-        "lifecycle.py": [],
-        "pubsub.py": [],
-        "callpath.py": [],
-        "states.py": [],
-        "reexec.py": [],
+def test_busd_asks_which_thread_runs_only_where_a_python_api_demands_it() -> None:
+    """Outside the wspbus-style plugins, two places: signal.signal() works in the
+    main thread only, and block() joins every thread but the main one (wspbus)."""
+    busd = CORE.parent
+    found = {
+        path.relative_to(busd).as_posix(): [(f, call) for f, _, call in identity_calls(path)]
+        for path in sorted(busd.rglob("*.py"))
+        if path.relative_to(busd).parts[0] != "plugins"
+    }
+    assert "core/lifecycle.py" in found
+    assert {name: calls for name, calls in found.items() if calls} == {
+        "client/signals.py": [
+            ("take_leave_signals", "current_thread"),
+            ("take_leave_signals", "main_thread"),
+        ],
+        "core/bus.py": [("_join_threads", "main_thread")],
     }
 
 
