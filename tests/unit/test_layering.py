@@ -16,7 +16,9 @@ and ``importlib.import_module("...")`` with a literal name).
 - nothing in ``busd/`` imports the client side except ``busd/hosts/`` (a
   joined pool is a client of another master), ``busd/testing/`` and
   ``busd/examples/``;
-- nothing imports ``busd.__main__`` or busctl's module.
+- nothing imports ``busd.__main__`` or busctl's module;
+- no module is over 500 lines, and no import circle exists (type-only and
+  function-local imports counted).
 """
 
 from __future__ import annotations
