@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import enum
 import os
+import threading
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -180,9 +181,29 @@ def _plain(obj: object) -> object:
     raise TypeError(f"can not serialize {type(obj).__name__!r} object")
 
 
+#: One Packer per thread, reused: ``msgpack.packb`` makes a new one each call, and
+#: its buffer is over the mmap threshold the master pins (busd.master.backlog), so
+#: each call would map and unmap memory (two system calls and a page fault).
+_packers = threading.local()
+
+
+def _packer() -> msgpack.Packer:
+    try:
+        packer: msgpack.Packer = _packers.packer
+    except AttributeError:
+        packer = _packers.packer = msgpack.Packer(use_bin_type=True, default=_plain)
+    return packer
+
+
+def pack(obj: Any) -> bytes:
+    """``obj`` as msgpack bytes, with this thread's reused Packer (msgpack's errors)."""
+    data: bytes = _packer().pack(obj)
+    return data
+
+
 def _pack(name: str, message: list[Any]) -> bytes:
     try:
-        data: bytes = msgpack.packb(message, use_bin_type=True, default=_plain)
+        data: bytes = _packer().pack(message)
     except (TypeError, ValueError, OverflowError) as exc:
         raise ProtocolError(f"cannot encode {name} message: {exc}") from exc
     if len(data) > MAX_MESSAGE_SIZE:

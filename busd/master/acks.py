@@ -28,8 +28,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import msgpack
-
+from busd.core import wire
 from busd.core.wire import DESCRIBE_LIMIT, NAME_LIMIT, RESULT_LIMIT, Ack, clip
 from busd.master.clients import ClientInfo, ClientTable
 
@@ -268,7 +267,7 @@ def bounded_result(result: Any) -> Any:
     if result is None or isinstance(result, bool | int | float):
         return result
     try:
-        size = len(msgpack.packb(result, use_bin_type=True))
+        size = len(wire.pack(result))
     except (TypeError, ValueError, OverflowError):
         return "(a result that cannot be encoded)"
     if size <= RESULT_LIMIT:
