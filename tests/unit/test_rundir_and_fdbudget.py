@@ -137,3 +137,18 @@ def test_raise_nofile_goes_to_the_hard_limit() -> None:
         assert resource.getrlimit(resource.RLIMIT_NOFILE) == (hard, hard)
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_an_accept_event_is_read_without_zmq_utils_monitor() -> None:
+    import struct
+
+    import zmq
+
+    from busd.master.fdbudget import accepted_fd
+
+    def frames(event: int, value: int) -> list[bytes]:
+        return [struct.pack("=Hi", event, value), b"ipc:///x"]
+
+    assert accepted_fd(frames(zmq.EVENT_ACCEPTED, 17)) == 17
+    assert accepted_fd(frames(zmq.EVENT_CLOSED, 17)) is None
+    assert accepted_fd([b"short", b"ipc:///x"]) is None
