@@ -64,6 +64,10 @@ from busd.pool.upkeep import Upkeep
 
 log = logging.getLogger(__name__)
 
+#: How old a worker's psutil figures (cpu, rss, fds, threads) may be in a status: the
+#: board is made often while the pool is busy, and reading /proc holds the GIL.
+PROC_STATS_EVERY = 1.0
+
 
 class Pool(Upkeep):
     """Keeps ``config.size`` workers running for a master, and reaps every one."""
@@ -75,6 +79,8 @@ class Pool(Upkeep):
         #: The last respawn reload (command thread only): who it started and retired.
         self.last_reload = Reload((), ())
         self._me = psutil.Process()
+        #: psutil figures of each worker by pid, with when they were taken (a cache).
+        self._proc_stats: dict[int, tuple[float, dict[str, Any]]] = {}
         #: An in-place reload begun and not yet ended; a graceful command is running.
         self._reloading = False
         self._in_graceful_command = False
@@ -274,11 +280,19 @@ class Pool(Upkeep):
     def workers(self) -> list[dict[str, Any]]:
         """Every slot's worker with its state and resource use (psutil)."""
         clients = self.master.clients_by_pid()
+        now, known, fresh = time.monotonic(), self._proc_stats, {}
         rows = []
         for slot, worker in self._view.slots:
             client = clients.get(worker.pid) if worker is not None else None
-            stats = process_stats(worker.proc) if worker is not None else {}
+            stats: dict[str, Any] = {}
+            if worker is not None:
+                taken = known.get(worker.pid)
+                if taken is None or now - taken[0] >= PROC_STATS_EVERY:
+                    taken = (now, process_stats(worker.proc))
+                fresh[worker.pid] = taken
+                stats = taken[1]
             rows.append(slot.row(client.state if client else None, stats, time.time()))
+        self._proc_stats = fresh  # replaced whole: a reader on another thread sees one or the other
         return rows
 
     def master_stats(self) -> dict[str, Any]:
