@@ -44,21 +44,17 @@ from busd.client.link.messages import LinkStats
 from busd.client.link.thread import Link
 from busd.client.signals import restore_signals, take_leave_signals
 from busd.core.auth import ClientKeys, client_keys, is_tcp
-from busd.core.bus import State
+from busd.core.bus import BusStats, State
 from busd.core.endpoints import Endpoints, client_endpoints, pub_beside
 from busd.core.errors import BusError, KeyRefused, MasterLost, NoMaster
-from busd.core.stats import Stats
 
 DEFAULT_TIMEOUT = 10.0
 
 
 @dataclass(frozen=True, eq=False)
-class ClientStats(Stats):
+class ClientStats(BusStats):
     """A ClientBus's counters: its state and listeners, its link, its dispatcher's queue."""
 
-    state: str
-    #: Listeners per channel.
-    listeners: dict[str, int]
     link: LinkStats
     #: Items waiting for the dispatcher, and the most that ever waited at once.
     queued: int
@@ -312,7 +308,7 @@ class ClientBus(DispatchingBus):
                 self._dispatcher.join(self.shutdown_timeout if timeout is None else timeout)
         self.link.close(linger)
 
-    def statistics(self) -> ClientStats:  # type: ignore[override]
+    def statistics(self) -> ClientStats:
         """The bus's and the link's counters."""
         bus = super().statistics()
         return ClientStats(

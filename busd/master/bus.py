@@ -434,7 +434,7 @@ class MasterBus(Reporting, Bus):
 
     # -- information ----------------------------------------------------
 
-    def statistics(self) -> MasterStats:  # type: ignore[override]
+    def statistics(self) -> MasterStats:
         """The bus's, the hub's and the relay's counters."""
         bus = super().statistics()
         seq, _ = self.snapshot()

@@ -3,21 +3,17 @@ sequence, the hub's statistics, and the client events that failed."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 
-from busd.core.stats import Stats
+from busd.core.bus import BusStats
 from busd.master.hubview import HubStats
 
 
 @dataclass(frozen=True, eq=False)
-class MasterStats(Stats):
-    """A master's statistics (a frozen snapshot that reads as a map)."""
+class MasterStats(BusStats):
+    """A master's statistics (a frozen snapshot that reads as a map): the bus's state
+    and listeners, and what follows."""
 
-    #: The bus's state's name.
-    state: str
-    #: Listeners per channel.
-    listeners: Mapping[str, int]
     #: This master incarnation, and the last sequence number it handed to the hub.
     epoch: int
     seq: int
