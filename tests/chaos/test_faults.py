@@ -156,7 +156,13 @@ def test_random_kills_stops_and_resumes_during_reloads_and_scaling(
                 # While that runs: hit workers at random.  The victims are the
                 # worker processes alive now (by their titles), not the status
                 # board, which a queue of commands may leave up to 250 ms behind.
+                # Restarts run on the command thread, between and during its
+                # commands: wait (bounded, by round trips) until one is alive.
                 pids = live_workers(busd.pid)
+                alive_by = time.monotonic() + 10
+                while not pids and time.monotonic() < alive_by:
+                    assert ctl.request("ping", timeout=10)["pong"] is True
+                    pids = live_workers(busd.pid)
                 seen.update(pids)
                 for pid in rng.sample(pids, k=min(len(pids), rng.randint(1, 2))):
                     sig = rng.choice([signal.SIGKILL, signal.SIGSTOP, signal.SIGCONT])
