@@ -173,13 +173,13 @@ class Desk:
             self._board, self._board_asked = item.board, False
             self._answer_board_waiters(None)
         elif type(item) is ExcusePid:
-            info = self.registry.excuse_pid(item.pid)
+            excused = {pid: self.registry.excuse_pid(pid) for pid in item.pids}
             self._flush_view()
-            item.answer.set_result(info)
+            item.answer.set_result(excused)
         elif type(item) is ForgetPid:
-            info = self.registry.remove_pid(item.pid)
+            forgotten = {pid: self.registry.remove_pid(pid) for pid in item.pids}
             self._flush_view()
-            item.answer.set_result(info)
+            item.answer.set_result(forgotten)
         elif type(item) is WatchAcks:
             self.registry.watch(item.seqs, item.expected, item.sink)
             self._flush_view()

@@ -10,7 +10,7 @@ on the hub's thread after the snapshot showing the new state is out.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from busd.core.wire import ErrorCode, wire_error
@@ -133,11 +133,19 @@ class Extensible:
 
     def excuse_pid(self, pid: int) -> ClientInfo | None:
         """The client of process ``pid`` is going away on purpose: no ack is awaited from it."""
-        return self.hub.door.excuse_pid(pid)
+        return self.hub.door.excuse_pids((pid,))[pid]
+
+    def excuse_pids(self, pids: Iterable[int]) -> dict[int, ClientInfo | None]:
+        """:meth:`excuse_pid` for several processes, in one round trip to the hub."""
+        return self.hub.door.excuse_pids(pids)
 
     def forget_pid(self, pid: int) -> ClientInfo | None:
         """Process ``pid`` ended: forget its client (returned, if it had one)."""
-        return self.hub.door.forget_pid(pid)
+        return self.hub.door.forget_pids((pid,))[pid]
+
+    def forget_pids(self, pids: Iterable[int]) -> dict[int, ClientInfo | None]:
+        """:meth:`forget_pid` for several processes, in one round trip to the hub."""
+        return self.hub.door.forget_pids(pids)
 
     def _execute(self, body: dict[str, Any]) -> Any:
         cmd = body["cmd"]

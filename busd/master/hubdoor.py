@@ -3,7 +3,7 @@
 ::
 
     pool / command thread / any thread              [busd-hub]
-      excuse_pid(pid), forget_pid(pid) --ExcusePid, ForgetPid (+ Future)--> Registry
+      excuse_pids, forget_pids --ExcusePid, ForgetPid (+ Future)--> Registry
       statistics()                     --StatsAsked (+ Future)-----------> HubStats
       add_state_hook(hook)             --AddStateHook-------------------> Registry.state_hooks
       watch_acks / unwatch_acks        --WatchAcks, Unwatch-------------> Registry watches
@@ -20,7 +20,7 @@ gone), the answer is made from the newest view instead.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as AnswerTimeout
 from dataclasses import replace
@@ -75,21 +75,29 @@ class HubDoor:
         """Call ``hook(client)`` on the hub thread when a client reports a new state."""
         self._outbox.put(AddStateHook(hook))
 
-    def excuse_pid(self, pid: int) -> ClientInfo | None:
-        """The client of process ``pid`` is retired on purpose: no ack wait waits for it."""
-        found = self.client_table().by_pid().get(pid)
-        answer: Future[ClientInfo | None] = Future()
-        return self._ask(
-            ExcusePid(pid, answer),
-            answer,
-            lambda: None if found is None else replace(found, leaving=True),
-        )
+    def excuse_pids(self, pids: Iterable[int]) -> dict[int, ClientInfo | None]:
+        """The clients of processes ``pids`` are retired on purpose: no ack wait waits
+        for them (one round trip to the hub for them all)."""
+        wanted = tuple(pids)
+        table = self.client_table().by_pid()
+        answer: Future[dict[int, ClientInfo | None]] = Future()
 
-    def forget_pid(self, pid: int) -> ClientInfo | None:
-        """Process ``pid`` ended: forget its client (returned, if it had one)."""
-        found = self.client_table().by_pid().get(pid)
-        answer: Future[ClientInfo | None] = Future()
-        return self._ask(ForgetPid(pid, answer), answer, lambda: found)
+        def otherwise() -> dict[int, ClientInfo | None]:
+            found = {pid: table.get(pid) for pid in wanted}
+            return {
+                pid: None if c is None else replace(c, leaving=True) for pid, c in found.items()
+            }
+
+        return self._ask(ExcusePid(wanted, answer), answer, otherwise)
+
+    def forget_pids(self, pids: Iterable[int]) -> dict[int, ClientInfo | None]:
+        """Processes ``pids`` ended: forget their clients (returned, where they had one)."""
+        wanted = tuple(pids)
+        table = self.client_table().by_pid()
+        answer: Future[dict[int, ClientInfo | None]] = Future()
+        return self._ask(
+            ForgetPid(wanted, answer), answer, lambda: {pid: table.get(pid) for pid in wanted}
+        )
 
     def watch_acks(self, seqs: tuple[int, ...], expected: frozenset[int], sink: AckSink) -> None:
         """Have the hub send ``sink`` the acks of ``seqs`` by ``expected``, and their

@@ -68,18 +68,19 @@ class NewBoard:
 
 @dataclass(frozen=True)
 class ExcusePid:
-    """The pool retires process ``pid``: no ack wait waits for its client (answered)."""
+    """The pool retires processes ``pids``: no ack wait waits for their clients
+    (answered with each one's client, if it had one)."""
 
-    pid: int
-    answer: Future[ClientInfo | None]
+    pids: tuple[int, ...]
+    answer: Future[dict[int, ClientInfo | None]]
 
 
 @dataclass(frozen=True)
 class ForgetPid:
-    """Process ``pid`` ended: forget its client (answered with it, if it had one)."""
+    """Processes ``pids`` ended: forget their clients (answered with each one's client)."""
 
-    pid: int
-    answer: Future[ClientInfo | None]
+    pids: tuple[int, ...]
+    answer: Future[dict[int, ClientInfo | None]]
 
 
 @dataclass(frozen=True)

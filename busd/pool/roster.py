@@ -29,6 +29,7 @@ from pathlib import Path
 import psutil
 
 from busd.master.bus import MasterBus
+from busd.master.clients import ClientInfo
 from busd.master.fdbudget import FdBudget
 from busd.pool.exits import BootReports, ExitReason, never_joined
 from busd.pool.hooks import Hooks
@@ -103,6 +104,8 @@ class Roster:
         self.boot_failure: str | None = None
         #: The supervisor's reports, for the command thread (see Upkeep.drain).
         self._inbox: queue.SimpleQueue[PoolMessage] = queue.SimpleQueue()
+        #: Clients of ended processes the hub forgot in one batch, until each is reaped.
+        self._forgotten: dict[int, ClientInfo | None] = {}
         self._supervisor = Supervisor(spawner, self._report)
         self._wake_at: float | None = None
         self._view = PoolView()
@@ -288,9 +291,9 @@ class Roster:
             for slot in self._slots.values():
                 if slot.worker is worker:
                     slot.worker = None
+        # Going because the pool said so: no ack wait should wait for them.
+        self.master.excuse_pids(w.pid for w in workers)
         for worker in workers:
-            # Going because the pool said so: no ack wait should wait for it.
-            self.master.excuse_pid(worker.pid)
             self._kill(worker, signal.SIGTERM)
         self._settle()
 

@@ -38,12 +38,27 @@ class Upkeep(Roster):
 
     def drain(self) -> None:
         """Handle every message the supervisor queued (command thread)."""
+        self._handle_all([])
+
+    def _handle_all(self, taken: list[PoolMessage]) -> None:
+        """Handle ``taken`` and every message queued after it, in order.
+
+        The clients of all the processes that ended are forgotten first, in
+        one round trip to the hub rather than one each (an exit of 32 workers).
+        """
         while True:
             try:
-                message = self._inbox.get_nowait()
+                taken.append(self._inbox.get_nowait())
             except queue.Empty:
-                return
-            self._handle(message)
+                break
+        ended = [m.pid for m in taken if isinstance(m, WorkerExited) and self._is_ours(m)]
+        if ended:
+            self._forgotten.update(self.master.forget_pids(ended))
+        try:
+            for message in taken:
+                self._handle(message)
+        finally:
+            self._forgotten.clear()  # a pid may name another process later
 
     def _handle(self, message: PoolMessage) -> None:
         try:
@@ -71,10 +86,13 @@ class Upkeep(Roster):
                 message = self._inbox.get(timeout=remaining)
             except queue.Empty:
                 return done()
-            self._handle(message)
+            self._handle_all([message])
         return True
 
     # -- exits ------------------------------------------------------------------------------
+
+    def _is_ours(self, exited: WorkerExited) -> bool:
+        return any(w.pidfd == exited.pidfd and w.pid == exited.pid for w in self._live())
 
     def _reaped(self, exited: WorkerExited) -> None:
         worker = next(
@@ -87,7 +105,10 @@ class Upkeep(Roster):
             worker.reaped = True
             os.close(worker.pidfd)
         # Its client will not say goodbye now: no ack wait should wait for it.
-        client = self.master.forget_pid(worker.pid)
+        if worker.pid in self._forgotten:  # forgotten with the others of its batch
+            client = self._forgotten.pop(worker.pid)
+        else:
+            client = self.master.forget_pid(worker.pid)
         if client is not None:
             worker.up = worker.up or client.state == "STARTED"
             self.master.event("client_lost", {"pid": worker.pid, "worker": worker.slot})
