@@ -203,7 +203,7 @@ def pack(obj: Any) -> bytes:
 
 def _pack(name: str, message: list[Any]) -> bytes:
     try:
-        data: bytes = _packer().pack(message)
+        data = pack(message)
     except (TypeError, ValueError, OverflowError) as exc:
         raise ProtocolError(f"cannot encode {name} message: {exc}") from exc
     if len(data) > MAX_MESSAGE_SIZE:

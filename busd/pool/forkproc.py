@@ -36,6 +36,7 @@ from typing import Any
 
 import msgpack
 
+from busd.core import wire
 from busd.pool.forkchild import fork_one
 from busd.pool.proctitle import set_title
 from busd.pool.strays import Strays
@@ -50,7 +51,7 @@ PR_SET_CHILD_SUBREAPER = 36
 
 def send_msg(sock: socket.socket, obj: Any) -> None:
     """Send one message (a length, then msgpack)."""
-    data = msgpack.packb(obj, use_bin_type=True)
+    data = wire.pack(obj)
     # MSG_NOSIGNAL: a dead peer is an EPIPE error, not a SIGPIPE that kills the master.
     sock.sendall(_HEADER.pack(len(data)) + data, socket.MSG_NOSIGNAL)
 

@@ -29,7 +29,6 @@ from pathlib import Path
 import psutil
 
 from busd.master.bus import MasterBus
-from busd.master.clients import ClientInfo
 from busd.master.fdbudget import FdBudget
 from busd.pool.exits import BootReports, ExitReason, never_joined
 from busd.pool.hooks import Hooks
@@ -104,8 +103,6 @@ class Roster:
         self.boot_failure: str | None = None
         #: The supervisor's reports, for the command thread (see Upkeep.drain).
         self._inbox: queue.SimpleQueue[PoolMessage] = queue.SimpleQueue()
-        #: Clients of ended processes the hub forgot in one batch, until each is reaped.
-        self._forgotten: dict[int, ClientInfo | None] = {}
         self._supervisor = Supervisor(spawner, self._report)
         self._wake_at: float | None = None
         self._view = PoolView()

@@ -27,6 +27,7 @@ import signal
 import time
 from collections.abc import Callable
 
+from busd.master.clients import ClientInfo
 from busd.pool.exits import NEVER_JOINED, ExitReason, describe_status, never_joined
 from busd.pool.roster import Roster
 from busd.pool.slots import Worker
@@ -52,18 +53,14 @@ class Upkeep(Roster):
             except queue.Empty:
                 break
         ended = [m.pid for m in taken if isinstance(m, WorkerExited) and self._is_ours(m)]
-        if ended:
-            self._forgotten.update(self.master.forget_pids(ended))
-        try:
-            for message in taken:
-                self._handle(message)
-        finally:
-            self._forgotten.clear()  # a pid may name another process later
+        forgotten = self.master.forget_pids(ended) if ended else {}
+        for message in taken:
+            self._handle(message, forgotten)
 
-    def _handle(self, message: PoolMessage) -> None:
+    def _handle(self, message: PoolMessage, forgotten: dict[int, ClientInfo | None]) -> None:
         try:
             if isinstance(message, WorkerExited):
-                self._reaped(message)
+                self._reaped(message, forgotten)
             else:
                 self._supervisor.tick_queued.clear()
                 self._wake_at = None  # the supervisor forgot it when it fired
@@ -94,7 +91,7 @@ class Upkeep(Roster):
     def _is_ours(self, exited: WorkerExited) -> bool:
         return any(w.pidfd == exited.pidfd and w.pid == exited.pid for w in self._live())
 
-    def _reaped(self, exited: WorkerExited) -> None:
+    def _reaped(self, exited: WorkerExited, forgotten: dict[int, ClientInfo | None]) -> None:
         worker = next(
             (w for w in self._live() if w.pidfd == exited.pidfd and w.pid == exited.pid), None
         )
@@ -105,8 +102,8 @@ class Upkeep(Roster):
             worker.reaped = True
             os.close(worker.pidfd)
         # Its client will not say goodbye now: no ack wait should wait for it.
-        if worker.pid in self._forgotten:  # forgotten with the others of its batch
-            client = self._forgotten.pop(worker.pid)
+        if worker.pid in forgotten:  # forgotten with the others of its batch
+            client = forgotten[worker.pid]
         else:
             client = self.master.forget_pid(worker.pid)
         if client is not None:
