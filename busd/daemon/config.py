@@ -49,7 +49,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, NoReturn
 
 from busd.daemon.configvalues import (
     POOL_KEYS,
@@ -185,10 +185,11 @@ def read(path: str | Path) -> dict[str, Any]:
     except tomllib.TOMLDecodeError as exc:
         message = str(exc)
         found = re.fullmatch(r"(.*) \(at line (\d+), column \d+\)", message, re.DOTALL)
-        if found is None:
-            raise ConfigError(path, f"TOML syntax error: {message}") from None
-        reason = f"TOML syntax error: {found.group(1)}"
-        raise ConfigError(path, reason, line=int(found.group(2))) from None
+        if found is not None:
+            reason, line = found.group(1), int(found.group(2))
+        else:  # "(at end of document)": the last line
+            reason, line = message.removesuffix(" (at end of document)"), len(text.splitlines())
+        raise ConfigError(path, f"TOML syntax error: {reason}", line=max(1, line)) from None
     return document
 
 
@@ -242,7 +243,7 @@ def pool_rules(path: str | Path, name: str, table: dict[str, Any], written: dict
     programs that do not speak the bus)."""
     where = f"pools.{name}"
 
-    def refuse(key: str | None, reason: str) -> None:
+    def refuse(key: str | None, reason: str) -> NoReturn:
         raise ConfigError(path, reason, table=where, key=written.get(key or "", key))
 
     if "target" in table and "command" in table:

@@ -84,7 +84,10 @@ def strings(each: Check) -> Check:
         items = [value] if isinstance(value, str) else value
         if not isinstance(items, list) or not all(isinstance(v, str) for v in items):
             raise Refused(f"expected a string or a list of strings, not {show(value)}")
-        return tuple(each(v) for v in items)
+        try:
+            return tuple(each(v) for v in items)
+        except argparse.ArgumentTypeError as exc:
+            raise Refused(str(exc)) from None
 
     return check
 
