@@ -119,6 +119,26 @@ def mounted_at(doc: Doc, path: str) -> tuple[Doc, Doc]:
     pytest.fail(f"{path}: no volume mounted there")
 
 
+# -- deploy/busd.toml ---------------------------------------------------------------------
+
+
+def test_deploy_busd_toml_is_the_one_the_guide_shows() -> None:
+    text = (ROOT / "deploy" / "busd.toml").read_text()
+    guide = (ROOT / "docs" / "GUIDE.md").read_text()
+    section = guide[guide.index("## Several pools") :]
+    shown = re.search(r"```toml\n(.*?)```", section, re.S)
+    assert shown, "the guide's Several pools section shows a toml block"
+    assert shown.group(1) == text
+    pools = tomllib.loads(text)["pools"]
+    assert pools["web"]["target"].startswith("asgi:busd.examples.")
+    assert pools["jobs"]["after"] == ["web"]
+    (other,) = [p for p in pools.values() if p.get("bus") is False]
+    port = re.fullmatch(r"tcp:127\.0\.0\.1:(\d+)", other["ready"])
+    assert port, "the program that does not speak the bus is ready by a loopback port"
+    assert other["command"][-1] == port.group(1)
+    assert "127.0.0.1" in other["command"]
+
+
 # -- (a) each manifest is valid ----------------------------------------------------------
 
 
