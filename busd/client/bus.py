@@ -79,6 +79,7 @@ class ClientBus(DispatchingBus):
         name: str = "",
         role: str = "worker",
         worker: int | None = None,
+        pool: str = "",
         timeout: float = DEFAULT_TIMEOUT,
         on_master_lost: str = "exit",
         shutdown_timeout: float = 60.0,
@@ -86,13 +87,16 @@ class ClientBus(DispatchingBus):
         curve: ClientKeys | None = None,
     ) -> None:
         super().__init__(on_master_lost)
+        #: The pool this process belongs to (``BUSD_POOL``): a message meant for some
+        #: pools only runs its listeners here only if it names this one.
+        self.pool = pool
         self.endpoints = endpoints
         self.timeout = timeout
         self.shutdown_timeout = shutdown_timeout
         self.link = Link(
             endpoints,
             self._inbox.put,
-            {"name": name, "role": role, "worker": worker},
+            {"name": name, "role": role, "worker": worker, "pool": pool},
             wait_for_new_master=on_master_lost == "wait",
             local_state=lambda: self._state.name,
             master_timeout=master_timeout_from_env() if master_timeout is None else master_timeout,
@@ -372,6 +376,7 @@ def connect(
         name=os.environ.get("BUSD_WORKER_NAME", ""),
         role=role,
         worker=int(worker_env) if worker_env.isdigit() else None,
+        pool=os.environ.get("BUSD_POOL", ""),
         timeout=timeout,
         master_timeout=master_timeout,
         curve=client_keys(server_key, curve_secret) if tcp else None,

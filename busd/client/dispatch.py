@@ -54,6 +54,8 @@ class DispatchingBus(Bus):
     """A Bus that mirrors what its dispatcher thread takes from the inbox."""
 
     link: Link
+    #: This process's pool (``BUSD_POOL``; ClientBus sets it).
+    pool: str = ""
 
     def __init__(self, on_master_lost: str) -> None:
         if on_master_lost not in ("exit", "wait"):
@@ -143,6 +145,11 @@ class DispatchingBus(Bus):
     def _apply_publish(self, msg: PublishMsg) -> None:
         """A relayed channel message: its listeners run here, and it is acked if asked."""
         channel, args, kwargs, ack = msg.channel, msg.args, msg.kwargs, msg.ack
+        if type(ack) is dict:  # meant for some pools only: {"ack": bool, "pools": [name...]}
+            pools = ack.get("pools")
+            if isinstance(pools, list) and self.pool not in pools:
+                return  # not this pool's: nothing runs here, nothing is acked
+            ack = ack.get("ack") is True
         if not ack and channel != "graceful":
             # The hot path: no ack, so failures are only logged (by publish).
             try:  # noqa: SIM105 - contextlib.suppress costs more on this path

@@ -168,7 +168,7 @@ def encode(kind: Kind, *items: Any) -> bytes:
 
 
 def encode_publish(
-    epoch: int, seq: int, channel: str, args: Any, kwargs: dict[str, Any], ack: bool
+    epoch: int, seq: int, channel: str, args: Any, kwargs: dict[str, Any], ack: Any
 ) -> bytes:
     """Encode a PUBLISH (the master's hot path: one call, no enum)."""
     return _pack("PUBLISH", [VERSION, _PUBLISH, epoch, seq, channel, args, kwargs, ack])

@@ -49,6 +49,7 @@ from busd.master.calls import COMMAND_POLL, IN_COMMAND, Command, LocalCall, Shut
 from busd.master.commands import LIFECYCLE_CHANNELS, default_commands, timeout_error
 from busd.master.hub import ClientChange, Hub, Request, StatusWanted
 from busd.master.relay import Relay
+from busd.master.reloads import Reloads
 from busd.master.replay import DEFAULT_BYTES, DEFAULT_COUNT, ReplayWindow
 from busd.master.report import Reporting
 from busd.master.setup import curve_server, refuse_if_running
@@ -61,7 +62,7 @@ PONG_EVERY = 5
 CLOSE_FLUSH = 0.5
 
 
-class MasterBus(Reporting, Bus):
+class MasterBus(Reloads, Reporting, Bus):
     """A Bus whose state changes and publishes are relayed to every client.
 
     ``name`` and ``runtime_dir`` choose the default ipc endpoints; each
@@ -172,7 +173,7 @@ class MasterBus(Reporting, Bus):
         if self._status:  # the state is on the board at once, hooks or not
             self._publish_board({**self._status, "state": new.name})
 
-    def _relay(self, channel: str, args: Iterable[Any], kwargs: dict[str, Any], ack: bool) -> int:
+    def _relay(self, channel: str, args: Iterable[Any], kwargs: dict[str, Any], ack: Any) -> int:
         return self._relay_out.publish(channel, args, kwargs, ack)
 
     def publish(self, channel: str, *args: Any, **kwargs: Any) -> list[Any]:
@@ -379,28 +380,14 @@ class MasterBus(Reporting, Bus):
         return self._lifecycle(Bus._do_start, wait, timeout)
 
     def _stop(self, wait: bool = False, timeout: float | None = None) -> AckReport | None:
+        self._before_stopping()
         return self._lifecycle(Bus._do_stop, wait, timeout)
 
     def _exit(self, wait: bool = False, timeout: float | None = None) -> AckReport | None:
         if self._state is State.EXITING:
             return None
+        self._before_stopping()
         return self._lifecycle(Bus._do_exit, wait, timeout)
-
-    def _graceful(self, wait: bool = False, timeout: float | None = None) -> AckReport | None:
-        self.log("Bus graceful")
-        if not self.relay_graceful:
-            # The pool replaces the workers instead (respawn reload): local only.
-            failures = self._local("graceful")
-            if failures:
-                raise failures
-            return None
-        seq = self._relay("graceful", (), {}, ack=True)
-        expected = self.hub.door.client_table().expected(seq)
-        failures = self._local("graceful")
-        report = self._wait([seq], expected, timeout) if wait else None
-        if failures:
-            raise failures
-        return report
 
     def _lifecycle(
         self, method: Callable[[Bus], None], wait: bool, timeout: float | None

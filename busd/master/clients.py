@@ -57,6 +57,8 @@ class ClientInfo:
     readonly: bool = False
     #: Its process is being retired by the pool: no ack wait waits for it.
     leaving: bool = False
+    #: The pool it says it belongs to (its HELLO's ``pool``; "" for none).
+    pool: str = ""
 
     def as_dict(self, now: float | None = None) -> dict[str, Any]:
         """A plain map for status replies (ages in seconds, no identity bytes)."""
@@ -76,6 +78,7 @@ class ClientInfo:
             "lost": self.lost,
             "readonly": self.readonly,
             "leaving": self.leaving,
+            "pool": self.pool,
         }
 
     def label(self) -> str:
@@ -98,9 +101,14 @@ class ClientTable:
         """The clients by process id (read-only clients have none)."""
         return {c.pid: c for c in self.clients if not c.readonly}
 
-    def expected(self, seq: int) -> set[int]:
-        """Ids of the clients that will receive ``seq`` (joined before it) and must ack it."""
-        return {c.id for c in self.clients if c.joined_seq < seq and c.awaited()}
+    def expected(self, seq: int, pools: frozenset[str] | None = None) -> set[int]:
+        """Ids of the clients that will receive ``seq`` (joined before it) and must ack it
+        (with ``pools``: only those of these pools)."""
+        return {
+            c.id
+            for c in self.clients
+            if c.joined_seq < seq and c.awaited() and (pools is None or c.pool in pools)
+        }
 
 
 # -- what a client may say ------------------------------------------------------
@@ -139,6 +147,7 @@ def hello_fields(hello: dict[str, Any]) -> dict[str, Any]:
         "host": _text(hello, "host", ""),
         "name": _text(hello, "name", ""),
         "role": _text(hello, "role", "client"),
+        "pool": _text(hello, "pool", ""),
         "token": token,
     }
 

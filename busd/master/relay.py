@@ -51,7 +51,7 @@ class Relay:
             self.hub.send_pub(frame, seq, self._state)
         return seq
 
-    def publish(self, channel: str, args: Iterable[Any], kwargs: dict[str, Any], ack: bool) -> int:
+    def publish(self, channel: str, args: Iterable[Any], kwargs: dict[str, Any], ack: Any) -> int:
         """Number and queue one PUBLISH (the hot path: every publish comes here)."""
         with self._lock:
             seq = self._seq + 1
