@@ -15,8 +15,10 @@ import argparse
 import logging
 import os
 import signal
-import socket
 import sys
+import time
+from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -25,8 +27,10 @@ from busd.core import endpoints as ep
 from busd.core.bus import Bus
 from busd.core.errors import AlreadyRunning, BusError, ChannelFailures
 from busd.daemon import options
+from busd.daemon.config import PoolSpec, command_line_spec
 from busd.daemon.fatal import end_on_thread_death
 from busd.daemon.flags import LOG_FORMATS, build_parser, parse
+from busd.daemon.poolset import PoolSet
 from busd.daemon.privileged import (
     UsageError,
     close_listeners,
@@ -37,14 +41,15 @@ from busd.daemon.privileged import (
     switch_user,
     write_pidfile,
 )
+from busd.daemon.reconfig import install_reload_config
 from busd.daemon.signals import SIGNAL_CHANNELS, MasterSignals, install_signals
 from busd.master.bus import MasterBus, refuse_if_running
-from busd.master.fdbudget import FdBudgetExceeded, raise_nofile
+from busd.master.clients import ClientInfo
+from busd.master.fdbudget import raise_nofile
 from busd.master.hosts import HostTable
 from busd.plugins import Daemonizer, PIDFile, SdNotify
 from busd.plugins.privileges import environment_for
 from busd.pool.exits import EX_BOOT
-from busd.pool.forkserver import ForkServer
 from busd.pool.hooks import PluginError
 from busd.pool.hooks import install_plugins as install_user_plugins
 from busd.pool.listen import (
@@ -55,12 +60,9 @@ from busd.pool.listen import (
     remove_sockets,
     restart_env,
 )
-from busd.pool.logdir import LogDir
 from busd.pool.orphans import reap_orphans
-from busd.pool.pool import Pool, PoolConfig
+from busd.pool.pools import Pools
 from busd.pool.proctitle import set_title
-from busd.pool.recycle import RecycleConfig
-from busd.pool.spawn import ExecSpawner, Spawner, target_argv
 
 log = logging.getLogger("busd.main")
 
@@ -142,6 +144,7 @@ def run(opts: argparse.Namespace, command: list[str]) -> int:
     refuse_if_running(ep.default_endpoints(runtime).ctl)
     if not opts.target and not command:
         opts.workers = 0  # a master alone: clients attach by themselves
+    specs = opts.pool_specs or [command_line_spec(opts, command)]
     parts = Parts()
     try:
         parts.pidfile = write_pidfile(opts.pidfile)
@@ -149,19 +152,20 @@ def run(opts: argparse.Namespace, command: list[str]) -> int:
         log.error("could not start: %s", exc)
         return EX_SOFTWARE
     owned: Path | None = None
-    by_address = listening_sockets(opts.listen)
-    listeners = list(by_address.values())
+    by_address = listening_sockets(list(dict.fromkeys(a for s in specs for a in s.listen)))
     try:
         make_log_dir(opts)
         switch_user(opts)
         owned = make_runtime_dir(runtime, switched=opts.uid is not None)
         reap_orphans(owned)
         logs = open_logs(opts)
-        return run_pool(opts, command, owned, by_address, logs, systemd, parts)
+        poolset = PoolSet(opts, owned, by_address, logs, from_file=bool(opts.pool_specs))
+        return run_pools(opts, command, specs, poolset, systemd, parts)
     finally:
         # Every way out, a failed start included: nothing left listening, no
         # socket file left for busctl to find ("nothing listens" is not "no busd").
         parts.close()
+        listeners = list(by_address.values())  # those made since by a reload-config too
         if owned is not None:
             remove_sockets(owned, listeners)
         else:
@@ -169,83 +173,84 @@ def run(opts: argparse.Namespace, command: list[str]) -> int:
 
 
 class Parts:
-    """What run_pool made so far, closed in reverse on the way out (each once)."""
+    """What run_pools made so far, closed in reverse on the way out (each once)."""
 
     def __init__(self) -> None:
         self.pidfile: PIDFile | None = None
-        self.forkserver: ForkServer | None = None
+        self.poolset: PoolSet | None = None
         self.master: MasterBus | None = None
-        self.pool: Pool | None = None
+        self.pools: Pools | None = None
 
-    def close_pool(self) -> None:
-        """Close the pool (its supervisor ends: what it knows is final)."""
-        pool, self.pool = self.pool, None
-        if pool is not None:
-            pool.close()
+    def close_pools(self) -> None:
+        """Close the pools (their supervisors end: what they know is final)."""
+        pools, self.pools = self.pools, None
+        if pools is not None:
+            pools.close()
 
     def close(self) -> None:
-        """Close the master (its exit stops the workers), the pool, the fork server; the
-        PID file goes last."""
+        """Close the master (its exit stops the workers), the pools, the fork servers;
+        the PID file goes last."""
         master, self.master = self.master, None
         if master is not None:
             master.close()
-        self.close_pool()
-        forkserver, self.forkserver = self.forkserver, None
-        if forkserver is not None:
-            forkserver.close()
+        self.close_pools()
+        poolset, self.poolset = self.poolset, None
+        if poolset is not None:
+            for forkserver in poolset.forkservers():
+                forkserver.close()
         pidfile, self.pidfile = self.pidfile, None
         if pidfile is not None:
             remove_pidfile(pidfile)
 
 
-def run_pool(
+def run_pools(
     opts: argparse.Namespace,
     command: list[str],
-    runtime: Path,
-    by_address: dict[str, Any],
-    logs: LogDir | None,
+    specs: list[PoolSpec],
+    poolset: PoolSet,
     systemd: dict[str, str],
     parts: Parts,
 ) -> int:
-    """Make the fork server, master and pool (into ``parts``), start, block; the status."""
-    listeners = list(by_address.values())
+    """Make the fork servers, master and pools (into ``parts``), start, block; the status."""
+    parts.poolset = poolset
     # Before the master has a thread or a socket (and after the listening
-    # sockets, which it passes on): the fork server forks clean.
-    forkserver = parts.forkserver = (
-        ForkServer(opts.target, preload=opts.preload, name=opts.name or ep.DEFAULT_NAME)
-        if opts.target and opts.spawn == "fork"
-        else None
-    )
-    master = parts.master = make_master(opts, runtime, listeners)
-    spawner = make_spawner(
-        opts,
-        master,
-        forkserver,
-        command or target_argv(opts.target),
-        worker_env(opts, master, listeners),
-    )
-    pool = parts.pool = make_pool(opts, master, spawner, runtime, logs)
-    end_on_thread_death(lambda: die_now(pool, runtime, listeners))
-    if logs is not None:
-        logs.install(master)
-    signals = install_plugins(master, pool, opts, systemd)
-    prepare_restart(master, by_address, forkserver)
+    # sockets, which they pass on): the fork servers fork clean.
+    prepared = [(spec, poolset.prepare(spec)) for spec in specs]
+    master = parts.master = make_master(opts, poolset)
+    poolset.master = master
+    pools = parts.pools = Pools(master)
+    for spec, made in prepared:
+        pools.add(poolset.build(spec, made))
+    pools.subscribe()
+    forkservers = poolset.forkservers()
+    if forkservers:
+        master.add_status_hook(
+            lambda status: status.update(forkserver=forkservers[0].statistics().as_dict())
+        )
+    if opts.config and opts.pool_specs:
+        install_reload_config(master, pools, poolset, opts)
+    end_on_thread_death(lambda: die_now(pools, poolset))
+    if poolset.logs is not None:
+        poolset.logs.install(master)
+    signals = install_plugins(master, pools, opts, systemd)
+    prepare_restart(master, poolset)
     install_user_plugins(master, opts.plugin)
-    failed = serve(opts, master, signals, listeners, command, pool)
+    failed = serve(opts, master, signals, poolset, command, pools)
     if failed is not None:
         return failed
-    parts.close_pool()
-    if pool.boot_failure is not None:
-        log.critical("worker failed to boot: %s", pool.boot_failure)
+    boot_failure = pools.boot_failure
+    parts.close_pools()
+    if boot_failure is not None:
+        log.critical("worker failed to boot: %s", boot_failure)
         return EX_BOOT
     return EX_OK
 
 
-def make_master(opts: argparse.Namespace, runtime: Path, listeners: list[Any]) -> MasterBus:
+def make_master(opts: argparse.Namespace, poolset: PoolSet) -> MasterBus:
     """The master bus, on the runtime dir's endpoints and --bind's."""
     master = MasterBus(
         name=opts.name,
-        runtime_dir=runtime,
+        runtime_dir=poolset.runtime,
         bind=opts.bind,
         heartbeat=opts.heartbeat,
         insecure=opts.insecure,
@@ -261,78 +266,20 @@ def make_master(opts: argparse.Namespace, runtime: Path, listeners: list[Any]) -
         no_relay=("log", "main", *SIGNAL_CHANNELS),
         check_running=False,
     )
-    master.add_status_hook(lambda doc: doc.update(listen=[describe(s) for s in listeners]))
+    master.add_status_hook(
+        lambda doc: doc.update(listen=[describe(s) for s in poolset.listeners()])
+    )
     HostTable(master).install()
     return master
-
-
-def make_spawner(
-    opts: argparse.Namespace,
-    master: MasterBus,
-    forkserver: ForkServer | None,
-    argv: list[str],
-    env: dict[str, str],
-) -> Spawner:
-    """The fork server (told where its replacements go), else an exec spawner of ``argv``."""
-    if forkserver is None:
-        return ExecSpawner(argv, env)
-    forkserver.env = env
-    forkserver.on_replaced = lambda old, new, how: master.event(
-        "forkserver_replaced", {"old": old, "pid": new, "how": how}
-    )
-    master.add_status_hook(
-        lambda status: status.update(forkserver=forkserver.statistics().as_dict())
-    )
-    return forkserver
-
-
-def make_pool(
-    opts: argparse.Namespace,
-    master: MasterBus,
-    spawner: Spawner,
-    runtime: Path,
-    logs: LogDir | None,
-) -> Pool:
-    """The pool, its size checked against the open-file limit, subscribed to the master."""
-    pool = Pool(
-        master,
-        spawner,
-        PoolConfig(
-            size=opts.workers,
-            graceful_timeout=opts.graceful_timeout,
-            worker_timeout=opts.worker_timeout,
-            startup_timeout=opts.startup_timeout,
-            reload=opts.reload,
-            backoff=opts.backoff,
-            backoff_max=opts.backoff_max,
-            flap_limit=opts.flap_limit,
-            flap_window=opts.flap_window,
-            recycle=RecycleConfig(
-                max_age=opts.max_age,
-                jitter=opts.recycle_jitter,
-                max_rss=int(opts.max_rss * (1 << 20)) if opts.max_rss else None,
-            ),
-            log_dir=str(logs.directory) if logs else None,
-            name=master.name,
-        ),
-        pids_file=runtime / "workers.pids",
-    )
-    try:
-        pool.budget.check(opts.workers, 0, f"-w {opts.workers}")
-    except FdBudgetExceeded:
-        pool.close()
-        raise
-    pool.subscribe()
-    return pool
 
 
 def serve(
     opts: argparse.Namespace,
     master: MasterBus,
     signals: MasterSignals,
-    listeners: list[Any],
+    poolset: PoolSet,
     command: list[str],
-    pool: Pool,
+    pool: Pools,
 ) -> int | None:
     """Start (or join), say so, block until the exit; EX_SOFTWARE if it could not start."""
     host = None
@@ -344,7 +291,7 @@ def serve(
     except ChannelFailures as exc:
         log.error("could not start: %s", exc)
         return EX_SOFTWARE
-    log_summary(opts, master, listeners, command)
+    log_summary(opts, master, poolset, command, pool)
     signals.wait_for_exit()  # the main thread: signals reach the command queue at once
     master.block()
     if host is not None:
@@ -352,7 +299,7 @@ def serve(
     return None
 
 
-def join(master: MasterBus, pool: Pool, opts: argparse.Namespace) -> Any:
+def join(master: MasterBus, pool: Pools, opts: argparse.Namespace) -> Any:
     """``--join``: follow the remote master (busd.hosts.join loads the client side)."""
     from busd.core.auth import client_keys
     from busd.hosts.join import join_master
@@ -369,18 +316,21 @@ def join(master: MasterBus, pool: Pool, opts: argparse.Namespace) -> Any:
 
 
 def log_summary(
-    opts: argparse.Namespace, master: MasterBus, listeners: list[Any], command: list[str]
+    opts: argparse.Namespace,
+    master: MasterBus,
+    poolset: PoolSet,
+    command: list[str],
+    pools: Pools,
 ) -> None:
     """One line after start: what runs, how many, where to reach it."""
-    what = " ".join(command) if command else opts.target
-    pool = (
-        f"{opts.workers} worker{'s' if opts.workers != 1 else ''} of {what} "
-        f"(spawn {'exec' if command else opts.spawn}{', preload' if opts.preload else ''}, "
-        f"reload {opts.reload})"
-        if opts.workers
-        else "no workers"
-    )
-    listen = ", ".join(describe(s) for s in listeners) or "none"
+    if opts.pool_specs:
+        what = "; ".join(
+            f"pool {p.name}: {describe_pool(p.config.size, p.config.target, p.config.command)}"
+            for p in pools.pools.values()
+        )
+    else:
+        what = describe_pool(opts.workers, opts.target, command, opts)
+    listen = ", ".join(describe(s) for s in poolset.listeners()) or "none"
     who = (
         f", uid {os.getuid()} gid {os.getgid()}"
         if opts.uid is not None or opts.gid is not None
@@ -392,48 +342,48 @@ def log_summary(
         os.getpid(),
         who,
         master.state.name,
-        pool,
+        what,
         ", ".join(master.hub.ctl_endpoints),
         ", ".join(master.hub.pub_endpoints),
         listen,
     )
 
 
-def prepare_restart(
-    master: MasterBus, sockets: dict[str, Any], forkserver: ForkServer | None
-) -> None:
-    """On ``restart``: end the fork server (the new master makes its own; this one
-    would linger, a zombie nobody reaps) and hand the listening sockets on."""
-    if sockets:
+def describe_pool(
+    workers: int,
+    target: str | None,
+    command: Sequence[str],
+    opts: argparse.Namespace | None = None,
+) -> str:
+    """``N workers of WHAT (spawn ..., reload ...)``, or ``no workers``."""
+    if not workers:
+        return "no workers"
+    what = " ".join(command) if command else target
+    how = (
+        f" (spawn {'exec' if command else opts.spawn}{', preload' if opts.preload else ''}, "
+        f"reload {opts.reload})"
+        if opts is not None
+        else ""
+    )
+    return f"{workers} worker{'s' if workers != 1 else ''} of {what}{how}"
+
+
+def prepare_restart(master: MasterBus, poolset: PoolSet) -> None:
+    """On ``restart``: end the fork servers (the new master makes its own; these would
+    linger, zombies nobody reaps) and hand the listening sockets on."""
+    if poolset.sockets:
         # Every other descriptor is close-on-exec already (PEP 446); these must live on.
         master.max_cloexec_files = None
 
     def before_exec() -> None:
         if not master.execv:
             return
-        if forkserver is not None:
+        for forkserver in poolset.forkservers():
             forkserver.close()
-        if sockets:
-            os.environ[RESTART_ENV] = restart_env(sockets)
+        if poolset.sockets:
+            os.environ[RESTART_ENV] = restart_env(poolset.sockets)
 
     master.subscribe("exit", before_exec, priority=100)
-
-
-def worker_env(opts: argparse.Namespace, master: MasterBus, listeners: list[Any]) -> dict[str, str]:
-    """What a worker needs to find its master and its listening sockets."""
-    return {
-        **os.environ,
-        "BUSD_NAME": master.name,
-        "BUSD_RUNTIME_DIR": str(master.runtime_dir),
-        "BUSD_PUB_ENDPOINT": master.hub.pub_endpoints[0],
-        "BUSD_CTL_ENDPOINT": master.hub.ctl_endpoints[0],
-        **dict(item.split("=", 1) for item in opts.env),
-        "BUSD_LOG_LEVEL": opts.log_level,
-        "BUSD_LOG_FORMAT": opts.log_format,
-        "BUSD_MASTER_TIMEOUT": str(opts.master_timeout),
-        "BUSD_GRACEFUL_TIMEOUT": str(opts.graceful_timeout),
-        "BUSD_LISTEN_FDS": ",".join(str(s.fileno()) for s in listeners),
-    }
 
 
 def take_systemd_env() -> dict[str, str]:
@@ -445,30 +395,43 @@ def take_systemd_env() -> dict[str, str]:
 
 
 def install_plugins(
-    master: MasterBus, pool: Pool, opts: argparse.Namespace, systemd: dict[str, str] | None = None
+    master: MasterBus, pools: Pools, opts: argparse.Namespace, systemd: dict[str, str] | None = None
 ) -> MasterSignals:
     """Signals and systemd notification (``systemd``: its variables)."""
     SdNotify(
         master,
         environ=systemd,
-        wait_ready=lambda: wait_workers_started(master, pool, opts.startup_timeout),
+        wait_ready=lambda: wait_workers_started(master, pools, opts.startup_timeout),
     ).subscribe()
-    return install_signals(master, pool, reopen_logs=bool(opts.log_dir))
+    return install_signals(master, pools, reopen_logs=bool(opts.log_dir))
 
 
-def wait_workers_started(master: MasterBus, pool: Pool, timeout: float) -> bool:
-    """Wait until every worker the pool has now is STARTED (False past ``timeout``)."""
-    pids = {row["pid"] for row in pool.workers() if row["pid"] is not None}
-    return master.wait_for_clients(
-        lambda clients: pids <= {c.pid for c in clients if c.state == "STARTED"}, timeout
-    )
+def wait_workers_started(master: MasterBus, pools: Pools, timeout: float) -> bool:
+    """Wait until every worker of every pool is STARTED, the pools that start later
+    included (False past ``timeout``)."""
+    deadline = time.monotonic() + timeout
+    wanted = sum(p.config.size for p in pools.pools.values())
+    while time.monotonic() < deadline:
+        rows = pools.workers()
+        if len(rows) >= wanted and all(r.get("state") == "STARTED" for r in rows):
+            return True
+        waiting = {r["pid"] for r in rows if r.get("pid") and r.get("state") != "STARTED"}
+        # Woken by a worker that starts; a program's readiness is looked at each 0.1 s.
+        master.wait_for_clients(
+            partial(_one_started, waiting), min(0.1, max(0.0, deadline - time.monotonic()))
+        )
+    return False
 
 
-def die_now(pool: Pool, runtime: Path, listeners: list[socket.socket]) -> NoReturn:
+def _one_started(pids: set[int], clients: list[ClientInfo]) -> bool:
+    return any(c.pid in pids and c.state == "STARTED" for c in clients)
+
+
+def die_now(pools: Pools, poolset: PoolSet) -> NoReturn:
     """A thread of busd's died (busd.daemon.fatal): end every worker, remove sockets, exit 70."""
     try:
-        pool.kill_all()
-        remove_sockets(runtime, listeners)
+        pools.kill_all()
+        remove_sockets(poolset.runtime, poolset.listeners())
     finally:
         os._exit(EX_SOFTWARE)  # a process main may end the process; the library never does
 

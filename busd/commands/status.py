@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from busd.commands import clients, workers
+from busd.commands import clients, pools, workers
 from busd.commands.text import cell, duration, percent, size, table
 
 NAME = "status"
@@ -48,6 +48,11 @@ def render(status: dict[str, Any]) -> str:
     return "\n".join(
         [
             *lines,
+            *(
+                ["", pools.pools_table(status["pools"])]
+                if len(status.get("pools") or []) > 1
+                else []
+            ),
             "",
             workers.rows_table(status.get("workers") or []),
             "",

@@ -29,6 +29,8 @@ def rows_table(workers: Sequence[Any]) -> str:
     if not rows:
         return "WORKERS: none"
     columns = [c for c in COLUMNS if any(c[1] in w for w in rows)]
+    if len({w.get("pool") for w in rows}) > 1:  # several pools: which one each is in
+        columns.insert(0, ("POOL", "pool", cell))
     body = [[show(w.get(key)) for _, key, show in columns] for w in rows]
     return "WORKERS\n" + table([c[0] for c in columns], body)
 

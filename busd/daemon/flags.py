@@ -18,16 +18,15 @@ Everything here is checked before busd makes a file, a socket or a process.
 from __future__ import annotations
 
 import argparse
-import os
 import re
 from collections.abc import Callable
 from typing import Any
 
 from busd import __version__
 from busd.core import endpoints as ep
-from busd.daemon import options
+from busd.daemon import crosscheck, options
+from busd.daemon.config import ConfigError, ConfigFile, load, specs
 from busd.daemon.options import OneLineParser, env_default
-from busd.plugins import privileges
 from busd.pool.exits import EX_BOOT
 
 LOG_FORMATS = {
@@ -144,6 +143,20 @@ def _timeouts(add: Add) -> None:
 
 
 def _pool_options(add: Add) -> None:
+    add(
+        "--config",
+        default=_env("config"),
+        metavar="FILE",
+        help="a TOML file: [busd] takes these options (the command line wins), "
+        "[pools.NAME] one pool each (see docs/GUIDE.md, Several pools)",
+    )
+    add(
+        "--no-bus",
+        action="store_true",
+        default=_flag(_env("no_bus")),
+        help="-- CMD is any program, not one that joins the bus (supervised, stopped "
+        "with its process group)",
+    )
     add(
         "-w",
         "--workers",
@@ -384,9 +397,20 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
         argv, command = argv[:cut], argv[cut + 1 :]
     parser = build_parser()
     options.check_env(parser)
-    opts = parser.parse_args(argv)
+    config = read_config(argv, parser)
+    opts = parser.parse_args([*config.busd_argv, *argv] if config else argv)
     if command and opts.target:
         parser.error("give either TARGET or -- CMD, not both")
+    opts.pool_specs = None
+    if config is not None and config.pools:
+        if command or opts.target:
+            parser.error(f"{config.path} has pools: give no TARGET or -- CMD besides")
+        try:
+            opts.pool_specs = specs(config, opts)
+        except ConfigError as exc:
+            options.die(str(exc))
+    if opts.no_bus and not command:
+        parser.error("--no-bus goes with -- CMD (a TARGET always speaks the bus)")
     if opts.preload and not opts.target:
         parser.error("--preload needs a TARGET (a command cannot be preloaded)")
     if opts.preload and opts.spawn == "exec":
@@ -401,91 +425,30 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
         try:
             ep.check_name(opts.name)
         except ep.EndpointError as exc:
-            parser.error(f"{where(argv, 'name')}: {exc}")
-    check_binds(parser, opts)
-    check_join(parser, opts)
-    check_account(parser, opts, argv)
-    opts.pythonpath = import_dirs(
+            parser.error(f"{crosscheck.where(argv, 'name')}: {exc}")
+    crosscheck.check_binds(parser, opts)
+    crosscheck.check_join(parser, opts)
+    crosscheck.check_account(parser, opts, argv)
+    opts.pythonpath = crosscheck.import_dirs(
         parser, opts, "--pythonpath" in argv or any(a.startswith("--pythonpath=") for a in argv)
     )
     return opts, command
 
 
-def check_binds(parser: argparse.ArgumentParser, opts: argparse.Namespace) -> None:
-    """Plain TCP off loopback without --insecure is bad usage, refused before any bind."""
-    # Joined with no --authorized-keys, --curve-secret is this host's client key only.
-    curve = bool(opts.curve_secret) and bool(opts.authorized_keys or not opts.join)
-    for endpoint in opts.bind:
-        try:
-            ep.check_bind(endpoint, opts.insecure, curve=curve)
-        except ep.EndpointError as exc:
-            parser.error(f"--bind {exc}")
+def read_config(argv: list[str], parser: argparse.ArgumentParser) -> ConfigFile | None:
+    """The file of ``--config FILE`` (else ``BUSD_CONFIG``), checked; None without one.
 
-
-def where(argv: list[str], dest: str) -> str:
-    """How to name where a value came from: ``--flag``, or ``BUSD_FLAG='value'``."""
-    flag = "--" + dest.replace("_", "-")
-    if any(a == flag or a.startswith(flag + "=") for a in argv):
-        return flag
-    return f"{options.env_name(dest)}={env_default(dest)!r}"
-
-
-def check_join(parser: argparse.ArgumentParser, opts: argparse.Namespace) -> None:
-    """Joining over plain TCP (no keys) needs --insecure, as the master's plain TCP does."""
-    if opts.join and not (opts.server_key or opts.curve_secret) and not opts.insecure:
-        parser.error(
-            f"--join {opts.join}: plain TCP (no keys) lets anyone who can reach "
-            "that port pose as the master or read what it sends; give --server-key "
-            "and --curve-secret (CURVE), or --insecure"
-        )
-
-
-def check_account(
-    parser: argparse.ArgumentParser, opts: argparse.Namespace, argv: list[str]
-) -> None:
-    """--user and --group: known, and only root may switch; ``opts.uid``/``opts.gid`` set.
-
-    Both are None when there is nothing to switch (no flag, or busd runs as
-    that user already: a ``restart`` re-executes busd after the switch).
+    A bad file is one line naming it and where (exit status 2).
     """
-    opts.uid = opts.gid = None
+    path = env_default("config")
+    for at, arg in enumerate(argv):
+        if arg == "--config" and at + 1 < len(argv):
+            path = argv[at + 1]
+        elif arg.startswith("--config="):
+            path = arg.partition("=")[2]
+    if not path:
+        return None
     try:
-        uid = privileges.resolve_uid(opts.user or None)
-    except privileges.UnknownAccount:
-        parser.error(f"{where(argv, 'user')}: no user {opts.user!r} on this system")
-    try:
-        gid = privileges.target_gid(uid, privileges.resolve_gid(opts.group or None))
-    except privileges.UnknownAccount:
-        parser.error(f"{where(argv, 'group')}: no group {opts.group!r} on this system")
-    if (uid is None or uid == os.getuid()) and (gid is None or gid == os.getgid()):
-        return
-    if os.geteuid() != 0:
-        parser.error(
-            f"{where(argv, 'user' if opts.user else 'group')}: only root may switch "
-            f"to another user or group (busd runs as uid {os.getuid()}, "
-            f"gid {os.getgid()})"
-        )
-    opts.uid, opts.gid = uid, gid
-
-
-def import_dirs(
-    parser: argparse.ArgumentParser, opts: argparse.Namespace, from_flag: bool
-) -> list[str]:
-    """--pythonpath's directories, absolute (relative ones from --chdir), each checked."""
-    base = opts.chdir or os.getcwd()
-    found: list[str] = []
-    for value in opts.pythonpath:
-        for part in (p.strip() for p in str(value).split(",")):
-            if not part:
-                continue
-            path = os.path.normpath(os.path.join(base, os.path.expanduser(part)))
-            if not os.path.isdir(path):
-                where = (
-                    "--pythonpath"
-                    if from_flag
-                    else f"{options.env_name('pythonpath')}={env_default('pythonpath')!r}"
-                )
-                parser.error(f"{where}: expected an existing directory, not {part!r}")
-            if path not in found:
-                found.append(path)
-    return found
+        return load(path, parser)
+    except ConfigError as exc:
+        options.die(str(exc))

@@ -44,7 +44,7 @@ from busd.core.bus import State
 from busd.core.stats import Stats
 from busd.master.bus import MasterBus
 from busd.pool.listen import remove_sockets
-from busd.pool.pool import Pool
+from busd.pool.pools import Pools
 
 EX_SOFTWARE = 70
 #: Longest sleep of the main thread between two looks at the state (a safety net).
@@ -72,7 +72,7 @@ class Command:
 class MasterSignals:
     """busd's signal handlers, installed by :meth:`install` (main thread: Python's rule)."""
 
-    def __init__(self, master: MasterBus, pool: Pool, reopen_logs: bool = False) -> None:
+    def __init__(self, master: MasterBus, pool: Pools, reopen_logs: bool = False) -> None:
         self.master = master
         self.pool = pool
         self.commands: dict[str, Command] = {
@@ -167,7 +167,7 @@ class MasterSignals:
         )
 
 
-def install_signals(master: MasterBus, pool: Pool, reopen_logs: bool = False) -> MasterSignals:
+def install_signals(master: MasterBus, pool: Pools, reopen_logs: bool = False) -> MasterSignals:
     """Install busd's signal handlers and show them in ``status``."""
     signals = MasterSignals(master, pool, reopen_logs)
     signals.install()

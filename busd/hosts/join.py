@@ -60,7 +60,7 @@ from busd.core.errors import BusError, ChannelFailures
 from busd.core.views import PublishMsg
 from busd.master.bus import MasterBus
 from busd.master.hosts import HOST_GRACEFUL, HOST_ROLE
-from busd.pool.pool import Pool
+from busd.pool.pools import Pools
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ class HostBus(ClientBus):
         self,
         endpoints: Endpoints,
         local: MasterBus,
-        pool: Pool,
+        pool: Pools,
         *,
         curve: ClientKeys | None,
         wait_for_master: bool,
@@ -97,7 +97,7 @@ class HostBus(ClientBus):
             master_timeout=FOLLOW_HEARTBEAT,
         )
         self.local = local
-        self.pool = pool
+        self.local_pool = pool
         self.ack_timeout = ack_timeout
         self.master_endpoint = endpoints.ctl
         self._resume_file = Path(local.runtime_dir) / RESUME_FILE
@@ -222,7 +222,7 @@ class HostBus(ClientBus):
             try:
                 rows = [
                     {"id": w.get("id"), "pid": w.get("pid"), "state": w.get("state")}
-                    for w in self.pool.workers()
+                    for w in self.local_pool.workers()
                 ]
             except Exception:
                 log.exception("cannot read the local workers")
@@ -318,7 +318,7 @@ def find_endpoints(ctl: str, curve: ClientKeys | None, timeout: float) -> Endpoi
 
 def join_master(
     local: MasterBus,
-    pool: Pool,
+    pool: Pools,
     endpoint: str,
     *,
     curve: ClientKeys | None,

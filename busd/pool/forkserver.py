@@ -210,13 +210,19 @@ class ForkServer:
         preload: bool = False,
         env: Mapping[str, str] | None = None,
         name: str = "busd",
+        start: bool = True,
     ) -> None:
         self.target = target
         self.preload = preload
         self.name = name
         self.env: dict[str, str] = dict(env or {})
         self.on_replaced: Callable[[int, int, str], object] | None = None
-        self._server: _Server | None = _Server.fork(target, preload, name)
+        # Forked when this process has no other thread yet; else a fresh interpreter.
+        self._server: _Server | None = (
+            _Server.fork(target, preload, name)
+            if threading.active_count() == 1
+            else _Server.exec(target, preload, name)
+        )
         self._pid: int | None = self._server.pid
         self._replaced = 0
         #: Why the first server could not start (the TARGET with --preload): kept,
@@ -226,7 +232,13 @@ class ForkServer:
         self._rfd, self._wfd = os.pipe()
         self._closed = threading.Event()
         self._thread = threading.Thread(target=self._own, name="busd-forkserver", daemon=True)
-        self._thread.start()
+        if start:
+            self._thread.start()
+
+    def start(self) -> None:
+        """Start serving (``start=False`` made it idle: several servers forked first)."""
+        if not self._thread.is_alive() and not self._closed.is_set():
+            self._thread.start()
 
     # -- any thread -----------------------------------------------------------
 
@@ -267,6 +279,8 @@ class ForkServer:
         """End the owner thread and the server (its workers are the pool's business)."""
         if self._closed.is_set():
             return
+        if self._thread.ident is None:  # never started: it must still end the server
+            self._thread.start()
         self._closed.set()
         self._asks.put(None)
         self._wake()

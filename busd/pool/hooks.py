@@ -9,10 +9,10 @@
 
 ``worker_spawned``, ``worker_started``, ``worker_exited`` (with ``status`` or
 ``signal`` and the ``reason``: crash, recycle, scale, reload, timeout, stop),
-``reload_begin`` and ``reload_end``.  Each is published on the master bus
-(local, never relayed as a PUBLISH) with one map argument, and sent to every
-client as an EVENT of the same name (``busctl watch`` shows them).  Master
-listeners run on the command thread, as every listener does; a listener
+``reload_begin`` and ``reload_end``, each map naming its ``pool``.  Each is
+published on the master bus (local, never relayed as a PUBLISH) with one map
+argument, and sent to every client as an EVENT of the same name (``busctl
+watch`` shows them).  Master listeners run on the command thread, as every listener does; a listener
 subscribed by ``busd --plugin pkg.mod:func`` (``func(master_bus)``) sees them.
 
 ``reload_end`` comes after the reload is over: for a respawn, once the new
@@ -52,14 +52,16 @@ class Hook:
 class Hooks:
     """Emits the hook channels of one master (used by the command thread only)."""
 
-    def __init__(self, master: MasterBus) -> None:
+    def __init__(self, master: MasterBus, pool: str = "main") -> None:
         self.master = master
+        self.pool = pool
         master.keep_local(*HOOK_CHANNELS)
         self._pending: collections.deque[Hook] = collections.deque()
 
     def emit(self, channel: str, data: dict[str, Any], event: str | None = None) -> None:
         """An EVENT now (named ``event``, default the channel); the master's listeners
-        on the command thread, in order."""
+        on the command thread, in order.  The map names the pool (``"pool"``)."""
+        data = {**data, "pool": self.pool}
         self.master.event(event or channel, data)
         self._pending.append(Hook(channel, data))
         self.master.call_soon(self.flush)
@@ -73,6 +75,7 @@ class Hooks:
 
     def emit_here(self, channel: str, data: dict[str, Any]) -> None:
         """The same, its listeners run now (the caller is the command thread)."""
+        data = {**data, "pool": self.pool}
         self.flush()
         self.master.event(channel, data)
         self.master.publish(channel, data)

@@ -44,7 +44,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -55,7 +55,7 @@ from busd.core.errors import BusError
 from busd.core.wire import ErrorCode, wire_error
 from busd.master.bus import MasterBus
 from busd.master.registry import ClientInfo
-from busd.pool.commands import Reload, install_commands
+from busd.pool.commands import Reload
 from busd.pool.exits import ExitReason
 from busd.pool.roster import BOOT_ATTEMPTS, PoolConfig
 from busd.pool.slots import Slot, Worker, process_stats
@@ -81,33 +81,90 @@ class Pool(Upkeep):
         self._me = psutil.Process()
         #: psutil figures of each worker by pid, with when they were taken (a cache).
         self._proc_stats: dict[int, tuple[float, dict[str, Any]]] = {}
-        #: An in-place reload begun and not yet ended; a graceful command is running.
+        #: An in-place reload begun and not yet ended.
         self._reloading = False
-        self._in_graceful_command = False
+        #: Taken out of its master's pools (removed, or replaced by a new pool).
+        self.retired = False
 
     # -- wiring -------------------------------------------------------------
 
-    def subscribe(self) -> None:
-        """Listen on the master's start/graceful/exit and add the pool's commands."""
-        self.master.subscribe("start", self.start, priority=70)
-        self.master.subscribe("exit", self.exit, priority=30)
-        if self.config.reload == "respawn":
-            self.master.keep_graceful_local()
-            self.master.subscribe("graceful", self.respawn)
-        # Client joins and leaves (command thread) and new states (hub): a Tick.
+    def attach(self) -> None:
+        """Join the master: reap and restart while it waits, wake on its clients' news,
+        start the supervisor.  The channels and commands are the pools' (busd.pool.pools)."""
         self.master.add_upkeep(self.drain)  # reaps and restarts while a command waits
-        self.master.add_client_hook(lambda event, client: self._supervisor.wake())
-        self.master.add_client_state_hook(lambda client: self._supervisor.wake())
-        install_commands(self)
-        if self.config.reload != "respawn":
-            self.master.subscribe("graceful", self._reload_begins, priority=1)
-            self.master.subscribe("graceful", self._reload_ran, priority=99)
-            self.master.wrap_command("graceful", self._graceful_command)
-        self.master.add_status_hook(
-            lambda status: status.update(workers=self.workers(), master=self.master_stats())
-        )
+        if self.config.bus:
+            # Client joins and leaves (command thread) and new states (hub): a Tick.
+            self.master.add_client_hook(lambda event, client: self._supervisor.wake())
+            self.master.add_client_state_hook(lambda client: self._supervisor.wake())
         self._boot.prepare()
         self._supervisor.start()
+        # Its slots from now on: a pool waiting for those it comes after shows them WAITING.
+        for index in range(self.size):
+            self._slots.setdefault(index, Slot(index))
+        self._settle()
+
+    @property
+    def name(self) -> str:
+        """The pool's name (``main`` for the command line's)."""
+        return self.config.pool
+
+    @property
+    def active(self) -> bool:
+        """Started and not stopped: its slots are kept filled."""
+        return self._active
+
+    def reconfigure(self, config: PoolConfig) -> None:
+        """Take new settings in place (its workers go on; ``size`` is scale's)."""
+        self.config = config
+        self._recycler.config = config.recycle
+        self._settle()
+
+    def take_last_reload(self) -> Reload:
+        """The last respawn's workers (started, retired), forgotten here."""
+        reload, self.last_reload = self.last_reload, Reload((), ())
+        return reload
+
+    def wait_started(self, deadline: float) -> bool:
+        """Until every slot's worker reached STARTED (False past ``deadline``), reaping
+        and probing meanwhile (command thread)."""
+        if not self.config.bus:
+            return self._wait_until(self.all_started, deadline)
+        pids = [s.worker.pid for s in self._slots.values() if s.worker is not None]
+        self.master.wait_for_clients(
+            lambda clients: _all_started(pids, clients), max(0.0, deadline - time.monotonic())
+        )
+        self._tick()  # marks them started
+        return self.all_started()
+
+    def describe(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        """Its entry in ``status``'s ``"pools"`` (``rows``: its workers)."""
+        config = self.config
+        what = {"target": config.target} if config.target else {"command": list(config.command)}
+        return {
+            "name": self.name,
+            **what,
+            "workers": self.size,
+            "running": sum(1 for r in rows if r.get("pid") is not None),
+            "started": sum(1 for r in rows if r.get("state") == "STARTED"),
+            "bus": config.bus,
+            "reload": config.reload,
+            "after": list(config.after),
+            "active": self._active,
+        }
+
+    def all_started(self, clients: Mapping[int, ClientInfo] | None = None) -> bool:
+        """Every slot has a worker that reached STARTED (a program: ``ready`` held); given
+        the ``clients`` by pid, a bus worker must be STARTED there now (after a stop)."""
+        for index in range(self.size):
+            slot = self._slots.get(index)
+            worker = slot.worker if slot is not None else None
+            if worker is None or not worker.up:
+                return False
+            if clients is not None and self.config.bus:
+                client = clients.get(worker.pid)
+                if client is None or client.state != "STARTED":
+                    return False
+        return True
 
     # -- lifecycle listeners (command thread) ---------------------------------------
 
@@ -128,6 +185,8 @@ class Pool(Upkeep):
         self._exiting = True
         self._active = False
         deadline = time.monotonic() + self.config.graceful_timeout
+        if not self.config.bus:  # a program does not follow the master: it is told
+            self._retire(self._live(), ExitReason.STOP)
         if not self._wait_until(self._all_gone, deadline):
             for worker in self._live():
                 self._kill_late(
@@ -137,6 +196,58 @@ class Pool(Upkeep):
             self._wait_until(self._all_gone, time.monotonic() + 5.0)
         self.hooks.flush()  # the workers' worker_exited, before the exit listeners after us
         self._settle()
+
+    def stop_workers(self) -> None:
+        """Stop this pool alone, before the pools it comes after (its workers leave: their
+        stop and exit listeners run); bounded as an exit is.  A later start fills it again."""
+        self._active = False
+        self._retire(self._live(), ExitReason.STOP)
+        deadline = time.monotonic() + self.config.graceful_timeout
+        if not self._wait_until(self._all_gone, deadline):
+            for worker in self._live():
+                self._kill_late(
+                    worker,
+                    f"did not exit within --graceful-timeout {self.config.graceful_timeout:g}s",
+                )
+            self._wait_until(self._all_gone, time.monotonic() + 5.0)
+        self.hooks.flush()
+        self._settle()
+
+    def reload_program(self) -> None:
+        """graceful for a program that does not speak the bus: its ``reload_signal``
+        to each (with its group), else a respawn."""
+        sig = self.config.reload_signal
+        if sig is None:
+            self.restart_program()
+            return
+        live = [s.worker for s in self._slots.values() if s.worker is not None]
+        self.hooks.emit_here("reload_begin", {"mode": "signal", "workers": len(live)})
+        for worker in live:
+            self._kill(worker, sig)
+        self.hooks.emit_here("reload_end", {"mode": "signal", "ok": True, "workers": len(live)})
+
+    def restart_program(self) -> None:
+        """Stop each worker, then start it again (a program may hold a port a second
+        one could not bind: never both at once), each bounded by its timeout."""
+        if not self._active:
+            return
+        old = [s.worker for s in self._slots.values() if s.worker is not None]
+        slots = [slot for slot in self._slots.values() if not slot.flapping]
+        self.hooks.emit_here("reload_begin", {"mode": "restart", "workers": len(slots)})
+        self._retire(old, ExitReason.RELOAD)
+        if not self.wait_exited(old, self.config.graceful_timeout):
+            for worker in old:
+                self._kill_late(
+                    worker,
+                    f"did not exit within --graceful-timeout {self.config.graceful_timeout:g}s",
+                )
+            self.wait_exited(old, 5.0)
+        new = self._spawn(slots)
+        ok = self._wait_until(
+            lambda: all(w.up or w.reaped for w in new),
+            time.monotonic() + self.config.startup_timeout,
+        ) and all(w.up for w in new)
+        self.hooks.emit_here("reload_end", {"mode": "restart", "ok": ok, "workers": len(new)})
 
     def respawn(self) -> None:
         """Replace every worker: new ones reach STARTED before the old ones go.
@@ -153,9 +264,15 @@ class Pool(Upkeep):
         self.budget.check(len(slots), len(self._live()), "respawn reload")
         self.hooks.emit_here("reload_begin", {"mode": "respawn", "workers": len(slots)})
         new = self._spawn(slots)
-        ready = self.master.wait_for_clients(
-            lambda clients: _all_started([w.pid for w in new if w], clients),
-            self.config.startup_timeout,
+        ready = (
+            self.master.wait_for_clients(
+                lambda clients: _all_started([w.pid for w in new if w], clients),
+                self.config.startup_timeout,
+            )
+            if self.config.bus
+            else self._wait_until(
+                lambda: all(w.up for w in new), time.monotonic() + self.config.startup_timeout
+            )
         )
         if not ready:
             self.hooks.emit_here("reload_end", {"mode": "respawn", "ok": False})
@@ -170,34 +287,13 @@ class Pool(Upkeep):
 
     # -- the in-place reload's hooks (command thread) -------------------------------
 
-    def _reload_begins(self) -> None:
+    def reload_begins(self) -> None:
+        """An in-place reload begins (its ``reload_begin``)."""
         self._reloading = True
         self.hooks.emit_here("reload_begin", {"mode": "inplace"})
 
-    def _reload_ran(self) -> None:
-        """The master's graceful listeners ran; the workers' acks are still to come."""
-        if not self._in_graceful_command:
-            # MasterBus.graceful() called as a method: end after that call returned.
-            self.master.call_soon(lambda: self._reload_ends(None, waited=None))
-
-    def _graceful_command(
-        self, graceful: Callable[[dict[str, Any]], Any], body: dict[str, Any]
-    ) -> Any:
-        """``graceful`` in place: reload_end once the command returned (with the acks)."""
-        self._in_graceful_command = True
-        try:
-            result = graceful(body)
-        except Exception:
-            self._in_graceful_command = False
-            self._reload_ends(False, waited=body.get("wait") is True)
-            raise
-        self._in_graceful_command = False
-        acks = result.get("acks") if isinstance(result, Mapping) else None
-        ok = bool(acks.get("ok")) if isinstance(acks, Mapping) else True
-        self._reload_ends(ok, waited=acks is not None)
-        return result
-
-    def _reload_ends(self, ok: bool | None, waited: bool | None) -> None:
+    def reload_ends(self, ok: bool | None, waited: bool | None) -> None:
+        """The in-place reload begun is over (its ``reload_end``)."""
         if self._reloading:
             self._reloading = False
             self.hooks.emit_here("reload_end", {"mode": "inplace", "ok": ok, "waited": waited})
@@ -291,7 +387,10 @@ class Pool(Upkeep):
                     taken = (now, process_stats(worker.proc))
                 fresh[worker.pid] = taken
                 stats = taken[1]
-            rows.append(slot.row(client.state if client else None, stats, time.time()))
+            state = client.state if client else None
+            if worker is not None and not self.config.bus:
+                state = "STARTED" if worker.up else "STARTING"
+            rows.append({**slot.row(state, stats, time.time()), "pool": self.name})
         self._proc_stats = fresh  # replaced whole: a reader on another thread sees one or the other
         return rows
 

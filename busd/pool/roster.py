@@ -19,10 +19,13 @@ that may run on any thread while the command thread is busy.
 from __future__ import annotations
 
 import collections
+import contextlib
+import os
 import queue
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +37,7 @@ from busd.pool.exits import BootReports, ExitReason, never_joined
 from busd.pool.hooks import Hooks
 from busd.pool.killtree import kill_tree
 from busd.pool.orphans import write_pids
+from busd.pool.ready import Ready
 from busd.pool.recycle import RecycleConfig, Recycler
 from busd.pool.slots import RestartPolicy, Slot, Worker
 from busd.pool.spawn import Spawner, SpawnerGone
@@ -54,9 +58,26 @@ class PoolConfig:
     flap_limit: int = 5
     flap_window: float = 60.0
     recycle: RecycleConfig = field(default_factory=RecycleConfig)
-    #: Each worker's stdout and stderr to ``<log_dir>/<name>-worker-<slot>.log``.
+    #: Each worker's stdout and stderr to ``<log_dir>/<name>-worker-<slot>.log``
+    #: (a pool of a config file: ``<log_dir>/<name>-<pool>-<slot>.log``).
     log_dir: str | None = None
     name: str = "busd"
+    #: The pool's name (the command line's pool is ``main``).
+    pool: str = "main"
+    #: What it runs: a TARGET, or a command (for status).
+    target: str | None = None
+    command: tuple[str, ...] = ()
+    #: False: a program that does not speak the bus (``command`` with ``bus = false``).
+    bus: bool = True
+    #: What STARTED means for such a program (None: alive for a second).
+    ready: Ready | None = None
+    #: Sent to such a program on graceful (None: it is respawned); and on stop.
+    reload_signal: int | None = None
+    stop_signal: int = signal.SIGTERM
+    #: The pools whose workers must be STARTED before this one's start.
+    after: tuple[str, ...] = ()
+    #: A pool of a config file: log files and log lines name the pool.
+    from_file: bool = False
 
     @property
     def policy(self) -> RestartPolicy:
@@ -71,6 +92,11 @@ class PoolView:
     slots: tuple[tuple[Slot, Worker | None], ...] = ()
     live: tuple[Worker, ...] = ()
 
+
+#: How often the readiness of a program that does not speak the bus is probed.
+PROBE_EVERY = 0.1
+#: What STARTED means for a program that does not speak the bus when nothing says.
+DEFAULT_READY = Ready(seconds=1.0)
 
 #: Failures in a row of a slot that never started, before the pool gives up.
 BOOT_ATTEMPTS = 2
@@ -93,7 +119,7 @@ class Roster:
         self._starts: collections.Counter[int] = collections.Counter()
         self._active = False
         self._exiting = False
-        self.hooks = Hooks(master)
+        self.hooks = Hooks(master, config.pool)
         self._recycler = Recycler(config.recycle)
         #: Refuses a start, scale or respawn the open-file limit cannot hold.
         self.budget = FdBudget()
@@ -101,6 +127,9 @@ class Roster:
         self._booted = False
         #: Set when workers failed to boot and the pool gave up (busd exits EX_BOOT).
         self.boot_failure: str | None = None
+        #: False for a pool added to a running busd (reload-config): a worker that fails
+        #: to boot is restarted with backoff (and may flap), never the end of busd.
+        self.gives_up_at_boot = True
         #: The supervisor's reports, for the command thread (see Upkeep.drain).
         self._inbox: queue.SimpleQueue[PoolMessage] = queue.SimpleQueue()
         self._supervisor = Supervisor(spawner, self._report)
@@ -109,6 +138,8 @@ class Roster:
         #: Set by kill_all (any thread): nothing is spawned any more.
         self._halted = threading.Event()
         self._pidfds = threading.Lock()
+        #: Called (command thread) when one of its workers reaches STARTED.
+        self.on_started: Callable[[], None] | None = None
 
     def _report(self, message: PoolMessage) -> None:
         """On the supervisor thread: queue ``message`` for the command thread."""
@@ -124,10 +155,12 @@ class Roster:
         times = [w.kill_at for w in self._retired if w.kill_at is not None]
         if self._active:
             times += [s.next_start for s in self._slots.values() if s.next_start is not None]
-        if not self._exiting:
+        if not self._exiting and self.config.bus:
             times += [
                 w.last_seen + self.config.worker_timeout for w in self._live() if not w.retiring
             ]
+        elif not self._exiting:  # a program's readiness is probed until it holds
+            times += [self._probe_at(w) for w in self._live() if not w.retiring and not w.up]
         if self._recycler.active and self._active:
             ages = [
                 s.worker.recycle_at
@@ -136,6 +169,18 @@ class Roster:
             ]
             times += [t for t in [self._recycler.next_time(ages)] if t is not None]
         return min(times) if times else None
+
+    @property
+    def _who(self) -> str:
+        """``pool NAME `` in log lines of a config file's pool, else nothing."""
+        return f"pool {self.config.pool} " if self.config.from_file else ""
+
+    def _probe_at(self, worker: Worker) -> float:
+        """When to look again whether a program is ready (``ready`` seconds: then)."""
+        ready = self.config.ready
+        if ready is not None and ready.seconds is not None:
+            return worker.started + ready.seconds
+        return time.monotonic() + PROBE_EVERY
 
     def _settle(self) -> None:
         """After a change: publish the view; tell the supervisor the next deadline."""
@@ -185,11 +230,16 @@ class Roster:
             "BUSD_WORKER_GENERATION": str(generation),
             "BUSD_GENERATION": str(generation),
             "BUSD_BOOT_DIR": str(self._boot.directory),
+            "BUSD_POOL": self.config.pool,
         }
-        if self.config.log_dir:
-            env["BUSD_LOG_FILE"] = str(
-                Path(self.config.log_dir) / f"{self.config.name}-worker-{slot.index}.log"
+        config = self.config
+        if config.log_dir:
+            file = (
+                f"{config.name}-{config.pool}-{slot.index}.log"
+                if config.from_file
+                else f"{config.name}-worker-{slot.index}.log"
             )
+            env["BUSD_LOG_FILE"] = str(Path(config.log_dir) / file)
         return env
 
     def _place(self, slot: Slot, generation: int, pid: int, pidfd: int, now: float) -> Worker:
@@ -201,6 +251,7 @@ class Roster:
             pidfd=pidfd,
             started=now,
             started_wall=time.time(),
+            pool=self.config.pool if self.config.from_file else "",
             last_seen=now + self.config.startup_timeout - self.config.worker_timeout,
         )
         try:
@@ -208,6 +259,7 @@ class Roster:
         except psutil.Error:
             worker.proc = None
         worker.recycle_at = self._recycler.deadline(now)
+        worker.joined = not self.config.bus  # a program has no client to join with
         if slot.worker is not None:
             self._retired.append(slot.worker)
         slot.worker = worker
@@ -241,7 +293,7 @@ class Roster:
         At boot, a worker that never joined within the startup timeout ends
         busd at once: the same command would not join the next time either.
         """
-        if slot.booted or self._booted:
+        if slot.booted or self._booted or not self.gives_up_at_boot:
             slot.boot_failures = 0
             self._crashed(slot, now, lived)
             return
@@ -266,11 +318,14 @@ class Roster:
             return
         if slot.crash(now, lived, self.config.policy):
             self.master.log(
-                f"worker {slot.index} is flapping: {slot.flap_reason}; not "
+                f"{self._who}worker {slot.index} is flapping: {slot.flap_reason}; not "
                 "restarting (busctl scale starts it again)",
                 level=40,
             )
-            self.master.event("worker_flapping", {"worker": slot.index, "reason": slot.flap_reason})
+            self.master.event(
+                "worker_flapping",
+                {"worker": slot.index, "reason": slot.flap_reason, "pool": self.config.pool},
+            )
 
     # -- stopping -------------------------------------------------------------------------
 
@@ -291,7 +346,7 @@ class Roster:
         # Going because the pool said so: no ack wait should wait for them.
         self.master.excuse_pids(w.pid for w in workers)
         for worker in workers:
-            self._kill(worker, signal.SIGTERM)
+            self._kill(worker, self.config.stop_signal if not self.config.bus else signal.SIGTERM)
         self._settle()
 
     def _kill_late(self, worker: Worker, why: str) -> None:
@@ -312,13 +367,23 @@ class Roster:
         # Once reaped, its pidfd number may be another worker's or a socket:
         # never use it then (the lock orders this against the reap's close).
         with self._pidfds:
-            return [] if worker.reaped else kill_tree(worker.pidfd, worker.proc)
+            if worker.reaped:
+                return []
+            if not self.config.bus:  # the whole group, those it left behind included
+                with contextlib.suppress(OSError):
+                    os.killpg(worker.pid, signal.SIGKILL)
+            return kill_tree(worker.pidfd, worker.proc)
 
     def _kill(self, worker: Worker, sig: int) -> None:
         # The pidfd names this very process even if its pid was reused.
         if not worker.reaped:
             try:
-                signal.pidfd_send_signal(worker.pidfd, sig)
+                if not self.config.bus:
+                    # Its own process group (its session, made at spawn): while it is
+                    # not reaped, its pid (the group's id) is still its own.
+                    os.killpg(worker.pid, sig)
+                else:
+                    signal.pidfd_send_signal(worker.pidfd, sig)
             except OSError:
                 return
 

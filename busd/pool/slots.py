@@ -61,11 +61,13 @@ class Worker:
     recycle_at: float | None = None
     #: Reaped and its pidfd closed: the number may already name another file.
     reaped: bool = False
+    #: Its pool, when logs must name it (a pool of a config file), else "".
+    pool: str = ""
 
     @property
     def label(self) -> str:
-        """``worker 0 (pid 123)``: how logs and errors name it."""
-        return f"worker {self.slot} (pid {self.pid})"
+        """``worker 0 (pid 123)``, ``web worker 0 (pid 123)``: how logs and errors name it."""
+        return f"{self.pool + ' ' if self.pool else ''}worker {self.slot} (pid {self.pid})"
 
 
 @dataclass(eq=False)

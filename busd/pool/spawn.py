@@ -57,9 +57,12 @@ class Spawner(Protocol):
 
 
 class ExecSpawner:
-    """Spawns ``argv`` (a TARGET runner or an operator's command) with busd's env."""
+    """Spawns ``argv`` (a TARGET runner or an operator's command) with busd's env
+    (``session``: each in a session and process group of its own)."""
 
-    def __init__(self, argv: Sequence[str], env: Mapping[str, str]) -> None:
+    def __init__(
+        self, argv: Sequence[str], env: Mapping[str, str], *, session: bool = False
+    ) -> None:
         if not argv:
             raise ValueError("nothing to run")
         path = argv[0] if os.sep in argv[0] else shutil.which(argv[0])
@@ -68,6 +71,9 @@ class ExecSpawner:
         self.path = path
         self.argv = list(argv)
         self.env = dict(env)
+        #: Each worker in a session (and process group) of its own: a program that
+        #: does not speak the bus is stopped with its whole group.
+        self.session = session
 
     def spawn(self, slot: int, env: Mapping[str, str]) -> tuple[int, int]:
         """posix_spawn the worker and open its pidfd."""
@@ -79,7 +85,9 @@ class ExecSpawner:
                 (os.POSIX_SPAWN_OPEN, 1, path, LOG_FLAGS & ~os.O_CLOEXEC, 0o644),
                 (os.POSIX_SPAWN_DUP2, 1, 2),
             ]
-        pid = os.posix_spawn(self.path, self.argv, full_env, file_actions=actions)
+        pid = os.posix_spawn(
+            self.path, self.argv, full_env, file_actions=actions, setsid=self.session
+        )
         return pid, os.pidfd_open(pid)
 
     def exit_code(self, pid: int) -> int | None:

@@ -29,7 +29,8 @@ from collections.abc import Callable
 
 from busd.master.clients import ClientInfo
 from busd.pool.exits import NEVER_JOINED, ExitReason, describe_status, never_joined
-from busd.pool.roster import Roster
+from busd.pool.ready import probe
+from busd.pool.roster import DEFAULT_READY, Roster
 from busd.pool.slots import Worker
 from busd.pool.supervisor import PoolMessage, WorkerExited
 
@@ -192,7 +193,11 @@ class Upkeep(Roster):
             self._spawn(due, event="worker_restarted")
         hung: list[tuple[Worker, str]] = []
         for worker in self._live():
-            client = clients.get(worker.pid)
+            client = clients.get(worker.pid) if self.config.bus else None
+            if not self.config.bus and not worker.up and not worker.retiring:
+                why = self._not_ready(worker, now)
+                if why is not None:
+                    hung.append((worker, why))
             if client is not None:
                 # Before it joins, a worker has until the startup timeout.
                 worker.last_seen = client.last_seen
@@ -209,7 +214,8 @@ class Upkeep(Roster):
                     )
                 )
             elif (
-                not worker.retiring
+                self.config.bus
+                and not worker.retiring
                 and not self._exiting
                 and now - worker.last_seen > self.config.worker_timeout
             ):
@@ -219,6 +225,23 @@ class Upkeep(Roster):
         for worker, why in hung:
             self._kill_late(worker, why)
         self._recycle(now)
+
+    def _not_ready(self, worker: Worker, now: float) -> str | None:
+        """Probe a program's readiness: STARTED once it holds; why it is killed when it
+        did not hold within the startup timeout; else None."""
+        ready = self.config.ready or DEFAULT_READY
+        if probe(ready, now - worker.started):
+            self._started(worker)
+        elif (
+            now - worker.started > self.config.startup_timeout
+            and not self._exiting
+            and worker.reason is not ExitReason.TIMEOUT  # killed already, not reaped yet
+        ):
+            return (
+                f"was not ready ({ready.describe()}) within --startup-timeout "
+                f"{self.config.startup_timeout:g}s"
+            )
+        return None
 
     def _silence(self, worker: Worker) -> str:
         """Why a silent worker is killed: it never joined, or it stopped answering."""
@@ -276,6 +299,8 @@ class Upkeep(Roster):
             slot.booted = True
             slot.boot_failures = 0
         self.master.log(f"{worker.label} started")
+        if self.on_started is not None:
+            self.on_started()
         self.hooks.emit(
             "worker_started",
             {"worker": worker.slot, "pid": worker.pid, "generation": worker.generation},

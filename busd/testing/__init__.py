@@ -58,7 +58,7 @@ from typing import Any
 import pytest
 
 from busd.core.endpoints import Endpoints, default_endpoints
-from busd.testing.pool import BusdPool, start_pool
+from busd.testing.pool import BusdPool, config_file, start_pool
 from busd.testing.probe import ENV as PROBE_ENV
 from busd.testing.procs import (
     Processes,
@@ -195,11 +195,14 @@ class BusdTest:
 
 
 class PoolFactory:
-    """``busd_pool(target, *flags, workers=1, timeout=30.0, env=None)``: a started pool.
+    """``busd_pool(target, *flags, workers=1, timeout=30.0, env=None, config=None)``: a
+    started pool.
 
     ``target`` is ``"pkg.mod:func"``, a module-level function (of the test
     module, say), or None for a master alone (or for a ``-- CMD`` pool, with
-    ``"--", CMD...`` last among the flags); ``flags`` are busd's.
+    ``"--", CMD...`` last among the flags); ``flags`` are busd's.  ``config``
+    (TOML text, or the path of a file) starts ``busd --config`` with its pools
+    instead (``target`` None): the handle's commands then take ``pool=``.
     """
 
     def __init__(self, test: BusdTest) -> None:
@@ -212,11 +215,16 @@ class PoolFactory:
         workers: int = 1,
         timeout: float = 30.0,
         env: dict[str, str] | None = None,
+        config: str | Path | None = None,
     ) -> BusdPool:
         if callable(target):
             where = importable(target)
             target = f"{where['module']}:{where['qualname']}"
         runtime = self.test.directory / f"p{len(self.test.pools)}"
+        sizes = None
+        if config is not None:
+            path, sizes = config_file(config, self.test.directory / f"p{len(self.test.pools)}.toml")
+            flags = ("--config", str(path), *flags)
         pool = start_pool(
             self.test.procs,
             runtime,
@@ -226,6 +234,7 @@ class PoolFactory:
             timeout,
             {**self.test.env, **(env or {})},
             self.test.pools.append,
+            sizes,
         )
         return pool
 

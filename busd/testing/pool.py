@@ -34,6 +34,11 @@ from busd.core.errors import NoMaster
 from busd.testing.events import Events
 from busd.testing.procs import Processes, describe, kill_session
 
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # the same parser, before the standard library took it in
+    import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
+
 __all__ = ["BusdPool", "Events", "PoolLog", "Status", "start_pool"]
 
 #: The longest a wait goes without asking the master again.
@@ -96,12 +101,15 @@ class BusdPool:
         log: PoolLog,
         size: int,
         timeout: float,
+        sizes: dict[str, int] | None = None,
     ) -> None:
         self.proc = proc
         self.runtime_dir = runtime_dir
         self.endpoints: Endpoints = default_endpoints(runtime_dir)
         self.log = log
-        self.size = size
+        #: Each pool's size (a config file's pools; else the one pool, ``main``).
+        self.sizes: dict[str, int] = dict(sizes) if sizes is not None else {"main": size}
+        self.size = sum(self.sizes.values())
         self.timeout = timeout
         self.pids_seen: set[int] = set()
         self._control = Control(self.endpoints.ctl, timeout=timeout)
@@ -132,10 +140,19 @@ class BusdPool:
         """The workers' pids, by slot."""
         return [w["pid"] for w in self.workers if w.get("pid")]
 
-    def graceful(self, wait: bool = True, timeout: float | None = None) -> Any:
-        """Graceful reload; with ``wait``, until every worker acked (their acks)."""
+    def pool_pids(self, pool: str) -> list[int]:
+        """The pids of one pool's workers, by slot."""
+        return [w["pid"] for w in self.workers if w.get("pid") and w.get("pool") == pool]
+
+    def graceful(
+        self, wait: bool = True, timeout: float | None = None, pool: str | None = None
+    ) -> Any:
+        """Graceful reload (of one ``pool``); with ``wait``, until every worker acked."""
         limit = self.timeout if timeout is None else timeout
-        return self._control.call("graceful", {"wait": wait, "timeout": limit}, limit + 5)
+        body: dict[str, Any] = {"wait": wait, "timeout": limit}
+        if pool is not None:
+            body["pool"] = pool
+        return self._control.call("graceful", body, limit + 5)
 
     def stop(self, wait: bool = True) -> Any:
         """Stop the bus (workers run their stop listeners and stay)."""
@@ -151,19 +168,28 @@ class BusdPool:
         """Publish ``channel`` in the master and every worker."""
         return self.request("broadcast", channel=channel, args=list(args), kwargs=kwargs)
 
-    def scale(self, n: int | str, wait: bool = True) -> Any:
-        """Set (``3``) or change (``"+1"``, ``"-2"``) the pool size; wait for it by default."""
-        result = self.request("scale", n=str(n))
+    def scale(self, n: int | str, wait: bool = True, pool: str | None = None) -> Any:
+        """Set (``3``) or change (``"+1"``, ``"-2"``) the (``pool``'s) size; wait for it by
+        default."""
+        result = self.request("scale", None, n=str(n), **({"pool": pool} if pool else {}))
         size = result.get("size") if isinstance(result, dict) else None
         if isinstance(size, int):
-            self.size = size
+            self.sizes[pool or next(iter(self.sizes))] = size
+            self.size = sum(self.sizes.values())
         if wait:
             self.wait_for("STARTED")
         return result
 
-    def kill_worker(self, slot: int, sig: int = signal.SIGKILL) -> int:
-        """Send ``sig`` to the worker in ``slot``; returns its pid."""
-        row = next((w for w in self.workers if w["id"] == slot and w.get("pid")), None)
+    def kill_worker(self, slot: int, sig: int = signal.SIGKILL, pool: str | None = None) -> int:
+        """Send ``sig`` to the worker in ``slot`` (of ``pool``); returns its pid."""
+        row = next(
+            (
+                w
+                for w in self.workers
+                if w["id"] == slot and w.get("pid") and (pool is None or w.get("pool") == pool)
+            ),
+            None,
+        )
         if row is None:
             self._fail(f"no worker in slot {slot}")
         os.kill(row["pid"], sig)
@@ -338,6 +364,7 @@ def start_pool(
     timeout: float,
     env: dict[str, str],
     keep: Callable[[BusdPool], None],
+    sizes: dict[str, int] | None = None,
 ) -> BusdPool:
     """Start ``busd`` on ``runtime_dir``; return once it and every worker is STARTED.
 
@@ -362,11 +389,26 @@ def start_pool(
         _flag(flags, "--log-dir", None),
         _flag(flags, "--name", "busd"),
     )
-    pool = BusdPool(proc, runtime_dir, log, workers if target or "--" in flags else 0, timeout)
+    pool = BusdPool(
+        proc, runtime_dir, log, workers if target or "--" in flags else 0, timeout, sizes
+    )
     keep(pool)
     pool.wait_answering()
     pool.wait_for("STARTED")
     return pool
+
+
+def config_file(config: str | Path, write_to: Path) -> tuple[Path, dict[str, int]]:
+    """A config file (``config`` is one, or TOML text written to ``write_to``) and the
+    size of each of its pools."""
+    if isinstance(config, Path) or "\n" not in config:
+        path = Path(config)
+    else:
+        path = write_to
+        path.write_text(config)
+    with path.open("rb") as file:
+        pools = tomllib.load(file).get("pools", {})
+    return path, {name: int(table.get("workers", 1)) for name, table in pools.items()}
 
 
 def _flag(flags: tuple[str, ...], name: str, default: Any) -> Any:

@@ -19,7 +19,19 @@ from busd.client.ctl.console import out as _out
 from busd.client.ctl.transport import ack_wait, ask, command, left
 from busd.client.ctl.waitcmd import wait_command
 from busd.client.ctl.watch import Output, follow, pub_endpoint, wait_restarted
-from busd.commands import acks, broadcast, exit, graceful, ping, restart, scale, signal, start, stop
+from busd.commands import (
+    acks,
+    broadcast,
+    exit,
+    graceful,
+    ping,
+    pools,
+    restart,
+    scale,
+    signal,
+    start,
+    stop,
+)
 from busd.commands import status as status_command
 from busd.commands import workers as workers_command
 from busd.commands.lifecycle import request as lifecycle_request
@@ -36,16 +48,22 @@ LIFECYCLE: dict[str, Callable[[Any], str]] = {
 
 
 def status(args: argparse.Namespace, control: Control) -> int:
-    """``status``: the master, its workers and clients."""
+    """``status [POOL]``: the master, its pools, workers and clients."""
     result = control.request("status")
+    if args.pool is not None and isinstance(result, dict):
+        result = pools.only_pool(result, args.pool)
     text = status_command.render(result) if isinstance(result, dict) else dumps(result)
     _emit(args, result, text)
     return EXIT_OK
 
 
 def workers(args: argparse.Namespace, control: Control) -> int:
-    """``workers``: the workers table."""
-    result = control.request("workers")
+    """``workers [POOL]``: the workers table."""
+    if args.pool is not None:
+        doc = control.request("status")
+        result = pools.only_pool(doc, args.pool)["workers"] if isinstance(doc, dict) else []
+    else:
+        result = control.request("workers")
     _emit(args, result, workers_command.render(result))
     return EXIT_OK
 
@@ -67,6 +85,7 @@ def wait(args: argparse.Namespace, control: Control) -> int:
 def lifecycle(args: argparse.Namespace, control: Control) -> int:
     """``start``, ``stop``, ``exit``, ``graceful`` ``[--wait]``."""
     body = lifecycle_request(bool(getattr(args, "wait", False)), lambda: ack_wait(args))
+    body = pools.with_pool(body, getattr(args, "pool", None))
     result = command(args, control, args.command, body)
     return report(args, result, LIFECYCLE[args.command](result))
 
@@ -104,7 +123,7 @@ def report(args: argparse.Namespace, result: Any, text: str) -> int:
 
 def scale_pool(args: argparse.Namespace, control: Control) -> int:
     """``scale N|+N|-N``."""
-    result = command(args, control, scale.NAME, scale.request(args.n))
+    result = command(args, control, scale.NAME, pools.with_pool(scale.request(args.n), args.pool))
     _emit(args, result, scale.render(args.n, result))
     return EXIT_OK
 
@@ -119,9 +138,19 @@ def reopen_logs(args: argparse.Namespace, control: Control) -> int:
 
 def signal_workers(args: argparse.Namespace, control: Control) -> int:
     """``signal SIG [WORKER...]``."""
-    result = command(args, control, signal.NAME, signal.request(args.signal, args.workers))
+    body = pools.with_pool(signal.request(args.signal, args.workers), args.pool)
+    result = command(args, control, signal.NAME, body)
     _emit(args, result, signal.render(args.signal, result))
     return EXIT_OK
+
+
+def reload_config(args: argparse.Namespace, control: Control) -> int:
+    """``reload-config [--wait]``: what became of each pool; 1 if they did not start."""
+    body = pools.reload_config_request(args.wait, ack_wait(args) if args.wait else None)
+    result = command(args, control, pools.RELOAD_CONFIG, body)
+    _emit(args, result, pools.render_reload_config(result))
+    started = result.get("started") if isinstance(result, dict) else None
+    return EXIT_FAILED if started is False else EXIT_OK
 
 
 def watch(args: argparse.Namespace, control: Control) -> int:
@@ -140,6 +169,7 @@ __all__ = [
     "lifecycle",
     "pong",
     "publish",
+    "reload_config",
     "reopen_logs",
     "report",
     "restart_master",

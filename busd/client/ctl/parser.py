@@ -23,6 +23,7 @@ from busd.commands import (
     exit,
     graceful,
     ping,
+    pools,
     restart,
     scale,
     signal,
@@ -76,8 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub.set_defaults(handler=handler)
         return sub
 
-    add(status.NAME, commands.status, status.HELP)
-    add(workers.NAME, commands.workers, workers.HELP)
+    pools.add_pool_argument(add(status.NAME, commands.status, status.HELP))
+    pools.add_pool_argument(add(workers.NAME, commands.workers, workers.HELP))
     add(ping.NAME, commands.pong, ping.HELP)
     _wait_for_options(
         add(
@@ -93,18 +94,33 @@ def build_parser() -> argparse.ArgumentParser:
         (exit.NAME, exit.HELP),
         (graceful.NAME, graceful.HELP),
     ):
-        lifecycle_options(add(name, commands.lifecycle, help_text))
+        sub = add(name, commands.lifecycle, help_text)
+        lifecycle_options(sub)
+        if name == graceful.NAME:
+            pools.add_pool_option(sub)
     restart.add_arguments(add(restart.NAME, commands.restart_master, restart.HELP))
     broadcast.add_arguments(
         add(broadcast.COMMAND, commands.publish, broadcast.HELP, epilog=broadcast.EPILOG)
     )
-    scale.add_arguments(add(scale.NAME, commands.scale_pool, scale.HELP))
+    scale_parser = add(scale.NAME, commands.scale_pool, scale.HELP)
+    scale.add_arguments(scale_parser)
+    pools.add_pool_option(scale_parser)
+    reload_config = add(pools.RELOAD_CONFIG, commands.reload_config, pools.RELOAD_CONFIG_HELP)
+    reload_config.add_argument(
+        "--wait",
+        action="store_true",
+        help="until every pool added or changed is STARTED (give a --timeout above "
+        "their --startup-timeout)",
+    )
+    reload_config.set_defaults(ack_timeout=None)
     add(
         "reopen-logs",
         commands.reopen_logs,
         "reopen busd's and every worker's --log-dir files (after logrotate renamed them)",
     )
-    signal.add_arguments(add(signal.NAME, commands.signal_workers, signal.HELP))
+    signal_parser = add(signal.NAME, commands.signal_workers, signal.HELP)
+    signal.add_arguments(signal_parser)
+    pools.add_pool_option(signal_parser)
     watch = add("watch", commands.watch, "print what the master publishes, one line each")
     watch.add_argument(
         "channels",
