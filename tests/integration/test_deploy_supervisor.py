@@ -7,9 +7,11 @@ TARGET pointed at this checkout, as an installer would edit them.
 from __future__ import annotations
 
 import configparser
+import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -46,7 +48,7 @@ def program_section() -> dict[str, str]:
     return program
 
 
-def write_config(directory: Path, logs: Path) -> Path:
+def write_config(directory: Path, logs: Path, program: dict[str, str] | None = None) -> Path:
     sock = directory / "supervisor.sock"
     lines = [
         "[unix_http_server]",
@@ -62,7 +64,7 @@ def write_config(directory: Path, logs: Path) -> Path:
         "[supervisorctl]",
         f"serverurl=unix://{sock}",
         "[program:app]",
-        *(f"{k}={v}" for k, v in program_section().items()),
+        *(f"{k}={v}" for k, v in (program or program_section()).items()),
         f"stdout_logfile={logs / 'app.log'}",
     ]
     path = directory / "supervisord.conf"
@@ -121,3 +123,63 @@ def test_supervisord_runs_reloads_restarts_and_stops_busd(
     done = ctl(config, busd_procs, "shutdown")
     assert done.returncode == 0, done.stdout + done.stderr
     assert supervisord.wait(30) == 0
+
+
+def pools_config(directory: Path, logs: Path) -> Path:
+    """deploy/supervisor-pools.conf's program, running deploy/busd.toml (its ports made free)."""
+    ports = [free_port(), free_port()]
+    toml = (ROOT / "deploy" / "busd.toml").read_text()
+    toml = toml.replace("127.0.0.1:8000", f"127.0.0.1:{ports[0]}")
+    toml = toml.replace("127.0.0.1:8001", f"127.0.0.1:{ports[1]}").replace(
+        '"8001"', f'"{ports[1]}"'
+    )
+    (directory / "busd.toml").write_text(toml)
+    parser = configparser.RawConfigParser()
+    parser.read(ROOT / "deploy" / "supervisor-pools.conf")
+    program = dict(parser["program:app"])
+    assert program["command"] == "/opt/app/.venv/bin/busd --config /opt/app/busd.toml"
+    program["command"] = f"{sys.executable} -m busd --config {directory / 'busd.toml'}"
+    path = write_config(directory, logs, program)
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_supervisord_runs_the_config_of_several_pools(
+    busd_procs: Processes, busd_dir: Path, tmp_path: Path
+) -> None:
+    config = pools_config(busd_dir, tmp_path)
+    assert SUPERVISORD is not None
+    supervisord = busd_procs.spawn([SUPERVISORD, "-c", str(config)], name="supervisord")
+    done = busctl(busd_procs, "--timeout", "60", "wait")
+    assert done.returncode == 0, done.stdout + done.stderr
+    status = json.loads(busctl(busd_procs, "--json", "status").stdout)
+    assert [p["name"] for p in status["pools"]] == ["web", "files", "jobs"]
+    assert sorted(w["pool"] for w in status["workers"]) == ["files", "jobs", "jobs", "web", "web"]
+    assert all(w["state"] == "STARTED" for w in status["workers"]), status["workers"]
+    master = busd_pid(config, busd_procs)
+    workers = [w["pid"] for w in status["workers"]]
+    assert set(workers) <= {p.pid for p in psutil.Process(master).children(recursive=True)}
+
+    done = ctl(config, busd_procs, "stop", "app")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert gone([master, *workers], 15), "supervisorctl stop left processes"
+    assert psutil.Process(supervisord.pid).children(recursive=True) == []
+    done = ctl(config, busd_procs, "shutdown")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert supervisord.wait(30) == 0
+
+
+def busctl(procs: Processes, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "busd.client.ctl.busctl", *args],
+        capture_output=True,
+        text=True,
+        env=procs.env,
+        timeout=90,
+        check=False,
+    )

@@ -52,7 +52,12 @@ def installed_bin() -> Path:
     SYSTEMD_ANALYZE is None, reason="systemd-analyze is not installed (.ci/run installs it as root)"
 )
 @pytest.mark.parametrize(
-    ("unit", "as_name"), [("busd.service", "app.service"), ("busd@.service", "busd@shop.service")]
+    ("unit", "as_name"),
+    [
+        ("busd.service", "app.service"),
+        ("busd@.service", "busd@shop.service"),
+        ("busd-pools.service", "app.service"),
+    ],
 )
 def test_unit_verifies_clean(unit: str, as_name: str, tmp_path: Path) -> None:
     # The units name /opt/<app>/.venv as the place to edit; point them at ours,
@@ -78,7 +83,7 @@ def test_unit_verifies_clean(unit: str, as_name: str, tmp_path: Path) -> None:
 
 
 def test_units_reload_with_graceful_wait_and_notify() -> None:
-    for unit in ("busd.service", "busd@.service"):
+    for unit in ("busd.service", "busd@.service", "busd-pools.service"):
         lines = [line.strip() for line in (DEPLOY / unit).read_text().splitlines()]
         assert "Type=notify" in lines
         assert "NotifyAccess=main" in lines
