@@ -38,6 +38,8 @@ afterwards no process of its session may be left (psutil), or the run fails.
    ends (no polling), then ``Popen.wait`` and ``psutil.wait_procs`` confirm.
 4. ``busctl status`` as a whole process, p50 of 20, beside
    ``python -c "import zmq, msgpack"``; with ``-X importtime`` when it misses.
+1b. several pools: 3 pools of 8 from ``--config`` (three fork servers) beside one
+   pool of 24 from flags, each until all 24 workers are STARTED.
 5. idle master with 32 workers heartbeating (1 s): CPU % of one core and
    wake-ups/s (voluntary context switches of all its threads), per thread.
 
@@ -399,9 +401,11 @@ class Busd:
         work: Path,
         workers: int,
         flags: Sequence[str] = (),
+        config: Path | None = None,
     ) -> None:
         self.runtime = Path(tempfile.mkdtemp(prefix="bpd-", dir="/tmp"))
         self.log_path = work / f"{self.runtime.name}.log"
+        pool = ["--config", str(config)] if config else ["-w", str(workers), *flags, TARGET]
         self.argv = [
             PYTHON,
             "-m",
@@ -410,10 +414,7 @@ class Busd:
             str(self.runtime),
             "--log-level",
             "WARNING",
-            "-w",
-            str(workers),
-            *flags,
-            TARGET,
+            *pool,
         ]
         self.workers = workers
         self.ctl = f"ipc://{self.runtime}/ctl.sock"
@@ -588,9 +589,11 @@ def _all_started(rows: Any, n: int, old: set[int]) -> bool:
 
 
 @contextlib.contextmanager
-def running_busd(bench: Bench, workers: int, *flags: str) -> Iterator[Busd]:
+def running_busd(
+    bench: Bench, workers: int, *flags: str, config: Path | None = None
+) -> Iterator[Busd]:
     """A Busd, always closed; its problems (leftovers, bad exits) go to the bench."""
-    busd = Busd(bench.ctx, bench.env, bench.work, workers, flags)
+    busd = Busd(bench.ctx, bench.env, bench.work, workers, flags, config)
     try:
         yield busd
     finally:
@@ -697,6 +700,26 @@ def bench_pool32(bench: Bench) -> None:
                 record_start(bench, "start32" + tag, floors.get(tag), started, rep)
                 respawn(bench, busd, "respawn32" + tag)
                 exit_pool(bench, busd, "exit32" + tag)
+
+
+def bench_pools(bench: Bench) -> None:
+    """Rounds of: one pool of 24 from flags, then 3 pools of 8 from a config file (each
+    its own fork server), alternating; each until all 24 are STARTED."""
+    config = bench.work / "pools.toml"
+    config.write_text(
+        "".join(f'[pools.p{i}]\ntarget = "{TARGET}"\nworkers = 8\n\n' for i in range(3))
+    )
+    for rep in range(bench.reps):
+        with running_busd(bench, 24) as busd:
+            flat = busd.launch()
+        with running_busd(bench, 24, config=config) as busd:
+            pools = busd.launch()
+        bench.add("start24", flat.all_started)
+        bench.add("start3x8", pools.all_started)
+        print(
+            f"  #{rep + 1} (load {os.getloadavg()[0]:.1f}): -w 24 {flat.describe()}\n"
+            f"      3 pools x 8 {pools.describe()}"
+        )
 
 
 class Background:
@@ -1136,6 +1159,14 @@ def table_rows(bench: Bench) -> list[Row]:
         Row("start 32 --spawn exec", med("start32-exec"), "ms", None, med("start32-exec.floor")),
         Row("start 32 --preload", med("start32-preload"), "ms", 300),
         Row("  start 32 --preload: 1st ans.->", med("start32-preload.after"), "ms", None),
+        Row(
+            "start 3 pools x 8 vs -w 24",
+            med("start3x8"),
+            "ms",
+            1.2,
+            med("start24"),
+            ratio_target=True,
+        ),
         Row("respawn 32", med("respawn32"), "ms", 600),
         Row("respawn 32 --preload", med("respawn32-preload"), "ms", 600),
         Row("respawn 32 --spawn exec", med("respawn32-exec"), "ms", None),
@@ -1201,6 +1232,8 @@ def run_sections(bench: Bench, cold_env: dict[str, str]) -> None:
         "(fork server), with --preload, with --spawn exec"
     )
     bench_pool32(bench)
+    print("1b. 24 workers: one pool from flags, then 3 pools of 8 from a config file")
+    bench_pools(bench)
     import_costs(bench)
     bench_status_and_idle(bench, cold_env)
 
