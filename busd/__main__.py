@@ -26,6 +26,7 @@ from busd import __version__
 from busd.core import endpoints as ep
 from busd.core.bus import Bus
 from busd.core.errors import AlreadyRunning, BusError, ChannelFailures
+from busd.core.wire import ErrorCode, wire_error
 from busd.daemon import options
 from busd.daemon.config import PoolSpec, command_line_spec
 from busd.daemon.fatal import end_on_thread_death
@@ -229,6 +230,8 @@ def run_pools(
         )
     if opts.config and opts.pool_specs:
         install_reload_config(master, pools, poolset, opts)
+    else:
+        master.add_command("reload-config", no_config_file)
     end_on_thread_death(lambda: die_now(pools, poolset))
     if poolset.logs is not None:
         poolset.logs.install(master)
@@ -244,6 +247,15 @@ def run_pools(
         log.critical("worker failed to boot: %s", boot_failure)
         return EX_BOOT
     return EX_OK
+
+
+def no_config_file(body: dict[str, Any]) -> Any:
+    """``reload-config`` of a busd started from its command line alone."""
+    raise wire_error(
+        ErrorCode.BAD_ARGUMENTS,
+        "this busd was started without --config (or its file has no pools): "
+        "there is no file to read again",
+    )
 
 
 def make_master(opts: argparse.Namespace, poolset: PoolSet) -> MasterBus:

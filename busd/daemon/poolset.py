@@ -99,8 +99,9 @@ class PoolSet:
         spawner: Spawner
         if parts.forkserver is not None:
             parts.forkserver.env = env
+            named = {"pool": spec.name} if self.from_file else {}
             parts.forkserver.on_replaced = lambda old, new, how: master.event(
-                "forkserver_replaced", {"old": old, "pid": new, "how": how, "pool": spec.name}
+                "forkserver_replaced", {"old": old, "pid": new, "how": how, **named}
             )
             parts.forkserver.start()
             spawner = parts.forkserver

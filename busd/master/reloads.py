@@ -52,7 +52,8 @@ class Reloads:
         def log(self, msg: str = "", level: int = ..., traceback: bool = False) -> None: ...
 
     def relay_graceful_to(self, pools: Iterable[str] | None) -> None:
-        """Relay graceful only to the clients of ``pools`` (None: to every client)."""
+        """Relay graceful only to the clients of ``pools`` (None: to every client; none:
+        graceful runs here only, as with keep_graceful_local)."""
         self.graceful_audience = None if pools is None else frozenset(pools)
 
     def add_stop_hook(self, hook: Callable[[], None]) -> None:
@@ -71,7 +72,7 @@ class Reloads:
 
     def _graceful(self, wait: bool = False, timeout: float | None = None) -> AckReport | None:
         self.log("Bus graceful")
-        if not self.relay_graceful:
+        if not self.relay_graceful or self.graceful_audience == frozenset():
             # The pool replaces the workers instead (respawn reload): local only.
             failures = self._local("graceful")
             if failures:

@@ -9,7 +9,8 @@
 
 ``worker_spawned``, ``worker_started``, ``worker_exited`` (with ``status`` or
 ``signal`` and the ``reason``: crash, recycle, scale, reload, timeout, stop),
-``reload_begin`` and ``reload_end``, each map naming its ``pool``.  Each is
+``reload_begin`` and ``reload_end``; a config file's pools name themselves in
+each map (``"pool"``).  Each is
 published on the master bus (local, never relayed as a PUBLISH) with one map
 argument, and sent to every client as an EVENT of the same name (``busctl
 watch`` shows them).  Master listeners run on the command thread, as every listener does; a listener
@@ -52,8 +53,10 @@ class Hook:
 class Hooks:
     """Emits the hook channels of one master (used by the command thread only)."""
 
-    def __init__(self, master: MasterBus, pool: str = "main") -> None:
+    def __init__(self, master: MasterBus, pool: str | None = None) -> None:
         self.master = master
+        #: Named in every map (None: the command line's one pool, whose maps are as
+        #: they always were).
         self.pool = pool
         master.keep_local(*HOOK_CHANNELS)
         self._pending: collections.deque[Hook] = collections.deque()
@@ -61,7 +64,7 @@ class Hooks:
     def emit(self, channel: str, data: dict[str, Any], event: str | None = None) -> None:
         """An EVENT now (named ``event``, default the channel); the master's listeners
         on the command thread, in order.  The map names the pool (``"pool"``)."""
-        data = {**data, "pool": self.pool}
+        data = self.named(data)
         self.master.event(event or channel, data)
         self._pending.append(Hook(channel, data))
         self.master.call_soon(self.flush)
@@ -75,10 +78,14 @@ class Hooks:
 
     def emit_here(self, channel: str, data: dict[str, Any]) -> None:
         """The same, its listeners run now (the caller is the command thread)."""
-        data = {**data, "pool": self.pool}
+        data = self.named(data)
         self.flush()
         self.master.event(channel, data)
         self.master.publish(channel, data)
+
+    def named(self, data: dict[str, Any]) -> dict[str, Any]:
+        """``data`` naming the pool (a config file's pool), else as it is."""
+        return data if self.pool is None else {**data, "pool": self.pool}
 
 
 class PluginError(BusError):

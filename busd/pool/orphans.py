@@ -1,9 +1,10 @@
 """Workers left behind by a busd of the same name that died: found and killed.
 
 The pool writes ``workers.pids`` in the runtime dir (one ``pid start-time``
-line per worker).  A new master reads it before it starts: a process with
-that pid and that start time is a worker of the dead master (the start time
-tells it from an unrelated process that reused the pid), and is killed.
+line per worker; a config file's pool ``workers-POOL.pids``).  A new master
+reads them before it starts: a process with that pid and that start time is
+a worker of the dead master (the start time tells it from an unrelated
+process that reused the pid), and is killed.
 """
 
 from __future__ import annotations
@@ -52,8 +53,15 @@ def write_pids(path: Path, procs: Iterable[psutil.Process]) -> bool:
 
 
 def reap_orphans(runtime: Path, timeout: float = 5.0) -> list[int]:
-    """Kill the workers a previous master in ``runtime`` left; return their pids."""
-    path = runtime / PIDS_FILE
+    """Kill the workers a previous master in ``runtime`` left (every pool's
+    ``workers*.pids``); return their pids."""
+    found = []
+    for path in sorted({runtime / PIDS_FILE, *runtime.glob("workers-*.pids")}):
+        found += _reap_file(path, timeout)
+    return found
+
+
+def _reap_file(path: Path, timeout: float) -> list[int]:
     try:
         text = path.read_text()
     except FileNotFoundError:

@@ -119,7 +119,7 @@ class Roster:
         self._starts: collections.Counter[int] = collections.Counter()
         self._active = False
         self._exiting = False
-        self.hooks = Hooks(master, config.pool)
+        self.hooks = Hooks(master, config.pool if config.from_file else None)
         self._recycler = Recycler(config.recycle)
         #: Refuses a start, scale or respawn the open-file limit cannot hold.
         self.budget = FdBudget()
@@ -324,7 +324,7 @@ class Roster:
             )
             self.master.event(
                 "worker_flapping",
-                {"worker": slot.index, "reason": slot.flap_reason, "pool": self.config.pool},
+                self.hooks.named({"worker": slot.index, "reason": slot.flap_reason}),
             )
 
     # -- stopping -------------------------------------------------------------------------

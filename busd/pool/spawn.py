@@ -46,6 +46,17 @@ def open_log(path: str) -> int:
     return os.open(path, LOG_FLAGS, 0o644)
 
 
+#: Run before a program that does not speak the bus (``python -c DIE_WITH_MASTER MASTER_PID
+#: PATH ARGV...``): SIGKILL when the master dies (PR_SET_PDEATHSIG, kept across exec),
+#: unless it died already, then the program in its place (the same pid).
+DIE_WITH_MASTER = (
+    "import ctypes,os,sys\n"
+    "ctypes.CDLL(None).prctl(1, 9, 0, 0, 0)\n"
+    "os.getppid() == int(sys.argv[1]) or os._exit(70)\n"
+    "os.execv(sys.argv[2], sys.argv[3:])\n"
+)
+
+
 class Spawner(Protocol):
     """Starts worker processes."""
 
@@ -63,6 +74,8 @@ class ExecSpawner:
     def __init__(
         self, argv: Sequence[str], env: Mapping[str, str], *, session: bool = False
     ) -> None:
+        """``session``: a program that does not speak the bus, in a session of its own,
+        and started through :data:`DIE_WITH_MASTER` (it ends when the master does)."""
         if not argv:
             raise ValueError("nothing to run")
         path = argv[0] if os.sep in argv[0] else shutil.which(argv[0])
@@ -85,9 +98,11 @@ class ExecSpawner:
                 (os.POSIX_SPAWN_OPEN, 1, path, LOG_FLAGS & ~os.O_CLOEXEC, 0o644),
                 (os.POSIX_SPAWN_DUP2, 1, 2),
             ]
-        pid = os.posix_spawn(
-            self.path, self.argv, full_env, file_actions=actions, setsid=self.session
-        )
+        path, argv = self.path, self.argv
+        if self.session:
+            path = sys.executable
+            argv = [path, "-I", "-S", "-c", DIE_WITH_MASTER, str(os.getpid()), self.path, *argv]
+        pid = os.posix_spawn(path, argv, full_env, file_actions=actions, setsid=self.session)
         return pid, os.pidfd_open(pid)
 
     def exit_code(self, pid: int) -> int | None:

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from busd.core.errors import BusError
@@ -215,3 +216,55 @@ def test_no_bus_runs_any_program_from_the_command_line(
     busd_sink.expect("program_hup", timeout=30)
     assert pool.exit() == 0
     busd_sink.expect("program_stop", timeout=30)
+
+
+def test_a_program_dies_with_a_killed_master(
+    busd_pool: PoolFactory, busd_sink: Sink, tmp_path: Path
+) -> None:
+    pool = busd_pool(None, "--no-bus", "--", *PROGRAM, str(tmp_path / "p.sock"), workers=1)
+    started_report = busd_sink.expect("program_start", timeout=30)
+    program = psutil.Process(started_report["pid"])
+    assert program.cmdline()[-1] == str(tmp_path / "p.sock")  # the program, not a wrapper
+    os.kill(pool.proc.pid, signal.SIGKILL)
+    _, alive = psutil.wait_procs([program], timeout=15)
+    assert alive == [], "the program outlived its SIGKILLed master"
+
+
+def test_graceful_of_a_respawn_pool_replaces_only_its_workers(
+    busd_pool: PoolFactory, tmp_path: Path
+) -> None:
+    config = three_pools(tmp_path / "prog.sock").replace(
+        "[pools.web]\n", '[pools.web]\nreload = "respawn"\n'
+    )
+    assert 'reload = "respawn"' in config
+    pool = busd_pool(None, config=config)
+    web, jobs, prog = (pool.pool_pids(name) for name in ("web", "jobs", "prog"))
+    result = pool.graceful(pool="web")
+    assert sorted(result["reload"]["exited"]) == sorted(web)
+    assert set(result["reload"]["started"]) == set(pool.pool_pids("web"))
+    assert not set(web) & set(pool.pool_pids("web"))
+    assert pool.pool_pids("jobs") == jobs
+    assert pool.pool_pids("prog") == prog
+    # A graceful of all: web respawns, jobs reloads in place (acks), prog gets HUP.
+    result = pool.graceful()
+    assert len(result["acks"]["acks"]) == 2, result  # jobs' two workers
+    assert len(result["reload"]["started"]) == 2
+    assert pool.pool_pids("jobs") == jobs
+
+
+def test_a_stop_and_start_stage_the_pools_again(
+    busd_pool: PoolFactory, busd_sink: Sink, tmp_path: Path
+) -> None:
+    pool = started(busd_pool, tmp_path)
+    busd_sink.collect("start", 4, timeout=30)
+    web = pool.pool_pids("web")
+    pool.stop()
+    # jobs comes after web: its workers left (stop, exit); web's only stopped.
+    exits = busd_sink.collect("exit", 2, timeout=30)
+    assert {r["pool"] for r in exits} == {"jobs"}
+    pool.start()
+    starts = by_pool(busd_sink.collect("start", 4, timeout=30))
+    assert max(r["at"] for r in starts["web"]) < min(r["at"] for r in starts["jobs"])
+    status = pool.wait_for("STARTED")
+    assert pool.pool_pids("web") == web
+    assert len([w for w in status["workers"] if w["pool"] == "jobs"]) == 2
