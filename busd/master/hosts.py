@@ -44,7 +44,8 @@ MAX_REPORTED_WORKERS = 512
 class HostMaster(Protocol):
     """What the table needs from the MasterBus."""
 
-    relay_graceful: bool
+    def graceful_reaches(self, pool: str) -> bool:
+        """Whether a graceful is relayed to the clients of ``pool`` ("": of no pool)."""
 
     def add_command(self, name: str, handler: Any, *, readonly: bool = False) -> None:
         """Answer a command."""
@@ -85,7 +86,8 @@ class HostTable:
         self.master.subscribe("graceful", self._graceful_hosts, priority=60)
 
     def _graceful_hosts(self) -> None:
-        if self.master.relay_graceful or not self._host_clients:
+        # Joined hosts are clients of no pool: told apart when the graceful skips them.
+        if self.master.graceful_reaches("") or not self._host_clients:
             return
         report = self.master.broadcast_and_wait(HOST_GRACEFUL)
         if not report.ok:

@@ -56,6 +56,11 @@ class Reloads:
         graceful runs here only, as with keep_graceful_local)."""
         self.graceful_audience = None if pools is None else frozenset(pools)
 
+    def graceful_reaches(self, pool: str) -> bool:
+        """Whether a graceful is relayed to the clients of ``pool`` ("": of no pool)."""
+        audience = self.graceful_audience
+        return self.relay_graceful and (audience is None or pool in audience)
+
     def add_stop_hook(self, hook: Callable[[], None]) -> None:
         """Call ``hook()`` on the command thread when a stop or an exit begins, while the
         master is still STARTED (nothing relayed yet): pools that stop in order."""
