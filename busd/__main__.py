@@ -48,6 +48,7 @@ from busd.master.bus import MasterBus, refuse_if_running
 from busd.master.clients import ClientInfo
 from busd.master.fdbudget import raise_nofile
 from busd.master.hosts import HostTable
+from busd.metrics.install import Metrics, MetricsError
 from busd.plugins import Daemonizer, PIDFile, SdNotify
 from busd.plugins.privileges import environment_for
 from busd.pool.exits import EX_BOOT
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return run(opts, command)
-    except (ListenError, PluginError, UsageError) as exc:
+    except (ListenError, MetricsError, PluginError, UsageError) as exc:
         print(f"busd: {exc}", file=sys.stderr)
         return EX_USAGE
     except BusError as exc:
@@ -180,6 +181,7 @@ class Parts:
         self.pidfile: PIDFile | None = None
         self.poolset: PoolSet | None = None
         self.master: MasterBus | None = None
+        self.metrics: Metrics | None = None
         self.pools: Pools | None = None
 
     def close_pools(self) -> None:
@@ -194,6 +196,9 @@ class Parts:
         master, self.master = self.master, None
         if master is not None:
             master.close()
+        metrics, self.metrics = self.metrics, None
+        if metrics is not None:
+            metrics.close()
         self.close_pools()
         poolset, self.poolset = self.poolset, None
         if poolset is not None:
@@ -218,6 +223,7 @@ def run_pools(
     # sockets, which they pass on): the fork servers fork clean.
     prepared = [(spec, poolset.prepare(spec)) for spec in specs]
     master = parts.master = make_master(opts, poolset)
+    parts.metrics = Metrics(master, opts.metrics)
     poolset.master = master
     pools = parts.pools = Pools(master)
     for spec, made in prepared:

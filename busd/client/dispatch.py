@@ -34,7 +34,7 @@ from busd.client.link.thread import Link
 from busd.core.bus import Bus, State
 from busd.core.errors import BusError, ChannelFailures
 from busd.core.views import EventMsg, PublishMsg, StateMsg
-from busd.core.wire import Kind, describe, encode
+from busd.core.wire import METRICS_CHANNEL, Kind, describe, encode
 
 log = logging.getLogger(__name__)
 
@@ -196,6 +196,10 @@ class DispatchingBus(Bus):
         if channel == "graceful":
             self._do_graceful()
             return None
+        if channel == METRICS_CHANNEL:  # a scrape: this process's registry, in the ack
+            from busd.client.metrics import report
+
+            return report()
         return Bus.publish(self, channel, *args, **kwargs)
 
     def _state_changed(self, old: State, new: State) -> None:

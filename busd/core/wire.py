@@ -61,6 +61,9 @@ DESCRIBE_LIMIT = 4096
 JOIN_PREFIX = b"\xffjoin:"
 #: The EVENT a master sends last, when it closes on purpose (docs/PROTOCOL.md, section 9).
 CLOSING_EVENT = "closing"
+#: The channel a metrics scrape relays with ack: a client answers it with its
+#: prometheus_client registry in the ACK's result (docs/PROTOCOL.md, section 10).
+METRICS_CHANNEL = "busd.metrics"
 
 # What the master keeps of the fields a client sends (docs/PROTOCOL.md section 14):
 # longer text is cut, so nothing a peer says can make an event or a reply too large.

@@ -27,6 +27,8 @@ from busd.core import endpoints as ep
 from busd.daemon import crosscheck, options
 from busd.daemon.config import ConfigError, ConfigFile, load, specs
 from busd.daemon.options import OneLineParser, env_default
+from busd.metrics.install import NEEDS
+from busd.metrics.install import available as metrics_available
 from busd.pool.exits import EX_BOOT
 
 LOG_FORMATS = {
@@ -280,6 +282,14 @@ def _logging_options(add: Add) -> None:
         help="each worker's output to DIR/<name>-worker-<id>.log, busd's to DIR/<name>.log; "
         "SIGUSR1 or busctl reopen-logs reopens them",
     )
+    add(
+        "--metrics",
+        metavar="HOST:PORT",
+        type=options.metrics_address,
+        default=_env("metrics"),
+        help="serve GET /metrics (Prometheus) here, the workers' own metrics merged in "
+        "(needs busd[metrics])",
+    )
 
 
 def _security_options(add: Add) -> None:
@@ -409,6 +419,8 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
             opts.pool_specs = specs(config, opts)
         except ConfigError as exc:
             options.die(str(exc))
+    if opts.metrics and not metrics_available():
+        parser.error(f"--metrics {opts.metrics}: {NEEDS}")
     if opts.no_bus and not command:
         parser.error("--no-bus goes with -- CMD (a TARGET always speaks the bus)")
     if opts.preload and not opts.target:

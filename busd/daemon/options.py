@@ -196,6 +196,14 @@ key_value = _expect("KEY=VALUE with KEY a variable name", _key_value)
 listen_address = _expect("tcp:HOST:PORT (PORT 0-65535) or unix:PATH", _listen)
 target = _expect("pkg.module:function", _target)
 directory = _expect("an existing directory", _directory)
+metrics_address = _expect("HOST:PORT (PORT 0-65535)", lambda text: _metrics_address(text))
+
+
+def _metrics_address(text: str) -> str:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError(text)
+    return text
 
 
 def env_name(dest: str) -> str:

@@ -61,6 +61,9 @@ class Extensible:
         #: Called on the command thread while it waits inside a command (add_upkeep).
         self._upkeep: list[Callable[[], None]] = []
         self._in_upkeep = False
+        #: Commands run, by name and result (command thread; see command_counts).
+        self._command_counts: dict[str, dict[str, int]] = {}
+        self._status_hooks.append(lambda status: status.update(commands=self.command_counts()))
 
     def add_command(self, name: str, handler: Handler, *, readonly: bool = False) -> None:
         """Answer command ``name`` with ``handler(body)``, on the command thread.
@@ -151,9 +154,25 @@ class Extensible:
         cmd = body["cmd"]
         handler = self._commands_table.get(cmd) or self._quick_commands.get(cmd)
         if handler is None:
+            self._count_command("unknown", "error")
             known = ", ".join(sorted({*self._commands_table, *self._quick_commands, *HUB_ANSWERS}))
             raise wire_error(ErrorCode.UNKNOWN_COMMAND, f"unknown command {cmd!r} (known: {known})")
-        return handler(body)
+        try:
+            result = handler(body)
+        except BaseException:
+            self._count_command(cmd, "error")
+            raise
+        self._count_command(cmd, "ok")
+        return result
+
+    def _count_command(self, cmd: str, result: str) -> None:
+        counts = self._command_counts.setdefault(cmd, {"ok": 0, "error": 0})
+        counts[result] += 1
+
+    def command_counts(self) -> dict[str, dict[str, int]]:
+        """Commands run so far, by name, each ``{"ok": n, "error": n}`` (command thread;
+        ``status`` carries a copy as ``"commands"``)."""
+        return {cmd: dict(counts) for cmd, counts in self._command_counts.items()}
 
     def _client_changed(self, item: ClientChange) -> None:
         """Relay a client's join, leave or loss; a failure here never ends the command thread."""

@@ -150,6 +150,7 @@ class Pool(Upkeep):
             "reload": config.reload,
             "after": list(config.after),
             "active": self._active,
+            "exits": dict(self.exits),
         }
 
     def all_started(self, clients: Mapping[int, ClientInfo] | None = None) -> bool:

@@ -35,6 +35,35 @@ from busd.master.clients import ClientInfo
 from busd.pool.commands import Reload, install_commands
 from busd.pool.pool import Pool
 
+#: Upper bounds (s) of the buckets of graceful --wait's duration.
+RELOAD_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+class Histogram:
+    """Counts of observations by upper bound, their count and sum (one thread's)."""
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * len(bounds)
+        self.count = 0
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        """Count one observation."""
+        for at, bound in enumerate(self.bounds):
+            if value <= bound:
+                self.counts[at] += 1
+        self.count += 1
+        self.sum += value
+
+    def as_dict(self) -> dict[str, Any]:
+        """``{"buckets": [[le, cumulative count], ...], "count", "sum"}``."""
+        return {
+            "buckets": [[b, c] for b, c in zip(self.bounds, self.counts, strict=True)],
+            "count": self.count,
+            "sum": round(self.sum, 6),
+        }
+
 
 class Pools:
     """Every pool of a master, by name, in start order (the command thread owns it)."""
@@ -47,6 +76,8 @@ class Pools:
         self._in_graceful_command = False
         #: Some pool waits to start: one bool the hub's thread reads (_client_state).
         self._waiting = False
+        #: How long each ``graceful --wait`` took (a histogram; in status as "reloads").
+        self.reload_times = Histogram(RELOAD_BUCKETS)
 
     # -- the table --------------------------------------------------------------------
 
@@ -277,7 +308,10 @@ class Pools:
         acks = result.get("acks") if isinstance(result, Mapping) else None
         ok = bool(acks.get("ok")) if isinstance(acks, Mapping) else True
         self._reloads_end(ok, waited=acks is not None)
-        return self._respawned(self._take_reloads(), result, args, began)
+        answer = self._respawned(self._take_reloads(), result, args, began)
+        if args.wait:  # a graceful with every ack (and every old worker gone)
+            self.reload_times.observe(time.monotonic() - began)
+        return answer
 
     def _graceful_pool(self, pool: Pool, args: graceful.Args) -> Any:
         """``graceful --pool P``: only P reloads (the master's own listeners do not run)."""
@@ -341,6 +375,7 @@ class Pools:
         pools = list(self._pools.values())
         workers = [pool.workers() for pool in pools]
         status.update(
+            reloads=self.reload_times.as_dict(),
             workers=[row for rows in workers for row in rows],
             pools=[pool.describe(rows) for pool, rows in zip(pools, workers, strict=True)],
             master=pools[0].master_stats() if pools else {},

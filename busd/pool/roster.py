@@ -117,6 +117,8 @@ class Roster:
         self._retired: list[Worker] = []
         #: Starts of each slot index so far (a slot scaled away and back counts on).
         self._starts: collections.Counter[int] = collections.Counter()
+        #: Workers that ended other than by a stop, by reason (crash, reload, ...).
+        self.exits: collections.Counter[str] = collections.Counter()
         self._active = False
         self._exiting = False
         self.hooks = Hooks(master, config.pool if config.from_file else None)

@@ -164,13 +164,15 @@ class Slot:
 
 
 def process_stats(proc: psutil.Process | None) -> dict[str, Any]:
-    """cpu %, rss, open fds and threads of a process (empty when it is gone)."""
+    """cpu % and seconds, rss, open fds and threads of a process (empty when it is gone)."""
     if proc is None:
         return {}
     try:
         with proc.oneshot():
+            times = proc.cpu_times()
             return {
                 "cpu_percent": proc.cpu_percent(None),
+                "cpu_seconds": round(times.user + times.system, 3),
                 "rss": proc.memory_info().rss,
                 "fds": proc.num_fds(),
                 "threads": proc.num_threads(),

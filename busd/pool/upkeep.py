@@ -139,6 +139,8 @@ class Upkeep(Roster):
             slot.worker = None
         self._log_exit(worker, code, report)
         self.hooks.emit("worker_exited", _exit_info(worker, code, planned))
+        if worker.reason is not ExitReason.STOP:  # a replacement follows (or a scale down)
+            self.exits[worker.reason.value] += 1
         if slot is not None and not planned:
             slot.reason = worker.reason.value
         if worker.reason is ExitReason.SPAWN_LOST and slot is not None and self._active:

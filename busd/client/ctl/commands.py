@@ -68,6 +68,15 @@ def workers(args: argparse.Namespace, control: Control) -> int:
     return EXIT_OK
 
 
+def metrics(args: argparse.Namespace, control: Control) -> int:
+    """``metrics``: the Prometheus text (``--json``: the families)."""
+    result = command(args, control, "metrics", {})
+    text = result.get("text") if isinstance(result, dict) else None
+    families = result.get("families") if isinstance(result, dict) else None
+    _emit(args, families, str(text or "").rstrip("\n"))
+    return EXIT_OK
+
+
 def pong(args: argparse.Namespace, control: Control) -> int:
     """``ping``: how long the master took to answer."""
     began = time.perf_counter()
@@ -167,6 +176,7 @@ def watch(args: argparse.Namespace, control: Control) -> int:
 __all__ = [
     "LIFECYCLE",
     "lifecycle",
+    "metrics",
     "pong",
     "publish",
     "reload_config",

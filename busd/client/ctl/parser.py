@@ -79,6 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     pools.add_pool_argument(add(status.NAME, commands.status, status.HELP))
     pools.add_pool_argument(add(workers.NAME, commands.workers, workers.HELP))
+    add(
+        "metrics",
+        commands.metrics,
+        "print every series busd serves with --metrics, the workers' own merged in "
+        "(Prometheus text; --json: the families as JSON)",
+    )
     add(ping.NAME, commands.pong, ping.HELP)
     _wait_for_options(
         add(

@@ -39,6 +39,7 @@ from busd.core.wire import (
     CLOSING_EVENT,
     HEARTBEAT_INTERVAL,
     HEARTBEAT_LIVENESS,
+    METRICS_CHANNEL,
     Kind,
     Message,
     decode,
@@ -167,6 +168,8 @@ class Watcher:
             channel, args, kwargs, ack = msg.items[2:]
             if self.channels and channel not in self.channels:
                 return None
+            if channel == METRICS_CHANNEL and channel not in self.channels:
+                return None  # a scrape asking the workers: housekeeping, unless asked for
             doc.update(channel=channel, args=args, kwargs=kwargs, ack=ack)
         elif msg.items[2] == CLOSING_EVENT:
             return None  # housekeeping, like a heartbeat: EXITING said it all

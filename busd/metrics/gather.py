@@ -1,0 +1,97 @@
+"""The workers' registries, gathered over the bus for one scrape, each with a bound.
+
+::
+
+    [busd-metrics] relay_asking("busd.metrics") --PUBLISH, ack--> every worker: its
+        dispatcher answers with its registry (busd.client.metrics.report) in the ACK
+    wait_acks(hub.door, seq, the pools' workers, bound) <--Acked news-- [busd-hub]
+        answered -> WorkerReport(pool, slot, pid, families)
+        silent past the bound -> missing (counted; its last values stand in)
+
+Only the pools' workers are asked (their HELLO names a pool); busctl,
+read-only clients, joined hosts and workers being retired are not waited for.
+The command thread is never involved: a long command does not hold a scrape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from busd.core.wire import METRICS_CHANNEL
+from busd.master.acks import AckReport, AckSource, wait_acks
+from busd.master.clients import ClientInfo, ClientTable
+from busd.metrics.merge import WorkerReport
+
+#: The channel a scrape relays; a worker acks it with its registry.
+CHANNEL = METRICS_CHANNEL
+
+
+class Asking(Protocol):
+    """The master, as a scrape sees it."""
+
+    def relay_asking(self, channel: str) -> tuple[int, ClientTable]:
+        """Relay ``channel`` with ack; its seq and the clients then."""
+
+
+@dataclass(frozen=True)
+class Gathered:
+    """One scrape's answers, and the workers that did not answer in time."""
+
+    reports: tuple[WorkerReport, ...]
+    missing: tuple[tuple[str, int, int], ...]
+
+
+class _Partial(Exception):
+    def __init__(self, report: AckReport) -> None:
+        super().__init__("some workers did not answer")
+        self.report = report
+
+
+def gather(master: Asking, door: AckSource, timeout: float) -> Gathered:
+    """Ask every pool worker for its registry; wait at most ``timeout`` seconds."""
+    seq, table = master.relay_asking(CHANNEL)
+    workers = {c.id: c for c in table.clients if _asked(c, seq)}
+    if not workers:
+        return Gathered((), ())
+    try:
+        report = wait_acks(
+            door, [seq], set(workers), timeout, lambda silent, partial: _Partial(partial)
+        )
+    except _Partial as exc:
+        report = exc.report
+    reports, answered = [], set()
+    for ack in report.acks:
+        client = workers.get(ack.client)
+        families = _families(ack.result)
+        if client is None or families is None:
+            continue
+        answered.add(ack.client)
+        reports.append(WorkerReport(client.pool, client.worker or 0, client.pid, tuple(families)))
+    gone = {c.id for c in report.lost}
+    missing = tuple(
+        (c.pool, c.worker or 0, c.pid)
+        for cid, c in sorted(workers.items())
+        if cid not in answered and cid not in gone
+    )
+    return Gathered(tuple(reports), missing)
+
+
+def _asked(client: ClientInfo, seq: int) -> bool:
+    return bool(
+        client.pool and client.role == "worker" and client.joined_seq < seq and client.awaited()
+    )
+
+
+def _families(result: Any) -> list[Mapping[str, Any]] | None:
+    """The families of an ACK's result (None: not a report, e.g. cut for its size)."""
+    if not isinstance(result, Mapping):
+        return None
+    families = result.get("families")
+    if not isinstance(families, list):
+        return None
+    return [f for f in families if isinstance(f, Mapping)]
+
+
+__all__ = ["CHANNEL", "Gathered", "gather"]
