@@ -20,12 +20,14 @@ by (pool, slot, labels) (a histogram's buckets by the number of ``le``).
 A pool's counter never goes down: a worker that answered before and is now
 neither answering nor missing has left (exited, replaced), and its last
 counter-like values are folded into that pool's base, kept for the life of
-the Merger; so is a sample that a worker stops reporting, or whose value
-goes down (a counter reset in place: prometheus_client's ``Counter.reset()``,
-or a pid reused for the same slot).  A worker that is only missing counts
-with its last values, gauges included; a worker's gauges drop out when it
-leaves.  A worker is its (pool, slot, pid): a pid seen again in another pool
-or slot is a new worker.
+the Merger; so is a sample whose value goes down in a worker (a counter
+reset in place: prometheus_client's ``Counter.reset()``, or a pid reused for
+the same slot).  A sample a worker stops reporting (a collector that failed
+this once, a labelled child removed) is carried with its last value until
+the worker leaves: never counted twice.  A worker that is only missing
+counts with its last values, gauges included; a worker's gauges drop out
+when it leaves.  A worker is its (pool, slot, pid): a pid seen again in
+another pool or slot is a new worker.
 
 A family name keeps the first type it was seen with while any worker or a
 base holds it; a family of another type under that name is dropped, and so
@@ -188,21 +190,27 @@ class Merger:
         checked = self._check_families(families)
         before = self._workers.get(key)
         if before is not None:
-            self._fold_what_went_down(key[0], before, checked)
+            self._carry_counters(key[0], before, checked)
         self._heard += 1
         self._workers[key] = _Worker(checked, self._heard)
 
-    def _fold_what_went_down(self, pool: str, before: _Worker, now: Mapping[str, _Family]) -> None:
-        """Fold into the base every counter-like sample of ``before`` that ``now``
-        lacks or has lower: whatever a worker counted stays counted."""
+    def _carry_counters(self, pool: str, before: _Worker, now: dict[str, _Family]) -> None:
+        """Whatever a worker counted stays counted: a counter-like sample that ``now``
+        lacks (a collector failing once, a child removed) is carried with its last
+        value; one that went down (reset in place) has its last value folded into
+        the base."""
         for name, family in before.families.items():
             if family.type not in COUNTER_LIKE:
                 continue
             later = now.get(name)
+            samples = dict(later.samples) if later is not None else {}
             for sample_key, value in family.samples.items():
-                current = later.samples.get(sample_key) if later is not None else None
-                if current is None or current < value:
+                current = samples.get(sample_key)
+                if current is None:
+                    samples[sample_key] = value
+                elif current < value:
                     self._fold(name, pool, sample_key[0], sample_key[1], value)
+            now[name] = _Family(family.type, samples)
 
     def _fold(self, name: str, pool: str, sample: str, labels: Labels, value: float) -> None:
         base = self._bases.setdefault(name, {})

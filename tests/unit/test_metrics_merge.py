@@ -4,9 +4,10 @@ Each rule in a plain test (counters summed per pool, gauges per worker or
 aggregated as their mode says, departed workers folded into a base, missing
 ones counted with their last values, pids reused, conflicting and malformed
 input, the order of the output), the issue's example, then a hypothesis
-state machine: workers come, go, miss scrapes and count; every pool's summed
-counter never goes down and is exactly what its live workers last reported
-plus everything departed workers had reported.
+state machine: workers come, go, miss scrapes, answer without their counter
+and count; every pool's summed counter never goes down and is exactly what
+its live workers last reported plus everything departed workers had
+reported.
 
 Deterministic in CI (``derandomize``); ``BUSD_MODEL_EXAMPLES`` asks for more.
 """
@@ -292,16 +293,36 @@ def test_a_pid_seen_in_another_slot_or_pool_is_a_new_worker() -> None:
     assert merger.statistics().departed == 2
 
 
-def test_a_counter_that_goes_down_or_disappears_in_a_worker_stays_counted() -> None:
+def test_a_counter_that_goes_down_in_a_worker_stays_counted() -> None:
     merger = Merger()
-    merger.merge([worker("web", 0, 10, counter("c", ({"k": "a"}, 5), ({"k": "b"}, 2)))], [])
+    merger.merge([worker("web", 0, 10, counter("c", ({"k": "a"}, 5)))], [])
 
     merged = merger.merge([worker("web", 0, 10, counter("c", ({"k": "a"}, 1)))], [])
 
-    assert samples_of(merged, "c") == [
+    assert samples_of(merged, "c") == [["c_total", {"pool": "web", "k": "a"}, 6.0]]
+
+
+def test_a_sample_a_worker_stops_reporting_is_carried_never_counted_twice() -> None:
+    merger = Merger()
+    merger.merge([worker("web", 0, 10, counter("c", ({"k": "a"}, 5), ({"k": "b"}, 2)))], [])
+
+    lacking = merger.merge([worker("web", 0, 10, counter("c", ({"k": "a"}, 6)))], [])
+    assert samples_of(lacking, "c") == [
         ["c_total", {"pool": "web", "k": "a"}, 6.0],
         ["c_total", {"pool": "web", "k": "b"}, 2.0],
     ]
+
+    garbled = merger.merge([WorkerReport("web", 0, 10, families="nope")], [])  # type: ignore[arg-type]
+    assert garbled == lacking
+
+    back = merger.merge([worker("web", 0, 10, counter("c", ({"k": "a"}, 7), ({"k": "b"}, 3)))], [])
+    assert samples_of(back, "c") == [
+        ["c_total", {"pool": "web", "k": "a"}, 7.0],
+        ["c_total", {"pool": "web", "k": "b"}, 3.0],
+    ]
+
+    gone = merger.merge([], [])
+    assert samples_of(gone, "c") == samples_of(back, "c")
 
 
 # -- conflicting and malformed input ------------------------------------------
@@ -412,7 +433,8 @@ POOLS = ("main", "jobs")
 
 
 class Scrapes(RuleBasedStateMachine):
-    """Workers of two pools count, miss scrapes, leave and are replaced (pids reused)."""
+    """Workers of two pools count, miss scrapes, answer without their counter, leave and
+    are replaced (pids reused)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -443,12 +465,15 @@ class Scrapes(RuleBasedStateMachine):
             self.departed[gone[0]] += gone[3]
             self.left.add((gone[0], gone[1], pid))
 
-    @rule(answering=st.sets(st.integers(1, 6)))
-    def scrape(self, answering: set[int]) -> None:
+    @rule(answering=st.sets(st.integers(1, 6)), garbled=st.sets(st.integers(1, 6)))
+    def scrape(self, answering: set[int], garbled: set[int]) -> None:
         reports, missing = [], []
         for pid, state in sorted(self.alive.items()):
             pool, slot, now, _, _ = state
-            if pid in answering:
+            if pid in answering and pid in garbled:  # its collector failed: no family
+                state[4] = True
+                reports.append(worker(pool, slot, pid))
+            elif pid in answering:
                 state[3:] = [now, True]
                 reports.append(worker(pool, slot, pid, counter("c", ({"ch": "x"}, now))))
             else:
