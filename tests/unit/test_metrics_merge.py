@@ -430,6 +430,8 @@ def test_the_merge_imports_nothing_but_the_stdlib_and_busd_core() -> None:
 # -- the property: a pool's counter never goes down ---------------------------
 
 POOLS = ("main", "jobs")
+#: What a worker does at a scrape.
+ANSWERS = ("answers", "misses", "without its counter")
 
 
 class Scrapes(RuleBasedStateMachine):
@@ -465,15 +467,15 @@ class Scrapes(RuleBasedStateMachine):
             self.departed[gone[0]] += gone[3]
             self.left.add((gone[0], gone[1], pid))
 
-    @rule(answering=st.sets(st.integers(1, 6)), garbled=st.sets(st.integers(1, 6)))
-    def scrape(self, answering: set[int], garbled: set[int]) -> None:
+    @rule(answers=st.lists(st.sampled_from(ANSWERS), min_size=6, max_size=6))
+    def scrape(self, answers: list[str]) -> None:
         reports, missing = [], []
         for pid, state in sorted(self.alive.items()):
             pool, slot, now, _, _ = state
-            if pid in answering and pid in garbled:  # its collector failed: no family
+            if answers[pid - 1] == "without its counter":  # its collector failed
                 state[4] = True
                 reports.append(worker(pool, slot, pid))
-            elif pid in answering:
+            elif answers[pid - 1] == "answers":
                 state[3:] = [now, True]
                 reports.append(worker(pool, slot, pid, counter("c", ({"ch": "x"}, now))))
             else:
