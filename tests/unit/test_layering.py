@@ -55,6 +55,9 @@ RULES: dict[str, frozenset[str]] = {
     )
     | CLIENT_SIDE,
     "busd/plugins": frozenset({"busd.core", "busd.plugins"}),
+    "busd/metrics": frozenset(
+        {"busd", "busd.core", "busd.commands", "busd.master", "busd.pool", "busd.metrics"}
+    ),
     "busd/daemon": frozenset(
         {
             "busd",

@@ -1,0 +1,1 @@
+"""Prometheus metrics: the master's series, the workers' merged, the endpoint."""
