@@ -19,7 +19,7 @@ import socket
 import threading
 
 from busd.core.errors import BusError
-from busd.metrics.install import MetricsError
+from busd.metrics.errors import MetricsError
 from busd.metrics.owner import MetricsOwner
 
 log = logging.getLogger(__name__)

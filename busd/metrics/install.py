@@ -10,19 +10,15 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from busd.core.errors import BusError
 from busd.core.wire import ErrorCode, wire_error
 from busd.master.bus import MasterBus
+from busd.metrics.errors import MetricsError
 
 if TYPE_CHECKING:
     from busd.metrics.http import MetricsEndpoint
     from busd.metrics.owner import MetricsOwner
 
 NEEDS = "metrics need prometheus_client in busd's environment: pip install 'busd[metrics]'"
-
-
-class MetricsError(BusError):
-    """``--metrics`` cannot listen where it was told."""
 
 
 def available() -> bool:

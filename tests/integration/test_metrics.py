@@ -142,6 +142,7 @@ def test_openmetrics_when_the_scraper_asks(metered: tuple[BusdPool, int]) -> Non
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(f"http://127.0.0.1:{port}/other", timeout=10)
     assert refused.value.code == 404
+    refused.value.close()
 
 
 def test_busctl_metrics_prints_text_that_parses(metered: tuple[BusdPool, int]) -> None:

@@ -68,6 +68,7 @@ RULES: dict[str, frozenset[str]] = {
             "busd.hosts",
             "busd.plugins",
             "busd.daemon",
+            "busd.metrics",
         }
     ),
     "busd/testing": frozenset(
@@ -98,6 +99,7 @@ RULES: dict[str, frozenset[str]] = {
             "busd.hosts",
             "busd.plugins",
             "busd.daemon",
+            "busd.metrics",
         }
     ),
 }
