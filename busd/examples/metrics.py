@@ -1,13 +1,13 @@
 """A worker with metrics of its own, in plain prometheus_client (``busd[metrics]``).
 
     busd --metrics 127.0.0.1:9100 -w 4 busd.examples.metrics:main
-    busctl publish hit                      # one worker's listener counts it
+    busctl publish hit                      # every worker's listener counts it
     curl -s 127.0.0.1:9100/metrics | grep busd_example_hits_total
 
 The worker counts each message on the channel ``hit`` in a Counter of the
 default registry, as any application would; busd gathers every worker's
 registry when it is scraped and serves the pool's sum
-(``busd_example_hits_total{pool="main"}``).  ``BUSD_EXAMPLE_SERIES=N`` adds N
+(``busd_example_hits_total{pool="main"} 4.0`` after one publish to 4 workers).  ``BUSD_EXAMPLE_SERIES=N`` adds N
 counters ``busd_example_series_<i>``, each incremented once at start: a
 registry of a given size, for scripts/bench_metrics.py.
 """
