@@ -7,9 +7,10 @@
 The worker counts each message on the channel ``hit`` in a Counter of the
 default registry, as any application would; busd gathers every worker's
 registry when it is scraped and serves the pool's sum
-(``busd_example_hits_total{pool="main"} 4.0`` after one publish to 4 workers).  ``BUSD_EXAMPLE_SERIES=N`` adds N
-counters ``busd_example_series_<i>``, each incremented once at start: a
-registry of a given size, for scripts/bench_metrics.py.
+(``busd_example_hits_total{pool="main"} 4.0`` after one publish to 4
+workers).  ``BUSD_EXAMPLE_SERIES=N`` adds N counters
+``busd_example_series_<i>``, each incremented once at start: a registry of
+a given size, for scripts/bench_metrics.py.
 """
 
 from __future__ import annotations
