@@ -69,6 +69,8 @@ SERIES = 50
 SCRAPE_EVERY = 15.0
 GOAL_P50_MS = 50.0
 GOAL_IDLE_PCT = 0.1
+#: Seconds left to a master before its idle window (the start, the scrapes behind it).
+SETTLE = 5.0
 clock = time.perf_counter
 
 #: The floor: the same 32 x 50 series in one registry, served by prometheus_client itself
@@ -465,7 +467,7 @@ def idle_cpu(busd: Busd, seconds: float, scrape_every: float | None) -> float:
 
 def bench_idle(bench: Bench, busd: Busd, scraped: bool) -> None:
     """One idle window, settled first (the start and the scrapes behind it)."""
-    threading.Event().wait(2.0)  # let the start's and the scrapes' work drain; not measured
+    threading.Event().wait(SETTLE)  # the start's and the scrapes' work drains; not measured
     key = "scraped" if scraped else "plain"
     bench.idle[key] = idle_cpu(busd, bench.idle_seconds, SCRAPE_EVERY if scraped else None)
 
@@ -532,7 +534,7 @@ def run_sections(bench: Bench) -> None:
         bench_scrapes(bench, busd)
         print(f"2. idle master, {bench.idle_seconds:.0f} s: with a scrape every {SCRAPE_EVERY:g} s")
         bench_idle(bench, busd, scraped=True)
-    print(f"   the same master without --metrics, {bench.idle_seconds:.0f} s")
+    print(f"2b. the same master without --metrics, idle {bench.idle_seconds:.0f} s")
     with running_busd(bench, metrics=False) as busd:
         bench_idle(bench, busd, scraped=False)
 
