@@ -157,12 +157,12 @@ def test_a_small_window_gets_cut_lines_and_says_what_it_hides() -> None:
 
 
 def test_a_lost_master_is_said_first_above_its_last_status() -> None:
-    note = "LOST since 12:00:03: asking again every second (q quits)\n  no busd at ipc://x"
+    note = "LOST since 12:00:03; asking again every second (q quits)\n  no busd at ipc://x"
 
     lines = render(status(), [], None, (40, 120), note)
 
     assert lines[:2] == [
-        "LOST since 12:00:03: asking again every second (q quits)",
+        "LOST since 12:00:03; asking again every second (q quits)",
         "  no busd at ipc://x",
     ]
     assert lines[2].startswith("busd busd  pid 3268")

@@ -344,8 +344,8 @@ class Top:
         if why is not None:
             self.lost_at = self.lost_at or time.time()
             self.note = (
-                f"LOST since {clock(self.lost_at)}: asking again every second (q quits); "
-                f"below, the last status it gave\n  {printable(why)}"
+                f"LOST since {clock(self.lost_at)}; asking again every second (q quits); "
+                f"below: its last status\n  {printable(why)}"
             )
             self.rates, self.last = None, None
             return
