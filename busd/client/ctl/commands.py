@@ -173,6 +173,13 @@ def watch(args: argparse.Namespace, control: Control) -> int:
     )
 
 
+def top(args: argparse.Namespace, control: Control) -> int:
+    """``top``: a live view (:mod:`busd.client.ctl.top`, loaded only here: it needs curses)."""
+    from busd.client.ctl.top import top as live_view
+
+    return live_view(args, control)
+
+
 __all__ = [
     "LIFECYCLE",
     "lifecycle",
@@ -186,6 +193,7 @@ __all__ = [
     "scale_pool",
     "signal_workers",
     "status",
+    "top",
     "wait",
     "watch",
     "workers",

@@ -135,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="show only these published channels (states and events always)",
     )
     watch.add_argument("--count", type=_positive_int, metavar="N", help="stop after N messages")
+    add("top", commands.top, "a live view: the master, its pools and workers, events (q quits)")
     keygen = add("keygen", None, "create CURVE key pairs (server and client) in DIR")
     keygen.add_argument("dir", metavar="DIR", help="where the key files go (made 0700)")
     keygen.add_argument("--force", action="store_true", help="replace existing key files")
@@ -151,6 +152,8 @@ def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argpar
         args.args = [*args.args, *(broadcast.json_or_text(x) for x in extra)]
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.command == "top" and args.json:
+        parser.error("--json: top is a live view, it has no JSON form")
     if args.timeout is None:
         args.timeout = DEFAULT_WAIT if args.command == "wait" else DEFAULT_TIMEOUT
     return args
