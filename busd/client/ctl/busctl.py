@@ -4,13 +4,17 @@
 
     busctl [--name N] [--runtime-dir D] [--endpoint EP] [--timeout S] [--json] CMD ...
 
-      status | workers | ping                answered by the master at once
+      status [POOL] | workers [POOL] | ping  answered by the master at once
       wait [--for STATE]                     until the master (perhaps not started yet)
                                              and every worker are in STATE
       start | stop | exit [--wait]           lifecycle commands, queued on the master's bus
-      graceful [--wait] | restart
+      graceful [--pool P] [--wait] | restart
       publish CHANNEL [ARG...] [--kw K=V]... [--wait]
-      scale N|+N|-N | signal SIG [WORKER...] the worker pool
+      scale [--pool P] N|+N|-N               the pools
+      signal SIG [--pool P] [WORKER...]
+      reload-config [--wait]                 busd's --config file again, the difference
+      metrics                                every series, the workers' own merged in
+      top                                    a live view of the pools and their events
       watch [CHANNEL...] [--count N]         follow what the master publishes
       keygen DIR                             CURVE key pairs for tcp endpoints
 
