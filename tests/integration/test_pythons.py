@@ -19,7 +19,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 #: What a copy of the tree needs to install and test (nothing built lands in REPO).
-TREE = ("busd", "tests", "docs", "pyproject.toml", "README.md")
+TREE = ("busd", "tests", "docs", "deploy", "pyproject.toml", "README.md")
 #: Bounds, generous for a busy two-core machine and a package registry.
 INSTALL_TIMEOUT = 300
 UNIT_TIMEOUT = 300

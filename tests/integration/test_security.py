@@ -307,6 +307,14 @@ def test_a_read_only_key_reads_but_may_not_change_anything(
     assert public in lines[0]
 
 
+def test_a_read_only_key_may_read_the_metrics(
+    master: Master, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = busctl(capsys, *remote(master, master.keys.reader_secret, "metrics"))
+    assert code == 0, err
+    assert 'busd_state{state="STARTED"} 1.0' in out.splitlines()
+
+
 def test_a_read_only_client_may_watch(master: Master, capsys: pytest.CaptureFixture[str]) -> None:
     got = threading.Event()
     bus = client.connect(
