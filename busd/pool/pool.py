@@ -44,7 +44,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -185,32 +185,29 @@ class Pool(Upkeep):
         """
         self._exiting = True
         self._active = False
-        deadline = time.monotonic() + self.config.graceful_timeout
         if not self.config.bus:  # a program does not follow the master: it is told
             self._retire(self._live(), ExitReason.STOP)
-        if not self._wait_until(self._all_gone, deadline):
-            for worker in self._live():
-                self._kill_late(
-                    worker,
-                    f"did not exit within --graceful-timeout {self.config.graceful_timeout:g}s",
-                )
-            self._wait_until(self._all_gone, time.monotonic() + 5.0)
+        self._wait_gone(self._all_gone, self._live)
         self.hooks.flush()  # the workers' worker_exited, before the exit listeners after us
         self._settle()
+
+    def _wait_gone(self, done: Callable[[], bool], left: Callable[[], list[Worker]]) -> None:
+        """Until ``done()``, at most the graceful timeout; then SIGKILL what is ``left()``
+        and wait 5 s more (reaping here, as every wait on the command thread does)."""
+        if self._wait_until(done, time.monotonic() + self.config.graceful_timeout):
+            return
+        for worker in left():
+            self._kill_late(
+                worker, f"did not exit within --graceful-timeout {self.config.graceful_timeout:g}s"
+            )
+        self._wait_until(done, time.monotonic() + 5.0)
 
     def stop_workers(self) -> None:
         """Stop this pool alone, before the pools it comes after (its workers leave: their
         stop and exit listeners run); bounded as an exit is.  A later start fills it again."""
         self._active = False
         self._retire(self._live(), ExitReason.STOP)
-        deadline = time.monotonic() + self.config.graceful_timeout
-        if not self._wait_until(self._all_gone, deadline):
-            for worker in self._live():
-                self._kill_late(
-                    worker,
-                    f"did not exit within --graceful-timeout {self.config.graceful_timeout:g}s",
-                )
-            self._wait_until(self._all_gone, time.monotonic() + 5.0)
+        self._wait_gone(self._all_gone, self._live)
         self.hooks.flush()
         self._settle()
 
@@ -236,13 +233,9 @@ class Pool(Upkeep):
         slots = [slot for slot in self._slots.values() if not slot.flapping]
         self.hooks.emit_here("reload_begin", {"mode": "restart", "workers": len(slots)})
         self._retire(old, ExitReason.RELOAD)
-        if not self.wait_exited(old, self.config.graceful_timeout):
-            for worker in old:
-                self._kill_late(
-                    worker,
-                    f"did not exit within --graceful-timeout {self.config.graceful_timeout:g}s",
-                )
-            self.wait_exited(old, 5.0)
+        self._wait_gone(
+            lambda: all(w.reaped for w in old), lambda: [w for w in old if not w.reaped]
+        )
         new = self._spawn(slots)
         ok = self._wait_until(
             lambda: all(w.up or w.reaped for w in new),
