@@ -56,7 +56,7 @@ def by_pool(reports: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     return found
 
 
-def test_pools_start_from_one_file_in_after_order(
+def test_pools_start_from_one_file_in_after_order_and_a_publish_reaches_every_one(
     busd_pool: PoolFactory, busd_sink: Sink, tmp_path: Path
 ) -> None:
     pool = started(busd_pool, tmp_path)
@@ -79,12 +79,7 @@ def test_pools_start_from_one_file_in_after_order(
         ("prog", "STARTED"),
     }
     assert sorted(w["pool"] for w in status["workers"]) == ["jobs", "jobs", "prog", "web", "web"]
-
-
-def test_one_publish_reaches_every_bus_worker_of_every_pool(
-    busd_pool: PoolFactory, busd_sink: Sink, tmp_path: Path
-) -> None:
-    pool = started(busd_pool, tmp_path)
+    # One publish reaches every bus worker of every pool.
     pool.broadcast("hello", 42)
     hellos = busd_sink.collect("hello", 4, timeout=30)
     assert sorted(r["pool"] for r in hellos) == ["jobs", "jobs", "web", "web"]
@@ -96,6 +91,15 @@ def test_graceful_and_scale_of_one_pool_touch_only_that_pool(
     busd_pool: PoolFactory, busd_sink: Sink, tmp_path: Path
 ) -> None:
     pool = started(busd_pool, tmp_path)
+    before = pool.pids
+    # Several pools: a command must say which (and name one there is).
+    for cmd, args in (("scale", {"n": "3"}), ("signal", {"signal": "HUP"})):
+        with pytest.raises(BusError, match="several pools: say which with --pool"):
+            pool.request(cmd, None, **args)
+    with pytest.raises(BusError, match="no pool named 'nope' \\(pools: web, prog, jobs\\)"):
+        pool.request("scale", None, n="1", pool="nope")
+    assert pool.pids == before
+
     web_pids = pool.pool_pids("web")
     result = pool.graceful(pool="jobs")
     assert result["acks"]["ok"] is True
@@ -117,19 +121,6 @@ def test_graceful_and_scale_of_one_pool_touch_only_that_pool(
     assert set(web_pids) < set(pool.pool_pids("web"))
     assert pool.pool_pids("jobs") == jobs_pids
     assert len(pool.pool_pids("prog")) == 1
-
-
-def test_a_command_naming_no_pool_is_refused_when_there_are_several(
-    busd_pool: PoolFactory, tmp_path: Path
-) -> None:
-    pool = started(busd_pool, tmp_path)
-    before = pool.pids
-    for cmd, args in (("scale", {"n": "3"}), ("signal", {"signal": "HUP"})):
-        with pytest.raises(BusError, match="several pools: say which with --pool"):
-            pool.request(cmd, None, **args)
-    with pytest.raises(BusError, match="no pool named 'nope' \\(pools: web, prog, jobs\\)"):
-        pool.request("scale", None, n="1", pool="nope")
-    assert pool.pids == before
 
 
 def test_a_killed_program_is_replaced(
