@@ -377,6 +377,9 @@ class MasterBus(Reloads, Reporting, Bus):
         return report
 
     def _start(self, wait: bool = False, timeout: float | None = None) -> AckReport | None:
+        # The board as it is now (the pools' slots, WAITING): the STARTED it is about to
+        # carry must not come with an older list of workers (an empty one reads as "all").
+        self._refresh_board()
         return self._lifecycle(Bus._do_start, wait, timeout)
 
     def _stop(self, wait: bool = False, timeout: float | None = None) -> AckReport | None:
