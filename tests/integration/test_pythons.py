@@ -76,7 +76,16 @@ def venv(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
     env_dir = work / "venv"
     run([str(python), "-m", "venv", str(env_dir)], work, INSTALL_TIMEOUT)
     run(
-        [str(env_dir / "bin/python"), "-m", "pip", "install", "-q", f"{tree}[test]"],
+        # No byte-compiling of every installed file: the tests compile what they import.
+        [
+            str(env_dir / "bin/python"),
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-compile",
+            f"{tree}[test]",
+        ],
         work,
         INSTALL_TIMEOUT,
     )

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from busd.__main__ import main as busd_main
 from busd.testing import PoolFactory
 from busd.testing.pool import BusdPool
 from busd.testing.procs import Processes
@@ -163,10 +164,25 @@ BAD_FILES = {
 
 
 @pytest.mark.parametrize("kind", sorted(BAD_FILES))
-def test_a_bad_file_at_start_is_one_line_and_exit_2(
-    busd_procs: Processes, tmp_path: Path, kind: str
+def test_every_kind_of_bad_file_at_start_is_one_line_and_exit_2(
+    tmp_path: Path, kind: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     text, where = BAD_FILES[kind]
+    path = tmp_path / "busd.toml"
+    path.write_text(text)
+    assert busd_main(["--runtime-dir", str(tmp_path / "run"), "--config", str(path)]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    [line] = err.splitlines()
+    assert line.startswith(f"busd: {path}: "), line
+    assert where in line, line
+    assert not (tmp_path / "run").exists()  # nothing made
+
+
+def test_a_bad_file_at_start_ends_the_busd_command_with_exit_2(
+    busd_procs: Processes, tmp_path: Path
+) -> None:
+    text, where = BAD_FILES["cycle"]
     path = tmp_path / "busd.toml"
     path.write_text(text)
     done = subprocess.run(
