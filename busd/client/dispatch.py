@@ -145,11 +145,6 @@ class DispatchingBus(Bus):
     def _apply_publish(self, msg: PublishMsg) -> None:
         """A relayed channel message: its listeners run here, and it is acked if asked."""
         channel, args, kwargs, ack = msg.channel, msg.args, msg.kwargs, msg.ack
-        if type(ack) is dict:  # meant for some pools only: {"ack": bool, "pools": [name...]}
-            pools = ack.get("pools")
-            if isinstance(pools, list) and self.pool not in pools:
-                return  # not this pool's: nothing runs here, nothing is acked
-            ack = ack.get("ack") is True
         if not ack and channel != "graceful":
             # The hot path: no ack, so failures are only logged (by publish).
             try:  # noqa: SIM105 - contextlib.suppress costs more on this path
@@ -157,6 +152,11 @@ class DispatchingBus(Bus):
             except ChannelFailures:
                 pass
             return
+        if type(ack) is dict:  # meant for some pools only: {"ack": bool, "pools": [name...]}
+            pools = ack.get("pools")
+            if isinstance(pools, list) and self.pool not in pools:
+                return  # not this pool's: nothing runs here, nothing is acked
+            ack = ack.get("ack") is True
         outcome = self._run(lambda: self._publish_relayed(channel, args, kwargs))
         if ack:
             self._ack(msg.seq, outcome)

@@ -22,6 +22,8 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import Any, NoReturn
 
+from busd.metrics.errors import parse_address
+
 EX_USAGE = 2
 
 
@@ -200,9 +202,7 @@ metrics_address = _expect("HOST:PORT (PORT 0-65535)", lambda text: _metrics_addr
 
 
 def _metrics_address(text: str) -> str:
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise ValueError(text)
+    parse_address(text)  # ValueError when it is not HOST:PORT
     return text
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import os
 import socket
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -65,7 +64,6 @@ class PoolSet:
         self.master: MasterBus | None = None
         self.parts: dict[Pool, Parts] = {}
         self._first = True
-        self._lock = threading.Lock()
 
     # -- making ------------------------------------------------------------------------
 
@@ -111,7 +109,7 @@ class PoolSet:
         pool = Pool(
             master,
             spawner,
-            pool_config(spec, self.opts, self.logs, master.name, self.from_file),
+            pool_config(spec, self.logs, master.name, self.from_file),
             pids_file=self.runtime / pids_file(spec.name, self.from_file),
         )
         try:
@@ -183,9 +181,7 @@ class PoolSet:
         return list(self.sockets.values())
 
 
-def pool_config(
-    spec: PoolSpec, opts: argparse.Namespace, logs: LogDir | None, name: str, from_file: bool
-) -> PoolConfig:
+def pool_config(spec: PoolSpec, logs: LogDir | None, name: str, from_file: bool) -> PoolConfig:
     """A spec as the pool takes it."""
     return PoolConfig(
         size=spec.workers,

@@ -91,9 +91,7 @@ class ConfigReloader:
         for name in {*change.resized, *change.updated}:
             spec = by_name[name]
             pool = self.pools.pools[name]
-            pool.reconfigure(
-                pool_config(spec, self.opts, self.poolset.logs, self.master.name, True)
-            )
+            pool.reconfigure(pool_config(spec, self.poolset.logs, self.master.name, True))
             if name in change.resized:
                 pool.scale(spec.workers)
         self.pools.reorder([spec.name for spec in new if spec.name not in change.added])

@@ -126,8 +126,6 @@ class MasterBus(Reloads, Reporting, Bus):
         #: How long an exit serves repairs to clients behind (default shutdown_timeout).
         self.drain_timeout = shutdown_timeout if drain_timeout is None else drain_timeout
         self.no_relay = frozenset(no_relay) | LIFECYCLE_CHANNELS
-        #: False when graceful must not reach the clients (the pool respawns them).
-        self.relay_graceful = True
         self._state_seqs: list[tuple[int, set[int]]] = []
         self._commands: queue.SimpleQueue[Command] = queue.SimpleQueue()
         self._closed = threading.Event()

@@ -36,8 +36,6 @@ class Extensible:
     hub: Hub
     #: Channels that stay local (set by MasterBus; extended by keep_local).
     no_relay: frozenset[str]
-    #: False when graceful must not reach the clients (keep_graceful_local).
-    relay_graceful: bool
     #: Client events whose relay or hooks failed (logged; the command thread goes on).
     failed_events = 0
 
@@ -48,6 +46,8 @@ class Extensible:
         def log(self, msg: str = "", level: int = ..., traceback: bool = False) -> None: ...
 
         def _meanwhile(self) -> None: ...
+
+        def relay_graceful_to(self, pools: Iterable[str] | None) -> None: ...
 
     def _setup_extensions(self, defaults: dict[str, Handler]) -> None:
         self._commands_table = dict(defaults)
@@ -86,7 +86,7 @@ class Extensible:
 
     def keep_graceful_local(self) -> None:
         """Run graceful here only: the clients are replaced instead (a respawn reload)."""
-        self.relay_graceful = False
+        self.relay_graceful_to(())
 
     def add_client_hook(self, hook: ClientHook) -> None:
         """Call ``hook(event, client)`` on the command thread on each join, leave and loss."""

@@ -32,10 +32,11 @@ class Reloads:
     """MasterBus's graceful, and what runs before it stops."""
 
     hub: Hub
-    #: False when graceful must not reach the clients (keep_graceful_local).
-    relay_graceful: bool
-    #: The pools a graceful is relayed to ("" names clients of no pool); None: every client.
+    #: The pools a graceful is relayed to ("" names clients of no pool); None: every
+    #: client; none at all: graceful runs here only (keep_graceful_local).
     graceful_audience: frozenset[str] | None = None
+    #: Called as a stop or an exit begins (add_stop_hook).
+    _stop_hooks: tuple[Callable[[], None], ...] = ()
 
     if TYPE_CHECKING:
         _state: State
@@ -68,17 +69,17 @@ class Reloads:
     def graceful_reaches(self, pool: str) -> bool:
         """Whether a graceful is relayed to the clients of ``pool`` ("": of no pool)."""
         audience = self.graceful_audience
-        return self.relay_graceful and (audience is None or pool in audience)
+        return audience is None or pool in audience
 
     def add_stop_hook(self, hook: Callable[[], None]) -> None:
         """Call ``hook()`` on the command thread when a stop or an exit begins, while the
         master is still STARTED (nothing relayed yet): pools that stop in order."""
-        self._stop_hooks = [*getattr(self, "_stop_hooks", []), hook]
+        self._stop_hooks = (*self._stop_hooks, hook)
 
     def _before_stopping(self) -> None:
         if self._state not in (State.STARTED, State.STARTING):
             return
-        for hook in getattr(self, "_stop_hooks", ()):
+        for hook in self._stop_hooks:
             try:
                 hook()
             except Exception:  # noqa: BLE001 - the stop goes on whatever a hook did
@@ -86,7 +87,7 @@ class Reloads:
 
     def _graceful(self, wait: bool = False, timeout: float | None = None) -> AckReport | None:
         self.log("Bus graceful")
-        if not self.relay_graceful or self.graceful_audience == frozenset():
+        if self.graceful_audience == frozenset():
             # The pool replaces the workers instead (respawn reload): local only.
             failures = self._local("graceful")
             if failures:

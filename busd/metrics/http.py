@@ -19,7 +19,7 @@ import socket
 import threading
 
 from busd.core.errors import BusError
-from busd.metrics.errors import MetricsError
+from busd.metrics.errors import MetricsError, parse_address
 from busd.metrics.owner import MetricsOwner
 
 log = logging.getLogger(__name__)
@@ -27,14 +27,6 @@ log = logging.getLogger(__name__)
 #: How long one connection may take to send its request and read the answer.
 CONNECTION_TIMEOUT = 5.0
 REQUEST_LIMIT = 16 * 1024
-
-
-def parse_address(text: str) -> tuple[str, int]:
-    """``HOST:PORT`` (``[::1]:9100`` for IPv6) as a pair; ValueError when it is not."""
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"expected HOST:PORT, not {text!r}")
-    return host.strip("[]"), int(port)
 
 
 class MetricsEndpoint:
@@ -115,4 +107,4 @@ def _reply(
     conn.sendall(head.encode("latin-1") + body)
 
 
-__all__ = ["MetricsEndpoint", "parse_address"]
+__all__ = ["MetricsEndpoint"]

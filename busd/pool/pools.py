@@ -90,8 +90,7 @@ class Pools:
         """Attach ``pool`` (after the others: it must come after no later one); it starts
         now if the master runs and the pools it comes after are STARTED."""
         self._pools[pool.name] = pool
-        pool.on_started = lambda: self.master.call_soon(self._advance)
-        pool.attach()
+        self._attach(pool)
         self._set_audience()
         if self._running:
             self._advance()
@@ -116,8 +115,7 @@ class Pools:
         returned (the caller closes it); if the new workers did not start, they are
         stopped, the old pool is kept, and a BusError says so."""
         old = self._pools[new.name]
-        new.on_started = lambda: self.master.call_soon(self._advance)
-        new.attach()
+        self._attach(new)
         running = old.active
         if not (old.config.bus and new.config.bus):
             # A program may hold a port the new one could not bind: never both at once.
@@ -140,6 +138,11 @@ class Pools:
         old.retired = True
         self._set_audience()
         return old
+
+    def _attach(self, pool: Pool) -> None:
+        """Join ``pool`` to the master; a worker of it that starts may let others start."""
+        pool.on_started = lambda: self.master.call_soon(self._advance)
+        pool.attach()
 
     def pick(self, body: Mapping[str, Any]) -> Pool:
         """The pool a command names (``"pool"``); with none, the only pool there is."""

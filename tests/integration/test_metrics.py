@@ -21,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from busd.testing import PoolFactory
 from busd.testing.pool import BusdPool
 from busd.testing.procs import Processes
+from tests.integration.test_reload_config import busctl
 
 TARGET = "tests.integration.metrics_targets:main"
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -176,23 +177,6 @@ def test_metrics_without_prometheus_client_is_one_line_and_exit_2(
     assert done.returncode == 2, done
     [line] = done.stderr.splitlines()
     assert "pip install 'busd[metrics]'" in line
-
-
-def busctl(pool: BusdPool, *argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "busd.client.ctl.busctl",
-            "--runtime-dir",
-            str(pool.runtime_dir),
-            *argv,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def _all_started(status: dict[str, Any]) -> bool:
