@@ -83,14 +83,27 @@ class DispatchingBus(Bus):
     def _dispatch(self) -> None:
         _DISPATCHING.set(self)  # this thread's own context: its work, listeners included
         items = self._inbox.hold_until_mirrored(self._observe, TAKE_WAIT)
+        listeners_of, call = self.relay_listeners, self.call_listeners
         while items is not None:
             for item in items:
-                if type(item) is Stop:
+                if type(item) is PublishMsg and not item.ack and item.channel != "graceful":
+                    # The hot path: a relayed message nobody waits for. Its listeners
+                    # (cached until the next subscribe) run; failures are logged only.
+                    listeners = listeners_of(item.channel)
+                    if listeners:
+                        try:
+                            call(item.channel, listeners, item.args, item.kwargs)
+                        except ChannelFailures:
+                            pass
+                        except Exception:
+                            log.exception("error applying %r from the master", item)
+                elif type(item) is Stop:
                     return
-                try:
-                    self._apply(item)
-                except Exception:
-                    log.exception("error applying %r from the master", item)
+                else:
+                    try:
+                        self._apply(item)
+                    except Exception:
+                        log.exception("error applying %r from the master", item)
                 if self._state is State.EXITING:
                     self._finish()
                     return
@@ -145,13 +158,6 @@ class DispatchingBus(Bus):
     def _apply_publish(self, msg: PublishMsg) -> None:
         """A relayed channel message: its listeners run here, and it is acked if asked."""
         channel, args, kwargs, ack = msg.channel, msg.args, msg.kwargs, msg.ack
-        if not ack and channel != "graceful":
-            # The hot path: no ack, so failures are only logged (by publish).
-            try:  # noqa: SIM105 - contextlib.suppress costs more on this path
-                Bus.publish(self, channel, *args, **kwargs)
-            except ChannelFailures:
-                pass
-            return
         if type(ack) is dict:  # meant for some pools only: {"ack": bool, "pools": [name...]}
             pools = ack.get("pools")
             if isinstance(pools, list) and self.pool not in pools:

@@ -5,10 +5,15 @@
 same ``ProtocolError`` and code) and returns one NamedTuple per kind, read by
 name::
 
-    [1, STATE,     epoch, seq, state]                          -> StateMsg
-    [1, PUBLISH,   epoch, seq, channel, args, kwargs, ack]     -> PublishMsg
-    [1, EVENT,     epoch, seq, name, data]                     -> EventMsg
-    [1, HEARTBEAT, epoch, seq, state, interval]                -> HeartbeatMsg
+    [2, STATE,     epoch, seq, state]                          -> StateMsg
+    [2, PUBLISH,   epoch, seq, channel, args, kwargs, ack]     -> PublishMsg
+    [2, EVENT,     epoch, seq, name, data]                     -> EventMsg
+    [2, HEARTBEAT, epoch, seq, state, interval]                -> HeartbeatMsg
+
+:func:`decode_frames` also takes a BATCH, ``[2, BATCH, epoch, first,
+[message, ...]]``, and returns its messages' views, in order: one decode
+of the whole frame (msgpack's C unpacker), then a check and a view per
+message.
 
 Every view starts with ``epoch`` and ``seq``, both checked integers.  The
 decoder also checks a PUBLISH's ``channel`` (text), ``args`` (a list) and
@@ -21,7 +26,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from busd.core.wire import Kind, decode_broadcast
+from busd.core.wire import VERSION, ErrorCode, Kind, batch_items, decode_broadcast, wire_error
 
 
 class StateMsg(NamedTuple):
@@ -75,9 +80,51 @@ _VIEWS: dict[int, type[Broadcast]] = {
 _NEW = tuple.__new__
 
 
+_BATCH = int(Kind.BATCH)
+_PUBLISH = int(Kind.PUBLISH)
+
+
+def decode_frames(data: bytes) -> list[Broadcast]:
+    """The views of one PUB frame: its one message, or every message of a BATCH, in order.
+
+    Raises ProtocolError as ``decode_broadcast`` does; a BATCH with one bad
+    message is refused whole (``malformed``).
+    """
+    obj = decode_broadcast(data)
+    if obj[1] != _BATCH:
+        return [_NEW(_VIEWS[obj[1]], obj[2:])]
+    epoch, seq, items = obj[2], obj[3], obj[4]
+    views: list[Broadcast] = []
+    append = views.append
+    for item in items:
+        # The common case, inline: a PUBLISH of this epoch, numbered on.
+        if (
+            type(item) is list
+            and len(item) == 8
+            and item[1] == _PUBLISH
+            and item[0] == VERSION
+            and item[3] == seq
+            and item[2] == epoch
+            and type(item[4]) is str
+            and type(item[5]) is list
+            and type(item[6]) is dict
+            and (not item[6] or all(type(k) is str for k in item[6]))
+        ):
+            append(_NEW(PublishMsg, (epoch, seq, item[4], item[5], item[6], item[7])))
+        else:
+            break
+        seq += 1
+    else:
+        return views
+    # Not only PUBLISHes, or a bad item: every item checked, then viewed.
+    return [_NEW(_VIEWS[item[1]], item[2:]) for item in batch_items(obj)]
+
+
 def decode_view(data: bytes) -> Broadcast:
     """Decode and check one PUB frame; raises ProtocolError as ``decode_broadcast`` does."""
     obj = decode_broadcast(data)
+    if obj[1] == _BATCH:
+        raise wire_error(ErrorCode.MALFORMED, "a BATCH holds several messages: see decode_frames")
     # The client's hot path: decode_broadcast checked the kind and the arity, so the
     # view is built as _make would, without its classmethod call and length check.
     return _NEW(_VIEWS[obj[1]], obj[2:])
@@ -89,5 +136,6 @@ __all__ = [
     "HeartbeatMsg",
     "PublishMsg",
     "StateMsg",
+    "decode_frames",
     "decode_view",
 ]

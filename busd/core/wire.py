@@ -4,26 +4,29 @@ Every message is one ZeroMQ frame holding one msgpack array whose first two
 items are the protocol version and the message kind::
 
     master -> clients, PUB (one frame; clients subscribe to everything):
-      [1, STATE,     epoch, seq, state]
-      [1, PUBLISH,   epoch, seq, channel, args, kwargs, ack]
-      [1, EVENT,     epoch, seq, event, data]
-      [1, HEARTBEAT, epoch, seq, state, interval]     (seq: the last one used)
-      [1, EVENT, epoch, seq, "closing", {reason, drain}]   (the last of an epoch)
+      [2, STATE,     epoch, seq, state]
+      [2, PUBLISH,   epoch, seq, channel, args, kwargs, ack]
+      [2, EVENT,     epoch, seq, event, data]
+      [2, BATCH,     epoch, first, [message, ...]]   (consecutive STATE/PUBLISH/EVENT)
+      [2, HEARTBEAT, epoch, seq, state, interval]     (seq: the last one used)
+      [2, EVENT, epoch, seq, "closing", {reason, drain}]   (the last of an epoch)
 
     client -> master, DEALER -> ROUTER (the ROUTER adds the routing id):
-      [1, HELLO,   req_id, {token, pid, host, name, role, worker, subscribe}]
-      [1, REQUEST, req_id, {cmd, ...arguments}]
-      [1, ACK,     0,      {epoch, seq, ok, result, errors}]
-      [1, PONG,    0,      {epoch, seq, state}]
-      [1, BYE,     0,      {reason}]
+      [2, HELLO,   req_id, {token, pid, host, name, role, worker, subscribe}]
+      [2, REQUEST, req_id, {cmd, ...arguments}]
+      [2, ACK,     0,      {epoch, seq, ok, result, errors}]
+      [2, PONG,    0,      {epoch, seq, state}]
+      [2, BYE,     0,      {reason}]
 
     master -> one client, ROUTER -> DEALER:
-      [1, REPLY, req_id, true,  result]
-      [1, REPLY, req_id, false, {code, message, details}]
+      [2, REPLY, req_id, true,  result]
+      [2, REPLY, req_id, false, {code, message, details}]
 
 ``epoch`` names one master incarnation; ``seq`` counts the STATE, PUBLISH
-and EVENT messages of an epoch from 1 without gaps.  docs/PROTOCOL.md is the
-full description.
+and EVENT messages of an epoch from 1 without gaps.  A BATCH carries
+messages ``first``, ``first + 1``, ... each exactly as it would travel
+alone (the master builds it by concatenating their frames after a header).
+docs/PROTOCOL.md is the full description.
 """
 
 from __future__ import annotations
@@ -36,27 +39,27 @@ from typing import Any, NamedTuple
 
 import msgpack
 
-from busd.core.errors import (
-    BusError,
-    Busy,
-    ChannelFailures,
-    Forbidden,
-    IllegalTransition,
-    NoMaster,
-    ProtocolError,
-    RemoteError,
-    WaitTimeout,
-)
+from busd.core.errors import BusError, ProtocolError
 from busd.core.stats import Stats
+from busd.core.wireerrors import DESCRIBE_LIMIT as DESCRIBE_LIMIT
+from busd.core.wireerrors import ErrorCode as ErrorCode
+from busd.core.wireerrors import describe as describe
+from busd.core.wireerrors import error_from_wire as error_from_wire
+from busd.core.wireerrors import error_to_wire as error_to_wire
+from busd.core.wireerrors import wire_error as wire_error
 
-VERSION = 1
+VERSION = 2
+#: Versions older peers speak: a refusal of their message is written in their version,
+#: so that they can read it (docs/PROTOCOL.md, section 15).
+OLDER_VERSIONS = frozenset({1})
 #: The largest frame a busd socket accepts from outside (ZMQ_MAXMSGSIZE).
 MAX_MESSAGE_SIZE = 1 << 20
 #: Default seconds between heartbeats, and how many missed ones mean "lost".
 HEARTBEAT_INTERVAL = 1.0
 HEARTBEAT_LIVENESS = 3
-#: Characters of an exception's text that travel in an error or an ack.
-DESCRIBE_LIMIT = 4096
+#: Most messages, and most bytes of their frames, in one BATCH.
+BATCH_COUNT = 1000
+BATCH_BYTES = 256 << 10
 #: The first byte of a SUB topic that no message starts with; see join_topic().
 JOIN_PREFIX = b"\xffjoin:"
 #: The EVENT a master sends last, when it closes on purpose (docs/PROTOCOL.md, section 9).
@@ -86,6 +89,7 @@ class Kind(enum.IntEnum):
     PUBLISH = 2
     EVENT = 3
     HEARTBEAT = 4
+    BATCH = 5
     HELLO = 10
     REQUEST = 11
     ACK = 12
@@ -97,11 +101,15 @@ class Kind(enum.IntEnum):
 _KINDS = {kind.value: kind for kind in Kind}
 _INT_SETS: dict[frozenset[Kind], frozenset[int]] = {}
 _PUBLISH = Kind.PUBLISH.value
+_BATCH = Kind.BATCH.value
 #: Kinds sent on PUB, which carry an epoch and a sequence number.
-BROADCAST_KINDS = frozenset({Kind.STATE, Kind.PUBLISH, Kind.EVENT, Kind.HEARTBEAT})
+BROADCAST_KINDS = frozenset({Kind.STATE, Kind.PUBLISH, Kind.EVENT, Kind.HEARTBEAT, Kind.BATCH})
+#: Kinds numbered by ``seq``, each alone or in a BATCH.
+SEQUENCED_KINDS = frozenset({Kind.STATE, Kind.PUBLISH, Kind.EVENT})
 #: Kinds a client sends to the master.
 CLIENT_KINDS = frozenset({Kind.HELLO, Kind.REQUEST, Kind.ACK, Kind.PONG, Kind.BYE})
 _BROADCAST_INTS = frozenset(int(k) for k in BROADCAST_KINDS)
+_SEQUENCED_INTS = frozenset(int(k) for k in SEQUENCED_KINDS)
 _CLIENT_INTS = frozenset(int(k) for k in CLIENT_KINDS)
 #: How many items each kind has, version and kind included.
 ARITY = {
@@ -109,6 +117,7 @@ ARITY = {
     Kind.PUBLISH: 8,
     Kind.EVENT: 6,
     Kind.HEARTBEAT: 6,
+    Kind.BATCH: 5,
     Kind.HELLO: 4,
     Kind.REQUEST: 4,
     Kind.ACK: 4,
@@ -117,25 +126,6 @@ ARITY = {
     Kind.REPLY: 5,
 }
 _ARITY = {int(kind): n for kind, n in ARITY.items()}
-
-
-class ErrorCode(str, enum.Enum):
-    """The ``code`` of an error on the wire."""
-
-    MALFORMED = "malformed"
-    TOO_LARGE = "too_large"
-    BAD_VERSION = "bad_version"
-    UNKNOWN_KIND = "unknown_kind"
-    UNKNOWN_CLIENT = "unknown_client"
-    UNKNOWN_COMMAND = "unknown_command"
-    BAD_ARGUMENTS = "bad_arguments"
-    CHANNEL_FAILURES = "channel_failures"
-    ILLEGAL_TRANSITION = "illegal_transition"
-    TIMEOUT = "timeout"
-    NO_MASTER = "no_master"
-    FORBIDDEN = "forbidden"
-    BUSY = "busy"
-    INTERNAL = "internal"
 
 
 class Message(NamedTuple):
@@ -177,6 +167,45 @@ def encode_publish(
     return _pack("PUBLISH", [VERSION, _PUBLISH, epoch, seq, channel, args, kwargs, ack])
 
 
+def encode_batch(epoch: int, first: int, frames: Sequence[bytes]) -> bytes:
+    """One BATCH of frames already encoded, numbered ``first``, ``first + 1``, ...
+
+    The frames are not decoded again: a BATCH is a header, ``[VERSION,
+    BATCH, epoch, first, ``, followed by the frames as they are (each one
+    msgpack array), which together make the one array of the message.
+    """
+    packer = _packer()
+    header: bytes = b"\x95%c\x05" % VERSION + packer.pack(epoch) + packer.pack(first)
+    count: bytes = packer.pack_array_header(len(frames))
+    return header + count + b"".join(frames)
+
+
+def batch_runs(first: int, frames: Sequence[bytes]) -> list[tuple[int, Sequence[bytes]]]:
+    """``frames`` (numbered from ``first``) cut into runs within BATCH_COUNT and BATCH_BYTES."""
+    out: list[tuple[int, Sequence[bytes]]] = []
+    for at in range(0, len(frames), BATCH_COUNT):
+        run = frames[at : at + BATCH_COUNT]
+        if sum(map(len, run)) <= BATCH_BYTES:
+            out.append((first + at, run))
+            continue
+        start = size = 0
+        for index, frame in enumerate(run):
+            if index > start and size + len(frame) > BATCH_BYTES:
+                out.append((first + at + start, run[start:index]))
+                start, size = index, 0
+            size += len(frame)
+        out.append((first + at + start, run[start:]))
+    return out
+
+
+def batch_frames(epoch: int, first: int, frames: Sequence[bytes]) -> list[bytes]:
+    """Frames numbered from ``first`` as they travel: runs of several as BATCH frames."""
+    return [
+        run[0] if len(run) == 1 else encode_batch(epoch, at, run)
+        for at, run in batch_runs(first, frames)
+    ]
+
+
 def _plain(obj: object) -> object:
     """msgpack's fallback: a statistics snapshot travels as the map it reads as."""
     if isinstance(obj, Stats):
@@ -190,11 +219,16 @@ def _plain(obj: object) -> object:
 _packers = threading.local()
 
 
+def new_packer() -> msgpack.Packer:
+    """A Packer as the codec uses (one thread at a time may use it)."""
+    return msgpack.Packer(use_bin_type=True, default=_plain)
+
+
 def _packer() -> msgpack.Packer:
     try:
         packer: msgpack.Packer = _packers.packer
     except AttributeError:
-        packer = _packers.packer = msgpack.Packer(use_bin_type=True, default=_plain)
+        packer = _packers.packer = new_packer()
     return packer
 
 
@@ -210,10 +244,15 @@ def _pack(name: str, message: list[Any]) -> bytes:
     except (TypeError, ValueError, OverflowError) as exc:
         raise ProtocolError(f"cannot encode {name} message: {exc}") from exc
     if len(data) > MAX_MESSAGE_SIZE:
-        raise wire_error(
-            ErrorCode.TOO_LARGE, f"{name} message is {len(data)} bytes, over {MAX_MESSAGE_SIZE}"
-        )
+        raise too_large(name, len(data))
     return data
+
+
+def too_large(name: str, size: int) -> BusError:
+    """The error for a ``name`` message of ``size`` bytes, over MAX_MESSAGE_SIZE."""
+    return wire_error(
+        ErrorCode.TOO_LARGE, f"{name} message is {size} bytes, over {MAX_MESSAGE_SIZE}"
+    )
 
 
 def decode(data: bytes, allowed: frozenset[Kind] | None = None) -> Message:
@@ -244,6 +283,7 @@ def decode_broadcast(data: bytes) -> list[Any]:
             and type(obj[2]) is int
             and type(obj[3]) is int
             and (obj[1] != _PUBLISH or _publish_items_ok(obj))
+            and (obj[1] != _BATCH or type(obj[4]) is list)
         ):
             return obj
     return _decode_checked(data, BROADCAST_KINDS)
@@ -269,12 +309,7 @@ def _decode_checked(data: bytes, allowed: frozenset[Kind] | None) -> list[Any]:
     if type(obj) is not list or len(obj) < 2:
         raise wire_error(ErrorCode.MALFORMED, "a message is an array [version, kind, ...]")
     version, raw = obj[0], obj[1]
-    if type(version) is not int or version != VERSION:
-        raise wire_error(
-            ErrorCode.BAD_VERSION,
-            f"protocol version {version!r} is not {VERSION}",
-            {"got": version if isinstance(version, int) else repr(version), "supported": [VERSION]},
-        )
+    _check_version(version)
     # Plain ints from here on: hashing an IntEnum member runs Python code.
     kind = _KINDS.get(raw) if type(raw) is int else None
     if kind is None:
@@ -287,6 +322,16 @@ def _decode_checked(data: bytes, allowed: frozenset[Kind] | None) -> list[Any]:
         )
     _check_types(kind, raw, obj)
     return obj
+
+
+def _check_version(version: Any) -> None:
+    if type(version) is not int or version != VERSION:
+        raise wire_error(
+            ErrorCode.BAD_VERSION,
+            f"protocol version {version!r} is not supported: this side speaks version "
+            f"{VERSION} (upgrade the side that speaks the older one)",
+            {"got": version if isinstance(version, int) else repr(version), "supported": [VERSION]},
+        )
 
 
 def _as_ints(kinds: frozenset[Kind]) -> frozenset[int]:
@@ -303,6 +348,62 @@ def _check_types(kind: Kind, raw: int, obj: list[Any]) -> None:
         raise wire_error(ErrorCode.MALFORMED, f"{kind.name}: the body must be a map")
     if raw == _PUBLISH and not _publish_items_ok(obj):
         raise wire_error(ErrorCode.MALFORMED, "PUBLISH: channel, args list, kwargs map")
+    if raw == _BATCH:
+        if type(obj[4]) is not list:
+            raise wire_error(ErrorCode.MALFORMED, "BATCH: its messages are an array")
+        batch_items(obj)
+
+
+def batch_items(obj: list[Any]) -> list[list[Any]]:
+    """The messages of a decoded BATCH, each checked as a frame of its own would be.
+
+    Each is a STATE, PUBLISH or EVENT of the batch's epoch, numbered on from
+    its ``first``; any other item makes the whole batch ``malformed``.
+    """
+    epoch, seq, items = obj[2], obj[3], obj[4]
+    for index, item in enumerate(items):
+        if type(item) is not list or len(item) < 4:
+            raise wire_error(ErrorCode.MALFORMED, f"BATCH: item {index} is not a message")
+        _check_version(item[0])
+        raw = item[1]
+        if type(raw) is not int or raw not in _SEQUENCED_INTS:
+            raise wire_error(
+                ErrorCode.MALFORMED, f"BATCH: item {index} is not a STATE, PUBLISH or EVENT"
+            )
+        kind = _KINDS[raw]
+        if len(item) != _ARITY[raw]:
+            raise wire_error(
+                ErrorCode.MALFORMED, f"BATCH: item {index}, a {kind.name}, has {len(item)} items"
+            )
+        _check_types(kind, raw, item)
+        if item[2] != epoch or item[3] != seq + index:
+            raise wire_error(
+                ErrorCode.MALFORMED,
+                f"BATCH: item {index} is epoch {item[2]} seq {item[3]}, "
+                f"not epoch {epoch} seq {seq + index}",
+            )
+    checked: list[list[Any]] = items
+    return checked
+
+
+def older_refusal(data: bytes, error: dict[str, Any]) -> bytes | None:
+    """A REPLY refusing ``data``, written in the older version ``data`` is in.
+
+    An older peer can not read this version's REPLY; the layout of a refusal,
+    ``[version, REPLY, req_id, false, {code, message, details}]``, is the same
+    in every version, so it gets one in its own, answering its own
+    ``req_id``.  None when ``data`` is not a message of an older version.
+    """
+    try:
+        obj = msgpack.unpackb(data, raw=False, strict_map_key=False)
+    except Exception:  # noqa: BLE001 - not msgpack: no version to answer in
+        return None
+    if type(obj) is not list or len(obj) < 3 or type(obj[0]) is not int:
+        return None
+    if obj[0] not in OLDER_VERSIONS:
+        return None
+    req_id = obj[2] if type(obj[2]) is int else 0
+    return pack([obj[0], int(Kind.REPLY), req_id, False, error])
 
 
 def clip(value: Any, limit: int) -> str:
@@ -330,83 +431,6 @@ def pid_namespace() -> str:
 def join_topic(token: bytes) -> bytes:
     """The SUB topic a joining client adds so the master's XPUB sees it is subscribed."""
     return JOIN_PREFIX + token
-
-
-# -- errors on the wire -------------------------------------------------
-
-_CODE_CLASSES: dict[ErrorCode, type[BusError]] = {
-    ErrorCode.CHANNEL_FAILURES: ChannelFailures,
-    ErrorCode.ILLEGAL_TRANSITION: IllegalTransition,
-    ErrorCode.TIMEOUT: WaitTimeout,
-    ErrorCode.NO_MASTER: NoMaster,
-    ErrorCode.FORBIDDEN: Forbidden,
-    ErrorCode.BUSY: Busy,
-    ErrorCode.INTERNAL: RemoteError,
-}
-
-
-def wire_error(code: ErrorCode, message: str, details: Any = None) -> BusError:
-    """Build the exception for ``code``, carrying ``code`` and ``details``."""
-    cls = _CODE_CLASSES.get(code, ProtocolError)
-    exc = cls(message)
-    exc.code = code.value  # type: ignore[attr-defined]
-    exc.details = details  # type: ignore[attr-defined]
-    return exc
-
-
-def error_to_wire(exc: BaseException) -> dict[str, Any]:
-    """The ``{code, message, details}`` map for an exception."""
-    code = getattr(exc, "code", None)
-    details = getattr(exc, "details", None)
-    if isinstance(exc, ChannelFailures):
-        code = ErrorCode.CHANNEL_FAILURES.value
-        details = {"channel": exc.channel, "errors": [describe(e) for e in exc.get_instances()]}
-    elif code is None or not isinstance(code, str):
-        code = _code_for(exc).value
-    if details is None:
-        details = {"type": type(exc).__name__}
-    return {"code": code, "message": str(exc) or type(exc).__name__, "details": details}
-
-
-def _code_for(exc: BaseException) -> ErrorCode:
-    for code, cls in _CODE_CLASSES.items():
-        if cls is not RemoteError and isinstance(exc, cls):
-            return code
-    if isinstance(exc, ProtocolError):
-        return ErrorCode.MALFORMED
-    return ErrorCode.INTERNAL
-
-
-def describe(exc: BaseException) -> dict[str, str]:
-    """A listener failure as ``{type, message}``."""
-    return {"type": type(exc).__name__, "message": str(exc)[:DESCRIBE_LIMIT]}
-
-
-def error_from_wire(data: Any) -> BusError:
-    """Rebuild the exception a ``{code, message, details}`` map describes."""
-    if not isinstance(data, dict):
-        return wire_error(ErrorCode.INTERNAL, f"malformed error {data!r}")
-    try:
-        code = ErrorCode(data.get("code"))
-    except ValueError:
-        code = ErrorCode.INTERNAL
-    message = str(data.get("message", ""))
-    details = data.get("details")
-    if code is ErrorCode.CHANNEL_FAILURES:
-        errors = details.get("errors", []) if isinstance(details, dict) else []
-        channel = details.get("channel") if isinstance(details, dict) else None
-        exc: BusError = ChannelFailures(
-            channel=channel,
-            exceptions=[
-                RemoteError(f"{e.get('type')}: {e.get('message')}")
-                for e in errors
-                if isinstance(e, dict)
-            ],
-        )
-        exc.code = code.value  # type: ignore[attr-defined]
-        exc.details = details  # type: ignore[attr-defined]
-        return exc
-    return wire_error(code, message, details)
 
 
 # -- acknowledgements ---------------------------------------------------

@@ -178,9 +178,11 @@ class MasterBus(Reloads, Reporting, Bus):
         """Relay to every client (unless the channel is local), then run local listeners."""
         if channel not in self.no_relay and not self._closed.is_set():  # relay first
             try:
-                self._relay(channel, args, kwargs, ack=False)
+                self._relay_out.publish(channel, args, kwargs, False)
             except ProtocolError as exc:
                 self.log(f"not relaying {channel!r}: {exc}", level=30)
+        if channel not in self.listeners:  # no local listener: nothing more to do
+            return []
         return super().publish(channel, *args, **kwargs)
 
     def publish_many(self, channel: str, calls: Iterable[Sequence[Any]]) -> int:

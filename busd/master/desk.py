@@ -32,7 +32,17 @@ from typing import Any
 
 from busd.core.auth import NEEDS_FULL_KEY, RefusalLog, Role
 from busd.core.endpoints import CTL_HWM, Outbox
-from busd.core.wire import ErrorCode, Kind, Message, error_to_wire, pid_namespace, wire_error
+from busd.core.errors import ProtocolError
+from busd.core.wire import (
+    ErrorCode,
+    Kind,
+    Message,
+    batch_frames,
+    encode,
+    error_to_wire,
+    pid_namespace,
+    wire_error,
+)
 from busd.master.backlog import REPLAY_SLACK, Published, Replies
 from busd.master.board import Board, live_status, live_workers
 from busd.master.clients import NOT_JOINED, ClientInfo, bye_reason, hello_fields
@@ -357,7 +367,7 @@ class Desk:
         return {
             "epoch": self.epoch,
             "first": part.first,
-            "frames": list(part.frames),
+            "frames": batch_frames(self.epoch, part.first, part.frames),
             "lost": part.lost,
             "more": part.more,
         }
@@ -424,3 +434,11 @@ class Desk:
         )
         if info is not None:
             self._post(ClientChange("client_joined", info.as_dict()))
+
+
+def reply_frame(req_id: int, ok: bool, payload: Any) -> bytes:
+    """The REPLY to request ``req_id`` (an error if ``payload`` cannot be encoded)."""
+    try:
+        return encode(Kind.REPLY, req_id, ok, payload)
+    except ProtocolError as exc:
+        return encode(Kind.REPLY, req_id, False, error_to_wire(exc))

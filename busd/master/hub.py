@@ -45,14 +45,16 @@ from busd.core.wire import (
     JOIN_PREFIX,
     ErrorCode,
     Kind,
+    batch_frames,
     decode,
     encode,
     error_to_wire,
+    older_refusal,
     wire_error,
 )
 from busd.master.backlog import PUB_BYTES, TRACK_MIN, Published, Replies, pin_mmap_threshold
 from busd.master.board import Board
-from busd.master.desk import OUTBOX_LIMIT, Desk, Drain
+from busd.master.desk import OUTBOX_LIMIT, Desk, Drain, reply_frame
 from busd.master.fdbudget import AcceptWatch, FdGate
 from busd.master.hosts import HOST_ROLE
 from busd.master.hubdoor import HubDoor
@@ -63,6 +65,7 @@ from busd.master.hubmsg import (
     HubOwner,
     NewBoard,
     Publish,
+    PublishRun,
     Request,
     SendTo,
     StatusWanted,
@@ -173,13 +176,17 @@ class Hub(Desk):
         """Publish frame number ``seq`` (leaving clients in ``state``) to every client."""
         self.outbox.put(Publish((frame,), seq, state))
 
+    def send_run(self, run: PublishRun) -> None:
+        """Queue a run of frames that its relay may still add to (see PublishRun)."""
+        self.outbox.put(run)
+
     def send_many(self, frames: tuple[bytes, ...], first: int, state: str) -> None:
         """Publish frames numbered from ``first``, in order, with nothing between them."""
         self.outbox.put(Publish(frames, first, state))
 
     def reply(self, identity: bytes, req_id: int, ok: bool, payload: Any) -> None:
         """Answer request ``req_id`` of the client at ``identity`` (from another thread)."""
-        self.outbox.put(SendTo(identity, _reply_frame(req_id, ok, payload)))
+        self.outbox.put(SendTo(identity, reply_frame(req_id, ok, payload)))
 
     def publish_board(self, answers: dict[str, Any], quick: frozenset[str] = frozenset()) -> None:
         """Replace the read-only answers (called by their owner, the command thread)."""
@@ -261,25 +268,28 @@ class Hub(Desk):
         finally:
             self._closing.set()
 
+    def _publish(self, frames: Sequence[bytes], first: int, state: str) -> None:
+        """Send frames ``first``, ``first + 1``, ...: one alone, several as BATCH frames."""
+        if self._drain is not None:  # after the closing message: never sent
+            self.stats["after_close"] += len(frames)
+            return
+        self.window.extend(first, frames)
+        self._sent = (first + len(frames) - 1, state)
+        for frame in frames if len(frames) == 1 else batch_frames(self.epoch, first, frames):
+            if len(frame) < TRACK_MIN:
+                self._pub.send(frame, zmq.NOBLOCK)
+            else:
+                self.published.send(self._pub, frame)
+
     def _send_queued(self) -> bool:
         """Send what other threads queued; True once the sockets are closed."""
-        send, add = self._pub.send, self.window.add
         # Bounded, so that a flood of publishes never keeps requests unread.
         items = self.outbox.drain(OUTBOX_LIMIT)
         for index, item in enumerate(items):
-            if type(item) is Publish:
-                if self._drain is not None:  # after the closing message: never sent
-                    self.stats["after_close"] += len(item.frames)
-                    continue
-                seq = item.first
-                for frame in item.frames:
-                    if len(frame) < TRACK_MIN:
-                        send(frame, zmq.NOBLOCK)
-                    else:
-                        self.published.send(self._pub, frame)
-                    add(seq, frame)
-                    seq += 1
-                self._sent = (seq - 1, item.state)
+            if type(item) is PublishRun:
+                self._publish(*item.take())
+            elif type(item) is Publish:
+                self._publish(item.frames, item.first, item.state)
             elif type(item) is SendTo:
                 self._send_to(item.identity, item.frame)
             elif type(item) is Close:
@@ -336,7 +346,7 @@ class Hub(Desk):
 
     def _answer(self, identity: bytes, req_id: int, ok: bool, payload: Any) -> None:
         if not self._ctl.closed:
-            self._send_to(identity, _reply_frame(req_id, ok, payload))
+            self._send_to(identity, reply_frame(req_id, ok, payload))
 
     def _close_sockets(self, linger_ms: int, leftovers: Sequence[HubMessage] | None = None) -> None:
         """Close everything; on the hub thread (``leftovers`` given: what its last drain of
@@ -381,7 +391,7 @@ class Hub(Desk):
             try:
                 msg = decode(frames[1], allowed=CLIENT_KINDS)
             except ProtocolError as exc:
-                self._reject(identity, 0, exc)
+                self._reject(identity, 0, exc, frames[1])
                 continue
             try:
                 self._dispatch(identity, msg, role, peer)
@@ -399,10 +409,19 @@ class Hub(Desk):
         role, peer = peer_role(parts[-1])
         return [part.bytes for part in parts], role, peer
 
-    def _reject(self, identity: bytes, req_id: int, exc: Exception) -> None:
+    def _reject(
+        self, identity: bytes, req_id: int, exc: Exception, frame: bytes | None = None
+    ) -> None:
         code = getattr(exc, "code", ErrorCode.INTERNAL.value)
         self._complain(str(code), f"rejected a message: {exc}")
-        self._answer(identity, req_id, False, error_to_wire(exc))
+        error = error_to_wire(exc)
+        older = None
+        if frame is not None and code == ErrorCode.BAD_VERSION.value:
+            older = older_refusal(frame, error)  # a peer of an older version reads this
+        if older is None:
+            self._answer(identity, req_id, False, error)
+        elif not self._ctl.closed:
+            self._send_to(identity, older)
 
     def _read_subscriptions(self) -> None:
         for _ in range(DRAIN_LIMIT):
@@ -465,13 +484,6 @@ class Hub(Desk):
         )
         self.views.keep_stats(stats)
         return stats
-
-
-def _reply_frame(req_id: int, ok: bool, payload: Any) -> bytes:
-    try:
-        return encode(Kind.REPLY, req_id, ok, payload)
-    except ProtocolError as exc:
-        return encode(Kind.REPLY, req_id, False, error_to_wire(exc))
 
 
 __all__ = [

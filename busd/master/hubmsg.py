@@ -3,18 +3,25 @@
 ::
 
     any thread --Outbox[HubMessage]--> [busd-hub] --HubOwner.post(Request | ClientChange
-      Publish, SendTo, Close, NewBoard     |                     | StatusWanted)--> commands
-      ExcusePid, ForgetPid, AddStateHook   +--answer (a Future)--> the asking thread
-      WatchAcks, Unwatch, StatsAsked       +--AckNews (busd.master.acks)--> a watch's inbox
+      Publish, PublishRun, SendTo, Close,  |                     | StatusWanted)--> commands
+      NewBoard, ExcusePid, ForgetPid,      +--answer (a Future)--> the asking thread
+      AddStateHook, WatchAcks, Unwatch,    +--AckNews (busd.master.acks)--> a watch's inbox
+
+      StatsAsked
 
 Everything another thread wants of the hub goes through its one
-:class:`busd.core.endpoints.Outbox`, in order, and wakes it.  A message that
+:class:`busd.core.endpoints.Outbox`, in order, and wakes it.  The one
+message that is not frozen is :class:`PublishRun`: the relay keeps adding
+frames to the run it queued last until the hub takes it, so a burst of
+publishes costs one queue operation (their frames may so go out before
+messages queued after the run, never after them).  A message that
 asks something carries the Future the hub answers; the asker waits for it
 with a bound.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -35,6 +42,30 @@ class Publish:
     frames: tuple[bytes, ...]
     first: int
     state: str
+
+
+class PublishRun:
+    """Frames numbered ``first``, ``first + 1``, ..., still growing until the hub takes them.
+
+    The relay appends under its ``lock`` while ``taken`` is false; the hub
+    takes the run under the same lock, once, and from then on owns it.
+    """
+
+    __slots__ = ("first", "frames", "lock", "state", "taken")
+
+    def __init__(self, frame: bytes, first: int, state: str, lock: threading.Lock) -> None:
+        self.frames = [frame]
+        self.first = first
+        #: The state the last frame leaves clients in.
+        self.state = state
+        self.lock = lock
+        self.taken = False
+
+    def take(self) -> tuple[list[bytes], int, str]:
+        """The frames, the first seq and the state they leave clients in (the hub, once)."""
+        with self.lock:
+            self.taken = True
+            return self.frames, self.first, self.state
 
 
 @dataclass(frozen=True)
@@ -115,6 +146,7 @@ class StatsAsked:
 
 HubMessage = (
     Publish
+    | PublishRun
     | SendTo
     | Close
     | NewBoard

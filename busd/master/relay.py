@@ -3,12 +3,19 @@
 ::
 
     any thread --send/publish/publish_many--> [seq lock: number, encode,
-                                               hub.send_pub] --> Outbox --> [busd-hub]
+                                               append to the open PublishRun] --> Outbox
+                                                     ^ taken (under the lock)      |
+                                                     +---------- [busd-hub] <------+
 
 Whoever publishes (the command thread, a listener's thread, a producer) takes
 the lock for the time it takes to number the frame and queue it for the hub:
 sequence order is send order, and the state a client is left in travels with
-each frame.  The lock and the counter are this object's alone.
+each run of frames.  A frame joins the run queued last while the hub has not
+taken it (no queue operation, no wake-up); otherwise it opens a new run, which
+is queued and wakes the hub.  So a lone message goes at once, and a burst
+reaches the hub as one run, which it sends as BATCH frames.  The lock, the
+counter and the open run are this object's alone (the hub takes a run under
+the same lock).
 """
 
 from __future__ import annotations
@@ -17,11 +24,24 @@ import threading
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from busd.core.wire import CLOSING_EVENT, Kind, encode, encode_publish
+from busd.core.errors import ProtocolError
+from busd.core.wire import (
+    CLOSING_EVENT,
+    MAX_MESSAGE_SIZE,
+    VERSION,
+    Kind,
+    encode,
+    encode_publish,
+    new_packer,
+    too_large,
+)
 from busd.master.hub import PUBLISH_BATCH
+from busd.master.hubmsg import PublishRun
 
 if TYPE_CHECKING:
     from busd.master.hub import Hub
+
+_PUBLISH = int(Kind.PUBLISH)
 
 
 class Relay:
@@ -34,6 +54,9 @@ class Relay:
         self._seq = 0
         self._state = "STOPPED"
         self._lock = threading.Lock()
+        self._pack = new_packer().pack
+        #: The run queued last, while the hub has not taken it.
+        self._run: PublishRun | None = None
 
     def snapshot(self) -> tuple[int, str]:
         """The last sequence number and the state it leaves clients in."""
@@ -48,17 +71,39 @@ class Relay:
             self._seq = seq
             if state is not None:
                 self._state = state
-            self.hub.send_pub(frame, seq, self._state)
+            self._queue(frame, seq)
         return seq
 
     def publish(self, channel: str, args: Iterable[Any], kwargs: dict[str, Any], ack: Any) -> int:
         """Number and queue one PUBLISH (the hot path: every publish comes here)."""
+        if type(args) is not tuple:
+            args = list(args)
         with self._lock:
             seq = self._seq + 1
-            frame = encode_publish(self.epoch, seq, channel, list(args), kwargs, ack)
+            try:
+                # The relay's own packer (used under the lock only); a tuple packs as an array.
+                frame = self._pack([VERSION, _PUBLISH, self.epoch, seq, channel, args, kwargs, ack])
+            except (TypeError, ValueError, OverflowError) as exc:
+                raise ProtocolError(f"cannot encode PUBLISH message: {exc}") from exc
+            if len(frame) > MAX_MESSAGE_SIZE:
+                raise too_large("PUBLISH", len(frame))
             self._seq = seq
-            self.hub.send_pub(frame, seq, self._state)
+            run = self._run
+            if run is not None and not run.taken:
+                run.frames.append(frame)
+            else:
+                self._queue(frame, seq)
         return seq
+
+    def _queue(self, frame: bytes, seq: int) -> None:
+        """Add frame ``seq`` to the open run, or queue a new one (under the lock)."""
+        run = self._run
+        if run is not None and not run.taken:
+            run.frames.append(frame)
+            run.state = self._state
+            return
+        self._run = run = PublishRun(frame, seq, self._state, self._lock)
+        self.hub.send_run(run)
 
     def publish_many(self, channel: str, items: Sequence[tuple[Any, ...]]) -> None:
         """Number ``items`` consecutively and queue them in batches, nothing between them.
@@ -73,6 +118,7 @@ class Relay:
                 for i, args in enumerate(items)
             )
             self._seq = first + len(frames) - 1
+            self._run = None  # what follows goes after these
             for at in range(0, len(frames), self.batch):
                 self.hub.send_many(frames[at : at + self.batch], first + at, self._state)
 
@@ -87,4 +133,5 @@ class Relay:
                 Kind.EVENT, self.epoch, seq, CLOSING_EVENT, {"reason": "exit", "drain": drain}
             )
             self._seq = seq
+            self._run = None
             self.hub.close_after(frame, seq, self._state, drain, flush)

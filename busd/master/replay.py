@@ -18,6 +18,7 @@ it lost.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from busd.core.stats import Stats
@@ -97,6 +98,20 @@ class ReplayWindow:
             self._first = seq
         frames.append(frame)
         self._bytes += len(frame) + ENTRY_OVERHEAD
+        self._trim()
+
+    def extend(self, first: int, frames: Sequence[bytes]) -> None:
+        """Keep frames ``first``, ``first + 1``, ... (as many :meth:`add` calls would)."""
+        if len(frames) == 1 or first != self.newest + 1:
+            for seq, frame in enumerate(frames, first):
+                self.add(seq, frame)
+            return
+        self._frames.extend(frames)
+        self._bytes += sum(map(len, frames)) + ENTRY_OVERHEAD * len(frames)
+        self._trim()
+
+    def _trim(self) -> None:
+        frames = self._frames
         while self._head < len(frames) and (
             self._bytes > self.max_bytes or len(frames) - self._head > self.max_count
         ):

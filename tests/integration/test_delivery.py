@@ -127,7 +127,9 @@ def test_a_stopped_subscriber_neither_slows_the_others_nor_loses_what_the_window
     busd_master: Any, busd_procs: Processes, busd_sink: Sink
 ) -> None:
     total = 100_000
-    master = busd_master()
+    # A burst travels in BATCH frames of up to 1,000 messages: a small high-water mark
+    # makes the stopped subscriber's queue overflow, so what it misses is repaired.
+    master = busd_master(pub_hwm=16)
     master.start()
     counters = start_counters(busd_procs, busd_sink, 3)
     unstopped = burst(master, total)
@@ -168,7 +170,8 @@ def test_a_subscriber_stopped_beyond_the_window_counts_its_loss_and_resyncs(
     # A window of 20k messages and small queues: the stopped one falls out of
     # it; the other is paced so that it never falls that far behind.
     total = 60_000
-    master = busd_master(replay_count=20_000, pub_hwm=2000)
+    # (Queues of 16 frames: bursts travel in BATCH frames of up to 1,000 messages.)
+    master = busd_master(replay_count=20_000, pub_hwm=16)
     master.start()
     counters = start_counters(busd_procs, busd_sink, 2)
     running, stopped = counters
