@@ -1163,6 +1163,16 @@ def bench_graceful(run: Run) -> list[Row]:
 # -- main -------------------------------------------------------------------------
 
 
+#: The sections, in the order they run.
+SECTIONS: dict[str, Callable[[Run], list[Row]]] = {
+    "throughput": bench_throughput,
+    "bursts": bench_bursts,
+    "lone": bench_lone,
+    "ping": bench_ping,
+    "graceful": bench_graceful,
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the sections and print the summary; 1 if the run itself failed, 130 if interrupted."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -1170,6 +1180,12 @@ def main(argv: list[str] | None = None) -> int:
         "--quick",
         action="store_true",
         help="50,000 messages and 50 gracefuls per N, one round (seconds, noisier)",
+    )
+    parser.add_argument(
+        "--only",
+        choices=sorted(SECTIONS),
+        action="append",
+        help="run only this section (repeatable; all by default)",
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
@@ -1185,13 +1201,12 @@ def main(argv: list[str] | None = None) -> int:
         f"libzmq {zmq.zmq_version()}, msgpack {'.'.join(map(str, msgpack.version))}"
     )
     try:
-        rows = (
-            bench_throughput(run)
-            + bench_bursts(run)
-            + bench_lone(run)
-            + bench_ping(run)
-            + bench_graceful(run)
-        )
+        rows = [
+            row
+            for name, section in SECTIONS.items()
+            if not args.only or name in args.only
+            for row in section(run)
+        ]
     except (BusError, RuntimeError, TimeoutError) as exc:
         print(f"benchmark failed: {exc}", file=sys.stderr)
         return 1

@@ -27,16 +27,19 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+import msgpack
+
 from busd.client.inbox import Inbox, InboxItem, Signalled, Stop
 from busd.client.link.messages import Gone
 from busd.client.link.streamtypes import Synced
 from busd.client.link.thread import Link
 from busd.core.bus import Bus, State
 from busd.core.errors import BusError, ChannelFailures
-from busd.core.views import EventMsg, PublishMsg, StateMsg
-from busd.core.wire import METRICS_CHANNEL, Kind, describe, encode
+from busd.core.views import BatchMsg, EventMsg, PublishMsg, StateMsg
+from busd.core.wire import MAX_MESSAGE_SIZE, METRICS_CHANNEL, VERSION, Kind, describe, encode
 
 log = logging.getLogger(__name__)
+_PUBLISH = int(Kind.PUBLISH)
 
 #: Characters of a listener result's repr sent when the result itself cannot be.
 ACK_RESULT_LIMIT = 4096
@@ -70,6 +73,8 @@ class DispatchingBus(Bus):
         #: The signal that made this process leave (see leave_on_signal), or None.
         self.signalled: int | None = None
         self._left = False
+        #: Messages of BATCH frames dropped because they did not decode as announced.
+        self.bad_batched = 0
         self._dispatcher = threading.Thread(
             target=self._dispatch, name="busd-dispatch", daemon=True
         )
@@ -84,9 +89,10 @@ class DispatchingBus(Bus):
         _DISPATCHING.set(self)  # this thread's own context: its work, listeners included
         items = self._inbox.hold_until_mirrored(self._observe, TAKE_WAIT)
         listeners_of, call = self.relay_listeners, self.call_listeners
+        hot = self._runs_listeners()
         while items is not None:
             for item in items:
-                if type(item) is PublishMsg and not item.ack and item.channel != "graceful":
+                if type(item) is PublishMsg and not item.ack and hot and item.channel != "graceful":
                     # The hot path: a relayed message nobody waits for. Its listeners
                     # (cached until the next subscribe) run; failures are logged only.
                     listeners = listeners_of(item.channel)
@@ -101,13 +107,75 @@ class DispatchingBus(Bus):
                     return
                 else:
                     try:
-                        self._apply(item)
+                        if type(item) is BatchMsg:
+                            self._run_batch(item)
+                        else:
+                            self._apply(item)
                     except Exception:
                         log.exception("error applying %r from the master", item)
                 if self._state is State.EXITING:
                     self._finish()
                     return
             items = self._inbox.take(TAKE_WAIT)
+
+    def _run_batch(self, batch: BatchMsg) -> None:
+        """The PUBLISH messages of a BATCH, decoded one by one as they run, in order.
+
+        Each is checked as a frame of its own would be; at the first that is
+        not the next PUBLISH of the batch, the rest are dropped (counted in
+        ``bad_batched`` and logged).  It stops early when a listener made
+        the bus exit.
+        """
+        epoch, seq, last = batch.epoch, batch.seq, batch.last
+        unpacker = msgpack.Unpacker(
+            raw=False, strict_map_key=False, max_buffer_size=MAX_MESSAGE_SIZE
+        )
+        unpacker.feed(batch.frame)
+        listeners_of, call = self.relay_listeners, self.call_listeners
+        hot = self._runs_listeners()
+        try:
+            unpacker.read_bytes(batch.body)
+            for item in unpacker:
+                if not (
+                    type(item) is list
+                    and len(item) == 8
+                    and item[1] == _PUBLISH
+                    and item[0] == VERSION
+                    and item[3] == seq
+                    and item[2] == epoch
+                    and type(item[4]) is str
+                    and type(item[5]) is list
+                    and type(item[6]) is dict
+                    and (not item[6] or all(type(k) is str for k in item[6]))
+                ):
+                    break
+                channel, ack = item[4], item[7]
+                if not ack and hot and channel != "graceful":
+                    listeners = listeners_of(channel)
+                    if listeners:
+                        try:  # noqa: SIM105 - contextlib.suppress costs more on this path
+                            call(channel, listeners, item[5], item[6])
+                        except ChannelFailures:
+                            pass
+                else:
+                    self._apply_publish(PublishMsg(epoch, seq, channel, item[5], item[6], ack))
+                if self._state is State.EXITING or seq == last:
+                    return
+                seq += 1
+        except (ValueError, msgpack.UnpackException):  # not msgpack, or cut short
+            pass
+        self.bad_batched += last + 1 - seq
+        log.warning(
+            "dropped messages %d..%d of a BATCH from the master: not the PUBLISH "
+            "messages its header announced",
+            seq,
+            last,
+        )
+
+    def _runs_listeners(self) -> bool:
+        """True if a relayed message no one waits for just runs its listeners here (a
+        subclass that handles them otherwise, a joined host, overrides _apply_publish)."""
+        return type(self)._apply_publish is DispatchingBus._apply_publish
 
     def _observe(self, item: InboxItem) -> None:
         if type(item) is StateMsg:
@@ -158,6 +226,13 @@ class DispatchingBus(Bus):
     def _apply_publish(self, msg: PublishMsg) -> None:
         """A relayed channel message: its listeners run here, and it is acked if asked."""
         channel, args, kwargs, ack = msg.channel, msg.args, msg.kwargs, msg.ack
+        if not ack and channel != "graceful":
+            # No ack: failures are only logged (by publish).
+            try:  # noqa: SIM105 - contextlib.suppress costs more on this path
+                Bus.publish(self, channel, *args, **kwargs)
+            except ChannelFailures:
+                pass
+            return
         if type(ack) is dict:  # meant for some pools only: {"ack": bool, "pools": [name...]}
             pools = ack.get("pools")
             if isinstance(pools, list) and self.pool not in pools:

@@ -3,8 +3,9 @@
 ::
 
     busd-link --put([view...] | Synced | Gone)--+
-    signal handler --put(Signalled)-------------+--> Inbox (deque + condition; no bound,
-    mirror() --put(Mirror), close() --put(Stop)--+    peak counted) --take()--> busd-dispatch
+    signal handler --put(Signalled)-------------+--> Inbox (deque + SimpleQueue; no bound,
+    mirror() --put(Mirror), close() --put(Stop)--+    peak counted; one wake-up token)
+                                                   --take()--> busd-dispatch
 
 Every item is an :data:`InboxItem`: a relayed message (a
 :mod:`busd.core.views` view), a snapshot to mirror (``Synced``), the master
@@ -20,6 +21,7 @@ Until the bus mirrors, the dispatcher holds what it takes (see
 from __future__ import annotations
 
 import collections
+import queue
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -50,11 +52,22 @@ InboxItem = Delivered | Signalled | Mirror | Stop
 
 
 class Inbox:
-    """An unbounded queue with one consumer, the dispatcher thread."""
+    """An unbounded queue with one consumer, the dispatcher thread.
+
+    Items go in a deque; the dispatcher sleeps on a ``SimpleQueue`` that
+    holds at most one wake-up token, put by the first ``put`` after the
+    dispatcher last looked (a flag says one is already waiting), so a
+    stream of deliveries costs one wake-up, and a ``put`` takes no lock
+    that the dispatcher holds for long.
+    """
 
     def __init__(self) -> None:
         self._items: collections.deque[InboxItem] = collections.deque()
-        self._cond = threading.Condition()
+        self._wake: queue.SimpleQueue[None] = queue.SimpleQueue()
+        #: A token is in ``_wake`` (set and cleared under ``_lock``, with the token).
+        self._signalled = False
+        # Reentrant: a signal handler may put while the main thread holds it.
+        self._lock = threading.RLock()
         self._mirror_asked = False
         #: The most items ever waiting at once.
         self.peak = 0
@@ -64,31 +77,40 @@ class Inbox:
 
     def put(self, items: Sequence[InboxItem]) -> None:
         """Queue items, in order (any thread, a signal handler included; never refused)."""
-        with self._cond:
-            self._items.extend(items)
-            self.peak = max(self.peak, len(self._items))
-            self._cond.notify()
+        self._items.extend(items)
+        waiting = len(self._items)
+        if waiting > self.peak:
+            self.peak = waiting
+        with self._lock:
+            if not self._signalled:
+                self._signalled = True
+                self._wake.put(None)
 
     def mirror(self) -> None:
         """Queue the one Mirror marker (later calls do nothing)."""
-        with self._cond:
+        with self._lock:
             if self._mirror_asked:
                 return
             self._mirror_asked = True
-            self._items.append(Mirror())
-            self._cond.notify()
+        self.put([Mirror()])
 
     def take(self, timeout: float) -> list[InboxItem]:
         """Everything queued, waiting at most ``timeout`` s for one item (the dispatcher only).
 
         Empty if nothing came meanwhile.
         """
-        with self._cond:
-            if not self._items:
-                self._cond.wait(timeout)
-            items = list(self._items)
-            self._items.clear()
-        return items
+        if not self._items:
+            try:
+                self._wake.get(timeout=timeout)
+            except queue.Empty:
+                return []
+        with self._lock:  # the token goes with the flag: a later put wakes us again
+            if self._signalled:
+                self._signalled = False
+                if self._wake.qsize():
+                    self._wake.get_nowait()
+        pop = self._items.popleft
+        return [pop() for _ in range(len(self._items))]
 
     def hold_until_mirrored(
         self, observe: Callable[[InboxItem], None], wait: float

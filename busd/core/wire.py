@@ -7,7 +7,7 @@ items are the protocol version and the message kind::
       [2, STATE,     epoch, seq, state]
       [2, PUBLISH,   epoch, seq, channel, args, kwargs, ack]
       [2, EVENT,     epoch, seq, event, data]
-      [2, BATCH,     epoch, first, [message, ...]]   (consecutive STATE/PUBLISH/EVENT)
+      [2, BATCH,     epoch, first, [message, ...]]   (consecutive PUBLISH messages)
       [2, HEARTBEAT, epoch, seq, state, interval]     (seq: the last one used)
       [2, EVENT, epoch, seq, "closing", {reason, drain}]   (the last of an epoch)
 
@@ -104,12 +104,11 @@ _PUBLISH = Kind.PUBLISH.value
 _BATCH = Kind.BATCH.value
 #: Kinds sent on PUB, which carry an epoch and a sequence number.
 BROADCAST_KINDS = frozenset({Kind.STATE, Kind.PUBLISH, Kind.EVENT, Kind.HEARTBEAT, Kind.BATCH})
-#: Kinds numbered by ``seq``, each alone or in a BATCH.
+#: Kinds numbered by ``seq`` (a PUBLISH alone or in a BATCH, the others alone).
 SEQUENCED_KINDS = frozenset({Kind.STATE, Kind.PUBLISH, Kind.EVENT})
 #: Kinds a client sends to the master.
 CLIENT_KINDS = frozenset({Kind.HELLO, Kind.REQUEST, Kind.ACK, Kind.PONG, Kind.BYE})
 _BROADCAST_INTS = frozenset(int(k) for k in BROADCAST_KINDS)
-_SEQUENCED_INTS = frozenset(int(k) for k in SEQUENCED_KINDS)
 _CLIENT_INTS = frozenset(int(k) for k in CLIENT_KINDS)
 #: How many items each kind has, version and kind included.
 ARITY = {
@@ -180,9 +179,26 @@ def encode_batch(epoch: int, first: int, frames: Sequence[bytes]) -> bytes:
     return header + count + b"".join(frames)
 
 
-def batch_runs(first: int, frames: Sequence[bytes]) -> list[tuple[int, Sequence[bytes]]]:
-    """``frames`` (numbered from ``first``) cut into runs within BATCH_COUNT and BATCH_BYTES."""
+def batch_runs(
+    first: int, frames: Sequence[bytes], mixed: bool = False
+) -> list[tuple[int, Sequence[bytes]]]:
+    """``frames`` (numbered from ``first``) cut into runs within BATCH_COUNT and BATCH_BYTES.
+
+    ``mixed``: the frames may hold STATE and EVENT messages, which go alone
+    (in runs of one) since a BATCH holds PUBLISH messages only.
+    """
     out: list[tuple[int, Sequence[bytes]]] = []
+    if mixed:
+        start = 0
+        for index, frame in enumerate(frames):
+            if frame[2] != _PUBLISH:  # [VERSION, kind, ...]: fixarray, fixint, fixint
+                if index > start:
+                    out += batch_runs(first + start, frames[start:index])
+                out.append((first + index, frames[index : index + 1]))
+                start = index + 1
+        if start < len(frames):
+            out += batch_runs(first + start, frames[start:])
+        return out
     for at in range(0, len(frames), BATCH_COUNT):
         run = frames[at : at + BATCH_COUNT]
         if sum(map(len, run)) <= BATCH_BYTES:
@@ -198,11 +214,13 @@ def batch_runs(first: int, frames: Sequence[bytes]) -> list[tuple[int, Sequence[
     return out
 
 
-def batch_frames(epoch: int, first: int, frames: Sequence[bytes]) -> list[bytes]:
-    """Frames numbered from ``first`` as they travel: runs of several as BATCH frames."""
+def batch_frames(
+    epoch: int, first: int, frames: Sequence[bytes], mixed: bool = False
+) -> list[bytes]:
+    """Frames numbered from ``first`` as they travel: runs of PUBLISHes as BATCH frames."""
     return [
         run[0] if len(run) == 1 else encode_batch(epoch, at, run)
-        for at, run in batch_runs(first, frames)
+        for at, run in batch_runs(first, frames, mixed)
     ]
 
 
@@ -357,8 +375,8 @@ def _check_types(kind: Kind, raw: int, obj: list[Any]) -> None:
 def batch_items(obj: list[Any]) -> list[list[Any]]:
     """The messages of a decoded BATCH, each checked as a frame of its own would be.
 
-    Each is a STATE, PUBLISH or EVENT of the batch's epoch, numbered on from
-    its ``first``; any other item makes the whole batch ``malformed``.
+    Each is a PUBLISH of the batch's epoch, numbered on from its ``first``;
+    any other item makes the whole batch ``malformed``.
     """
     epoch, seq, items = obj[2], obj[3], obj[4]
     for index, item in enumerate(items):
@@ -366,10 +384,8 @@ def batch_items(obj: list[Any]) -> list[list[Any]]:
             raise wire_error(ErrorCode.MALFORMED, f"BATCH: item {index} is not a message")
         _check_version(item[0])
         raw = item[1]
-        if type(raw) is not int or raw not in _SEQUENCED_INTS:
-            raise wire_error(
-                ErrorCode.MALFORMED, f"BATCH: item {index} is not a STATE, PUBLISH or EVENT"
-            )
+        if raw != _PUBLISH or type(raw) is not int:
+            raise wire_error(ErrorCode.MALFORMED, f"BATCH: item {index} is not a PUBLISH")
         kind = _KINDS[raw]
         if len(item) != _ARITY[raw]:
             raise wire_error(

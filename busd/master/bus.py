@@ -146,6 +146,7 @@ class MasterBus(Reloads, Reporting, Bus):
             curve=curve,
         )
         self._relay_out = Relay(self.hub, self.epoch)
+        self._relay_publish = self._relay_out.publish  # every publish's path
         self._command_thread = threading.Thread(
             target=self._run_commands, name="busd-commands", daemon=True
         )
@@ -178,7 +179,7 @@ class MasterBus(Reloads, Reporting, Bus):
         """Relay to every client (unless the channel is local), then run local listeners."""
         if channel not in self.no_relay and not self._closed.is_set():  # relay first
             try:
-                self._relay_out.publish(channel, args, kwargs, False)
+                self._relay_publish(channel, args, kwargs, False)
             except ProtocolError as exc:
                 self.log(f"not relaying {channel!r}: {exc}", level=30)
         if channel not in self.listeners:  # no local listener: nothing more to do

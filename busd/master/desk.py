@@ -367,7 +367,7 @@ class Desk:
         return {
             "epoch": self.epoch,
             "first": part.first,
-            "frames": batch_frames(self.epoch, part.first, part.frames),
+            "frames": batch_frames(self.epoch, part.first, part.frames, mixed=True),
             "lost": part.lost,
             "more": part.more,
         }

@@ -3,7 +3,7 @@
 ::
 
     [busd-link] sockets --frames (SUB), replay and snapshot replies (DEALER)--> Feed
-        Feed --decode_frames--> Stream.receive / replayed / state_checked --> [Action, ...]
+        Feed --read_frame--> Stream.receive / replayed / state_checked --> [Action, ...]
         Feed performs them: Deliver, Synced --> the dispatcher;  AskReplay, AskStateCheck,
         SendHello, Heartbeat, Closing --> the link's sockets (through :class:`Wire`)
 
@@ -39,7 +39,7 @@ from busd.client.link.streamtypes import (
 )
 from busd.core.control import reply_result
 from busd.core.errors import ProtocolError
-from busd.core.views import Broadcast, decode_frames
+from busd.core.views import Broadcast, decode_frames, read_frame
 from busd.core.wire import Kind, Message, encode
 
 
@@ -84,7 +84,7 @@ class Feed:
         msgs: list[Broadcast] = []
         for frame in frames:
             try:
-                msgs += decode_frames(frame)
+                msgs.append(read_frame(frame))
             except ProtocolError as exc:
                 self.stats["bad_messages"] += 1
                 self._complaints.warn("bad_message", "bad message from master: %s", exc)

@@ -35,6 +35,11 @@ States, and who moves them (``TRANSITIONS`` is the table; ``_enter`` checks it):
                                           |
                                           +--welcome--> LIVE | REPAIRING
 
+A BATCH arrives as one :class:`busd.core.views.BatchMsg` (PUBLISH messages
+``seq`` to ``last``, not decoded): in order on the fast path it is handed
+over whole, as one item; anywhere else (a gap, a repair, a join, a
+duplicate) it is decoded and taken message by message.
+
 A welcome is taken in any state (a late one too: the master answered a
 HELLO this side gave up on), and a refused first HELLO goes back to IDLE.
 A repair asked before a HELLO or a loss is still in flight in REJOINING or
@@ -69,7 +74,16 @@ from busd.client.link.streamtypes import (
     StreamState,
     Synced,
 )
-from busd.core.views import Broadcast, EventMsg, HeartbeatMsg, PublishMsg, StateMsg
+from busd.core.errors import ProtocolError
+from busd.core.views import (
+    BatchMsg,
+    Broadcast,
+    EventMsg,
+    HeartbeatMsg,
+    PublishMsg,
+    StateMsg,
+    batch_views,
+)
 from busd.core.wire import CLOSING_EVENT
 
 __all__ = [
@@ -125,8 +139,11 @@ class Stream:
         next_id: Callable[[], int],
         wait_for_new_master: bool = False,
         log: logging.Logger | None = None,
+        expand: Callable[[BatchMsg], list[Broadcast]] = batch_views,
     ) -> None:
         self._next_id = next_id
+        #: Decodes a BATCH's messages, for the slow path (a ProtocolError refuses it).
+        self._expand = expand
         self.wait_for_new_master = wait_for_new_master
         self._log = log or logging.getLogger(__name__)
         self.state = S.IDLE
@@ -197,10 +214,14 @@ class Stream:
                 and msg.epoch == self.epoch
                 and kind is not HeartbeatMsg
             ):
-                self.seq = msg.seq
-                self.received += 1
-                if kind is not PublishMsg:
-                    self._noted(msg)
+                if kind is BatchMsg:  # PUBLISHes only: handed over whole, still encoded
+                    self.received += msg.last - self.seq  # type: ignore[union-attr]
+                    self.seq = msg.last  # type: ignore[union-attr]
+                else:
+                    self.seq = msg.seq
+                    self.received += 1
+                    if kind is not PublishMsg:
+                        self._noted(msg)
                 batch.append(msg)
             else:
                 self._one(msg, now)
@@ -339,6 +360,18 @@ class Stream:
 
     def _one(self, msg: Broadcast, now: float) -> None:
         """One frame, as docs/PROTOCOL.md section 8 says."""
+        if type(msg) is BatchMsg:
+            # Off the fast path (a gap, a repair, a join...): message by message.
+            try:
+                views = self._expand(msg)
+            except ProtocolError as exc:
+                # Dropped whole; its seqs are repaired as any gap (or counted lost).
+                self.stats["bad_batches"] += 1
+                self._log.warning("dropped a BATCH from the master: %s", exc)
+                return
+            for view in views:
+                self._one(view, now)
+            return
         if self.state in (S.JOINING, S.REJOINING):
             self._hold(msg)
             return

@@ -440,11 +440,16 @@ class Link:
 
     def _read_sub(self) -> None:
         self._last_heard = now = time.monotonic()
-        recv, frames = self._sub.recv, []
+        sub = self._sub
+        recv, get, frames = sub.recv, sub.get, []
+        # Polled readable: read, then read on while the socket says a frame waits (a
+        # zmq.Again raised on every wake-up costs twice that check).
         for _ in range(DRAIN_LIMIT):
             try:
                 frames.append(recv(zmq.NOBLOCK))
             except zmq.Again:
+                break
+            if not get(zmq.EVENTS) & zmq.POLLIN:  # type: ignore[arg-type, operator]
                 break
         self.feed.frames(frames, now)
 
