@@ -144,7 +144,7 @@ def _decoded(frame: bytes) -> Any:
     return [tuple(item[2:]) for item in items]
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(frames(sorted(BROADCAST_KINDS)) | st.binary(max_size=64))
 def test_decode_frames_accepts_exactly_what_wire_decode_accepts(frame: bytes) -> None:
     expected = _decoded(frame)
@@ -156,7 +156,13 @@ def test_decode_frames_accepts_exactly_what_wire_decode_accepts(frame: bytes) ->
             assert got.code == expected.code  # type: ignore[attr-defined]
         return
     assert isinstance(got, list), got
-    assert [tuple(view) for view in got] == expected
+    # Compared as msgpack bytes: a NaN the fuzzer drew is not equal to itself.
+    assert _packed([tuple(view) for view in got]) == _packed(expected)
+
+
+def _packed(obj: Any) -> bytes:
+    data: bytes = msgpack.packb(obj, use_bin_type=True)
+    return data
 
 
 def _fast_path_gap(frame: bytes) -> bool:
