@@ -207,3 +207,20 @@ def test_decode_frames_refuses_a_batch_seq_that_is_a_boolean() -> None:
 
     with pytest.raises(ProtocolError):
         decode_frames(frame)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: decode_broadcast's inline path returns a BATCH without checking its "
+    "messages (batch_items), though it promises wire.decode's checks",
+)
+def test_decode_broadcast_refuses_a_batch_wire_decode_refuses() -> None:
+    frame = msgpack.packb(
+        [V, int(Kind.BATCH), EPOCH, 1, [[V, int(Kind.HEARTBEAT), EPOCH, 1, "STARTED", 1.0]]],
+        use_bin_type=True,
+    )
+    with pytest.raises(ProtocolError):
+        wire.decode(frame)
+
+    with pytest.raises(ProtocolError):
+        wire.decode_broadcast(frame)
