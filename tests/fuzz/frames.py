@@ -1,4 +1,11 @@
-"""Hypothesis strategies for hostile frames: random bytes, random msgpack, mutated messages."""
+"""Hypothesis strategies for hostile frames: random bytes, random msgpack, mutated messages.
+
+BATCH frames are drawn too (:func:`batches`), built with the real encoder
+(``encode_batch`` over really encoded messages): good ones, and ones a
+client must refuse whole (a message numbered wrong or of another epoch, a
+HEARTBEAT, a BATCH or a message of another version inside, an item that is
+no message, an array header claiming far more messages than follow).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +15,7 @@ from typing import Any
 import msgpack
 from hypothesis import strategies as st
 
-from busd.core.wire import VERSION, Kind
+from busd.core.wire import VERSION, Kind, encode, encode_batch
 
 #: Commands a fuzzed request may name: none of them ends or stops the master.
 SAFE_COMMANDS = [
@@ -125,16 +132,80 @@ def mutated(draw: st.DrawFn, base: st.SearchStrategy[bytes]) -> bytes:
     return bytes(data)
 
 
+#: How a drawn BATCH is spoiled ("good": not at all).
+BATCH_FLAWS = [
+    "good",
+    "good",
+    "good",
+    "wrong_seq",
+    "wrong_epoch",
+    "heartbeat_inside",
+    "batch_inside",
+    "version_inside",
+    "not_a_message",
+    "huge_count",
+]
+
+
+def _sequenced(draw: st.DrawFn, epoch: Any, seq: Any) -> bytes:
+    """One STATE, PUBLISH or EVENT, encoded as the master encodes it (fields fuzzed)."""
+    kind = draw(st.sampled_from([Kind.STATE, Kind.PUBLISH, Kind.PUBLISH, Kind.EVENT]))
+    if kind is Kind.STATE:
+        items: list[Any] = [draw(st.sampled_from(["STARTED", "STOPPED", "STARTING"]) | values)]
+    elif kind is Kind.PUBLISH:
+        channel = draw(st.sampled_from(["fuzz", "graceful", "busd.event"]) | st.text(max_size=8))
+        args = draw(st.lists(values, max_size=3))
+        items = [channel, args, draw(st.dictionaries(st.text(max_size=5), values, max_size=2))]
+        items.append(draw(st.booleans() | values))
+    else:
+        items = [draw(st.sampled_from(["client_joined", "client_left"])), draw(values)]
+    return _pack([VERSION, int(kind), epoch, seq, *items])
+
+
+@st.composite
+def batches(draw: st.DrawFn) -> bytes:
+    """A BATCH frame from the real encoder: good, or with one flaw (see BATCH_FLAWS)."""
+    epoch = draw(st.integers(min_value=0, max_value=2**48))
+    first = draw(st.integers(min_value=0, max_value=1000))
+    count = draw(st.integers(min_value=1, max_value=6))
+    items = [_sequenced(draw, epoch, first + at) for at in range(count)]
+    flaw = draw(st.sampled_from(BATCH_FLAWS))
+    at = draw(st.integers(0, count - 1))
+    if flaw == "wrong_seq":
+        items[at] = _sequenced(draw, epoch, first + at + draw(st.sampled_from([-1, 1, 2, 100])))
+    elif flaw == "wrong_epoch":
+        items[at] = _sequenced(draw, epoch + 1, first + at)
+    elif flaw == "heartbeat_inside":
+        items[at] = encode(Kind.HEARTBEAT, epoch, first + at, "STARTED", 1.0)
+    elif flaw == "batch_inside":
+        items[at] = encode_batch(epoch, first + at, [_sequenced(draw, epoch, first + at)])
+    elif flaw == "version_inside":
+        inner = bytearray(items[at])
+        if len(inner) > 1:  # the version byte, after the array header
+            inner[1] = draw(st.sampled_from([0, 1, 3]))
+        items[at] = bytes(inner)
+    elif flaw == "not_a_message":
+        items[at] = _pack(draw(values))
+    frame = encode_batch(epoch, first, items)
+    if flaw == "huge_count":  # claims 2**32 - 1 messages where ``count`` follow
+        header = len(encode_batch(epoch, first, []))
+        frame = frame[: header - 1] + b"\xdd\xff\xff\xff\xff" + frame[header:]
+    return frame
+
+
 def frames(kinds: list[Kind]) -> st.SearchStrategy[bytes]:
     """Everything a hostile peer might send on a socket that expects ``kinds``."""
     well_formed = messages(kinds)
-    return st.one_of(
+    drawn = [
         st.binary(max_size=300),
         values.map(_pack),
         well_formed,
         mutated(well_formed),
         mutated(values.map(_pack)),
-    )
+    ]
+    if Kind.BATCH in kinds:
+        drawn += [batches(), mutated(batches())]
+    return st.one_of(*drawn)
 
 
 def expand(base: list[bytes], rng: random.Random, count: int) -> list[bytes]:

@@ -31,8 +31,9 @@ from hypothesis import strategies as st
 
 from busd.client.bus import connect
 from busd.core.errors import ProtocolError
-from busd.core.wire import BROADCAST_KINDS, CLIENT_KINDS, Kind, decode, decode_broadcast, encode
-from tests.fuzz.frames import expand, frames
+from busd.core.views import StateMsg, decode_frames
+from busd.core.wire import BROADCAST_KINDS, CLIENT_KINDS, VERSION, Kind, decode, encode
+from tests.fuzz.frames import batches, expand, frames
 from tests.fuzz.test_master_fuzz import BASE, BATCH, fuzz_settings
 
 SEED = int(os.environ.get("BUSD_FUZZ_SEED", "13"))
@@ -42,6 +43,8 @@ SUB_BATCHES = 20 * SCALE
 DEALER_BATCHES = 20 * SCALE
 EPOCH = 1  # a value hypothesis draws often, so many fuzzed broadcasts are "ours"
 HELLO_ID = 1
+#: BATCH frames drawn for each batch of frames on the SUB (beside those ``frames`` draws).
+BATCHES = 3
 
 pytestmark = pytest.mark.slow
 
@@ -128,11 +131,13 @@ class FakeMaster(threading.Thread):
 
 
 def obeyed(frame: bytes, broadcast: bool) -> bool:
-    """A well-formed frame that a client must obey: an exit, a refused HELLO."""
+    """A well-formed frame that a client must obey: an exit (alone or in a BATCH), a refused
+    HELLO."""
     try:
         if broadcast:
-            msg = decode_broadcast(frame)
-            return msg[1] == Kind.STATE and msg[4] == "EXITING"
+            return any(
+                type(msg) is StateMsg and msg.state == "EXITING" for msg in decode_frames(frame)
+            )
         reply = decode(frame, allowed=frozenset({Kind.REPLY}))
     except ProtocolError:
         return False
@@ -140,14 +145,24 @@ def obeyed(frame: bytes, broadcast: bool) -> bool:
 
 
 def refused(frame: bytes, broadcast: bool) -> bool:
+    """The client's own decoding refuses it (a PUB frame: ``decode_frames``, as the link)."""
     try:
         if broadcast:
-            decode_broadcast(frame)
+            decode_frames(frame)
         else:
             decode(frame, allowed=frozenset({Kind.REPLY}))
     except ProtocolError:
         return True
     return False
+
+
+def is_batch(frame: bytes) -> bool:
+    """A frame that says it is a BATCH (good or not)."""
+    try:
+        obj = msgpack.unpackb(frame, raw=False, strict_map_key=False)
+    except Exception:  # noqa: BLE001 - not msgpack: not a BATCH
+        return False
+    return type(obj) is list and len(obj) > 1 and obj[:2] == [VERSION, Kind.BATCH]
 
 
 def test_hostile_frames_on_a_clients_sub_and_dealer_are_counted_and_survived(
@@ -172,6 +187,8 @@ def test_hostile_frames_on_a_clients_sub_and_dealer_are_counted_and_survived(
                         continue
                     if refused(frame, broadcast):
                         expected[where.decode()] += 1
+                    if broadcast and is_batch(frame):
+                        expected["bad_batches" if refused(frame, True) else "batches"] += 1
                     fake.send(where, frame)
                 assert not client.link.lost.is_set(), "the client took its master for lost"
 
@@ -179,10 +196,12 @@ def test_hostile_frames_on_a_clients_sub_and_dealer_are_counted_and_survived(
             @fuzz_settings(SUB_BATCHES)
             @given(
                 st.lists(frames(sorted(BROADCAST_KINDS)), min_size=BASE, max_size=BASE),
+                st.lists(batches(), min_size=BATCHES, max_size=BATCHES),
                 st.randoms(use_true_random=False),
             )
-            def sub_batch(base: list[bytes], rng: random.Random) -> None:
-                hostile(expand(base, rng, BATCH), b"pub", True)
+            def sub_batch(base: list[bytes], drawn: list[bytes], rng: random.Random) -> None:
+                # The BATCH frames drawn go as they are, and among the frames mutated.
+                hostile(expand(base + drawn, rng, BATCH), b"pub", True)
 
             @seed(SEED)
             @fuzz_settings(DEALER_BATCHES)
@@ -208,7 +227,9 @@ def test_hostile_frames_on_a_clients_sub_and_dealer_are_counted_and_survived(
             last = max(client.link.seq, fake.seq)
             fake.send(
                 b"pub",
-                msgpack.packb([1, int(Kind.PUBLISH), EPOCH, last + 1, "alive", [], {}, False]),
+                msgpack.packb(
+                    [VERSION, int(Kind.PUBLISH), EPOCH, last + 1, "alive", [], {}, False]
+                ),
             )
             assert alive.wait(10), f"a real message was not delivered after the fuzz: {stats}"
             assert not client.link.lost.is_set()
@@ -219,4 +240,8 @@ def test_hostile_frames_on_a_clients_sub_and_dealer_are_counted_and_survived(
     assert errors == [], errors
     assert "client link failed" not in caplog.text
     assert expected["pub"] > 500
+    # BATCH frames among them, good ones and ones refused whole, each bad one counted.
+    assert expected["batches"] >= 10, expected
+    assert expected["bad_batches"] >= 20, expected
+    assert stats["bad_messages"] == expected["pub"], (stats, expected)
     assert expected["reply"] > 500

@@ -31,7 +31,7 @@ from busd.core.errors import ProtocolError
 from busd.core.wire import CLIENT_KINDS, JOIN_PREFIX, decode
 from busd.testing import Processes
 from tests.chaos.support import control, exit_busd, wait_status
-from tests.fuzz.frames import expand, frames
+from tests.fuzz.frames import batches, expand, frames
 
 SEED = int(os.environ.get("BUSD_FUZZ_SEED", "13"))
 SCALE = int(os.environ.get("BUSD_FUZZ_SCALE", "1"))
@@ -117,7 +117,10 @@ def test_hostile_frames_on_the_control_and_pub_sockets_are_counted_and_survived(
                 @seed(SEED)
                 @fuzz_settings(CTL_BATCHES)
                 @given(
-                    st.lists(frames(sorted(CLIENT_KINDS)), min_size=BASE, max_size=BASE),
+                    # A BATCH now and then: a master takes none (unknown_kind).
+                    st.lists(
+                        frames(sorted(CLIENT_KINDS)) | batches(), min_size=BASE, max_size=BASE
+                    ),
                     st.randoms(use_true_random=False),
                     st.integers(0, BATCH - 1),
                 )

@@ -33,6 +33,7 @@ from busd.master.bus import MasterBus
 #: Every wait for a reply is bounded by this (seconds).
 TIMEOUT = 3.0
 EPOCH_OF_NOBODY = 1
+V = wire.VERSION
 
 
 def pack(obj: Any) -> bytes:
@@ -151,16 +152,16 @@ def assert_client_bus_works(master: MasterBus, bus: ClientBus) -> None:
         pytest.param(b"\x94\x01\x0b", "malformed", id="truncated"),
         pytest.param(b"GET / HTTP/1.1\r\n\r\n", "malformed", id="http"),
         pytest.param(pack({"cmd": "ping"}), "malformed", id="a-map"),
-        pytest.param(pack([1]), "malformed", id="one-item"),
-        pytest.param(pack([1, 99, 5, {"cmd": "ping"}]), "unknown_kind", id="unknown-kind"),
-        pytest.param(pack([1, "REQUEST", 5, {"cmd": "ping"}]), "unknown_kind", id="kind-str"),
-        pytest.param(pack([1, 1, 7, 1, "STARTED"]), "unknown_kind", id="state-to-master"),
-        pytest.param(pack([1, 20, 5, True, None]), "unknown_kind", id="reply-to-master"),
-        pytest.param(pack([1, 11, 5]), "malformed", id="request-too-short"),
-        pytest.param(pack([1, 11, 5, {"cmd": "ping"}, 0]), "malformed", id="request-too-long"),
-        pytest.param(pack([1, 11, "5", {"cmd": "ping"}]), "malformed", id="req-id-str"),
-        pytest.param(pack([1, 11, 5, "ping"]), "malformed", id="body-str"),
-        pytest.param(pack([1, 10, 5, [b"token"]]), "malformed", id="hello-body-array"),
+        pytest.param(pack([V]), "malformed", id="one-item"),
+        pytest.param(pack([V, 99, 5, {"cmd": "ping"}]), "unknown_kind", id="unknown-kind"),
+        pytest.param(pack([V, "REQUEST", 5, {"cmd": "ping"}]), "unknown_kind", id="kind-str"),
+        pytest.param(pack([V, 1, 7, 1, "STARTED"]), "unknown_kind", id="state-to-master"),
+        pytest.param(pack([V, 20, 5, True, None]), "unknown_kind", id="reply-to-master"),
+        pytest.param(pack([V, 11, 5]), "malformed", id="request-too-short"),
+        pytest.param(pack([V, 11, 5, {"cmd": "ping"}, 0]), "malformed", id="request-too-long"),
+        pytest.param(pack([V, 11, "5", {"cmd": "ping"}]), "malformed", id="req-id-str"),
+        pytest.param(pack([V, 11, 5, "ping"]), "malformed", id="body-str"),
+        pytest.param(pack([V, 10, 5, [b"token"]]), "malformed", id="hello-body-array"),
     ],
 )
 def test_undecodable_frame_gets_an_unsolicited_error(
@@ -175,18 +176,43 @@ def test_undecodable_frame_gets_an_unsolicited_error(
     assert_serving(master)
 
 
-def test_wrong_protocol_version_gets_bad_version(master: MasterBus, raw: Raw) -> None:
+@pytest.mark.parametrize("version", [3, 0, "2"])
+def test_wrong_protocol_version_gets_bad_version(master: MasterBus, raw: Raw, version: Any) -> None:
     dealer = raw.dealer()
 
-    reply = exchange(dealer, pack([2, wire.Kind.REQUEST, 5, {"cmd": "ping"}]))
+    reply = exchange(dealer, pack([version, wire.Kind.REQUEST, 5, {"cmd": "ping"}]))
 
     error = assert_error_reply(reply, 0, "bad_version")
-    assert error["details"] == {"got": 2, "supported": [1]}
+    got = version if isinstance(version, int) else repr(version)
+    assert error["details"] == {"got": got, "supported": [2]}
     assert counters(master)["bad_version"] == 1
     assert_serving(master)
-    # The same connection is still served once it speaks version 1.
+    # The same connection is still served once it speaks version 2.
     again = exchange(dealer, wire.encode(wire.Kind.REQUEST, 6, {"cmd": "snapshot"}))
-    assert again[2:4] == [6, True]
+    assert again[:4] == [2, wire.Kind.REPLY, 6, True]
+
+
+def test_a_version_1_peer_gets_its_refusal_in_version_1_with_its_own_req_id(
+    master: MasterBus, raw: Raw
+) -> None:
+    dealer = raw.dealer()
+    hello = {"token": os.urandom(12), "pid": os.getpid(), "role": "worker", "subscribe": True}
+
+    refused_hello = exchange(dealer, pack([1, wire.Kind.HELLO, 1, hello]))
+    refused_ping = exchange(dealer, pack([1, wire.Kind.REQUEST, 41, {"cmd": "ping"}]))
+
+    for reply, req_id in ((refused_hello, 1), (refused_ping, 41)):
+        assert reply[:4] == [1, wire.Kind.REPLY, req_id, False], reply
+        assert reply[4]["code"] == "bad_version"
+        assert reply[4]["details"] == {"got": 1, "supported": [2]}
+        assert "version 1" in reply[4]["message"]
+    assert counters(master)["bad_version"] == 2
+    assert master.clients() == []  # the HELLO registered nobody
+    # The master goes on serving, that connection too once it speaks version 2.
+    assert_serving(master)
+    pong = exchange(dealer, wire.encode(wire.Kind.REQUEST, 42, {"cmd": "ping"}))
+    assert pong[:4] == [2, wire.Kind.REPLY, 42, True]
+    assert pong[4]["pong"] is True
 
 
 def test_two_frame_request_is_malformed(master: MasterBus, raw: Raw) -> None:
@@ -454,7 +480,7 @@ def test_a_burst_of_garbage_is_answered_counted_and_logged_sparingly(
     garbage = (
         [(b"\xc1", "malformed")] * 2500
         + [(pack([7, 11, 1, {"cmd": "ping"}]), "bad_version")] * 1500
-        + [(pack([1, 42, 1, {}]), "unknown_kind")] * 1000
+        + [(pack([V, 42, 1, {}]), "unknown_kind")] * 1000
     )
     dealer = raw.dealer(RCVHWM=0, SNDHWM=0)
     caplog.set_level(logging.WARNING, logger="busd.master.hub")
@@ -505,7 +531,7 @@ class DocClient:
         self.dealer.send(
             pack(
                 [
-                    1,
+                    V,
                     10,
                     1,
                     {
@@ -528,7 +554,7 @@ class DocClient:
                 if msg[1] != wire.Kind.HEARTBEAT:
                     self.buffer.append(msg)
         welcome = recv(self.dealer)
-        assert welcome[:4] == [1, 20, 1, True], welcome
+        assert welcome[:4] == [V, 20, 1, True], welcome
         snapshot = welcome[4]
         self.epoch, self.seq = snapshot["epoch"], snapshot["seq"]
         self.client_id, self.state = snapshot["client_id"], snapshot["state"]
@@ -537,9 +563,13 @@ class DocClient:
         """The next PUB message newer than the snapshot, answering heartbeats on the way."""
         while True:
             msg = self.buffer.pop(0) if self.buffer else recv(self.sub)
+            if msg[1] == wire.Kind.BATCH:  # its messages, in order, as if each came alone
+                assert [m[3] for m in msg[4]] == list(range(msg[3], msg[3] + len(msg[4])))
+                self.buffer[:0] = msg[4]
+                continue
             if msg[1] == wire.Kind.HEARTBEAT:
                 self.dealer.send(
-                    pack([1, 13, 0, {"epoch": self.epoch, "seq": self.seq, "state": self.state}])
+                    pack([V, 13, 0, {"epoch": self.epoch, "seq": self.seq, "state": self.state}])
                 )
                 continue
             if msg[2] != self.epoch or msg[3] <= self.seq:
@@ -552,7 +582,7 @@ class DocClient:
         self.dealer.send(
             pack(
                 [
-                    1,
+                    V,
                     12,
                     0,
                     {
@@ -571,7 +601,7 @@ def test_after_bad_input_a_client_written_from_the_doc_joins_and_acks(
     master: MasterBus, raw: Raw
 ) -> None:
     noise = raw.dealer()
-    for frame in (b"\xc1", pack([2, 11, 1, {}]), pack([1, 12, 0, {"seq": 1}])):
+    for frame in (b"\xc1", pack([3, 11, 1, {}]), pack([V, 12, 0, {"seq": 1}])):
         assert exchange(noise, frame)[3] is False
     client = DocClient(raw)
 
@@ -611,7 +641,7 @@ def test_after_bad_input_a_client_bus_still_works(
     master: MasterBus, raw: Raw, client_bus: ClientBus
 ) -> None:
     noise = raw.dealer()
-    for frame in (b"\xc1", pack([9, 1]), pack([1, 13, 0, {}]), b"\x00" * 1000):
+    for frame in (b"\xc1", pack([9, 1]), pack([V, 13, 0, {}]), b"\x00" * 1000):
         assert exchange(noise, frame)[3] is False
 
     assert_client_bus_works(master, client_bus)

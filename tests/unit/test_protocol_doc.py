@@ -9,6 +9,11 @@ is optional (a frame that is not msgpack has none): ``decode`` must refuse
 it with a ProtocolError of that code.  There must be at least one valid
 example per message kind, and the doc must name every kind (with its value,
 in the kinds table) and every error code.
+
+A valid PUB example is also decoded as a client does (``views.decode_frames``):
+a BATCH gives its messages' views, each the items of the message it holds,
+and is byte for byte ``encode_batch`` over those messages' own frames.  The
+refusal a version-1 peer gets is checked against ``wire.older_refusal``.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from typing import Any
 import msgpack
 import pytest
 
-from busd.core import wire
+from busd.core import views, wire
 from busd.core.endpoints import CTL_HWM, PUB_HWM
 from busd.core.errors import ProtocolError
 
@@ -103,6 +108,12 @@ def same(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
+def head(example: Example) -> list[Any]:
+    """The version and kind of an example (empty if it shows no array)."""
+    value = example.value
+    return list(value[:2]) if example.has_value and isinstance(value, list) else []
+
+
 DOC_TEXT = DOC.read_text(encoding="utf-8")
 EXAMPLES = load_examples(DOC_TEXT)
 VALID = [e for e in EXAMPLES if e.valid]
@@ -117,6 +128,14 @@ def test_the_doc_has_enough_examples() -> None:
     missing = sorted(k.name for k in wire.Kind if k.value not in documented)
 
     assert not missing, f"no valid example of {missing}"
+
+
+def test_the_doc_has_a_batch_example_of_several_kinds_and_a_bad_one() -> None:
+    batches = [e for e in VALID if e.value[1] == wire.Kind.BATCH]
+    bad = [e for e in INVALID if head(e)[1:] == [wire.Kind.BATCH]]
+
+    assert any(len({item[1] for item in e.value[4]}) >= 2 for e in batches), batches
+    assert any(e.error == "malformed" for e in bad), bad
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=str)
@@ -141,6 +160,22 @@ def test_valid_example_is_accepted_by_wire_decode(example: Example) -> None:
     assert msg.kind == example.value[1]
     assert list(msg.items) == example.value[2:]
     assert wire.encode(msg.kind, *msg.items) == example.data
+    if msg.kind not in wire.BROADCAST_KINDS:
+        return
+    # As a client reads it: one view per message, a BATCH's messages in order.
+    got = views.decode_frames(example.data)
+    if msg.kind is not wire.Kind.BATCH:
+        assert [list(v) for v in got] == [example.value[2:]]
+        return
+    epoch, first, items = example.value[2:]
+    assert [list(v) for v in got] == [item[2:] for item in items]
+    assert [v.seq for v in got] == list(range(first, first + len(items)))
+    assert all(v.epoch == epoch for v in got)
+    assert [type(v).__name__ for v in got] == [
+        {1: "StateMsg", 2: "PublishMsg", 3: "EventMsg"}[item[1]] for item in items
+    ]
+    alone = [wire.pack(item) for item in items]
+    assert wire.encode_batch(epoch, first, alone) == example.data
 
 
 @pytest.mark.parametrize("example", INVALID, ids=str)
@@ -151,6 +186,23 @@ def test_invalid_example_is_refused_with_its_code(example: Example) -> None:
         wire.decode(example.data)
 
     assert getattr(info.value, "code", None) == example.error
+    if head(example)[1:] == [wire.Kind.BATCH]:
+        with pytest.raises(ProtocolError) as client:
+            views.decode_frames(example.data)
+        assert getattr(client.value, "code", None) == example.error
+
+
+def test_the_refusal_a_version_1_peer_gets_is_the_codes() -> None:
+    older = [e for e in INVALID if head(e) == [1, wire.Kind.REPLY]]
+    asked = {e.value[2]: e for e in INVALID if head(e) == [1, wire.Kind.REQUEST]}
+
+    assert older, "no example of the refusal a version-1 peer gets"
+    for refusal in older:
+        request = asked[refusal.value[2]]  # the version-1 request it answers, by req_id
+        with pytest.raises(ProtocolError) as info:
+            wire.decode(request.data)
+        assert wire.older_refusal(request.data, wire.error_to_wire(info.value)) == refusal.data
+        assert refusal.value[4]["details"] == {"got": 1, "supported": [wire.VERSION]}
 
 
 @pytest.mark.parametrize("kind", list(wire.Kind), ids=lambda k: k.name)
@@ -172,6 +224,9 @@ def test_every_error_code_is_in_the_errors_table(code: wire.ErrorCode) -> None:
     "fact",
     [
         f"`{wire.VERSION}`",
+        f"# The busd wire protocol, version {wire.VERSION}\n",
+        f"`BATCH_COUNT` = {wire.BATCH_COUNT:,} messages",
+        f"`BATCH_BYTES` = {wire.BATCH_BYTES >> 10} KiB = {wire.BATCH_BYTES:,} bytes",
         str(wire.MAX_MESSAGE_SIZE),
         f"{PUB_HWM:,}",
         f"{CTL_HWM:,}",
@@ -199,7 +254,7 @@ def test_join_prefix_in_the_doc_is_the_code_s() -> None:
 
 def test_parser_rejects_a_bad_example() -> None:
     # The checks above would pass vacuously if the parser ignored what it cannot read.
-    bad = '```msgpack-example\n[1, 11, 2, {"cmd": "ping"}]\n```\n'
+    bad = '```msgpack-example\n[2, 11, 2, {"cmd": "ping"}]\n```\n'
 
     with pytest.raises(AssertionError, match="no hex line"):
         load_examples(bad)

@@ -3,9 +3,12 @@
 Plain tests of each transition first (in order, a gap and its repair, a
 duplicate, a loss older than the window, a stale replay reply, busy, a new
 epoch, a lost master heard again, leaving), then a hypothesis state machine:
-a master publishing seq 1..N in one or two epochs, a network that reorders,
-duplicates and drops frames, and a replay window that answers asks in parts,
-with losses, ``busy`` or errors.  Whatever happens, what the stream delivers
+a master publishing seq 1..N in one or two epochs, alone or in BATCH frames
+(really encoded, and read with ``decode_frames`` as the link reads them), a
+network that reorders, duplicates and drops frames (a BATCH is lost whole),
+and a replay window that answers asks in parts, as BATCH frames, with
+losses (a lost BATCH may be partly older than the window), ``busy`` or
+errors.  Whatever happens, what the stream delivers
 is strictly increasing with no duplicates, and delivered + counted lost is
 exactly everything up to the seq it has resolved; once the network settles,
 that is everything the master published.
@@ -42,8 +45,8 @@ from busd.client.link.streamtypes import (
     StreamState,
     Synced,
 )
-from busd.core.views import Broadcast, decode_view
-from busd.core.wire import CLOSING_EVENT, Kind, encode
+from busd.core.views import Broadcast, decode_frames, decode_view
+from busd.core.wire import CLOSING_EVENT, Kind, batch_frames, encode, encode_batch, encode_publish
 
 S = StreamState
 E1, E2 = 104705332197348, 7
@@ -346,11 +349,45 @@ def test_a_move_outside_the_table_is_refused() -> None:
 
 #: Frames the master's window keeps, and most frames per replay answer.
 WINDOW = 4
-PART = 2
+PART = 3
+
+
+def encoded(epoch: int, seq: int) -> bytes:
+    """Message ``seq`` of the master as it encodes it: a PUBLISH, every fifth a STATE."""
+    if seq % 5 == 0:
+        return encode(Kind.STATE, epoch, seq, "STARTED")
+    return encode_publish(epoch, seq, "ch", [seq], {}, False)
+
+
+def on_the_wire(epoch: int, first: int, frames: list[bytes], cut: int) -> list[bytes]:
+    """Frames numbered from ``first`` as the hub sends them: runs of ``cut`` as BATCH frames.
+
+    The real encoder builds each BATCH from the frames as they are; a run of
+    one goes alone.
+    """
+    out = []
+    for at in range(0, len(frames), cut):
+        run = frames[at : at + cut]
+        out.append(run[0] if len(run) == 1 else encode_batch(epoch, first + at, run))
+    return out
+
+
+def read(frames: list[bytes]) -> list[Broadcast]:
+    """What the link hands the stream for frames read together: every message, in order."""
+    return [msg for frame in frames for msg in decode_frames(frame)]
+
+
+def is_batch(frame: bytes) -> bool:
+    return frame[:3] == b"\x95\x02\x05"
 
 
 class NetworkMachine(RuleBasedStateMachine):
-    """A master publishing in one or two epochs, frames reordered, duplicated and dropped."""
+    """A master publishing in one or two epochs, alone or in BATCH frames, on a hostile network.
+
+    Every frame is really encoded (``encode``, ``encode_batch``; replay answers
+    through ``batch_frames``, as the master's desk) and read with
+    ``decode_frames``, as the link does: the codec is in the loop.
+    """
 
     def __init__(self) -> None:
         super().__init__()
@@ -358,8 +395,9 @@ class NetworkMachine(RuleBasedStateMachine):
         self.stream = Stream(lambda: next(ids), wait_for_new_master=True)
         self.now = 0.0
         self.epoch = E1
-        self.sent: list[Broadcast] = []  # the master's frames of its epoch
-        self.flight: list[Broadcast] = []  # on the wire, any epoch
+        self.sent: list[bytes] = []  # the master's messages of its epoch, by seq
+        self.flight: list[bytes] = []  # PUB frames on the wire (alone or BATCH), any epoch
+        self.wire: list[bytes] = []  # every PUB frame sent, any epoch (old ones come again)
         self.asks: list[AskReplay] = []
         self.checks = 0
         self.hellos = 0
@@ -392,21 +430,36 @@ class NetworkMachine(RuleBasedStateMachine):
 
     # -- the master and the network --
 
-    @rule(n=st.integers(1, 6), reach=st.booleans())
-    def publish(self, n: int, reach: bool) -> None:
-        """``n`` frames go out; unless they ``reach`` the wire, a full queue drops them."""
-        for _ in range(n):
-            seq = len(self.sent) + 1
-            frame = state(self.epoch, seq) if seq % 5 == 0 else pub(self.epoch, seq)
-            self.sent.append(frame)
-            if reach:
-                self.flight.append(frame)
+    @rule(n=st.integers(1, 6), cut=st.integers(1, 4), reach=st.booleans())
+    def publish(self, n: int, cut: int, reach: bool) -> None:
+        """``n`` messages go out, in runs of ``cut`` per BATCH frame (a run of one alone).
+
+        Unless they ``reach`` the wire, a full queue drops them (a BATCH whole).
+        """
+        first = len(self.sent) + 1
+        frames = [encoded(self.epoch, seq) for seq in range(first, first + n)]
+        self.sent += frames
+        out = on_the_wire(self.epoch, first, frames, cut)
+        self.wire += out
+        if reach:
+            self.flight += out
+
+    @rule(n=st.integers(WINDOW - 1, WINDOW + 2), reach=st.booleans())
+    def burst(self, n: int, reach: bool) -> None:
+        """One BATCH as long as the replay window, or longer: lost, part of it may leave it."""
+        first = len(self.sent) + 1
+        frames = [encoded(self.epoch, seq) for seq in range(first, first + n)]
+        self.sent += frames
+        batch = encode_batch(self.epoch, first, frames)
+        self.wire.append(batch)
+        if reach:
+            self.flight.append(batch)
 
     @rule(picks=st.lists(st.integers(0, 10**6), min_size=1, max_size=6))
     def arrive(self, picks: list[int]) -> None:
-        """Some frames arrive, in any order, read in one batch."""
+        """Some frames arrive, in any order, read in one go."""
         batch = [self.flight.pop(p % len(self.flight)) for p in picks if self.flight]
-        self.perform(self.stream.receive(batch, self.now))
+        self.perform(self.stream.receive(read(batch), self.now))
 
     @precondition(lambda self: self.flight)
     @rule(pick=st.integers(0, 10**6), how=st.sampled_from(["duplicate", "old", "drop"]))
@@ -415,12 +468,20 @@ class NetworkMachine(RuleBasedStateMachine):
         if how == "drop":
             self.flight.pop(pick % len(self.flight))
             return
-        pool = self.flight if how == "duplicate" or not self.sent else self.sent
-        self.perform(self.stream.receive([pool[pick % len(pool)]], self.now))
+        pool = self.flight if how == "duplicate" else self.wire
+        self.perform(self.stream.receive(read([pool[pick % len(pool)]]), self.now))
+
+    @precondition(lambda self: any(map(is_batch, self.flight)))
+    @rule(pick=st.integers(0, 10**6))
+    def lose_batch(self, pick: int) -> None:
+        """A BATCH frame is lost on the way: every message in it, none delivered."""
+        batches = [i for i, frame in enumerate(self.flight) if is_batch(frame)]
+        self.flight.pop(batches[pick % len(batches)])
 
     @rule()
     def heartbeat(self) -> None:
-        self.perform(self.stream.receive([beat(self.epoch, len(self.sent))], self.now))
+        beat = encode(Kind.HEARTBEAT, self.epoch, len(self.sent), "STARTED", 1.0)
+        self.perform(self.stream.receive(read([beat]), self.now))
 
     @rule(dt=st.sampled_from([0.01, 1.0, REPAIR_RETRY + 0.5]))
     def time_passes(self, dt: float) -> None:
@@ -466,13 +527,19 @@ class NetworkMachine(RuleBasedStateMachine):
         return 0
 
     def window_slice(self, first: int, last: int, size: int) -> ReplayPart:
-        """What busd.replay.ReplayWindow.slice answers, ``size`` frames at most."""
+        """What the master answers (ReplayWindow.slice, ``size`` frames at most), as it sends it.
+
+        The frames go as the desk sends them (``batch_frames``: a run of
+        several as one BATCH) and are read as the link reads them.
+        """
         last = min(last, len(self.sent))
         oldest = max(1, len(self.sent) - WINDOW + 1)
         lost = max(0, min(last + 1, oldest) - first)
         start = min(max(first, oldest), last + 1)
         frames = self.sent[start - 1 : min(last, start + size - 1)]
-        return ReplayPart(start, frames, lost, start + len(frames) <= last)
+        msgs = read(batch_frames(self.epoch, start, frames))
+        assert [m.seq for m in msgs] == list(range(start, start + len(frames)))
+        return ReplayPart(start, msgs, lost, start + len(frames) <= last)
 
     @precondition(lambda self: self.checks)
     @rule(refuse=st.booleans())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import stat
 from collections.abc import Iterator
@@ -11,6 +12,8 @@ from typing import Any
 import msgpack
 import pytest
 import zmq
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from busd.core import endpoints, wire
 from busd.core.endpoints import EndpointError, Endpoints, Outbox
@@ -23,9 +26,11 @@ from busd.core.errors import (
     RemoteError,
     WaitTimeout,
 )
+from busd.core.views import decode_frames, decode_view
 from busd.core.wire import Kind
 
 EPOCH = 0x5F3A9C21B7E4
+V = wire.VERSION
 TOKEN = bytes(range(12))
 
 #: Items (after version and kind) of one realistic message of each kind.
@@ -34,6 +39,15 @@ SAMPLES: dict[Kind, tuple[Any, ...]] = {
     Kind.PUBLISH: (EPOCH, 8, "reload", ["/etc/app.toml", 2, None], {"force": True}, False),
     Kind.EVENT: (EPOCH, 9, "client_joined", {"id": 3, "pid": 42, "worker": None}),
     Kind.HEARTBEAT: (EPOCH, 9, "STARTED", 1.0),
+    Kind.BATCH: (
+        EPOCH,
+        10,
+        [
+            [V, 1, EPOCH, 10, "STARTED"],
+            [V, 2, EPOCH, 11, "reload", ["/etc/app.toml"], {}, False],
+            [V, 3, EPOCH, 12, "client_left", {"id": 3}],
+        ],
+    ),
     Kind.HELLO: (
         1,
         {
@@ -146,7 +160,7 @@ def test_encode_caps_the_size_at_the_limit() -> None:
 
 
 def test_decode_refuses_an_oversized_frame_before_parsing_it() -> None:
-    frame = pack([1, Kind.REPLY.value, 1, True, b"x" * wire.MAX_MESSAGE_SIZE])
+    frame = pack([V, Kind.REPLY.value, 1, True, b"x" * wire.MAX_MESSAGE_SIZE])
 
     exc = decode_error(frame)
 
@@ -160,42 +174,43 @@ def test_decode_refuses_an_oversized_frame_before_parsing_it() -> None:
         pytest.param(b"", "malformed", id="empty"),
         pytest.param(b"\xc1", "malformed", id="never-used-byte"),
         pytest.param(b"\x94\x01\x0b", "malformed", id="truncated"),
-        pytest.param(pack([1, 11, 2, {"cmd": "ping"}]) + b"\x00", "malformed", id="trailing-bytes"),
+        pytest.param(pack([V, 11, 2, {"cmd": "ping"}]) + b"\x00", "malformed", id="trailing-bytes"),
         pytest.param(pack({"cmd": "ping"}), "malformed", id="a-map"),
         pytest.param(pack(1), "malformed", id="an-int"),
         pytest.param(pack("hello"), "malformed", id="a-str"),
-        pytest.param(pack([1]), "malformed", id="one-item"),
+        pytest.param(pack([V]), "malformed", id="one-item"),
         pytest.param(pack([]), "malformed", id="empty-array"),
-        pytest.param(pack([2, 11, 2, {"cmd": "ping"}]), "bad_version", id="version-2"),
+        pytest.param(pack([1, 11, 2, {"cmd": "ping"}]), "bad_version", id="version-1-older"),
+        pytest.param(pack([3, 11, 2, {"cmd": "ping"}]), "bad_version", id="version-3-newer"),
         pytest.param(pack([0, 11, 2, {"cmd": "ping"}]), "bad_version", id="version-0"),
-        pytest.param(pack(["1", 11, 2, {"cmd": "ping"}]), "bad_version", id="version-str"),
+        pytest.param(pack(["2", 11, 2, {"cmd": "ping"}]), "bad_version", id="version-str"),
         pytest.param(pack([None, 11, 2, {"cmd": "ping"}]), "bad_version", id="version-nil"),
-        pytest.param(pack([1, 99, 2, {"cmd": "ping"}]), "unknown_kind", id="kind-99"),
-        pytest.param(pack([1, 0, 2, {"cmd": "ping"}]), "unknown_kind", id="kind-0"),
-        pytest.param(pack([1, "REQUEST", 2, {"cmd": "ping"}]), "unknown_kind", id="kind-str"),
-        pytest.param(pack([1, [11], 2, {"cmd": "ping"}]), "unknown_kind", id="kind-array"),
-        pytest.param(pack([1, 11, 2]), "malformed", id="request-too-short"),
-        pytest.param(pack([1, 11, 2, {"cmd": "ping"}, None]), "malformed", id="request-too-long"),
-        pytest.param(pack([1, 1, EPOCH, 1]), "malformed", id="state-too-short"),
-        pytest.param(pack([1, 20, 1, True]), "malformed", id="reply-too-short"),
-        pytest.param(pack([1, 11, "2", {"cmd": "ping"}]), "malformed", id="req-id-str"),
-        pytest.param(pack([1, 11, 2.0, {"cmd": "ping"}]), "malformed", id="req-id-float"),
-        pytest.param(pack([1, 11, True, {"cmd": "ping"}]), "malformed", id="req-id-bool"),
-        pytest.param(pack([1, 11, None, {"cmd": "ping"}]), "malformed", id="req-id-nil"),
-        pytest.param(pack([1, 20, "1", True, None]), "malformed", id="reply-id-str"),
-        pytest.param(pack([1, 1, "e", 1, "STARTED"]), "malformed", id="epoch-str"),
-        pytest.param(pack([1, 1, EPOCH, True, "STARTED"]), "malformed", id="seq-bool"),
-        pytest.param(pack([1, 4, EPOCH, 1.5, "STARTED", 1.0]), "malformed", id="seq-float"),
-        pytest.param(pack([1, 11, 2, ["ping"]]), "malformed", id="request-body-array"),
-        pytest.param(pack([1, 10, 1, b"token"]), "malformed", id="hello-body-bin"),
-        pytest.param(pack([1, 12, 0, None]), "malformed", id="ack-body-nil"),
-        pytest.param(pack([1, 13, 0, 5]), "malformed", id="pong-body-int"),
-        pytest.param(pack([1, 14, 0, "bye"]), "malformed", id="bye-body-str"),
-        pytest.param(pack([1, 2, EPOCH, 1, b"ch", [], {}, False]), "malformed", id="channel-bin"),
-        pytest.param(pack([1, 2, EPOCH, 1, "ch", {}, {}, False]), "malformed", id="args-map"),
-        pytest.param(pack([1, 2, EPOCH, 1, "ch", [], [], False]), "malformed", id="kwargs-array"),
+        pytest.param(pack([V, 99, 2, {"cmd": "ping"}]), "unknown_kind", id="kind-99"),
+        pytest.param(pack([V, 0, 2, {"cmd": "ping"}]), "unknown_kind", id="kind-0"),
+        pytest.param(pack([V, "REQUEST", 2, {"cmd": "ping"}]), "unknown_kind", id="kind-str"),
+        pytest.param(pack([V, [11], 2, {"cmd": "ping"}]), "unknown_kind", id="kind-array"),
+        pytest.param(pack([V, 11, 2]), "malformed", id="request-too-short"),
+        pytest.param(pack([V, 11, 2, {"cmd": "ping"}, None]), "malformed", id="request-too-long"),
+        pytest.param(pack([V, 1, EPOCH, 1]), "malformed", id="state-too-short"),
+        pytest.param(pack([V, 20, 1, True]), "malformed", id="reply-too-short"),
+        pytest.param(pack([V, 11, "2", {"cmd": "ping"}]), "malformed", id="req-id-str"),
+        pytest.param(pack([V, 11, 2.0, {"cmd": "ping"}]), "malformed", id="req-id-float"),
+        pytest.param(pack([V, 11, True, {"cmd": "ping"}]), "malformed", id="req-id-bool"),
+        pytest.param(pack([V, 11, None, {"cmd": "ping"}]), "malformed", id="req-id-nil"),
+        pytest.param(pack([V, 20, "1", True, None]), "malformed", id="reply-id-str"),
+        pytest.param(pack([V, 1, "e", 1, "STARTED"]), "malformed", id="epoch-str"),
+        pytest.param(pack([V, 1, EPOCH, True, "STARTED"]), "malformed", id="seq-bool"),
+        pytest.param(pack([V, 4, EPOCH, 1.5, "STARTED", 1.0]), "malformed", id="seq-float"),
+        pytest.param(pack([V, 11, 2, ["ping"]]), "malformed", id="request-body-array"),
+        pytest.param(pack([V, 10, 1, b"token"]), "malformed", id="hello-body-bin"),
+        pytest.param(pack([V, 12, 0, None]), "malformed", id="ack-body-nil"),
+        pytest.param(pack([V, 13, 0, 5]), "malformed", id="pong-body-int"),
+        pytest.param(pack([V, 14, 0, "bye"]), "malformed", id="bye-body-str"),
+        pytest.param(pack([V, 2, EPOCH, 1, b"ch", [], {}, False]), "malformed", id="channel-bin"),
+        pytest.param(pack([V, 2, EPOCH, 1, "ch", {}, {}, False]), "malformed", id="args-map"),
+        pytest.param(pack([V, 2, EPOCH, 1, "ch", [], [], False]), "malformed", id="kwargs-array"),
         pytest.param(
-            pack([1, 2, EPOCH, 1, "ch", [], {1: 2}, False]), "malformed", id="kwargs-int-key"
+            pack([V, 2, EPOCH, 1, "ch", [], {1: 2}, False]), "malformed", id="kwargs-int-key"
         ),
     ],
 )
@@ -207,25 +222,25 @@ def test_decode_errors_carry_their_code(frame: bytes, code: str) -> None:
     assert wire.error_to_wire(exc)["code"] == code
 
 
-@pytest.mark.parametrize(("version", "got"), [(2, 2), (0, 0), ("1", "'1'"), (None, "None")])
+@pytest.mark.parametrize(("version", "got"), [(1, 1), (3, 3), (0, 0), ("2", "'2'"), (None, "None")])
 def test_bad_version_details_say_what_came_and_what_is_supported(version: Any, got: Any) -> None:
     exc = decode_error(pack([version, 11, 2, {"cmd": "ping"}]))
 
     assert exc.details == {"got": got, "supported": [wire.VERSION]}  # type: ignore[attr-defined]
-    assert wire.error_to_wire(exc)["details"] == {"got": got, "supported": [1]}
+    assert wire.error_to_wire(exc)["details"] == {"got": got, "supported": [2]}
 
 
 @pytest.mark.parametrize(
     "frame",
     [
         pytest.param(pack([True, 11, 2, {"cmd": "ping"}]), id="version-true"),
-        pytest.param(pack([1.0, 11, 2, {"cmd": "ping"}]), id="version-float"),
-        pytest.param(pack([1, 11.0, 2, {"cmd": "ping"}]), id="kind-float"),
-        pytest.param(pack([1, True, EPOCH, 1, "STARTED"]), id="kind-true"),
+        pytest.param(pack([2.0, 11, 2, {"cmd": "ping"}]), id="version-float"),
+        pytest.param(pack([V, 11.0, 2, {"cmd": "ping"}]), id="kind-float"),
+        pytest.param(pack([V, True, EPOCH, 1, "STARTED"]), id="kind-true"),
     ],
 )
 def test_decode_refuses_a_version_or_kind_that_is_not_an_integer(frame: bytes) -> None:
-    # PROTOCOL.md: the version is the integer 1 and the kind an integer; the
+    # PROTOCOL.md: the version is the integer 2 and the kind an integer; the
     # codec refuses booleans and floats as ids, and must as version and kind.
     with pytest.raises(ProtocolError):
         wire.decode(frame)
@@ -248,6 +263,275 @@ def test_ack_as_dict() -> None:
         "result": [1],
         "errors": [{"type": "E", "message": "m"}],
     }
+
+
+# -- batches ----------------------------------------------------------------------------
+
+
+def sequenced(first: int, n: int, epoch: int = EPOCH) -> list[bytes]:
+    """``n`` real frames numbered from ``first``: PUBLISHes with a STATE and an EVENT among them."""
+    out = []
+    for seq in range(first, first + n):
+        if seq % 7 == 3:
+            out.append(wire.encode(Kind.STATE, epoch, seq, "STARTED"))
+        elif seq % 7 == 5:
+            out.append(wire.encode(Kind.EVENT, epoch, seq, "client_joined", {"id": seq}))
+        else:
+            out.append(wire.encode_publish(epoch, seq, "ch", [seq, "x" * (seq % 5)], {}, False))
+    return out
+
+
+def batch_of(items: list[Any], epoch: int = EPOCH, first: int = 10) -> bytes:
+    """A BATCH frame holding ``items`` (decoded messages, good or bad) as they are."""
+    return pack([V, int(Kind.BATCH), epoch, first, items])
+
+
+def test_encode_batch_is_a_header_then_the_frames_as_they_are() -> None:
+    frames = sequenced(10, 3)
+
+    data = wire.encode_batch(EPOCH, 10, frames)
+
+    header = b"\x95\x02\x05\xcf" + EPOCH.to_bytes(8, "big") + b"\x0a\x93"
+    assert data == header + b"".join(frames)
+    assert data == pack([V, 5, EPOCH, 10, [msgpack.unpackb(f) for f in frames]])
+    msg = wire.decode(data)
+    assert (msg.kind, msg.epoch, msg.seq) == (Kind.BATCH, EPOCH, 10)
+
+
+def test_encode_batch_then_decode_frames_gives_each_message_s_view_in_order() -> None:
+    frames = sequenced(1, 20)
+
+    views_ = decode_frames(wire.encode_batch(EPOCH, 1, frames))
+
+    assert views_ == [decode_view(f) for f in frames]
+    assert [v.seq for v in views_] == list(range(1, 21))
+    assert {type(v).__name__ for v in views_} == {"PublishMsg", "StateMsg", "EventMsg"}
+    # A frame alone is one view; decode_view refuses a BATCH (it holds several).
+    assert decode_frames(frames[0]) == [decode_view(frames[0])]
+    with pytest.raises(ProtocolError) as info:
+        decode_view(wire.encode_batch(EPOCH, 1, frames))
+    assert info.value.code == "malformed"  # type: ignore[attr-defined]
+
+
+def test_batch_runs_cut_at_batch_count() -> None:
+    frames = sequenced(1, 2 * wire.BATCH_COUNT + 5)
+
+    runs = wire.batch_runs(1, frames)
+
+    assert [(first, len(run)) for first, run in runs] == [
+        (1, wire.BATCH_COUNT),
+        (wire.BATCH_COUNT + 1, wire.BATCH_COUNT),
+        (2 * wire.BATCH_COUNT + 1, 5),
+    ]
+    assert [f for _, run in runs for f in run] == frames
+
+
+def test_batch_runs_cut_at_batch_bytes_and_an_oversized_frame_goes_alone() -> None:
+    tenth = wire.encode_publish(EPOCH, 1, "ch", [b"x" * (wire.BATCH_BYTES // 10)], {}, False)
+    huge = wire.encode_publish(EPOCH, 1, "ch", [b"x" * (wire.BATCH_BYTES + 1)], {}, False)
+    small = wire.encode_publish(EPOCH, 1, "ch", [], {}, False)
+    assert 9 * len(tenth) <= wire.BATCH_BYTES < 10 * len(tenth)
+
+    by_size = wire.batch_runs(5, [tenth] * 20)
+    alone = wire.batch_runs(1, [small, huge, small, small, huge])
+
+    assert [(first, len(run)) for first, run in by_size] == [(5, 9), (14, 9), (23, 2)]
+    assert [(first, list(run)) for first, run in alone] == [
+        (1, [small]),
+        (2, [huge]),
+        (3, [small, small]),
+        (5, [huge]),
+    ]
+    assert wire.batch_runs(1, [huge]) == [(1, [huge])]
+
+
+def test_batch_frames_send_a_run_of_one_alone_and_several_as_a_batch() -> None:
+    huge = wire.encode_publish(EPOCH, 2, "ch", [b"x" * (wire.BATCH_BYTES + 1)], {}, False)
+    frames = [*sequenced(1, 1), huge, *sequenced(3, 4)]
+
+    out = wire.batch_frames(EPOCH, 1, frames)
+
+    assert out[:2] == [frames[0], huge]
+    assert out[2] == wire.encode_batch(EPOCH, 3, frames[2:])
+    assert [v for f in out for v in decode_frames(f)] == [decode_view(f) for f in frames]
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(
+    first=st.integers(1, 2**40),
+    sizes=st.lists(st.integers(0, 120), max_size=40),
+    count=st.integers(1, 5),
+    limit=st.integers(1, 400),
+)
+def test_batch_frames_carry_every_frame_once_in_order_within_the_bounds(
+    first: int, sizes: list[int], count: int, limit: int
+) -> None:
+    frames = [
+        wire.encode_publish(EPOCH, seq, "ch", ["x" * size], {}, False)
+        for seq, size in enumerate(sizes, first)
+    ]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(wire, "BATCH_COUNT", count)
+        patch.setattr(wire, "BATCH_BYTES", limit)
+        runs = wire.batch_runs(first, frames)
+        out = wire.batch_frames(EPOCH, first, frames)
+
+    assert [f for _, run in runs for f in run] == frames
+    assert all(at + len(run) == after for (at, run), (after, _) in itertools.pairwise(runs))
+    assert not runs or runs[0][0] == first
+    for _, run in runs:
+        assert 1 <= len(run) <= count
+        assert len(run) == 1 or sum(map(len, run)) <= limit
+    assert [v for f in out for v in decode_frames(f)] == [decode_view(f) for f in frames]
+
+
+def item(kind: Kind, seq: int, epoch: int = EPOCH, version: Any = V) -> list[Any]:
+    """One decoded message as a BATCH holds it."""
+    rest: dict[Kind, list[Any]] = {
+        Kind.STATE: ["STARTED"],
+        Kind.PUBLISH: ["ch", [seq], {}, False],
+        Kind.EVENT: ["client_joined", {}],
+        Kind.HEARTBEAT: ["STARTED", 1.0],
+    }
+    return [version, int(kind), epoch, seq, *rest[kind]]
+
+
+@pytest.mark.parametrize(
+    ("items", "code"),
+    [
+        pytest.param(
+            [item(Kind.PUBLISH, 10), item(Kind.PUBLISH, 11, epoch=7)], "malformed", id="wrong-epoch"
+        ),
+        pytest.param(
+            [item(Kind.PUBLISH, 10), item(Kind.PUBLISH, 12)], "malformed", id="wrong-seq-skipped"
+        ),
+        pytest.param(
+            [item(Kind.PUBLISH, 10), item(Kind.PUBLISH, 10)], "malformed", id="wrong-seq-repeated"
+        ),
+        pytest.param([item(Kind.PUBLISH, 11)], "malformed", id="wrong-first"),
+        pytest.param(
+            [item(Kind.STATE, 10), item(Kind.HEARTBEAT, 11)], "malformed", id="heartbeat-inside"
+        ),
+        pytest.param(
+            [item(Kind.STATE, 10), [V, int(Kind.BATCH), EPOCH, 11, [item(Kind.PUBLISH, 11)]]],
+            "malformed",
+            id="batch-inside",
+        ),
+        pytest.param(
+            [item(Kind.STATE, 10), [V, int(Kind.REPLY), 1, True, None]],
+            "malformed",
+            id="reply-inside",
+        ),
+        pytest.param(
+            [item(Kind.STATE, 10), item(Kind.PUBLISH, 11, version=1)],
+            "bad_version",
+            id="older-version-inside",
+        ),
+        pytest.param(
+            [item(Kind.STATE, 10), item(Kind.PUBLISH, 11, version=3)],
+            "bad_version",
+            id="newer-version-inside",
+        ),
+        pytest.param(
+            [item(Kind.STATE, 10), item(Kind.STATE, 11)[:4]], "malformed", id="short-item"
+        ),
+        pytest.param(
+            [item(Kind.STATE, 10), [*item(Kind.STATE, 11), 0]], "malformed", id="long-item"
+        ),
+        pytest.param([item(Kind.STATE, 10), "STARTED"], "malformed", id="not-an-array"),
+        pytest.param(
+            [[*item(Kind.PUBLISH, 10)[:4], b"ch", [], {}, False]],
+            "malformed",
+            id="channel-bin-inside",
+        ),
+        pytest.param(
+            [item(Kind.STATE, 10), [V, int(Kind.STATE), EPOCH, "11", "STARTED"]],
+            "malformed",
+            id="seq-str-inside",
+        ),
+    ],
+)
+def test_a_batch_with_one_bad_message_is_refused_whole(items: list[Any], code: str) -> None:
+    data = batch_of(items)
+
+    exc = decode_error(data)
+    with pytest.raises(ProtocolError) as info:
+        decode_frames(data)
+
+    assert exc.code == code  # type: ignore[attr-defined]
+    assert info.value.code == code  # type: ignore[attr-defined]
+    with pytest.raises(ProtocolError) as direct:
+        wire.batch_items(msgpack.unpackb(data, raw=False))
+    assert direct.value.code == code  # type: ignore[attr-defined]
+
+
+def test_batch_items_returns_the_messages_of_a_good_batch() -> None:
+    items = [item(Kind.STATE, 10), item(Kind.PUBLISH, 11), item(Kind.EVENT, 12)]
+
+    assert wire.batch_items([V, int(Kind.BATCH), EPOCH, 10, items]) == items
+    assert wire.batch_items([V, int(Kind.BATCH), EPOCH, 10, []]) == []
+
+
+#: A BATCH's header up to its array of messages: [2, BATCH, EPOCH, 1, ...
+BATCH_HEAD = b"\x95\x02\x05" + pack(EPOCH) + pack(1)
+
+
+@pytest.mark.parametrize(
+    "claim",
+    [
+        pytest.param(b"\xdd\xff\xff\xff\xff", id="array32-4G"),
+        pytest.param(b"\xdc\xff\xff", id="array16-65535"),
+        pytest.param(b"\x9f", id="fixarray-15"),
+    ],
+)
+def test_a_batch_claiming_more_messages_than_it_holds_is_refused_as_malformed(
+    claim: bytes,
+) -> None:
+    data = BATCH_HEAD + claim + pack(item(Kind.STATE, 1))
+
+    assert decode_error(data).code == "malformed"  # type: ignore[attr-defined]
+    with pytest.raises(ProtocolError) as info:
+        decode_frames(data)
+    assert info.value.code == "malformed"  # type: ignore[attr-defined]
+
+
+# -- a peer of an older version --------------------------------------------------------
+
+
+def test_an_older_peer_s_message_gets_its_refusal_in_its_own_version() -> None:
+    exc = decode_error(pack([1, 11, 7, {"cmd": "ping"}]))
+    error = wire.error_to_wire(exc)
+
+    request = wire.older_refusal(pack([1, 11, 7, {"cmd": "ping"}]), error)
+    hello = wire.older_refusal(pack([1, 10, 1, {"token": TOKEN}]), error)
+    odd_id = wire.older_refusal(pack([1, 11, "7", {"cmd": "ping"}]), error)
+
+    assert request is not None
+    assert hello is not None
+    assert odd_id is not None
+    assert msgpack.unpackb(request, raw=False) == [1, 20, 7, False, error]
+    assert msgpack.unpackb(hello, raw=False) == [1, 20, 1, False, error]
+    assert msgpack.unpackb(odd_id, raw=False)[:4] == [1, 20, 0, False]
+    assert error["code"] == "bad_version"
+    assert error["details"] == {"got": 1, "supported": [2]}
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        pytest.param(pack([3, 11, 7, {"cmd": "ping"}]), id="newer"),
+        pytest.param(pack([V, 11, 7, {"cmd": "ping"}]), id="this-version"),
+        pytest.param(pack([0, 11, 7, {"cmd": "ping"}]), id="version-0"),
+        pytest.param(pack([True, 11, 7, {"cmd": "ping"}]), id="version-true"),
+        pytest.param(pack([1.0, 11, 7, {"cmd": "ping"}]), id="version-float"),
+        pytest.param(pack([1, 11]), id="v1-too-short"),
+        pytest.param(pack({"v": 1}), id="a-map"),
+        pytest.param(b"\xc1", id="not-msgpack"),
+        pytest.param(b"", id="empty"),
+    ],
+)
+def test_older_refusal_is_none_for_what_is_not_an_older_message(data: bytes) -> None:
+    assert wire.older_refusal(data, {"code": "bad_version"}) is None
 
 
 # -- errors on the wire -------------------------------------------------------------
