@@ -59,6 +59,8 @@ class ClientStats(BusStats):
     #: Items waiting for the dispatcher, and the most that ever waited at once.
     queued: int
     queued_peak: int
+    #: Messages of BATCH frames the dispatcher dropped: they did not decode as announced.
+    bad_batched: int = 0
 
 
 class ClientBus(DispatchingBus):
@@ -321,6 +323,7 @@ class ClientBus(DispatchingBus):
             link=self.link.statistics(),
             queued=len(self._inbox),
             queued_peak=self._inbox.peak,
+            bad_batched=self.bad_batched,
         )
 
     def __enter__(self) -> ClientBus:

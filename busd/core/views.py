@@ -34,7 +34,6 @@ from busd.core.wire import (
     VERSION,
     ErrorCode,
     Kind,
-    batch_items,
     decode_broadcast,
     wire_error,
 )
@@ -115,34 +114,10 @@ def decode_frames(data: bytes) -> list[Broadcast]:
     Raises ProtocolError as ``decode_broadcast`` does; a BATCH with one bad
     message is refused whole (``malformed``).
     """
-    obj = decode_broadcast(data)
+    obj = decode_broadcast(data)  # a BATCH: every message checked (wire.batch_items)
     if obj[1] != _BATCH:
         return [_NEW(_VIEWS[obj[1]], obj[2:])]
-    epoch, seq, items = obj[2], obj[3], obj[4]
-    views: list[Broadcast] = []
-    append = views.append
-    for item in items:
-        # The common case, inline: a PUBLISH of this epoch, numbered on.
-        if (
-            type(item) is list
-            and len(item) == 8
-            and item[1] == _PUBLISH
-            and item[0] == VERSION
-            and item[3] == seq
-            and item[2] == epoch
-            and type(item[4]) is str
-            and type(item[5]) is list
-            and type(item[6]) is dict
-            and (not item[6] or all(type(k) is str for k in item[6]))
-        ):
-            append(_NEW(PublishMsg, (epoch, seq, item[4], item[5], item[6], item[7])))
-        else:
-            break
-        seq += 1
-    else:
-        return views
-    # Not only PUBLISHes, or a bad item: every item checked, then viewed.
-    return [_NEW(_VIEWS[item[1]], item[2:]) for item in batch_items(obj)]
+    return [_NEW(PublishMsg, item[2:]) for item in obj[4]]
 
 
 #: The fewest bytes a PUBLISH takes (an array header and seven one-byte items).

@@ -301,7 +301,7 @@ def decode_broadcast(data: bytes) -> list[Any]:
             and type(obj[2]) is int
             and type(obj[3]) is int
             and (obj[1] != _PUBLISH or _publish_items_ok(obj))
-            and (obj[1] != _BATCH or type(obj[4]) is list)
+            and obj[1] != _BATCH  # its messages are checked on the path below
         ):
             return obj
     return _decode_checked(data, BROADCAST_KINDS)

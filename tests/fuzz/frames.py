@@ -140,6 +140,7 @@ BATCH_FLAWS = [
     "wrong_seq",
     "wrong_epoch",
     "heartbeat_inside",
+    "state_inside",
     "batch_inside",
     "version_inside",
     "not_a_message",
@@ -147,9 +148,11 @@ BATCH_FLAWS = [
 ]
 
 
-def _sequenced(draw: st.DrawFn, epoch: Any, seq: Any) -> bytes:
-    """One STATE, PUBLISH or EVENT, encoded as the master encodes it (fields fuzzed)."""
-    kind = draw(st.sampled_from([Kind.STATE, Kind.PUBLISH, Kind.PUBLISH, Kind.EVENT]))
+def _sequenced(draw: st.DrawFn, epoch: Any, seq: Any, publish: bool = True) -> bytes:
+    """One PUBLISH (or, not ``publish``, a STATE, PUBLISH or EVENT), encoded as the master
+    encodes it (fields fuzzed)."""
+    kinds = [Kind.PUBLISH] if publish else [Kind.STATE, Kind.PUBLISH, Kind.PUBLISH, Kind.EVENT]
+    kind = draw(st.sampled_from(kinds))
     if kind is Kind.STATE:
         items: list[Any] = [draw(st.sampled_from(["STARTED", "STOPPED", "STARTING"]) | values)]
     elif kind is Kind.PUBLISH:
@@ -177,6 +180,8 @@ def batches(draw: st.DrawFn) -> bytes:
         items[at] = _sequenced(draw, epoch + 1, first + at)
     elif flaw == "heartbeat_inside":
         items[at] = encode(Kind.HEARTBEAT, epoch, first + at, "STARTED", 1.0)
+    elif flaw == "state_inside":  # a STATE (or an EVENT) travels alone, never in a BATCH
+        items[at] = _sequenced(draw, epoch, first + at, publish=False)
     elif flaw == "batch_inside":
         items[at] = encode_batch(epoch, first + at, [_sequenced(draw, epoch, first + at)])
     elif flaw == "version_inside":

@@ -130,12 +130,17 @@ def test_the_doc_has_enough_examples() -> None:
     assert not missing, f"no valid example of {missing}"
 
 
-def test_the_doc_has_a_batch_example_of_several_kinds_and_a_bad_one() -> None:
+def test_the_doc_has_a_batch_example_of_several_publishes_and_bad_ones() -> None:
     batches = [e for e in VALID if e.value[1] == wire.Kind.BATCH]
     bad = [e for e in INVALID if head(e)[1:] == [wire.Kind.BATCH]]
 
-    assert any(len({item[1] for item in e.value[4]}) >= 2 for e in batches), batches
+    assert any(len(e.value[4]) >= 2 for e in batches), batches
+    assert all(item[1] == wire.Kind.PUBLISH for e in batches for item in e.value[4])
     assert any(e.error == "malformed" for e in bad), bad
+    # One refused for a STATE inside: a BATCH holds PUBLISH messages only.
+    assert any(
+        any(item[1] == wire.Kind.STATE for item in e.value[4]) for e in bad if e.has_value
+    ), bad
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=str)

@@ -45,7 +45,7 @@ from busd.client.link.streamtypes import (
     StreamState,
     Synced,
 )
-from busd.core.views import Broadcast, decode_frames, decode_view
+from busd.core.views import BatchMsg, Broadcast, decode_frames, decode_view, read_frame
 from busd.core.wire import CLOSING_EVENT, Kind, batch_frames, encode, encode_batch, encode_publish
 
 S = StreamState
@@ -352,9 +352,10 @@ WINDOW = 4
 PART = 3
 
 
-def encoded(epoch: int, seq: int) -> bytes:
-    """Message ``seq`` of the master as it encodes it: a PUBLISH, every fifth a STATE."""
-    if seq % 5 == 0:
+def encoded(epoch: int, seq: int, publish: bool = False) -> bytes:
+    """Message ``seq`` of the master as it encodes it: a PUBLISH, every fifth a STATE
+    (unless ``publish``)."""
+    if seq % 5 == 0 and not publish:
         return encode(Kind.STATE, epoch, seq, "STARTED")
     return encode_publish(epoch, seq, "ch", [seq], {}, False)
 
@@ -363,18 +364,33 @@ def on_the_wire(epoch: int, first: int, frames: list[bytes], cut: int) -> list[b
     """Frames numbered from ``first`` as the hub sends them: runs of ``cut`` as BATCH frames.
 
     The real encoder builds each BATCH from the frames as they are; a run of
-    one goes alone.
+    one goes alone, and so does a STATE (a BATCH holds PUBLISH messages only).
     """
-    out = []
-    for at in range(0, len(frames), cut):
-        run = frames[at : at + cut]
-        out.append(run[0] if len(run) == 1 else encode_batch(epoch, first + at, run))
+    out, run, at = [], [], first
+    for seq, frame in enumerate(frames, first):
+        if frame[2] != Kind.PUBLISH:
+            out += on_the_wire(epoch, at, run, cut) if run else []
+            out.append(frame)
+            run, at = [], seq + 1
+        elif len(run) == cut:
+            out.append(run[0] if len(run) == 1 else encode_batch(epoch, at, run))
+            run, at = [frame], seq
+        else:
+            run.append(frame)
+    if run:
+        out.append(run[0] if len(run) == 1 else encode_batch(epoch, at, run))
     return out
 
 
 def read(frames: list[bytes]) -> list[Broadcast]:
-    """What the link hands the stream for frames read together: every message, in order."""
-    return [msg for frame in frames for msg in decode_frames(frame)]
+    """What the link hands the stream for frames read together: one item per frame, a
+    BATCH read up to its header (a BatchMsg the stream expands only off its fast path)."""
+    return [read_frame(frame) for frame in frames]
+
+
+def seqs_of(msg: Broadcast) -> list[int]:
+    """The seqs an item the stream delivered stands for (a BatchMsg: its whole range)."""
+    return list(range(msg.seq, msg.last + 1)) if type(msg) is BatchMsg else [msg.seq]
 
 
 def is_batch(frame: bytes) -> bool:
@@ -414,7 +430,7 @@ class NetworkMachine(RuleBasedStateMachine):
             if type(action) is Deliver:
                 for msg in action.items:
                     assert msg.epoch == self.stream.epoch, "a message of another epoch delivered"
-                    self.delivered[msg.epoch].append(msg.seq)
+                    self.delivered[msg.epoch] += seqs_of(msg)
             elif type(action) is CountLost:
                 assert action.count > 0
                 counted += action.count
@@ -448,7 +464,7 @@ class NetworkMachine(RuleBasedStateMachine):
     def burst(self, n: int, reach: bool) -> None:
         """One BATCH as long as the replay window, or longer: lost, part of it may leave it."""
         first = len(self.sent) + 1
-        frames = [encoded(self.epoch, seq) for seq in range(first, first + n)]
+        frames = [encoded(self.epoch, seq, publish=True) for seq in range(first, first + n)]
         self.sent += frames
         batch = encode_batch(self.epoch, first, frames)
         self.wire.append(batch)
@@ -537,7 +553,9 @@ class NetworkMachine(RuleBasedStateMachine):
         lost = max(0, min(last + 1, oldest) - first)
         start = min(max(first, oldest), last + 1)
         frames = self.sent[start - 1 : min(last, start + size - 1)]
-        msgs = read(batch_frames(self.epoch, start, frames))
+        msgs = [
+            m for f in batch_frames(self.epoch, start, frames, mixed=True) for m in decode_frames(f)
+        ]
         assert [m.seq for m in msgs] == list(range(start, start + len(frames)))
         return ReplayPart(start, msgs, lost, start + len(frames) <= last)
 

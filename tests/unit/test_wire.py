@@ -43,9 +43,9 @@ SAMPLES: dict[Kind, tuple[Any, ...]] = {
         EPOCH,
         10,
         [
-            [V, 1, EPOCH, 10, "STARTED"],
+            [V, 2, EPOCH, 10, "reload", [], {}, False],
             [V, 2, EPOCH, 11, "reload", ["/etc/app.toml"], {}, False],
-            [V, 3, EPOCH, 12, "client_left", {"id": 3}],
+            [V, 2, EPOCH, 12, "tick", [3], {"at": 1.5}, True],
         ],
     ),
     Kind.HELLO: (
@@ -269,6 +269,14 @@ def test_ack_as_dict() -> None:
 
 
 def sequenced(first: int, n: int, epoch: int = EPOCH) -> list[bytes]:
+    """``n`` real PUBLISH frames numbered from ``first`` (what a BATCH holds)."""
+    return [
+        wire.encode_publish(epoch, seq, "ch", [seq, "x" * (seq % 5)], {}, False)
+        for seq in range(first, first + n)
+    ]
+
+
+def mixed(first: int, n: int, epoch: int = EPOCH) -> list[bytes]:
     """``n`` real frames numbered from ``first``: PUBLISHes with a STATE and an EVENT among them."""
     out = []
     for seq in range(first, first + n):
@@ -305,7 +313,7 @@ def test_encode_batch_then_decode_frames_gives_each_message_s_view_in_order() ->
 
     assert views_ == [decode_view(f) for f in frames]
     assert [v.seq for v in views_] == list(range(1, 21))
-    assert {type(v).__name__ for v in views_} == {"PublishMsg", "StateMsg", "EventMsg"}
+    assert {type(v).__name__ for v in views_} == {"PublishMsg"}
     # A frame alone is one view; decode_view refuses a BATCH (it holds several).
     assert decode_frames(frames[0]) == [decode_view(frames[0])]
     with pytest.raises(ProtocolError) as info:
@@ -354,6 +362,27 @@ def test_batch_frames_send_a_run_of_one_alone_and_several_as_a_batch() -> None:
     assert out[:2] == [frames[0], huge]
     assert out[2] == wire.encode_batch(EPOCH, 3, frames[2:])
     assert [v for f in out for v in decode_frames(f)] == [decode_view(f) for f in frames]
+
+
+def test_mixed_frames_send_a_state_or_an_event_alone_between_batches() -> None:
+    frames = mixed(1, 14)  # STATE at 3 and 10, EVENT at 5 and 12
+
+    runs = wire.batch_runs(1, frames, mixed=True)
+    out = wire.batch_frames(EPOCH, 1, frames, mixed=True)
+
+    assert [(first, len(run)) for first, run in runs] == [
+        (1, 2),
+        (3, 1),
+        (4, 1),
+        (5, 1),
+        (6, 4),
+        (10, 1),
+        (11, 1),
+        (12, 1),
+        (13, 2),
+    ]
+    assert [v for f in out for v in decode_frames(f)] == [decode_view(f) for f in frames]
+    assert [f for f in out if f in frames] == [frames[i - 1] for i in (3, 4, 5, 10, 11, 12)]
 
 
 @settings(max_examples=60, deadline=None, derandomize=True)
@@ -410,42 +439,48 @@ def item(kind: Kind, seq: int, epoch: int = EPOCH, version: Any = V) -> list[Any
         ),
         pytest.param([item(Kind.PUBLISH, 11)], "malformed", id="wrong-first"),
         pytest.param(
-            [item(Kind.STATE, 10), item(Kind.HEARTBEAT, 11)], "malformed", id="heartbeat-inside"
+            [item(Kind.PUBLISH, 10), item(Kind.STATE, 11)], "malformed", id="state-inside"
         ),
         pytest.param(
-            [item(Kind.STATE, 10), [V, int(Kind.BATCH), EPOCH, 11, [item(Kind.PUBLISH, 11)]]],
+            [item(Kind.PUBLISH, 10), item(Kind.EVENT, 11)], "malformed", id="event-inside"
+        ),
+        pytest.param(
+            [item(Kind.PUBLISH, 10), item(Kind.HEARTBEAT, 11)], "malformed", id="heartbeat-inside"
+        ),
+        pytest.param(
+            [item(Kind.PUBLISH, 10), [V, int(Kind.BATCH), EPOCH, 11, [item(Kind.PUBLISH, 11)]]],
             "malformed",
             id="batch-inside",
         ),
         pytest.param(
-            [item(Kind.STATE, 10), [V, int(Kind.REPLY), 1, True, None]],
+            [item(Kind.PUBLISH, 10), [V, int(Kind.REPLY), 1, True, None]],
             "malformed",
             id="reply-inside",
         ),
         pytest.param(
-            [item(Kind.STATE, 10), item(Kind.PUBLISH, 11, version=1)],
+            [item(Kind.PUBLISH, 10), item(Kind.PUBLISH, 11, version=1)],
             "bad_version",
             id="older-version-inside",
         ),
         pytest.param(
-            [item(Kind.STATE, 10), item(Kind.PUBLISH, 11, version=3)],
+            [item(Kind.PUBLISH, 10), item(Kind.PUBLISH, 11, version=3)],
             "bad_version",
             id="newer-version-inside",
         ),
         pytest.param(
-            [item(Kind.STATE, 10), item(Kind.STATE, 11)[:4]], "malformed", id="short-item"
+            [item(Kind.PUBLISH, 10), item(Kind.PUBLISH, 11)[:4]], "malformed", id="short-item"
         ),
         pytest.param(
-            [item(Kind.STATE, 10), [*item(Kind.STATE, 11), 0]], "malformed", id="long-item"
+            [item(Kind.PUBLISH, 10), [*item(Kind.PUBLISH, 11), 0]], "malformed", id="long-item"
         ),
-        pytest.param([item(Kind.STATE, 10), "STARTED"], "malformed", id="not-an-array"),
+        pytest.param([item(Kind.PUBLISH, 10), "STARTED"], "malformed", id="not-an-array"),
         pytest.param(
             [[*item(Kind.PUBLISH, 10)[:4], b"ch", [], {}, False]],
             "malformed",
             id="channel-bin-inside",
         ),
         pytest.param(
-            [item(Kind.STATE, 10), [V, int(Kind.STATE), EPOCH, "11", "STARTED"]],
+            [item(Kind.PUBLISH, 10), [V, int(Kind.PUBLISH), EPOCH, "11", "ch", [], {}, False]],
             "malformed",
             id="seq-str-inside",
         ),
@@ -466,7 +501,7 @@ def test_a_batch_with_one_bad_message_is_refused_whole(items: list[Any], code: s
 
 
 def test_batch_items_returns_the_messages_of_a_good_batch() -> None:
-    items = [item(Kind.STATE, 10), item(Kind.PUBLISH, 11), item(Kind.EVENT, 12)]
+    items = [item(Kind.PUBLISH, 10), item(Kind.PUBLISH, 11), item(Kind.PUBLISH, 12)]
 
     assert wire.batch_items([V, int(Kind.BATCH), EPOCH, 10, items]) == items
     assert wire.batch_items([V, int(Kind.BATCH), EPOCH, 10, []]) == []

@@ -92,6 +92,8 @@ class LinkStats(Stats):
     repair_retries: int = 0
     repair_busy: int = 0
     stale_replies: int = 0
+    #: BATCH frames dropped off the fast path: their messages did not decode as announced.
+    bad_batches: int = 0
     #: The link: messages lost for good, bad frames on SUB and DEALER, frames it could
     #: not send at once, welcomes, masters counted lost.
     missed: int = 0

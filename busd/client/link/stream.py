@@ -57,6 +57,10 @@ import logging
 from collections.abc import Callable, Sequence
 
 from busd.client.link.streamtypes import (
+    BUSY_RETRY,
+    JOIN_BUFFER,
+    REPAIR_RETRY,
+    TRANSITIONS,
     Action,
     AskReplay,
     AskStateCheck,
@@ -110,25 +114,7 @@ __all__ = [
     "Synced",
 ]
 
-#: Messages buffered while a HELLO is unanswered; past this, the oldest go.
-JOIN_BUFFER = 1_000_000
-#: A repair request unanswered this long is sent again.
-REPAIR_RETRY = 5.0
-#: A repair the master answered ``busy`` (an earlier answer still on its way) is asked
-#: again after this long.
-BUSY_RETRY = 0.05
-
-
 S = StreamState
-#: The allowed moves; ``Stream._enter`` refuses any other.
-TRANSITIONS: dict[StreamState, frozenset[StreamState]] = {
-    S.IDLE: frozenset({S.JOINING, S.LIVE, S.LOST}),
-    S.JOINING: frozenset({S.LIVE, S.REPAIRING, S.IDLE, S.LOST}),
-    S.LIVE: frozenset({S.REPAIRING, S.REJOINING, S.LOST}),
-    S.REPAIRING: frozenset({S.LIVE, S.REJOINING, S.LOST}),
-    S.REJOINING: frozenset({S.LIVE, S.REPAIRING, S.LOST}),
-    S.LOST: frozenset({S.LIVE, S.REPAIRING, S.JOINING, S.REJOINING}),
-}
 
 
 class Stream:

@@ -140,3 +140,24 @@ class ReplayFailed:
 
 
 ReplayAnswer = ReplayPart | ReplayBusy | ReplayFailed
+
+
+#: Messages buffered while a HELLO is unanswered; past this, the oldest go.
+JOIN_BUFFER = 1_000_000
+#: A repair request unanswered this long is sent again.
+REPAIR_RETRY = 5.0
+#: A repair the master answered ``busy`` (an earlier answer still on its way) is asked
+#: again after this long.
+BUSY_RETRY = 0.05
+
+
+_S = StreamState
+#: The allowed moves; ``Stream._enter`` refuses any other.
+TRANSITIONS: dict[StreamState, frozenset[StreamState]] = {
+    _S.IDLE: frozenset({_S.JOINING, _S.LIVE, _S.LOST}),
+    _S.JOINING: frozenset({_S.LIVE, _S.REPAIRING, _S.IDLE, _S.LOST}),
+    _S.LIVE: frozenset({_S.REPAIRING, _S.REJOINING, _S.LOST}),
+    _S.REPAIRING: frozenset({_S.LIVE, _S.REJOINING, _S.LOST}),
+    _S.REJOINING: frozenset({_S.LIVE, _S.REPAIRING, _S.LOST}),
+    _S.LOST: frozenset({_S.LIVE, _S.REPAIRING, _S.JOINING, _S.REJOINING}),
+}
