@@ -47,7 +47,6 @@ from busd.core.errors import (
     RemoteError,
     WaitTimeout,
 )
-from busd.core.stats import Stats
 
 VERSION = 1
 #: The largest frame a busd socket accepts from outside (ZMQ_MAXMSGSIZE).
@@ -179,6 +178,8 @@ def encode_publish(
 
 def _plain(obj: object) -> object:
     """msgpack's fallback: a statistics snapshot travels as the map it reads as."""
+    from busd.core.stats import Stats  # here: dataclasses is too slow an import for busctl
+
     if isinstance(obj, Stats):
         return obj.as_dict()
     raise TypeError(f"can not serialize {type(obj).__name__!r} object")
