@@ -11,7 +11,7 @@ the subcommand it runs::
          --parse--> args
 
 ``-h``, ``--help`` or ``--version`` before the subcommand, or a command line
-the scan cannot read, gets the whole parser: its help lists every
+the scan does not follow, gets the whole parser: its help lists every
 subcommand, and its error is the one line it always was.  A usage error is
 one line (``busctl CMD: X: message (see busctl CMD --help)``), exit status 2.
 """
@@ -122,22 +122,25 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 
 def command_named(argv: Sequence[str] | None) -> str | None:
-    """The subcommand ``argv`` runs, read past the global options alone.
+    """The subcommand ``argv`` runs, found past the global options alone, without argparse.
 
-    None when the whole parser is needed: for ``-h``, ``--help`` or
-    ``--version`` before the subcommand, or a command line this scan cannot
-    read (the whole parser says what is wrong with it).
+    None when the whole parser is needed: for ``-h``, ``--help``,
+    ``--version``, an abbreviated or unknown option before the subcommand,
+    or no subcommand (the whole parser reads it as it always did).
     """
-    scan = _Scan(prog="busctl", add_help=False, formatter_class=_formatter)
-    _global_options(scan, suppress=False)
-    scan.add_argument("-h", "--help", "--version", dest="whole", action="store_true")
-    scan.add_argument("command", choices=tuple(SUBCOMMANDS))
-    scan.add_argument("rest", nargs=argparse.REMAINDER)
-    try:
-        found, _unknown = scan.parse_known_args(argv)
-    except _Unreadable:
-        return None
-    return None if found.whole else str(found.command)
+    args = sys.argv[1:] if argv is None else list(argv)
+    at = 0
+    while at < len(args):
+        arg = args[at]
+        if arg in SUBCOMMANDS:
+            return arg
+        if arg in _VALUED:
+            at += 2
+        elif arg in _FLAGS or ("=" in arg and arg.partition("=")[0] in _VALUED):
+            at += 1
+        else:
+            return None
+    return None
 
 
 def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
@@ -191,18 +194,6 @@ def _columns() -> int:
     return columns or 80
 
 
-class _Unreadable(Exception):
-    """The scan for the subcommand could not read the command line."""
-
-
-class _Scan(argparse.ArgumentParser):
-    """:func:`command_named`'s parser: an error is no exit, only "load them all"."""
-
-    def error(self, message: str) -> NoReturn:
-        """Give up the scan; the whole parser reports the error."""
-        raise _Unreadable(message)
-
-
 class _Version(argparse.Action):
     """``--version``: the installed distribution's version (looked up only when asked)."""
 
@@ -224,6 +215,13 @@ class _Version(argparse.Action):
             text = "unknown (not installed)"
         print(f"busctl {text}", flush=True)
         parser.exit(0)
+
+
+#: The global options, as :func:`command_named` skips them: with a value, and without.
+_VALUED = frozenset(
+    {"--name", "--runtime-dir", "--endpoint", "--server-key", "--curve-secret", "--timeout"}
+)
+_FLAGS = frozenset({"--json"})
 
 
 def _global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
