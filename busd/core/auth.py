@@ -31,7 +31,6 @@ the runtime dir's permissions (0700, sockets 0600) already say who they are.
 from __future__ import annotations
 
 import enum
-import logging
 import os
 import stat
 import struct
@@ -43,8 +42,6 @@ from typing import Any, NamedTuple
 import zmq
 
 from busd.core.errors import BusError, KeyRefused
-
-log = logging.getLogger(__name__)
 
 ZAP_DOMAIN = b"busd"
 #: A key pair's public half or secret half, z85: 40 characters.
@@ -227,7 +224,9 @@ class RefusalLog:
                     f"{self.lines} lines in {self.interval:g}s)"
                 )
                 self.suppressed = 0
-            log.warning("%s %s: %s%s", self.what, peer, detail, more)
+            import logging  # here: busctl, which refuses nobody, starts faster without it
+
+            logging.getLogger(__name__).warning("%s %s: %s%s", self.what, peer, detail, more)
             self._seen[peer] = (now, 0)
         else:
             self.suppressed += 1

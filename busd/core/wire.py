@@ -40,7 +40,6 @@ from typing import Any, NamedTuple
 import msgpack
 
 from busd.core.errors import BusError, ProtocolError
-from busd.core.stats import Stats
 from busd.core.wireerrors import DESCRIBE_LIMIT as DESCRIBE_LIMIT
 from busd.core.wireerrors import ErrorCode as ErrorCode
 from busd.core.wireerrors import describe as describe
@@ -226,6 +225,8 @@ def batch_frames(
 
 def _plain(obj: object) -> object:
     """msgpack's fallback: a statistics snapshot travels as the map it reads as."""
+    from busd.core.stats import Stats  # here: dataclasses is too slow an import for busctl
+
     if isinstance(obj, Stats):
         return obj.as_dict()
     raise TypeError(f"can not serialize {type(obj).__name__!r} object")

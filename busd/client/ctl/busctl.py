@@ -25,12 +25,17 @@ reader of stdout went away (``busctl watch | head -3``).
 
 People and scripts run it often, so it imports only the client side, the
 commands (``busd.commands``) and the shared core of ``busd`` (never the
-master side, the pool, nor psutil).
+master side, the pool, nor psutil), and of those only what the subcommand
+it runs needs: ``busctl status`` loads neither the queued commands, nor
+``watch``, ``wait``, ``top`` or ``keygen``, nor ``dataclasses``,
+``logging``, ``signal`` or ``socket``.  A queued command is sent at once,
+with no ping before it.
 
 The parts: the command line (:mod:`busd.client.ctl.parser`), talking to
 the master and failures as exit statuses (:mod:`busd.client.ctl.transport`),
-the commands (:mod:`busd.client.ctl.commands`, each written once in
-:mod:`busd.commands`), and output (:mod:`busd.client.ctl.console`).
+the commands (:mod:`busd.client.ctl.reads` and :mod:`busd.client.ctl.commands`,
+each written once in :mod:`busd.commands`), and output
+(:mod:`busd.client.ctl.console`).
 """
 
 from __future__ import annotations
@@ -42,15 +47,14 @@ from collections.abc import Sequence
 from busd.client.ctl.console import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, EXIT_USAGE
 from busd.client.ctl.console import error as _error
 from busd.client.ctl.console import quiet_stdout as _quiet_stdout
-from busd.client.ctl.keygen import keygen
-from busd.client.ctl.parser import build_parser, parse
+from busd.client.ctl.parser import build_parser, command_named, parse
 from busd.client.ctl.tables import format_status
 from busd.client.ctl.transport import run_remote
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run busctl on ``argv`` (default: the command line) and return its exit status."""
-    parser = build_parser()
+    parser = build_parser(only=command_named(argv))
     try:
         args = parse(parser, argv)
     except SystemExit as exc:  # a usage error (2), or --help (0)
@@ -58,6 +62,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.deadline = time.monotonic() + args.timeout
     try:
         if args.command == "keygen":
+            from busd.client.ctl.keygen import keygen
+
             return keygen(args)
         return run_remote(args, args.handler)
     except KeyboardInterrupt:

@@ -1,22 +1,25 @@
-"""busctl's commands: each sends its request and prints its answer, one line or document.
+"""busctl's queued commands, ``wait``, ``watch`` and ``top``: each one's arguments and handler.
 
 What each command sends and how its answer reads for people is written
-once, in its module of :mod:`busd.commands`; here is only the order of the
-requests (a ping first for a queued command) and the exit status.
+once, in its module of :mod:`busd.commands`; here is how busctl adds it to
+its parser, the order of its requests and its exit status.  The reading
+commands people run most (``status``, ``workers``, ``ping``, ``metrics``)
+are in :mod:`busd.client.ctl.reads`, which loads none of this.
 """
 
 from __future__ import annotations
 
 import argparse
-import time
 from collections.abc import Callable
 from typing import Any
 
-from busd.client.ctl.console import EXIT_FAILED, EXIT_OK, dumps
+from busd.client.ctl.console import EXIT_FAILED, EXIT_OK
 from busd.client.ctl.console import emit as _emit
 from busd.client.ctl.console import error as _error
 from busd.client.ctl.console import out as _out
-from busd.client.ctl.transport import ack_wait, ask, command, left
+from busd.client.ctl.reach import DEFAULT_WAIT
+from busd.client.ctl.transport import Add, ack_wait, ask, command, left
+from busd.client.ctl.waitcmd import add_options as wait_options
 from busd.client.ctl.waitcmd import wait_command
 from busd.client.ctl.watch import Output, follow, pub_endpoint, wait_restarted
 from busd.commands import (
@@ -24,7 +27,6 @@ from busd.commands import (
     broadcast,
     exit,
     graceful,
-    ping,
     pools,
     restart,
     scale,
@@ -32,8 +34,7 @@ from busd.commands import (
     start,
     stop,
 )
-from busd.commands import status as status_command
-from busd.commands import workers as workers_command
+from busd.commands.lifecycle import add_arguments as lifecycle_options
 from busd.commands.lifecycle import request as lifecycle_request
 from busd.commands.text import cell
 from busd.core.control import Control
@@ -45,45 +46,6 @@ LIFECYCLE: dict[str, Callable[[Any], str]] = {
     exit.NAME: exit.render,
     graceful.NAME: graceful.render,
 }
-
-
-def status(args: argparse.Namespace, control: Control) -> int:
-    """``status [POOL]``: the master, its pools, workers and clients."""
-    result = control.request("status")
-    if args.pool is not None and isinstance(result, dict):
-        result = pools.only_pool(result, args.pool)
-    text = status_command.render(result) if isinstance(result, dict) else dumps(result)
-    _emit(args, result, text)
-    return EXIT_OK
-
-
-def workers(args: argparse.Namespace, control: Control) -> int:
-    """``workers [POOL]``: the workers table."""
-    if args.pool is not None:
-        doc = control.request("status")
-        result = pools.only_pool(doc, args.pool)["workers"] if isinstance(doc, dict) else []
-    else:
-        result = control.request("workers")
-    _emit(args, result, workers_command.render(result))
-    return EXIT_OK
-
-
-def metrics(args: argparse.Namespace, control: Control) -> int:
-    """``metrics``: the Prometheus text (``--json``: the families)."""
-    result = command(args, control, "metrics", {})
-    text = result.get("text") if isinstance(result, dict) else None
-    families = result.get("families") if isinstance(result, dict) else None
-    _emit(args, families, str(text or "").rstrip("\n"))
-    return EXIT_OK
-
-
-def pong(args: argparse.Namespace, control: Control) -> int:
-    """``ping``: how long the master took to answer."""
-    began = time.perf_counter()
-    result = control.request("ping")
-    took = (time.perf_counter() - began) * 1000
-    _emit(args, result, ping.render(result, took))
-    return EXIT_OK
 
 
 def wait(args: argparse.Namespace, control: Control) -> int:
@@ -101,11 +63,12 @@ def lifecycle(args: argparse.Namespace, control: Control) -> int:
 
 def restart_master(args: argparse.Namespace, control: Control) -> int:
     """Re-exec the master; with --wait, until the new one is STARTED with all its workers."""
-    pub = pub_endpoint(args, control) if args.wait else ""
-    before = ask(args, control, "ping")
-    result = command(args, control, restart.NAME, restart.request())
     if not args.wait:
+        result = command(args, control, restart.NAME, restart.request())
         return report(args, result, restart.render(result))
+    pub = pub_endpoint(args, control)
+    before = ask(args, control, "ping")  # the epoch a restarted master no longer has
+    command(args, control, restart.NAME, restart.request())
     epoch = before.get("epoch") if isinstance(before, dict) else None
     status = wait_restarted(args, control, pub, epoch, left)
     _emit(args, status, restart.render_restarted(status))
@@ -180,11 +143,93 @@ def top(args: argparse.Namespace, control: Control) -> int:
     return live_view(args, control)
 
 
+def _add_lifecycle(add: Add, name: str, help_text: str) -> None:
+    sub = add(name, lifecycle, help_text)
+    lifecycle_options(sub)
+    if name == graceful.NAME:
+        pools.add_pool_option(sub)
+
+
+def _add_wait(add: Add) -> None:
+    help_text = (
+        "wait until the master, even one not started yet, "
+        f"and every worker are in a state (default --timeout {DEFAULT_WAIT:g})"
+    )
+    wait_options(add("wait", wait, help_text))
+
+
+def _add_scale(add: Add) -> None:
+    sub = add(scale.NAME, scale_pool, scale.HELP)
+    scale.add_arguments(sub)
+    pools.add_pool_option(sub)
+
+
+def _add_reload_config(add: Add) -> None:
+    sub = add(pools.RELOAD_CONFIG, reload_config, pools.RELOAD_CONFIG_HELP)
+    sub.add_argument(
+        "--wait",
+        action="store_true",
+        help="until every pool added or changed is STARTED (give a --timeout above "
+        "their --startup-timeout)",
+    )
+    sub.set_defaults(ack_timeout=None)
+
+
+def _add_signal(add: Add) -> None:
+    sub = add(signal.NAME, signal_workers, signal.HELP)
+    signal.add_arguments(sub)
+    pools.add_pool_option(sub)
+
+
+def _add_watch(add: Add) -> None:
+    sub = add("watch", watch, "print what the master publishes, one line each")
+    sub.add_argument(
+        "channels",
+        nargs="*",
+        metavar="CHANNEL",
+        help="show only these published channels (states and events always)",
+    )
+    sub.add_argument("--count", type=_positive_int, metavar="N", help="stop after N messages")
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) == 0:
+        raise argparse.ArgumentTypeError(f"not a positive integer: {text!r}")
+    return int(text)
+
+
+#: How each subcommand of this module is added to busctl's parser, by its name.
+SUBCOMMANDS: dict[str, Callable[[Add], object]] = {
+    "wait": _add_wait,
+    start.NAME: lambda add: _add_lifecycle(add, start.NAME, start.HELP),
+    stop.NAME: lambda add: _add_lifecycle(add, stop.NAME, stop.HELP),
+    exit.NAME: lambda add: _add_lifecycle(add, exit.NAME, exit.HELP),
+    graceful.NAME: lambda add: _add_lifecycle(add, graceful.NAME, graceful.HELP),
+    restart.NAME: lambda add: restart.add_arguments(
+        add(restart.NAME, restart_master, restart.HELP)
+    ),
+    broadcast.COMMAND: lambda add: broadcast.add_arguments(
+        add(broadcast.COMMAND, publish, broadcast.HELP, epilog=broadcast.EPILOG)
+    ),
+    scale.NAME: _add_scale,
+    pools.RELOAD_CONFIG: _add_reload_config,
+    "reopen-logs": lambda add: add(
+        "reopen-logs",
+        reopen_logs,
+        "reopen busd's and every worker's --log-dir files (after logrotate renamed them)",
+    ),
+    signal.NAME: _add_signal,
+    "watch": _add_watch,
+    "top": lambda add: add(
+        "top", top, "a live view: the master, its pools and workers, events (q quits)"
+    ),
+}
+
+
 __all__ = [
     "LIFECYCLE",
+    "SUBCOMMANDS",
     "lifecycle",
-    "metrics",
-    "pong",
     "publish",
     "reload_config",
     "reopen_logs",
@@ -192,9 +237,7 @@ __all__ = [
     "restart_master",
     "scale_pool",
     "signal_workers",
-    "status",
     "top",
     "wait",
     "watch",
-    "workers",
 ]

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import zmq
 
 from busd.client.ctl.console import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from busd.client.ctl.console import emit as _emit
 from busd.client.ctl.console import error as _error
+
+if TYPE_CHECKING:
+    from busd.client.ctl.transport import Add
 
 KEY_NAMES = ("server", "client")
 
@@ -82,4 +87,14 @@ def _write_keys(directory: Path) -> dict[str, dict[str, str]]:
     return made
 
 
-__all__ = ["KEY_NAMES", "keygen", "write_key_pair"]
+def _add_keygen(add: Add) -> None:
+    # No handler: keygen talks to no master (busctl's main runs it itself).
+    sub = add("keygen", None, "create CURVE key pairs (server and client) in DIR")
+    sub.add_argument("dir", metavar="DIR", help="where the key files go (made 0700)")
+    sub.add_argument("--force", action="store_true", help="replace existing key files")
+
+
+#: How ``keygen`` is added to busctl's parser.
+SUBCOMMANDS: dict[str, Callable[[Add], object]] = {"keygen": _add_keygen}
+
+__all__ = ["KEY_NAMES", "SUBCOMMANDS", "keygen", "write_key_pair"]

@@ -1,40 +1,79 @@
 """busctl's command line: global options, then one subcommand.
 
-Each subcommand's own arguments come from its module in
-:mod:`busd.commands` (``add_arguments``), beside the handler that sends it
-(:mod:`busd.client.ctl.commands`).  A usage error is one line
-(``busctl CMD: X: message (see busctl CMD --help)``), exit status 2.
+Each subcommand is added to the parser by the module that runs it (its
+``SUBCOMMANDS``: :mod:`busd.client.ctl.reads`, :mod:`busd.client.ctl.commands`,
+:mod:`busd.client.ctl.keygen`), with its own arguments from its module of
+:mod:`busd.commands`.  busctl is run often, so it loads only the module of
+the subcommand it runs::
+
+    argv --command_named (the global options alone)--> "status"
+         --build_parser(only="status")--> global options + status's subparser
+         --parse--> args
+
+``-h``, ``--help`` or ``--version`` before the subcommand, or a command line
+the scan does not follow, gets the whole parser: its help lists every
+subcommand, and its error is the one line it always was.  A usage error is
+one line (``busctl CMD: X: message (see busctl CMD --help)``), exit status 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
-from collections.abc import Sequence
+import sys
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn
 
-from busd.client.ctl import commands
 from busd.client.ctl.console import EXIT_USAGE
-from busd.client.ctl.transport import Handler
-from busd.client.ctl.waitcmd import DEFAULT_WAIT
-from busd.client.ctl.waitcmd import add_options as _wait_for_options
-from busd.commands import (
-    broadcast,
-    exit,
-    graceful,
-    ping,
-    pools,
-    restart,
-    scale,
-    signal,
-    start,
-    status,
-    stop,
-    workers,
-)
+from busd.client.ctl.reach import DEFAULT_WAIT
+from busd.client.ctl.transport import Add, Handler
 from busd.commands.checks import seconds
-from busd.commands.lifecycle import add_arguments as lifecycle_options
 from busd.core.control import DEFAULT_TIMEOUT
+
+Subcommands = Mapping[str, Callable[[Add], object]]
+
+
+def _reads() -> Subcommands:
+    from busd.client.ctl.reads import SUBCOMMANDS as reads
+
+    return reads
+
+
+def _queued() -> Subcommands:
+    from busd.client.ctl.commands import SUBCOMMANDS as queued
+
+    return queued
+
+
+def _keygen() -> Subcommands:
+    from busd.client.ctl.keygen import SUBCOMMANDS as keygen
+
+    return keygen
+
+
+#: Every subcommand, in the order ``busctl --help`` lists them, and how to load
+#: the module that adds it (only when busctl runs it, or for the whole parser).
+SUBCOMMANDS: dict[str, Callable[[], Subcommands]] = {
+    "status": _reads,
+    "workers": _reads,
+    "metrics": _reads,
+    "ping": _reads,
+    "wait": _queued,
+    "start": _queued,
+    "stop": _queued,
+    "exit": _queued,
+    "graceful": _queued,
+    "restart": _queued,
+    "publish": _queued,
+    "scale": _queued,
+    "reload-config": _queued,
+    "reopen-logs": _queued,
+    "signal": _queued,
+    "watch": _queued,
+    "top": _queued,
+    "keygen": _keygen,
+}
 
 EPILOG = """\
 exit status: 0 done; 1 busd answered with a failure; 2 usage;
@@ -49,17 +88,17 @@ BUSD_CTL_ENDPOINT, BUSD_RUNTIME_DIR and BUSD_NAME environment variables,
 else the default runtime dir."""
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser: global options, then one subcommand."""
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser: global options, then every subcommand (or ``only`` that one)."""
     parser = _Parser(
         prog="busctl",
         description="Control a running busd master.",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=_formatter,
     )
     parser.add_argument("--version", action=_Version, help="print busctl's version and exit")
     _global_options(parser, suppress=False)
-    common = _Parser(add_help=False)
+    common = _Parser(add_help=False, formatter_class=_formatter)
     _global_options(common, suppress=True)
     subs = parser.add_subparsers(dest="command", metavar="CMD", required=True)
 
@@ -71,75 +110,37 @@ def build_parser() -> argparse.ArgumentParser:
             parents=[common],
             help=help_text,
             description=help_text,
-            formatter_class=argparse.RawDescriptionHelpFormatter,
+            formatter_class=_formatter,
             **kw,
         )
         sub.set_defaults(handler=handler)
         return sub
 
-    pools.add_pool_argument(add(status.NAME, commands.status, status.HELP))
-    pools.add_pool_argument(add(workers.NAME, commands.workers, workers.HELP))
-    add(
-        "metrics",
-        commands.metrics,
-        "print every series busd serves with --metrics, the workers' own merged in "
-        "(Prometheus text; --json: the families as JSON)",
-    )
-    add(ping.NAME, commands.pong, ping.HELP)
-    _wait_for_options(
-        add(
-            "wait",
-            commands.wait,
-            "wait until the master, even one not started yet, "
-            f"and every worker are in a state (default --timeout {DEFAULT_WAIT:g})",
-        )
-    )
-    for name, help_text in (
-        (start.NAME, start.HELP),
-        (stop.NAME, stop.HELP),
-        (exit.NAME, exit.HELP),
-        (graceful.NAME, graceful.HELP),
-    ):
-        sub = add(name, commands.lifecycle, help_text)
-        lifecycle_options(sub)
-        if name == graceful.NAME:
-            pools.add_pool_option(sub)
-    restart.add_arguments(add(restart.NAME, commands.restart_master, restart.HELP))
-    broadcast.add_arguments(
-        add(broadcast.COMMAND, commands.publish, broadcast.HELP, epilog=broadcast.EPILOG)
-    )
-    scale_parser = add(scale.NAME, commands.scale_pool, scale.HELP)
-    scale.add_arguments(scale_parser)
-    pools.add_pool_option(scale_parser)
-    reload_config = add(pools.RELOAD_CONFIG, commands.reload_config, pools.RELOAD_CONFIG_HELP)
-    reload_config.add_argument(
-        "--wait",
-        action="store_true",
-        help="until every pool added or changed is STARTED (give a --timeout above "
-        "their --startup-timeout)",
-    )
-    reload_config.set_defaults(ack_timeout=None)
-    add(
-        "reopen-logs",
-        commands.reopen_logs,
-        "reopen busd's and every worker's --log-dir files (after logrotate renamed them)",
-    )
-    signal_parser = add(signal.NAME, commands.signal_workers, signal.HELP)
-    signal.add_arguments(signal_parser)
-    pools.add_pool_option(signal_parser)
-    watch = add("watch", commands.watch, "print what the master publishes, one line each")
-    watch.add_argument(
-        "channels",
-        nargs="*",
-        metavar="CHANNEL",
-        help="show only these published channels (states and events always)",
-    )
-    watch.add_argument("--count", type=_positive_int, metavar="N", help="stop after N messages")
-    add("top", commands.top, "a live view: the master, its pools and workers, events (q quits)")
-    keygen = add("keygen", None, "create CURVE key pairs (server and client) in DIR")
-    keygen.add_argument("dir", metavar="DIR", help="where the key files go (made 0700)")
-    keygen.add_argument("--force", action="store_true", help="replace existing key files")
+    for name in SUBCOMMANDS if only is None else (only,):
+        SUBCOMMANDS[name]()[name](add)
     return parser
+
+
+def command_named(argv: Sequence[str] | None) -> str | None:
+    """The subcommand ``argv`` runs, found past the global options alone, without argparse.
+
+    None when the whole parser is needed: for ``-h``, ``--help``,
+    ``--version``, an abbreviated or unknown option before the subcommand,
+    or no subcommand (the whole parser reads it as it always did).
+    """
+    args = sys.argv[1:] if argv is None else list(argv)
+    at = 0
+    while at < len(args):
+        arg = args[at]
+        if arg in SUBCOMMANDS:
+            return arg
+        if arg in _VALUED:
+            at += 2
+        elif arg in _FLAGS or ("=" in arg and arg.partition("=")[0] in _VALUED):
+            at += 1
+        else:
+            return None
+    return None
 
 
 def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
@@ -149,7 +150,9 @@ def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argpar
     """
     args, extra = parser.parse_known_args(argv)
     if extra and args.command == "publish" and not any(x.startswith("-") for x in extra):
-        args.args = [*args.args, *(broadcast.json_or_text(x) for x in extra)]
+        from busd.commands.broadcast import json_or_text
+
+        args.args = [*args.args, *(json_or_text(x) for x in extra)]
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "top" and args.json:
@@ -166,6 +169,29 @@ class _Parser(argparse.ArgumentParser):
         """Print one line naming the option and what it takes; exit 2."""
         message = re.sub(r"^argument ([^:]+): ", r"\1: ", message)
         self.exit(EXIT_USAGE, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _formatter(prog: str) -> argparse.HelpFormatter:
+    """argparse's formatter (descriptions as written), as wide as the terminal.
+
+    argparse makes one for every argument added, and finds the width with
+    ``shutil``, whose import (with ``bz2`` and ``lzma``) takes longer than
+    busctl's request: the same width is found here as ``shutil`` finds it.
+    """
+    return argparse.RawDescriptionHelpFormatter(prog, width=_columns() - 2)
+
+
+def _columns() -> int:
+    """``shutil.get_terminal_size().columns``: $COLUMNS, else stdout's terminal, else 80."""
+    columns = int(os.environ["COLUMNS"]) if os.environ.get("COLUMNS", "").isdigit() else 0
+    if columns > 0:
+        return columns
+    stdout = sys.__stdout__
+    try:
+        columns = os.get_terminal_size(stdout.fileno()).columns if stdout else 0
+    except (AttributeError, ValueError, OSError):
+        return 80
+    return columns or 80
 
 
 class _Version(argparse.Action):
@@ -189,6 +215,13 @@ class _Version(argparse.Action):
             text = "unknown (not installed)"
         print(f"busctl {text}", flush=True)
         parser.exit(0)
+
+
+#: The global options, as :func:`command_named` skips them: with a value, and without.
+_VALUED = frozenset(
+    {"--name", "--runtime-dir", "--endpoint", "--server-key", "--curve-secret", "--timeout"}
+)
+_FLAGS = frozenset({"--json"})
 
 
 def _global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
@@ -235,10 +268,4 @@ def _global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
     )
 
 
-def _positive_int(text: str) -> int:
-    if not text.isdigit() or int(text) == 0:
-        raise argparse.ArgumentTypeError(f"not a positive integer: {text!r}")
-    return int(text)
-
-
-__all__ = ["EPILOG", "build_parser", "parse"]
+__all__ = ["EPILOG", "SUBCOMMANDS", "build_parser", "command_named", "parse"]

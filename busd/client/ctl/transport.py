@@ -9,6 +9,14 @@
         ZMQError while talking -> 1
 
 Every request is bounded by what is left of ``--timeout`` (:func:`left`).
+A queued command is sent at once, never after a ping (a round trip more
+each time); only a command still unanswered near the end of --timeout is
+followed by a ping, so that the line says which it was::
+
+    command --reply--> its result
+        |  nothing until --timeout less a margin
+        +--> ping --pong--> "busd at EP answered ping but not CMD ... (still queued or running)"
+                  nothing --> "no busd answered at EP within Ts"
 """
 
 from __future__ import annotations
@@ -16,7 +24,7 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import zmq
 
@@ -24,7 +32,7 @@ from busd.client.ctl.console import EXIT_FAILED, EXIT_NO_MASTER, EXIT_USAGE
 from busd.client.ctl.console import error as _error
 from busd.client.ctl.console import error_doc as _error_doc
 from busd.client.ctl.console import print_json as _print_json
-from busd.client.ctl.waitcmd import unreachable
+from busd.client.ctl.reach import unreachable
 from busd.commands.acks import failure_lines
 from busd.core.auth import KeyFileError, client_keys
 from busd.core.control import Control
@@ -32,6 +40,14 @@ from busd.core.endpoints import EndpointError, client_endpoints
 from busd.core.errors import BusError, KeyRefused, NoMaster
 
 Handler = Callable[[argparse.Namespace, Control], int]
+
+
+class Add(Protocol):
+    """Adds subcommand ``name`` to busctl's parser, run by ``handler``; its subparser."""
+
+    def __call__(
+        self, name: str, handler: Handler | None, help_text: str, **kw: Any
+    ) -> argparse.ArgumentParser: ...
 
 
 def left(args: argparse.Namespace) -> float:
@@ -91,16 +107,24 @@ def run_remote(args: argparse.Namespace, handler: Handler) -> int:
 def command(
     args: argparse.Namespace, control: Control, cmd: str, body: dict[str, Any] | None = None
 ) -> Any:
-    """Run a queued command within what is left of --timeout (a ping first: is it there?)."""
-    ask(args, control, "ping")
+    """Run a queued command within what is left of --timeout: sent at once, no ping first.
+
+    Only when it is still unanswered at the last :func:`margin` / 2 of
+    --timeout does a ping, bounded by what is left, tell a master that is
+    not there from one that is still busy with it (or with those before it).
+    """
     try:
-        return control.call(cmd, body or {}, left(args))
+        return control.call(cmd, body or {}, max(0.01, left(args) - margin(args) / 2))
+    except KeyRefused:
+        raise
     except NoMaster:
-        raise NoMaster(
-            f"busd at {control.endpoint} answered ping but not {cmd!r} within "
-            f"--timeout {args.timeout:g}s: the command may still be queued or "
-            "running (give a longer --timeout)"
-        ) from None
+        pass
+    ask(args, control, "ping")
+    raise NoMaster(
+        f"busd at {control.endpoint} answered ping but not {cmd!r} within "
+        f"--timeout {args.timeout:g}s: the command may still be queued or "
+        "running (give a longer --timeout)"
+    )
 
 
 def ask(args: argparse.Namespace, control: Control, cmd: str) -> Any:
@@ -113,9 +137,15 @@ def ask(args: argparse.Namespace, control: Control, cmd: str) -> Any:
         raise NoMaster(f"no busd answered at {control.endpoint} within {args.timeout:g}s") from None
 
 
+def margin(args: argparse.Namespace) -> float:
+    """What a reply is given of --timeout: the master waits for acks until this is left,
+    busctl for the reply until half of it is, and a ping may have the rest."""
+    return min(0.5, float(args.timeout) / 10)
+
+
 def ack_wait(args: argparse.Namespace) -> float:
     """How long the master may wait for acks: what is left of --timeout, less a reply's time."""
-    budget = max(0.05, left(args) - min(0.5, float(args.timeout) / 10))
+    budget = max(0.05, left(args) - margin(args))
     return min(budget, float(args.ack_timeout)) if args.ack_timeout else budget
 
 
@@ -144,6 +174,7 @@ def _channel_failures(details: Any) -> str:
 
 
 __all__ = [
+    "Add",
     "Handler",
     "ack_wait",
     "ask",
@@ -151,5 +182,6 @@ __all__ = [
     "control_endpoint",
     "failed",
     "left",
+    "margin",
     "run_remote",
 ]

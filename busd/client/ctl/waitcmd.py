@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
-import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -28,6 +26,7 @@ from typing import Any
 import zmq
 
 from busd.client.ctl.console import EXIT_NO_MASTER, EXIT_OK, emit, error, error_doc, print_json
+from busd.client.ctl.reach import DEFAULT_WAIT, unreachable
 from busd.client.ctl.watch import subscriber
 from busd.core.control import Control
 from busd.core.endpoints import client_endpoints
@@ -35,8 +34,6 @@ from busd.core.errors import KeyRefused, NoMaster, ProtocolError
 
 #: The states ``--for`` takes (the master's lifecycle states).
 STATES = ("STOPPED", "STARTING", "STARTED", "STOPPING", "EXITING")
-#: --timeout of ``busctl wait`` when none is given: a pool's default --startup-timeout.
-DEFAULT_WAIT = 30.0
 FIRST_LOOK, LAST_LOOK = 0.01, 0.2
 #: The longest the master's silence may delay the next ask.
 ASK_EVERY = 0.5
@@ -62,30 +59,6 @@ def state_name(text: str) -> str:
     if text.upper() not in STATES:
         raise argparse.ArgumentTypeError(f"not a state: {text!r} (one of {', '.join(STATES)})")
     return text.upper()
-
-
-def unreachable(endpoint: str) -> str | None:
-    """Why nobody can answer at an ipc ``endpoint`` right now (None: try it).
-
-    A socket file that does not exist, or that nobody listens on, is known
-    at once; waiting out --timeout for it would only waste the operator's time.
-    """
-    if not endpoint.startswith("ipc://"):
-        return None
-    path = endpoint.removeprefix("ipc://")
-    hint = "is busd running? --name or --runtime-dir finds another"
-    if not os.path.exists(path):
-        return f"no busd at {endpoint}: {path} does not exist ({hint})"
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.connect(path)
-    except ConnectionRefusedError:
-        return f"no busd at {endpoint}: nothing listens on {path} ({hint})"
-    except OSError:
-        return None
-    finally:
-        probe.close()
-    return None
 
 
 def reached(status: Any, state: str) -> bool:
