@@ -228,6 +228,9 @@ def wait_acks(
                 tally.take(inbox.get(timeout=min(remaining, step)))
             except queue.Empty:
                 continue
+            # Every ack the hub handed over in the same wake-up, without waiting again.
+            for _ in range(inbox.qsize()):
+                tally.take(inbox.get_nowait())
     finally:
         source.unwatch_acks(inbox)
     return tally.report()

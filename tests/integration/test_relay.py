@@ -329,3 +329,78 @@ def test_exit_report_keeps_clients_that_left_during_slow_master_listeners(
     assert not report.ok
     assert any("cannot stop cleanly" in line for line in report.failures()), report
     assert wait_exit([worker], 10) == [0]
+
+
+def test_a_burst_travels_in_batch_frames_and_a_lone_message_alone(
+    busd_master: Any, busd_dir: Path
+) -> None:
+    master = busd_master(heartbeat=0.1)
+    master.start()
+    ctx: zmq.Context[Any] = zmq.Context()
+    sub = ctx.socket(zmq.SUB)
+    try:
+        sub.setsockopt(zmq.LINGER, 0)
+        sub.setsockopt(zmq.SUBSCRIBE, b"")
+        sub.connect(default_endpoints(busd_dir).pub)
+        assert sub.poll(5000), "no heartbeat: not subscribed"
+
+        def frames_until(channel: str) -> list[Any]:
+            """Every frame but heartbeats, decoded, up to the PUBLISH of ``channel``."""
+            out: list[Any] = []
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and sub.poll(2000):
+                msg = decode(sub.recv(), allowed=BROADCAST_KINDS)
+                if msg.kind is Kind.HEARTBEAT:
+                    continue
+                out.append(msg)
+                last = msg.items[2][-1] if msg.kind is Kind.BATCH else [0, 0, *msg.items]
+                if last[4] == channel:
+                    return out
+            raise AssertionError(f"no {channel!r} within 20 s: {len(out)} frames")
+
+        # A lone publish goes alone, as a PUBLISH of its own.
+        master.publish("lone", 1)
+        (lone,) = frames_until("lone")
+        assert lone.kind is Kind.PUBLISH
+        first = lone.seq + 1
+
+        # publish_many hands the hub 5,000 messages in runs of 1,000: five BATCH frames.
+        master.publish_many("many", [(i,) for i in range(5000)])
+        master.publish("end-many")
+        got = frames_until("end-many")
+        batches = [m for m in got if m.kind is Kind.BATCH]
+        assert len(batches) == 5, [(m.kind, m.seq) for m in got]
+        seqs = [item[3] for m in batches for item in m.items[2]]
+        assert seqs == list(range(first, first + 5000))
+        assert [item[5] for m in batches for item in m.items[2]] == [[i] for i in range(5000)]
+
+        # A burst of publishes with a state change in it: every message once, in order,
+        # the STATE alone (a BATCH holds PUBLISH messages only).
+        n = 20_000
+        stopper = threading.Thread(target=master.stop)
+        for i in range(n):
+            master.publish("burst", i)
+            if i == n // 2:
+                stopper.start()
+        stopper.join(10)
+        master.publish("end-burst")
+        got = frames_until("end-burst")
+        kinds = {m.kind for m in got}
+        assert Kind.BATCH in kinds, "20,000 publishes in a row never made a BATCH"
+        numbered = [
+            (item[1], item[3], item[5] if item[1] == Kind.PUBLISH else None)
+            for m in got
+            for item in (m.items[2] if m.kind is Kind.BATCH else [[0, int(m.kind), *m.items]])
+        ]
+        assert [seq for _, seq, _ in numbered] == list(
+            range(first + 5001, first + 5001 + len(numbered))
+        )
+        assert [arg for kind, _, arg in numbered if kind == Kind.PUBLISH][:n] == [
+            [i] for i in range(n)
+        ]
+        states = [m for m in got if m.kind is Kind.STATE]
+        assert [m.items[2] for m in states] == ["STOPPING", "STOPPED"]
+        assert all(item[1] == Kind.PUBLISH for m in batches for item in m.items[2])
+    finally:
+        sub.close(linger=0)
+        ctx.term()
