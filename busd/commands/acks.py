@@ -8,11 +8,13 @@ how many acked and failed, then each failure on stderr, and exits 1 unless
 
 from __future__ import annotations
 
-import argparse
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from busd.commands.checks import seconds
 from busd.commands.text import plural
+
+if TYPE_CHECKING:
+    import argparse
 
 
 class Acks(Protocol):

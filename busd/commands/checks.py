@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Mapping
 from typing import Any
 
@@ -37,6 +36,8 @@ def number(body: Body, key: str) -> float | None:
 
 def seconds(text: str) -> float:
     """busctl's type for a positive, finite number of seconds."""
+    import argparse  # here: only the parser calls this, and it has argparse loaded
+
     try:
         value = float(text)
     except ValueError:

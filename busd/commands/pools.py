@@ -9,12 +9,14 @@ became of each pool (``added``, ``changed``, ``resized``, ``updated``,
 
 from __future__ import annotations
 
-import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from busd.commands import acks
 from busd.commands.checks import bad
 from busd.commands.text import cell, table
+
+if TYPE_CHECKING:
+    import argparse
 
 RELOAD_CONFIG = "reload-config"
 RELOAD_CONFIG_HELP = (

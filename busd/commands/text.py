@@ -19,7 +19,8 @@ from types import MappingProxyType
 from typing import Any
 
 #: C0 controls, DEL, C1 controls, and the bidi and line-breaking format characters.
-_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+UNSAFE = "[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]"
+_unsafe: list[re.Pattern[str]] = []  # compiled once, when first needed (busctl runs often)
 _NAMED = MappingProxyType({"\n": "\\n", "\r": "\\r", "\t": "\\t"})
 
 
@@ -35,7 +36,11 @@ def _escape(match: re.Match[str]) -> str:
 def printable(value: Any) -> str:
     """``value`` as text with every control and bidi character escaped (one line, inert)."""
     text = value if isinstance(value, str) else str(value)
-    return _UNSAFE.sub(_escape, text)
+    if text.isascii() and text.isprintable():  # most text: nothing to escape
+        return text
+    if not _unsafe:
+        _unsafe.append(re.compile(UNSAFE))
+    return _unsafe[0].sub(_escape, text)
 
 
 def cell(value: Any) -> str:

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import itertools
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
 
-from busd.core.auth import ClientKeys, HandshakeWatch, secure_client, watch_handshakes
 from busd.core.endpoints import CTL_HWM, configure
 from busd.core.errors import NoMaster, ProtocolError
 from busd.core.wire import Kind, Message, decode, encode, error_from_wire
+
+if TYPE_CHECKING:
+    from busd.core.auth import ClientKeys, HandshakeWatch
 
 DEFAULT_TIMEOUT = 5.0
 _REPLY = frozenset({Kind.REPLY})
@@ -59,8 +61,11 @@ class Control:
         self._watch: HandshakeWatch | None = None
         try:
             configure(self._sock, CTL_HWM)
-            secure_client(self._sock, curve, endpoint)
-            self._watch = watch_handshakes(self._sock, endpoint, curve)
+            if endpoint.startswith("tcp://"):  # CURVE and its handshake: loaded only for tcp
+                from busd.core.auth import secure_client, watch_handshakes
+
+                secure_client(self._sock, curve, endpoint)
+                self._watch = watch_handshakes(self._sock, endpoint, curve)
             self._sock.connect(endpoint)
         except BaseException:
             self.close()

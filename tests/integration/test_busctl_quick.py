@@ -22,6 +22,7 @@ from busd import MasterBus
 from busd.client.ctl import commands, keygen, reads
 from busd.client.ctl.busctl import main
 from busd.client.ctl.parser import SUBCOMMANDS, build_parser, command_named, parse
+from busd.client.ctl.quick import quick_args
 
 #: Upper bound of every wait; the normal case takes milliseconds.
 TIMEOUT = 30.0
@@ -39,6 +40,12 @@ NOT_FOR_A_READ = frozenset(
         "busd.commands.lifecycle",
         "busd.commands.signal",
         "busd.core.stats",
+        # The plain reads are parsed without argparse (busd.client.ctl.quick), and an
+        # ipc endpoint needs no CURVE.
+        "argparse",
+        "gettext",
+        "busd.client.ctl.parser",
+        "busd.core.auth",
         "concurrent.futures",
         "curses",
         "dataclasses",
@@ -227,3 +234,50 @@ def test_the_whole_help_lists_every_subcommand(capsys: pytest.CaptureFixture[str
         if line.startswith("    ") and not line.startswith("     ")
     ]
     assert listed == list(SUBCOMMANDS)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["status"],
+        ["status", "web"],
+        ["--json", "status", "main"],
+        ["status", "--timeout", "2", "--json"],
+        ["--timeout", "0.5", "--runtime-dir", "/tmp/r", "status", "--runtime-dir", "/tmp/s"],
+        ["--name", "web", "workers"],
+        ["workers", "web", "--json"],
+        ["--runtime-dir", "/tmp/r", "ping"],
+        ["--endpoint", "tcp://127.0.0.1:7000", "--server-key", "k", "--curve-secret", "s", "ping"],
+        ["--name", "", "status"],
+    ],
+)
+def test_the_quick_path_reads_a_plain_read_as_the_parser_does(argv: list[str]) -> None:
+    quick = quick_args(argv)
+    assert quick is not None, argv
+
+    assert vars(quick) == vars(parse(build_parser(), argv))
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["status", "--help"],
+        ["-h", "status"],
+        ["--version"],
+        ["--runtime-dir=/tmp/r", "status"],
+        ["--time", "2", "status"],
+        ["--timeout", "0", "status"],
+        ["--timeout", "inf", "status"],
+        ["--timeout", "x", "status"],
+        ["--timeout", "-1", "status"],
+        ["--name", "--json", "status"],
+        ["status", "a", "b"],
+        ["ping", "main"],
+        ["status", "--", "web"],
+        ["graceful"],
+        ["--json"],
+        [],
+    ],
+)
+def test_the_quick_path_leaves_everything_else_to_the_parser(argv: list[str]) -> None:
+    assert quick_args(argv) is None

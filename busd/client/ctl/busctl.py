@@ -31,7 +31,8 @@ it runs needs: ``busctl status`` loads neither the queued commands, nor
 ``logging``, ``signal`` or ``socket``.  A queued command is sent at once,
 with no ping before it.
 
-The parts: the command line (:mod:`busd.client.ctl.parser`), talking to
+The parts: the command line (:mod:`busd.client.ctl.parser`, and for the
+plain reads :mod:`busd.client.ctl.quick`, without argparse), talking to
 the master and failures as exit statuses (:mod:`busd.client.ctl.transport`),
 the commands (:mod:`busd.client.ctl.reads` and :mod:`busd.client.ctl.commands`,
 each written once in :mod:`busd.commands`), and output
@@ -43,22 +44,26 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from busd.client.ctl.console import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, EXIT_USAGE
 from busd.client.ctl.console import error as _error
 from busd.client.ctl.console import quiet_stdout as _quiet_stdout
-from busd.client.ctl.parser import build_parser, command_named, parse
-from busd.client.ctl.tables import format_status
+from busd.client.ctl.quick import quick_args
 from busd.client.ctl.transport import run_remote
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run busctl on ``argv`` (default: the command line) and return its exit status."""
-    parser = build_parser(only=command_named(argv))
-    try:
-        args = parse(parser, argv)
-    except SystemExit as exc:  # a usage error (2), or --help (0)
-        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    args = quick_args(argv)
+    if args is None:
+        from busd.client.ctl.parser import build_parser, command_named, parse
+
+        parser = build_parser(only=command_named(argv))
+        try:
+            args = parse(parser, argv)
+        except SystemExit as exc:  # a usage error (2), or --help (0)
+            return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     args.deadline = time.monotonic() + args.timeout
     try:
         if args.command == "keygen":
@@ -75,7 +80,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BROKEN_PIPE
 
 
-__all__ = ["build_parser", "format_status", "main", "parse"]
+def __getattr__(name: str) -> Any:
+    """``build_parser``, ``parse`` and ``format_status``, still found here, loaded when asked."""
+    if name in ("build_parser", "parse"):
+        from busd.client.ctl import parser
+
+        return getattr(parser, name)
+    if name == "format_status":
+        from busd.client.ctl.tables import format_status
+
+        return format_status
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["main"]  # build_parser, parse and format_status: see __getattr__
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -7,14 +7,15 @@ Each document is one write, so ``busctl status | head -1`` reads it whole.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import json
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from busd.client.ctl.sanitize import printable
+
+if TYPE_CHECKING:
+    import argparse
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -49,6 +50,8 @@ def _jsonable(value: Any) -> Any:
 
 def dumps(doc: Any) -> str:
     """One JSON document on one line (bytes as text, anything else by repr)."""
+    import json  # here: only --json and a few answers print JSON
+
     return json.dumps(doc, default=_jsonable, sort_keys=False)
 
 

@@ -10,9 +10,9 @@ like is written once, in its module of :mod:`busd.commands`.
 
 from __future__ import annotations
 
-import argparse
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from busd.client.ctl.console import EXIT_OK, dumps
 from busd.client.ctl.console import emit as _emit
@@ -21,6 +21,9 @@ from busd.commands import ping, pools
 from busd.commands import status as status_command
 from busd.commands import workers as workers_command
 from busd.core.control import Control
+
+if TYPE_CHECKING:
+    import argparse
 
 
 def status(args: argparse.Namespace, control: Control) -> int:

@@ -21,10 +21,11 @@ followed by a ping, so that the line says which it was::
 
 from __future__ import annotations
 
-import argparse
+import os
+import sys
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import zmq
 
@@ -34,12 +35,16 @@ from busd.client.ctl.console import error_doc as _error_doc
 from busd.client.ctl.console import print_json as _print_json
 from busd.client.ctl.reach import unreachable
 from busd.commands.acks import failure_lines
-from busd.core.auth import KeyFileError, client_keys
 from busd.core.control import Control
 from busd.core.endpoints import EndpointError, client_endpoints
 from busd.core.errors import BusError, KeyRefused, NoMaster
 
-Handler = Callable[[argparse.Namespace, Control], int]
+if TYPE_CHECKING:
+    import argparse
+
+    from busd.core.auth import ClientKeys
+
+Handler = Callable[["argparse.Namespace", Control], int]
 
 
 class Add(Protocol):
@@ -62,12 +67,37 @@ def control_endpoint(args: argparse.Namespace) -> str:
     return client_endpoints(args.name, args.runtime_dir).ctl
 
 
+def _keys(args: argparse.Namespace) -> ClientKeys | None:
+    """CURVE keys from the options or the environment (busd.core.auth loaded only then)."""
+    env = os.environ
+    if not (
+        args.server_key
+        or args.curve_secret
+        or env.get("BUSD_SERVER_KEY")
+        or env.get("BUSD_CURVE_SECRET")
+    ):
+        return None
+    from busd.core.auth import client_keys
+
+    return client_keys(args.server_key, args.curve_secret)
+
+
+def _key_file_error() -> type[Exception]:
+    """busd.core.auth's KeyFileError once auth is loaded (before, none can be raised)."""
+    auth = sys.modules.get("busd.core.auth")
+    return auth.KeyFileError if auth is not None else _Never
+
+
+class _Never(Exception):
+    """Never raised: stands for KeyFileError while busd.core.auth is not loaded."""
+
+
 def run_remote(args: argparse.Namespace, handler: Handler) -> int:
     """Connect to the master and run ``handler``; its exit status, or the failure's."""
     try:
         endpoint = control_endpoint(args)
-        args.curve = client_keys(args.server_key, args.curve_secret)
-    except (EndpointError, KeyFileError) as exc:
+        args.curve = _keys(args)
+    except (EndpointError, _key_file_error()) as exc:
         _error(str(exc))
         return EXIT_USAGE
     except NoMaster as exc:  # an unsafe runtime dir found by default
