@@ -255,10 +255,10 @@ def test_hostile_frames_on_a_clients_sub_and_dealer_are_counted_and_survived(
     assert expected["pub"] > 500
     # BATCH frames among them, good ones and ones refused whole, each bad one counted.
     assert expected["batches"] >= 10, expected
-    assert expected["bad_batches"] + expected["bad_inside"] >= 20, expected
+    assert expected["bad_batches"] + expected["bad_inside"] >= 10, expected
     assert stats["bad_messages"] == expected["pub"], (stats, expected)
     # A BATCH whose header reads well but whose messages do not is dropped by the stream
     # (off its fast path) or, from the bad message on, by the dispatcher: counted either way.
-    assert expected["bad_inside"] >= 10, expected
+    assert expected["bad_inside"] >= 5, expected
     assert stats["bad_batches"] + bad_batched > 0, (stats, bad_batched)
     assert expected["reply"] > 500

@@ -64,7 +64,8 @@ def stopped(proc: subprocess.Popen[bytes]) -> None:
 def test_a_client_behind_at_exit_gets_every_message_then_exiting_and_ends_soon(
     busd_master: Any, busd_procs: Processes, busd_sink: Sink
 ) -> None:
-    master: MasterBus = busd_master()
+    # Queues of 16 frames: a burst travels in BATCH frames of up to 1,000 messages.
+    master: MasterBus = busd_master(pub_hwm=16)
     master.start()
     proc = busd_procs.python(BEHIND, name="behind")  # master_timeout left at 30 s
     busd_sink.expect("joined", timeout=30)
@@ -214,7 +215,7 @@ def test_busd_workers_count_every_message_of_a_burst_sent_right_before_busctl_ex
         counting, "--plugin", f"tests.integration.{here}:bursting", workers=2
     )
     workers = pool.pids
-    for pid in workers:  # they fall behind: the burst overflows their queues
+    for pid in workers:  # they fall behind: the burst and the exit wait in their queues
         os.kill(pid, signal.SIGSTOP)
     try:
         pool.broadcast("burst", total)
@@ -232,7 +233,8 @@ def test_busd_workers_count_every_message_of_a_burst_sent_right_before_busctl_ex
         assert report["in_order"], link
         assert link.get("missed", 0) == 0, link
         assert link.get("master_lost", 0) == 0, link
-    assert any(r["link"].get("repaired", 0) for r in got), [r["link"] for r in got]
+    # (In BATCH frames the burst fits their queues; a client whose queue overflows and
+    # repairs from the window at exit: the first test of this module.)
 
 
 # -- quieter client logs: complaints once per interval, a refused snapshot in one line ----

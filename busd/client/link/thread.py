@@ -63,6 +63,7 @@ from busd.client.link.messages import (
     SNAPSHOT_ID,
     Bye,
     Close,
+    Delivered,
     DeliverTo,
     Gone,
     LinkMessage,
@@ -147,7 +148,11 @@ class Link:
         self.liveness = HEARTBEAT_LIVENESS
         self.stats: collections.Counter[str] = collections.Counter()
         #: Feeds the stream what the sockets read; performs what it asks (this thread).
-        self.feed = Feed(self.stream, self, deliver, self.stats, self._complaints, log)
+        #: What the stream delivered in this turn of the loop, handed over as it ends.
+        self._delivered: list[Delivered] = []
+        self.feed = Feed(
+            self.stream, self, self._delivered.extend, self.stats, self._complaints, log
+        )
         #: The requests waiting for a reply (any thread adds; this thread settles).
         self.pending = Pending()
         self._hello_sent = 0.0
@@ -249,7 +254,9 @@ class Link:
             poller.register(self._watch.socket, zmq.POLLIN)
         try:
             while not self._closed.is_set():
-                ready = dict(poller.poll(int(self._poll_ms())))
+                timeout = int(self._poll_ms())
+                self._hand_over()
+                ready = dict(poller.poll(timeout))
                 if self.outbox.fileno in ready and self._send_queued():
                     return
                 if self._sub in ready:
@@ -267,7 +274,19 @@ class Link:
             log.exception("busd client link failed")
             self._master_lost("the client link failed")
         finally:
+            self._hand_over()
             self.pending.fail_all()
+
+    def _hand_over(self) -> None:
+        """Give the dispatcher what this turn delivered, in one put, last before the poll.
+
+        Last, so that the dispatcher this wakes finds this thread about to wait
+        (no longer holding the interpreter) and runs at once.
+        """
+        if self._delivered:
+            items = self._delivered[:]
+            self._delivered.clear()
+            self.deliver(items)
 
     def _check_handshake(self) -> None:
         assert self._watch is not None
@@ -472,7 +491,7 @@ class Link:
             self.stats["master_lost"] += 1
             log.warning("master lost: %s", reason)
         self.feed.perform(self.stream.master_lost())
-        self.deliver([Gone(reason, self.epoch, self.seq)])
+        self._delivered.append(Gone(reason, self.epoch, self.seq))
 
     def statistics(self) -> LinkStats:
         """Counters: received, gaps, repaired, missed, resyncs, new epochs, bad messages."""
