@@ -8,8 +8,10 @@ A real ``busd -w N busd.examples.hello:main`` (its own session, its own
 runtime dir under /tmp, output to a file there) runs while this script:
 
 - relays traffic: a client broadcasts on channel ``soak`` through the master
-  (to every worker and back to itself) at ``--rate`` per second, and counts
-  what came back;
+  (to every worker and back to itself) at ``--rate`` per second, and every
+  ``--burst-every`` seconds has the master publish a burst of ``--burst``
+  messages at once (the plugin ``busd.examples.burst``: they travel in BATCH
+  frames); it counts what came back, each number once;
 - reloads every ``--reload-every`` seconds (``graceful``), scales the pool
   up by 2 and back every ``--scale-every`` seconds, SIGKILLs a random
   worker every ``--kill-every`` seconds;
@@ -26,6 +28,9 @@ per minute, after a warm-up) and fails (exit status 1) on growth:
 - fds and threads: more at the end than at the start at the same pool size;
 - round trip: the median of the last quarter over 3x that of the first
   quarter plus 5 ms;
+- any message that did not come back exactly once (each has its own number;
+  after the run the client is given 30 s to catch up), or that its link
+  counted as missed;
 - and any busd crash, a lost master, or traffic that stopped coming back.
 
 Exit status: 0 no growth, 1 growth or a failure, 2 usage.
@@ -88,6 +93,10 @@ class Tally:
 
     sent: int = 0
     received: int = 0
+    #: Numbers that came back twice; what the client's link counted as missed.
+    duplicates: int = 0
+    missed: int = 0
+    bursts: int = 0
     reloads: int = 0
     scales: int = 0
     kills: int = 0
@@ -99,6 +108,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--duration", type=float, default=1800.0, help="seconds [1800]")
     p.add_argument("--workers", type=int, default=4)
     p.add_argument("--rate", type=float, default=100.0, help="broadcasts per second [100]")
+    p.add_argument("--burst", type=int, default=1000, help="messages per burst, 0 for none [1000]")
+    p.add_argument("--burst-every", type=float, default=1.0, help="seconds [1]")
     p.add_argument("--reload-every", type=float, default=10.0)
     p.add_argument("--scale-every", type=float, default=30.0)
     p.add_argument("--kill-every", type=float, default=15.0)
@@ -113,8 +124,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=13)
     p.add_argument("--json", help="also write the summary here")
     opts = p.parse_args(argv)
-    if opts.duration <= 0 or opts.workers < 1 or opts.rate <= 0:
-        p.error("--duration, --workers and --rate must be positive")
+    if opts.duration <= 0 or opts.workers < 1 or opts.rate <= 0 or opts.burst_every <= 0:
+        p.error("--duration, --workers, --rate and --burst-every must be positive")
+    if opts.burst < 0:
+        p.error("--burst must not be negative")
     return opts
 
 
@@ -155,6 +168,8 @@ class Soak:
                     "0.05",
                     "--flap-limit",
                     "1000",
+                    "--plugin",
+                    "busd.examples.burst:plugin",
                     "-w",
                     str(opts.workers),
                     "busd.examples.hello:main",
@@ -171,23 +186,41 @@ class Soak:
     # -- the loads (each in its own thread) ----------------------------------
 
     def traffic(self) -> None:
-        with connect(runtime_dir=self.dir, role="soak") as bus:
+        seen = bytearray()  # one byte per number sent: how often it came back
 
-            def got(i: int) -> None:
+        def got(i: int) -> None:
+            if i >= len(seen):
+                seen.extend(bytes(i + 1 - len(seen) + 65536))
+            if seen[i]:
+                self.tally.duplicates += 1
+            else:
+                seen[i] = 1
                 self.tally.received += 1
 
+        with connect(runtime_dir=self.dir, role="soak") as bus:
             bus.subscribe("soak", got)
             bus.mirror()
             interval = 1.0 / self.opts.rate
-            next_at = time.monotonic()
-            while not self.stop.wait(max(0.0, next_at - time.monotonic())):
-                next_at += interval
+            next_at = next_burst = time.monotonic()
+            while not self.stop.wait(max(0.0, min(next_at, next_burst) - time.monotonic())):
                 try:
-                    bus.broadcast("soak", self.tally.sent)
-                    self.tally.sent += 1
+                    if self.opts.burst and time.monotonic() >= next_burst:
+                        next_burst += self.opts.burst_every
+                        first, self.tally.sent = self.tally.sent, self.tally.sent + self.opts.burst
+                        bus.broadcast("burst", "soak", first, self.opts.burst)
+                        self.tally.bursts += 1
+                    else:
+                        next_at += interval
+                        bus.broadcast("soak", self.tally.sent)
+                        self.tally.sent += 1
                 except BusError as exc:
                     self.tally.errors.append(f"broadcast: {exc}")
                     return
+            # Caught up: every number came back (what is still on its way, within 30 s).
+            deadline = time.monotonic() + 30
+            while self.tally.received < self.tally.sent and time.monotonic() < deadline:
+                threading.Event().wait(0.05)
+            self.tally.missed = int(bus.statistics()["link"]["missed"])
 
     def chaos(self) -> None:
         ctl = Control(default_endpoints(self.dir).ctl, timeout=30)
@@ -289,7 +322,7 @@ class Soak:
             for t in threads:
                 t.join(60)
 
-    def close(self) -> list[str]:
+    def close(self) -> list[int]:
         """Exit busd (then SIGKILL its session) and name any process left."""
         with contextlib.suppress(BusError):
             self.ctl.request("exit", timeout=30)
@@ -339,8 +372,11 @@ def judge(opts: argparse.Namespace, soak: Soak, left: list[str]) -> dict[str, An
         return summary
     summary.update(series(kept))
     failures += growth(opts, kept, summary)
-    if soak.tally.sent == 0 or soak.tally.received < soak.tally.sent * 0.9:
-        failures.append(f"traffic: {soak.tally.received} of {soak.tally.sent} came back")
+    tally = soak.tally
+    if tally.sent == 0 or tally.received != tally.sent:
+        failures.append(f"traffic: {tally.received} of {tally.sent} came back")
+    if tally.duplicates or tally.missed:
+        failures.append(f"traffic: {tally.duplicates} came back twice, {tally.missed} missed")
     if soak.busd.returncode not in (0, None):
         failures.append(f"busd ended with status {soak.busd.returncode}")
     if left:
@@ -403,7 +439,9 @@ def report(summary: dict[str, Any]) -> None:
     print(
         f"soak: {summary['duration']:g}s, {summary['samples']} samples, "
         f"{summary['reloads']} reloads, {summary['scales']} scale changes, "
-        f"{summary['kills']} kills, {summary['received']}/{summary['sent']} broadcasts back"
+        f"{summary['kills']} kills, {summary['bursts']} bursts; {summary['received']}/"
+        f"{summary['sent']} messages back ({summary['duplicates']} twice, "
+        f"{summary['missed']} missed)"
     )
     units = {
         "rss": ("MiB", MIB),
