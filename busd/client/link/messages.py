@@ -104,6 +104,29 @@ class LinkStats(Stats):
     master_lost: int = 0
 
 
+class Handover:
+    """What the link's stream delivered in one turn of its loop (the link thread's).
+
+    Handed to the dispatcher in one put by :meth:`flush`, last before the
+    link waits again: the dispatcher it wakes finds the interpreter free.
+    """
+
+    def __init__(self, deliver: DeliverTo) -> None:
+        self._deliver = deliver
+        self._items: list[Delivered] = []
+
+    def add(self, items: Sequence[Delivered]) -> None:
+        """Keep ``items`` for the end of this turn, after what came before them."""
+        self._items.extend(items)
+
+    def flush(self) -> None:
+        """Hand over everything kept, in order, in one put."""
+        if self._items:
+            items = self._items[:]
+            self._items.clear()
+            self._deliver(items)
+
+
 __all__ = [
     "HELLO_ID",
     "REPLAY_ID",
@@ -113,6 +136,7 @@ __all__ = [
     "DeliverTo",
     "Delivered",
     "Gone",
+    "Handover",
     "LinkMessage",
     "LinkStats",
     "Send",

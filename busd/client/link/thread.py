@@ -2,11 +2,15 @@
 
 ::
 
-    master XPUB --> SUB  --+                          +--deliver([view...] | Synced | Gone)->
-                           +--> [ busd-link thread ] -+    ClientBus inbox (unbounded,
-    master ROUTER <-> DEALER     ^ Outbox[LinkMessage]     counted) --> [busd-dispatch]
-    master's pidfd (same host) --+  Send, Bye, Close          runs listeners, sends acks
-                                    (any thread)
+    master XPUB --> SUB  --+                          +--Handover: deliver([view...] | Synced
+                           +--> [ busd-link thread ] -+    | Gone), one put per turn of the
+    master ROUTER <-> DEALER     ^ Outbox[LinkMessage]     loop, last before its poll)-->
+    master's pidfd (same host) --+  Send, Bye, Close       ClientBus inbox (unbounded,
+                                    (any thread)           counted) --> [busd-dispatch]
+                                                           runs listeners, sends acks
+
+A BATCH is read up to its header (a ``BatchMsg``): the dispatcher decodes
+its messages as it runs them.
 
 This module is the sockets, the timers and the joining; what is read of the
 published stream and of the replay window goes through a
@@ -63,9 +67,9 @@ from busd.client.link.messages import (
     SNAPSHOT_ID,
     Bye,
     Close,
-    Delivered,
     DeliverTo,
     Gone,
+    Handover,
     LinkMessage,
     LinkStats,
     Send,
@@ -149,10 +153,8 @@ class Link:
         self.stats: collections.Counter[str] = collections.Counter()
         #: Feeds the stream what the sockets read; performs what it asks (this thread).
         #: What the stream delivered in this turn of the loop, handed over as it ends.
-        self._delivered: list[Delivered] = []
-        self.feed = Feed(
-            self.stream, self, self._delivered.extend, self.stats, self._complaints, log
-        )
+        self._handover = Handover(deliver)
+        self.feed = Feed(self.stream, self, self._handover.add, self.stats, self._complaints, log)
         #: The requests waiting for a reply (any thread adds; this thread settles).
         self.pending = Pending()
         self._hello_sent = 0.0
@@ -255,7 +257,7 @@ class Link:
         try:
             while not self._closed.is_set():
                 timeout = int(self._poll_ms())
-                self._hand_over()
+                self._handover.flush()
                 ready = dict(poller.poll(timeout))
                 if self.outbox.fileno in ready and self._send_queued():
                     return
@@ -274,19 +276,8 @@ class Link:
             log.exception("busd client link failed")
             self._master_lost("the client link failed")
         finally:
-            self._hand_over()
+            self._handover.flush()
             self.pending.fail_all()
-
-    def _hand_over(self) -> None:
-        """Give the dispatcher what this turn delivered, in one put, last before the poll.
-
-        Last, so that the dispatcher this wakes finds this thread about to wait
-        (no longer holding the interpreter) and runs at once.
-        """
-        if self._delivered:
-            items = self._delivered[:]
-            self._delivered.clear()
-            self.deliver(items)
 
     def _check_handshake(self) -> None:
         assert self._watch is not None
@@ -491,7 +482,7 @@ class Link:
             self.stats["master_lost"] += 1
             log.warning("master lost: %s", reason)
         self.feed.perform(self.stream.master_lost())
-        self._delivered.append(Gone(reason, self.epoch, self.seq))
+        self._handover.add([Gone(reason, self.epoch, self.seq)])
 
     def statistics(self) -> LinkStats:
         """Counters: received, gaps, repaired, missed, resyncs, new epochs, bad messages."""
