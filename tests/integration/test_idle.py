@@ -12,14 +12,20 @@ The bounds are per heartbeat and generous, for a loaded machine: a thread
 that polls on a timer (0.1 s, 1 s, 5 s...) exceeds them, one that sleeps
 until something is due does not.  The window is longer than the longest
 period a thread of the master used to wake up at (5 s).
+
+Sleeping must cost no vigilance: a worker that hangs is still killed when
+its ``--worker-timeout`` has passed, though the pool no longer looks at its
+workers on a timer of its own.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import time
 from typing import Any
 
+import psutil
 import zmq
 
 from busd.core.wire import Kind, decode
@@ -99,3 +105,28 @@ def _bound(name: str) -> float:
     if name.startswith("ZMQbg/"):
         return ZMQ_PER_BEAT * WINDOW
     return 0
+
+
+def test_a_hung_worker_is_killed_after_its_timeout_though_the_pool_sleeps(busd_pool: Any) -> None:
+    # --worker-timeout 4 at heartbeat 0.2: pongs every 1 s, and the hub drops a silent
+    # client after 3 of them (3.2 s), before the timeout: the pool sets no deadline of
+    # its own for a worker whose client the hub holds, and learns of the loss instead.
+    worker_timeout, pong_interval = 4.0, 1.0
+    pool: BusdPool = busd_pool(
+        TARGET, "--worker-timeout", "4", "--heartbeat", "0.2", "--backoff", "0.05"
+    )
+    victim = psutil.Process(pool.pids[0])
+    victim.suspend()
+    stopped = time.monotonic()
+    try:
+        _, alive = psutil.wait_procs([victim], timeout=15)
+    finally:
+        if victim.is_running():
+            victim.resume()
+    elapsed = time.monotonic() - stopped
+    assert not alive, "busd never killed the stopped worker"
+    # Its last word came at most one pong interval before it stopped.
+    assert worker_timeout - pong_interval - 0.1 <= elapsed < worker_timeout + 2.0, elapsed
+    line = f"worker 0 (pid {victim.pid}) did not answer within --worker-timeout 4s: killing it"
+    pool.wait_for(lambda d: d["workers"][0]["pid"] not in (None, victim.pid))
+    assert line in pool.log.text
