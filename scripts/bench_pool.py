@@ -1020,7 +1020,7 @@ def bench_idle(bench: Bench, busd: Busd) -> None:
     )
     names = python_thread_names(busd.pid)
     for tid, old, new in live:
-        name = names.get(tid) or new.comm
+        name = names.get(tid) or ("main" if tid == busd.pid else new.comm)
         bench.samples[f"idle.{name}.cpu"].append((new.ran - old.ran) / took * 100)
         bench.samples[f"idle.{name}.wakeups"].append((new.voluntary - old.voluntary) / took)
         print(
@@ -1098,6 +1098,8 @@ class Row:
         def fmt(value: float | None) -> str:
             if value is None:
                 return "-"
+            if self.unit == "/s":
+                return f"{value:.2f} {self.unit}"
             return f"{value:.3f} {self.unit}" if value < 1 else f"{value:.0f} {self.unit}"
 
         ratio = self.ratio()
