@@ -24,7 +24,8 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 
-#: How long the ROUTER is left unread after a heartbeat that asks for pongs.
+#: How long the ROUTER is left unread after a heartbeat that asks for pongs (at most a
+#: tenth of a heartbeat: a fast heartbeat keeps its requests answered as quickly).
 PONG_GATHER = 0.01
 
 
@@ -34,6 +35,7 @@ class HubClock:
     def __init__(self, heartbeat: float, pong_interval: float) -> None:
         self.heartbeat = heartbeat
         self.pong_interval = pong_interval
+        self.gather = min(PONG_GATHER, heartbeat / 10)
         self.next_beat = time.monotonic()
         #: Until then (monotonic) the pongs asked for are gathered, unread.
         self.gather_until = 0.0
@@ -51,7 +53,7 @@ class HubClock:
         if slot != self._slot:
             self._slot = slot
             if gather:
-                self.gather_until = now + PONG_GATHER
+                self.gather_until = now + self.gather
 
     def reading(self, now: float) -> bool:
         """False while pongs are gathered: the ROUTER is left out of the poll."""
