@@ -226,7 +226,9 @@ class Hub(Desk):
         clock = HubClock(self.heartbeat, self.pong_interval)
         try:
             while not self._closing.is_set():
-                ready = dict(poller.poll(self._sleep_ms(clock)))
+                due = [*(w[0] for w in self._board_waiters), *(e[0] for e in self._ended)]
+                due += [self._drain.deadline] if self._drain else []
+                ready = dict(poller.poll(clock.sleep_ms(poller, self._ctl, due)))
                 if self.outbox.fileno in ready and self._send_queued():
                     return
                 for monitor in self._accepts.monitors:
@@ -254,14 +256,6 @@ class Hub(Desk):
             log.exception("busd hub thread failed")
         finally:
             self._closing.set()
-
-    def _sleep_ms(self, clock: HubClock) -> int:
-        """How long the next poll may sleep; the ROUTER is in it unless pongs are gathered."""
-        now = time.monotonic()
-        self._poller.register(self._ctl, zmq.POLLIN if clock.reading(now) else 0)
-        drain = (self._drain.deadline,) if self._drain else ()
-        waiters = (w[0] for w in self._board_waiters)
-        return clock.wait_ms(now, (*waiters, *(e[0] for e in self._ended), *drain))
 
     def _send_queued(self) -> bool:
         """Send what other threads queued; True once the sockets are closed."""

@@ -23,6 +23,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from typing import Any
+
+import zmq
 
 #: How long the ROUTER is left unread after a heartbeat that asks for pongs (at most a
 #: tenth of a heartbeat: a fast heartbeat keeps its requests answered as quickly).
@@ -58,6 +61,13 @@ class HubClock:
     def reading(self, now: float) -> bool:
         """False while pongs are gathered: the ROUTER is left out of the poll."""
         return now >= self.gather_until
+
+    def sleep_ms(self, poller: zmq.Poller, router: zmq.Socket[Any], due: list[float]) -> int:
+        """Ready ``poller`` for the next sleep (the ``router`` in it unless pongs are
+        gathered) and say how long it may last (see :meth:`wait_ms`)."""
+        now = time.monotonic()
+        poller.register(router, zmq.POLLIN if self.reading(now) else 0)
+        return self.wait_ms(now, due)
 
     def wait_ms(self, now: float, deadlines: Iterable[float]) -> int:
         """Milliseconds to sleep: until the next beat, the end of a gathering or the
