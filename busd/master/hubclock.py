@@ -2,7 +2,7 @@
 
 ::
 
-    [busd-hub] poll(sockets, pidfds, outbox; until HubClock.wake(...))
+    [busd-hub] poll(sockets, pidfds, outbox; for HubClock.sleep_ms(...))
         beat due           -> send the HEARTBEAT; next beat one heartbeat later
         a new pong slot    -> for PONG_GATHER the ROUTER is left out of the poll:
           (wall clock)        the pongs that heartbeat asks for arrive meanwhile
