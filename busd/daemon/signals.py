@@ -47,8 +47,9 @@ from busd.pool.listen import remove_sockets
 from busd.pool.pools import Pools
 
 EX_SOFTWARE = 70
-#: Longest sleep of the main thread between two looks at the state (a safety net).
-WAKE_BOUND = 5.0
+#: Longest sleep of the main thread between two looks at the state: a safety net only
+#: (the exit and every signal wake it at once), long so that an idle busd sleeps.
+WAKE_BOUND = 60.0
 #: Each signal is published on a channel of its name: keep those local.
 SIGNAL_CHANNELS = ("SIGTERM", "SIGINT", "SIGHUP", "SIGUSR1", "SIGTTIN", "SIGTTOU")
 

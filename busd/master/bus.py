@@ -48,6 +48,7 @@ from busd.master.acks import AckReport, wait_acks
 from busd.master.calls import COMMAND_POLL, IN_COMMAND, Command, LocalCall, Shutdown
 from busd.master.commands import LIFECYCLE_CHANNELS, default_commands, timeout_error
 from busd.master.hub import ClientChange, Hub, Request, StatusWanted
+from busd.master.osthread import name_os_thread
 from busd.master.relay import Relay
 from busd.master.reloads import Reloads
 from busd.master.replay import DEFAULT_BYTES, DEFAULT_COUNT, ReplayWindow
@@ -260,12 +261,12 @@ class MasterBus(Reloads, Reporting, Bus):
                     raise BusError("the command thread has ended: the call was not run") from None
 
     def _run_commands(self) -> None:
+        name_os_thread()
         IN_COMMAND.set(True)  # this thread's context: everything it runs is inside a command
         while True:
-            try:
-                item = self._commands.get(timeout=COMMAND_POLL)
-            except queue.Empty:
-                continue  # idle: the next look is bounded too
+            # No timeout: every way out (Shutdown, the exit) is an item on this queue, so
+            # a bounded wait would only wake an idle master for nothing.
+            item = self._commands.get()
             if type(item) is Shutdown:
                 return
             self._run_one(item)

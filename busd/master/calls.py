@@ -19,7 +19,8 @@ from typing import Any
 
 from busd.master.hubmsg import ClientChange, Request, StatusWanted
 
-#: Longest single wait for a command (or its result) before looking again.
+#: Longest single wait for a command's result before looking whether the command thread
+#: still runs (the command thread itself waits for its next command without a bound).
 COMMAND_POLL = 30.0
 
 

@@ -57,6 +57,7 @@ from busd.master.board import Board
 from busd.master.desk import OUTBOX_LIMIT, Desk, Drain, reply_frame
 from busd.master.fdbudget import AcceptWatch, FdGate
 from busd.master.hosts import HOST_ROLE
+from busd.master.hubclock import HubClock
 from busd.master.hubdoor import HubDoor
 from busd.master.hubmsg import (
     ClientChange,
@@ -71,6 +72,7 @@ from busd.master.hubmsg import (
     StatusWanted,
 )
 from busd.master.hubview import HubStats
+from busd.master.osthread import name_os_thread
 from busd.master.pidwatch import PidWatch
 from busd.master.replay import ReplayWindow
 from busd.master.rundir import EndpointGuard
@@ -223,23 +225,17 @@ class Hub(Desk):
     # -- the I/O thread ----------------------------------------------------------------
 
     def _run(self) -> None:
+        name_os_thread()
         poller = self._poller
         for item in (self._pub, self._ctl, self.outbox.fileno, *self._accepts.monitors):
             poller.register(item, zmq.POLLIN)
         log.info("%s", self.fdgate.describe())
-        next_beat = time.monotonic()
+        clock = HubClock(self.heartbeat, self.pong_interval)
         try:
             while not self._closing.is_set():
-                wake = min(
-                    [
-                        next_beat,
-                        *(w[0] for w in self._board_waiters),
-                        *(e[0] for e in self._ended),
-                        *((self._drain.deadline,) if self._drain else ()),
-                    ]
-                )
-                wait_ms = max(0.0, (wake - time.monotonic()) * 1000) + 1
-                ready = dict(poller.poll(int(wait_ms)))
+                due = [*(w[0] for w in self._board_waiters), *(e[0] for e in self._ended)]
+                due += [self._drain.deadline] if self._drain else []
+                ready = dict(poller.poll(clock.sleep_ms(poller, self._ctl, due)))
                 if self.outbox.fileno in ready and self._send_queued():
                     return
                 for monitor in self._accepts.monitors:
@@ -256,9 +252,9 @@ class Hub(Desk):
                     self._answer_board_waiters(time.monotonic())
                 if self._ended:
                     self._drop_ended(time.monotonic())
-                if time.monotonic() >= next_beat:
+                if clock.beat_due(time.monotonic()):
                     self._beat()
-                    next_beat = time.monotonic() + self.heartbeat
+                    clock.beaten(time.monotonic(), gather=self._drain is None)
                 if self._drain is not None and self._drained(time.monotonic()):
                     self._close_sockets(int(self._drain.flush * 1000), ())
                     return

@@ -19,6 +19,7 @@ import socket
 import threading
 
 from busd.core.errors import BusError
+from busd.master.osthread import name_os_thread
 from busd.metrics.errors import MetricsError, parse_address
 from busd.metrics.owner import MetricsOwner
 
@@ -53,6 +54,7 @@ class MetricsEndpoint:
         self._thread.join(CONNECTION_TIMEOUT + 1.0)
 
     def _serve(self) -> None:
+        name_os_thread()
         while not self._closing.is_set():
             try:
                 conn, _ = self._sock.accept()

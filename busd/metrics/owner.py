@@ -35,6 +35,7 @@ from busd import __version__
 from busd.core.control import Control
 from busd.core.errors import BusError
 from busd.master.bus import MasterBus
+from busd.master.osthread import name_os_thread
 from busd.metrics.gather import gather
 from busd.metrics.merge import Merger
 from busd.metrics.series import (
@@ -88,6 +89,7 @@ class MetricsOwner:
     # -- the metrics thread ----------------------------------------------------------------
 
     def _run(self) -> None:
+        name_os_thread()
         control = Control(self.master.hub.ctl_endpoints[0], timeout=2.0)
         process = ProcessCollector(registry=None)
         try:

@@ -50,6 +50,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 
 from busd.core.stats import Stats
+from busd.master.osthread import name_os_thread
 from busd.pool.forkproc import recv_msg, send_msg, serve
 from busd.pool.spawn import Spawned, SpawnerGone
 
@@ -297,6 +298,7 @@ class ForkServer:
     # -- the owner thread -------------------------------------------------------
 
     def _own(self) -> None:
+        name_os_thread()
         try:
             first = self._server
             if first is not None and (why := first.wait_ready(READY_TIMEOUT)) is not None:
@@ -312,7 +314,8 @@ class ForkServer:
         """Wait for asks or the server's death; False once closing."""
         server = self._server
         fds = [self._rfd] if server is None else [self._rfd, server.pidfd]
-        ready, _, _ = select.select(fds, [], [], None if server else 1.0)
+        # Nothing to look at but the pipe and the server's pidfd: an idle owner sleeps.
+        ready, _, _ = select.select(fds, [], [], None)
         if server is not None and server.pidfd in ready:
             self._lost(server)
         if self._rfd in ready:

@@ -2,7 +2,9 @@
 
 ::
 
-    [busd-logspace] every ``interval``: statvfs(DIR)
+    [busd-logspace] statvfs(DIR), again after ``interval`` (1 s) while full, else after
+                    the time a fast writer (FILL_RATE) needs to fill the room left,
+                    at most MAX_INTERVAL: an idle master on a roomy disk sleeps
         free < FULL_BELOW (or no inode left) -> FULL: one WARNING
         free >= BACK_ABOVE again             -> one WARNING "space returned"
     each said on busd's own stderr as it was before --log-dir took it (a
@@ -27,13 +29,18 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from busd.master.bus import MasterBus
+from busd.master.osthread import name_os_thread
 
 #: Fewer free bytes than this: the disk is full (the next lines cannot go).
 FULL_BELOW = 16 * 1024
 #: Space has returned once this much is free again.
 BACK_ABOVE = 64 * 1024
-#: How often the directory is looked at.
+#: How often the directory is looked at while full (and at the most often).
 INTERVAL = 1.0
+#: The longest time between two looks (a disk with room to spare).
+MAX_INTERVAL = 30.0
+#: A fast writer's pace (bytes/s): the room left cannot fill sooner than room / FILL_RATE.
+FILL_RATE = 256 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -106,9 +113,17 @@ class LogSpace:
         return new
 
     def _watch(self) -> None:
+        name_os_thread()
         while not self._stop.is_set():
-            self.check()
-            self._stop.wait(self.interval)
+            self._stop.wait(self.next_look(self.check()))
+
+    def next_look(self, state: SpaceState) -> float:
+        """Seconds until the next look: ``interval`` while full (or unknown), else the
+        time the room left takes to fill at FILL_RATE, within ``interval``..MAX_INTERVAL."""
+        if state.full or state.free is None:
+            return self.interval
+        room = max(0, state.free - FULL_BELOW)
+        return min(MAX_INTERVAL, max(self.interval, room / FILL_RATE))
 
     def _say(self, text: str) -> None:
         if self.console is not None:

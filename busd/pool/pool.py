@@ -94,7 +94,7 @@ class Pool(Upkeep):
         self.master.add_upkeep(self.drain)  # reaps and restarts while a command waits
         if self.config.bus:
             # Client joins and leaves (command thread) and new states (hub): a Tick.
-            self.master.add_client_hook(lambda event, client: self._supervisor.wake())
+            self.master.add_client_hook(self._client_news)
             self.master.add_client_state_hook(lambda client: self._supervisor.wake())
         self._boot.prepare()
         self._supervisor.start()
@@ -102,6 +102,17 @@ class Pool(Upkeep):
         for index in range(self.size):
             self._slots.setdefault(index, Slot(index))
         self._settle()
+
+    def _client_news(self, event: str, client: dict[str, Any]) -> None:
+        """A client joined, left or was lost (command thread): note when its worker was
+        last heard from (its silence is counted from then, not from the pool's last
+        look), and wake the supervisor for a Tick."""
+        age = client.get("last_heartbeat")
+        if isinstance(age, int | float):
+            for worker in self._live():
+                if worker.pid == client.get("pid"):
+                    worker.last_seen = max(worker.last_seen, time.monotonic() - age)
+        self._supervisor.wake()
 
     @property
     def name(self) -> str:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import math
 import os
 import queue
 import signal
@@ -98,6 +99,9 @@ PROBE_EVERY = 0.1
 #: What STARTED means for a program that does not speak the bus when nothing says.
 DEFAULT_READY = Ready(seconds=1.0)
 
+#: The supervisor's deadline as the pool knows it when it does not: the next settle
+#: sends the deadline whatever it is (no deadline is ever equal to this one).
+UNSENT = -math.inf
 #: Failures in a row of a slot that never started, before the pool gives up.
 BOOT_ATTEMPTS = 2
 
@@ -158,8 +162,14 @@ class Roster:
         if self._active:
             times += [s.next_start for s in self._slots.values() if s.next_start is not None]
         if not self._exiting and self.config.bus:
+            # The hub drops a silent client sooner than --worker-timeout (as a rule), and
+            # that loss wakes the pool (a client hook): a worker whose client it holds
+            # needs no deadline of its own, so an idle pool sleeps.
+            watched = self.config.worker_timeout > self._hub_loss_after()
             times += [
-                w.last_seen + self.config.worker_timeout for w in self._live() if not w.retiring
+                w.last_seen + self.config.worker_timeout
+                for w in self._live()
+                if not w.retiring and not (watched and w.heard)
             ]
         elif not self._exiting:  # a program's readiness is probed until it holds
             times += [self._probe_at(w) for w in self._live() if not w.retiring and not w.up]
@@ -171,6 +181,12 @@ class Roster:
             ]
             times += [t for t in [self._recycler.next_time(ages)] if t is not None]
         return min(times) if times else None
+
+    def _hub_loss_after(self) -> float:
+        """The longest silence of a client the hub allows: it drops the client at its
+        first heartbeat past ``pong_interval`` x ``liveness``."""
+        hub = self.master.hub
+        return hub.pong_interval * hub.liveness + hub.heartbeat
 
     @property
     def _who(self) -> str:
@@ -397,4 +413,4 @@ class Roster:
         return not self._retired and not any(s.worker for s in self._slots.values())
 
 
-__all__ = ["BOOT_ATTEMPTS", "PoolConfig", "PoolView", "Roster"]
+__all__ = ["BOOT_ATTEMPTS", "UNSENT", "PoolConfig", "PoolView", "Roster"]

@@ -50,6 +50,8 @@ class Worker:
     last_seen: float
     retiring: bool = False
     joined: bool = False
+    #: Its client was registered at the pool's last look: the hub reports its loss.
+    heard: bool = False
     kill_at: float | None = None
     exit_code: int | None = None
     proc: psutil.Process | None = None

@@ -35,6 +35,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from busd.master.osthread import name_os_thread
 from busd.pool.spawn import Spawner
 
 # -- what the supervisor tells the command thread -----------------------------------
@@ -136,6 +137,7 @@ class Supervisor:
     # -- the thread -------------------------------------------------------------------
 
     def _run(self) -> None:
+        name_os_thread()
         while self._take_orders():
             timeout = None
             if self._wake_at is not None:

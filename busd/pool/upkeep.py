@@ -30,7 +30,7 @@ from collections.abc import Callable
 from busd.master.clients import ClientInfo
 from busd.pool.exits import NEVER_JOINED, ExitReason, describe_status, never_joined
 from busd.pool.ready import probe
-from busd.pool.roster import DEFAULT_READY, Roster
+from busd.pool.roster import DEFAULT_READY, UNSENT, Roster
 from busd.pool.slots import Worker
 from busd.pool.supervisor import PoolMessage, WorkerExited
 
@@ -64,7 +64,10 @@ class Upkeep(Roster):
                 self._reaped(message, forgotten)
             else:
                 self._supervisor.tick_queued.clear()
-                self._wake_at = None  # the supervisor forgot it when it fired
+                # A Tick may come from a deadline (the supervisor forgot it) or from a
+                # wake-up (it kept it): either way the next settle tells it the deadline
+                # now, so a stale one never wakes an idle pool.
+                self._wake_at = UNSENT
                 self._tick()
             self._settle()
         except Exception:  # noqa: BLE001 - one bad report must not stop the upkeep
@@ -196,6 +199,7 @@ class Upkeep(Roster):
         hung: list[tuple[Worker, str]] = []
         for worker in self._live():
             client = clients.get(worker.pid) if self.config.bus else None
+            worker.heard = client is not None
             if not self.config.bus and not worker.up and not worker.retiring:
                 why = self._not_ready(worker, now)
                 if why is not None:
