@@ -261,7 +261,7 @@ class MasterBus(Reloads, Reporting, Bus):
                     raise BusError("the command thread has ended: the call was not run") from None
 
     def _run_commands(self) -> None:
-        name_os_thread()
+        name_os_thread("busd-commands")
         IN_COMMAND.set(True)  # this thread's context: everything it runs is inside a command
         while True:
             # No timeout: every way out (Shutdown, the exit) is an item on this queue, so

@@ -225,7 +225,7 @@ class Hub(Desk):
     # -- the I/O thread ----------------------------------------------------------------
 
     def _run(self) -> None:
-        name_os_thread()
+        name_os_thread("busd-hub")
         poller = self._poller
         for item in (self._pub, self._ctl, self.outbox.fileno, *self._accepts.monitors):
             poller.register(item, zmq.POLLIN)

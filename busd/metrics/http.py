@@ -54,7 +54,7 @@ class MetricsEndpoint:
         self._thread.join(CONNECTION_TIMEOUT + 1.0)
 
     def _serve(self) -> None:
-        name_os_thread()
+        name_os_thread("busd-metrics-http")
         while not self._closing.is_set():
             try:
                 conn, _ = self._sock.accept()

@@ -89,7 +89,7 @@ class MetricsOwner:
     # -- the metrics thread ----------------------------------------------------------------
 
     def _run(self) -> None:
-        name_os_thread()
+        name_os_thread("busd-metrics")
         control = Control(self.master.hub.ctl_endpoints[0], timeout=2.0)
         process = ProcessCollector(registry=None)
         try:

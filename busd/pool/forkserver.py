@@ -298,7 +298,7 @@ class ForkServer:
     # -- the owner thread -------------------------------------------------------
 
     def _own(self) -> None:
-        name_os_thread()
+        name_os_thread("busd-forkserver")
         try:
             first = self._server
             if first is not None and (why := first.wait_ready(READY_TIMEOUT)) is not None:

@@ -113,7 +113,7 @@ class LogSpace:
         return new
 
     def _watch(self) -> None:
-        name_os_thread()
+        name_os_thread("busd-logspace")
         while not self._stop.is_set():
             self._stop.wait(self.next_look(self.check()))
 

@@ -137,7 +137,7 @@ class Supervisor:
     # -- the thread -------------------------------------------------------------------
 
     def _run(self) -> None:
-        name_os_thread()
+        name_os_thread("busd-pool")
         while self._take_orders():
             timeout = None
             if self._wake_at is not None:
