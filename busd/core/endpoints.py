@@ -272,14 +272,14 @@ class Outbox(Generic[T]):
         """The descriptor the I/O thread polls for POLLIN."""
         return self._rfd
 
-    def put(self, item: T) -> None:
-        """Queue one item and wake the I/O thread."""
+    def put(self, item: T) -> bool:
+        """Queue one item and wake the I/O thread; False if it was dropped (closed)."""
         if self._closed:
-            return
+            return False
         self._items.append(item)
-        if self._signalled:
-            return
-        self._wake()  # a full pipe is already a wake-up
+        if not self._signalled:
+            self._wake()  # a full pipe is already a wake-up
+        return True
 
     def _closed_or_signalled(self) -> bool:
         return self._closed or self._signalled

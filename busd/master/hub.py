@@ -178,9 +178,10 @@ class Hub(Desk):
         """Publish frame number ``seq`` (leaving clients in ``state``) to every client."""
         self.outbox.put(Publish((frame,), seq, state))
 
-    def send_run(self, run: PublishRun) -> None:
-        """Queue a run of frames that its relay may still add to (see PublishRun)."""
-        self.outbox.put(run)
+    def send_run(self, run: PublishRun) -> bool:
+        """Queue a run of frames that its relay may still add to (see PublishRun); False
+        when the hub has closed (nothing will take it)."""
+        return self.outbox.put(run)
 
     def send_many(self, frames: tuple[bytes, ...], first: int, state: str) -> None:
         """Publish frames numbered from ``first``, in order, with nothing between them."""
@@ -350,7 +351,7 @@ class Hub(Desk):
         self._closing.set()
         if leftovers is not None and not self._ctl.closed:
             for item in (*leftovers, *self.outbox.drain()):
-                if type(item) not in (Publish, SendTo, Close):
+                if type(item) not in (Publish, PublishRun, SendTo, Close):
                     self._take(item)
             self._refresh_view()
             self._statistics()

@@ -16,7 +16,6 @@ thread has to ask which one it is.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 
 #: The kernel keeps 15 bytes of a thread's name (and a NUL).
 COMM_BYTES = 15
@@ -27,9 +26,9 @@ PR_SET_NAME = 15
 def name_os_thread(name: str) -> None:
     """Give the calling thread ``name`` in the OS (Linux; elsewhere nothing)."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-        libc.prctl(PR_SET_NAME, name.encode(errors="replace")[:COMM_BYTES], 0, 0, 0)
-    except (OSError, AttributeError):  # no libc prctl: the name is a convenience
+        # The process's own symbols (libc's among them): no library search, no subprocess.
+        ctypes.CDLL(None).prctl(PR_SET_NAME, name.encode(errors="replace")[:COMM_BYTES], 0, 0, 0)
+    except (OSError, AttributeError):  # no prctl: the name is a convenience
         return
 
 

@@ -97,8 +97,9 @@ class Relay:
             if run is not None and not run.taken:
                 run.frames.append(frame)
             else:
-                self._run = run = PublishRun(frame, seq, self._state, lock)
-                self.hub.send_run(run)
+                run = PublishRun(frame, seq, self._state, lock)
+                # A run the closed hub will never take is not kept growing.
+                self._run = run if self.hub.send_run(run) else None
         finally:
             lock.release()
         return seq
