@@ -34,7 +34,6 @@ from busd.client.ctl.console import error as _error
 from busd.client.ctl.console import error_doc as _error_doc
 from busd.client.ctl.console import print_json as _print_json
 from busd.client.ctl.reach import unreachable
-from busd.commands.acks import failure_lines
 from busd.core.control import Control
 from busd.core.endpoints import EndpointError, client_endpoints
 from busd.core.errors import BusError, KeyRefused, NoMaster
@@ -187,6 +186,8 @@ def failed(args: argparse.Namespace, exc: BusError) -> int:
     _print_json(args, _error_doc(code, message, details))
     _error(message)
     acks = details.get("acks") if isinstance(details, dict) else None
+    from busd.commands.acks import failure_lines  # here: only a failure prints them
+
     for line in failure_lines(acks):
         _error(line)
     return EXIT_FAILED
