@@ -65,7 +65,9 @@ class PublishRun:
         """The frames, the first seq and the state they leave clients in (the hub, once)."""
         with self.lock:
             self.taken = True
-            return self.frames, self.first, self.state
+            # The relay may keep this run (as its last) a while: it keeps no frame of it.
+            frames, self.frames = self.frames, []
+            return frames, self.first, self.state
 
 
 @dataclass(frozen=True)
