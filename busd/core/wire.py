@@ -280,6 +280,19 @@ def decode(data: bytes, allowed: frozenset[Kind] | None = None) -> Message:
     return Message(_KINDS[obj[1]], tuple(obj[2:]))
 
 
+def decode_messages(data: bytes) -> list[Message]:
+    """Decode and check one PUB frame: its message, or each message of a BATCH, in order.
+
+    For readers of the published stream that take it message by message
+    (``busctl watch``, ``busctl top``, the test fixtures' events): a BATCH's
+    messages are PUBLISH messages, each as it would travel alone.
+    """
+    msg = decode(data, allowed=BROADCAST_KINDS)
+    if msg.kind is not Kind.BATCH:
+        return [msg]
+    return [Message(Kind.PUBLISH, tuple(item[2:])) for item in msg.items[2]]
+
+
 def decode_broadcast(data: bytes) -> list[Any]:
     """Decode and check a PUB frame; return the bare array ``[1, kind, epoch, seq, ...]``.
 

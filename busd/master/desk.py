@@ -353,6 +353,7 @@ class Desk:
                 answer: Any = live_workers(board.answers.get("workers", []), clients)
             else:
                 answer = live_status(board, clients, self._sent[0], mono)
+                answer["counters"] = dict(self.stats)  # the hub's own, as of now
                 answer["replay"] = self.window.statistics().as_dict()
                 answer["unread"] = self._unread().as_dict()
                 answer["fds"] = self.fdgate.statistics()

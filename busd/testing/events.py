@@ -9,6 +9,7 @@ Read in the test's own thread, with deadlines; no background thread.
 
 from __future__ import annotations
 
+import collections
 import time
 import uuid
 from collections.abc import Iterator
@@ -20,13 +21,12 @@ import zmq
 from busd.core.control import Control
 from busd.core.endpoints import PUB_HWM, configure
 from busd.core.errors import ProtocolError
-from busd.core.wire import Kind, decode
+from busd.core.wire import Kind, decode_messages
 
 __all__ = ["PROBE", "Events"]
 
 #: The channel a new watch stream sends itself to know it is live.
 PROBE = "busd.test.probe"
-_BROADCAST = frozenset({Kind.STATE, Kind.PUBLISH, Kind.EVENT, Kind.HEARTBEAT})
 
 
 class Events:
@@ -46,6 +46,8 @@ class Events:
         self._sub.setsockopt(zmq.SUBSCRIBE, b"")
         self._sub.connect(pub)
         self.seen: list[dict[str, Any]] = []
+        #: Messages read (of a BATCH) but not yet returned by next().
+        self._pending: collections.deque[dict[str, Any]] = collections.deque()
         if control is not None:
             try:
                 self.wait_live(control, timeout)
@@ -71,16 +73,18 @@ class Events:
         deadline = time.monotonic() + timeout
         while True:
             remaining = deadline - time.monotonic()
+            if self._pending:
+                doc = self._pending.popleft()
+                self.seen.append(doc)
+                return doc
             if remaining <= 0 or not self._sub.poll(int(remaining * 1000) + 1):
                 return None
             try:
-                msg = decode(self._sub.recv(), allowed=_BROADCAST)
+                msgs = decode_messages(self._sub.recv())
             except ProtocolError:
                 continue
-            doc = _describe(msg)
-            if doc is not None:
-                self.seen.append(doc)
-                return doc
+            # A BATCH holds several: the first now, the rest on the next calls.
+            self._pending.extend(doc for doc in map(_describe, msgs) if doc is not None)
 
     def expect(self, timeout: float = 10.0, **match: Any) -> dict[str, Any]:
         """The next message whose fields equal ``match`` (``event="worker_exited"``)."""

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -12,9 +16,11 @@ from typing import Any
 
 import zmq
 
+from busd.core.control import Control
 from busd.core.endpoints import default_endpoints
 from busd.core.wire import BROADCAST_KINDS, Kind, decode
 from busd.testing import Processes, Sink
+from busd.testing.events import Events
 
 # A worker: reports every lifecycle step and relayed message to the test.
 WORKER = """
@@ -150,8 +156,9 @@ def test_late_joiner_mirrors_current_state_at_once(
 def test_client_that_missed_messages_repairs_them_from_the_window(
     busd_master: Any, busd_procs: Processes, busd_sink: Sink
 ) -> None:
-    # A small queue per subscriber, and a client that cannot read for a while.
-    master = busd_master(pub_hwm=50, heartbeat=1.0)
+    # A small queue per subscriber (a burst travels in BATCH frames of up to 1,000
+    # messages), and a client that cannot read for a while.
+    master = busd_master(pub_hwm=2, heartbeat=1.0)
     master.start()
     worker = start_workers(busd_procs, 1)[0]
     busd_sink.expect("start")
@@ -404,3 +411,48 @@ def test_a_burst_travels_in_batch_frames_and_a_lone_message_alone(
     finally:
         sub.close(linger=0)
         ctx.term()
+
+
+def test_busctl_watch_and_the_events_fixture_take_a_batch_message_by_message(
+    busd_master: Any, busd_dir: Path, busd_procs: Processes
+) -> None:
+    master = busd_master()
+    master.start()
+    # The fixtures' events (busd_run, busd_pool's waits) read the stream as busctl does.
+    control = Control(default_endpoints(busd_dir).ctl, timeout=5)
+    events = Events(default_endpoints(busd_dir).pub, control)
+    try:
+        master.publish_many("many", [(i,) for i in range(1500)])
+        docs = [events.next(10) for _ in range(1500)]
+        assert [d["args"] for d in docs if d] == [[i] for i in range(1500)]
+        assert [d["seq"] for d in docs if d] == list(range(docs[0]["seq"], docs[0]["seq"] + 1500))
+    finally:
+        events.close()
+        control.close()
+    watch = busd_procs.spawn(
+        [
+            sys.executable,
+            "-m",
+            "busd.client.ctl.busctl",
+            "--runtime-dir",
+            str(busd_dir),
+            "--json",
+            "watch",
+            "many",
+            "--count",
+            "2000",
+        ],
+        name="watch",
+    )
+    # It subscribes at some point: bursts (each one BATCH) until it has counted 2,000.
+    deadline = time.monotonic() + 20
+    while watch.poll() is None and time.monotonic() < deadline:
+        master.publish_many("many", [(i,) for i in range(1000)])
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            watch.wait(0.2)
+    assert watch.wait(5) == 0, busd_procs.output(watch)[-2000:]
+    lines = [json.loads(line) for line in busd_procs.output(watch).splitlines() if line[:1] == "{"]
+    assert len(lines) == 2000
+    seqs = [d["seq"] for d in lines]
+    assert seqs == list(range(seqs[0], seqs[0] + 2000))
+    master.exit()

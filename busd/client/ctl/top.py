@@ -48,7 +48,7 @@ from busd.client.ctl.watch import pub_endpoint, subscriber
 from busd.commands.text import cell, duration, percent, plural, printable, size, table
 from busd.core.control import Control
 from busd.core.errors import BusError, NoMaster, ProtocolError
-from busd.core.wire import BROADCAST_KINDS, CLOSING_EVENT, Kind, Message, decode
+from busd.core.wire import CLOSING_EVENT, Kind, Message, decode_messages
 
 #: Seconds between two status requests (the longest the screen goes unrefreshed).
 PERIOD = 1.0
@@ -362,12 +362,13 @@ class Top:
             except zmq.Again:
                 break
             try:
-                msg = decode(frame, allowed=BROADCAST_KINDS)
+                msgs = decode_messages(frame)  # a BATCH: each of its messages
             except ProtocolError as exc:
                 self.events.append(f"{clock(time.time())} skipped a message: {printable(exc)}")
                 added = True
                 continue
-            added = self.take(msg, time.time()) or added
+            for msg in msgs:
+                added = self.take(msg, time.time()) or added
         return added
 
     def take(self, msg: Message, at: float) -> bool:

@@ -35,14 +35,13 @@ from busd.core.control import Control
 from busd.core.endpoints import PUB_HWM, client_endpoints, configure
 from busd.core.errors import BusError, NoMaster, ProtocolError
 from busd.core.wire import (
-    BROADCAST_KINDS,
     CLOSING_EVENT,
     HEARTBEAT_INTERVAL,
     HEARTBEAT_LIVENESS,
     METRICS_CHANNEL,
     Kind,
     Message,
-    decode,
+    decode_messages,
 )
 
 #: After EXITING: how often to look whether the master's socket is gone.
@@ -121,7 +120,7 @@ class Watcher:
             except zmq.Again:
                 return
             try:
-                yield decode(frame, allowed=BROADCAST_KINDS)
+                yield from decode_messages(frame)  # a BATCH: each of its messages
             except ProtocolError as exc:
                 self.output.error(f"skipped a message: {exc}")
 
