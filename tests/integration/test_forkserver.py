@@ -147,6 +147,9 @@ def test_a_respawn_runs_new_code_unless_preloaded(
 ) -> None:
     (tmp_path / "app_v.py").write_text(APP.format(version=1))
     busd_procs.env["PYTHONPATH"] = f"{tmp_path}{os.pathsep}{busd_procs.env['PYTHONPATH']}"
+    # The app changes within a second of its first import, at the same size: a cached .pyc
+    # (stamped with its source's mtime in whole seconds and its size) would pass for new.
+    busd_procs.env["PYTHONDONTWRITEBYTECODE"] = "1"
     busd = start_busd(busd_procs, *flags, "-w", "2", "--reload", "respawn", "app_v:main")
     first = busd_sink.collect("version", 2, timeout=30)
     assert [r["version"] for r in first] == [1, 1]
