@@ -236,7 +236,8 @@ class Hub(Desk):
             while not self._closing.is_set():
                 due = [*(w[0] for w in self._board_waiters), *(e[0] for e in self._ended)]
                 due += [self._drain.deadline] if self._drain else []
-                ready = dict(poller.poll(clock.sleep_ms(poller, self._ctl, due)))
+                hold = not self.registry.watching  # acks awaited: read them as they come
+                ready = dict(poller.poll(clock.sleep_ms(poller, self._ctl, due, hold)))
                 if self.outbox.fileno in ready and self._send_queued():
                     return
                 for monitor in self._accepts.monitors:

@@ -15,8 +15,9 @@ The clients answer the first heartbeat of each wall-clock slot of
 host answers the same heartbeat, within a few milliseconds of each other.
 Read as they come, each straggler would wake the hub (and it would sleep
 again) once more; held back for a moment, they are read in one go.  Only
-the ROUTER is held back, only then, and only for ``PONG_GATHER``: the
-outbox, the subscriptions and the pidfds are watched all the while.
+the ROUTER is held back, only then, only for ``PONG_GATHER``, and never
+while a thread waits for acks (a graceful --wait): the outbox, the
+subscriptions and the pidfds are watched all the while.
 """
 
 from __future__ import annotations
@@ -62,10 +63,15 @@ class HubClock:
         """False while pongs are gathered: the ROUTER is left out of the poll."""
         return now >= self.gather_until
 
-    def sleep_ms(self, poller: zmq.Poller, router: zmq.Socket[Any], due: list[float]) -> int:
+    def sleep_ms(
+        self, poller: zmq.Poller, router: zmq.Socket[Any], due: list[float], hold: bool = True
+    ) -> int:
         """Ready ``poller`` for the next sleep (the ``router`` in it unless pongs are
-        gathered) and say how long it may last (see :meth:`wait_ms`)."""
+        gathered) and say how long it may last (see :meth:`wait_ms`).  Not ``hold``
+        (someone waits for acks): the ROUTER is read at once, gathering or not."""
         now = time.monotonic()
+        if not hold:
+            self.gather_until = 0.0
         poller.register(router, zmq.POLLIN if self.reading(now) else 0)
         return self.wait_ms(now, due)
 

@@ -311,6 +311,11 @@ class Registry:
 
     # -- ack watches: the news a waiting thread needs, as messages --------------------
 
+    @property
+    def watching(self) -> bool:
+        """True while some thread waits for acks (a graceful --wait, a broadcast with wait)."""
+        return bool(self._watches)
+
     def watch(self, seqs: tuple[int, ...], expected: frozenset[int], sink: AckSink) -> None:
         """Send ``sink`` what is known of ``expected``'s acks of ``seqs``, then each change.
 
