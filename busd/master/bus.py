@@ -269,8 +269,6 @@ class MasterBus(Reloads, Reporting, Bus):
             item = self._commands.get()
             if type(item) is Shutdown:
                 return
-            if type(item) is not StatusWanted:
-                self._board_going_stale()
             self._run_one(item)
             if self._state is State.EXITING:
                 self._finish_exit()

@@ -7,9 +7,7 @@
         HELLO    --> Registry.register --(its join subscription shows)--> welcome, ClientChange
         REQUEST  --> ping, snapshot, replay, clients: answered here
                      status, workers: the newest Board, live parts laid over it
-                                      (StatusWanted: a fresh one if it comes within 10 ms;
-                                      none asked while the board is under 1 s old and
-                                      the command thread began nothing since: BoardStale)
+                                      (StatusWanted: a fresh one if it comes within 10 ms)
                      anything else: Request --owner.post--> [busd-commands] --SendTo--> reply
         ACK, PONG --> Registry (an ack goes on to the watches of it: busd.master.acks)
         BYE      --> Registry.remove, ClientChange
@@ -51,7 +49,6 @@ from busd.master.clients import NOT_JOINED, ClientInfo, bye_reason, hello_fields
 from busd.master.fdbudget import FdGate
 from busd.master.hubmsg import (
     AddStateHook,
-    BoardStale,
     ClientChange,
     ExcusePid,
     ForgetPid,
@@ -80,10 +77,6 @@ HUB_COMMANDS = frozenset({"ping", "snapshot", "replay", "clients"})
 BOARD_COMMANDS = frozenset({"status", "workers"})
 #: How long a status request waits for a fresh board before the last one answers it.
 BOARD_WAIT = 0.01
-#: A board this young answers at once, if the command thread has begun nothing since
-#: it came (BoardStale) and the hub has posted it nothing: what a new one would
-#: change is then only the workers' CPU and memory figures.
-BOARD_FRESH = 1.0
 #: Most outbox items (a Publish holds at most PUBLISH_BATCH frames) sent per wake-up.
 OUTBOX_LIMIT = 10_000
 
@@ -133,8 +126,6 @@ class Desk:
         self.views = HubViews()
         self._board = Board()
         self._board_asked = False
-        #: When the board came (monotonic); 0: it may be stale (see BOARD_FRESH).
-        self._board_at = 0.0
         self._board_waiters: list[tuple[float, bytes, int, str]] = []
         self._forbidden = RefusalLog("forbidden request from read-only key")
         #: The last seq sent on PUB, and the state it leaves clients in.
@@ -184,17 +175,12 @@ class Desk:
 
     def _post(self, message: Request | ClientChange | StatusWanted) -> None:
         self._flush_view()
-        if type(message) is not StatusWanted:
-            self._board_at = 0.0  # the command thread may change the board: ask
         self.owner.post(message)
 
     def _take(self, item: HubMessage) -> None:
         """Act on one request of another thread (publishes, replies and closes aside)."""
         if type(item) is NewBoard:
             self._board, self._board_asked = item.board, False
-            self._board_at = time.monotonic()
-        elif type(item) is BoardStale:
-            self._board_at = 0.0
             self._answer_board_waiters(None)
         elif type(item) is ExcusePid:
             excused = {pid: self.registry.excuse_pid(pid) for pid in item.pids}
@@ -290,9 +276,8 @@ class Desk:
         elif cmd in BOARD_COMMANDS:
             # A fresh board if the command thread is free to make one at once,
             # else the last one: never wait on a busy command thread (nor a gone one).
-            fresh = time.monotonic() - self._board_at < BOARD_FRESH
-            if self._board_asked or self._drain is not None or fresh:
-                # Fresh enough; or the command thread has not answered the last ask: busy.
+            if self._board_asked or self._drain is not None:
+                # The command thread has not answered the last ask: it is busy.
                 self._board_waiters.append((0.0, identity, req_id, cmd))
                 self._answer_board_waiters(time.monotonic())
                 return

@@ -100,12 +100,6 @@ class NewBoard:
 
 
 @dataclass(frozen=True)
-class BoardStale:
-    """The command thread began something that may change the board: the next
-    ``status`` asks for a new one (until it comes, the board is not fresh)."""
-
-
-@dataclass(frozen=True)
 class ExcusePid:
     """The pool retires processes ``pids``: no ack wait waits for their clients
     (answered with each one's client, if it had one)."""
@@ -158,7 +152,6 @@ HubMessage = (
     | SendTo
     | Close
     | NewBoard
-    | BoardStale
     | ExcusePid
     | ForgetPid
     | AddStateHook

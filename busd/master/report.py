@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 from busd.master.calls import IN_COMMAND
 from busd.master.clients import ClientInfo
 from busd.master.extend import Extensible
-from busd.master.hubmsg import BoardStale
 
 #: A board is made again between two commands (or while one waits) once it is this old:
 #: a queue of commands never leaves ``status`` and ``workers`` stale for long.
@@ -29,8 +28,6 @@ class Reporting(Extensible):
     """The status map of a MasterBus, and the board made of it."""
 
     _board_at = 0.0
-    #: The hub was told the board may be stale since the last one (BoardStale).
-    _stale_told = False
 
     if TYPE_CHECKING:
         name: str
@@ -88,14 +85,7 @@ class Reporting(Extensible):
         """Older than BOARD_MAX_AGE: a busy command thread makes a new one between items."""
         return time.monotonic() - self._board_at > BOARD_MAX_AGE
 
-    def _board_going_stale(self) -> None:
-        """The command thread begins an item: tell the hub once, before it changes anything."""
-        if not self._stale_told:
-            self._stale_told = True
-            self.hub.outbox.put(BoardStale())
-
     def _publish_board(self, status: dict[str, Any]) -> None:
-        self._stale_told = False
         self._board_at = time.monotonic()
         self._status = status
         self.hub.publish_board(
