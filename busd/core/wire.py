@@ -103,8 +103,6 @@ _PUBLISH = Kind.PUBLISH.value
 _BATCH = Kind.BATCH.value
 #: Kinds sent on PUB, which carry an epoch and a sequence number.
 BROADCAST_KINDS = frozenset({Kind.STATE, Kind.PUBLISH, Kind.EVENT, Kind.HEARTBEAT, Kind.BATCH})
-#: Kinds numbered by ``seq`` (a PUBLISH alone or in a BATCH, the others alone).
-SEQUENCED_KINDS = frozenset({Kind.STATE, Kind.PUBLISH, Kind.EVENT})
 #: Kinds a client sends to the master.
 CLIENT_KINDS = frozenset({Kind.HELLO, Kind.REQUEST, Kind.ACK, Kind.PONG, Kind.BYE})
 _BROADCAST_INTS = frozenset(int(k) for k in BROADCAST_KINDS)

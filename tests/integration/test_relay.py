@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -263,6 +264,22 @@ def test_clients_exit_when_master_is_killed(
     assert wait_exit(workers, 10) == [0] * 3
 
 
+@contextlib.contextmanager
+def raw_sub(busd_dir: Path) -> Iterator[zmq.Socket[Any]]:
+    """A bare SUB on the master's PUB, subscribed to everything, once a heartbeat came."""
+    ctx: zmq.Context[Any] = zmq.Context()
+    sub = ctx.socket(zmq.SUB)
+    try:
+        sub.setsockopt(zmq.LINGER, 0)
+        sub.setsockopt(zmq.SUBSCRIBE, b"")
+        sub.connect(default_endpoints(busd_dir).pub)
+        assert sub.poll(5000), "no heartbeat: not subscribed"
+        yield sub
+    finally:
+        sub.close(linger=0)
+        ctx.term()
+
+
 def test_slow_stop_listener_does_not_delay_heartbeats(busd_master: Any, busd_dir: Path) -> None:
     interval = 0.1
     master = busd_master(heartbeat=interval)
@@ -275,35 +292,28 @@ def test_slow_stop_listener_does_not_delay_heartbeats(busd_master: Any, busd_dir
 
     master.subscribe("stop", slow_stop)
     master.start()
-    ctx: zmq.Context[Any] = zmq.Context()
-    sub = ctx.socket(zmq.SUB)
-    try:
-        sub.setsockopt(zmq.LINGER, 0)
-        sub.setsockopt(zmq.SUBSCRIBE, b"")
-        sub.connect(default_endpoints(busd_dir).pub)
-        assert sub.poll(5000), "no heartbeat at all"
-        stopper = threading.Thread(target=master.stop)
-        stopper.start()
-        assert in_stop.wait(5)
-        beats = []
-        deadline = time.monotonic() + 1.0
-        while time.monotonic() < deadline:
-            if sub.poll(int(3 * interval * 1000)):
-                msg = decode(sub.recv(), allowed=BROADCAST_KINDS)
-                if msg.kind is Kind.HEARTBEAT:
-                    beats.append(time.monotonic())
-            else:
-                break
-        assert master.state.name == "STOPPING", "the stop listener should still be running"
-        release.set()
-        stopper.join(5)
-        gaps = [b - a for a, b in itertools.pairwise(beats)]
-        assert len(beats) >= 5, f"only {len(beats)} heartbeats during a 1 s slow stop"
-        assert max(gaps) < 3 * interval, gaps
-    finally:
-        release.set()
-        sub.close(linger=0)
-        ctx.term()
+    with raw_sub(busd_dir) as sub:
+        try:
+            stopper = threading.Thread(target=master.stop)
+            stopper.start()
+            assert in_stop.wait(5)
+            beats = []
+            deadline = time.monotonic() + 1.0
+            while time.monotonic() < deadline:
+                if sub.poll(int(3 * interval * 1000)):
+                    msg = decode(sub.recv(), allowed=BROADCAST_KINDS)
+                    if msg.kind is Kind.HEARTBEAT:
+                        beats.append(time.monotonic())
+                else:
+                    break
+            assert master.state.name == "STOPPING", "the stop listener should still be running"
+            release.set()
+            stopper.join(5)
+            gaps = [b - a for a, b in itertools.pairwise(beats)]
+            assert len(beats) >= 5, f"only {len(beats)} heartbeats during a 1 s slow stop"
+            assert max(gaps) < 3 * interval, gaps
+        finally:
+            release.set()
 
 
 FAILING_STOP = """
@@ -343,13 +353,7 @@ def test_a_burst_travels_in_batch_frames_and_a_lone_message_alone(
 ) -> None:
     master = busd_master(heartbeat=0.1)
     master.start()
-    ctx: zmq.Context[Any] = zmq.Context()
-    sub = ctx.socket(zmq.SUB)
-    try:
-        sub.setsockopt(zmq.LINGER, 0)
-        sub.setsockopt(zmq.SUBSCRIBE, b"")
-        sub.connect(default_endpoints(busd_dir).pub)
-        assert sub.poll(5000), "no heartbeat: not subscribed"
+    with raw_sub(busd_dir) as sub:
 
         def frames_until(channel: str) -> list[Any]:
             """Every frame but heartbeats, decoded, up to the PUBLISH of ``channel``."""
@@ -408,9 +412,6 @@ def test_a_burst_travels_in_batch_frames_and_a_lone_message_alone(
         states = [m for m in got if m.kind is Kind.STATE]
         assert [m.items[2] for m in states] == ["STOPPING", "STOPPED"]
         assert all(item[1] == Kind.PUBLISH for m in batches for item in m.items[2])
-    finally:
-        sub.close(linger=0)
-        ctx.term()
 
 
 def test_busctl_watch_and_the_events_fixture_take_a_batch_message_by_message(

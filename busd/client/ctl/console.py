@@ -8,6 +8,7 @@ Each document is one write, so ``busctl status | head -1`` reads it whole.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sys
 from typing import TYPE_CHECKING, Any
@@ -50,8 +51,6 @@ def _jsonable(value: Any) -> Any:
 
 def dumps(doc: Any) -> str:
     """One JSON document on one line (bytes as text, anything else by repr)."""
-    import json  # here: only --json and a few answers print JSON
-
     return json.dumps(doc, default=_jsonable, sort_keys=False)
 
 

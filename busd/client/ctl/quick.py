@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Sequence
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, cast
 
 from busd.core.control import DEFAULT_TIMEOUT
@@ -34,21 +35,6 @@ _VALUED = {
 }
 #: The quick subcommands, and whether each takes a POOL.
 _COMMANDS = {"status": True, "workers": True, "ping": False}
-
-
-class _Args:
-    """An ``argparse.Namespace`` look-alike: attributes, compared by them."""
-
-    def __init__(self, **values: Any) -> None:
-        self.__dict__.update(values)
-
-    def __eq__(self, other: object) -> bool:
-        return vars(self) == vars(other)
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __repr__(self) -> str:
-        return f"Namespace({', '.join(f'{k}={v!r}' for k, v in vars(self).items())})"
 
 
 def quick_args(argv: Sequence[str] | None) -> argparse.Namespace | None:
@@ -92,7 +78,8 @@ def quick_args(argv: Sequence[str] | None) -> argparse.Namespace | None:
     if _COMMANDS[command]:
         values["pool"] = pool
     # Read as argparse's Namespace is, by attribute.
-    return cast("argparse.Namespace", _Args(**values, command=command, handler=handlers[command]))
+    quick = SimpleNamespace(**values, command=command, handler=handlers[command])
+    return cast("argparse.Namespace", quick)
 
 
 __all__ = ["quick_args"]

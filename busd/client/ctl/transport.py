@@ -22,7 +22,6 @@ followed by a ping, so that the line says which it was::
 from __future__ import annotations
 
 import os
-import sys
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
@@ -82,13 +81,11 @@ def _keys(args: argparse.Namespace) -> ClientKeys | None:
 
 
 def _key_file_error() -> type[Exception]:
-    """busd.core.auth's KeyFileError once auth is loaded (before, none can be raised)."""
-    auth = sys.modules.get("busd.core.auth")
-    return auth.KeyFileError if auth is not None else _Never
+    """busd.core.auth's KeyFileError (an ``except`` looks it up only when something is
+    raised, so busctl loads auth for it then, if it has not already)."""
+    from busd.core.auth import KeyFileError
 
-
-class _Never(Exception):
-    """Never raised: stands for KeyFileError while busd.core.auth is not loaded."""
+    return KeyFileError
 
 
 def run_remote(args: argparse.Namespace, handler: Handler) -> int:
