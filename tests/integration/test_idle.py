@@ -13,6 +13,9 @@ that polls on a timer (0.1 s, 1 s, 5 s...) exceeds them, one that sleeps
 until something is due does not.  The window is longer than the longest
 period a thread of the master used to wake up at (5 s).
 
+With ``--metrics`` on, the metrics threads (the HTTP accept and the one that
+gathers a scrape) sleep too: no scrape, no wake-up.
+
 Sleeping must cost no vigilance: a worker that hangs is still killed when
 its ``--worker-timeout`` has passed, though the pool no longer looks at its
 workers on a timer of its own.
@@ -22,10 +25,12 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import time
 from typing import Any
 
 import psutil
+import pytest
 import zmq
 
 from busd.core.wire import Kind, decode
@@ -89,10 +94,24 @@ def idle_wakeups(pool: BusdPool) -> dict[str, int]:
     return woke
 
 
-def test_an_idle_master_wakes_only_for_its_heartbeat(busd_pool: Any) -> None:
-    pool: BusdPool = busd_pool(TARGET, workers=3)
+#: The metrics threads, asleep too while nobody scrapes.
+METRICS = ("busd-metrics", "busd-metrics-http")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.parametrize("metrics", [False, True], ids=["plain", "metrics"])
+def test_an_idle_master_wakes_only_for_its_heartbeat(busd_pool: Any, metrics: bool) -> None:
+    extra = ("--metrics", f"127.0.0.1:{free_port()}") if metrics else ()
+    pool: BusdPool = busd_pool(TARGET, *extra, workers=3)
     woke = idle_wakeups(pool)
-    assert set(ASLEEP) | {"busd-hub"} <= set(woke), f"unnamed threads: {woke}"
+    expected = (*ASLEEP, "busd-hub", *(METRICS if metrics else ()))
+    named = {name[:15] for name in expected}  # the kernel keeps 15 bytes of a thread's name
+    assert named <= set(woke), f"unnamed threads: {woke}"
     too_many = {name: count for name, count in woke.items() if count > _bound(name)}
     assert not too_many, (
         f"woke up more than allowed over {WINDOW} heartbeats: {too_many} (all: {woke})"
