@@ -27,7 +27,8 @@ MAX_REPORT = 64 * 1024
 
 #: What a worker that never joins the bus is missing (said once per busd).
 NEVER_JOINED = (
-    "a command run by busd must call busd.client.connect() to join; "
+    "a command run by busd must call busd.client.connect() to join, "
+    "or run with --no-bus (bus = false in a config file) if it does not speak the bus; "
     "a slow start needs a longer --startup-timeout"
 )
 

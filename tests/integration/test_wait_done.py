@@ -165,7 +165,8 @@ def test_a_command_that_never_joins_fails_at_the_startup_timeout(busd_procs: Pro
         [
             f"busd [{busd.pid}] CRITICAL busd.main: worker failed to boot: worker {index} "
             "did not join the bus within --startup-timeout 2s (a command run by busd "
-            "must call busd.client.connect() to join; a slow start needs a longer "
+            "must call busd.client.connect() to join, or run with --no-bus (bus = false "
+            "in a config file) if it does not speak the bus; a slow start needs a longer "
             "--startup-timeout); no worker ever started"
         ]
         for index in (0, 1)
