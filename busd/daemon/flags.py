@@ -408,7 +408,9 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser = build_parser()
     options.check_env(parser)
     config = read_config(argv, parser)
-    opts = parser.parse_args([*config.busd_argv, *argv] if config else argv)
+    opts, extra = parser.parse_known_args([*config.busd_argv, *argv] if config else argv)
+    if extra:
+        _refuse_extra(parser, opts, extra)
     if command and opts.target:
         parser.error("give either TARGET or -- CMD, not both")
     opts.pool_specs = None
@@ -445,6 +447,26 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
         parser, opts, "--pythonpath" in argv or any(a.startswith("--pythonpath=") for a in argv)
     )
     return opts, command
+
+
+def _refuse_extra(
+    parser: argparse.ArgumentParser, opts: argparse.Namespace, extra: list[str]
+) -> None:
+    """argparse's "unrecognized arguments", except for a second TARGET: that names the fix."""
+    if opts.target and any(_is_target(arg) for arg in extra):
+        parser.error(
+            f"one TARGET per command line (got {opts.target} and {' '.join(extra)}): "
+            "run several pools from a config file, busd --config FILE (GUIDE: Several pools)"
+        )
+    parser.error(f"unrecognized arguments: {' '.join(extra)}")
+
+
+def _is_target(arg: str) -> bool:
+    try:
+        options.target(arg)
+    except argparse.ArgumentTypeError:
+        return False
+    return True
 
 
 def read_config(argv: list[str], parser: argparse.ArgumentParser) -> ConfigFile | None:

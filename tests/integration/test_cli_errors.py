@@ -74,6 +74,26 @@ def test_busd_refuses_a_listen_address_it_cannot_bind(busd_dir: Path) -> None:
     assert "--listen" in done.stderr, done.stderr
 
 
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["-w", "1", "app:main", "app:hog"], "busd --config FILE"),
+        (["-w", "1", "app:main", "stray"], "unrecognized arguments: stray"),
+        (["--bogus", "app:main"], "unrecognized option --bogus"),
+    ],
+    ids=["second target", "stray word", "unknown flag"],
+)
+def test_busd_refuses_extra_arguments_in_one_line(
+    argv: list[str], said: str, busd_dir: Path
+) -> None:
+    done = run("busd", argv, {}, busd_dir)
+    assert done.returncode == 2, done.stderr
+    [line] = done.stderr.splitlines()
+    assert line.startswith("busd: "), line
+    assert said in line, line
+    assert not list(busd_dir.iterdir()), "nothing may be made before the flags are checked"
+
+
 @pytest.mark.parametrize("module", ["busd", "busd.client.ctl.busctl"])
 def test_version(module: str, busd_dir: Path) -> None:
     done = run(module, ["--version"], {}, busd_dir)
