@@ -57,6 +57,7 @@ from busd.master.bus import MasterBus
 from busd.master.registry import ClientInfo
 from busd.pool.commands import Reload
 from busd.pool.exits import ExitReason
+from busd.pool.forkserver import ForkServer
 from busd.pool.roster import BOOT_ATTEMPTS, PoolConfig
 from busd.pool.slots import Slot, Worker, process_stats
 from busd.pool.spawn import Spawner
@@ -162,7 +163,13 @@ class Pool(Upkeep):
             "after": list(config.after),
             "active": self._active,
             "exits": dict(self.exits),
+            "forkserver": self._forkserver_stats(),
         }
+
+    def _forkserver_stats(self) -> dict[str, Any] | None:
+        """This pool's fork server (its pid, how often replaced), None if it execs."""
+        spawner = self.spawner
+        return spawner.statistics().as_dict() if isinstance(spawner, ForkServer) else None
 
     def all_started(self, clients: Mapping[int, ClientInfo] | None = None) -> bool:
         """Every slot has a worker that reached STARTED (a program: ``ready`` held); given

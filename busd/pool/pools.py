@@ -15,7 +15,10 @@
     status hook -> "workers" (every pool's, each naming its "pool") and "pools"
 
 One command thread owns every pool and this table; the supervisor of each
-pool reports to it (:mod:`busd.pool.pool`).  With one pool (the command
+pool reports to it (:mod:`busd.pool.pool`).  Other threads (sd_notify's
+readiness wait, a joined host's report, a forced shutdown) only read the
+table: the command thread replaces it whole, never changes it in place, so a
+reader sees one table or the next, each complete.  With one pool (the command
 line's ``main``) busd behaves as it always has: a graceful reaches every
 client, and the commands need no ``--pool``.
 """
@@ -89,7 +92,7 @@ class Pools:
     def add(self, pool: Pool) -> None:
         """Attach ``pool`` (after the others: it must come after no later one); it starts
         now if the master runs and the pools it comes after are STARTED."""
-        self._pools[pool.name] = pool
+        self._pools = {**self._pools, pool.name: pool}
         self._attach(pool)
         self._set_audience()
         if self._running:
@@ -103,7 +106,7 @@ class Pools:
         """Stop pool ``name`` (bounded), forget it, and return it (the caller closes it)."""
         pool = self._pools[name]
         pool.stop_workers()
-        del self._pools[name]
+        self._pools = {n: p for n, p in self._pools.items() if n != name}
         pool.retired = True
         self._set_audience()
         return pool
@@ -133,7 +136,7 @@ class Pools:
                     f"pool {new.name}: the new workers did not reach STARTED within "
                     f"--startup-timeout {new.config.startup_timeout:g}s; the old ones kept",
                 )
-        self._pools[new.name] = new
+        self._pools = {**self._pools, new.name: new}  # its place in the order kept
         old.stop_workers()
         old.retired = True
         self._set_audience()

@@ -73,6 +73,12 @@ def test_pools_start_from_one_file_in_after_order_and_a_publish_reaches_every_on
     assert pools["prog"]["command"][-1] == str(tmp_path / "prog.sock")
     assert pools["web"]["target"] == TARGET
     assert pools["jobs"]["after"] == ["web"]
+    # Each pool that forks has a fork server of its own; the program has none.
+    assert pools["prog"]["forkserver"] is None
+    forkservers = {pools[name]["forkserver"]["pid"] for name in ("web", "jobs")}
+    assert len(forkservers) == 2, pools
+    assert None not in forkservers, pools
+    assert status["forkserver"]["pid"] == pools["web"]["forkserver"]["pid"]
     assert {(w["pool"], w["state"]) for w in status["workers"]} == {
         ("web", "STARTED"),
         ("jobs", "STARTED"),
