@@ -23,6 +23,7 @@ from busd.testing import Processes, Sink
 
 TIMEOUT = 20.0
 TARGET = "tests.integration.join_targets:main"
+POOL_TARGET = "tests.integration.pool_targets:reporter"
 
 
 def make_keys(root: Path) -> dict[str, Path]:
@@ -113,6 +114,57 @@ def test_a_master_that_respawns_its_workers_still_reloads_the_joined_ones(
     code = busctl(["--runtime-dir", str(runtime), "exit"])
     assert code == 0
     assert sorted(r["pid"] for r in busd_sink.collect("exit", 2, TIMEOUT)) == pids
+    assert host.wait(TIMEOUT) == 0, busd_procs.output(host)
+
+
+def test_a_joined_busd_runs_several_pools_from_a_config_file(
+    busd_procs: Processes,
+    busd_sink: Sink,
+    busd_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """--join with --config: the joined busd's pools start in ``after`` order, the
+    master's graceful reaches every one of their workers, and its exit stops them in
+    reverse order."""
+    keys = make_keys(tmp_path)
+    runtime, ctl = start_master(busd_procs, busd_dir, keys)
+    config = tmp_path / "joined.toml"
+    config.write_text(
+        f"""
+[busd]
+join = "{ctl}"
+server_key = "{keys["server"]}"
+curve_secret = "{keys["host_secret"]}"
+
+[pools.web]
+target = "{POOL_TARGET}"
+workers = 2
+
+[pools.jobs]
+target = "{POOL_TARGET}"
+after = ["web"]
+"""
+    )
+    host = busd_procs.spawn(busd(busd_dir / "h", "--config", str(config)), name="host")
+    starts = busd_sink.collect("start", 3, TIMEOUT)
+    web = [r for r in starts if r["pool"] == "web"]
+    [jobs] = [r for r in starts if r["pool"] == "jobs"]
+    assert len(web) == 2, starts
+    assert max(r["at"] for r in web) < jobs["at"]
+
+    capsys.readouterr()
+    code = busctl(["--runtime-dir", str(runtime), "--timeout", str(TIMEOUT), "graceful", "--wait"])
+    _, err = capsys.readouterr()
+    assert code == 0, err
+    reloaded = busd_sink.collect("graceful", 3, TIMEOUT)
+    assert sorted(r["pid"] for r in reloaded) == sorted(r["pid"] for r in starts)
+
+    assert busctl(["--runtime-dir", str(runtime), "exit"]) == 0
+    stops = busd_sink.collect("stop", 3, TIMEOUT)
+    exits = busd_sink.collect("exit", 3, TIMEOUT)
+    [jobs_exit] = [r for r in exits if r["pool"] == "jobs"]
+    assert jobs_exit["at"] < min(r["at"] for r in stops if r["pool"] == "web")
     assert host.wait(TIMEOUT) == 0, busd_procs.output(host)
 
 
