@@ -265,17 +265,25 @@ def _timed_out(
 # -- what an ACK may say ------------------------------------------------------------
 
 
-def bounded_result(result: Any) -> Any:
-    """An ACK's ``result``, or a note in its place when it encodes to over ``RESULT_LIMIT``."""
+def bounded_result(result: Any, frame_size: int = 0) -> tuple[Any, int]:
+    """An ACK's ``result`` (or a note in its place when it encodes to over
+    ``RESULT_LIMIT``) and its encoded size (0 for none, a scalar or a note).
+
+    ``frame_size``: the size of the ACK frame it came in, if known; a frame
+    within the limit holds a result within it, which is not encoded again to
+    be measured (the frame's size stands for its size).
+    """
     if result is None or isinstance(result, bool | int | float):
-        return result
+        return result, 0
+    if 0 < frame_size <= RESULT_LIMIT:
+        return result, frame_size
     try:
         size = len(wire.pack(result))
     except (TypeError, ValueError, OverflowError):
-        return "(a result that cannot be encoded)"
+        return "(a result that cannot be encoded)", 0
     if size <= RESULT_LIMIT:
-        return result
-    return f"(a result of {size} bytes, over the {RESULT_LIMIT}-byte limit)"
+        return result, size
+    return f"(a result of {size} bytes, over the {RESULT_LIMIT}-byte limit)", 0
 
 
 def bounded_error(error: dict[str, Any]) -> dict[str, str]:

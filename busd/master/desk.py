@@ -210,8 +210,14 @@ class Desk:
             log.warning("%s (%s #%d)", message, code, count)
 
     def _dispatch(
-        self, identity: bytes, msg: Message, role: Role = Role.FULL, peer: str = "local"
+        self,
+        identity: bytes,
+        msg: Message,
+        role: Role = Role.FULL,
+        peer: str = "local",
+        size: int = 0,
     ) -> None:
+        """Act on one message from a client (``size``: its frame's, if known)."""
         body: dict[str, Any] = msg.body
         if msg.kind is Kind.HELLO:
             self._hello(identity, msg.req_id, body, role)
@@ -233,7 +239,7 @@ class Desk:
                 self._complain("stale_ack", "ignored an ack for another master incarnation")
                 return
             self.stats["acks"] += 1
-            self.registry.record_ack(identity, body)
+            self.registry.record_ack(identity, body, size)
         elif msg.kind is Kind.PONG:
             self.registry.pong(identity, body)
         elif msg.kind is Kind.BYE:

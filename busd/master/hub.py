@@ -392,7 +392,7 @@ class Hub(Desk):
                 self._reject(identity, 0, exc, frames[1])
                 continue
             try:
-                self._dispatch(identity, msg, role, peer)
+                self._dispatch(identity, msg, role, peer, len(frames[1]))
             except (ProtocolError, Busy) as exc:
                 self._reject(identity, msg.req_id, exc)
             except Exception as exc:

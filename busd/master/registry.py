@@ -56,6 +56,13 @@ from busd.master.clients import (
 
 #: How many sequence numbers' acks are kept; older ones are forgotten.
 ACK_MEMORY = 4096
+#: How long an ack's result is kept for a thread that watches its seq only later (s),
+#: and how many encoded bytes of results are kept at most: past either, the oldest
+#: results are forgotten (their acks, ok and errors, stay).  A waiter watches its seq
+#: right after it publishes; a scrape every 15 s of 32 workers' registries would
+#: otherwise keep 4096 scrapes' worth (about 1 GB) and make every collection longer.
+RESULT_KEEP = 30.0
+RESULT_BYTES = 16 << 20
 
 
 @dataclass(frozen=True)
@@ -74,6 +81,9 @@ class Registry:
         self._by_identity: dict[bytes, ClientInfo] = {}
         self._next_id = 1
         self._acks: collections.OrderedDict[int, dict[int, Ack]] = collections.OrderedDict()
+        #: (when, seq, client id, size) of each result kept, oldest first, and their sum.
+        self._results: collections.deque[tuple[float, int, int, int]] = collections.deque()
+        self._result_bytes = 0
         self._departed: dict[int, ClientInfo] = {}
         self._watches: list[_Watch] = []
         #: Ids of clients the pool retired (bounded): leaving is not being lost.
@@ -262,8 +272,11 @@ class Registry:
             if c.last_seen < limits.get(c.role, older_than) and c.joined_seq != NOT_JOINED
         ]
 
-    def record_ack(self, identity: bytes, body: dict[str, Any]) -> Ack | None:
-        """Store an ack from a registered client; None if unknown or read-only."""
+    def record_ack(self, identity: bytes, body: dict[str, Any], frame_size: int = 0) -> Ack | None:
+        """Store an ack from a registered client; None if unknown or read-only.
+
+        ``frame_size``: the size of the frame it came in, if known.
+        """
         seq = body.get("seq")
         if type(seq) is not int or seq < 1:
             raise wire_error(ErrorCode.BAD_ARGUMENTS, "ACK: 'seq' must be an integer >= 1")
@@ -273,22 +286,38 @@ class Registry:
         info = self._by_identity.get(identity)
         if info is None or info.readonly:
             return None
+        result, size = bounded_result(body.get("result"), frame_size)
         ack = Ack(
             client=info.id,
             seq=seq,
             ok=body.get("ok") is True,
-            result=bounded_result(body.get("result")),
+            result=result,
             errors=tuple(bounded_error(e) for e in errors[:ERRORS_LIMIT] if isinstance(e, dict)),
         )
         self._acks.setdefault(seq, {})[info.id] = ack
         while len(self._acks) > ACK_MEMORY:
             self._acks.popitem(last=False)
+        now = time.monotonic()
+        if size:
+            self._results.append((now, seq, info.id, size))
+            self._result_bytes += size
+        self._forget_results(now)
         self._by_identity[identity] = replace(
-            info, last_seen=time.monotonic(), last_ack_seq=max(info.last_ack_seq, seq)
+            info, last_seen=now, last_ack_seq=max(info.last_ack_seq, seq)
         )
         self.changed = True
         self._tell(info.id, seq, Acked(ack, info.label()))
         return ack
+
+    def _forget_results(self, now: float) -> None:
+        """Drop the results kept longer than RESULT_KEEP, or past RESULT_BYTES."""
+        results = self._results
+        while results and (self._result_bytes > RESULT_BYTES or now - results[0][0] > RESULT_KEEP):
+            _, seq, cid, size = results.popleft()
+            self._result_bytes -= size
+            held = self._acks.get(seq, {}).get(cid)
+            if held is not None and held.result is not None:
+                self._acks[seq][cid] = held._replace(result=None)
 
     def expected(self, seq: int) -> set[int]:
         """Ids of the clients that will receive ``seq``: joined before it."""
@@ -358,6 +387,8 @@ class Registry:
 __all__ = [
     "ACK_MEMORY",
     "NOT_JOINED",
+    "RESULT_BYTES",
+    "RESULT_KEEP",
     "AckReport",
     "ClientInfo",
     "ClientTable",

@@ -18,7 +18,7 @@ from busd.core.wire import (
 )
 from busd.master.acks import AckSink, wait_acks
 from busd.master.clients import ClientTable
-from busd.master.registry import Registry, bye_reason
+from busd.master.registry import RESULT_KEEP, Registry, bye_reason
 
 WORKER = b"worker-identity"
 READER = b"reader-identity"
@@ -115,6 +115,53 @@ def test_an_ack_is_bounded() -> None:
     assert small.result == {"n": [1, 2]}
     assert len(msgpack.packb(ack.as_dict())) < MAX_MESSAGE_SIZE // 2
     assert RESULT_LIMIT < MAX_MESSAGE_SIZE
+
+
+def known_acks(registry: Registry, seqs: tuple[int, ...]) -> dict[int, object]:
+    """What a thread that watches ``seqs`` only now learns: each seq's result."""
+    report = wait_acks(HubThread(registry), seqs, {1}, 1.0, lambda *_: AssertionError())
+    assert len(report.acks) == 1
+    [ack] = report.acks
+    return {ack.seq: ack.result}
+
+
+def test_results_are_kept_within_their_budget_the_acks_stay(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    registry = Registry()
+    joined(registry, WORKER)
+    result = {"families": ["x" * 100]}
+    size = len(msgpack.packb(result))
+    monkeypatch.setattr("busd.master.registry.RESULT_BYTES", 2 * size)
+    for seq in (1, 2, 3):
+        registry.record_ack(WORKER, {"seq": seq, "ok": True, "result": result})
+    # The oldest result went past the budget; its ack (ok) stays and still counts.
+    assert known_acks(registry, (1,)) == {1: None}
+    assert known_acks(registry, (2,)) == {2: result}
+    assert known_acks(registry, (3,)) == {3: result}
+
+
+def test_results_are_forgotten_after_they_were_kept_long_enough(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    class Clock:
+        now = 1000.0
+
+        def monotonic(self) -> float:
+            return self.now
+
+    clock = Clock()
+    monkeypatch.setattr("busd.master.registry.time", clock)
+    registry = Registry()
+    joined(registry, WORKER)
+    registry.record_ack(WORKER, {"seq": 1, "ok": True, "result": {"n": 1}})
+    clock.now += RESULT_KEEP / 2
+    registry.record_ack(WORKER, {"seq": 2, "ok": True, "result": {"n": 2}})
+    assert known_acks(registry, (1,)) == {1: {"n": 1}}
+    clock.now += RESULT_KEEP / 2 + 1
+    registry.record_ack(WORKER, {"seq": 3, "ok": True, "result": {"n": 3}})
+    assert known_acks(registry, (1,)) == {1: None}
+    assert known_acks(registry, (2,)) == {2: {"n": 2}}
 
 
 @pytest.mark.parametrize("body", [{"seq": "x"}, {"seq": 0}, {"seq": 1, "errors": "e"}])
