@@ -108,6 +108,7 @@ class MergerStats(Stats):
 class _Kind:
     """What a family name is: its type, help and (gauges) mode, as first seen."""
 
+    name: str
     type: str
     help: str
     mode: str
@@ -141,6 +142,8 @@ class Merger:
         self._departed = 0
         self._skipped = 0
         self._merged = 0
+        #: The workers, least recently heard first (made once per merge).
+        self._by_heard: list[tuple[WorkerKey, _Worker]] = []
 
     def merge(
         self,
@@ -163,6 +166,7 @@ class Merger:
         for key, report in answered.items():
             self._hear(key, report.families)
         self._forget_unheld_names()
+        self._by_heard = sorted(self._workers.items(), key=lambda item: item[1].heard)
         merged = [self._family(name, kind) for name, kind in sorted(self._kinds.items())]
         self._merged = len(merged)
         return merged
@@ -203,14 +207,21 @@ class Merger:
             if family.type not in COUNTER_LIKE:
                 continue
             later = now.get(name)
-            samples = dict(later.samples) if later is not None else {}
+            if later is None:
+                now[name] = family  # carried whole
+                continue
+            latest = later.samples
+            carried: dict[SampleKey, float] | None = None
             for sample_key, value in family.samples.items():
-                current = samples.get(sample_key)
+                current = latest.get(sample_key)
                 if current is None:
-                    samples[sample_key] = value
+                    if carried is None:
+                        carried = dict(latest)
+                    carried[sample_key] = value
                 elif current < value:
                     self._fold(name, pool, sample_key[0], sample_key[1], value)
-            now[name] = _Family(family.type, samples)
+            if carried is not None or later.type != family.type:
+                now[name] = _Family(family.type, latest if carried is None else carried)
 
     def _fold(self, name: str, pool: str, sample: str, labels: Labels, value: float) -> None:
         base = self._bases.setdefault(name, {})
@@ -230,17 +241,25 @@ class Merger:
         if not isinstance(families, (list, tuple)):
             self._skipped += 1
             return checked
+        kinds = self._kinds
         for raw in families:
-            kind = _kind_of(raw)
-            if kind is None or not isinstance(raw, Mapping):
+            # The common case first: a plain map naming a family already known, of its type.
+            name = raw.get("name") if type(raw) is dict else None
+            known = kinds.get(name) if type(name) is str else None
+            if known is None or raw.get("type") != known.type:
+                kind = _kind_of(raw)
+                if kind is None or not isinstance(raw, Mapping):
+                    self._skipped += 1
+                    continue
+                known = kinds.setdefault(kind.name, kind)
+                if known.type != kind.type:
+                    self._skipped += 1
+                    continue
+            if known.name in checked:
                 self._skipped += 1
                 continue
-            name: str = raw["name"]
-            known = self._kinds.setdefault(name, kind)
-            if known.type != kind.type or name in checked:
-                self._skipped += 1
-                continue
-            checked[name] = _Family(kind.type, self._check_samples(name, kind.type, raw))
+            samples = self._check_samples(known.name, known.type, raw)
+            checked[known.name] = _Family(known.type, samples)
         return checked
 
     def _check_samples(self, name: str, kind: str, family: Family) -> dict[SampleKey, float]:
@@ -249,12 +268,22 @@ class Merger:
         if not isinstance(raw_samples, (list, tuple)):
             self._skipped += 1
             return samples
+        created = f"{name}_created"
+        counter_like = kind in COUNTER_LIKE
         for raw in raw_samples:
             sample = _sample(raw)
-            if sample is None or not _mergeable(name, kind, sample):
+            if sample is None:
                 self._skipped += 1
                 continue
             key, value = sample
+            if key[0] == created:
+                self._skipped += 1
+                continue
+            if counter_like and (
+                math.isnan(value) or (kind == "summary" and "quantile" in dict(key[1]))
+            ):
+                self._skipped += 1
+                continue
             samples[key] = value
         return samples
 
@@ -302,8 +331,7 @@ class Merger:
         """The workers whose last report has family ``name`` (of its kept type),
         the least recently heard first."""
         kind = self._kinds[name]
-        by_heard = sorted(self._workers.items(), key=lambda item: item[1].heard)
-        for key, worker in by_heard:
+        for key, worker in self._by_heard:
             family = worker.families.get(name)
             if family is not None and family.type == kind.type:
                 yield key, family
@@ -326,11 +354,15 @@ def _kind_of(raw: object) -> _Kind | None:
         return None
     help_text = text if isinstance(text, str) else ""
     gauge_mode = mode if kind == "gauge" and isinstance(mode, str) and mode in AGGREGATES else "all"
-    return _Kind(str(kind), help_text, gauge_mode)
+    return _Kind(name, str(kind), help_text, gauge_mode)
 
 
 def _sample(raw: object) -> tuple[SampleKey, float] | None:
     """``[name, {label: value}, number]`` checked, or None."""
+    if type(raw) is list and len(raw) == 3:  # the common case: no labels, a float
+        name, labels, value = raw
+        if type(name) is str and name and labels == {} and type(value) in (float, int):
+            return (name, ()), float(value)
     if not isinstance(raw, (list, tuple)) or len(raw) != 3:
         return None
     name, labels, value = raw
@@ -342,15 +374,6 @@ def _sample(raw: object) -> tuple[SampleKey, float] | None:
         return None
     own = {f"exported_{k}" if k in ADDED_LABELS else k: v for k, v in labels.items()}
     return (name, tuple(sorted(own.items()))), float(value)
-
-
-def _mergeable(family: str, kind: str, sample: tuple[SampleKey, float]) -> bool:
-    (name, labels), value = sample
-    if name == f"{family}_created":
-        return False
-    if kind not in COUNTER_LIKE:
-        return True
-    return not math.isnan(value) and not (kind == "summary" and "quantile" in dict(labels))
 
 
 def _labels_out(labels: Labels, pool: str, slot: int | None) -> dict[str, str]:
