@@ -12,6 +12,7 @@ started and one failed twice in a row), 70 after an unrecoverable error.
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import signal
@@ -310,6 +311,10 @@ def serve(
         log.error("could not start: %s", exc)
         return EX_SOFTWARE
     log_summary(opts, master, poolset, command, pool)
+    # What the master made to start (modules, classes, its threads' state) lives as long
+    # as it does: out of the collector's sight, a collection (a scrape's acks, a burst's
+    # messages) looks only at what came since.  The workers do the same.
+    gc.freeze()
     signals.wait_for_exit()  # the main thread: signals reach the command queue at once
     master.block()
     if host is not None:
