@@ -280,7 +280,7 @@ class DispatchingBus(Bus):
         if channel == METRICS_CHANNEL:  # a scrape: this process's registry, in the ack
             from busd.client.metrics import report
 
-            return report()
+            return report(kwargs.get("have"))
         return Bus.publish(self, channel, *args, **kwargs)
 
     def _state_changed(self, old: State, new: State) -> None:

@@ -8,7 +8,14 @@ publish on ``busd.metrics`` with ack, and each worker answers with
         {"name": "hits", "type": "counter", "help": "Hits.", "mode": "all",
          "samples": [["hits_total", {"path": "/"}, 5.0]]},
         ...
-    ]}
+     ],
+     "digest": "5c0f4e9d1a2b3c4d"}
+
+``digest`` names these families' values (a hash of their msgpack encoding).
+The scrape's ``have`` argument maps each worker's pid (a string) to the digest
+of the report the master holds from it; a worker whose report has not changed
+since answers ``{"same": digest}`` instead, and the master keeps using what it
+holds.  An idle pool's scrape then carries, decodes and merges no family.
 
 ``mode`` is prometheus_client's ``multiprocess_mode`` of a Gauge (``"all"``
 for every other family, and for a gauge whose mode cannot be read); the
@@ -23,10 +30,14 @@ timestamp, meaningless summed), timestamps and exemplars.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
+
+import msgpack
 
 _log = logging.getLogger(__name__)
 
@@ -34,23 +45,42 @@ _log = logging.getLogger(__name__)
 DEFAULT_PREFIXES = ("process_", "python_")
 
 
-def report() -> dict[str, Any]:
+def report(have: Any = None) -> dict[str, Any]:
     """This process's ``prometheus_client.REGISTRY`` as plain data; never raises.
 
     ``{"families": []}`` when the application has not imported
     prometheus_client; a collector that fails is left out (and logged), the
-    rest are reported.
+    rest are reported.  ``have``: the scrape's map of pid to the digest the
+    master holds; ``{"same": digest}`` when it holds this report already.
     """
     module = sys.modules.get("prometheus_client")
     if module is None:
         return {"families": []}
+    families = _families(module)
+    digest = _digest(families)
+    if digest and isinstance(have, Mapping) and have.get(str(os.getpid())) == digest:
+        return {"same": digest}
+    return {"families": families, "digest": digest} if digest else {"families": families}
+
+
+def _families(module: Any) -> list[dict[str, Any]]:
+    """The registry's families, each collector read apart (one failing spares the rest)."""
     families: list[dict[str, Any]] = []
     try:
         for collect, mode in _sources(module.REGISTRY, getattr(module, "Gauge", None)):
             families.extend(_collect(collect, mode))
     except Exception:  # noqa: BLE001 - a report never fails the ack: logged, what was read goes
         _log.warning("metrics: cannot read prometheus_client's registry", exc_info=True)
-    return {"families": families}
+    return families
+
+
+def _digest(families: list[dict[str, Any]]) -> str:
+    """A short hash of the families' encoding ("" if they do not encode)."""
+    try:
+        data = msgpack.packb(families, use_bin_type=True)
+    except (TypeError, ValueError, OverflowError):
+        return ""
+    return hashlib.blake2b(data, digest_size=8).hexdigest()
 
 
 Source = tuple[Callable[[], Iterable[Any]], str]

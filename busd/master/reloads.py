@@ -58,13 +58,15 @@ class Reloads:
         graceful runs here only, as with keep_graceful_local)."""
         self.graceful_audience = None if pools is None else frozenset(pools)
 
-    def relay_asking(self, channel: str) -> tuple[int, ClientTable]:
-        """Relay ``channel`` (no arguments) with ack, from any thread, and return its seq
-        and the clients then: those of them with a lower ``joined_seq`` will ack it
-        (:func:`busd.master.acks.wait_acks` on ``self.hub.door`` waits for them).  The
-        master's own listeners do not run."""
+    def relay_asking(
+        self, channel: str, kwargs: dict[str, Any] | None = None
+    ) -> tuple[int, ClientTable]:
+        """Relay ``channel`` (with ``kwargs``, if any) with ack, from any thread, and
+        return its seq and the clients then: those of them with a lower ``joined_seq``
+        will ack it (:func:`busd.master.acks.wait_acks` on ``self.hub.door`` waits for
+        them).  The master's own listeners do not run."""
         table = self.hub.door.client_table()
-        return self._relay(channel, (), {}, ack=True), table
+        return self._relay(channel, (), kwargs or {}, ack=True), table
 
     def graceful_reaches(self, pool: str) -> bool:
         """Whether a graceful is relayed to the clients of ``pool`` ("": of no pool)."""

@@ -2,8 +2,9 @@
 
 ::
 
-    [busd-metrics] relay_asking("busd.metrics") --PUBLISH, ack--> every worker: its
-        dispatcher answers with its registry (busd.client.metrics.report) in the ACK
+    [busd-metrics] relay_asking("busd.metrics", have) --PUBLISH, ack--> every worker: its
+        dispatcher answers with its registry (busd.client.metrics.report) in the ACK,
+        or that it is the same as the one the master has (its digest in ``have``)
     wait_acks(hub.door, seq, the pools' workers, bound) <--Acked news-- [busd-hub]
         answered -> WorkerReport(pool, slot, pid, families)
         silent past the bound -> missing (counted; its last values stand in)
@@ -31,7 +32,9 @@ CHANNEL = METRICS_CHANNEL
 class Asking(Protocol):
     """The master, as a scrape sees it."""
 
-    def relay_asking(self, channel: str) -> tuple[int, ClientTable]:
+    def relay_asking(
+        self, channel: str, kwargs: dict[str, Any] | None = None
+    ) -> tuple[int, ClientTable]:
         """Relay ``channel`` with ack; its seq and the clients then."""
 
 
@@ -49,9 +52,16 @@ class _Partial(Exception):
         self.report = report
 
 
-def gather(master: Asking, door: AckSource, timeout: float) -> Gathered:
-    """Ask every pool worker for its registry; wait at most ``timeout`` seconds."""
-    seq, table = master.relay_asking(CHANNEL)
+def gather(
+    master: Asking, door: AckSource, timeout: float, have: Mapping[int, str] | None = None
+) -> Gathered:
+    """Ask every pool worker for its registry; wait at most ``timeout`` seconds.
+
+    ``have``: by pid, the digest of the report the master holds from that
+    worker; one whose report has not changed answers only that it is the same.
+    """
+    asked = {"have": {str(pid): digest for pid, digest in have.items()}} if have else None
+    seq, table = master.relay_asking(CHANNEL, asked)
     workers = {c.id: c for c in table.clients if _asked(c, seq)}
     if not workers:
         return Gathered((), ())
@@ -64,11 +74,14 @@ def gather(master: Asking, door: AckSource, timeout: float) -> Gathered:
     reports, answered = [], set()
     for ack in report.acks:
         client = workers.get(ack.client)
-        families = _families(ack.result)
-        if client is None or families is None:
+        answer = _answer(ack.result)
+        if client is None or answer is None:
             continue
         answered.add(ack.client)
-        reports.append(WorkerReport(client.pool, client.worker or 0, client.pid, tuple(families)))
+        families, digest, same = answer
+        reports.append(
+            WorkerReport(client.pool, client.worker or 0, client.pid, families, digest, same)
+        )
     gone = {c.id for c in report.lost}
     missing = tuple(
         (c.pool, c.worker or 0, c.pid)
@@ -84,14 +97,20 @@ def _asked(client: ClientInfo, seq: int) -> bool:
     )
 
 
-def _families(result: Any) -> list[Mapping[str, Any]] | None:
-    """The families of an ACK's result (None: not a report, e.g. cut for its size)."""
+def _answer(result: Any) -> tuple[tuple[Mapping[str, Any], ...], str, bool] | None:
+    """An ACK's result as (families, digest, same); None: not a report (e.g. cut for
+    its size).  ``{"same": digest}`` is (no families, digest, True)."""
     if not isinstance(result, Mapping):
         return None
+    digest = result.get("digest", "")
+    same = result.get("same")
+    if isinstance(same, str) and same:
+        return (), same, True
     families = result.get("families")
     if not isinstance(families, list):
         return None
-    return [f for f in families if isinstance(f, Mapping)]
+    kept = tuple(f for f in families if isinstance(f, Mapping))
+    return kept, digest if isinstance(digest, str) else "", False
 
 
 __all__ = ["CHANNEL", "Gathered", "gather"]

@@ -12,6 +12,10 @@ but did not answer in time::
                    reports, bases)        per worker {pool, slot}, or per pool {pool} as
                                           a gauge's multiprocess_mode says
 
+A worker whose registry did not change since the report the Merger holds
+says only so (a report with ``same`` and that report's digest): it is heard
+again, and nothing of it is checked or copied.
+
 A family is plain data: ``{"name", "type", "help", "mode" (gauges),
 "samples": [[sample_name, {label: value}, value], ...]}``; the merged view
 is a list of families in the same form, by name, each one's samples sorted
@@ -82,12 +86,19 @@ OutKey = tuple[str, int | None, str, Labels]
 
 @dataclass(frozen=True)
 class WorkerReport:
-    """What one worker answered to a scrape: its families, and who it is."""
+    """What one worker answered to a scrape: its families, and who it is.
+
+    ``digest`` names the families' values ("" if the worker gave none);
+    ``same``: the worker said only that its report is the one of that digest,
+    which the Merger holds (:meth:`Merger.digests`).
+    """
 
     pool: str
     slot: int
     pid: int
     families: tuple[Family, ...]
+    digest: str = ""
+    same: bool = False
 
 
 @dataclass(frozen=True, eq=False)
@@ -128,6 +139,8 @@ class _Worker:
 
     families: Mapping[str, _Family]
     heard: int
+    #: The digest its worker gave that report ("": none, it is always sent whole).
+    digest: str = ""
 
 
 class Merger:
@@ -144,6 +157,8 @@ class Merger:
         self._merged = 0
         #: The workers, least recently heard first (made once per merge).
         self._by_heard: list[tuple[WorkerKey, _Worker]] = []
+        #: The last merged view, returned again while nothing changes.
+        self._last: list[dict[str, Any]] | None = None
 
     def merge(
         self,
@@ -155,21 +170,35 @@ class Merger:
         ``reports``: the workers that answered this scrape (a later report of
         the same worker wins); ``missing``: (pool, slot, pid) of the workers
         alive that did not answer.  Every other worker heard before has left.
+        When none left and every answer was ``same``, the last view is
+        returned again, the same list: read it, never change it.
         """
         answered: dict[WorkerKey, WorkerReport] = {}
         for report in reports:
             answered[(report.pool, report.slot, report.pid)] = report
         alive = set(answered) | {(pool, slot, pid) for pool, slot, pid in missing}
-        for key in [key for key in self._workers if key not in alive]:
+        left = [key for key in self._workers if key not in alive]
+        changed = bool(left) or any(not r.same for r in answered.values())
+        for key in left:
             self._leave(key)
         self._forget_unheld_names()
         for key, report in answered.items():
-            self._hear(key, report.families)
+            if report.same:
+                self._hear_same(key, report.digest)
+            else:
+                self._hear(key, report.families, report.digest)
+        if not changed and self._last is not None:
+            return self._last  # nobody left, every answer the same: the same view
         self._forget_unheld_names()
         self._by_heard = sorted(self._workers.items(), key=lambda item: item[1].heard)
         merged = [self._family(name, kind) for name, kind in sorted(self._kinds.items())]
         self._merged = len(merged)
+        self._last = merged
         return merged
+
+    def digests(self) -> dict[int, str]:
+        """By pid, the digest of each worker's report held (for the next scrape's ask)."""
+        return {pid: w.digest for (_pool, _slot, pid), w in self._workers.items() if w.digest}
 
     def statistics(self) -> MergerStats:
         """Workers counted, departed and families merged; what was skipped."""
@@ -190,13 +219,23 @@ class Merger:
                 for (sample, labels), value in family.samples.items():
                     self._fold(name, key[0], sample, labels, value)
 
-    def _hear(self, key: WorkerKey, families: object) -> None:
+    def _hear(self, key: WorkerKey, families: object, digest: str = "") -> None:
         checked = self._check_families(families)
         before = self._workers.get(key)
         if before is not None:
             self._carry_counters(key[0], before, checked)
         self._heard += 1
-        self._workers[key] = _Worker(checked, self._heard)
+        self._workers[key] = _Worker(checked, self._heard, digest)
+
+    def _hear_same(self, key: WorkerKey, digest: str) -> None:
+        """The worker's report is the one held: heard now, nothing to check.  One whose
+        held report has another digest (it was never asked with this one) is only
+        missing this time: its last values count, and it is asked in full next."""
+        before = self._workers.get(key)
+        if before is None or before.digest != digest:
+            return
+        self._heard += 1
+        self._workers[key] = _Worker(before.families, self._heard, digest)
 
     def _carry_counters(self, pool: str, before: _Worker, now: dict[str, _Family]) -> None:
         """Whatever a worker counted stays counted: a counter-like sample that ``now``

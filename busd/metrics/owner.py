@@ -6,7 +6,8 @@
     command thread (busctl metrics) --Scrape----------+-+--> [busd-metrics] inbox
                                                              (blocks: no wake-up of its own)
         status <- the hub, at once (its own DEALER on the master's ipc endpoint)
-        the workers' registries <- gather (busd.metrics.gather), bounded
+        the workers' registries <- gather (busd.metrics.gather), bounded; a worker
+            whose registry did not change since the last scrape says only so
         Merger (busd.metrics.merge): counters per pool, never going down
         render: Prometheus text, or OpenMetrics when the scraper asks
       reply.set_result((body, content type)) ------------------> the asker
@@ -107,7 +108,8 @@ class MetricsOwner:
         status = control.request("status")
         if not isinstance(status, Mapping):
             raise BusError("the master's status was not a map")
-        gathered = gather(self.master, self.master.hub.door, self.gather_timeout)
+        door, have = self.master.hub.door, self._merger.digests()
+        gathered = gather(self.master, door, self.gather_timeout, have)
         merged = self._merger.merge(gathered.reports, gathered.missing)
         families = [
             *master_families(status, __version__),

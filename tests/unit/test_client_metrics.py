@@ -116,6 +116,29 @@ def test_the_registry_is_reported_as_plain_data() -> None:
     assert families["build"]["samples"] == [["build_info", {"version": "1.2"}, 1.0]]
 
 
+def test_a_report_the_master_holds_is_answered_as_the_same() -> None:
+    pytest.importorskip("prometheus_client")
+    data = report_of(
+        APPLICATION
+        + """
+import os
+from busd.client.metrics import report
+
+first = report()
+mine = {str(os.getpid()): first["digest"]}
+assert report(mine) == {"same": first["digest"]}, "unchanged: the same"
+assert "families" in report({str(os.getpid() + 1): first["digest"]}), "another pid's"
+assert "families" in report({"x": 1}) and "families" in report("garbled")
+hits.labels("/").inc()
+changed = report(mine)
+assert changed["digest"] != first["digest"], "a count changed: a new digest"
+assert {f["name"] for f in changed["families"]} == {f["name"] for f in first["families"]}
+"""
+    )
+    assert len(data["digest"]) == 16
+    int(data["digest"], 16)
+
+
 def test_default_collectors_and_created_samples_are_left_out() -> None:
     pytest.importorskip("prometheus_client")
 

@@ -250,6 +250,31 @@ def test_the_issues_example_three_workers_one_replaced() -> None:
     assert merger.statistics() == {"workers": 3, "departed": 1, "families": 1, "skipped": 0}
 
 
+def test_a_worker_that_says_its_report_is_the_same_counts_with_the_one_held() -> None:
+    merger = Merger()
+    hits = counter("hits", ({}, 5))
+    first = [
+        WorkerReport("web", slot, pid, (hits,), digest=f"d{pid}")
+        for slot, pid in enumerate((10, 11))
+    ]
+    assert total(merger.merge(first, []), "hits", "web") == 10
+    assert merger.digests() == {10: "d10", 11: "d11"}
+    same = [
+        WorkerReport("web", 0, 10, (), digest="d10", same=True),
+        WorkerReport("web", 1, 11, (), digest="d11", same=True),
+    ]
+    assert total(merger.merge(same, []), "hits", "web") == 10
+    assert merger.merge(same, []) is merger.merge(same, [])  # nothing changed: not made again
+    # A digest the Merger does not hold is not taken for the report it holds.
+    wrong = [WorkerReport("web", 0, 10, (), digest="other", same=True), same[1]]
+    assert total(merger.merge(wrong, []), "hits", "web") == 10
+    assert merger.statistics()["workers"] == 2
+    # A worker that left (not answering, not missing) still leaves its counts behind.
+    assert total(merger.merge([same[1]], []), "hits", "web") == 10
+    assert merger.digests() == {11: "d11"}
+    assert merger.statistics()["departed"] == 1
+
+
 def test_a_missing_worker_counts_with_its_last_values_a_departed_one_with_its_counters() -> None:
     merger = Merger()
     merger.merge(
