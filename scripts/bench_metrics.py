@@ -28,6 +28,8 @@ be left (psutil), or the run fails.
    over 60 s (30 s with --quick) with a scrape every 15 s, against the same
    master without scrapes (a second busd, the same pool, without
    ``--metrics``).  Goal: the difference <= 0.1 % of a core.
+3. a pool of 3 (the same worker): N scrapes, p50 and p99.  The bound: well
+   under 250 ms, counted as PASS when p99 is at most a fifth of it.
 
 Without the extra (prometheus_client), busd refuses ``--metrics`` and this
 bench says so in one line (exit status 1).  A goal missed is printed as MISS
@@ -65,6 +67,9 @@ PYTHON = str(VENV_BIN / "python") if (VENV_BIN / "python").exists() else sys.exe
 BUSCTL = [PYTHON, "-m", "busd.client.ctl.busctl"]
 TARGET = "busd.examples.metrics:main"
 WORKERS = 32
+#: The pool of section 3, and the bound its scrape must stay well under (ms).
+SMALL = 3
+GOAL_SMALL_MS = 250.0
 SERIES = 50
 SCRAPE_EVERY = 15.0
 GOAL_P50_MS = 50.0
@@ -234,9 +239,12 @@ class Floor:
 
 
 class Busd:
-    """A busd of 32 metrics workers, with ``--metrics`` on a port of its own or without."""
+    """A busd of metrics workers (32), with ``--metrics`` on a port of its own or without."""
 
-    def __init__(self, work: Path, env: dict[str, str], metrics: bool) -> None:
+    def __init__(
+        self, work: Path, env: dict[str, str], metrics: bool, workers: int = WORKERS
+    ) -> None:
+        self.workers = workers
         self.runtime = Path(tempfile.mkdtemp(prefix="bmd-", dir="/tmp"))
         self.log_path = work / f"{self.runtime.name}.log"
         self.port = free_port() if metrics else None
@@ -251,7 +259,7 @@ class Busd:
             "WARNING",
             *flags,
             "-w",
-            str(WORKERS),
+            str(workers),
             TARGET,
         ]
         self.env = env
@@ -327,11 +335,11 @@ class Busd:
         for _ in range(tries):  # each scrape is bounded by busd (and by urllib's timeout)
             text = scrape(self.port)[1]
             last = sample_value(text, f"busd_example_series_{SERIES - 1}_total", 'pool="main"')
-            if last == WORKERS:
+            if last == self.workers:
                 return text
         raise BenchError(
             f"busd's /metrics did not show busd_example_series_{SERIES - 1}_total"
-            f'{{pool="main"}} {WORKERS} in {tries} scrapes; the last one:\n{text[-800:]}'
+            f'{{pool="main"}} {self.workers} in {tries} scrapes; the last one:\n{text[-800:]}'
         )
 
     def tail(self) -> str:
@@ -370,12 +378,12 @@ class Busd:
 
 
 @contextlib.contextmanager
-def running_busd(bench: Bench, metrics: bool) -> Iterator[Busd]:
+def running_busd(bench: Bench, metrics: bool, workers: int = WORKERS) -> Iterator[Busd]:
     """A launched Busd, always closed; its problems go to the bench."""
-    busd = Busd(bench.work, bench.env, metrics)
+    busd = Busd(bench.work, bench.env, metrics, workers)
     try:
         took = busd.launch()
-        print(f"  busd pid {busd.pid}: 32 workers STARTED in {took * 1000:.0f} ms")
+        print(f"  busd pid {busd.pid}: {workers} workers STARTED in {took * 1000:.0f} ms")
         yield busd
     finally:
         try:
@@ -397,6 +405,7 @@ class Bench:
     scrapes: int
     busd_times: list[float] = field(default_factory=list)
     floor_times: list[float] = field(default_factory=list)
+    small_times: list[float] = field(default_factory=list)
     idle: dict[str, float] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
 
@@ -508,6 +517,7 @@ def summary(bench: Bench) -> None:
         ["idle master cpu, no --metrics", "-", f"{plain:.3f} %", "-"],
         [f"idle master cpu, scrape/{SCRAPE_EVERY:g} s", "-", f"{scraped:.3f} %", "-"],
         ["idle cost of metrics", "-", f"{extra:+.3f} %", "-"],
+        [f"scrape p99, pool of {SMALL}", "-", f"{percentile(bench.small_times, 99):.1f} ms", "-"],
     ]
     print_table(["metric", "floor", "busd", "ratio"], rows)
     print(f"\nratio: busd's scrape p50 is {busd50 / floor50:.2f}x prometheus_client's own server")
@@ -521,13 +531,18 @@ def summary(bench: Bench) -> None:
         f"goal: idle cost of a scrape every {SCRAPE_EVERY:g} s <= {GOAL_IDLE_PCT:g} % of a core: "
         f"{extra:+.3f} %: {verdict(extra, GOAL_IDLE_PCT)}"
     )
+    small99 = percentile(bench.small_times, 99)
+    print(
+        f"goal: a scrape of a pool of {SMALL} well under {GOAL_SMALL_MS:g} ms: p99 "
+        f"{small99:.1f} ms: {verdict(small99, GOAL_SMALL_MS / 5)} (the bar: a fifth of it)"
+    )
 
 
 # -- main ---------------------------------------------------------------------------------
 
 
 def run_sections(bench: Bench) -> None:
-    """Both sections, printing details as they go."""
+    """The three sections, printing details as they go."""
     subprocess.run(
         [PYTHON, "-c", "import busd.__main__, busd.client.ctl.busctl, busd.examples.metrics"],
         env=bench.env,
@@ -546,10 +561,20 @@ def run_sections(bench: Bench) -> None:
     print(f"2b. the same master without --metrics, idle {bench.idle_seconds:.0f} s")
     with running_busd(bench, metrics=False) as busd:
         bench_idle(bench, busd, scraped=False)
+    print(f"3. a pool of {SMALL} workers: {bench.scrapes} scrapes")
+    with running_busd(bench, metrics=True, workers=SMALL) as busd:
+        assert busd.port is not None
+        busd.wait_merged()
+        bench.small_times = [scrape(busd.port)[0] for _ in range(bench.scrapes)]
+        times = bench.small_times
+        print(
+            f"  busd  {len(times)} scrapes: p50 {percentile(times, 50):.1f} ms, "
+            f"p99 {percentile(times, 99):.1f} ms, max {max(times) * 1000:.1f} ms"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run both sections and print the summary; 1 if the run failed or left processes."""
+    """Run the sections and print the summary; 1 if the run failed or left processes."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="50 scrapes, 30 s idle windows")
     parser.add_argument("--scrapes", type=int, help="scrapes of each (default 200, 50 quick)")
