@@ -1,9 +1,10 @@
 """busd on the oldest and the newest Python it supports (3.10 and 3.13, from pyenv).
 
 For each, a virtual environment is made from a copy of the source tree, with
-the test extra installed; then the unit tests run there, and one real-process
-smoke: a master with a pool of two workers, ``busctl graceful --wait``,
-``busctl exit --wait``, and nothing left behind.  The checkers (ruff, mypy)
+the test extra installed; then the unit tests run there, and two real-process
+smokes: a master with a pool of two workers, then two pools from a config
+file; each through ``busctl graceful --wait`` and ``busctl exit --wait``, and
+nothing left behind.  The checkers (ruff, mypy)
 run on the main Python only, so tests/unit/test_lint.py is left out there.
 """
 
@@ -116,6 +117,36 @@ def test_the_unit_tests_pass(venv: Path) -> None:
 
 
 def test_a_pool_starts_reloads_and_exits(venv: Path, tmp_path: Path) -> None:
+    smoke(venv, tmp_path, ["-w", "2", "busd.examples.hello:main"], workers=2)
+
+
+def test_pools_from_a_config_file_start_reload_and_exit(venv: Path, tmp_path: Path) -> None:
+    """Several pools on this Python: its TOML reader (tomli on 3.10), ``after``."""
+    config = tmp_path / "busd.toml"
+    config.write_text(
+        """
+[busd]
+graceful_timeout = 5
+
+[pools.web]
+target = "busd.examples.hello:main"
+workers = 2
+
+[pools.jobs]
+target = "busd.examples.hello:main"
+after = ["web"]
+"""
+    )
+    # jobs comes after web: its worker stops and exits (its listeners run) before the
+    # exit is relayed, so the exit's acks are web's two.
+    smoke(venv, tmp_path, ["--config", str(config)], workers=3, exit_acks=2)
+
+
+def smoke(
+    venv: Path, tmp_path: Path, args: list[str], workers: int, exit_acks: int | None = None
+) -> None:
+    """busd with ``args``: every worker STARTED, graceful --wait acked by each, exit
+    --wait by ``exit_acks`` (each, by default), busd's status 0."""
     env = {**os.environ, "BUSD_RUNTIME_DIR": str(tmp_path)}
     env.pop("BUSD_NAME", None)
     bindir = venv / "bin"
@@ -123,14 +154,7 @@ def test_a_pool_starts_reloads_and_exits(venv: Path, tmp_path: Path) -> None:
     errors = tmp_path / "busd.err"
     with errors.open("w") as stderr:
         busd = subprocess.Popen(
-            [
-                str(bindir / "busd"),
-                "--runtime-dir",
-                str(tmp_path),
-                "-w",
-                "2",
-                "busd.examples.hello:main",
-            ],
+            [str(bindir / "busd"), "--runtime-dir", str(tmp_path), *args],
             cwd=tmp_path,
             env=env,
             stdout=subprocess.DEVNULL,
@@ -140,11 +164,11 @@ def test_a_pool_starts_reloads_and_exits(venv: Path, tmp_path: Path) -> None:
         out = run(
             [*ctl, "wait", "--for", "STARTED", "--timeout", "30"], tmp_path, SMOKE_TIMEOUT, env
         )
-        assert "with 2 workers STARTED" in out, out
+        assert f"with {workers} workers STARTED" in out, out
         out = run([*ctl, "graceful", "--wait"], tmp_path, SMOKE_TIMEOUT, env)
-        assert "2 clients acked" in out, out
+        assert f"{workers} clients acked" in out, out
         out = run([*ctl, "exit", "--wait"], tmp_path, SMOKE_TIMEOUT, env)
-        assert "2 clients acked" in out, out
+        assert f"{workers if exit_acks is None else exit_acks} clients acked" in out, out
         assert busd.wait(SMOKE_TIMEOUT) == 0, errors.read_text()
     finally:
         if busd.poll() is None:
