@@ -93,6 +93,14 @@ def join_argv(
     )
 
 
+def graceful_wait(runtime: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``busctl graceful --wait`` on the master: every ack in time."""
+    capsys.readouterr()
+    code = busctl(["--runtime-dir", str(runtime), "--timeout", str(TIMEOUT), "graceful", "--wait"])
+    _, err = capsys.readouterr()
+    assert code == 0, err
+
+
 def test_a_master_that_respawns_its_workers_still_reloads_the_joined_ones(
     busd_procs: Processes,
     busd_sink: Sink,
@@ -105,10 +113,7 @@ def test_a_master_that_respawns_its_workers_still_reloads_the_joined_ones(
     host = busd_procs.spawn(join_argv(busd_dir, ctl, keys), name="host")
     pids = sorted(r["pid"] for r in busd_sink.collect("start", 2, TIMEOUT))
 
-    capsys.readouterr()
-    code = busctl(["--runtime-dir", str(runtime), "--timeout", str(TIMEOUT), "graceful", "--wait"])
-    _, err = capsys.readouterr()
-    assert code == 0, err
+    graceful_wait(runtime, capsys)
     assert sorted(r["pid"] for r in busd_sink.collect("graceful", 2, TIMEOUT)) == pids
 
     code = busctl(["--runtime-dir", str(runtime), "exit"])
@@ -153,10 +158,7 @@ after = ["web"]
     assert len(web) == 2, starts
     assert max(r["at"] for r in web) < jobs["at"]
 
-    capsys.readouterr()
-    code = busctl(["--runtime-dir", str(runtime), "--timeout", str(TIMEOUT), "graceful", "--wait"])
-    _, err = capsys.readouterr()
-    assert code == 0, err
+    graceful_wait(runtime, capsys)
     reloaded = busd_sink.collect("graceful", 3, TIMEOUT)
     assert sorted(r["pid"] for r in reloaded) == sorted(r["pid"] for r in starts)
 
