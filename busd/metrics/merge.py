@@ -181,7 +181,8 @@ class Merger:
         changed = bool(left) or any(not r.same for r in answered.values())
         for key in left:
             self._leave(key)
-        self._forget_unheld_names()
+        if left:
+            self._forget_unheld_names()
         for key, report in answered.items():
             if report.same:
                 self._hear_same(key, report.digest)
