@@ -357,6 +357,12 @@ def test_busd_argv_goes_before_the_command_line_which_wins() -> None:
     assert (parsed.graceful_timeout, parsed.name) == (7.0, "shop")
 
 
+def test_the_metrics_endpoint_from_the_busd_table() -> None:
+    loaded = load('[busd]\nmetrics = "127.0.0.1:9100"\n')
+
+    assert parser().parse_args(loaded.busd_argv).metrics == "127.0.0.1:9100"
+
+
 def test_a_value_that_looks_like_a_flag_stays_its_value() -> None:
     loaded = load('[busd]\nname = "-x"\n')
 
