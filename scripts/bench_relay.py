@@ -208,15 +208,27 @@ GRACEFUL_P99_BEFORE: Mapping[int, float] = MappingProxyType({1: 3.74, 8: 2.15, 3
 
 # -- the children's scripts -------------------------------------------------------
 
-RAW_SUB = """
-import sys, time, msgpack, zmq
+#: Put before each raw child that reads the PUB stream: a SUB socket on every message.
+SUBSCRIBER = """
+import zmq
+def subscriber(ctx, endpoint, timeout_ms, hwm=None):
+    sub = ctx.socket(zmq.SUB)
+    if hwm is not None:
+        sub.setsockopt(zmq.RCVHWM, hwm)
+    for opt, value in ((zmq.RCVTIMEO, timeout_ms), (zmq.LINGER, 0)):
+        sub.setsockopt(opt, value)
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    sub.connect(endpoint)
+    return sub
+"""
+
+RAW_SUB = (
+    SUBSCRIBER
+    + """
+import sys, time, msgpack
 from busd.testing.probe import Probe
 endpoint, n, probe = sys.argv[1], int(sys.argv[2]), Probe(sys.argv[3])
-sub = zmq.Context().socket(zmq.SUB)
-for opt, value in ((zmq.RCVHWM, 0), (zmq.RCVTIMEO, 10000), (zmq.LINGER, 0)):
-    sub.setsockopt(opt, value)
-sub.setsockopt(zmq.SUBSCRIBE, b"")
-sub.connect(endpoint)
+sub = subscriber(zmq.Context(), endpoint, 10000, hwm=0)
 count, first, last, ready = 0, 0.0, 0.0, False
 clock = time.monotonic
 try:
@@ -239,6 +251,7 @@ except zmq.Again:
 probe.report("done", count=count, first=first, last=last, link={})
 probe.close()
 """
+)
 
 BUSD_TICK_CLIENT = """
 import sys, threading, time
@@ -307,16 +320,14 @@ master.block()
 probe.close()
 """
 
-RAW_ACKER = """
-import os, sys, msgpack, zmq
+RAW_ACKER = (
+    SUBSCRIBER
+    + """
+import os, sys, msgpack
 pub, ctl = sys.argv[1], sys.argv[2]
 ctx = zmq.Context()
-sub, dealer = ctx.socket(zmq.SUB), ctx.socket(zmq.DEALER)
-for opt, value in ((zmq.RCVTIMEO, 60000), (zmq.LINGER, 0)):
-    sub.setsockopt(opt, value)
+sub, dealer = subscriber(ctx, pub, 60000), ctx.socket(zmq.DEALER)
 dealer.setsockopt(zmq.LINGER, 1000)
-sub.setsockopt(zmq.SUBSCRIBE, b"")
-sub.connect(pub)
 dealer.connect(ctl)
 dealer.send(msgpack.packb([1, 10, 1, {"pid": os.getpid()}], use_bin_type=True))
 while True:
@@ -327,18 +338,17 @@ while True:
     dealer.send(msgpack.packb([1, 12, 0, body], use_bin_type=True))
 dealer.close()
 """
+)
 
-RAW_ECHO_SUB = """
-import sys, msgpack, zmq
+RAW_ECHO_SUB = (
+    SUBSCRIBER
+    + """
+import sys, msgpack
 from busd.testing.probe import Probe
 pub, back, probe = sys.argv[1], sys.argv[2], Probe(sys.argv[3])
 ctx = zmq.Context()
-sub, push = ctx.socket(zmq.SUB), ctx.socket(zmq.PUSH)
-for opt, value in ((zmq.RCVTIMEO, 60000), (zmq.LINGER, 0)):
-    sub.setsockopt(opt, value)
+sub, push = subscriber(ctx, pub, 60000), ctx.socket(zmq.PUSH)
 push.setsockopt(zmq.LINGER, 0)
-sub.setsockopt(zmq.SUBSCRIBE, b"")
-sub.connect(pub)
 push.connect(back)
 ready = False
 try:
@@ -356,6 +366,7 @@ except zmq.Again:
     pass
 probe.close()
 """
+)
 
 BUSD_ECHO_CLIENT = """
 import sys, msgpack, zmq

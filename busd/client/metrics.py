@@ -37,7 +37,7 @@ import sys
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-import msgpack
+from busd.core.wire import pack
 
 _log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ def _families(module: Any) -> list[dict[str, Any]]:
 def _digest(families: list[dict[str, Any]]) -> str:
     """A short hash of the families' encoding ("" if they do not encode)."""
     try:
-        data = msgpack.packb(families, use_bin_type=True)
+        data = pack(families)
     except (TypeError, ValueError, OverflowError):
         return ""
     return hashlib.blake2b(data, digest_size=8).hexdigest()

@@ -143,6 +143,10 @@ class _Worker:
     digest: str = ""
 
 
+#: The workers, least recently heard first (made once per merge).
+_ByHeard = list[tuple[WorkerKey, _Worker]]
+
+
 class Merger:
     """The merged view of every worker's registry, kept between scrapes (one thread's)."""
 
@@ -155,8 +159,6 @@ class Merger:
         self._departed = 0
         self._skipped = 0
         self._merged = 0
-        #: The workers, least recently heard first (made once per merge).
-        self._by_heard: list[tuple[WorkerKey, _Worker]] = []
         #: The last merged view, returned again while nothing changes.
         self._last: list[dict[str, Any]] | None = None
 
@@ -191,8 +193,8 @@ class Merger:
         if not changed and self._last is not None:
             return self._last  # nobody left, every answer the same: the same view
         self._forget_unheld_names()
-        self._by_heard = sorted(self._workers.items(), key=lambda item: item[1].heard)
-        merged = [self._family(name, kind) for name, kind in sorted(self._kinds.items())]
+        by_heard = sorted(self._workers.items(), key=lambda item: item[1].heard)
+        merged = [self._family(name, kind, by_heard) for name, kind in sorted(self._kinds.items())]
         self._merged = len(merged)
         self._last = merged
         return merged
@@ -329,12 +331,12 @@ class Merger:
 
     # -- the merged view -------------------------------------------------------
 
-    def _family(self, name: str, kind: _Kind) -> dict[str, Any]:
+    def _family(self, name: str, kind: _Kind, by_heard: _ByHeard) -> dict[str, Any]:
         if kind.type in COUNTER_LIKE:
-            values = self._summed(name)
+            values = self._summed(name, by_heard)
         else:
             aggregate = AGGREGATES.get(kind.mode, "") if kind.type == "gauge" else ""
-            values = self._per_worker(name, aggregate)
+            values = self._per_worker(name, aggregate, by_heard)
         family: dict[str, Any] = {"name": name, "type": kind.type, "help": kind.help}
         if kind.type == "gauge":
             family["mode"] = kind.mode
@@ -344,34 +346,34 @@ class Merger:
         ]
         return family
 
-    def _summed(self, name: str) -> dict[OutKey, float]:
+    def _summed(self, name: str, by_heard: _ByHeard) -> dict[OutKey, float]:
         values: dict[OutKey, float] = {
             (pool, None, sample, labels): value
             for (pool, sample, labels), value in self._bases.get(name, {}).items()
         }
-        for (pool, _slot, _pid), family in self._holding(name):
+        for (pool, _slot, _pid), family in self._holding(name, by_heard):
             for (sample, labels), value in family.samples.items():
                 key = (pool, None, sample, labels)
                 values[key] = values.get(key, 0.0) + value
         return values
 
-    def _per_worker(self, name: str, aggregate: str) -> dict[OutKey, float]:
+    def _per_worker(self, name: str, aggregate: str, by_heard: _ByHeard) -> dict[OutKey, float]:
         """Per (pool, slot), the most recently heard worker winning a shared slot;
         or per pool, summed, the least, the greatest or the most recently heard."""
         values: dict[OutKey, float] = {}
         pick = _PICKS.get(aggregate)
-        for (pool, slot, _pid), family in self._holding(name):
+        for (pool, slot, _pid), family in self._holding(name, by_heard):
             for (sample, labels), value in family.samples.items():
                 key = (pool, None if aggregate else slot, sample, labels)
                 earlier = values.get(key)
                 values[key] = value if earlier is None or pick is None else pick(earlier, value)
         return values
 
-    def _holding(self, name: str) -> Iterator[tuple[WorkerKey, _Family]]:
+    def _holding(self, name: str, by_heard: _ByHeard) -> Iterator[tuple[WorkerKey, _Family]]:
         """The workers whose last report has family ``name`` (of its kept type),
         the least recently heard first."""
         kind = self._kinds[name]
-        for key, worker in self._by_heard:
+        for key, worker in by_heard:
             family = worker.families.get(name)
             if family is not None and family.type == kind.type:
                 yield key, family

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import time
 from typing import Any
 
@@ -35,6 +34,7 @@ import zmq
 
 from busd.core.wire import Kind, decode
 from busd.testing import BusdPool
+from tests.integration.test_metrics import free_port
 
 TARGET = "tests.integration.targets:main"
 #: Heartbeats (1 s each by default) in the measured window.
@@ -96,12 +96,6 @@ def idle_wakeups(pool: BusdPool) -> dict[str, int]:
 
 #: The metrics threads, asleep too while nobody scrapes.
 METRICS = ("busd-metrics", "busd-metrics-http")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.mark.parametrize("metrics", [False, True], ids=["plain", "metrics"])
